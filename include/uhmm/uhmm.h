@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uhmm - Heterogeneous Memory Management for user space.
+ *
+ * The umbrella header: include this one.
+ */
+#ifndef UHMM_UHMM_H
+#define UHMM_UHMM_H
+
+#define UHMM_VERSION_MAJOR 0
+#define UHMM_VERSION_MINOR 1
+
+#include <uhmm/mm.h>
+#include <uhmm/notifier.h>
+#include <uhmm/range.h>
+#include <uhmm/pagestate.h>
+
+#endif /* UHMM_UHMM_H */

@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal declarations shared by the library's source files.
+ * Nothing here is exported (hidden visibility); see docs/CONCURRENCY.md for
+ * the locks and the order they nest in.
+ */
+#ifndef UHMM_INTERNAL_H
+#define UHMM_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uhmm/uhmm.h>
+#include "compat.h"
+#include "itree.h"
+
+#define UHMM_HIDDEN_FN __attribute__((visibility("hidden")))
+
+#define UHMM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define UHMM_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define UHMM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- log.c: errors and messages -------------------------------------- */
+/* Record a reason for the calling thread and return -err. */
+UHMM_HIDDEN_FN int uhmm__err(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+UHMM_HIDDEN_FN void uhmm__warn(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* ---- features.c ------------------------------------------------------- */
+UHMM_HIDDEN_FN const struct uhmm_sysinfo *uhmm__sysinfo(void);
+static inline bool uhmm__has(unsigned int feat)
+{
+	return (uhmm__sysinfo()->active & feat) != 0;
+}
+extern size_t uhmm__page_size UHMM_HIDDEN_FN;
+extern unsigned int uhmm__page_shift UHMM_HIDDEN_FN;
+/* Open a userfaultfd the way the probe found works; -errno on failure. */
+UHMM_HIDDEN_FN int uhmm__uffd_open(uint64_t *features_out);
+
+/* ---- interpose.c: raw system calls that bypass uhmm's wrappers -------- */
+UHMM_HIDDEN_FN int uhmm__sys_munmap(void *addr, size_t len);
+UHMM_HIDDEN_FN int uhmm__sys_madvise(void *addr, size_t len, int advice);
+UHMM_HIDDEN_FN int uhmm__sys_mprotect(void *addr, size_t len, int prot);
+UHMM_HIDDEN_FN void *uhmm__sys_mmap(void *addr, size_t len, int prot,
+				     int flags, int fd, off_t off);
+/* Bumped whenever the mappings may have changed (vma cache generation). */
+extern atomic_ulong uhmm__as_gen UHMM_HIDDEN_FN;
+
+/* ---- ptable.c: the sparse table of special page entries --------------- */
+/*
+ * An entry is one 64-bit word per page, 0 when uhmm holds nothing special
+ * for the page.  Readers use atomic loads and take no lock; writers change
+ * an entry with compare-and-swap.  Interior nodes are never freed while the
+ * context lives, so a reader can walk without a lock.
+ */
+#define UHMM_PTE_TYPE_MASK	UINT64_C(0x7)
+#define UHMM_PTE_DEVICE		UINT64_C(1)	/* device-private page */
+#define UHMM_PTE_MIGRATING	UINT64_C(2)	/* frozen by a migration */
+#define UHMM_PTE_EXCLUSIVE	UINT64_C(3)	/* device-exclusive */
+#define UHMM_PTE_BUSY		UINT64_C(4)	/* the service thread is filling it */
+#define UHMM_PTE_WRITE		UINT64_C(0x8)	/* CPU mapping was writable */
+#define UHMM_PTE_SOFT_DIRTY	UINT64_C(0x10)
+#define UHMM_PTE_PAYLOAD_SHIFT	8
+
+struct uhmm_ptable {
+	_Atomic(void *) *top;		/* lazily mapped top level */
+	size_t top_entries;
+	atomic_long nr_entries;		/* non-zero leaf entries */
+	atomic_long nr_nodes;		/* nodes allocated (for accounting) */
+};
+
+UHMM_HIDDEN_FN int uhmm__ptable_init(struct uhmm_ptable *pt);
+UHMM_HIDDEN_FN void uhmm__ptable_destroy(struct uhmm_ptable *pt);
+/* Entry for @addr, 0 if none. Lock free. */
+UHMM_HIDDEN_FN uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr);
+/* Pointer to the slot for @addr, allocating nodes; NULL on -ENOMEM. */
+UHMM_HIDDEN_FN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt,
+						   uintptr_t addr, bool alloc);
+/* CAS an entry; keeps nr_entries right.  True on success. */
+UHMM_HIDDEN_FN bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt,
+					 _Atomic uint64_t *slot,
+					 uint64_t *old, uint64_t new_val);
+/* Call @fn for every non-zero entry in [start, end). Stops on non-zero return. */
+typedef int (*uhmm_ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
+			      uint64_t entry);
+UHMM_HIDDEN_FN int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start,
+				     uintptr_t end, uhmm_ptable_fn fn, void *arg);
+static inline bool uhmm__ptable_empty(struct uhmm_ptable *pt)
+{
+	return atomic_load_explicit(&pt->nr_entries, memory_order_acquire) == 0;
+}
+
+/* ---- vma.c: the process's mappings ------------------------------------ */
+#define UHMM_VMA_READ		(1u << 0)
+#define UHMM_VMA_WRITE		(1u << 1)
+#define UHMM_VMA_EXEC		(1u << 2)
+#define UHMM_VMA_SHARED		(1u << 3)
+#define UHMM_VMA_FILE		(1u << 4)	/* file-backed (incl. shmem files) */
+#define UHMM_VMA_ANON		(1u << 5)	/* private anonymous (heap, stack, mmap) */
+#define UHMM_VMA_SHMEM		(1u << 6)	/* shared anonymous / shmem */
+#define UHMM_VMA_HUGETLB	(1u << 7)
+#define UHMM_VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
+
+struct uhmm_vma {
+	uintptr_t start;
+	uintptr_t end;
+	unsigned int flags;
+};
+
+/*
+ * Fill @out with the mappings intersecting [start, end), in address order,
+ * at most @max of them; *@n gets how many intersect (may exceed @max).
+ * @fresh forces a re-read instead of the cached copy.
+ */
+UHMM_HIDDEN_FN int uhmm__vma_find(uintptr_t start, uintptr_t end,
+				  struct uhmm_vma *out, size_t max, size_t *n,
+				  bool fresh);
+
+/* ---- notifier.c ------------------------------------------------------- */
+struct uhmm_mni_node {
+	struct uhmm_itree_node it;
+	struct uhmm_interval_notifier *mni;
+	struct uhmm_mni_node *deferred_next;
+	bool deferred_add;
+	bool free_on_apply;	/* removed from a callback: freed when applied */
+};
+
+/*
+ * Run every overlapping notifier's invalidate callback for
+ * [start, end) and return when all have returned.
+ */
+UHMM_HIDDEN_FN void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start,
+				     uintptr_t end, enum uhmm_notify_event ev,
+				     unsigned int flags, const void *owner);
+/* True if some notifier overlaps [start, end). */
+UHMM_HIDDEN_FN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
+					    uintptr_t end);
+/* Teardown: RELEASE every notifier and detach it. */
+UHMM_HIDDEN_FN void uhmm__notifier_release_all(struct uhmm_mm *mm);
+
+/* ---- mm.c: the context ------------------------------------------------ */
+enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
+
+struct uhmm_selfop {
+	uintptr_t start;
+	uintptr_t end;
+	struct uhmm_selfop *next;
+};
+
+struct uhmm_mm {
+	/* Lifetime: see mm.c.  The structure itself is static and never freed. */
+	atomic_int users;
+	atomic_int state;
+	unsigned long generation;	/* bumped at each creation */
+
+	/* userfaultfd and the service thread (service.c). */
+	int uffd;
+	uint64_t uffd_features;
+	int stop_fd;			/* eventfd: tells the service thread to stop */
+	pthread_t service;
+	bool service_started;
+	/*
+	 * Event sequence (service.c): ev_read is bumped just before each
+	 * read(2) of the uffd, ev_done when that batch is processed.  A thread
+	 * that made a syscall which may have produced an event waits for
+	 * ev_done >= the ev_read it sees afterwards.
+	 */
+	atomic_ulong ev_read;
+	atomic_ulong ev_done;
+	pthread_mutex_t ev_lock;
+	pthread_cond_t ev_cond;
+
+	/* Changes uhmm's wrappers already notified (not to notify twice). */
+	pthread_mutex_t selfop_lock;
+	struct uhmm_selfop *selfops;
+
+	/* Interval notifiers (notifier.c). */
+	pthread_mutex_t nlock;
+	pthread_cond_t ncond;
+	struct uhmm_itree tree;
+	unsigned long invalidate_seq;	/* odd while invalidations run */
+	unsigned int active_invalidate;
+	struct uhmm_mni_node *deferred;
+	atomic_int nr_notifiers;
+
+	/* Registration bookkeeping (service.c). */
+	pthread_mutex_t reg_lock;
+
+	/* Special entries. */
+	struct uhmm_ptable ptable;
+};
+
+UHMM_HIDDEN_FN extern struct uhmm_mm uhmm__the_mm;
+/* Take a user reference if the context is live; NULL otherwise. Lock free. */
+UHMM_HIDDEN_FN struct uhmm_mm *uhmm__mm_tryget(void);
+/* True on uhmm's service thread, or inside an invalidate callback. */
+UHMM_HIDDEN_FN bool uhmm__in_callback(void);
+extern __thread int uhmm__callback_depth UHMM_HIDDEN_FN;
+extern __thread bool uhmm__is_service_thread UHMM_HIDDEN_FN;
+
+/* ---- service.c -------------------------------------------------------- */
+UHMM_HIDDEN_FN int uhmm__service_start(struct uhmm_mm *mm);
+UHMM_HIDDEN_FN void uhmm__service_stop(struct uhmm_mm *mm);
+/* Wait until every uffd event read so far has been processed. */
+UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
+/* Record / forget a change whose notifiers the wrappers already ran. */
+UHMM_HIDDEN_FN int uhmm__selfop_begin(struct uhmm_mm *mm,
+				      struct uhmm_selfop *op,
+				      uintptr_t start, uintptr_t end);
+UHMM_HIDDEN_FN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
+/* Best-effort write-protect-mode registration of [start, end) for events. */
+UHMM_HIDDEN_FN void uhmm__register_for_events(struct uhmm_mm *mm,
+					      uintptr_t start, uintptr_t end);
+
+/* ---- pagestate.c ------------------------------------------------------ */
+/*
+ * The page-state walk shared by uhmm_page_state() and uhmm_range_fault():
+ * fill @out[i] with UHMM_PS_* bits of page @start + i * page size.  When
+ * @entries is not NULL, it receives each page's special entry (or 0).
+ */
+UHMM_HIDDEN_FN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
+				    size_t npages, uint32_t *out,
+				    uint64_t *entries, bool fresh_vmas);
+
+static inline uintptr_t uhmm__page_align_down(uintptr_t a)
+{
+	return a & ~(uintptr_t)(uhmm__page_size - 1);
+}
+static inline bool uhmm__page_aligned(uintptr_t a)
+{
+	return (a & (uhmm__page_size - 1)) == 0;
+}
+
+#endif /* UHMM_INTERNAL_H */

@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libc wrappers that make invalidation synchronous.
+ *
+ * libuhmm defines munmap, mremap, madvise, mprotect, pkey_mprotect, mmap,
+ * brk and sbrk.  A program linked with libuhmm (which comes before libc in
+ * the lookup order) calls these instead of libc's: when the call changes
+ * memory that an interval notifier covers, every overlapping notifier's
+ * invalidate callback has returned before the change is made, exactly as the
+ * kernel invalidates before it changes page tables.  With no context, or no
+ * notifier in the range, a wrapper costs one atomic load and goes straight to
+ * the system call.
+ *
+ * What escapes: calls libc makes internally (free() unmapping a large block,
+ * malloc trimming the heap) and raw syscall(2)s.  For ranges uhmm registered
+ * with its userfaultfd, those still arrive as UNMAP / REMOVE / REMAP events
+ * (service.c), delivered with UHMM_NOTIFY_FLAG_AFTER; elsewhere they are not
+ * seen.  See docs/CONCURRENCY.md.
+ */
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+atomic_ulong uhmm__as_gen = 1;
+
+/* ---- raw system calls --------------------------------------------------- */
+
+int uhmm__sys_munmap(void *addr, size_t len)
+{
+	return (int)syscall(SYS_munmap, addr, len);
+}
+
+int uhmm__sys_madvise(void *addr, size_t len, int advice)
+{
+	return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+int uhmm__sys_mprotect(void *addr, size_t len, int prot)
+{
+	return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+struct wrap {
+	struct uhmm_mm *mm;
+	struct uhmm_selfop op;
+	bool notified;
+};
+
+/* The page range a call touches, or false if the kernel will reject it. */
+static bool span(const void *addr, size_t len, uintptr_t *s, uintptr_t *e)
+{
+	uintptr_t a = (uintptr_t)addr;
+	uintptr_t end;
+
+	if (!uhmm__page_aligned(a) || len == 0)
+		return false;
+	end = a + ((len + uhmm__page_size - 1) & ~(uhmm__page_size - 1));
+	if (end <= a)
+		return false;
+	*s = a;
+	*e = end;
+	return true;
+}
+
+/* Before the call: notify if some notifier covers [s, e). */
+static void wrap_begin(struct wrap *w, uintptr_t s, uintptr_t e,
+		       enum uhmm_notify_event ev)
+{
+	w->notified = false;
+	if (!w->mm || !uhmm__notifier_overlaps(w->mm, s, e))
+		return;
+	uhmm__selfop_begin(w->mm, &w->op, s, e);
+	w->notified = true;
+	uhmm__invalidate(w->mm, s, e, ev, 0, NULL);
+}
+
+/* After the call: wait for the events it caused, then forget it. */
+static void wrap_end(struct wrap *w, bool changed_mappings)
+{
+	if (changed_mappings)
+		atomic_fetch_add(&uhmm__as_gen, 1);
+	if (!w->mm)
+		return;
+	uhmm__events_sync(w->mm);
+	if (w->notified)
+		uhmm__selfop_end(w->mm, &w->op);
+	uhmm_mm_put(w->mm);
+}
+
+/*
+ * On uhmm's service thread, unmapping or discarding registered memory would
+ * wait for the service thread itself to read the event: refuse instead of
+ * hanging.
+ */
+static bool would_deadlock(struct wrap *w, uintptr_t s, uintptr_t e)
+{
+	if (!w->mm || !uhmm__is_service_thread || !uhmm__notifier_overlaps(w->mm, s, e))
+		return false;
+	uhmm__err(EDEADLK, "munmap/madvise of notified memory from uhmm's service "
+		  "thread would deadlock");
+	uhmm_mm_put(w->mm);
+	errno = EDEADLK;
+	return true;
+}
+
+/* ---- the wrappers ---------------------------------------------------------- */
+
+__attribute__((visibility("default"))) int munmap(void *addr, size_t len)
+{
+	struct wrap w = { .mm = uhmm__mm_tryget() };
+	uintptr_t s, e;
+	int ret;
+
+	if (!w.mm)
+		return uhmm__sys_munmap(addr, len);
+	if (span(addr, len, &s, &e)) {
+		if (would_deadlock(&w, s, e))
+			return -1;
+		wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	}
+	ret = uhmm__sys_munmap(addr, len);
+	wrap_end(&w, true);
+	return ret;
+}
+
+static bool advice_discards(int advice)
+{
+	switch (advice) {
+	case MADV_DONTNEED:
+	case MADV_DONTNEED_LOCKED:
+	case MADV_FREE:
+	case MADV_REMOVE:
+	case MADV_PAGEOUT:
+	case 102: /* MADV_GUARD_INSTALL (6.13) zaps the range */
+		return true;
+	default:
+		return false;
+	}
+}
+
+__attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
+{
+	struct wrap w = { .mm = NULL };
+	uintptr_t s, e;
+	int ret;
+
+	if (!advice_discards(advice))
+		return uhmm__sys_madvise(addr, len, advice);
+	w.mm = uhmm__mm_tryget();
+	if (!w.mm)
+		return uhmm__sys_madvise(addr, len, advice);
+	if (span(addr, len, &s, &e)) {
+		if (would_deadlock(&w, s, e))
+			return -1;
+		wrap_begin(&w, s, e, UHMM_NOTIFY_DISCARD);
+	}
+	ret = uhmm__sys_madvise(addr, len, advice);
+	wrap_end(&w, false);
+	return ret;
+}
+
+/* Does changing [s, e) to @prot take away read or write access anywhere? */
+static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
+{
+	struct uhmm_vma v[32];
+	size_t n = 0;
+
+	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE))
+		return false;
+	if (uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) ||
+	    n > UHMM_ARRAY_SIZE(v))
+		return true;	/* cannot tell: be safe */
+	for (size_t i = 0; i < n; i++) {
+		if ((v[i].flags & UHMM_VMA_READ) && !(prot & PROT_READ))
+			return true;
+		if ((v[i].flags & UHMM_VMA_WRITE) && !(prot & PROT_WRITE))
+			return true;
+	}
+	return false;
+}
+
+static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
+{
+	struct wrap w = { .mm = uhmm__mm_tryget() };
+	uintptr_t s, e;
+	int ret;
+
+	if (w.mm && span(addr, len, &s, &e) &&
+	    uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
+		wrap_begin(&w, s, e, UHMM_NOTIFY_PROTECTION);
+	if (pkey)
+		ret = (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
+	else
+		ret = uhmm__sys_mprotect(addr, len, prot);
+	wrap_end(&w, true);
+	return ret;
+}
+
+__attribute__((visibility("default"))) int mprotect(void *addr, size_t len, int prot)
+{
+	return do_mprotect(addr, len, prot, false, 0);
+}
+
+__attribute__((visibility("default"))) int pkey_mprotect(void *addr, size_t len,
+							int prot, int pkey)
+{
+	return do_mprotect(addr, len, prot, true, pkey);
+}
+
+__attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
+						   size_t new_size, int flags, ...)
+{
+	struct wrap w = { .mm = uhmm__mm_tryget() };
+	struct wrap w2 = { .mm = NULL };
+	void *new_addr = NULL, *ret;
+	uintptr_t s, e;
+
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (w.mm && span(old, old_size ? old_size : uhmm__page_size, &s, &e)) {
+		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
+			/* The pages may move: the whole old range goes. */
+			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+		} else if (new_size < old_size) {
+			uintptr_t ns, ne;
+
+			if (span((char *)old + new_size, old_size - new_size, &ns, &ne))
+				wrap_begin(&w, ns, ne, UHMM_NOTIFY_UNMAP);
+		}
+		if ((flags & MREMAP_FIXED) && span(new_addr, new_size, &s, &e)) {
+			w2.mm = uhmm__mm_tryget();
+			wrap_begin(&w2, s, e, UHMM_NOTIFY_UNMAP);
+		}
+	}
+	ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
+	if (w2.mm)
+		wrap_end(&w2, false);
+	wrap_end(&w, true);
+	return ret;
+}
+
+static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	struct wrap w = { .mm = NULL };
+	uintptr_t s, e;
+	void *ret;
+
+	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE)) {
+		w.mm = uhmm__mm_tryget();
+		if (w.mm && span(addr, len, &s, &e))
+			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	}
+	ret = uhmm__sys_mmap(addr, len, prot, flags, fd, off);
+	wrap_end(&w, true);
+	return ret;
+}
+
+__attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot,
+						 int flags, int fd, off_t off)
+{
+	return do_mmap(addr, len, prot, flags, fd, off);
+}
+
+__attribute__((visibility("default"))) void *mmap64(void *addr, size_t len, int prot,
+						   int flags, int fd, off_t off)
+{
+	return do_mmap(addr, len, prot, flags, fd, off);
+}
+
+/*
+ * brk/sbrk: libc keeps its own idea of the break, so call its functions
+ * (found with RTLD_NEXT) rather than the system call.
+ */
+static int (*real_brk)(void *);
+static void *(*real_sbrk)(intptr_t);
+static pthread_once_t brk_once = PTHREAD_ONCE_INIT;
+
+static void brk_resolve(void)
+{
+	real_brk = (int (*)(void *))dlsym(RTLD_NEXT, "brk");
+	real_sbrk = (void *(*)(intptr_t))dlsym(RTLD_NEXT, "sbrk");
+}
+
+__attribute__((visibility("default"))) void *sbrk(intptr_t increment)
+{
+	struct wrap w = { .mm = NULL };
+	void *ret;
+
+	pthread_once(&brk_once, brk_resolve);
+	if (!real_sbrk) {
+		errno = ENOSYS;
+		return (void *)-1;
+	}
+	if (increment < 0 && (w.mm = uhmm__mm_tryget())) {
+		uintptr_t cur = (uintptr_t)real_sbrk(0);
+		uintptr_t s = uhmm__page_align_down(cur + (uintptr_t)increment +
+						    uhmm__page_size - 1);
+		uintptr_t e = (cur + uhmm__page_size - 1) & ~(uhmm__page_size - 1);
+
+		if (s < e)
+			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	}
+	ret = real_sbrk(increment);
+	wrap_end(&w, increment != 0);
+	return ret;
+}
+
+__attribute__((visibility("default"))) int brk(void *addr)
+{
+	struct wrap w = { .mm = NULL };
+	int ret;
+
+	pthread_once(&brk_once, brk_resolve);
+	if (!real_brk || !real_sbrk) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if ((w.mm = uhmm__mm_tryget())) {
+		uintptr_t cur = (uintptr_t)real_sbrk(0);
+		uintptr_t s = ((uintptr_t)addr + uhmm__page_size - 1) &
+			      ~(uintptr_t)(uhmm__page_size - 1);
+		uintptr_t e = (cur + uhmm__page_size - 1) & ~(uhmm__page_size - 1);
+
+		if (s < e)
+			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	}
+	ret = real_brk(addr);
+	wrap_end(&w, true);
+	return ret;
+}

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The process context: creation, reference counting, teardown, fork.
+ *
+ * There is one context per process, so its structure is a static object
+ * that is never freed; only its contents are created and torn down.  That
+ * lets the libc wrappers (interpose.c) take a reference with one atomic
+ * compare-and-swap and no lock, even while another thread tears the context
+ * down: a wrapper that loses the race sees users == 0 and goes straight to
+ * the system call.
+ *
+ * users: references from uhmm_mm_get() and from wrappers in flight.  The
+ * context is LIVE while users > 0; the put that drops it to 0 takes
+ * life_lock and tears down, unless a uhmm_mm_get() revived it meanwhile.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct uhmm_mm uhmm__the_mm = {
+	.ev_lock = PTHREAD_MUTEX_INITIALIZER,
+	.ev_cond = PTHREAD_COND_INITIALIZER,
+	.selfop_lock = PTHREAD_MUTEX_INITIALIZER,
+	.nlock = PTHREAD_MUTEX_INITIALIZER,
+	.ncond = PTHREAD_COND_INITIALIZER,
+	.reg_lock = PTHREAD_MUTEX_INITIALIZER,
+	.uffd = -1,
+	.stop_fd = -1,
+};
+
+/* Serializes creation and teardown of the context; outermost lock. */
+static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+__thread int uhmm__callback_depth;
+__thread bool uhmm__is_service_thread;
+
+bool uhmm__in_callback(void)
+{
+	return uhmm__callback_depth > 0 || uhmm__is_service_thread;
+}
+
+struct uhmm_mm *uhmm__mm_tryget(void)
+{
+	struct uhmm_mm *mm = &uhmm__the_mm;
+	int n = atomic_load_explicit(&mm->users, memory_order_acquire);
+
+	while (n > 0) {
+		if (atomic_compare_exchange_weak_explicit(&mm->users, &n, n + 1,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			return mm;
+	}
+	return NULL;
+}
+
+static void atfork_register(void);
+
+static int mm_create(struct uhmm_mm *mm)
+{
+	int ret;
+
+	ret = uhmm__uffd_open(&mm->uffd_features);
+	if (ret < 0)
+		return ret;
+	mm->uffd = ret;
+	mm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (mm->stop_fd < 0) {
+		ret = uhmm__err(errno, "eventfd failed");
+		goto err_uffd;
+	}
+	ret = uhmm__ptable_init(&mm->ptable);
+	if (ret)
+		goto err_stop;
+	pthread_mutex_lock(&mm->nlock);
+	uhmm_itree_init(&mm->tree);
+	mm->deferred = NULL;
+	mm->active_invalidate = 0;
+	pthread_mutex_unlock(&mm->nlock);
+	atomic_store(&mm->ev_read, 0);
+	atomic_store(&mm->ev_done, 0);
+	mm->selfops = NULL;
+	ret = uhmm__service_start(mm);
+	if (ret)
+		goto err_ptable;
+	mm->generation++;
+	return 0;
+
+err_ptable:
+	uhmm__ptable_destroy(&mm->ptable);
+err_stop:
+	close(mm->stop_fd);
+	mm->stop_fd = -1;
+err_uffd:
+	close(mm->uffd);
+	mm->uffd = -1;
+	return ret;
+}
+
+static void mm_teardown(struct uhmm_mm *mm)
+{
+	uhmm__notifier_release_all(mm);
+	uhmm__service_stop(mm);
+	close(mm->uffd);		/* unregisters every range */
+	mm->uffd = -1;
+	close(mm->stop_fd);
+	mm->stop_fd = -1;
+	uhmm__ptable_destroy(&mm->ptable);
+}
+
+int uhmm_mm_get(struct uhmm_mm **mmp)
+{
+	struct uhmm_mm *mm = &uhmm__the_mm;
+	int ret = 0;
+
+	if (!mmp)
+		return uhmm__err(EINVAL, "uhmm_mm_get: NULL mmp");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "uhmm_mm_get called from a uhmm callback");
+	*mmp = NULL;
+	if (uhmm__mm_tryget()) {
+		*mmp = mm;
+		return 0;
+	}
+	pthread_once(&atfork_once, atfork_register);
+	pthread_mutex_lock(&life_lock);
+	if (atomic_load(&mm->state) == UHMM_MM_LIVE) {
+		/* Revive a context whose last put is waiting for life_lock. */
+		atomic_fetch_add(&mm->users, 1);
+	} else {
+		ret = mm_create(mm);
+		if (!ret) {
+			atomic_store(&mm->state, UHMM_MM_LIVE);
+			atomic_store_explicit(&mm->users, 1, memory_order_release);
+		}
+	}
+	pthread_mutex_unlock(&life_lock);
+	if (!ret)
+		*mmp = mm;
+	return ret;
+}
+
+void uhmm_mm_put(struct uhmm_mm *mm)
+{
+	if (!mm)
+		return;
+	if (atomic_fetch_sub_explicit(&mm->users, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_lock(&life_lock);
+	if (atomic_load(&mm->users) == 0 &&
+	    atomic_load(&mm->state) == UHMM_MM_LIVE) {
+		atomic_store(&mm->state, UHMM_MM_TEARDOWN);
+		mm_teardown(mm);
+		atomic_store(&mm->state, UHMM_MM_DEAD);
+	}
+	pthread_mutex_unlock(&life_lock);
+}
+
+/*
+ * fork(): the kernel write-protects the parent's private writable pages
+ * (they become copy-on-write), which a device mirror must see as an
+ * invalidation; the child starts with no context at all, as a child mm
+ * starts with no notifiers.
+ */
+static void atfork_prepare(void)
+{
+	struct uhmm_mm *mm = uhmm__mm_tryget();
+	struct uhmm_vma *vmas = NULL;
+	size_t n = 0, cap = 256;
+
+	if (mm) {
+		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
+			for (;;) {
+				vmas = calloc(cap, sizeof(*vmas));
+				if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n,
+							    true) || n <= cap)
+					break;
+				free(vmas);
+				cap = n + 64;
+			}
+			for (size_t i = 0; vmas && i < UHMM_MIN(n, cap); i++) {
+				unsigned int f = vmas[i].flags;
+
+				if ((f & UHMM_VMA_WRITE) && !(f & UHMM_VMA_SHARED))
+					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
+							 UHMM_NOTIFY_FORK, 0, NULL);
+			}
+			free(vmas);
+		}
+		uhmm_mm_put(mm);
+	}
+	pthread_mutex_lock(&life_lock);
+	pthread_mutex_lock(&uhmm__the_mm.nlock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&uhmm__the_mm.nlock);
+	pthread_mutex_unlock(&life_lock);
+}
+
+UHMM_HIDDEN_FN void uhmm__vma_atfork_child(void);
+UHMM_HIDDEN_FN void uhmm__pagestate_atfork_child(void);
+UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm);
+
+static void atfork_child(void)
+{
+	struct uhmm_mm *mm = &uhmm__the_mm;
+	pthread_mutexattr_t a;
+
+	pthread_mutexattr_init(&a);
+	pthread_mutex_init(&life_lock, &a);
+	pthread_mutex_init(&mm->nlock, &a);
+	pthread_mutex_init(&mm->ev_lock, &a);
+	pthread_mutex_init(&mm->selfop_lock, &a);
+	pthread_mutex_init(&mm->reg_lock, &a);
+	pthread_cond_init(&mm->ncond, NULL);
+	pthread_cond_init(&mm->ev_cond, NULL);
+	pthread_mutexattr_destroy(&a);
+
+	uhmm__vma_atfork_child();
+	uhmm__pagestate_atfork_child();
+	if (atomic_load(&mm->state) != UHMM_MM_DEAD) {
+		/* The parent's service thread does not exist here. */
+		uhmm__notifier_atfork_child(mm);
+		if (mm->uffd >= 0)
+			close(mm->uffd);
+		if (mm->stop_fd >= 0)
+			close(mm->stop_fd);
+		mm->uffd = -1;
+		mm->stop_fd = -1;
+		mm->service_started = false;
+		uhmm__ptable_destroy(&mm->ptable);
+		mm->selfops = NULL;
+	}
+	atomic_store(&mm->users, 0);
+	atomic_store(&mm->state, UHMM_MM_DEAD);
+}
+
+static void atfork_register(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Process exit: tell every notifier, as the kernel's exit_mmap does. */
+__attribute__((destructor)) static void uhmm_exit(void)
+{
+	struct uhmm_mm *mm = uhmm__mm_tryget();
+
+	if (!mm)
+		return;
+	uhmm__notifier_release_all(mm);
+	atomic_fetch_sub(&mm->users, 1);
+}

@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CPU page state of a range: pagemap entries, PAGEMAP_SCAN categories (zero
+ * page, PMD-mapped huge page), the mappings list and uhmm's special entries.
+ *
+ * Without PAGEMAP_SCAN the zero page and huge mappings are recognised from
+ * page frame numbers, which only root can read: an unprivileged process on a
+ * kernel older than 6.7 sees neither (documented in the README).
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
+#define SCAN_REGIONS	256u
+
+static pthread_mutex_t pm_lock = PTHREAD_MUTEX_INITIALIZER;
+static int pagemap_fd = -1;
+static uint64_t zero_pfn;		/* 0: unknown */
+static bool zero_pfn_probed;
+
+void uhmm__pagestate_atfork_child(void)
+{
+	pthread_mutex_init(&pm_lock, NULL);
+	if (pagemap_fd >= 0)
+		close(pagemap_fd);	/* it reads the parent's page table */
+	pagemap_fd = -1;
+}
+
+static int get_pagemap_fd(void)
+{
+	int fd;
+
+	pthread_mutex_lock(&pm_lock);
+	if (pagemap_fd < 0)
+		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	fd = pagemap_fd;
+	pthread_mutex_unlock(&pm_lock);
+	return fd;
+}
+
+static int read_pagemap(int fd, uintptr_t start, size_t n, uint64_t *buf)
+{
+	size_t done = 0, want = n * sizeof(uint64_t);
+	off_t off = (off_t)((start >> uhmm__page_shift) * sizeof(uint64_t));
+
+	while (done < want) {
+		ssize_t r = pread(fd, (char *)buf + done, want - done, off + (off_t)done);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -EIO;
+		}
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	if (done < want)
+		memset((char *)buf + done, 0, want - done);
+	return 0;
+}
+
+/* The zero page's frame number, for the no-PAGEMAP_SCAN path (root only). */
+static uint64_t find_zero_pfn(int fd)
+{
+	volatile char *p;
+	uint64_t e = 0;
+
+	pthread_mutex_lock(&pm_lock);
+	if (zero_pfn_probed) {
+		pthread_mutex_unlock(&pm_lock);
+		return zero_pfn;
+	}
+	zero_pfn_probed = true;
+	if (uhmm__sysinfo()->zero_page == 1) {
+		p = uhmm__sys_mmap(NULL, uhmm__page_size, PROT_READ,
+				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if ((void *)p != MAP_FAILED) {
+			(void)p[0];
+			if (read_pagemap(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
+				zero_pfn = e & PM_PFN_MASK;
+			uhmm__sys_munmap((void *)p, uhmm__page_size);
+		}
+	}
+	pthread_mutex_unlock(&pm_lock);
+	return zero_pfn;
+}
+
+/* Mark ZERO / HUGE bits in @out for [start, start + n pages) with PAGEMAP_SCAN. */
+static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out)
+{
+	struct page_region regs[SCAN_REGIONS];
+	uintptr_t end = start + (n << uhmm__page_shift);
+	uintptr_t cur = start;
+
+	while (cur < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.start = cur,
+			.end = end,
+			.vec = (uintptr_t)regs,
+			.vec_len = SCAN_REGIONS,
+			.category_anyof_mask = PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+			.return_mask = PAGE_IS_PFNZERO | PAGE_IS_HUGE,
+		};
+		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
+
+		if (got < 0)
+			return -EIO;
+		for (long i = 0; i < got; i++) {
+			uint32_t bits = 0;
+
+			if (regs[i].categories & PAGE_IS_PFNZERO)
+				bits |= UHMM_PS_ZERO;
+			if (regs[i].categories & PAGE_IS_HUGE)
+				bits |= UHMM_PS_HUGE;
+			for (uintptr_t a = regs[i].start; a < regs[i].end; a += uhmm__page_size)
+				out[(a - start) >> uhmm__page_shift] |= bits;
+		}
+		if (arg.walk_end <= cur)
+			break;
+		cur = arg.walk_end;
+	}
+	return 0;
+}
+
+/*
+ * Without PAGEMAP_SCAN: a 2 MiB-aligned block whose pages are all present
+ * with consecutive, 2 MiB-aligned frame numbers is taken as PMD-mapped.
+ */
+static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm,
+			   uint32_t *out)
+{
+	const size_t huge_pages = (2u << 20) >> uhmm__page_shift;
+	uint64_t zpfn = find_zero_pfn(fd);
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t pfn = pm[i] & PM_PFN_MASK;
+
+		if (!(pm[i] & PM_PRESENT) || !pfn)
+			continue;
+		if (zpfn && pfn == zpfn)
+			out[i] |= UHMM_PS_ZERO;
+	}
+	for (size_t i = 0; i < n;) {
+		uintptr_t a = start + (i << uhmm__page_shift);
+		uintptr_t base = a & ~(uintptr_t)((2u << 20) - 1);
+		size_t first = (base - start) >> uhmm__page_shift;
+		bool huge = base >= start && first + huge_pages <= n;
+		uint64_t pfn0;
+
+		if (!huge) {
+			i++;
+			continue;
+		}
+		pfn0 = pm[first] & PM_PFN_MASK;
+		if (!(pm[first] & PM_PRESENT) || !pfn0 || (pfn0 & (huge_pages - 1)))
+			huge = false;
+		for (size_t k = 1; huge && k < huge_pages; k++)
+			if (!(pm[first + k] & PM_PRESENT) ||
+			    (pm[first + k] & PM_PFN_MASK) != pfn0 + k)
+				huge = false;
+		if (huge)
+			for (size_t k = 0; k < huge_pages; k++)
+				out[first + k] |= UHMM_PS_HUGE;
+		i = first + huge_pages;
+	}
+}
+
+struct special_ctx {
+	uintptr_t start;
+	uint32_t *out;
+	uint64_t *entries;
+};
+
+static int mark_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_t e)
+{
+	struct special_ctx *c = arg;
+	size_t i = (addr - c->start) >> uhmm__page_shift;
+
+	(void)slot;
+	switch (e & UHMM_PTE_TYPE_MASK) {
+	case UHMM_PTE_DEVICE:
+		c->out[i] |= UHMM_PS_DEVICE_PRIVATE;
+		break;
+	case UHMM_PTE_MIGRATING:
+	case UHMM_PTE_BUSY:
+		c->out[i] |= UHMM_PS_MIGRATING;
+		break;
+	case UHMM_PTE_EXCLUSIVE:
+		c->out[i] |= UHMM_PS_DEVICE_EXCLUSIVE;
+		break;
+	}
+	if (c->entries)
+		c->entries[i] = e;
+	return 0;
+}
+
+static uint32_t vma_bits(unsigned int f)
+{
+	uint32_t b = UHMM_PS_MAPPED;
+
+	if (f & UHMM_VMA_READ)
+		b |= UHMM_PS_READ;
+	if (f & UHMM_VMA_WRITE)
+		b |= UHMM_PS_MAYWRITE;
+	if (f & UHMM_VMA_FILE)
+		b |= UHMM_PS_FILE;
+	if (f & (UHMM_VMA_SHARED | UHMM_VMA_SHMEM))
+		b |= UHMM_PS_SHARED;
+	if (f & UHMM_VMA_HUGETLB)
+		b |= UHMM_PS_HUGETLB;
+	if (f & UHMM_VMA_SPECIAL)
+		b |= UHMM_PS_SPECIAL;
+	return b;
+}
+
+int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+		     uint32_t *out, uint64_t *entries, bool fresh_vmas)
+{
+	const unsigned int ps = uhmm__page_shift;
+	uintptr_t end = start + (npages << ps);
+	struct uhmm_vma stackv[16], *vmas = stackv;
+	size_t nv = 0, vi = 0;
+	uint64_t *pm = NULL;
+	int fd, ret;
+
+	fd = get_pagemap_fd();
+	if (fd < 0)
+		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+	ret = uhmm__vma_find(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &nv, fresh_vmas);
+	if (!ret && nv > UHMM_ARRAY_SIZE(stackv)) {
+		size_t cap = nv + 16;
+
+		vmas = malloc(cap * sizeof(*vmas));
+		if (!vmas)
+			return uhmm__err(ENOMEM, "page state: out of memory");
+		ret = uhmm__vma_find(start, end, vmas, cap, &nv, false);
+		if (!ret && nv > cap)
+			ret = -EAGAIN;
+	}
+	if (ret) {
+		ret = uhmm__err(-ret == EAGAIN ? EBUSY : -ret,
+				"cannot read the mappings list");
+		goto out;
+	}
+	pm = malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
+	if (!pm) {
+		ret = uhmm__err(ENOMEM, "page state: out of memory");
+		goto out;
+	}
+	if (entries)
+		memset(entries, 0, npages * sizeof(*entries));
+
+	for (size_t base = 0; base < npages; base += CHUNK_PAGES) {
+		size_t n = UHMM_MIN((size_t)CHUNK_PAGES, npages - base);
+		uintptr_t cs = start + (base << ps);
+		uint32_t *o = out + base;
+
+		ret = read_pagemap(fd, cs, n, pm);
+		if (ret) {
+			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+			goto out;
+		}
+		memset(o, 0, n * sizeof(*o));
+		if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
+			if (scan_categories(fd, cs, n, o)) {
+				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				goto out;
+			}
+		} else {
+			pfn_categories(fd, cs, n, pm, o);
+		}
+		for (size_t i = 0; i < n;) {
+			uintptr_t a = cs + (i << ps);
+			uintptr_t run_end;
+			uint32_t vb;
+
+			while (vi < nv && vmas[vi].end <= a)
+				vi++;
+			if (vi >= nv || vmas[vi].start > a) {
+				/* A hole: up to the next mapping. */
+				run_end = vi < nv ? vmas[vi].start : end;
+				for (; i < n && cs + (i << ps) < run_end; i++)
+					o[i] = 0;
+				continue;
+			}
+			vb = vma_bits(vmas[vi].flags);
+			run_end = vmas[vi].end;
+			for (; i < n && cs + (i << ps) < run_end; i++) {
+				uint64_t e = pm[i];
+				uint32_t b = vb | (o[i] & (UHMM_PS_ZERO | UHMM_PS_HUGE));
+
+				if (e & PM_PRESENT) {
+					b |= UHMM_PS_PRESENT;
+					if (e & PM_MMAP_EXCLUSIVE)
+						b |= UHMM_PS_EXCLUSIVE;
+					if ((vb & UHMM_PS_MAYWRITE) && !(b & UHMM_PS_ZERO) &&
+					    ((vb & UHMM_PS_SHARED) ||
+					     ((e & PM_MMAP_EXCLUSIVE) && !(e & PM_FILE))))
+						b |= UHMM_PS_WRITABLE;
+				} else {
+					b &= ~(UHMM_PS_ZERO | UHMM_PS_HUGE);
+					if (e & PM_SWAP)
+						b |= UHMM_PS_SWAPPED;
+				}
+				if (e & PM_SOFT_DIRTY)
+					b |= UHMM_PS_SOFT_DIRTY;
+				o[i] = b;
+			}
+		}
+	}
+	if (mm && !uhmm__ptable_empty(&mm->ptable)) {
+		struct special_ctx c = { .start = start, .out = out, .entries = entries };
+
+		uhmm__ptable_walk(&mm->ptable, start, end, mark_special, &c);
+	}
+	ret = 0;
+out:
+	free(pm);
+	if (vmas != stackv)
+		free(vmas);
+	return ret;
+}
+
+int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t *out)
+{
+	if (!mm || !out)
+		return uhmm__err(EINVAL, "uhmm_page_state: NULL argument");
+	if (mm != &uhmm__the_mm)
+		return uhmm__err(EINVAL, "uhmm_page_state: not a uhmm context");
+	if (!uhmm__page_aligned(start))
+		return uhmm__err(EINVAL, "uhmm_page_state: start %#lx is not page aligned",
+				 (unsigned long)start);
+	if (npages == 0 || npages > (UINTPTR_MAX >> uhmm__page_shift) ||
+	    start + (npages << uhmm__page_shift) <= start)
+		return uhmm__err(EINVAL, "uhmm_page_state: empty or wrapping range");
+	return uhmm__page_state(mm, start, npages, out, NULL, false);
+}

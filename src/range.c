@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uhmm_range_fault(): the counterpart of the kernel's hmm_range_fault().
+ *
+ * One pass reads the CPU state of the whole range (pagestate.c) and decides,
+ * page by page, what the request needs.  If any requested page cannot be
+ * satisfied the call fails before faulting anything.  Otherwise the pages
+ * that need a fault are faulted in runs (MADV_POPULATE_READ/WRITE, or a
+ * touch from this thread on kernels without them, or where user-mode-only
+ * userfaultfd refuses kernel-mode faults) and the range is read again,
+ * until a pass needs no fault.  The notifier sequence is checked before and
+ * after: any invalidation in between gives -EBUSY.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_PASSES 8
+
+enum need { NEED_NONE = 0, NEED_READ = 1, NEED_WRITE = 2 };
+
+uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
+{
+	return (uintptr_t)((pfn & UHMM_PFN_NUMBER_MASK) << uhmm__page_shift);
+}
+
+/* Touch pages from this thread, as the CPU would: the fallback fault path. */
+static void touch(uintptr_t s, uintptr_t e, bool write)
+{
+	for (uintptr_t a = s; a < e; a += uhmm__page_size) {
+		if (write)
+			__atomic_fetch_add((volatile char *)a, 0, __ATOMIC_RELAXED);
+		else
+			(void)*(volatile const char *)a;
+	}
+}
+
+static int fault_run(uintptr_t s, uintptr_t e, bool write)
+{
+	int advice = write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+
+	if (uhmm__has(UHMM_FEAT_MADV_POPULATE)) {
+		if (uhmm__sys_madvise((void *)s, e - s, advice) == 0)
+			return 0;
+		/*
+		 * EFAULT on memory uhmm itself registered: a user-mode-only
+		 * userfaultfd refuses kernel-mode faults; touch instead.  Any
+		 * other failure is the request's.
+		 */
+		if (errno != EFAULT ||
+		    uhmm__sysinfo()->uffd_mode != UHMM_UFFD_USER_ONLY)
+			return errno == EPERM || errno == EACCES ? -EPERM : -EFAULT;
+	}
+	touch(s, e, write);
+	return 0;
+}
+
+static uint64_t output(uint32_t st, uintptr_t addr)
+{
+	uint64_t pfn;
+
+	if (!(st & UHMM_PS_PRESENT) || !(st & UHMM_PS_READ))
+		return 0;
+	pfn = UHMM_PFN_VALID | (uint64_t)(addr >> uhmm__page_shift);
+	if (st & UHMM_PS_WRITABLE)
+		pfn |= UHMM_PFN_WRITE;
+	if (st & UHMM_PS_ZERO)
+		pfn |= UHMM_PFN_ZERO;
+	if (st & UHMM_PS_HUGE)
+		pfn |= (uint64_t)(21 - uhmm__page_shift) << UHMM_PFN_ORDER_SHIFT;
+	return pfn;
+}
+
+static bool bad_mapping(uint32_t st)
+{
+	return !(st & UHMM_PS_MAPPED) || !(st & UHMM_PS_READ) ||
+	       (st & (UHMM_PS_HUGETLB | UHMM_PS_SPECIAL));
+}
+
+int uhmm_range_fault(struct uhmm_range *range)
+{
+	struct uhmm_interval_notifier *mni;
+	struct uhmm_mm *mm;
+	uint32_t *st = NULL;
+	uint8_t *need = NULL;
+	size_t npages;
+	int ret = 0;
+
+	if (!range || !range->notifier || !range->hmm_pfns)
+		return uhmm__err(EINVAL, "range fault: NULL range, notifier or hmm_pfns");
+	mni = range->notifier;
+	mm = mni->mm;
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+		return uhmm__err(EINVAL, "range fault: notifier is not inserted in a live context");
+	if (!uhmm__page_aligned(range->start) || !uhmm__page_aligned(range->end) ||
+	    range->end <= range->start)
+		return uhmm__err(EINVAL, "range fault: [%#lx, %#lx) is empty or not page aligned",
+				 (unsigned long)range->start, (unsigned long)range->end);
+	if (range->start < mni->start || (mni->end && range->end > mni->end))
+		return uhmm__err(EINVAL, "range fault: [%#lx, %#lx) is not inside the notifier",
+				 (unsigned long)range->start, (unsigned long)range->end);
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
+
+	npages = (range->end - range->start) >> uhmm__page_shift;
+	st = malloc(npages * sizeof(*st));
+	need = malloc(npages);
+	if (!st || !need) {
+		ret = uhmm__err(ENOMEM, "range fault: out of memory");
+		goto out;
+	}
+
+	for (int pass = 0;; pass++) {
+		bool any_fault = false, fresh = false;
+		int err = 0;
+
+		if (uhmm_interval_check_retry(mni, range->notifier_seq)) {
+			ret = -EBUSY;
+			goto out;
+		}
+again:
+		ret = uhmm__page_state(mm, range->start, npages, st, NULL, fresh);
+		if (ret)
+			goto out;
+		for (size_t i = 0; i < npages; i++) {
+			uint64_t req = ((range->hmm_pfns[i] & range->pfn_flags_mask) |
+					range->default_flags);
+			uint32_t s = st[i];
+
+			need[i] = NEED_NONE;
+			if (!(req & UHMM_PFN_REQ_FAULT))
+				continue;
+			if (bad_mapping(s)) {
+				err = err ? err : -EFAULT;
+				continue;
+			}
+			if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_MAYWRITE)) {
+				err = err ? err : -EPERM;
+				continue;
+			}
+			if (!(s & UHMM_PS_PRESENT))
+				need[i] = (req & UHMM_PFN_REQ_WRITE) ? NEED_WRITE : NEED_READ;
+			else if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_WRITABLE))
+				need[i] = NEED_WRITE;
+			any_fault |= need[i] != NEED_NONE;
+		}
+		if (err && !fresh) {
+			/* The cached mappings list may be stale: read it again. */
+			fresh = true;
+			goto again;
+		}
+		if (err) {
+			/* Nothing faulted: report which requests failed. */
+			for (size_t i = 0; i < npages; i++) {
+				uint64_t req = ((range->hmm_pfns[i] & range->pfn_flags_mask) |
+						range->default_flags);
+				uint32_t s = st[i];
+				bool bad = (req & UHMM_PFN_REQ_FAULT) &&
+					   (bad_mapping(s) ||
+					    ((req & UHMM_PFN_REQ_WRITE) &&
+					     !(s & UHMM_PS_MAYWRITE)));
+
+				range->hmm_pfns[i] = bad ? UHMM_PFN_ERROR :
+					bad_mapping(s) ? UHMM_PFN_ERROR :
+					output(s, range->start + (i << uhmm__page_shift));
+			}
+			ret = uhmm__err(-err, "range fault: %s in [%#lx, %#lx)",
+					err == -EPERM ? "write to a read-only mapping"
+						      : "no mapping or no access",
+					(unsigned long)range->start,
+					(unsigned long)range->end);
+			goto out;
+		}
+		if (!any_fault) {
+			for (size_t i = 0; i < npages; i++) {
+				uintptr_t a = range->start + (i << uhmm__page_shift);
+
+				range->hmm_pfns[i] = bad_mapping(st[i]) ? UHMM_PFN_ERROR
+									: output(st[i], a);
+			}
+			break;
+		}
+		if (pass >= MAX_PASSES) {
+			ret = -EBUSY;	/* pages keep changing under us */
+			goto out;
+		}
+		for (size_t i = 0; i < npages;) {
+			size_t j = i + 1;
+			uintptr_t s;
+
+			if (need[i] == NEED_NONE) {
+				i++;
+				continue;
+			}
+			while (j < npages && need[j] == need[i])
+				j++;
+			s = range->start + (i << uhmm__page_shift);
+			ret = fault_run(s, range->start + (j << uhmm__page_shift),
+					need[i] == NEED_WRITE);
+			if (ret) {
+				ret = uhmm__err(-ret, "range fault: fault at [%#lx, %#lx) failed",
+						(unsigned long)s,
+						(unsigned long)(range->start +
+								(j << uhmm__page_shift)));
+				goto out;
+			}
+			i = j;
+		}
+	}
+	if (uhmm_interval_check_retry(mni, range->notifier_seq))
+		ret = -EBUSY;
+out:
+	free(st);
+	free(need);
+	return ret;
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The process's mappings: permissions and kind of each mapping.
+ *
+ * Fast path (Linux 6.11+): the PROCMAP_QUERY ioctl on /proc/self/maps asks
+ * the kernel about one mapping at a time, always fresh.  Fallback: parse the
+ * text of /proc/self/maps into a cached sorted array, re-read when uhmm__as_gen
+ * says the address space changed (every wrapper and uffd event bumps it) or
+ * when a caller asks for a fresh copy.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+
+static pthread_mutex_t vma_lock = PTHREAD_MUTEX_INITIALIZER;
+static int maps_fd = -1;		/* for PROCMAP_QUERY; reopened after fork */
+static struct uhmm_vma *cache;
+static size_t cache_n, cache_cap;
+static unsigned long cache_gen;
+
+void uhmm__vma_atfork_child(void)
+{
+	pthread_mutex_init(&vma_lock, NULL);
+	if (maps_fd >= 0)
+		close(maps_fd);		/* it shows the parent's mappings */
+	maps_fd = -1;
+	cache_gen = 0;
+}
+
+static bool special_name(const char *name)
+{
+	static const char *const names[] = {
+		"[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]",
+		"[sigpage]", "[vectors]",
+	};
+
+	for (size_t i = 0; i < UHMM_ARRAY_SIZE(names); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	/* Device files are mapped VM_IO / VM_PFNMAP. */
+	return !strncmp(name, "/dev/", 5) && strncmp(name, "/dev/zero", 9) &&
+	       strncmp(name, "/dev/shm/", 9);
+}
+
+static unsigned int classify(unsigned int prot_flags, bool has_file,
+			     unsigned int dev_major, const char *name,
+			     bool huge_pagesize)
+{
+	unsigned int f = prot_flags;
+	bool shared = f & UHMM_VMA_SHARED;
+
+	if (name[0] && special_name(name))
+		return f | UHMM_VMA_SPECIAL;
+	if (huge_pagesize || strstr(name, "/anon_hugepage"))
+		return f | UHMM_VMA_HUGETLB | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
+	if (!has_file)
+		return f | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
+	if (shared && (!strncmp(name, "/dev/zero", 9) || !strncmp(name, "/SYSV", 5)))
+		return f | UHMM_VMA_SHMEM;
+	if (dev_major == 0 && name[0] == '/') {
+		struct statfs sfs;
+		char path[4096];
+		char *del;
+
+		snprintf(path, sizeof(path), "%s", name);
+		del = strstr(path, " (deleted)");
+		if (del)
+			*del = 0;
+		if (statfs(path, &sfs) == 0 && (unsigned long)sfs.f_type == HUGETLBFS_MAGIC)
+			return f | UHMM_VMA_HUGETLB | UHMM_VMA_FILE;
+	}
+	return f | UHMM_VMA_FILE;
+}
+
+/* ---- fast path: PROCMAP_QUERY ---------------------------------------------- */
+
+static int query_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+		      size_t max, size_t *n)
+{
+	char name[4096];
+	uintptr_t cur = start;
+	size_t cnt = 0;
+
+	if (maps_fd < 0) {
+		maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+		if (maps_fd < 0)
+			return -EIO;
+	}
+	while (cur < end) {
+		struct procmap_query q = {
+			.size = sizeof(q),
+			.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+			.query_addr = cur,
+			.vma_name_size = sizeof(name),
+			.vma_name_addr = (uintptr_t)name,
+		};
+		unsigned int f = 0;
+
+		name[0] = 0;
+		if (ioctl(maps_fd, PROCMAP_QUERY, &q) < 0) {
+			if (errno == ENOENT)
+				break;		/* nothing at or after cur */
+			if (errno == ENAMETOOLONG) {
+				q.vma_name_size = 0;
+				q.vma_name_addr = 0;
+				if (ioctl(maps_fd, PROCMAP_QUERY, &q) < 0)
+					return -EIO;
+			} else {
+				return -EIO;
+			}
+		}
+		if (q.vma_start >= end)
+			break;
+		if (q.vma_flags & PROCMAP_QUERY_VMA_READABLE)
+			f |= UHMM_VMA_READ;
+		if (q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE)
+			f |= UHMM_VMA_WRITE;
+		if (q.vma_flags & PROCMAP_QUERY_VMA_EXECUTABLE)
+			f |= UHMM_VMA_EXEC;
+		if (q.vma_flags & PROCMAP_QUERY_VMA_SHARED)
+			f |= UHMM_VMA_SHARED;
+		if (cnt < max) {
+			out[cnt].start = q.vma_start;
+			out[cnt].end = q.vma_end;
+			out[cnt].flags = classify(f, q.inode != 0, q.dev_major, name,
+						  q.vma_page_size > uhmm__page_size);
+		}
+		cnt++;
+		cur = q.vma_end;
+		if (cur == 0)
+			break;
+	}
+	*n = cnt;
+	return 0;
+}
+
+/* ---- fallback: parse /proc/self/maps ---------------------------------------- */
+
+static int reload_cache(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	size_t n = 0;
+
+	if (!f)
+		return -EIO;
+	while (getline(&line, &cap, f) > 0) {
+		unsigned long s, e, off, ino;
+		unsigned int maj, min;
+		char perms[8];
+		int pos = 0;
+		unsigned int fl = 0;
+		char *name;
+
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %n", &s, &e, perms, &off,
+			   &maj, &min, &ino, &pos) < 7)
+			continue;
+		name = line + pos;
+		name[strcspn(name, "\n")] = 0;
+		if (perms[0] == 'r')
+			fl |= UHMM_VMA_READ;
+		if (perms[1] == 'w')
+			fl |= UHMM_VMA_WRITE;
+		if (perms[2] == 'x')
+			fl |= UHMM_VMA_EXEC;
+		if (perms[3] == 's')
+			fl |= UHMM_VMA_SHARED;
+		if (n == cache_cap) {
+			size_t nc = cache_cap ? cache_cap * 2 : 256;
+			struct uhmm_vma *nv = realloc(cache, nc * sizeof(*nv));
+
+			if (!nv) {
+				free(line);
+				fclose(f);
+				return -ENOMEM;
+			}
+			cache = nv;
+			cache_cap = nc;
+		}
+		cache[n].start = s;
+		cache[n].end = e;
+		cache[n].flags = classify(fl, ino != 0, maj, name, false);
+		n++;
+	}
+	free(line);
+	fclose(f);
+	cache_n = n;
+	return 0;
+}
+
+static int cache_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+		      size_t max, size_t *n, bool fresh)
+{
+	unsigned long gen = atomic_load(&uhmm__as_gen);
+	size_t lo = 0, hi, cnt = 0;
+	int ret;
+
+	if (fresh || gen != cache_gen || !cache) {
+		ret = reload_cache();
+		if (ret)
+			return ret;
+		cache_gen = gen;
+	}
+	hi = cache_n;
+	while (lo < hi) {		/* first mapping ending after start */
+		size_t mid = (lo + hi) / 2;
+
+		if (cache[mid].end <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < cache_n && cache[i].start < end; i++) {
+		if (cnt < max)
+			out[cnt] = cache[i];
+		cnt++;
+	}
+	*n = cnt;
+	return 0;
+}
+
+int uhmm__vma_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+		   size_t max, size_t *n, bool fresh)
+{
+	int ret;
+
+	*n = 0;
+	if (end <= start)
+		return 0;
+	pthread_mutex_lock(&vma_lock);
+	if (uhmm__has(UHMM_FEAT_PROCMAP_QUERY))
+		ret = query_find(start, end, out, max, n);
+	else
+		ret = cache_find(start, end, out, max, n, fresh);
+	pthread_mutex_unlock(&vma_lock);
+	return ret;
+}

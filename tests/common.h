@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared helpers of the test programs: checks, skips, memory helpers. */
+#ifndef UHMM_TEST_COMMON_H
+#define UHMM_TEST_COMMON_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <uhmm/uhmm.h>
+
+#define TEST_SKIP 77
+
+static const char *test_name = "test";
+
+#define CHECK(cond, ...)                                                      \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "%s: FAIL %s:%d: %s: ", test_name,    \
+				__FILE__, __LINE__, #cond);                   \
+			fprintf(stderr, __VA_ARGS__);                         \
+			fprintf(stderr, " [last uhmm error: %s]\n",           \
+				uhmm_last_error());                           \
+			exit(1);                                              \
+		}                                                             \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                        \
+	CHECK((long long)(a) == (long long)(b), "%s = %lld, expected %s = %lld", \
+	      #a, (long long)(a), #b, (long long)(b))
+
+#define SKIP(...)                                                             \
+	do {                                                                  \
+		printf("%s: SKIP: ", test_name);                              \
+		printf(__VA_ARGS__);                                          \
+		printf("\n");                                                 \
+		exit(TEST_SKIP);                                              \
+	} while (0)
+
+static size_t page_size;
+
+static inline void test_init(const char *name)
+{
+	struct uhmm_sysinfo si;
+
+	test_name = name;
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	setvbuf(stdout, NULL, _IONBF, 0);
+	uhmm_sysinfo(&si);
+	if (si.uffd_mode == UHMM_UFFD_NONE)
+		SKIP("no userfaultfd here: %s", si.advice);
+}
+
+static inline struct uhmm_mm *test_mm(void)
+{
+	struct uhmm_mm *mm = NULL;
+	int ret = uhmm_mm_get(&mm);
+
+	CHECK(ret == 0 && mm, "uhmm_mm_get: %d", ret);
+	return mm;
+}
+
+static inline void *map_anon(size_t len, int prot)
+{
+	void *p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	CHECK(p != MAP_FAILED, "mmap %zu: %s", len, strerror(errno));
+	return p;
+}
+
+/* A 2 MiB-aligned region of @len bytes (len a multiple of 2 MiB). */
+static inline void *map_aligned_2m(size_t len, int prot)
+{
+	size_t huge = 2u << 20;
+	char *p = mmap(NULL, len + huge, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *a;
+
+	CHECK(p != MAP_FAILED, "mmap: %s", strerror(errno));
+	a = (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + len < p + len + huge)
+		munmap(a + len, (size_t)(p + len + huge - (a + len)));
+	return a;
+}
+
+/* Run @fn in a forked child; return its exit status (or 128+signal). */
+static inline int run_child(int (*fn)(void *), void *arg)
+{
+	pid_t pid = fork();
+	int status;
+
+	CHECK(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0)
+		_exit(fn(arg));
+	CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+static inline bool zero_page_supported(void)
+{
+	struct uhmm_sysinfo si;
+
+	uhmm_sysinfo(&si);
+	return si.zero_page == 1;
+}
+
+#endif

@@ -1,0 +1,2 @@
+#include "common.h"
+int main(void){test_init("x");return 0;}
