@@ -18,6 +18,8 @@
 #include <uhmm/uhmm.h>
 #include "compat.h"
 #include "itree.h"
+#include <uhmm/devmem.h>
+#include <uhmm/migrate.h>
 
 #define UHMM_HIDDEN_FN __attribute__((visibility("hidden")))
 
@@ -66,7 +68,13 @@ extern atomic_ulong uhmm__as_gen UHMM_HIDDEN_FN;
 #define UHMM_PTE_BUSY		UINT64_C(4)	/* the service thread is filling it */
 #define UHMM_PTE_WRITE		UINT64_C(0x8)	/* CPU mapping was writable */
 #define UHMM_PTE_SOFT_DIRTY	UINT64_C(0x10)
+#define UHMM_PTE_GONE		UINT64_C(0x20)	/* unmapped during a migration */
 #define UHMM_PTE_PAYLOAD_SHIFT	8
+
+static inline uint64_t uhmm__pte_payload(uint64_t e)
+{
+	return e >> UHMM_PTE_PAYLOAD_SHIFT;
+}
 
 struct uhmm_ptable {
 	_Atomic(void *) *top;		/* lazily mapped top level */
@@ -147,11 +155,20 @@ UHMM_HIDDEN_FN void uhmm__notifier_release_all(struct uhmm_mm *mm);
 /* ---- mm.c: the context ------------------------------------------------ */
 enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 
+/* What the service thread skips for events inside a selfop's range. */
+#define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
+#define UHMM_SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
+#define UHMM_SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
+
 struct uhmm_selfop {
 	uintptr_t start;
 	uintptr_t end;
+	unsigned int flags;
 	struct uhmm_selfop *next;
 };
+
+#define UHMM_MAX_POOLS 256
+#define UHMM_RETRY_MAX 256
 
 struct uhmm_mm {
 	/* Lifetime: see mm.c.  The structure itself is static and never freed. */
@@ -194,6 +211,24 @@ struct uhmm_mm {
 
 	/* Special entries. */
 	struct uhmm_ptable ptable;
+
+	/* Device memory pools by id (devmem.c); pool_lock guards the table. */
+	pthread_mutex_t pool_lock;
+	struct uhmm_devmem *pools[UHMM_MAX_POOLS];
+
+	/*
+	 * Migrations hold migrate_lock for reading from setup to finalize;
+	 * fork holds it for writing while it brings device pages home.
+	 * mig_cond is broadcast (under mig_lock) by every finalize, for
+	 * threads waiting for a range to have no migration in flight.
+	 */
+	pthread_rwlock_t migrate_lock;
+	pthread_mutex_t mig_lock;
+	pthread_cond_t mig_cond;
+
+	/* Faults the service thread must retry after reading events. */
+	struct uffd_msg retry[UHMM_RETRY_MAX];
+	size_t nretry;
 };
 
 UHMM_HIDDEN_FN extern struct uhmm_mm uhmm__the_mm;
@@ -212,11 +247,46 @@ UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
 UHMM_HIDDEN_FN int uhmm__selfop_begin(struct uhmm_mm *mm,
 				      struct uhmm_selfop *op,
-				      uintptr_t start, uintptr_t end);
+				      uintptr_t start, uintptr_t end,
+				      unsigned int flags);
+/* On the service thread: read and handle pending events now (faults are queued). */
+UHMM_HIDDEN_FN void uhmm__service_drain_events(struct uhmm_mm *mm);
+/* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
+UHMM_HIDDEN_FN void uhmm__eagain_backoff(struct uhmm_mm *mm);
 UHMM_HIDDEN_FN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
 /* Best-effort write-protect-mode registration of [start, end) for events. */
 UHMM_HIDDEN_FN void uhmm__register_for_events(struct uhmm_mm *mm,
 					      uintptr_t start, uintptr_t end);
+
+/* ---- devmem.c / migrate.c --------------------------------------------- */
+extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN_FN;
+/* While serving a CPU fault, finalize leaves waking to the fault path. */
+struct uhmm_wake_defer {
+	bool active;
+	uintptr_t start;
+	uintptr_t end;
+};
+extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN_FN;
+/* The page a device pfn names, or NULL. */
+UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+/* A device-private entry's mapping is gone: drop its page. */
+UHMM_HIDDEN_FN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+/* Serve a CPU fault on a device-private entry (service thread). */
+UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
+				      bool write);
+/* Bring every device-resident page home (fork, teardown); 0 or -errno. */
+UHMM_HIDDEN_FN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
+/* Teardown: detach all pools. */
+UHMM_HIDDEN_FN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
+/* Wait until no migration holds a page in [start, end). */
+UHMM_HIDDEN_FN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
+					  uintptr_t end);
+/* Move special entries of [from, from + len) to [to, to + len) (mremap). */
+UHMM_HIDDEN_FN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
+				      uintptr_t to, size_t len);
+/* Make sure [start, end) is registered for MISSING faults. */
+UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
+					  uintptr_t end);
 
 /* ---- pagestate.c ------------------------------------------------------ */
 /*
@@ -227,6 +297,9 @@ UHMM_HIDDEN_FN void uhmm__register_for_events(struct uhmm_mm *mm,
 UHMM_HIDDEN_FN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
 				    size_t npages, uint32_t *out,
 				    uint64_t *entries, bool fresh_vmas);
+
+/* out[i] = 1 when page i has data (present or swapped), from pagemap alone. */
+UHMM_HIDDEN_FN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

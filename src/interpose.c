@@ -30,6 +30,7 @@ atomic_ulong uhmm__as_gen = 1;
 
 int uhmm__sys_munmap(void *addr, size_t len)
 {
+	atomic_fetch_add(&uhmm__as_gen, 1);
 	return (int)syscall(SYS_munmap, addr, len);
 }
 
@@ -40,12 +41,16 @@ int uhmm__sys_madvise(void *addr, size_t len, int advice)
 
 int uhmm__sys_mprotect(void *addr, size_t len, int prot)
 {
+	atomic_fetch_add(&uhmm__as_gen, 1);
 	return (int)syscall(SYS_mprotect, addr, len, prot);
 }
 
 void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+
+	atomic_fetch_add(&uhmm__as_gen, 1);
+	return p;
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -72,16 +77,32 @@ static bool span(const void *addr, size_t len, uintptr_t *s, uintptr_t *e)
 	return true;
 }
 
-/* Before the call: notify if some notifier covers [s, e). */
+/*
+ * Before the call: notify if some notifier covers [s, e).  @flags are extra
+ * UHMM_SELFOP_* for the service thread (e.g. MADV_FREE keeps device pages).
+ */
+static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
+			     enum uhmm_notify_event ev, unsigned int flags)
+{
+	bool notify;
+
+	w->notified = false;
+	if (!w->mm)
+		return;
+	notify = uhmm__notifier_overlaps(w->mm, s, e);
+	if (!notify && !flags)
+		return;
+	uhmm__selfop_begin(w->mm, &w->op, s, e,
+			   flags | (notify ? UHMM_SELFOP_NOTIFIED : 0));
+	w->notified = true;
+	if (notify)
+		uhmm__invalidate(w->mm, s, e, ev, 0, NULL);
+}
+
 static void wrap_begin(struct wrap *w, uintptr_t s, uintptr_t e,
 		       enum uhmm_notify_event ev)
 {
-	w->notified = false;
-	if (!w->mm || !uhmm__notifier_overlaps(w->mm, s, e))
-		return;
-	uhmm__selfop_begin(w->mm, &w->op, s, e);
-	w->notified = true;
-	uhmm__invalidate(w->mm, s, e, ev, 0, NULL);
+	wrap_begin_flags(w, s, e, ev, 0);
 }
 
 /* After the call: wait for the events it caused, then forget it. */
@@ -162,7 +183,9 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	if (span(addr, len, &s, &e)) {
 		if (would_deadlock(&w, s, e))
 			return -1;
-		wrap_begin(&w, s, e, UHMM_NOTIFY_DISCARD);
+		/* The kernel's MADV_FREE leaves device-private pages alone. */
+		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
+				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
 	}
 	ret = uhmm__sys_madvise(addr, len, advice);
 	wrap_end(&w, false);
@@ -233,6 +256,8 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		va_end(ap);
 	}
 	if (w.mm && span(old, old_size ? old_size : uhmm__page_size, &s, &e)) {
+		/* Pages in the middle of a migration must land first. */
+		uhmm__wait_migrations(w.mm, s, e);
 		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
 			/* The pages may move: the whole old range goes. */
 			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);

@@ -28,6 +28,10 @@ struct uhmm_mm uhmm__the_mm = {
 	.nlock = PTHREAD_MUTEX_INITIALIZER,
 	.ncond = PTHREAD_COND_INITIALIZER,
 	.reg_lock = PTHREAD_MUTEX_INITIALIZER,
+	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
+	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
+	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
+	.mig_cond = PTHREAD_COND_INITIALIZER,
 	.uffd = -1,
 	.stop_fd = -1,
 };
@@ -35,6 +39,8 @@ struct uhmm_mm uhmm__the_mm = {
 /* Serializes creation and teardown of the context; outermost lock. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+/* The forking thread holds migrate_lock from prepare to parent/child. */
+static __thread bool fork_held_migrate;
 
 __thread int uhmm__callback_depth;
 __thread bool uhmm__is_service_thread;
@@ -103,6 +109,10 @@ err_uffd:
 
 static void mm_teardown(struct uhmm_mm *mm)
 {
+	/* Device-resident data comes home before anything goes away. */
+	if (uhmm__evict_all(mm, NULL))
+		uhmm__warn("teardown: some device pages could not be brought home");
+	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
 	uhmm__service_stop(mm);
 	close(mm->uffd);		/* unregisters every range */
@@ -191,6 +201,17 @@ static void atfork_prepare(void)
 			}
 			free(vmas);
 		}
+		/*
+		 * The child must see every page's data: bring device-resident
+		 * pages home, and hold new migrations off until the fork is done.
+		 */
+		pthread_rwlock_wrlock(&mm->migrate_lock);
+		uhmm__holds_migrate_lock = true;
+		if (uhmm__evict_all(mm, NULL))
+			uhmm__warn("fork: some device pages could not be brought home; "
+				   "the child reads zeroes there");
+		uhmm__holds_migrate_lock = false;
+		fork_held_migrate = true;
 		uhmm_mm_put(mm);
 	}
 	pthread_mutex_lock(&life_lock);
@@ -201,6 +222,10 @@ static void atfork_parent(void)
 {
 	pthread_mutex_unlock(&uhmm__the_mm.nlock);
 	pthread_mutex_unlock(&life_lock);
+	if (fork_held_migrate) {
+		fork_held_migrate = false;
+		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+	}
 }
 
 UHMM_HIDDEN_FN void uhmm__vma_atfork_child(void);
@@ -218,6 +243,11 @@ static void atfork_child(void)
 	pthread_mutex_init(&mm->ev_lock, &a);
 	pthread_mutex_init(&mm->selfop_lock, &a);
 	pthread_mutex_init(&mm->reg_lock, &a);
+	pthread_mutex_init(&mm->pool_lock, &a);
+	pthread_mutex_init(&mm->mig_lock, &a);
+	pthread_rwlock_init(&mm->migrate_lock, NULL);
+	fork_held_migrate = false;
+	pthread_cond_init(&mm->mig_cond, NULL);
 	pthread_cond_init(&mm->ncond, NULL);
 	pthread_cond_init(&mm->ev_cond, NULL);
 	pthread_mutexattr_destroy(&a);
@@ -236,6 +266,9 @@ static void atfork_child(void)
 		mm->service_started = false;
 		uhmm__ptable_destroy(&mm->ptable);
 		mm->selfops = NULL;
+		mm->nretry = 0;
+		/* The parent's device pools are not this process's. */
+		memset(mm->pools, 0, sizeof(mm->pools));
 	}
 	atomic_store(&mm->users, 0);
 	atomic_store(&mm->state, UHMM_MM_DEAD);

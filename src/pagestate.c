@@ -171,6 +171,24 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 	}
 }
 
+int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
+{
+	uint64_t buf[512];
+	int fd = get_pagemap_fd();
+
+	if (fd < 0)
+		return -EIO;
+	for (size_t base = 0; base < npages; base += 512) {
+		size_t n = UHMM_MIN((size_t)512, npages - base);
+
+		if (read_pagemap(fd, start + (base << uhmm__page_shift), n, buf))
+			return -EIO;
+		for (size_t i = 0; i < n; i++)
+			out[base + i] = (buf[i] & (PM_PRESENT | PM_SWAP)) != 0;
+	}
+	return 0;
+}
+
 struct special_ctx {
 	uintptr_t start;
 	uint32_t *out;

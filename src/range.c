@@ -72,6 +72,26 @@ static uint64_t output(uint32_t st, uintptr_t addr)
 	return pfn;
 }
 
+/* Is @e a device-private entry of the range's owner? */
+static bool own_device(struct uhmm_mm *mm, const struct uhmm_range *range, uint64_t e)
+{
+	struct uhmm_page *page;
+
+	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE || !range->dev_private_owner)
+		return false;
+	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	return page && page->pgmap->owner == range->dev_private_owner;
+}
+
+static uint64_t device_output(uint64_t e)
+{
+	uint64_t pfn = UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE | uhmm__pte_payload(e);
+
+	if (e & UHMM_PTE_WRITE)
+		pfn |= UHMM_PFN_WRITE;
+	return pfn;
+}
+
 static bool bad_mapping(uint32_t st)
 {
 	return !(st & UHMM_PS_MAPPED) || !(st & UHMM_PS_READ) ||
@@ -83,6 +103,7 @@ int uhmm_range_fault(struct uhmm_range *range)
 	struct uhmm_interval_notifier *mni;
 	struct uhmm_mm *mm;
 	uint32_t *st = NULL;
+	uint64_t *ent = NULL;
 	uint8_t *need = NULL;
 	size_t npages;
 	int ret = 0;
@@ -106,7 +127,8 @@ int uhmm_range_fault(struct uhmm_range *range)
 	npages = (range->end - range->start) >> uhmm__page_shift;
 	st = malloc(npages * sizeof(*st));
 	need = malloc(npages);
-	if (!st || !need) {
+	ent = malloc(npages * sizeof(*ent));
+	if (!st || !need || !ent) {
 		ret = uhmm__err(ENOMEM, "range fault: out of memory");
 		goto out;
 	}
@@ -120,7 +142,7 @@ int uhmm_range_fault(struct uhmm_range *range)
 			goto out;
 		}
 again:
-		ret = uhmm__page_state(mm, range->start, npages, st, NULL, fresh);
+		ret = uhmm__page_state(mm, range->start, npages, st, ent, fresh);
 		if (ret)
 			goto out;
 		for (size_t i = 0; i < npages; i++) {
@@ -131,6 +153,13 @@ again:
 			need[i] = NEED_NONE;
 			if (!(req & UHMM_PFN_REQ_FAULT))
 				continue;
+			if (own_device(mm, range, ent[i])) {
+				/* Ours: valid in place unless a write needs a writable entry. */
+				if ((req & UHMM_PFN_REQ_WRITE) && !(ent[i] & UHMM_PTE_WRITE))
+					need[i] = NEED_WRITE;
+				any_fault |= need[i] != NEED_NONE;
+				continue;
+			}
 			if (bad_mapping(s)) {
 				err = err ? err : -EFAULT;
 				continue;
@@ -178,6 +207,8 @@ again:
 
 				range->hmm_pfns[i] = bad_mapping(st[i]) ? UHMM_PFN_ERROR
 									: output(st[i], a);
+				if (own_device(mm, range, ent[i]))
+					range->hmm_pfns[i] = device_output(ent[i]);
 			}
 			break;
 		}
@@ -212,6 +243,7 @@ again:
 		ret = -EBUSY;
 out:
 	free(st);
+	free(ent);
 	free(need);
 	return ret;
 }

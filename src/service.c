@@ -17,6 +17,8 @@
  * were dropped.
  */
 #include <poll.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +31,11 @@
 /* ---- changes the wrappers already notified ---------------------------- */
 
 int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
-		       uintptr_t start, uintptr_t end)
+		       uintptr_t start, uintptr_t end, unsigned int flags)
 {
 	op->start = start;
 	op->end = end;
+	op->flags = flags;
 	pthread_mutex_lock(&mm->selfop_lock);
 	op->next = mm->selfops;
 	mm->selfops = op;
@@ -54,18 +57,16 @@ void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
 	pthread_mutex_unlock(&mm->selfop_lock);
 }
 
-static bool selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+/* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
+static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	struct uhmm_selfop *op;
-	bool ret = false;
+	unsigned int ret = 0;
 
 	pthread_mutex_lock(&mm->selfop_lock);
-	for (op = mm->selfops; op; op = op->next) {
-		if (op->start <= start && end <= op->end) {
-			ret = true;
-			break;
-		}
-	}
+	for (op = mm->selfops; op; op = op->next)
+		if (op->start <= start && end <= op->end)
+			ret |= op->flags;
 	pthread_mutex_unlock(&mm->selfop_lock);
 	return ret;
 }
@@ -140,16 +141,16 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 		.range = { .start = page, .len = uhmm__page_size },
 	};
 
-	if (ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0 || errno == EEXIST)
+	if (ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
+	if (errno == EEXIST) {
+		/* Populated meanwhile (a migration put it back): just wake. */
+		struct uffdio_range r = { .start = page, .len = uhmm__page_size };
+
+		ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		return 0;
+	}
 	return -errno;
-}
-
-static int fault_wake(struct uhmm_mm *mm, uintptr_t page)
-{
-	struct uffdio_range r = { .start = page, .len = uhmm__page_size };
-
-	return ioctl(mm->uffd, UFFDIO_WAKE, &r) == 0 ? 0 : -errno;
 }
 
 /*
@@ -201,61 +202,190 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		 * the thread then faults again and finds the final entry.
 		 */
 		return 0;
+	case UHMM_PTE_DEVICE:
+		ret = uhmm__fault_device(mm, page, e,
+					 (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+		if (ret == -EAGAIN)
+			return -EAGAIN;
+		if (ret) {
+			/* The device could not give the page back: SIGBUS. */
+			uhmm__warn("migrate_to_ram failed for %#lx: %d",
+				   (unsigned long)page, ret);
+			syscall(SYS_tgkill, getpid(), (pid_t)msg->arg.pagefault.feat.ptid,
+				SIGBUS);
+		}
+		{
+			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
+
+			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		}
+		return 0;
 	default:
-		/* Device-resident pages: served by the migration layer. */
-		return fault_wake(mm, page);
+		/* Device-exclusive: served by the exclusive-access layer. */
+		return 0;
 	}
 }
 
 /* ---- events ------------------------------------------------------------ */
 
 /* Drop every special entry in [start, end): the memory is gone. */
+struct drop_ctx {
+	struct uhmm_mm *mm;
+	bool keep_device;
+};
+
 static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_t e)
 {
-	struct uhmm_mm *mm = arg;
+	struct drop_ctx *c = arg;
+	struct uhmm_mm *mm = c->mm;
 
 	(void)addr;
-	if ((e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_MIGRATING ||
-	    (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_BUSY)
-		return 0;	/* owned by a migration / a fault in flight */
-	uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
-	return 0;
+	for (;;) {
+		switch (e & UHMM_PTE_TYPE_MASK) {
+		case UHMM_PTE_MIGRATING:
+			/* The migration drops it when it finishes. */
+			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM_PTE_GONE))
+				return 0;
+			continue;
+		case UHMM_PTE_DEVICE:
+			if (c->keep_device)
+				return 0;	/* MADV_FREE keeps device pages */
+			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0)) {
+				uhmm__drop_device_entry(mm, e);
+				return 0;
+			}
+			continue;
+		case UHMM_PTE_BUSY:
+			return 0;
+		default:
+			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0))
+				return 0;
+			continue;
+		}
+	}
+}
+
+static void drop_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e, bool keep_device)
+{
+	struct drop_ctx c = { .mm = mm, .keep_device = keep_device };
+
+	uhmm__ptable_walk(&mm->ptable, s, e, drop_entry, &c);
 }
 
 static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
-	uintptr_t s, e, to;
+	uintptr_t s, e;
+	unsigned int self;
 
 	switch (msg->event) {
 	case UFFD_EVENT_UNMAP:
 		s = msg->arg.remove.start;
 		e = msg->arg.remove.end;
 		atomic_fetch_add(&uhmm__as_gen, 1);
-		if (!selfop_covers(mm, s, e))
+		self = selfop_covers(mm, s, e);
+		if (self & UHMM_SELFOP_INTERNAL)
+			break;
+		if (!(self & UHMM_SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		uhmm__ptable_walk(&mm->ptable, s, e, drop_entry, mm);
+		drop_range(mm, s, e, false);
 		break;
 	case UFFD_EVENT_REMOVE:
 		s = msg->arg.remove.start;
 		e = msg->arg.remove.end;
-		if (!selfop_covers(mm, s, e))
+		self = selfop_covers(mm, s, e);
+		if (self & UHMM_SELFOP_INTERNAL)
+			break;
+		if (!(self & UHMM_SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_DISCARD,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		uhmm__ptable_walk(&mm->ptable, s, e, drop_entry, mm);
+		drop_range(mm, s, e, (self & UHMM_SELFOP_KEEP_DEVICE) != 0);
 		break;
 	case UFFD_EVENT_REMAP:
 		s = msg->arg.remap.from;
 		e = s + msg->arg.remap.len;
-		to = msg->arg.remap.to;
-		(void)to;
 		atomic_fetch_add(&uhmm__as_gen, 1);
-		if (!selfop_covers(mm, s, e))
+		self = selfop_covers(mm, s, e);
+		if (self & UHMM_SELFOP_INTERNAL)
+			break;
+		if (!(self & UHMM_SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
+		uhmm__ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
 		break;
 	default:
 		break;
+	}
+}
+
+/*
+ * Process the messages of one read; faults that must wait are queued, and
+ * with @queue_faults every fault is (reading events from inside a device
+ * callback must not call into a device again).
+ */
+static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs, size_t n,
+			 bool queue_faults)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+			if (queue_faults || handle_fault(mm, &msgs[i]) == -EAGAIN) {
+				if (mm->nretry < UHMM_RETRY_MAX)
+					mm->retry[mm->nretry++] = msgs[i];
+				else
+					uhmm__warn("fault retry queue full: "
+						   "the fault is served when it recurs");
+			}
+		} else {
+			handle_event(mm, &msgs[i]);
+		}
+	}
+}
+
+void uhmm__service_drain_events(struct uhmm_mm *mm)
+{
+	struct uffd_msg msgs[16];
+	unsigned long seq;
+	ssize_t got;
+
+	if (!uhmm__is_service_thread)
+		return;
+	seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
+	got = read(mm->uffd, msgs, sizeof(msgs));
+	if (got > 0)
+		process_msgs(mm, msgs, (size_t)got / sizeof(msgs[0]), true);
+	else
+		sched_yield();
+	events_done(mm, seq);
+}
+
+/* mremap moved a range: its special entries move with it. */
+void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
+{
+	for (size_t off = 0; off < len; off += uhmm__page_size) {
+		_Atomic uint64_t *os = uhmm__ptable_slot(&mm->ptable, from + off, false);
+		_Atomic uint64_t *ns;
+		uint64_t e = os ? atomic_load(os) : 0, z = 0;
+
+		if (!e)
+			continue;
+		if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE) {
+			/* A migration in flight: it finds its page gone. */
+			drop_entry(&(struct drop_ctx){ .mm = mm }, from + off, os, e);
+			continue;
+		}
+		ns = uhmm__ptable_slot(&mm->ptable, to + off, true);
+		if (!ns || !uhmm__ptable_cmpxchg(&mm->ptable, os, &e, 0))
+			continue;
+		if (!uhmm__ptable_cmpxchg(&mm->ptable, ns, &z, e)) {
+			uhmm__drop_device_entry(mm, e);	/* cannot happen: target was unmapped */
+			continue;
+		}
+		{
+			struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+
+			if (page)
+				atomic_store(&page->addr, to + off);
+		}
 	}
 }
 
@@ -265,8 +395,7 @@ static void *service_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
 	struct uffd_msg msgs[MSG_BATCH];
-	struct uffd_msg retry[MSG_BATCH];
-	size_t nretry = 0;
+	struct uffd_msg retry[UHMM_RETRY_MAX];
 	sigset_t all;
 
 	sigfillset(&all);
@@ -280,10 +409,10 @@ static void *service_main(void *arg)
 		};
 		unsigned long seq;
 		ssize_t got;
-		size_t i, n;
+		size_t n;
 
 		/* With faults waiting for an event, poll briefly and retry. */
-		if (poll(pfd, 2, nretry ? 1 : -1) < 0) {
+		if (poll(pfd, 2, mm->nretry ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			uhmm__warn("service thread: poll: %s", strerror(errno));
@@ -294,20 +423,15 @@ static void *service_main(void *arg)
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
 		got = read(mm->uffd, msgs, sizeof(msgs));
 		n = got > 0 ? (size_t)got / sizeof(msgs[0]) : 0;
-		for (i = 0; i < n; i++) {
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
-				if (handle_fault(mm, &msgs[i]) == -EAGAIN &&
-				    nretry < MSG_BATCH)
-					retry[nretry++] = msgs[i];
-			} else {
-				handle_event(mm, &msgs[i]);
-			}
-		}
+		process_msgs(mm, msgs, n, false);
 		events_done(mm, seq);
-		/* Faults that hit EAGAIN: events were just read; try again. */
-		for (i = 0, n = nretry, nretry = 0; i < n; i++)
-			if (handle_fault(mm, &retry[i]) == -EAGAIN)
-				retry[nretry++] = retry[i];
+		/* Faults that could not be served: try again now. */
+		if (mm->nretry) {
+			n = mm->nretry;
+			memcpy(retry, mm->retry, n * sizeof(retry[0]));
+			mm->nretry = 0;
+			process_msgs(mm, retry, n, false);
+		}
 	}
 	return NULL;
 }

@@ -14,5 +14,7 @@
 #include <uhmm/notifier.h>
 #include <uhmm/range.h>
 #include <uhmm/pagestate.h>
+#include <uhmm/devmem.h>
+#include <uhmm/migrate.h>
 
 #endif /* UHMM_UHMM_H */

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * DOC: device memory (the kernel's dev_pagemap and device-private pages)
+ *
+ * A device registers a pool of device pages with uhmm_devmem_add().  Each
+ * page has a descriptor, &struct uhmm_page, with a reference count, a lock
+ * and a pointer for the driver; its data lives wherever the device keeps it
+ * (a host arena, GPU memory...): uhmm never reads or writes device memory
+ * itself.  A device page that holds the data of an address of the process
+ * ("device-resident" or "device-private" page) is not mapped for the CPU;
+ * a CPU access to its address calls the pool's migrate_to_ram operation.
+ *
+ * Device pages are named by device pfns (uhmm_page_to_pfn()), which have
+ * %UHMM_DEVICE_PFN_BASE set and never collide with system page numbers.
+ */
+#ifndef UHMM_DEVMEM_H
+#define UHMM_DEVMEM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uhmm/mm.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UHMM_DEVICE_PFN_BASE	(UINT64_C(1) << 50)
+
+struct uhmm_devmem;
+
+/**
+ * struct uhmm_page - descriptor of one device page
+ * @pgmap: the pool the page belongs to
+ * @zone_device_data: for the driver
+ *
+ * The other fields are private to uhmm.
+ */
+struct uhmm_page {
+	struct uhmm_devmem *pgmap;
+	void *zone_device_data;
+	/* private: */
+	atomic_int refcount;
+	atomic_int locked;
+	_Atomic uintptr_t addr;		/* address it holds the data of, or 0 */
+	uint64_t pfn;
+};
+
+/**
+ * struct uhmm_vm_fault - a CPU access to a device-resident page
+ * @page: the device page (referenced and locked by uhmm for the call)
+ * @address: the page-aligned address that was accessed
+ * @write: the access was a write (or unknown, for library-initiated calls)
+ * @window_start: suggested first address to migrate (fault-around), inside
+ *	the mapping of @address
+ * @window_end: suggested end (exclusive)
+ * @mm: the process context
+ */
+struct uhmm_vm_fault {
+	struct uhmm_page *page;
+	uintptr_t address;
+	bool write;
+	uintptr_t window_start;
+	uintptr_t window_end;
+	struct uhmm_mm *mm;
+};
+
+/**
+ * struct uhmm_devmem_ops - device memory operations
+ * @page_free: the last reference to a device page is gone (its address
+ *	was unmapped or discarded, or it was migrated back): return it to the
+ *	driver's allocator.  May run on any thread, including uhmm's service
+ *	thread; must not block on a migration.
+ * @migrate_to_ram: bring @vmf->page (and, as the driver decides, other
+ *	pages of @vmf's window) back to system memory with
+ *	uhmm_migrate_vma_setup() (%UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+ *	fault_page = @vmf->page), a copy, uhmm_migrate_vma_pages() and
+ *	uhmm_migrate_vma_finalize().  Called on uhmm's service thread for CPU
+ *	faults, or on the thread that forks or tears the context down.  Return
+ *	0, or a negative errno: the access then fails (SIGBUS).
+ */
+struct uhmm_devmem_ops {
+	void (*page_free)(struct uhmm_page *page);
+	int (*migrate_to_ram)(struct uhmm_vm_fault *vmf);
+};
+
+/**
+ * struct uhmm_devmem - a pool of device pages (the kernel's dev_pagemap)
+ * @ops: operations, set before uhmm_devmem_add()
+ * @owner: owner token: migration and range faults select device pages by it
+ * @nr_pages: number of device pages, set before uhmm_devmem_add()
+ * @fault_around: pages migrated back around a CPU fault (a power of two;
+ *	0 = the default, %UHMM_FAULT_AROUND_DEFAULT)
+ * @driver_data: for the driver
+ *
+ * The remaining fields are private.
+ */
+struct uhmm_devmem {
+	const struct uhmm_devmem_ops *ops;
+	const void *owner;
+	size_t nr_pages;
+	size_t fault_around;
+	void *driver_data;
+	/* private: */
+	struct uhmm_mm *mm;
+	unsigned int id;
+	struct uhmm_page *pages;
+	atomic_long nr_resident;	/* pages holding process data */
+};
+
+#define UHMM_FAULT_AROUND_DEFAULT 32
+
+/**
+ * uhmm_devmem_add() - register a pool of device pages (memremap_pages)
+ * @mm: the process context (a reference is taken until removal)
+ * @pgmap: the pool: @ops, @owner (non-NULL) and @nr_pages set
+ *
+ * Every page starts free (reference count 0) and unlocked.
+ *
+ * Return: 0; -EINVAL for a NULL argument, missing ops, NULL owner, zero or
+ * too many pages, a fault_around that is not a power of two, or a pool
+ * already added; -ENOSPC when 255 pools exist; -ENOMEM.
+ */
+UHMM_API int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
+
+/**
+ * uhmm_devmem_remove() - unregister a pool (memunmap_pages)
+ * @pgmap: an added pool
+ *
+ * Every page of the pool that still holds process data is first migrated
+ * back to system memory through @pgmap->ops->migrate_to_ram, so no data is
+ * lost.  Must not be called from a uhmm callback.
+ *
+ * Return: 0; -EINVAL if @pgmap was not added; -EDEADLK from a callback;
+ * -EBUSY if a page could not be brought back (the pool stays added).
+ */
+UHMM_API int uhmm_devmem_remove(struct uhmm_devmem *pgmap);
+
+/** uhmm_devmem_page() - descriptor of page @index of @pgmap, or NULL */
+UHMM_API struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index);
+
+/** uhmm_page_index() - index of @page in its pool */
+static inline size_t uhmm_page_index(const struct uhmm_page *page)
+{
+	return (size_t)(page->pfn & 0xffffffffu);
+}
+
+/** uhmm_page_to_pfn() - the device pfn of @page */
+static inline uint64_t uhmm_page_to_pfn(const struct uhmm_page *page)
+{
+	return page->pfn;
+}
+
+/**
+ * uhmm_pfn_to_page() - the device page a device pfn names
+ * @mm: the process context
+ * @pfn: a device pfn (from uhmm_page_to_pfn(), a range fault or a migrate
+ *	entry with uhmm_migrate_pfn_to_pfn())
+ *
+ * Return: the page, or NULL if @pfn names no page of a live pool.
+ */
+UHMM_API struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+
+/**
+ * uhmm_page_init() - prepare a free device page for use (zone_device_page_init)
+ * @page: a page with reference count 0
+ *
+ * Sets the reference count to 1 and locks the page, as the kernel does for a
+ * page the driver is about to use as a migration destination.
+ */
+UHMM_API void uhmm_page_init(struct uhmm_page *page);
+
+/** uhmm_page_get() - take a reference on a device page */
+UHMM_API void uhmm_page_get(struct uhmm_page *page);
+
+/**
+ * uhmm_page_put() - drop a reference; the last one calls ops->page_free
+ */
+UHMM_API void uhmm_page_put(struct uhmm_page *page);
+
+/** uhmm_page_trylock() - try to lock a device page; true on success */
+UHMM_API bool uhmm_page_trylock(struct uhmm_page *page);
+
+/** uhmm_page_unlock() - unlock a device page */
+UHMM_API void uhmm_page_unlock(struct uhmm_page *page);
+
+/** uhmm_page_refcount() - current reference count (for tests and stats) */
+static inline int uhmm_page_refcount(struct uhmm_page *page)
+{
+	return atomic_load(&page->refcount);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_DEVMEM_H */

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * DOC: migration (the kernel's migrate_vma and migrate_device_range)
+ *
+ * Migration moves the data of a range of the process between system memory
+ * and device pages, in three steps with the kernel's contract:
+ *
+ * 1. uhmm_migrate_vma_setup() collects the range's pages into @src and
+ *    freezes them: CPU accesses wait, contents are stable.  Each @src entry
+ *    says whether the page can migrate (%UHMM_MIGRATE_PFN_MIGRATE) and, if it
+ *    has data, where the driver can read it (%UHMM_MIGRATE_PFN_VALID and a pfn:
+ *    a device pfn, or a system page number whose address uhmm_migrate_pfn_addr()
+ *    gives).  An empty or zero page has MIGRATE without VALID: the device
+ *    populates it with zeroes.
+ * 2. The driver allocates destination pages, copies, and fills @dst:
+ *    uhmm_migrate_pfn(device pfn) for a device page (initialised with
+ *    uhmm_page_init()), or uhmm_migrate_alloc_sys() for a system page.
+ *    A zero @dst entry means "do not migrate this page".
+ * 3. uhmm_migrate_vma_pages() commits, uhmm_migrate_vma_finalize() installs
+ *    the new entries (or restores the old ones for pages that did not
+ *    migrate) and wakes the CPU threads waiting on the range.
+ *
+ * A page that does not migrate is left exactly as it was.
+ */
+#ifndef UHMM_MIGRATE_H
+#define UHMM_MIGRATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uhmm/mm.h>
+#include <uhmm/devmem.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UHMM_MIGRATE_PFN_VALID		(UINT64_C(1) << 0)
+#define UHMM_MIGRATE_PFN_MIGRATE	(UINT64_C(1) << 1)
+#define UHMM_MIGRATE_PFN_WRITE		(UINT64_C(1) << 3)
+#define UHMM_MIGRATE_PFN_SHIFT		6
+
+static inline uint64_t uhmm_migrate_pfn(uint64_t pfn)
+{
+	return (pfn << UHMM_MIGRATE_PFN_SHIFT) | UHMM_MIGRATE_PFN_VALID;
+}
+
+static inline uint64_t uhmm_migrate_pfn_to_pfn(uint64_t mpfn)
+{
+	return mpfn >> UHMM_MIGRATE_PFN_SHIFT;
+}
+
+static inline bool uhmm_migrate_pfn_is_device(uint64_t mpfn)
+{
+	return (mpfn & UHMM_MIGRATE_PFN_VALID) &&
+	       (uhmm_migrate_pfn_to_pfn(mpfn) & UHMM_DEVICE_PFN_BASE);
+}
+
+/* Selection flags. */
+#define UHMM_MIGRATE_VMA_SELECT_SYSTEM		(1u << 0)
+#define UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE	(1u << 1)
+
+struct uhmm_migrate_state;
+
+/**
+ * struct uhmm_migrate_vma - one migration of [@start, @end)
+ * @mm: the process context
+ * @start: first byte (page aligned)
+ * @end: end (page aligned), the range inside one mapping
+ * @src: npages entries, filled by setup
+ * @dst: npages entries, zeroed by setup, filled by the driver
+ * @npages: set by setup
+ * @cpages: set by setup: pages that can migrate, empty ones included
+ * @pgmap_owner: owner of the device memory involved: passed to the
+ *	%UHMM_NOTIFY_MIGRATE invalidation, and selects which device pages
+ *	%UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE collects
+ * @flags: UHMM_MIGRATE_VMA_SELECT_*
+ * @fault_page: the device page whose CPU fault is being served, if any
+ * @state: private
+ */
+struct uhmm_migrate_vma {
+	struct uhmm_mm *mm;
+	uintptr_t start;
+	uintptr_t end;
+	uint64_t *src;
+	uint64_t *dst;
+	unsigned long npages;
+	unsigned long cpages;
+	const void *pgmap_owner;
+	unsigned int flags;
+	struct uhmm_page *fault_page;
+	struct uhmm_migrate_state *state;
+};
+
+/**
+ * uhmm_migrate_vma_setup() - collect and freeze the pages of a range
+ * @args: @mm, @start, @end, @src, @dst, @pgmap_owner and @flags set
+ *
+ * Collect rules, as the kernel's: in a private anonymous mapping, empty
+ * entries and the zero page are selected (MIGRATE without VALID) so the
+ * device can populate them, present pages are selected with their data,
+ * device pages of @pgmap_owner are selected with
+ * %UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE; shared or file-backed pages,
+ * other owners' device pages, pinned pages and pages another migration holds
+ * are not (src entry without MIGRATE).  Overlapping notifiers receive a
+ * %UHMM_NOTIFY_MIGRATE invalidation with @pgmap_owner.
+ *
+ * On success the caller must call uhmm_migrate_vma_pages() and
+ * uhmm_migrate_vma_finalize(), even when @cpages is 0.
+ *
+ * Context: any thread; on uhmm's service thread only from migrate_to_ram.
+ *
+ * Return: 0; -EINVAL for NULL arguments, an unaligned or empty range, no
+ * selection flag, a range that is not inside one mapping, a mapping without
+ * read access, hugetlbfs or an IO/PFNMAP mapping; -ENOMEM; -EDEADLK from an
+ * invalidate callback.
+ */
+UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);
+
+/**
+ * uhmm_migrate_alloc_sys() - system destination page for entry @i
+ * @args: a migration between setup and pages
+ * @i: the entry (its src has MIGRATE)
+ *
+ * Gives a page of system memory the driver copies the data into, and sets
+ * @args->dst[@i] to name it.  Finalize installs it at the entry's address.
+ *
+ * Return: the address to copy to, or NULL (-ENOMEM, or @i out of range).
+ */
+UHMM_API void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *args, unsigned long i);
+
+/**
+ * uhmm_migrate_pfn_addr() - where the data of a system src entry can be read
+ * @args: the migration
+ * @i: the entry (src VALID, not a device pfn)
+ *
+ * Return: the address of the frozen page's data, or NULL.
+ */
+UHMM_API const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *args,
+					   unsigned long i);
+
+/**
+ * uhmm_migrate_vma_pages() - commit the migration of each entry
+ * @args: after setup and the driver's copy
+ *
+ * Entries whose @dst is not valid lose their MIGRATE flag.
+ */
+UHMM_API void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *args);
+
+/**
+ * uhmm_migrate_vma_finalize() - install the new pages or restore the old
+ * @args: after uhmm_migrate_vma_pages()
+ *
+ * Migrated entries now hold the new page: device pages become device-private
+ * entries (their reference moves to the mapping; they are unlocked), system
+ * pages are mapped at their address; old device pages are unlocked and their
+ * reference dropped.  Entries that did not migrate are restored exactly.
+ * CPU threads waiting on the range are woken.
+ */
+UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
+
+/**
+ * uhmm_migrate_device_range() - collect device pages by pfn for eviction
+ * @mm: the process context
+ * @src: @npages entries, filled
+ * @start_pfn: first device pfn
+ * @npages: count
+ *
+ * Pages that hold process data are frozen and get MIGRATE|VALID src
+ * entries; free pages get 0.  The driver then fills each dst entry with
+ * uhmm_migrate_pfn(addr >> page shift) of a page-aligned buffer of its own
+ * holding the copied data (any readable memory: uhmm copies it into place),
+ * and calls uhmm_migrate_device_pages() and uhmm_migrate_device_finalize().
+ * Afterwards every evicted page's data is at its address in system memory.
+ *
+ * Return: 0; -EINVAL for bad arguments or pfns outside one pool.
+ */
+UHMM_API int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src,
+				       uint64_t start_pfn, unsigned long npages);
+
+/**
+ * uhmm_migrate_device_pfns() - like uhmm_migrate_device_range() for a list
+ * @mm: the process context
+ * @src: on entry each entry holds a device pfn (not shifted); on return the
+ *	src entries as uhmm_migrate_device_range() gives them
+ * @npages: count
+ */
+UHMM_API int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src,
+				      unsigned long npages);
+
+/** uhmm_migrate_device_pages() - commit a device-range migration */
+UHMM_API void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src,
+					uint64_t *dst, unsigned long npages);
+
+/** uhmm_migrate_device_finalize() - install or restore after a device-range migration */
+UHMM_API void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src,
+					   uint64_t *dst, unsigned long npages);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_MIGRATE_H */

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Device memory pools (dev_pagemap), device page descriptors, and the CPU
+ * fault path into a device: a CPU access to a device-resident page reaches
+ * the pool's migrate_to_ram with the page referenced and locked.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define POOL_SHIFT 32
+#define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
+
+int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
+{
+	struct uhmm_page *pages;
+	unsigned int id;
+
+	if (!mm || !pgmap || !pgmap->ops || !pgmap->ops->page_free ||
+	    !pgmap->ops->migrate_to_ram)
+		return uhmm__err(EINVAL, "devmem add: NULL argument or missing ops");
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+		return uhmm__err(EINVAL, "devmem add: context is not live");
+	if (!pgmap->owner)
+		return uhmm__err(EINVAL, "devmem add: NULL owner");
+	if (pgmap->nr_pages == 0 || pgmap->nr_pages >= MAX_POOL_PAGES)
+		return uhmm__err(EINVAL, "devmem add: nr_pages %zu out of range",
+				 pgmap->nr_pages);
+	if (pgmap->fault_around & (pgmap->fault_around - 1))
+		return uhmm__err(EINVAL, "devmem add: fault_around %zu is not a power of two",
+				 pgmap->fault_around);
+	if (pgmap->pages)
+		return uhmm__err(EINVAL, "devmem add: pool already added");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
+	pages = calloc(pgmap->nr_pages, sizeof(*pages));
+	if (!pages)
+		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
+				 pgmap->nr_pages);
+	if (!pgmap->fault_around)
+		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
+
+	pthread_mutex_lock(&mm->pool_lock);
+	for (id = 1; id < UHMM_MAX_POOLS && mm->pools[id]; id++)
+		;
+	if (id == UHMM_MAX_POOLS) {
+		pthread_mutex_unlock(&mm->pool_lock);
+		free(pages);
+		return uhmm__err(ENOSPC, "devmem add: too many pools");
+	}
+	for (size_t i = 0; i < pgmap->nr_pages; i++) {
+		pages[i].pgmap = pgmap;
+		pages[i].pfn = UHMM_DEVICE_PFN_BASE | ((uint64_t)id << POOL_SHIFT) | i;
+	}
+	pgmap->pages = pages;
+	pgmap->id = id;
+	pgmap->mm = mm;
+	atomic_store(&pgmap->nr_resident, 0);
+	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&mm->pool_lock);
+	atomic_fetch_add(&mm->users, 1);	/* the pool holds a reference */
+	return 0;
+}
+
+static void pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
+{
+	pthread_mutex_lock(&mm->pool_lock);
+	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&mm->pool_lock);
+	free(pgmap->pages);
+	pgmap->pages = NULL;
+	pgmap->mm = NULL;
+	pgmap->id = 0;
+}
+
+int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
+{
+	struct uhmm_mm *mm;
+	int ret;
+
+	if (!pgmap || !pgmap->pages || pgmap->mm != &uhmm__the_mm ||
+	    uhmm__the_mm.pools[pgmap->id] != pgmap)
+		return uhmm__err(EINVAL, "devmem remove: pool not added");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
+	mm = pgmap->mm;
+	ret = uhmm__evict_all(mm, pgmap);
+	if (ret)
+		return ret;
+	pool_detach(mm, pgmap);
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+void uhmm__devmem_detach_all(struct uhmm_mm *mm)
+{
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
+		if (mm->pools[id])
+			pool_detach(mm, mm->pools[id]);
+}
+
+struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index)
+{
+	if (!pgmap || !pgmap->pages || index >= pgmap->nr_pages)
+		return NULL;
+	return &pgmap->pages[index];
+}
+
+struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
+{
+	unsigned int id;
+	struct uhmm_devmem *pgmap;
+	uint64_t idx;
+
+	if (!(pfn & UHMM_DEVICE_PFN_BASE))
+		return NULL;
+	id = (unsigned int)((pfn & ~UHMM_DEVICE_PFN_BASE) >> POOL_SHIFT);
+	idx = pfn & (MAX_POOL_PAGES - 1);
+	if (id == 0 || id >= UHMM_MAX_POOLS)
+		return NULL;
+	pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
+	if (!pgmap || idx >= pgmap->nr_pages)
+		return NULL;
+	return &pgmap->pages[idx];
+}
+
+struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
+{
+	if (mm != &uhmm__the_mm)
+		return NULL;
+	return uhmm__pfn_to_page(mm, pfn);
+}
+
+void uhmm_page_init(struct uhmm_page *page)
+{
+	atomic_store(&page->refcount, 1);
+	atomic_store(&page->locked, 1);
+	atomic_store(&page->addr, 0);
+}
+
+void uhmm_page_get(struct uhmm_page *page)
+{
+	atomic_fetch_add(&page->refcount, 1);
+}
+
+void uhmm_page_put(struct uhmm_page *page)
+{
+	int old = atomic_fetch_sub(&page->refcount, 1);
+
+	if (old == 1) {
+		atomic_store(&page->addr, 0);
+		page->pgmap->ops->page_free(page);
+	} else if (old <= 0) {
+		uhmm__warn("device page %#llx: reference count underflow",
+			   (unsigned long long)page->pfn);
+		atomic_fetch_add(&page->refcount, 1);
+	}
+}
+
+bool uhmm_page_trylock(struct uhmm_page *page)
+{
+	int z = 0;
+
+	return atomic_compare_exchange_strong(&page->locked, &z, 1);
+}
+
+void uhmm_page_unlock(struct uhmm_page *page)
+{
+	atomic_store(&page->locked, 0);
+}
+
+void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
+{
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+
+	if (!page)
+		return;
+	atomic_fetch_sub(&page->pgmap->nr_resident, 1);
+	uhmm_page_put(page);
+}
+
+/* The fault-around window of @addr inside its mapping. */
+static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
+			 uintptr_t *ws, uintptr_t *we)
+{
+	size_t span = pgmap->fault_around << uhmm__page_shift;
+	struct uhmm_vma v;
+	size_t n = 0;
+
+	*ws = addr & ~(uintptr_t)(span - 1);
+	*we = *ws + span;
+	if (*we < *ws)
+		*we = UINTPTR_MAX & ~(uintptr_t)(uhmm__page_size - 1);
+	if (uhmm__vma_find(addr, addr + uhmm__page_size, &v, 1, &n, false) || n != 1 ||
+	    v.start > addr) {
+		*ws = addr;
+		*we = addr + uhmm__page_size;
+		return;
+	}
+	*ws = UHMM_MAX(*ws, v.start);
+	*we = UHMM_MIN(*we, v.end);
+}
+
+int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
+{
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	struct uhmm_vm_fault vmf = {
+		.address = addr, .write = write, .mm = mm,
+	};
+	int ret;
+
+	if (!page)
+		return -EFAULT;
+	if (pthread_rwlock_tryrdlock(&mm->migrate_lock))
+		return -EAGAIN;		/* fork is bringing pages home */
+	if (!uhmm_page_trylock(page)) {
+		pthread_rwlock_unlock(&mm->migrate_lock);
+		return -EAGAIN;
+	}
+	uhmm__holds_migrate_lock = true;
+	uhmm_page_get(page);
+	vmf.page = page;
+	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end);
+	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
+	ret = page->pgmap->ops->migrate_to_ram(&vmf);
+	uhmm_page_unlock(page);
+	uhmm_page_put(page);
+	uhmm__holds_migrate_lock = false;
+	pthread_rwlock_unlock(&mm->migrate_lock);
+	/* Like the kernel's fault path: the thread resumes when all is done. */
+	{
+		struct uffdio_range r;
+
+		uhmm__wake_defer.active = false;
+		if (uhmm__wake_defer.end) {
+			r.start = uhmm__wake_defer.start;
+			r.len = uhmm__wake_defer.end - uhmm__wake_defer.start;
+			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		}
+	}
+	return ret;
+}
+
+struct evict_ctx {
+	struct uhmm_mm *mm;
+	struct uhmm_devmem *only;
+	int err;
+};
+
+/*
+ * Bring the device pages of every pool (or of @only) home, one
+ * migrate_to_ram call per page still resident.  The caller holds
+ * migrate_lock for writing or is tearing down.
+ */
+int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only)
+{
+	int err = 0;
+
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = mm->pools[id];
+
+		if (!pgmap || (only && pgmap != only))
+			continue;
+		for (size_t i = 0; i < pgmap->nr_pages &&
+				   atomic_load(&pgmap->nr_resident) > 0; i++) {
+			struct uhmm_page *page = &pgmap->pages[i];
+			uintptr_t addr = atomic_load(&page->addr);
+			struct uhmm_vm_fault vmf = { .page = page, .address = addr, .mm = mm };
+			bool held = uhmm__holds_migrate_lock;
+			uint64_t e;
+			int ret;
+
+			if (!addr)
+				continue;
+			e = uhmm__ptable_get(&mm->ptable, addr);
+			if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+			    uhmm__pte_payload(e) != page->pfn)
+				continue;
+			if (!uhmm_page_trylock(page)) {
+				err = err ? err : -EBUSY;
+				continue;
+			}
+			uhmm_page_get(page);
+			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end);
+			uhmm__holds_migrate_lock = true;
+			ret = pgmap->ops->migrate_to_ram(&vmf);
+			uhmm__holds_migrate_lock = held;
+			uhmm_page_unlock(page);
+			uhmm_page_put(page);
+			e = uhmm__ptable_get(&mm->ptable, addr);
+			if (ret || ((e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+				    uhmm__pte_payload(e) == page->pfn)) {
+				uhmm__warn("could not bring device page %#llx at %#lx home: %d",
+					   (unsigned long long)page->pfn,
+					   (unsigned long)addr, ret);
+				err = err ? err : -EBUSY;
+			}
+		}
+	}
+	return err;
+}

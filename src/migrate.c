@@ -1,0 +1,889 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Migration between system memory and device pages (migrate_vma_* and
+ * migrate_device_*).
+ *
+ * Freezing a system page: the page is claimed in the special-entry table
+ * (MIGRATING) before it leaves the CPU page table, so a CPU access that
+ * finds the page gone faults into uhmm's service thread, which sees the claim
+ * and leaves the thread asleep until finalize wakes it.  The page itself is
+ * taken out with UFFDIO_MOVE into a staging area at the same offsets (no
+ * copy); the driver reads it there.  Without UFFDIO_MOVE (or where the
+ * kernel refuses it: read-only or mlocked mappings), the whole range is
+ * moved with mremap(MREMAP_DONTUNMAP), which also leaves the range mapped
+ * with empty entries.  A page that does not migrate is moved back (or, on
+ * the mremap path, copied back).
+ *
+ * Installing a system page (device to system): the driver copies into a
+ * staging page uhmm_migrate_alloc_sys() gives; finalize moves it into place
+ * with UFFDIO_MOVE (UFFDIO_COPY without it, or from the driver's own buffer).
+ *
+ * While a migration runs it holds mm->migrate_lock for reading (fork takes
+ * it for writing).
+ */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+__thread bool uhmm__holds_migrate_lock;
+
+enum kind { K_NONE = 0, K_SYS, K_DEV, K_RESTORE /* moved by mremap, not migrating */ };
+
+struct uhmm_migrate_state {
+	char *staging;		/* page i of the range <-> staging + i pages */
+	void *map;		/* the staging mapping */
+	size_t map_len;
+	bool registered;	/* staging registered with the uffd */
+	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
+	bool locked;		/* took migrate_lock */
+	uint8_t *kind;
+	uint64_t *orig;		/* the entry before the migration claimed it */
+	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static _Atomic uint64_t *slot_of(struct uhmm_mm *mm, uintptr_t a)
+{
+	return uhmm__ptable_slot(&mm->ptable, a, true);
+}
+
+void uhmm__eagain_backoff(struct uhmm_mm *mm)
+{
+	if (uhmm__is_service_thread)
+		uhmm__service_drain_events(mm);
+	else
+		sched_yield();
+}
+
+/* UFFDIO_MOVE [src, src+len) -> dst; returns bytes moved and -errno in *err. */
+static size_t do_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len,
+		      bool holes, int *err)
+{
+	size_t done = 0;
+
+	*err = 0;
+	while (done < len) {
+		struct uffdio_move mv = {
+			.dst = dst + done, .src = src + done, .len = len - done,
+			/* Waiters are woken by finalize, after the bookkeeping. */
+			.mode = UFFDIO_MOVE_MODE_DONTWAKE |
+				(holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0),
+		};
+
+		if (ioctl(mm->uffd, UFFDIO_MOVE, &mv) == 0) {
+			done = len;
+			break;
+		}
+		if (mv.move > 0)
+			done += (size_t)mv.move;
+		if (errno == EAGAIN) {
+			if (mv.move <= 0)
+				uhmm__eagain_backoff(mm);
+			continue;
+		}
+		*err = -errno;
+		break;
+	}
+	return done;
+}
+
+/* UFFDIO_COPY one run; retries EAGAIN. */
+static int do_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct uffdio_copy c = {
+			.dst = dst + done, .src = src + done, .len = len - done,
+			.mode = UFFDIO_COPY_MODE_DONTWAKE,
+		};
+
+		if (ioctl(mm->uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		if (c.copy > 0)
+			done += (size_t)c.copy;
+		if (errno == EAGAIN) {
+			if (c.copy <= 0)
+				uhmm__eagain_backoff(mm);
+			continue;
+		}
+		if (errno == EEXIST && c.copy <= 0) {
+			/* Already populated (cannot happen for frozen pages). */
+			done += uhmm__page_size;
+			continue;
+		}
+		return -errno;
+	}
+	return 0;
+}
+
+__thread struct uhmm_wake_defer uhmm__wake_defer;
+
+static void wake_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
+{
+	struct uffdio_range r = { .start = s, .len = e - s };
+
+	if (uhmm__wake_defer.active) {
+		/* Serving a CPU fault: wake once the fault path is done. */
+		if (uhmm__wake_defer.end == 0) {
+			uhmm__wake_defer.start = s;
+			uhmm__wake_defer.end = e;
+		} else {
+			uhmm__wake_defer.start = UHMM_MIN(uhmm__wake_defer.start, s);
+			uhmm__wake_defer.end = UHMM_MAX(uhmm__wake_defer.end, e);
+		}
+		return;
+	}
+	ioctl(mm->uffd, UFFDIO_WAKE, &r);
+}
+
+int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = end - start },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	int ret = 0;
+
+	if (uhmm__has(UHMM_FEAT_UFFD_WP))
+		reg.mode |= UFFDIO_REGISTER_MODE_WP;
+	pthread_mutex_lock(&mm->reg_lock);
+	if (ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
+		ret = -errno;
+	pthread_mutex_unlock(&mm->reg_lock);
+	return ret;
+}
+
+
+/* A staging mapping whose page i sits at the same 2 MiB offset as the range's. */
+static int staging_create(struct uhmm_migrate_vma *m, bool reg)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const size_t huge = 2u << 20;
+	size_t len = m->end - m->start;
+	uintptr_t base, want;
+	char *p;
+
+	s->map_len = len + huge;
+	p = uhmm__sys_mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	base = (uintptr_t)p;
+	want = (base & ~(uintptr_t)(huge - 1)) + (m->start & (huge - 1));
+	if (want < base)
+		want += huge;
+	s->map = p;
+	s->staging = (char *)want;
+	if (reg) {
+		struct uffdio_register r = {
+			.range = { .start = want, .len = len },
+			.mode = UFFDIO_REGISTER_MODE_WP,
+		};
+
+		pthread_mutex_lock(&m->mm->reg_lock);
+		if (ioctl(m->mm->uffd, UFFDIO_REGISTER, &r) == 0)
+			s->registered = true;
+		pthread_mutex_unlock(&m->mm->reg_lock);
+		if (!s->registered)
+			return -errno;
+	}
+	return 0;
+}
+
+static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s, size_t len)
+{
+	if (!s->map)
+		return;
+	if (s->registered) {
+		struct uffdio_range r = { .start = (uintptr_t)s->staging, .len = len };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		pthread_mutex_unlock(&mm->reg_lock);
+	}
+	uhmm__sys_munmap(s->map, s->map_len);
+	s->map = NULL;
+}
+
+static void state_free(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+
+	if (!s)
+		return;
+	if (s->locked) {
+		uhmm__holds_migrate_lock = false;
+		pthread_rwlock_unlock(&m->mm->migrate_lock);
+	}
+	staging_destroy(m->mm, s, m->end - m->start);
+	free(s->kind);
+	free(s->orig);
+	free(s->dst_given);
+	free(s);
+	m->state = NULL;
+}
+
+static void mig_done_broadcast(struct uhmm_mm *mm)
+{
+	pthread_mutex_lock(&mm->mig_lock);
+	pthread_cond_broadcast(&mm->mig_cond);
+	pthread_mutex_unlock(&mm->mig_lock);
+}
+
+static int has_migrating(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
+{
+	(void)arg; (void)a; (void)slot;
+	return (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_MIGRATING;
+}
+
+void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	if (uhmm__ptable_empty(&mm->ptable) || uhmm__is_service_thread)
+		return;
+	pthread_mutex_lock(&mm->mig_lock);
+	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
+		pthread_cond_wait(&mm->mig_cond, &mm->mig_lock);
+	pthread_mutex_unlock(&mm->mig_lock);
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+/* Unclaim page i of a system run (it will not migrate). */
+static void unclaim(struct uhmm_migrate_vma *m, size_t i)
+{
+	uintptr_t a = m->start + (i << uhmm__page_shift);
+	_Atomic uint64_t *slot = slot_of(m->mm, a);
+	uint64_t e = atomic_load(slot);
+
+	while (!uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &e, m->state->orig[i]))
+		;
+	m->state->kind[i] = K_NONE;
+	m->src[i] = 0;
+}
+
+/*
+ * Freeze the claimed system pages with UFFDIO_MOVE.  Returns -EINVAL when
+ * the kernel refuses the move for this mapping (the caller falls back).
+ */
+static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	bool moved_any = false;
+
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+		uintptr_t a;
+		size_t done;
+		int err;
+
+		if (s->kind[i] != K_SYS) {
+			i++;
+			continue;
+		}
+		while (j < m->npages && s->kind[j] == K_SYS)
+			j++;
+		a = m->start + (i << ps);
+		done = do_move(m->mm, (uintptr_t)s->staging + (i << ps), a,
+			       (j - i) << ps, true, &err);
+		if (!err) {
+			moved_any = true;
+			i = j;
+			continue;
+		}
+		if (err == -EINVAL && done == 0 && !moved_any)
+			return -EINVAL;	/* refused for this mapping: fall back */
+		moved_any |= done > 0;
+		/* The page at i + done stopped the move. */
+		i += done >> ps;
+		if (err == -EBUSY && writable) {
+			/* Shared copy-on-write: take a private copy, retry once. */
+			a = m->start + (i << ps);
+			if (uhmm__sys_madvise((void *)a, uhmm__page_size,
+					      MADV_POPULATE_WRITE) == 0) {
+				do_move(m->mm, (uintptr_t)s->staging + (i << ps), a,
+					uhmm__page_size, true, &err);
+				if (!err) {
+					i++;
+					continue;
+				}
+			}
+		}
+		/* Pinned or otherwise immovable: it stays and does not migrate. */
+		unclaim(m, i);
+		i++;
+	}
+	return 0;
+}
+
+/* Freeze the whole range with mremap(MREMAP_DONTUNMAP). */
+static int freeze_mremap(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	struct uhmm_selfop op;
+	size_t len = m->end - m->start;
+	void *r;
+
+	if (uhmm__is_service_thread)
+		return -EDEADLK;	/* the REMAP event would wait for us */
+	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
+	atomic_fetch_add(&uhmm__as_gen, 1);
+	r = (void *)syscall(SYS_mremap, m->start, len, len,
+			    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, s->staging);
+	uhmm__events_sync(m->mm);
+	uhmm__selfop_end(m->mm, &op);
+	if (r == MAP_FAILED)
+		return -errno;
+	s->by_mremap = true;
+	/* The new mapping may carry the registration: drop it, no events. */
+	{
+		struct uffdio_range rr = { .start = (uintptr_t)s->staging, .len = len };
+
+		pthread_mutex_lock(&m->mm->reg_lock);
+		ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
+		pthread_mutex_unlock(&m->mm->reg_lock);
+	}
+	s->registered = false;
+	return 0;
+}
+
+int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
+{
+	const unsigned int ps = uhmm__page_shift;
+	struct uhmm_migrate_state *s;
+	struct uhmm_vma v;
+	struct uhmm_mm *mm;
+	uint32_t *st = NULL;
+	uint64_t *ent = NULL;
+	size_t n = 0, nsys = 0;
+	bool anon, any_present = false;
+	int ret;
+
+	if (!m || !m->mm || !m->src || !m->dst)
+		return uhmm__err(EINVAL, "migrate setup: NULL argument");
+	mm = m->mm;
+	m->cpages = 0;
+	m->state = NULL;
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+		return uhmm__err(EINVAL, "migrate setup: context is not live");
+	if (!uhmm__page_aligned(m->start) || !uhmm__page_aligned(m->end) ||
+	    m->end <= m->start)
+		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is empty or unaligned",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	if (!(m->flags & (UHMM_MIGRATE_VMA_SELECT_SYSTEM |
+			  UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)))
+		return uhmm__err(EINVAL, "migrate setup: no selection flag");
+	if (uhmm__callback_depth > 0)
+		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
+	ret = uhmm__vma_find(m->start, m->end, &v, 1, &n, false);
+	if (!ret && (n != 1 || v.start > m->start || v.end < m->end))
+		ret = uhmm__vma_find(m->start, m->end, &v, 1, &n, true);
+	if (ret || n != 1 || v.start > m->start || v.end < m->end)
+		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	if (!(v.flags & UHMM_VMA_READ) || (v.flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
+		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) has no access, or is "
+				 "hugetlbfs or an IO mapping",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	anon = (v.flags & UHMM_VMA_ANON) && !(v.flags & UHMM_VMA_SHARED);
+
+	m->npages = (m->end - m->start) >> ps;
+	memset(m->src, 0, m->npages * sizeof(*m->src));
+	memset(m->dst, 0, m->npages * sizeof(*m->dst));
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return uhmm__err(ENOMEM, "migrate setup: out of memory");
+	m->state = s;
+	s->kind = calloc(m->npages, 1);
+	s->orig = calloc(m->npages, sizeof(*s->orig));
+	s->dst_given = calloc((m->npages + 63) / 64, sizeof(uint64_t));
+	st = malloc(m->npages * sizeof(*st));
+	ent = malloc(m->npages * sizeof(*ent));
+	if (!s->kind || !s->orig || !s->dst_given || !st || !ent) {
+		ret = uhmm__err(ENOMEM, "migrate setup: out of memory");
+		goto fail;
+	}
+	if (!uhmm__holds_migrate_lock) {
+		pthread_rwlock_rdlock(&mm->migrate_lock);
+		uhmm__holds_migrate_lock = true;
+		s->locked = true;
+	}
+
+	/* Device mirrors drop the range first (the owner may skip its own). */
+	uhmm__invalidate(mm, m->start, m->end, UHMM_NOTIFY_MIGRATE, 0, m->pgmap_owner);
+
+	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
+		ret = uhmm__register_missing(mm, m->start, m->end);
+		if (ret) {
+			ret = uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
+					"with userfaultfd", (unsigned long)m->start,
+					(unsigned long)m->end);
+			goto fail;
+		}
+	}
+	ret = uhmm__page_state(mm, m->start, m->npages, st, ent, false);
+	if (ret)
+		goto fail;
+
+	for (size_t i = 0; i < m->npages; i++) {
+		uintptr_t a = m->start + (i << ps);
+		uint64_t e = ent[i];
+		_Atomic uint64_t *slot;
+
+		switch (e & UHMM_PTE_TYPE_MASK) {
+		case UHMM_PTE_DEVICE: {
+			struct uhmm_page *page;
+
+			if (!(m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
+				break;
+			page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+			if (!page || page->pgmap->owner != m->pgmap_owner)
+				break;
+			if (page != m->fault_page && !uhmm_page_trylock(page))
+				break;
+			slot = slot_of(mm, a);
+			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
+					(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+				if (page != m->fault_page)
+					uhmm_page_unlock(page);
+				break;
+			}
+			s->orig[i] = ent[i];
+			s->kind[i] = K_DEV;
+			m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
+			if (e & UHMM_PTE_WRITE)
+				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+			m->cpages++;
+			break;
+		}
+		case 0: {
+			uint64_t w, zero = 0;
+
+			if (!anon || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+				break;
+			if (!(st[i] & UHMM_PS_PRESENT) && (st[i] & UHMM_PS_SWAPPED))
+				break;	/* swapped out: the kernel does not migrate it */
+			w = (st[i] & UHMM_PS_MAYWRITE) ? UHMM_PTE_WRITE : 0;
+			slot = slot_of(mm, a);
+			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
+							   UHMM_PTE_MIGRATING | w))
+				break;
+			s->orig[i] = 0;
+			s->kind[i] = K_SYS;
+			m->src[i] = UHMM_MIGRATE_PFN_MIGRATE;
+			if (w)
+				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+			nsys++;
+			any_present |= (st[i] & UHMM_PS_PRESENT) != 0;
+			break;
+		}
+		default:
+			break;	/* another migration, a fault in flight, exclusive */
+		}
+	}
+
+	if (nsys) {
+		bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+
+		ret = staging_create(m, use_move);
+		if (ret) {
+			ret = uhmm__err(-ret, "migrate setup: no memory for staging");
+			goto fail_claimed;
+		}
+		if (any_present) {
+			ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0)
+				       : -EINVAL;
+			if (ret == -EINVAL)
+				ret = freeze_mremap(m);
+			if (ret) {
+				ret = uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
+						(unsigned long)m->start, (unsigned long)m->end);
+				goto fail_claimed;
+			}
+		}
+		/*
+		 * Which frozen pages have data?  Anything the staging page table
+		 * holds counts (a zero page too: copying zeroes is harmless;
+		 * calling data "empty" would lose it).
+		 */
+		ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages,
+					     (uint8_t *)st);
+		if (ret)
+			goto fail_claimed;
+		for (size_t i = 0; i < m->npages; i++) {
+			bool data = ((uint8_t *)st)[i];
+
+			if (s->kind[i] == K_NONE && s->by_mremap && data)
+				s->kind[i] = K_RESTORE;	/* mremap took it along */
+			if (s->kind[i] != K_SYS)
+				continue;
+			if (data)
+				m->src[i] |= UHMM_MIGRATE_PFN_VALID |
+					     (((uint64_t)((uintptr_t)s->staging >> ps) + i)
+					      << UHMM_MIGRATE_PFN_SHIFT);
+			m->cpages++;
+		}
+	}
+	free(st);
+	free(ent);
+	return 0;
+
+fail_claimed:
+	/*
+	 * Give everything back as it was.  Whatever was frozen is restored
+	 * from staging (a page that was empty restores as zeroes: the same
+	 * content).
+	 */
+	for (size_t i = 0; i < m->npages; i++)
+		if (s->kind[i] == K_SYS && (any_present || s->by_mremap))
+			m->src[i] |= UHMM_MIGRATE_PFN_VALID;
+	uhmm_migrate_vma_pages(m);
+	for (size_t i = 0; i < m->npages; i++)
+		m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+	uhmm_migrate_vma_finalize(m);
+	free(st);
+	free(ent);
+	return ret;
+fail:
+	state_free(m);
+	free(st);
+	free(ent);
+	return ret;
+}
+
+/* ---- driver helpers -------------------------------------------------------- */
+
+void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
+{
+	struct uhmm_migrate_state *s;
+	char *p;
+
+	if (!m || !m->state || i >= m->npages)
+		return NULL;
+	s = m->state;
+	if (!s->map && staging_create(m, false))
+		return NULL;
+	p = s->staging + ((size_t)i << uhmm__page_shift);
+	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);
+	m->dst[i] = uhmm_migrate_pfn((uintptr_t)p >> uhmm__page_shift);
+	return p;
+}
+
+const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *m, unsigned long i)
+{
+	if (!m || i >= m->npages || !(m->src[i] & UHMM_MIGRATE_PFN_VALID) ||
+	    uhmm_migrate_pfn_is_device(m->src[i]))
+		return NULL;
+	return (const void *)(uintptr_t)(uhmm_migrate_pfn_to_pfn(m->src[i]) <<
+					 uhmm__page_shift);
+}
+
+/* ---- pages / finalize ------------------------------------------------------ */
+
+static bool dst_ok(struct uhmm_migrate_vma *m, size_t i)
+{
+	uint64_t d = m->dst[i];
+
+	if (!(d & UHMM_MIGRATE_PFN_VALID))
+		return false;
+	if (m->state->kind[i] == K_SYS)
+		return uhmm_migrate_pfn_is_device(d) &&
+		       uhmm__pfn_to_page(m->mm, uhmm_migrate_pfn_to_pfn(d)) != NULL;
+	/* device -> system */
+	return !uhmm_migrate_pfn_is_device(d);
+}
+
+void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
+{
+	if (!m || !m->state)
+		return;
+	for (size_t i = 0; i < m->npages; i++) {
+		uintptr_t a = m->start + (i << uhmm__page_shift);
+
+		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		if (m->state->kind[i] == K_NONE || !dst_ok(m, i) ||
+		    (uhmm__ptable_get(&m->mm->ptable, a) & UHMM_PTE_GONE))
+			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+	}
+}
+
+/* Release the driver's destination page of an entry that did not migrate. */
+static void release_dst(struct uhmm_migrate_vma *m, size_t i)
+{
+	uint64_t d = m->dst[i];
+	struct uhmm_page *page;
+
+	if (!uhmm_migrate_pfn_is_device(d))
+		return;
+	page = uhmm__pfn_to_page(m->mm, uhmm_migrate_pfn_to_pfn(d));
+	if (page) {
+		uhmm_page_unlock(page);
+		uhmm_page_put(page);
+	}
+}
+
+/* Put system page data back at @a from @src (staging or the driver's buffer). */
+static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
+		       bool may_move)
+{
+	int err = 0;
+
+	if (may_move && uhmm__has(UHMM_FEAT_MOVE)) {
+		do_move(m->mm, a, src, uhmm__page_size, false, &err);
+		if (!err)
+			return 0;
+	}
+	return do_copy(m->mm, a, src, uhmm__page_size);
+}
+
+/*
+ * Store the final entry.  Only an unmap or discard can change a MIGRATING
+ * entry meanwhile (it sets GONE): then a device page that was about to be
+ * mapped there is dropped instead.
+ */
+static void commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
+			 uint64_t final)
+{
+	while (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, final)) {
+		if ((e & UHMM_PTE_GONE) &&
+		    (final & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE) {
+			uhmm__drop_device_entry(mm, final);
+			final = 0;
+		}
+	}
+}
+
+void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
+{
+	const unsigned int ps = uhmm__page_shift;
+	struct uhmm_migrate_state *s;
+	struct uhmm_mm *mm;
+
+	if (!m || !m->state)
+		return;
+	s = m->state;
+	mm = m->mm;
+	for (size_t i = 0; i < m->npages; i++) {
+		uintptr_t a = m->start + (i << ps);
+		uintptr_t stage = (uintptr_t)s->staging + (i << ps);
+		bool migrated = (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		_Atomic uint64_t *slot;
+		uint64_t e, final;
+
+		if (s->kind[i] == K_NONE || s->kind[i] == K_RESTORE) {
+			if (m->dst[i])
+				release_dst(m, i);
+			if (s->kind[i] == K_RESTORE &&
+			    do_copy(mm, a, stage, uhmm__page_size))
+				uhmm__warn("migrate: cannot restore %#lx", (unsigned long)a);
+			continue;
+		}
+		slot = slot_of(mm, a);
+		e = atomic_load(slot);
+		if (s->kind[i] == K_SYS) {
+			if (migrated && !(e & UHMM_PTE_GONE)) {
+				struct uhmm_page *page = uhmm__pfn_to_page(mm,
+						uhmm_migrate_pfn_to_pfn(m->dst[i]));
+
+				final = UHMM_PTE_DEVICE | (e & UHMM_PTE_WRITE) |
+					(page->pfn << UHMM_PTE_PAYLOAD_SHIFT);
+				atomic_store(&page->addr, a);
+				atomic_fetch_add(&page->pgmap->nr_resident, 1);
+				uhmm_page_unlock(page);
+				/* The driver's reference now belongs to the mapping. */
+			} else {
+				if (m->dst[i])
+					release_dst(m, i);
+				final = 0;
+				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID)) {
+					int err = s->by_mremap ?
+						do_copy(mm, a, stage, uhmm__page_size) :
+						install_sys(m, a, stage, true);
+
+					if (err)
+						uhmm__warn("migrate: cannot restore %#lx: %d",
+							   (unsigned long)a, err);
+				} else if (!(e & UHMM_PTE_GONE) && s->by_mremap) {
+					/* An empty or zero page: nothing to restore. */
+				}
+			}
+		} else {	/* K_DEV */
+			struct uhmm_page *old = uhmm__pfn_to_page(mm,
+					uhmm__pte_payload(s->orig[i]));
+
+			if (e & UHMM_PTE_GONE) {
+				final = 0;
+				if (m->dst[i] && !migrated)
+					release_dst(m, i);
+				atomic_fetch_sub(&old->pgmap->nr_resident, 1);
+				if (old != m->fault_page)
+					uhmm_page_unlock(old);
+				uhmm_page_put(old);
+			} else if (migrated) {
+				uintptr_t src = (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[i]) << ps);
+				bool staged = s->map && src >= (uintptr_t)s->staging &&
+					      src < (uintptr_t)s->staging + (m->end - m->start);
+				int err = install_sys(m, a, src, staged);
+
+				if (err) {
+					/* Could not map it: keep the data on the device. */
+					uhmm__warn("migrate: cannot install %#lx: %d",
+						   (unsigned long)a, err);
+					final = s->orig[i];
+					if (old != m->fault_page)
+						uhmm_page_unlock(old);
+				} else {
+					final = 0;
+					atomic_fetch_sub(&old->pgmap->nr_resident, 1);
+					if (old != m->fault_page)
+						uhmm_page_unlock(old);
+					uhmm_page_put(old);
+				}
+			} else {
+				if (m->dst[i])
+					release_dst(m, i);
+				final = s->orig[i];
+				if (old != m->fault_page)
+					uhmm_page_unlock(old);
+			}
+		}
+		commit_entry(mm, slot, e, final);
+	}
+	wake_range(mm, m->start, m->end);
+	state_free(m);
+	mig_done_broadcast(mm);
+}
+
+/* ---- device-range migration (eviction by device pfn) ------------------------ */
+
+static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
+			  uint64_t start_pfn, unsigned long npages)
+{
+	if (!mm || !src || npages == 0)
+		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM_MM_DEAD)
+		return uhmm__err(EINVAL, "migrate device: context is not live");
+	for (unsigned long i = 0; i < npages; i++) {
+		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
+		struct uhmm_page *page = uhmm__pfn_to_page(mm, pfn);
+		_Atomic uint64_t *slot;
+		uintptr_t a;
+		uint64_t e;
+
+		src[i] = 0;
+		if (!page) {
+			for (unsigned long k = 0; k < i; k++)
+				src[k] = 0;	/* nothing claimed yet is kept */
+			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
+					 (unsigned long long)pfn);
+		}
+		a = atomic_load(&page->addr);
+		if (!a || !uhmm_page_trylock(page))
+			continue;
+		slot = uhmm__ptable_slot(&mm->ptable, a, false);
+		e = slot ? atomic_load(slot) : 0;
+		if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+		    uhmm__pte_payload(e) != pfn ||
+		    !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
+					  (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+			uhmm_page_unlock(page);
+			continue;
+		}
+		src[i] = uhmm_migrate_pfn(pfn) | UHMM_MIGRATE_PFN_MIGRATE;
+		if (e & UHMM_PTE_WRITE)
+			src[i] |= UHMM_MIGRATE_PFN_WRITE;
+	}
+	return 0;
+}
+
+int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src, uint64_t start_pfn,
+			      unsigned long npages)
+{
+	return collect_device(mm, src, NULL, start_pfn, npages);
+}
+
+int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long npages)
+{
+	uint64_t *pfns;
+	int ret;
+
+	if (!src || npages == 0)
+		return uhmm__err(EINVAL, "migrate device pfns: NULL argument or no pages");
+	pfns = malloc(npages * sizeof(*pfns));
+	if (!pfns)
+		return uhmm__err(ENOMEM, "migrate device pfns: out of memory");
+	memcpy(pfns, src, npages * sizeof(*pfns));
+	ret = collect_device(mm, src, pfns, 0, npages);
+	free(pfns);
+	return ret;
+}
+
+void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+			       unsigned long npages)
+{
+	if (!mm || !src || !dst)
+		return;
+	for (unsigned long i = 0; i < npages; i++)
+		if ((src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
+		    (!(dst[i] & UHMM_MIGRATE_PFN_VALID) || uhmm_migrate_pfn_is_device(dst[i])))
+			src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+}
+
+void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+				  unsigned long npages)
+{
+	if (!mm || !src || !dst)
+		return;
+	for (unsigned long i = 0; i < npages; i++) {
+		struct uhmm_page *page;
+		_Atomic uint64_t *slot;
+		uintptr_t a;
+		uint64_t e, final;
+
+		if (!(src[i] & UHMM_MIGRATE_PFN_VALID))
+			continue;
+		page = uhmm__pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!page)
+			continue;
+		a = atomic_load(&page->addr);
+		slot = uhmm__ptable_slot(&mm->ptable, a, false);
+		e = slot ? atomic_load(slot) : 0;
+		if (!slot || (e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_MIGRATING) {
+			uhmm_page_unlock(page);
+			continue;
+		}
+		final = (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_DEVICE;
+		if (e & UHMM_PTE_GONE) {
+			final = 0;
+			atomic_fetch_sub(&page->pgmap->nr_resident, 1);
+			uhmm_page_unlock(page);
+			uhmm_page_put(page);
+		} else if (src[i] & UHMM_MIGRATE_PFN_MIGRATE) {
+			uintptr_t from = (uintptr_t)(uhmm_migrate_pfn_to_pfn(dst[i]) <<
+						     uhmm__page_shift);
+
+			if (do_copy(mm, a, from, uhmm__page_size) == 0) {
+				final = 0;
+				atomic_fetch_sub(&page->pgmap->nr_resident, 1);
+				uhmm_page_unlock(page);
+				uhmm_page_put(page);
+			} else {
+				uhmm__warn("migrate device: cannot install %#lx",
+					   (unsigned long)a);
+				uhmm_page_unlock(page);
+			}
+		} else {
+			uhmm_page_unlock(page);
+		}
+		commit_entry(mm, slot, e, final);
+		wake_range(mm, a, a + uhmm__page_size);
+	}
+	mig_done_broadcast(mm);
+}
