@@ -8,6 +8,7 @@
  * kernel older than 6.7 sees neither (documented in the README).
  */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,47 +129,85 @@ static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out)
 	return 0;
 }
 
+/* AnonHugePages (kB) of the mapping containing @addr, from smaps; -1 unknown. */
+static long smaps_anon_huge_kb(uintptr_t addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool in = false;
+	long kb = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, ' ') &&
+		    line[strcspn(line, " ") - 1] != ':') {
+			if (in)
+				break;
+			in = s <= addr && addr < e;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
 /*
- * Without PAGEMAP_SCAN: a 2 MiB-aligned block whose pages are all present
- * with consecutive, 2 MiB-aligned frame numbers is taken as PMD-mapped.
+ * Without PAGEMAP_SCAN (root only: frame numbers are needed): the zero page
+ * by its frame number; a huge page as a 2 MiB-aligned block whose 512 pages
+ * are present with consecutive frame numbers starting 2 MiB-aligned, in a
+ * mapping whose smaps shows AnonHugePages (a split block keeps consecutive
+ * frames until the kernel splits the page itself, but no longer counts
+ * there).  The whole enclosing block is read, so the answer for a page does
+ * not depend on the range asked about.
  */
 static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm,
 			   uint32_t *out)
 {
 	const size_t huge_pages = (2u << 20) >> uhmm__page_shift;
+	const uintptr_t huge = 2u << 20;
+	uintptr_t end = start + (n << uhmm__page_shift);
 	uint64_t zpfn = find_zero_pfn(fd);
+	uint64_t *blk;
+	bool any = false;
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t pfn = pm[i] & PM_PFN_MASK;
 
 		if (!(pm[i] & PM_PRESENT) || !pfn)
 			continue;
+		any = true;
 		if (zpfn && pfn == zpfn)
 			out[i] |= UHMM_PS_ZERO;
 	}
-	for (size_t i = 0; i < n;) {
-		uintptr_t a = start + (i << uhmm__page_shift);
-		uintptr_t base = a & ~(uintptr_t)((2u << 20) - 1);
-		size_t first = (base - start) >> uhmm__page_shift;
-		bool huge = base >= start && first + huge_pages <= n;
+	if (!any)
+		return;		/* nothing present, or frame numbers hidden */
+	blk = malloc(huge_pages * sizeof(*blk));
+	if (!blk)
+		return;
+	for (uintptr_t b = start & ~(huge - 1); b < end; b += huge) {
 		uint64_t pfn0;
+		bool ok;
 
-		if (!huge) {
-			i++;
+		if (read_pagemap(fd, b, huge_pages, blk))
+			break;
+		pfn0 = blk[0] & PM_PFN_MASK;
+		ok = (blk[0] & PM_PRESENT) && pfn0 && !(pfn0 & (huge_pages - 1));
+		for (size_t k = 1; ok && k < huge_pages; k++)
+			ok = (blk[k] & PM_PRESENT) && (blk[k] & PM_PFN_MASK) == pfn0 + k;
+		if (!ok || smaps_anon_huge_kb(b) <= 0)
 			continue;
-		}
-		pfn0 = pm[first] & PM_PFN_MASK;
-		if (!(pm[first] & PM_PRESENT) || !pfn0 || (pfn0 & (huge_pages - 1)))
-			huge = false;
-		for (size_t k = 1; huge && k < huge_pages; k++)
-			if (!(pm[first + k] & PM_PRESENT) ||
-			    (pm[first + k] & PM_PFN_MASK) != pfn0 + k)
-				huge = false;
-		if (huge)
-			for (size_t k = 0; k < huge_pages; k++)
-				out[first + k] |= UHMM_PS_HUGE;
-		i = first + huge_pages;
+		for (uintptr_t a = UHMM_MAX(b, start); a < UHMM_MIN(b + huge, end);
+		     a += uhmm__page_size)
+			out[(a - start) >> uhmm__page_shift] |= UHMM_PS_HUGE;
+		if (b + huge < b)
+			break;
 	}
+	free(blk);
 }
 
 int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
