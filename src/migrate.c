@@ -31,6 +31,22 @@
 
 __thread bool uhmm__holds_migrate_lock;
 
+/*
+ * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
+ * as it is (no second copy) but clears and flushes the staging entry page
+ * by page; UFFDIO_COPY allocates and copies.  UHMM_INSTALL=copy|move picks
+ * (default move); docs/PERFORMANCE.md has the measurements.
+ */
+static bool install_by_move = true;
+
+__attribute__((constructor)) static void install_mode_init(void)
+{
+	const char *v = getenv("UHMM_INSTALL");
+
+	if (v && !strcmp(v, "copy"))
+		install_by_move = false;
+}
+
 enum kind { K_NONE = 0, K_SYS, K_DEV, K_RESTORE /* moved by mremap, not migrating */ };
 
 struct uhmm_migrate_state {
@@ -254,6 +270,20 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 
 /* ---- setup ------------------------------------------------------------- */
 
+struct collect_ctx {
+	uintptr_t start;
+	uint64_t *ent;
+};
+
+static int collect_entry(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
+{
+	struct collect_ctx *c = arg;
+
+	(void)slot;
+	c->ent[(a - c->start) >> uhmm__page_shift] = e;
+	return 0;
+}
+
 /* Unclaim page i of a system run (it will not migrate). */
 static void unclaim(struct uhmm_migrate_vma *m, size_t i)
 {
@@ -427,9 +457,16 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			goto fail;
 		}
 	}
-	ret = uhmm__page_state(mm, m->start, m->npages, st, ent, false);
-	if (ret)
-		goto fail;
+	if (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) {
+		ret = uhmm__page_state(mm, m->start, m->npages, st, ent, false);
+		if (ret)
+			goto fail;
+	} else {
+		/* Device pages only: their CPU entries are empty; no pagemap. */
+		memset(ent, 0, m->npages * sizeof(*ent));
+		uhmm__ptable_walk(&mm->ptable, m->start, m->end, collect_entry,
+				  &(struct collect_ctx){ .start = m->start, .ent = ent });
+	}
 
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << ps);
@@ -559,6 +596,31 @@ fail:
 
 /* ---- driver helpers -------------------------------------------------------- */
 
+/*
+ * Fault in the staging pages of every device entry in one call per run:
+ * much cheaper than one page fault per page as the driver writes them.
+ */
+static void populate_staging(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+
+	if (!uhmm__has(UHMM_FEAT_MADV_POPULATE))
+		return;
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+
+		if (s->kind[i] != K_DEV) {
+			i++;
+			continue;
+		}
+		while (j < m->npages && s->kind[j] == K_DEV)
+			j++;
+		uhmm__sys_madvise(s->staging + (i << ps), (j - i) << ps, MADV_POPULATE_WRITE);
+		i = j;
+	}
+}
+
 void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 {
 	struct uhmm_migrate_state *s;
@@ -567,8 +629,11 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 	if (!m || !m->state || i >= m->npages)
 		return NULL;
 	s = m->state;
-	if (!s->map && staging_create(m, false))
-		return NULL;
+	if (!s->map) {
+		if (staging_create(m, false))
+			return NULL;
+		populate_staging(m);
+	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
 	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);
 	m->dst[i] = uhmm_migrate_pfn((uintptr_t)p >> uhmm__page_shift);
@@ -629,18 +694,25 @@ static void release_dst(struct uhmm_migrate_vma *m, size_t i)
 	}
 }
 
-/* Put system page data back at @a from @src (staging or the driver's buffer). */
+/*
+ * Put system page data at [@a, @a + @len) from @src: staging (which may be
+ * moved) or the driver's buffer (copied).
+ */
 static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
-		       bool may_move)
+		       size_t len, bool may_move)
 {
 	int err = 0;
 
-	if (may_move && uhmm__has(UHMM_FEAT_MOVE)) {
-		do_move(m->mm, a, src, uhmm__page_size, false, &err);
+	if (may_move && uhmm__has(UHMM_FEAT_MOVE) && install_by_move) {
+		size_t done = do_move(m->mm, a, src, len, false, &err);
+
 		if (!err)
 			return 0;
+		a += done;
+		src += done;
+		len -= done;
 	}
-	return do_copy(m->mm, a, src, uhmm__page_size);
+	return do_copy(m->mm, a, src, len);
 }
 
 /*
@@ -660,6 +732,55 @@ static void commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
 	}
 }
 
+/*
+ * Install the data of device entries that migrated to system memory, in
+ * runs whose sources are consecutive (staging always is; a driver buffer
+ * may be), one ioctl per run.  Entries whose install failed lose MIGRATE.
+ */
+static void install_runs(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	uintptr_t stage_lo = (uintptr_t)s->staging;
+	uintptr_t stage_hi = stage_lo + (m->end - m->start);
+
+	for (size_t i = 0; i < m->npages;) {
+		uintptr_t src0, a0;
+		bool staged;
+		size_t j;
+		int err;
+
+		if (s->kind[i] != K_DEV || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) ||
+		    (uhmm__ptable_get(&m->mm->ptable, m->start + (i << ps)) & UHMM_PTE_GONE)) {
+			i++;
+			continue;
+		}
+		src0 = (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[i]) << ps);
+		a0 = m->start + (i << ps);
+		staged = s->map && src0 >= stage_lo && src0 < stage_hi;
+		for (j = i + 1; j < m->npages; j++) {
+			if (s->kind[j] != K_DEV || !(m->src[j] & UHMM_MIGRATE_PFN_MIGRATE) ||
+			    (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[j]) << ps) !=
+				    src0 + ((j - i) << ps) ||
+			    (uhmm__ptable_get(&m->mm->ptable, m->start + (j << ps)) &
+			     UHMM_PTE_GONE))
+				break;
+		}
+		err = install_sys(m, a0, src0, (j - i) << ps, staged);
+		if (err) {
+			/* Page by page, to find which ones cannot be installed. */
+			for (size_t k = i; k < j; k++)
+				if (install_sys(m, m->start + (k << ps), src0 + ((k - i) << ps),
+						uhmm__page_size, staged)) {
+					uhmm__warn("migrate: cannot install %#lx",
+						   (unsigned long)(m->start + (k << ps)));
+					m->src[k] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+				}
+		}
+		i = j;
+	}
+}
+
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
@@ -670,6 +791,7 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		return;
 	s = m->state;
 	mm = m->mm;
+	install_runs(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << ps);
 		uintptr_t stage = (uintptr_t)s->staging + (i << ps);
@@ -705,7 +827,7 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID)) {
 					int err = s->by_mremap ?
 						do_copy(mm, a, stage, uhmm__page_size) :
-						install_sys(m, a, stage, true);
+						install_sys(m, a, stage, uhmm__page_size, true);
 
 					if (err)
 						uhmm__warn("migrate: cannot restore %#lx: %d",
@@ -727,25 +849,12 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 					uhmm_page_unlock(old);
 				uhmm_page_put(old);
 			} else if (migrated) {
-				uintptr_t src = (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[i]) << ps);
-				bool staged = s->map && src >= (uintptr_t)s->staging &&
-					      src < (uintptr_t)s->staging + (m->end - m->start);
-				int err = install_sys(m, a, src, staged);
-
-				if (err) {
-					/* Could not map it: keep the data on the device. */
-					uhmm__warn("migrate: cannot install %#lx: %d",
-						   (unsigned long)a, err);
-					final = s->orig[i];
-					if (old != m->fault_page)
-						uhmm_page_unlock(old);
-				} else {
-					final = 0;
-					atomic_fetch_sub(&old->pgmap->nr_resident, 1);
-					if (old != m->fault_page)
-						uhmm_page_unlock(old);
-					uhmm_page_put(old);
-				}
+				/* Installed by install_runs(). */
+				final = 0;
+				atomic_fetch_sub(&old->pgmap->nr_resident, 1);
+				if (old != m->fault_page)
+					uhmm_page_unlock(old);
+				uhmm_page_put(old);
 			} else {
 				if (m->dst[i])
 					release_dst(m, i);

@@ -10,6 +10,8 @@
 
 #include <uhmm/uhmm.h>
 
+#include "bench.h"
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -18,6 +20,7 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  info     what the kernel offers uhmm here, and what to change if it\n"
 		"           cannot work (run this first when something does not work)\n"
+		"  bench    measure uhmm against same-run baselines (--help for options)\n"
 		"  help     this text\n"
 		"\n"
 		"environment:\n"
@@ -94,6 +97,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "info"))
 		return cmd_info(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bench"))
+		return uhmm_bench_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "--help")) {
 		usage(stdout);

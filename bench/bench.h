@@ -1,0 +1,6 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef UHMM_BENCH_H
+#define UHMM_BENCH_H
+/* "uhmm bench": returns the process exit status. */
+int uhmm_bench_main(int argc, char **argv);
+#endif

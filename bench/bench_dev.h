@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device the benchmarks migrate to: device memory is a pre-faulted host
+ * arena; copies are memcpy.  Public API only.
+ */
+#ifndef UHMM_BENCH_DEV_H
+#define UHMM_BENCH_DEV_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <uhmm/uhmm.h>
+
+struct bdev {
+	struct uhmm_devmem pgmap;
+	struct uhmm_mm *mm;
+	char *arena;
+	size_t nr_pages, page_size;
+	pthread_mutex_t lock;
+	size_t *free_list, nr_free;
+	int owner;
+};
+
+static inline char *bdev_mem(struct bdev *d, struct uhmm_page *p)
+{
+	return d->arena + uhmm_page_index(p) * d->page_size;
+}
+
+static void bdev_page_free(struct uhmm_page *p)
+{
+	struct bdev *d = p->pgmap->driver_data;
+
+	pthread_mutex_lock(&d->lock);
+	d->free_list[d->nr_free++] = uhmm_page_index(p);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Migrate [s, e) to (to_dev) or from the device; returns pages moved or -errno. */
+static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
+			 struct uhmm_page *fault_page)
+{
+	size_t n = (e - s) / d->page_size;
+	uint64_t *src = malloc(n * 8), *dst = malloc(n * 8);
+	struct uhmm_migrate_vma m = {
+		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
+		.pgmap_owner = &d->owner, .fault_page = fault_page,
+		.flags = to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
+				: UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+	};
+	long moved = 0;
+	int ret;
+
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return -ENOMEM;
+	}
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret) {
+		free(src);
+		free(dst);
+		return ret;
+	}
+	if (to_dev)
+		pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		if (to_dev) {
+			struct uhmm_page *p;
+			const void *from;
+
+			if (!d->nr_free)
+				break;
+			p = uhmm_devmem_page(&d->pgmap, d->free_list[--d->nr_free]);
+			uhmm_page_init(p);
+			from = uhmm_migrate_pfn_addr(&m, i);
+			if (from)
+				memcpy(bdev_mem(d, p), from, d->page_size);
+			else
+				memset(bdev_mem(d, p), 0, d->page_size);
+			dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+				 (src[i] & UHMM_MIGRATE_PFN_WRITE);
+		} else {
+			/*
+			 * Device memory here is host memory: hand it to uhmm
+			 * as the source to copy into place (one copy).  A device
+			 * the CPU cannot read would DMA into
+			 * uhmm_migrate_alloc_sys() pages instead.
+			 */
+			struct uhmm_page *p = uhmm_pfn_to_page(d->mm,
+					uhmm_migrate_pfn_to_pfn(src[i]));
+
+			if (!p)
+				continue;
+			dst[i] = uhmm_migrate_pfn((uintptr_t)bdev_mem(d, p) / d->page_size);
+		}
+		moved++;
+	}
+	if (to_dev)
+		pthread_mutex_unlock(&d->lock);
+	uhmm_migrate_vma_pages(&m);
+	uhmm_migrate_vma_finalize(&m);
+	free(src);
+	free(dst);
+	return moved;
+}
+
+static int bdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
+{
+	struct bdev *d = vmf->page->pgmap->driver_data;
+	long r = bdev_migrate(d, vmf->window_start, vmf->window_end, false, vmf->page);
+
+	return r < 0 ? (int)r : 0;
+}
+
+static const struct uhmm_devmem_ops bdev_ops = {
+	.page_free = bdev_page_free,
+	.migrate_to_ram = bdev_migrate_to_ram,
+};
+
+static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
+				       size_t fault_around)
+{
+	struct bdev *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->mm = mm;
+	d->page_size = (size_t)sysconf(_SC_PAGESIZE);
+	d->nr_pages = nr_pages;
+	d->arena = mmap(NULL, nr_pages * d->page_size, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	d->free_list = malloc(nr_pages * sizeof(size_t));
+	if (d->arena == MAP_FAILED || !d->free_list) {
+		free(d->free_list);
+		free(d);
+		return NULL;
+	}
+	for (size_t i = 0; i < nr_pages; i++)
+		d->free_list[i] = nr_pages - 1 - i;
+	d->nr_free = nr_pages;
+	pthread_mutex_init(&d->lock, NULL);
+	d->pgmap.ops = &bdev_ops;
+	d->pgmap.owner = &d->owner;
+	d->pgmap.nr_pages = nr_pages;
+	d->pgmap.fault_around = fault_around;
+	d->pgmap.driver_data = d;
+	if (uhmm_devmem_add(mm, &d->pgmap)) {
+		munmap(d->arena, nr_pages * d->page_size);
+		free(d->free_list);
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+static inline void bdev_destroy(struct bdev *d)
+{
+	uhmm_devmem_remove(&d->pgmap);
+	munmap(d->arena, d->nr_pages * d->page_size);
+	free(d->free_list);
+	free(d);
+}
+
+#endif
