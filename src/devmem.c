@@ -15,7 +15,7 @@
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
-int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
+int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
 	struct uhmm_page *pages;
 	unsigned int id;
@@ -35,7 +35,7 @@ int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 				 pgmap->fault_around);
 	if (pgmap->pages)
 		return uhmm__err(EINVAL, "devmem add: pool already added");
-	if (uhmm__in_callback())
+	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
 	pages = calloc(pgmap->nr_pages, sizeof(*pages));
 	if (!pages)
@@ -62,11 +62,17 @@ int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	atomic_store(&pgmap->nr_resident, 0);
 	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&mm->pool_lock);
-	atomic_fetch_add(&mm->users, 1);	/* the pool holds a reference */
+	if (!internal)
+		atomic_fetch_add(&mm->users, 1);	/* the pool holds a reference */
 	return 0;
 }
 
-static void pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
+int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
+{
+	return uhmm__devmem_add(mm, pgmap, false);
+}
+
+void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 {
 	pthread_mutex_lock(&mm->pool_lock);
 	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
@@ -91,16 +97,17 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	ret = uhmm__evict_all(mm, pgmap);
 	if (ret)
 		return ret;
-	pool_detach(mm, pgmap);
+	uhmm__pool_detach(mm, pgmap);
 	uhmm_mm_put(mm);
 	return 0;
 }
 
 void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 {
+	uhmm__exclusive_teardown(mm);
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
 		if (mm->pools[id])
-			pool_detach(mm, mm->pools[id]);
+			uhmm__pool_detach(mm, mm->pools[id]);
 }
 
 struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index)

@@ -146,6 +146,17 @@ struct uhmm_mni_node {
 UHMM_HIDDEN_FN void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start,
 				     uintptr_t end, enum uhmm_notify_event ev,
 				     unsigned int flags, const void *owner);
+/*
+ * The two halves, for a change made in between (the kernel's
+ * invalidate_range_start / _end): from start until end the sequence stays
+ * odd, so uhmm_interval_read_begin() on a notifier that was told waits until
+ * the change is really done.  start returns false (and end must not be
+ * called) when no notifier overlaps.
+ */
+UHMM_HIDDEN_FN bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start,
+					   uintptr_t end, enum uhmm_notify_event ev,
+					   unsigned int flags, const void *owner);
+UHMM_HIDDEN_FN void uhmm__invalidate_end(struct uhmm_mm *mm);
 /* True if some notifier overlaps [start, end). */
 UHMM_HIDDEN_FN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
 					    uintptr_t end);
@@ -226,6 +237,10 @@ struct uhmm_mm {
 	pthread_mutex_t mig_lock;
 	pthread_cond_t mig_cond;
 
+	/* The internal pool for device-exclusive pages (exclusive.c). */
+	pthread_mutex_t excl_lock;
+	struct uhmm_devmem *excl_pool;
+
 	/* Faults the service thread must retry after reading events. */
 	struct uffd_msg retry[UHMM_RETRY_MAX];
 	size_t nretry;
@@ -276,6 +291,14 @@ UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64
 				      bool write);
 /* Bring every device-resident page home (fork, teardown); 0 or -errno. */
 UHMM_HIDDEN_FN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
+UHMM_HIDDEN_FN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
+				    bool internal);
+UHMM_HIDDEN_FN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
+/* exclusive.c: the internal pool that holds device-exclusive pages. */
+UHMM_HIDDEN_FN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
+UHMM_HIDDEN_FN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
+/* Internal migrate flag: invalidate with UHMM_NOTIFY_EXCLUSIVE, not MIGRATE. */
+#define UHMM__MIGRATE_EXCLUSIVE (1u << 31)
 /* Teardown: detach all pools. */
 UHMM_HIDDEN_FN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
 /* Wait until no migration holds a page in [start, end). */

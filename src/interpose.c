@@ -58,7 +58,8 @@ void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 struct wrap {
 	struct uhmm_mm *mm;
 	struct uhmm_selfop op;
-	bool notified;
+	bool notified;		/* op is recorded */
+	bool active;		/* an invalidation is open until wrap_end */
 };
 
 /* The page range a call touches, or false if the kernel will reject it. */
@@ -95,8 +96,9 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 	uhmm__selfop_begin(w->mm, &w->op, s, e,
 			   flags | (notify ? UHMM_SELFOP_NOTIFIED : 0));
 	w->notified = true;
+	/* Kept open across the system call, like the kernel's start/end pair. */
 	if (notify)
-		uhmm__invalidate(w->mm, s, e, ev, 0, NULL);
+		w->active = uhmm__invalidate_start(w->mm, s, e, ev, 0, NULL);
 }
 
 static void wrap_begin(struct wrap *w, uintptr_t s, uintptr_t e,
@@ -113,6 +115,8 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	if (!w->mm)
 		return;
 	uhmm__events_sync(w->mm);
+	if (w->active)
+		uhmm__invalidate_end(w->mm);
 	if (w->notified)
 		uhmm__selfop_end(w->mm, &w->op);
 	uhmm_mm_put(w->mm);

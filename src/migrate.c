@@ -56,6 +56,7 @@ struct uhmm_migrate_state {
 	bool registered;	/* staging registered with the uffd */
 	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
 	bool locked;		/* took migrate_lock */
+	bool inv_active;	/* the MIGRATE invalidation is open */
 	uint8_t *kind;
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
@@ -233,6 +234,8 @@ static void state_free(struct uhmm_migrate_vma *m)
 
 	if (!s)
 		return;
+	if (s->inv_active)
+		uhmm__invalidate_end(m->mm);
 	if (s->locked) {
 		uhmm__holds_migrate_lock = false;
 		pthread_rwlock_unlock(&m->mm->migrate_lock);
@@ -445,8 +448,14 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 		s->locked = true;
 	}
 
-	/* Device mirrors drop the range first (the owner may skip its own). */
-	uhmm__invalidate(mm, m->start, m->end, UHMM_NOTIFY_MIGRATE, 0, m->pgmap_owner);
+	/*
+	 * Device mirrors drop the range first (the owner may skip its own);
+	 * the invalidation stays open until the pages are frozen.
+	 */
+	s->inv_active = uhmm__invalidate_start(mm, m->start, m->end,
+			(m->flags & UHMM__MIGRATE_EXCLUSIVE) ? UHMM_NOTIFY_EXCLUSIVE
+							      : UHMM_NOTIFY_MIGRATE,
+			0, m->pgmap_owner);
 
 	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
 		ret = uhmm__register_missing(mm, m->start, m->end);
@@ -569,6 +578,10 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	}
 	free(st);
 	free(ent);
+	if (s->inv_active) {
+		uhmm__invalidate_end(mm);
+		s->inv_active = false;
+	}
 	return 0;
 
 fail_claimed:

@@ -29,6 +29,7 @@ struct uhmm_mm uhmm__the_mm = {
 	.ncond = PTHREAD_COND_INITIALIZER,
 	.reg_lock = PTHREAD_MUTEX_INITIALIZER,
 	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
+	.excl_lock = PTHREAD_MUTEX_INITIALIZER,
 	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
 	.mig_cond = PTHREAD_COND_INITIALIZER,
@@ -244,6 +245,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&mm->selfop_lock, &a);
 	pthread_mutex_init(&mm->reg_lock, &a);
 	pthread_mutex_init(&mm->pool_lock, &a);
+	pthread_mutex_init(&mm->excl_lock, &a);
 	pthread_mutex_init(&mm->mig_lock, &a);
 	pthread_rwlock_init(&mm->migrate_lock, NULL);
 	fork_held_migrate = false;
@@ -269,6 +271,7 @@ static void atfork_child(void)
 		mm->nretry = 0;
 		/* The parent's device pools are not this process's. */
 		memset(mm->pools, 0, sizeof(mm->pools));
+		mm->excl_pool = NULL;
 	}
 	atomic_store(&mm->users, 0);
 	atomic_store(&mm->state, UHMM_MM_DEAD);

@@ -85,9 +85,9 @@ static void call_one(struct uhmm_mni_node *n, const struct uhmm_notifier_range *
 	uhmm__callback_depth--;
 }
 
-void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
-		      enum uhmm_notify_event ev, unsigned int flags,
-		      const void *owner)
+bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
+			    enum uhmm_notify_event ev, unsigned int flags,
+			    const void *owner)
 {
 	struct uhmm_notifier_range r = {
 		.start = start, .end = end, .event = ev, .flags = flags, .owner = owner,
@@ -96,13 +96,26 @@ void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
 	unsigned long seq;
 
 	if (end <= start || !uhmm__notifier_overlaps(mm, start, end))
-		return;
+		return false;
 	seq = inv_begin(mm);
 	/* The tree cannot change until inv_end(): walk it without nlock. */
 	for (it = uhmm_itree_iter_first(&mm->tree, start, end - 1); it;
 	     it = uhmm_itree_iter_next(it, start, end - 1))
 		call_one(to_node(it), &r, seq);
+	return true;
+}
+
+void uhmm__invalidate_end(struct uhmm_mm *mm)
+{
 	inv_end(mm);
+}
+
+void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
+		      enum uhmm_notify_event ev, unsigned int flags,
+		      const void *owner)
+{
+	if (uhmm__invalidate_start(mm, start, end, ev, flags, owner))
+		uhmm__invalidate_end(mm);
 }
 
 void uhmm__notifier_release_all(struct uhmm_mm *mm)
@@ -264,7 +277,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	mni->node = NULL;
 	atomic_fetch_sub(&mm->nr_notifiers, 1);
 	if (wait) {
-		if (uhmm__callback_depth > 0) {
+		if (uhmm__callback_depth > 0 || uhmm__is_service_thread) {
 			/*
 			 * Called from a callback: waiting for the running
 			 * invalidation would wait for ourselves.  The removal

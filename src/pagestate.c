@@ -229,6 +229,7 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 }
 
 struct special_ctx {
+	struct uhmm_mm *mm;
 	uintptr_t start;
 	uint32_t *out;
 	uint64_t *entries;
@@ -241,9 +242,13 @@ static int mark_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint6
 
 	(void)slot;
 	switch (e & UHMM_PTE_TYPE_MASK) {
-	case UHMM_PTE_DEVICE:
-		c->out[i] |= UHMM_PS_DEVICE_PRIVATE;
+	case UHMM_PTE_DEVICE: {
+		struct uhmm_page *page = uhmm__pfn_to_page(c->mm, uhmm__pte_payload(e));
+
+		c->out[i] |= page && uhmm__is_exclusive_pool(c->mm, page->pgmap) ?
+				     UHMM_PS_DEVICE_EXCLUSIVE : UHMM_PS_DEVICE_PRIVATE;
 		break;
+	}
 	case UHMM_PTE_MIGRATING:
 	case UHMM_PTE_BUSY:
 		c->out[i] |= UHMM_PS_MIGRATING;
@@ -372,7 +377,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		}
 	}
 	if (mm && !uhmm__ptable_empty(&mm->ptable)) {
-		struct special_ctx c = { .start = start, .out = out, .entries = entries };
+		struct special_ctx c = { .mm = mm, .start = start, .out = out, .entries = entries };
 
 		uhmm__ptable_walk(&mm->ptable, start, end, mark_special, &c);
 	}

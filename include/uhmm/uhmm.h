@@ -16,5 +16,6 @@
 #include <uhmm/pagestate.h>
 #include <uhmm/devmem.h>
 #include <uhmm/migrate.h>
+#include <uhmm/exclusive.h>
 
 #endif /* UHMM_UHMM_H */

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Device-exclusive access, built on migration: taking a page exclusively
+ * migrates it into an internal pool whose "device memory" is a host holding
+ * area the device reads and writes directly; a CPU access migrates it back
+ * (only that page, after an EXCLUSIVE invalidation with no owner, so every
+ * mirror stops using the holding address first).  Reusing migration gives
+ * exclusive pages everything migrated pages have: freezing without losing
+ * CPU writes, fork and teardown bringing them home, munmap / mremap /
+ * discard handling, and the no-UFFDIO_MOVE fallback.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
+
+struct excl_pool {
+	struct uhmm_devmem pgmap;
+	char *arena;
+	size_t *free_list;
+	size_t nr_free;
+	pthread_mutex_t lock;
+	int token;
+};
+
+static char *slot_mem(struct excl_pool *x, struct uhmm_page *p)
+{
+	return x->arena + (uhmm_page_index(p) << uhmm__page_shift);
+}
+
+static void excl_page_free(struct uhmm_page *p)
+{
+	struct excl_pool *x = p->pgmap->driver_data;
+
+	p->zone_device_data = NULL;
+	/* Give the holding memory back to the system. */
+	uhmm__sys_madvise(slot_mem(x, p), uhmm__page_size, MADV_DONTNEED);
+	pthread_mutex_lock(&x->lock);
+	x->free_list[x->nr_free++] = uhmm_page_index(p);
+	pthread_mutex_unlock(&x->lock);
+}
+
+/* Migrate the exclusive pages of [s, e) back; the holding page is the source. */
+static int excl_back(struct excl_pool *x, struct uhmm_mm *mm, uintptr_t s, uintptr_t e,
+		     struct uhmm_page *fault_page)
+{
+	size_t n = (e - s) >> uhmm__page_shift;
+	uint64_t stack_src[16], stack_dst[16];
+	uint64_t *src = n <= 16 ? stack_src : malloc(n * 8);
+	uint64_t *dst = n <= 16 ? stack_dst : malloc(n * 8);
+	struct uhmm_migrate_vma m = {
+		.mm = mm, .start = s, .end = e, .src = src, .dst = dst,
+		.pgmap_owner = &x->token, .fault_page = fault_page,
+		.flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE | UHMM__MIGRATE_EXCLUSIVE,
+	};
+	int ret;
+
+	if (!src || !dst) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		p = uhmm__pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (p)
+			dst[i] = uhmm_migrate_pfn((uintptr_t)slot_mem(x, p) >> uhmm__page_shift);
+	}
+	uhmm_migrate_vma_pages(&m);
+	uhmm_migrate_vma_finalize(&m);
+out:
+	if (src != stack_src)
+		free(src);
+	if (dst != stack_dst)
+		free(dst);
+	return ret;
+}
+
+/* A CPU access revokes exclusivity of exactly that page. */
+static int excl_migrate_to_ram(struct uhmm_vm_fault *vmf)
+{
+	struct excl_pool *x = vmf->page->pgmap->driver_data;
+
+	return excl_back(x, vmf->mm, vmf->address, vmf->address + uhmm__page_size, vmf->page);
+}
+
+static const struct uhmm_devmem_ops excl_ops = {
+	.page_free = excl_page_free,
+	.migrate_to_ram = excl_migrate_to_ram,
+};
+
+bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
+{
+	return pgmap && pgmap == __atomic_load_n(&mm->excl_pool, __ATOMIC_ACQUIRE);
+}
+
+static struct excl_pool *get_pool(struct uhmm_mm *mm)
+{
+	struct excl_pool *x;
+
+	pthread_mutex_lock(&mm->excl_lock);
+	if (mm->excl_pool) {
+		x = mm->excl_pool->driver_data;
+		pthread_mutex_unlock(&mm->excl_lock);
+		return x;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		goto fail;
+	x->arena = uhmm__sys_mmap(NULL, EXCL_PAGES << uhmm__page_shift,
+				  PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	x->free_list = malloc(EXCL_PAGES * sizeof(size_t));
+	if (x->arena == MAP_FAILED || !x->free_list)
+		goto fail_x;
+	for (size_t i = 0; i < EXCL_PAGES; i++)
+		x->free_list[i] = EXCL_PAGES - 1 - i;
+	x->nr_free = EXCL_PAGES;
+	pthread_mutex_init(&x->lock, NULL);
+	x->pgmap.ops = &excl_ops;
+	x->pgmap.owner = &x->token;
+	x->pgmap.nr_pages = EXCL_PAGES;
+	x->pgmap.fault_around = 1;
+	x->pgmap.driver_data = x;
+	if (uhmm__devmem_add(mm, &x->pgmap, true))
+		goto fail_x;
+	__atomic_store_n(&mm->excl_pool, &x->pgmap, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&mm->excl_lock);
+	return x;
+
+fail_x:
+	if (x->arena != MAP_FAILED && x->arena)
+		uhmm__sys_munmap(x->arena, EXCL_PAGES << uhmm__page_shift);
+	free(x->free_list);
+	free(x);
+fail:
+	pthread_mutex_unlock(&mm->excl_lock);
+	return NULL;
+}
+
+void uhmm__exclusive_teardown(struct uhmm_mm *mm)
+{
+	struct excl_pool *x;
+
+	if (!mm->excl_pool)
+		return;
+	x = mm->excl_pool->driver_data;
+	__atomic_store_n(&mm->excl_pool, NULL, __ATOMIC_RELEASE);
+	uhmm__pool_detach(mm, &x->pgmap);
+	uhmm__sys_munmap(x->arena, EXCL_PAGES << uhmm__page_shift);
+	free(x->free_list);
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+}
+
+static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const void *owner)
+{
+	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
+	struct uhmm_page *p;
+
+	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
+		return NULL;
+	p = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	if (!p || p->pgmap != &x->pgmap || p->zone_device_data != owner)
+		return NULL;
+	return slot_mem(x, p);
+}
+
+long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+			 const void *owner, void **pages)
+{
+	const unsigned int ps = uhmm__page_shift;
+	struct uhmm_migrate_vma m = { 0 };
+	struct excl_pool *x;
+	struct uhmm_vma v;
+	uint64_t *src, *dst;
+	size_t n = 0;
+	long held = 0;
+	uintptr_t end;
+	int ret;
+
+	if (!mm || !pages || !owner)
+		return uhmm__err(EINVAL, "make exclusive: NULL argument");
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+		return uhmm__err(EINVAL, "make exclusive: context is not live");
+	if (!uhmm__page_aligned(start) || npages == 0 ||
+	    npages > (UINTPTR_MAX >> ps) || start + (npages << ps) <= start)
+		return uhmm__err(EINVAL, "make exclusive: unaligned, empty or wrapping range");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "make exclusive from a uhmm callback");
+	end = start + (npages << ps);
+	for (size_t i = 0; i < npages; i++)
+		pages[i] = NULL;
+	ret = uhmm__vma_find(start, end, &v, 1, &n, true);
+	if (ret || n != 1 || v.start > start || v.end < end)
+		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is not inside one mapping",
+				 (unsigned long)start, (unsigned long)end);
+	if (!(v.flags & UHMM_VMA_READ))
+		return uhmm__err(EINVAL, "make exclusive: no access to [%#lx, %#lx)",
+				 (unsigned long)start, (unsigned long)end);
+	if (!(v.flags & UHMM_VMA_WRITE))
+		return uhmm__err(EPERM, "make exclusive: [%#lx, %#lx) is not writable",
+				 (unsigned long)start, (unsigned long)end);
+	if (!(v.flags & UHMM_VMA_ANON) || (v.flags & UHMM_VMA_SHARED))
+		return 0;	/* only private anonymous pages can be taken */
+	x = get_pool(mm);
+	if (!x)
+		return uhmm__err(ENOMEM, "make exclusive: no memory for the holding area");
+
+	/*
+	 * As the kernel's GUP with FOLL_WRITE: present, writable, not shared
+	 * (pages this owner already holds are left as they are).
+	 */
+	for (uintptr_t a = start; a < end;) {
+		uintptr_t b = a;
+
+		while (b < end && !held_by(mm, x, b, owner))
+			b += uhmm__page_size;
+		if (b > a) {
+			if (uhmm__has(UHMM_FEAT_MADV_POPULATE))
+				uhmm__sys_madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+			else
+				for (uintptr_t c = a; c < b; c += uhmm__page_size)
+					__atomic_fetch_add((volatile char *)c, 0, __ATOMIC_RELAXED);
+		}
+		a = b + uhmm__page_size;
+	}
+
+	src = malloc(npages * 8);
+	dst = malloc(npages * 8);
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return uhmm__err(ENOMEM, "make exclusive: out of memory");
+	}
+	m = (struct uhmm_migrate_vma){
+		.mm = mm, .start = start, .end = end, .src = src, .dst = dst,
+		.pgmap_owner = owner,
+		.flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM__MIGRATE_EXCLUSIVE,
+	};
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret) {
+		free(src);
+		free(dst);
+		return ret;
+	}
+	for (size_t i = 0; i < npages; i++) {
+		struct uhmm_page *p = NULL;
+		const void *from;
+
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		pthread_mutex_lock(&x->lock);
+		if (x->nr_free)
+			p = uhmm_devmem_page(&x->pgmap, x->free_list[--x->nr_free]);
+		pthread_mutex_unlock(&x->lock);
+		if (!p)
+			break;
+		uhmm_page_init(p);
+		p->zone_device_data = (void *)owner;
+		from = uhmm_migrate_pfn_addr(&m, i);
+		if (from)
+			memcpy(slot_mem(x, p), from, uhmm__page_size);
+		else
+			memset(slot_mem(x, p), 0, uhmm__page_size);
+		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | UHMM_MIGRATE_PFN_WRITE;
+	}
+	uhmm_migrate_vma_pages(&m);
+	uhmm_migrate_vma_finalize(&m);
+	free(src);
+	free(dst);
+
+	for (size_t i = 0; i < npages; i++) {
+		pages[i] = held_by(mm, x, start + (i << ps), owner);
+		held += pages[i] != NULL;
+	}
+	return held;
+}
+
+void *uhmm_exclusive_held(struct uhmm_mm *mm, uintptr_t addr, const void *owner)
+{
+	struct excl_pool *x;
+
+	if (!mm || mm != &uhmm__the_mm || !mm->excl_pool)
+		return NULL;
+	x = mm->excl_pool->driver_data;
+	return held_by(mm, x, uhmm__page_align_down(addr), owner);
+}
