@@ -217,6 +217,15 @@ struct uhmm_mm {
 	struct uhmm_mni_node *deferred;
 	atomic_int nr_notifiers;
 
+	/*
+	 * The counterpart of the kernel's mmap_lock for one purpose: the
+	 * wrappers hold it for writing across a system call that changes
+	 * notified memory, and a range fault's fallback (touching pages from
+	 * the library) holds it for reading, so it never touches a page while
+	 * a wrapped munmap / mprotect of it is under way.
+	 */
+	pthread_rwlock_t as_lock;
+
 	/* Registration bookkeeping (service.c). */
 	pthread_mutex_t reg_lock;
 

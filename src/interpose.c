@@ -55,11 +55,15 @@ void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/* This thread holds as_lock for writing (wrappers nest through callbacks). */
+static __thread bool as_lock_held;
+
 struct wrap {
 	struct uhmm_mm *mm;
 	struct uhmm_selfop op;
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
+	bool as_locked;		/* holds as_lock for writing */
 };
 
 /* The page range a call touches, or false if the kernel will reject it. */
@@ -97,8 +101,15 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 			   flags | (notify ? UHMM_SELFOP_NOTIFIED : 0));
 	w->notified = true;
 	/* Kept open across the system call, like the kernel's start/end pair. */
-	if (notify)
+	if (notify) {
 		w->active = uhmm__invalidate_start(w->mm, s, e, ev, 0, NULL);
+		/* Not again when nested (a callback of an outer wrapper). */
+		if (!uhmm__is_service_thread && !as_lock_held) {
+			pthread_rwlock_wrlock(&w->mm->as_lock);
+			w->as_locked = true;
+			as_lock_held = true;
+		}
+	}
 }
 
 static void wrap_begin(struct wrap *w, uintptr_t s, uintptr_t e,
@@ -110,6 +121,11 @@ static void wrap_begin(struct wrap *w, uintptr_t s, uintptr_t e,
 /* After the call: wait for the events it caused, then forget it. */
 static void wrap_end(struct wrap *w, bool changed_mappings)
 {
+	if (w->as_locked) {
+		pthread_rwlock_unlock(&w->mm->as_lock);
+		w->as_locked = false;
+		as_lock_held = false;
+	}
 	if (changed_mappings)
 		atomic_fetch_add(&uhmm__as_gen, 1);
 	if (!w->mm)

@@ -896,6 +896,7 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
 		struct uhmm_page *page = uhmm__pfn_to_page(mm, pfn);
 		_Atomic uint64_t *slot;
+		bool inv, ok;
 		uintptr_t a;
 		uint64_t e;
 
@@ -909,12 +910,18 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		a = atomic_load(&page->addr);
 		if (!a || !uhmm_page_trylock(page))
 			continue;
+		/* Mirrors of the page's address drop it before it is frozen. */
+		inv = uhmm__invalidate_start(mm, a, a + uhmm__page_size,
+					     UHMM_NOTIFY_MIGRATE, 0, NULL);
 		slot = uhmm__ptable_slot(&mm->ptable, a, false);
 		e = slot ? atomic_load(slot) : 0;
-		if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
-		    uhmm__pte_payload(e) != pfn ||
-		    !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-					  (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+		ok = (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+		     uhmm__pte_payload(e) == pfn &&
+		     uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
+					  (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING);
+		if (inv)
+			uhmm__invalidate_end(mm);
+		if (!ok) {
 			uhmm_page_unlock(page);
 			continue;
 		}

@@ -31,6 +31,7 @@ struct uhmm_mm uhmm__the_mm = {
 	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
 	.excl_lock = PTHREAD_MUTEX_INITIALIZER,
 	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
+	.as_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
 	.mig_cond = PTHREAD_COND_INITIALIZER,
 	.uffd = -1,
@@ -248,6 +249,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&mm->excl_lock, &a);
 	pthread_mutex_init(&mm->mig_lock, &a);
 	pthread_rwlock_init(&mm->migrate_lock, NULL);
+	pthread_rwlock_init(&mm->as_lock, NULL);
 	fork_held_migrate = false;
 	pthread_cond_init(&mm->mig_cond, NULL);
 	pthread_cond_init(&mm->ncond, NULL);

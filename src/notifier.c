@@ -125,6 +125,14 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 
 	if (atomic_load(&mm->nr_notifiers) == 0)
 		return;
+	/*
+	 * Let running invalidations end first: that applies inserts deferred
+	 * meanwhile, so those notifiers are released too.
+	 */
+	pthread_mutex_lock(&mm->nlock);
+	while (mm->active_invalidate && !uhmm__in_callback())
+		pthread_cond_wait(&mm->ncond, &mm->nlock);
+	pthread_mutex_unlock(&mm->nlock);
 	seq = inv_begin(mm);
 	for (it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX); it;
 	     it = uhmm_itree_iter_next(it, 0, UINTPTR_MAX)) {
@@ -305,7 +313,7 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 	seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	/* Wait out an invalidation of this notifier that is still running. */
 	while (mni->mm == mm && (seq & 1) && seq == mm->invalidate_seq &&
-	       uhmm__callback_depth == 0) {
+	       uhmm__callback_depth == 0 && !uhmm__is_service_thread) {
 		pthread_cond_wait(&mm->ncond, &mm->nlock);
 		seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	}

@@ -403,3 +403,22 @@ int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t
 		return uhmm__err(EINVAL, "uhmm_page_state: empty or wrapping range");
 	return uhmm__page_state(mm, start, npages, out, NULL, false);
 }
+
+int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *out)
+{
+	struct uhmm_vma v;
+	size_t n = 0;
+
+	if (!mm || !out || mm != &uhmm__the_mm)
+		return uhmm__err(EINVAL, "uhmm_find_mapping: NULL argument or not a context");
+	if (uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false) ||
+	    ((n == 0 || v.start > addr) &&
+	     uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true)))
+		return uhmm__err(EIO, "uhmm_find_mapping: cannot read the mappings");
+	if (n == 0)
+		return -ENOENT;
+	out->start = v.start;
+	out->end = v.end;
+	out->flags = vma_bits(v.flags);
+	return 0;
+}

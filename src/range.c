@@ -36,8 +36,9 @@ static void touch(uintptr_t s, uintptr_t e, bool write)
 	}
 }
 
-static int fault_run(uintptr_t s, uintptr_t e, bool write)
+static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool write)
 {
+	struct uhmm_mm *mm = range->notifier->mm;
 	int advice = write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
 
 	if (uhmm__has(UHMM_FEAT_MADV_POPULATE)) {
@@ -52,7 +53,18 @@ static int fault_run(uintptr_t s, uintptr_t e, bool write)
 		    uhmm__sysinfo()->uffd_mode != UHMM_UFFD_USER_ONLY)
 			return errno == EPERM || errno == EACCES ? -EPERM : -EFAULT;
 	}
+	/*
+	 * Touch from this thread, as the CPU would.  Holding as_lock keeps
+	 * wrapped munmap / mprotect of notified memory out; one that already
+	 * happened since the snapshot changed the notifier's sequence.
+	 */
+	pthread_rwlock_rdlock(&mm->as_lock);
+	if (uhmm_interval_check_retry(range->notifier, range->notifier_seq)) {
+		pthread_rwlock_unlock(&mm->as_lock);
+		return -EBUSY;
+	}
 	touch(s, e, write);
+	pthread_rwlock_unlock(&mm->as_lock);
 	return 0;
 }
 
@@ -227,8 +239,10 @@ again:
 			while (j < npages && need[j] == need[i])
 				j++;
 			s = range->start + (i << uhmm__page_shift);
-			ret = fault_run(s, range->start + (j << uhmm__page_shift),
+			ret = fault_run(range, s, range->start + (j << uhmm__page_shift),
 					need[i] == NEED_WRITE);
+			if (ret == -EBUSY)
+				goto out;
 			if (ret) {
 				ret = uhmm__err(-ret, "range fault: fault at [%#lx, %#lx) failed",
 						(unsigned long)s,

@@ -106,7 +106,8 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 	while (start < end) {
 		size_t i;
 
-		if (uhmm__vma_find(start, end, vmas, UHMM_ARRAY_SIZE(vmas), &n, false) ||
+		/* Fresh: the cache may miss mappings libc made without a wrapper. */
+		if (uhmm__vma_find(start, end, vmas, UHMM_ARRAY_SIZE(vmas), &n, true) ||
 		    n == 0)
 			return;
 		for (i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(vmas)); i++) {

@@ -13,16 +13,21 @@
  *    does not force a retry;
  *  - read_begin waits while an invalidation of that notifier is running;
  *  - notifiers inserted and removed by several threads while another thread
- *    keeps changing the memory: no callback on a notifier that is not
- *    inserted, remove() never returns while its callback runs, every
- *    callback overlaps its notifier, an always-present notifier gets exactly
- *    one callback per change;
+ *    keeps changing the memory (mmap MAP_FIXED, mprotect, MADV_DONTNEED, and
+ *    raw MADV_DONTNEED when the uffd_wp backstop runs): no callback on a
+ *    notifier that is not inserted, remove() never returns while its
+ *    callback runs, every callback overlaps its notifier, an always-present
+ *    notifier gets exactly one synchronous callback per wrapped change;
  *  - removing a notifier from another notifier's callback does not deadlock
  *    and takes effect when that invalidation ends;
  *  - insert and uhmm_mm_get from a callback return -EDEADLK (on the calling
  *    thread, and on uhmm's service thread when the uffd_wp backstop runs);
  *  - 10000 notifiers over disjoint pages: a change of one page calls exactly
  *    one callback, of three pages exactly three.
+ * Run last because it currently exposes a library bug:
+ *  - read_begin while a libc call is between notifying and changing (here
+ *    mremap MREMAP_FIXED, held in its second notifier's callback) must not
+ *    return a sequence that read_retry still accepts after the change.
  */
 #include "common.h"
 
@@ -420,10 +425,13 @@ static void *mw_reader(void *arg)
 	return NULL;
 }
 
-static void test_read_begin_mid_change(void)
+/* One round; returns whether the reader saw the old pages. */
+static bool mid_change_round(void)
 {
 	pthread_t t1, c;
 
+	mw.nb_in_cb = mw.go = mw.c_about = false;
+	mw.c_saw_old_pages = false;
 	mw.a = map_anon(2 * page_size, PROT_READ | PROT_WRITE);
 	mw.b = map_anon(4 * page_size, PROT_READ | PROT_WRITE);
 	memset(mw.a, 1, 2 * page_size);
@@ -449,18 +457,33 @@ static void test_read_begin_mid_change(void)
 	CHECK_EQ(pthread_join(t1, NULL), 0);
 	CHECK_EQ(pthread_join(c, NULL), 0);
 
-	printf("%s: read_begin during mremap: reader %s the old pages\n", test_name,
-	       mw.c_saw_old_pages ? "saw" : "did not see");
 	if (mw.c_saw_old_pages)
 		CHECK(uhmm_interval_read_retry(&mw.na.mni, mw.c_seq),
 		      "read_begin returned while the mremap that NA was told about "
 		      "had not moved the pages yet, and read_retry accepts that "
 		      "sequence after the move: a mirror filled from it is stale");
-	ok("read_begin during an unfinished change (another notifier's callback "
-	   "still running) never yields a sequence that survives the change");
 	uhmm_interval_notifier_remove(&mw.na.mni);
 	uhmm_interval_notifier_remove(&mw.nb);
 	CHECK_EQ(munmap(mw.b, 4 * page_size), 0);
+	return mw.c_saw_old_pages;
+}
+
+/*
+ * Whether the reader gets in before the mover depends on scheduling, so
+ * several rounds are run; a correct library passes every interleaving.
+ */
+#define MID_ROUNDS 16
+
+static void test_read_begin_mid_change(void)
+{
+	int saw = 0;
+
+	for (int i = 0; i < MID_ROUNDS; i++)
+		saw += mid_change_round();
+	printf("%s: read_begin during mremap: the reader saw the old pages in %d of "
+	       "%d rounds\n", test_name, saw, MID_ROUNDS);
+	ok("read_begin during an unfinished change (another notifier's callback "
+	   "still running) never yields a sequence that survives the change");
 }
 
 /* ---- insert / remove concurrent with invalidations --------------------------------- */
@@ -504,6 +527,7 @@ static bool inserter_may_go(long op)
 	pthread_mutex_unlock(&c_lock);
 	return go;
 }
+
 static pthread_barrier_t c_barrier;
 
 static bool cn_invalidate(struct uhmm_interval_notifier *mni,
@@ -860,7 +884,9 @@ static void test_many(void)
 	expect_only(cs, three, 3, "three pages");
 	for (int i = 0; i < MANY; i++)
 		uhmm_interval_notifier_remove(&cs[i].mni);
-	CHECK_EQ(munmap(p, (size_t)MANY * page_size), 0);
+	/* Not over the hole at page 4321: something else may be mapped there. */
+	CHECK_EQ(munmap(p, 4321 * page_size), 0);
+	CHECK_EQ(munmap(p + 4322 * page_size, (size_t)(MANY - 4322) * page_size), 0);
 	for (int i = 0; i < MANY; i++)
 		CHECK_EQ(calls(&cs[i]), 0);
 	free(cs);
@@ -877,11 +903,12 @@ int main(void)
 	test_boundaries();
 	test_seq();
 	test_read_begin_waits();
-	test_read_begin_mid_change();
 	test_concurrent();
 	test_remove_in_callback();
 	test_deadlock_calls();
 	test_many();
+	/* Last: it exposes a library bug (see the header comment). */
+	test_read_begin_mid_change();
 	uhmm_mm_put(mm);
 	printf("%s: PASS\n", test_name);
 	return 0;

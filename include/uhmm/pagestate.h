@@ -58,6 +58,32 @@ extern "C" {
 UHMM_API int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start,
 			     size_t npages, uint32_t *out);
 
+/**
+ * struct uhmm_mapping - one mapping of the process (the kernel's VMA)
+ * @start: first byte
+ * @end: one past the last byte
+ * @flags: UHMM_PS_MAPPED and the mapping bits: UHMM_PS_READ, _MAYWRITE,
+ *	_FILE, _SHARED, _HUGETLB, _SPECIAL
+ */
+struct uhmm_mapping {
+	uintptr_t start;
+	uintptr_t end;
+	uint32_t flags;
+};
+
+/**
+ * uhmm_find_mapping() - the mapping containing or following an address
+ * @mm: the process context
+ * @addr: the address
+ * @out: filled with the first mapping that ends after @addr (it contains
+ *	@addr if @out->start <= @addr), as the kernel's find_vma()
+ *
+ * Return: 0; -ENOENT if no mapping ends after @addr; -EINVAL for NULL
+ * arguments; -EIO if the mappings cannot be read.
+ */
+UHMM_API int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr,
+			       struct uhmm_mapping *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * DOC: simdev, the reference simulated device
+ *
+ * The counterpart of the kernel's lib/test_hmm.c ("dmirror"): a device with
+ * its own memory (a host arena the process does not map at its addresses),
+ * its own page table mirroring the process's address space through an
+ * interval notifier and uhmm_range_fault(), migration both ways, device
+ * exclusive access, and compute threads whose every load, store and atomic
+ * goes through the device page table.  It uses only uhmm's public API,
+ * which is what proves a third-party driver can be written on uhmm.
+ *
+ * Every call returns 0 (or a count, where said) or a negative errno.
+ * Addresses must be page aligned (-EINVAL), npages > 0, no wrapping.
+ */
+#ifndef UHMM_SIMDEV_H
+#define UHMM_SIMDEV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uhmm/uhmm.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct uhmm_simdev;
+
+/* Migration policy for compute kernels (uhmm_simdev_launch). */
+enum uhmm_simdev_policy {
+	UHMM_SIMDEV_POLICY_MIRROR = 0,	/* access system memory in place */
+	UHMM_SIMDEV_POLICY_MIGRATE,	/* migrate system pages to the device on first device touch */
+};
+
+/**
+ * struct uhmm_simdev_config - creation parameters (zero = default)
+ * @capacity_pages: device memory size in pages (default 65536 = 256 MiB)
+ * @threads: compute threads (default: the number of CPUs, at most 8)
+ * @fault_around: pages migrated back around a CPU fault (power of two;
+ *	default %UHMM_FAULT_AROUND_DEFAULT)
+ * @policy: enum uhmm_simdev_policy for compute kernels
+ * @migrate_window: pages migrated at once by the MIGRATE policy (default 16)
+ */
+struct uhmm_simdev_config {
+	size_t capacity_pages;
+	unsigned int threads;
+	size_t fault_around;
+	unsigned int policy;
+	size_t migrate_window;
+};
+
+/**
+ * struct uhmm_simdev_stats - what a call did
+ * @cpages: pages copied (read/write) or migrated (migrate_*, release)
+ * @faults: device faults: range faults issued to fill the device page table
+ */
+struct uhmm_simdev_stats {
+	uint64_t cpages;
+	uint64_t faults;
+};
+
+/* Snapshot values, one byte per page (as the kernel's test device). */
+#define UHMM_SIMDEV_PROT_ERROR			0xFF
+#define UHMM_SIMDEV_PROT_NONE			0x00
+#define UHMM_SIMDEV_PROT_READ			0x01
+#define UHMM_SIMDEV_PROT_WRITE			0x02
+#define UHMM_SIMDEV_PROT_PMD			0x04
+#define UHMM_SIMDEV_PROT_PUD			0x08
+#define UHMM_SIMDEV_PROT_ZERO			0x10
+#define UHMM_SIMDEV_PROT_DEV_PRIVATE_LOCAL	0x20
+#define UHMM_SIMDEV_PROT_DEV_PRIVATE_REMOTE	0x30
+#define UHMM_SIMDEV_PROT_DEV_COHERENT_LOCAL	0x40
+#define UHMM_SIMDEV_PROT_DEV_COHERENT_REMOTE	0x50
+
+#define UHMM_SIMDEV_FAIL_ALLOC	0x1u	/* the next device page allocation of a migration fails */
+
+/** uhmm_simdev_create() - create a device (NULL @cfg = defaults) */
+UHMM_API int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev **out);
+/** uhmm_simdev_destroy() - destroy; device-resident pages go back to system memory first */
+UHMM_API void uhmm_simdev_destroy(struct uhmm_simdev *dev);
+/**
+ * uhmm_simdev_read() - device read of [addr, addr + npages pages) into @out
+ *
+ * Through the device page table; misses are device faults resolved with one
+ * range fault over the rest of the range.  -EFAULT on no mapping or no
+ * access (nothing copied to @out).
+ */
+UHMM_API int uhmm_simdev_read(struct uhmm_simdev *dev, const void *addr, size_t npages,
+			      void *out, struct uhmm_simdev_stats *st);
+/** uhmm_simdev_write() - device write; -EPERM on a read-only mapping (nothing written) */
+UHMM_API int uhmm_simdev_write(struct uhmm_simdev *dev, void *addr, size_t npages,
+			       const void *in, struct uhmm_simdev_stats *st);
+/**
+ * uhmm_simdev_migrate_to_dev() - migrate the range into device memory
+ *
+ * @st->cpages: pages now on the device.  -ENOENT when no page could be
+ * migrated; -EINVAL for a range with a hole or without access; -ENOMEM when
+ * the device is full and nothing fit.
+ */
+UHMM_API int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *dev, void *addr, size_t npages,
+					struct uhmm_simdev_stats *st);
+/** uhmm_simdev_migrate_to_sys() - migrate this device's pages of the range back */
+UHMM_API int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *dev, void *addr, size_t npages,
+					struct uhmm_simdev_stats *st);
+/** uhmm_simdev_snapshot() - one UHMM_SIMDEV_PROT_* byte per page, faulting nothing in */
+UHMM_API int uhmm_simdev_snapshot(struct uhmm_simdev *dev, const void *addr, size_t npages,
+				  uint8_t *prot, struct uhmm_simdev_stats *st);
+/** uhmm_simdev_exclusive() - take device-exclusive access to the range */
+UHMM_API int uhmm_simdev_exclusive(struct uhmm_simdev *dev, void *addr, size_t npages,
+				   struct uhmm_simdev_stats *st);
+/** uhmm_simdev_check_exclusive() - 0 once the CPU revoked every page, -EPERM otherwise */
+UHMM_API int uhmm_simdev_check_exclusive(struct uhmm_simdev *dev, void *addr, size_t npages);
+/** uhmm_simdev_release() - evict all of this device's memory (migrate_device_range) */
+UHMM_API int uhmm_simdev_release(struct uhmm_simdev *dev);
+/** uhmm_simdev_set_flags() - UHMM_SIMDEV_FAIL_* failure injection */
+UHMM_API int uhmm_simdev_set_flags(struct uhmm_simdev *dev, unsigned int flags);
+
+/** uhmm_simdev_used_pages() - device pages holding process data (for tests) */
+UHMM_API size_t uhmm_simdev_used_pages(struct uhmm_simdev *dev);
+
+/* ---- device compute ------------------------------------------------------ */
+
+struct uhmm_simdev_thread;
+
+/**
+ * typedef uhmm_simdev_kernel - a device kernel: called once per work item
+ * @t: the device thread running it: pass to the access functions
+ * @item: the work item index, 0 .. nitems - 1
+ * @arg: the launch's argument
+ */
+typedef void (*uhmm_simdev_kernel)(struct uhmm_simdev_thread *t, size_t item, void *arg);
+
+/**
+ * uhmm_simdev_launch() - run a kernel on the device threads
+ * @dev: the device
+ * @nitems: work items, spread over the device threads
+ * @fn: the kernel
+ * @arg: its argument
+ * @st: accumulated device faults and pages migrated by the policy
+ *
+ * Every access the kernel makes with uhmm_simdev_load*() / _store*() /
+ * _atomic_add*() is translated through the device page table, checked for
+ * permission, and a miss is a device fault.  An access that cannot be
+ * satisfied (no mapping, no permission) stops the launch; the call then
+ * returns that error (-EFAULT / -EPERM).
+ *
+ * Return: 0 or the first access error.
+ */
+UHMM_API int uhmm_simdev_launch(struct uhmm_simdev *dev, size_t nitems, uhmm_simdev_kernel fn,
+				void *arg, struct uhmm_simdev_stats *st);
+
+UHMM_API uint64_t uhmm_simdev_load64(struct uhmm_simdev_thread *t, const void *addr);
+UHMM_API uint32_t uhmm_simdev_load32(struct uhmm_simdev_thread *t, const void *addr);
+UHMM_API void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
+UHMM_API void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v);
+UHMM_API uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
+UHMM_API uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UHMM_SIMDEV_H */

@@ -1,0 +1,1156 @@
+// SPDX-License-Identifier: MIT
+/*
+ * simdev: the reference simulated device.  See include/uhmm/simdev.h.
+ *
+ * Built only on uhmm's public API, as lib/test_hmm.c is built only on the
+ * kernel's exported HMM API.
+ *
+ * The device page table maps virtual page numbers to what the device
+ * accesses for that page: the process's own page (system memory is
+ * accessed in place, at its virtual address: the "DMA address" of a page in
+ * user space), a page of device memory (the arena), or a holding page for
+ * device-exclusive access.  It is filled by uhmm_range_fault() with the
+ * sequence protocol and emptied by the interval notifiers' callbacks.
+ *
+ * Locking: dev->lock protects the page table and the free list; it is held
+ * while copying between the device and mapped pages (an invalidation waits
+ * for such a copy to finish before the CPU side changes), and never across
+ * a uhmm migration or range fault.  Compute threads cache translations in a
+ * per-thread TLB; an invalidation bumps dev->gen and waits until no thread
+ * is in the middle of an access made with an older translation.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <uhmm/simdev.h>
+
+#define SPT_VALID	UINT64_C(0x1)
+#define SPT_WRITE	UINT64_C(0x2)
+#define SPT_DEV		UINT64_C(0x4)	/* device memory page */
+#define SPT_ATOMIC	UINT64_C(0x8)	/* device-exclusive holding page */
+#define SPT_ZERO	UINT64_C(0x10)
+#define SPT_HUGE	UINT64_C(0x20)
+#define SPT_FLAGS	UINT64_C(0xfff)
+
+#define LVL_BITS	9
+#define LVL_SIZE	(1u << LVL_BITS)
+#define LEVELS		5		/* 45 bits of page number */
+#define CHUNK_SHIFT	30		/* one notifier per 1 GiB of address space */
+#define MAX_CHUNKS	4096
+#define TLB_SIZE	64
+#define MAX_THREADS	64
+#define BATCH_PAGES	512
+
+struct uhmm_simdev;
+
+struct chunk {
+	struct uhmm_interval_notifier mni;	/* first: container_of by cast */
+	struct uhmm_simdev *dev;
+	uintptr_t base;
+};
+
+struct tlb_entry {
+	uint64_t vpn;
+	uint64_t e;
+};
+
+struct uhmm_simdev_thread {
+	struct uhmm_simdev *dev;
+	atomic_ulong active;		/* gen of the access in progress, 0 if none */
+	unsigned long tlb_gen;
+	struct tlb_entry tlb[TLB_SIZE];
+	int err;
+	uint64_t faults, cpages;
+};
+
+struct uhmm_simdev {
+	struct uhmm_devmem pgmap;
+	struct uhmm_mm *mm;
+	struct uhmm_simdev_config cfg;
+	size_t ps;
+	unsigned int shift;
+	char *arena;
+	pthread_mutex_t lock;
+	void *spt_root;			/* radix tree of uint64_t entries */
+	size_t *free_list;
+	size_t nr_free;
+	atomic_size_t used;
+	unsigned int flags;
+	atomic_ulong gen;		/* bumped by every invalidation */
+	struct uhmm_simdev_thread *workers;
+	unsigned int nworkers;
+	pthread_mutex_t chunk_lock;
+	struct chunk *chunks[MAX_CHUNKS];
+	unsigned int nchunks;
+	int owner;			/* its address is the owner token */
+};
+
+/* ---- device page table ------------------------------------------------------ */
+
+static uint64_t *spt_slot(struct uhmm_simdev *d, uint64_t vpn, bool alloc)
+{
+	void **node = &d->spt_root;
+
+	for (int l = LEVELS - 1; l >= 0; l--) {
+		unsigned int idx = (unsigned int)(vpn >> (l * LVL_BITS)) & (LVL_SIZE - 1);
+
+		if (!*node) {
+			if (!alloc)
+				return NULL;
+			*node = calloc(LVL_SIZE, sizeof(void *));
+			if (!*node)
+				return NULL;
+		}
+		if (l == 0)
+			return &((uint64_t *)*node)[idx];
+		node = &((void **)*node)[idx];
+	}
+	return NULL;
+}
+
+static uint64_t spt_get(struct uhmm_simdev *d, uint64_t vpn)
+{
+	uint64_t *s = spt_slot(d, vpn, false);
+
+	return s ? *s : 0;
+}
+
+static void spt_set(struct uhmm_simdev *d, uint64_t vpn, uint64_t e)
+{
+	uint64_t *s = spt_slot(d, vpn, e != 0);
+
+	if (s)
+		*s = e;
+}
+
+/* Clear [vs, ve) (page numbers), skipping empty subtrees. */
+static void spt_clear_rec(void *node, int level, uint64_t base, uint64_t vs, uint64_t ve)
+{
+	uint64_t span = (uint64_t)1 << (level * LVL_BITS);
+
+	if (!node)
+		return;
+	for (unsigned int i = 0; i < LVL_SIZE; i++) {
+		uint64_t lo = base + i * span, hi = lo + span;
+
+		if (hi <= vs || lo >= ve)
+			continue;
+		if (level == 0)
+			((uint64_t *)node)[i] = 0;
+		else
+			spt_clear_rec(((void **)node)[i], level - 1, lo, vs, ve);
+	}
+}
+
+static void spt_free_rec(void *node, int level)
+{
+	if (!node)
+		return;
+	if (level > 0)
+		for (unsigned int i = 0; i < LVL_SIZE; i++)
+			spt_free_rec(((void **)node)[i], level - 1);
+	free(node);
+}
+
+static char *entry_ptr(uint64_t e)
+{
+	return (char *)(uintptr_t)(e & ~SPT_FLAGS);
+}
+
+/* ---- invalidation --------------------------------------------------------- */
+
+/* Wait until no compute thread is mid-access with a translation older than @gen. */
+static void tlb_shootdown(struct uhmm_simdev *d, unsigned long gen)
+{
+	struct uhmm_simdev_thread *w = d->workers;
+
+	for (unsigned int i = 0; w && i < d->nworkers; i++) {
+		for (;;) {
+			unsigned long a = atomic_load(&w[i].active);
+
+			if (a == 0 || a >= gen)
+				break;
+			sched_yield();
+		}
+	}
+}
+
+static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
+			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
+{
+	struct chunk *c = (struct chunk *)mni;
+	struct uhmm_simdev *d = c->dev;
+	unsigned long gen;
+
+	pthread_mutex_lock(&d->lock);
+	uhmm_interval_set_seq(mni, cur_seq);
+	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
+		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
+	gen = atomic_fetch_add(&d->gen, 1) + 1;
+	pthread_mutex_unlock(&d->lock);
+	tlb_shootdown(d, gen);
+	return true;
+}
+
+static const struct uhmm_interval_notifier_ops simdev_mni_ops = {
+	.invalidate = simdev_invalidate,
+};
+
+/* The notifier of the 1 GiB chunk holding @addr, inserted on first use. */
+static struct chunk *get_chunk(struct uhmm_simdev *d, uintptr_t addr)
+{
+	uintptr_t base = addr & ~(((uintptr_t)1 << CHUNK_SHIFT) - 1);
+	struct chunk *c = NULL;
+
+	pthread_mutex_lock(&d->chunk_lock);
+	for (unsigned int i = 0; i < d->nchunks; i++)
+		if (d->chunks[i]->base == base) {
+			c = d->chunks[i];
+			break;
+		}
+	if (!c && d->nchunks < MAX_CHUNKS) {
+		c = calloc(1, sizeof(*c));
+		if (c) {
+			c->dev = d;
+			c->base = base;
+			if (uhmm_interval_notifier_insert(&c->mni, d->mm, base,
+							  (size_t)1 << CHUNK_SHIFT,
+							  &simdev_mni_ops)) {
+				free(c);
+				c = NULL;
+			} else {
+				d->chunks[d->nchunks++] = c;
+			}
+		}
+	}
+	pthread_mutex_unlock(&d->chunk_lock);
+	return c;
+}
+
+/* ---- device memory -------------------------------------------------------------- */
+
+static struct uhmm_page *dev_alloc(struct uhmm_simdev *d)
+{
+	struct uhmm_page *p = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->flags & UHMM_SIMDEV_FAIL_ALLOC) {
+		d->flags &= ~UHMM_SIMDEV_FAIL_ALLOC;
+	} else if (d->nr_free) {
+		p = uhmm_devmem_page(&d->pgmap, d->free_list[--d->nr_free]);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (p) {
+		uhmm_page_init(p);
+		atomic_fetch_add(&d->used, 1);
+	}
+	return p;
+}
+
+static char *page_mem(struct uhmm_simdev *d, struct uhmm_page *p)
+{
+	return d->arena + uhmm_page_index(p) * d->ps;
+}
+
+static void simdev_page_free(struct uhmm_page *p)
+{
+	struct uhmm_simdev *d = p->pgmap->driver_data;
+
+	pthread_mutex_lock(&d->lock);
+	d->free_list[d->nr_free++] = uhmm_page_index(p);
+	pthread_mutex_unlock(&d->lock);
+	atomic_fetch_sub(&d->used, 1);
+}
+
+/* ---- range fault into the device page table -------------------------------------- */
+
+static uint64_t pfn_to_entry(struct uhmm_simdev *d, uint64_t pfn)
+{
+	uint64_t e;
+
+	if (!(pfn & UHMM_PFN_VALID) || (pfn & UHMM_PFN_ERROR))
+		return 0;
+	if (pfn & UHMM_PFN_DEVICE_PRIVATE) {
+		struct uhmm_page *p = uhmm_pfn_to_page(d->mm, pfn & UHMM_PFN_NUMBER_MASK);
+
+		if (!p || p->pgmap != &d->pgmap)
+			return 0;
+		e = (uint64_t)(uintptr_t)page_mem(d, p) | SPT_VALID | SPT_DEV;
+	} else {
+		e = (uint64_t)uhmm_pfn_to_addr(pfn) | SPT_VALID;
+		if (pfn & UHMM_PFN_ZERO)
+			e |= SPT_ZERO;
+		if (uhmm_pfn_to_map_order(pfn))
+			e |= SPT_HUGE;
+	}
+	if (pfn & UHMM_PFN_WRITE)
+		e |= SPT_WRITE;
+	return e;
+}
+
+/*
+ * Fault [start, end) (inside one chunk) into the device page table: one
+ * range fault, committed under the lock if no invalidation ran meanwhile.
+ */
+static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
+			      bool write, uint64_t *faults)
+{
+	struct chunk *c = get_chunk(d, start);
+	size_t n = (end - start) >> d->shift;
+	uint64_t stack[BATCH_PAGES], *pfns;
+	struct uhmm_range r = {
+		.start = start, .end = end,
+		.default_flags = UHMM_PFN_REQ_FAULT | (write ? UHMM_PFN_REQ_WRITE : 0),
+		.dev_private_owner = &d->owner,
+	};
+	int ret;
+
+	if (!c)
+		return -ENOMEM;
+	pfns = n <= BATCH_PAGES ? stack : malloc(n * sizeof(*pfns));
+	if (!pfns)
+		return -ENOMEM;
+	r.notifier = &c->mni;
+	r.hmm_pfns = pfns;
+	for (;;) {
+		r.notifier_seq = uhmm_interval_read_begin(&c->mni);
+		ret = uhmm_range_fault(&r);
+		if (ret == -EBUSY)
+			continue;
+		if (ret)
+			break;
+		(*faults)++;
+		pthread_mutex_lock(&d->lock);
+		if (uhmm_interval_read_retry(&c->mni, r.notifier_seq)) {
+			pthread_mutex_unlock(&d->lock);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			spt_set(d, (start >> d->shift) + i, pfn_to_entry(d, pfns[i]));
+		pthread_mutex_unlock(&d->lock);
+		break;
+	}
+	if (pfns != stack)
+		free(pfns);
+	return ret;
+}
+
+static int device_fault(struct uhmm_simdev *d, uintptr_t start, uintptr_t end, bool write,
+			uint64_t *faults)
+{
+	while (start < end) {
+		uintptr_t ce = (start | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
+		uintptr_t e = ce && ce < end ? ce : end;
+		int ret = device_fault_chunk(d, start, e, write, faults);
+
+		if (ret)
+			return ret;
+		start = e;
+	}
+	return 0;
+}
+
+static bool entry_ok(uint64_t e, bool write)
+{
+	return (e & SPT_VALID) && (!write || (e & SPT_WRITE));
+}
+
+/*
+ * Device access of a whole range: fault in what is missing, then copy with
+ * the lock held and every entry verified.  @out / @in: one of them.
+ */
+static int device_copy(struct uhmm_simdev *d, uintptr_t start, size_t npages, void *out,
+		       const void *in, struct uhmm_simdev_stats *st)
+{
+	const bool write = in != NULL;
+	uintptr_t end = start + npages * d->ps;
+	uint64_t faults = 0;
+	int ret = 0;
+
+	for (int tries = 0;; tries++) {
+		uintptr_t miss = 0;
+
+		pthread_mutex_lock(&d->lock);
+		for (uintptr_t a = start; a < end; a += d->ps) {
+			if (!entry_ok(spt_get(d, a >> d->shift), write)) {
+				miss = a;
+				break;
+			}
+		}
+		if (!miss) {
+			for (size_t i = 0; i < npages; i++) {
+				uint64_t e = spt_get(d, (start >> d->shift) + i);
+
+				if (write)
+					memcpy(entry_ptr(e), (const char *)in + i * d->ps, d->ps);
+				else
+					memcpy((char *)out + i * d->ps, entry_ptr(e), d->ps);
+			}
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (tries > 64) {
+			ret = -EBUSY;
+			break;
+		}
+		/* One device fault over the rest of the range. */
+		ret = device_fault(d, miss, end, write, &faults);
+		if (ret)
+			break;
+	}
+	if (st) {
+		st->faults = faults;
+		st->cpages = ret ? 0 : npages;
+	}
+	return ret;
+}
+
+/* ---- argument checks ---------------------------------------------------------- */
+
+static int check_range(struct uhmm_simdev *d, const void *addr, size_t npages)
+{
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!d || (a & (d->ps - 1)) || npages == 0 || npages > (UINTPTR_MAX >> d->shift) ||
+	    a + npages * d->ps <= a)
+		return -EINVAL;
+	return 0;
+}
+
+int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, void *out,
+		     struct uhmm_simdev_stats *st)
+{
+	int ret = check_range(d, addr, npages);
+
+	if (ret || !out)
+		return ret ? ret : -EINVAL;
+	return device_copy(d, (uintptr_t)addr, npages, out, NULL, st);
+}
+
+int uhmm_simdev_write(struct uhmm_simdev *d, void *addr, size_t npages, const void *in,
+		      struct uhmm_simdev_stats *st)
+{
+	int ret = check_range(d, addr, npages);
+
+	if (ret || !in)
+		return ret ? ret : -EINVAL;
+	return device_copy(d, (uintptr_t)addr, npages, NULL, in, st);
+}
+
+/* ---- migration ------------------------------------------------------------------ */
+
+/* Migrate [s, e) (one mapping) to the device; returns pages migrated or -errno. */
+static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e,
+				 bool *alloc_failed)
+{
+	size_t n = (e - s) >> d->shift;
+	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
+	struct uhmm_migrate_vma m = {
+		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM,
+	};
+	long moved = 0;
+	int ret;
+
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+		const void *from;
+
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		p = dev_alloc(d);
+		if (!p) {
+			*alloc_failed = true;
+			continue;
+		}
+		from = uhmm_migrate_pfn_addr(&m, i);
+		if (from)
+			memcpy(page_mem(d, p), from, d->ps);
+		else
+			memset(page_mem(d, p), 0, d->ps);
+		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | (src[i] & UHMM_MIGRATE_PFN_WRITE);
+	}
+	uhmm_migrate_vma_pages(&m);
+	/* Map the new device pages in the device page table. */
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		moved++;
+		spt_set(d, (s >> d->shift) + i,
+			(uint64_t)(uintptr_t)page_mem(d, uhmm_pfn_to_page(d->mm,
+				uhmm_migrate_pfn_to_pfn(dst[i]))) |
+			SPT_VALID | SPT_DEV |
+			((src[i] & UHMM_MIGRATE_PFN_WRITE) ? SPT_WRITE : 0));
+	}
+	pthread_mutex_unlock(&d->lock);
+	uhmm_migrate_vma_finalize(&m);
+	return moved;
+}
+
+/* Migrate this device's pages of [s, e) (one mapping) back. */
+static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e,
+				 struct uhmm_page *fault_page)
+{
+	size_t n = (e - s) >> d->shift;
+	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
+	struct uhmm_migrate_vma m = {
+		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+		.fault_page = fault_page,
+	};
+	long moved = 0;
+	int ret;
+
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!p)
+			continue;
+		/* Device memory is host memory here: uhmm copies it into place. */
+		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
+	}
+	uhmm_migrate_vma_pages(&m);
+	for (size_t i = 0; i < n; i++)
+		moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+	uhmm_migrate_vma_finalize(&m);
+	return moved;
+}
+
+/*
+ * Walk [start, end) mapping by mapping in pieces of at most BATCH_PAGES,
+ * as the kernel's test device walks VMAs; a hole or a mapping without read
+ * access is -EINVAL.
+ */
+static int for_each_piece(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
+			  long (*fn)(struct uhmm_simdev *, uintptr_t, uintptr_t, void *),
+			  void *arg, uint64_t *total)
+{
+	uintptr_t a = start;
+
+	*total = 0;
+	while (a < end) {
+		struct uhmm_mapping map;
+		uintptr_t next;
+		long r;
+
+		if (uhmm_find_mapping(d->mm, a, &map) || map.start > a ||
+		    !(map.flags & UHMM_PS_READ))
+			return -EINVAL;
+		next = end;
+		if (next > map.end)
+			next = map.end;
+		if (next - a > (uintptr_t)BATCH_PAGES * d->ps)
+			next = a + (uintptr_t)BATCH_PAGES * d->ps;
+		r = fn(d, a, next, arg);
+		if (r < 0)
+			return (int)r;
+		*total += (uint64_t)r;
+		a = next;
+	}
+	return 0;
+}
+
+static long to_dev_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
+{
+	return migrate_piece_to_dev(d, s, e, arg);
+}
+
+static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
+{
+	(void)arg;
+	return migrate_piece_to_sys(d, s, e, NULL);
+}
+
+int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
+			       struct uhmm_simdev_stats *st)
+{
+	uintptr_t s = (uintptr_t)addr;
+	bool alloc_failed = false;
+	uint64_t moved = 0;
+	int ret = check_range(d, addr, npages);
+
+	if (ret)
+		return ret;
+	ret = for_each_piece(d, s, s + npages * d->ps, to_dev_cb, &alloc_failed, &moved);
+	if (st) {
+		st->cpages = moved;
+		st->faults = 0;
+	}
+	if (ret)
+		return ret;
+	if (moved == 0)
+		return alloc_failed ? -ENOMEM : -ENOENT;
+	return 0;
+}
+
+int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
+			       struct uhmm_simdev_stats *st)
+{
+	uintptr_t s = (uintptr_t)addr;
+	uint64_t moved = 0;
+	int ret = check_range(d, addr, npages);
+
+	if (ret)
+		return ret;
+	ret = for_each_piece(d, s, s + npages * d->ps, to_sys_cb, NULL, &moved);
+	if (st) {
+		st->cpages = moved;
+		st->faults = 0;
+	}
+	if (ret)
+		return ret;
+	return moved ? 0 : -ENOENT;
+}
+
+static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
+{
+	struct uhmm_simdev *d = vmf->page->pgmap->driver_data;
+	uintptr_t s = vmf->window_start;
+
+	while (s < vmf->window_end) {
+		uintptr_t e = vmf->window_end;
+		long r;
+
+		if (e - s > (uintptr_t)BATCH_PAGES * d->ps)
+			e = s + (uintptr_t)BATCH_PAGES * d->ps;
+		r = migrate_piece_to_sys(d, s, e,
+					 vmf->address >= s && vmf->address < e ? vmf->page : NULL);
+		if (r < 0)
+			return (int)r;
+		s = e;
+	}
+	return 0;
+}
+
+static const struct uhmm_devmem_ops simdev_ops = {
+	.page_free = simdev_page_free,
+	.migrate_to_ram = simdev_migrate_to_ram,
+};
+
+/* ---- snapshot ------------------------------------------------------------------- */
+
+static uint8_t pfn_to_prot(struct uhmm_simdev *d, uint64_t pfn)
+{
+	uint8_t prot;
+
+	if (pfn & UHMM_PFN_ERROR)
+		return UHMM_SIMDEV_PROT_ERROR;
+	if (!(pfn & UHMM_PFN_VALID))
+		return UHMM_SIMDEV_PROT_NONE;
+	if (pfn & UHMM_PFN_DEVICE_PRIVATE) {
+		struct uhmm_page *p = uhmm_pfn_to_page(d->mm, pfn & UHMM_PFN_NUMBER_MASK);
+
+		prot = p && p->pgmap == &d->pgmap ? UHMM_SIMDEV_PROT_DEV_PRIVATE_LOCAL
+						   : UHMM_SIMDEV_PROT_DEV_PRIVATE_REMOTE;
+	} else {
+		prot = 0;
+		if (pfn & UHMM_PFN_ZERO)
+			prot |= UHMM_SIMDEV_PROT_ZERO;
+		if (uhmm_pfn_to_map_order(pfn) == 21 - d->shift)
+			prot |= UHMM_SIMDEV_PROT_PMD;
+		else if (uhmm_pfn_to_map_order(pfn) == 30 - d->shift)
+			prot |= UHMM_SIMDEV_PROT_PUD;
+	}
+	prot |= (pfn & UHMM_PFN_WRITE) ? UHMM_SIMDEV_PROT_WRITE : UHMM_SIMDEV_PROT_READ;
+	return prot;
+}
+
+int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages, uint8_t *prot,
+			 struct uhmm_simdev_stats *st)
+{
+	uintptr_t start = (uintptr_t)addr, end;
+	uint64_t *pfns;
+	int ret = check_range(d, addr, npages);
+
+	if (ret || !prot)
+		return ret ? ret : -EINVAL;
+	end = start + npages * d->ps;
+	pfns = malloc((npages < ((size_t)1 << (CHUNK_SHIFT - 12)) ? npages : ((size_t)1 << (CHUNK_SHIFT - 12))) * sizeof(*pfns));
+	if (!pfns)
+		return -ENOMEM;
+	for (uintptr_t a = start; a < end;) {
+		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
+		uintptr_t e = ce && ce < end ? ce : end;
+		struct chunk *c = get_chunk(d, a);
+		struct uhmm_range r = {
+			.notifier = c ? &c->mni : NULL, .start = a, .end = e,
+			.hmm_pfns = pfns, .dev_private_owner = &d->owner,
+		};
+		size_t off = (a - start) >> d->shift;
+
+		if (!c) {
+			ret = -ENOMEM;
+			break;
+		}
+		do {
+			r.notifier_seq = uhmm_interval_read_begin(&c->mni);
+			ret = uhmm_range_fault(&r);
+		} while (ret == -EBUSY);
+		if (ret)
+			break;
+		for (size_t i = 0; i < (e - a) >> d->shift; i++)
+			prot[off + i] = pfn_to_prot(d, pfns[i]);
+		a = e;
+	}
+	free(pfns);
+	if (st) {
+		st->cpages = ret ? 0 : npages;
+		st->faults = 0;
+	}
+	return ret;
+}
+
+/* ---- exclusive access ------------------------------------------------------------- */
+
+int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
+			  struct uhmm_simdev_stats *st)
+{
+	uintptr_t s = (uintptr_t)addr;
+	void **held;
+	long got;
+	int ret = check_range(d, addr, npages);
+
+	if (ret)
+		return ret;
+	if (!get_chunk(d, s))
+		return -ENOMEM;
+	held = calloc(npages, sizeof(*held));
+	if (!held)
+		return -ENOMEM;
+	got = uhmm_make_exclusive(d->mm, s, npages, &d->owner, held);
+	if (got < 0) {
+		free(held);
+		return (int)got;
+	}
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < npages; i++) {
+		/* Still held? (a CPU access may have revoked it already) */
+		if (held[i] && uhmm_exclusive_held(d->mm, s + i * d->ps, &d->owner) == held[i])
+			spt_set(d, (s >> d->shift) + i, (uint64_t)(uintptr_t)held[i] |
+				SPT_VALID | SPT_WRITE | SPT_ATOMIC);
+	}
+	pthread_mutex_unlock(&d->lock);
+	free(held);
+	if (st) {
+		st->cpages = (uint64_t)got;
+		st->faults = 0;
+	}
+	return got == (long)npages ? 0 : -EPERM;
+}
+
+int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages)
+{
+	uintptr_t s = (uintptr_t)addr;
+	int ret = check_range(d, addr, npages);
+
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < npages && !ret; i++)
+		if (spt_get(d, (s >> d->shift) + i) & SPT_ATOMIC)
+			ret = -EPERM;
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
+/* ---- release: evict by device page range ------------------------------------------ */
+
+int uhmm_simdev_release(struct uhmm_simdev *d)
+{
+	size_t n = d ? d->pgmap.nr_pages : 0;
+	uint64_t *src, *dst;
+	uint64_t first;
+	int ret;
+
+	if (!d)
+		return -EINVAL;
+	src = malloc(n * sizeof(*src));
+	dst = calloc(n, sizeof(*dst));
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return -ENOMEM;
+	}
+	first = uhmm_page_to_pfn(uhmm_devmem_page(&d->pgmap, 0));
+	ret = uhmm_migrate_device_range(d->mm, src, first, n);
+	if (!ret) {
+		for (size_t i = 0; i < n; i++)
+			if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+				dst[i] = uhmm_migrate_pfn((uintptr_t)(d->arena + i * d->ps) >>
+							  d->shift);
+		uhmm_migrate_device_pages(d->mm, src, dst, n);
+		uhmm_migrate_device_finalize(d->mm, src, dst, n);
+	}
+	free(src);
+	free(dst);
+	return ret;
+}
+
+int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
+{
+	if (!d || (flags & ~UHMM_SIMDEV_FAIL_ALLOC))
+		return -EINVAL;
+	pthread_mutex_lock(&d->lock);
+	d->flags = flags;
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+size_t uhmm_simdev_used_pages(struct uhmm_simdev *d)
+{
+	return d ? atomic_load(&d->used) : 0;
+}
+
+/* ---- compute -------------------------------------------------------------------- */
+
+static bool policy_migrate(struct uhmm_simdev *d)
+{
+	return d->cfg.policy == UHMM_SIMDEV_POLICY_MIGRATE;
+}
+
+/*
+ * Translate @addr for an access: returns the host pointer with t->active
+ * set (the caller clears it after the access), or NULL with t->err set.
+ */
+static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
+{
+	struct uhmm_simdev *d = t->dev;
+	uint64_t vpn = addr >> d->shift;
+	struct tlb_entry *te = &t->tlb[vpn % TLB_SIZE];
+
+	for (int tries = 0; tries < 1000; tries++) {
+		unsigned long g = atomic_load(&d->gen);
+		uint64_t e;
+
+		atomic_store(&t->active, g);
+		if (atomic_load(&d->gen) != g) {
+			atomic_store(&t->active, 0);
+			continue;
+		}
+		if (t->tlb_gen != g) {
+			memset(t->tlb, 0, sizeof(t->tlb));
+			t->tlb_gen = g;
+		}
+		if (te->vpn == vpn && entry_ok(te->e, write))
+			return entry_ptr(te->e) + (addr & (d->ps - 1));
+		atomic_store(&t->active, 0);
+
+		/* Device page table walk. */
+		pthread_mutex_lock(&d->lock);
+		e = spt_get(d, vpn);
+		g = atomic_load(&d->gen);
+		pthread_mutex_unlock(&d->lock);
+		if (entry_ok(e, write)) {
+			if (t->tlb_gen == g) {
+				te->vpn = vpn;
+				te->e = e;
+			}
+			continue;
+		}
+		/* Device fault. */
+		{
+			uintptr_t page = addr & ~(uintptr_t)(d->ps - 1);
+			size_t w = d->cfg.migrate_window;
+			uintptr_t ws = page & ~(uintptr_t)(w * d->ps - 1), we = ws + w * d->ps;
+			int ret;
+
+			if (policy_migrate(d) && !(e & SPT_DEV)) {
+				struct uhmm_mapping map;
+				bool af = false;
+				long m;
+
+				if (!uhmm_find_mapping(d->mm, page, &map) && map.start <= page) {
+					if (ws < map.start)
+						ws = map.start;
+					if (we > map.end)
+						we = map.end;
+					m = migrate_piece_to_dev(d, ws, we, &af);
+					if (m > 0)
+						t->cpages += (uint64_t)m;
+				}
+			}
+			ret = device_fault(d, page, page + d->ps, write, &t->faults);
+			if (ret) {
+				t->err = ret;
+				return NULL;
+			}
+		}
+	}
+	t->err = -EBUSY;
+	return NULL;
+}
+
+static void done_access(struct uhmm_simdev_thread *t)
+{
+	atomic_store(&t->active, 0);
+}
+
+#define ACCESS(type, name, op)							\
+	type name(struct uhmm_simdev_thread *t, const void *addr)		\
+	{									\
+		char *p;							\
+		type v;								\
+										\
+		if (t->err)							\
+			return 0;						\
+		p = translate(t, (uintptr_t)addr, false);			\
+		if (!p)								\
+			return 0;						\
+		v = op;								\
+		done_access(t);							\
+		return v;							\
+	}
+
+ACCESS(uint64_t, uhmm_simdev_load64, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
+ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
+
+void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+{
+	char *p;
+
+	if (t->err)
+		return;
+	p = translate(t, (uintptr_t)addr, true);
+	if (!p)
+		return;
+	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+	done_access(t);
+}
+
+void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+{
+	char *p;
+
+	if (t->err)
+		return;
+	p = translate(t, (uintptr_t)addr, true);
+	if (!p)
+		return;
+	__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
+	done_access(t);
+}
+
+uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+{
+	char *p;
+	uint64_t old;
+
+	if (t->err)
+		return 0;
+	p = translate(t, (uintptr_t)addr, true);
+	if (!p)
+		return 0;
+	old = __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_SEQ_CST);
+	done_access(t);
+	return old;
+}
+
+uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+{
+	char *p;
+	uint32_t old;
+
+	if (t->err)
+		return 0;
+	p = translate(t, (uintptr_t)addr, true);
+	if (!p)
+		return 0;
+	old = __atomic_fetch_add((uint32_t *)p, v, __ATOMIC_SEQ_CST);
+	done_access(t);
+	return old;
+}
+
+struct launch {
+	struct uhmm_simdev *dev;
+	struct uhmm_simdev_thread *t;
+	size_t first, last;
+	uhmm_simdev_kernel fn;
+	void *arg;
+	atomic_int *stop;
+};
+
+static void *worker(void *arg)
+{
+	struct launch *l = arg;
+
+	for (size_t i = l->first; i < l->last && !l->t->err && !atomic_load(l->stop); i++)
+		l->fn(l->t, i, l->arg);
+	if (l->t->err)
+		atomic_store(l->stop, 1);
+	return NULL;
+}
+
+int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel fn, void *arg,
+		       struct uhmm_simdev_stats *st)
+{
+	unsigned int nt;
+	struct uhmm_simdev_thread *ts;
+	struct launch *ls;
+	pthread_t *th;
+	atomic_int stop = 0;
+	int ret = 0;
+
+	if (!d || !fn)
+		return -EINVAL;
+	nt = d->cfg.threads;
+	if (nitems < nt)
+		nt = nitems ? (unsigned int)nitems : 1;
+	ts = calloc(nt, sizeof(*ts));
+	ls = calloc(nt, sizeof(*ls));
+	th = calloc(nt, sizeof(*th));
+	if (!ts || !ls || !th) {
+		free(ts);
+		free(ls);
+		free(th);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->workers) {
+		pthread_mutex_unlock(&d->lock);
+		free(ts);
+		free(ls);
+		free(th);
+		return -EBUSY;		/* one launch at a time */
+	}
+	d->workers = ts;
+	d->nworkers = nt;
+	pthread_mutex_unlock(&d->lock);
+	for (unsigned int i = 0; i < nt; i++) {
+		ts[i].dev = d;
+		ls[i] = (struct launch){
+			.dev = d, .t = &ts[i], .fn = fn, .arg = arg, .stop = &stop,
+			.first = nitems * i / nt, .last = nitems * (i + 1) / nt,
+		};
+		if (pthread_create(&th[i], NULL, worker, &ls[i])) {
+			ts[i].err = -EAGAIN;
+			th[i] = 0;
+		}
+	}
+	for (unsigned int i = 0; i < nt; i++) {
+		if (th[i])
+			pthread_join(th[i], NULL);
+		if (ts[i].err && !ret)
+			ret = ts[i].err;
+		if (st) {
+			st->faults += ts[i].faults;
+			st->cpages += ts[i].cpages;
+		}
+	}
+	pthread_mutex_lock(&d->lock);
+	d->workers = NULL;
+	d->nworkers = 0;
+	pthread_mutex_unlock(&d->lock);
+	free(ts);
+	free(ls);
+	free(th);
+	return ret;
+}
+
+/* ---- create / destroy --------------------------------------------------------------- */
+
+int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev **out)
+{
+	struct uhmm_simdev *d;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	if (cfg)
+		d->cfg = *cfg;
+	if (!d->cfg.capacity_pages)
+		d->cfg.capacity_pages = 65536;
+	if (!d->cfg.threads)
+		d->cfg.threads = ncpu > 0 ? (unsigned int)(ncpu < 8 ? ncpu : 8) : 2;
+	if (d->cfg.threads > MAX_THREADS)
+		d->cfg.threads = MAX_THREADS;
+	if (!d->cfg.migrate_window)
+		d->cfg.migrate_window = 16;
+	if ((d->cfg.migrate_window & (d->cfg.migrate_window - 1)) ||
+	    d->cfg.policy > UHMM_SIMDEV_POLICY_MIGRATE) {
+		free(d);
+		return -EINVAL;
+	}
+	d->ps = (size_t)sysconf(_SC_PAGESIZE);
+	d->shift = (unsigned int)__builtin_ctzl(d->ps);
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->chunk_lock, NULL);
+	ret = uhmm_mm_get(&d->mm);
+	if (ret)
+		goto err_free;
+	ret = -ENOMEM;
+	d->arena = mmap(NULL, d->cfg.capacity_pages * d->ps, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (d->arena == MAP_FAILED)
+		goto err_mm;
+	d->free_list = malloc(d->cfg.capacity_pages * sizeof(size_t));
+	if (!d->free_list)
+		goto err_arena;
+	for (size_t i = 0; i < d->cfg.capacity_pages; i++)
+		d->free_list[i] = d->cfg.capacity_pages - 1 - i;
+	d->nr_free = d->cfg.capacity_pages;
+	d->pgmap.ops = &simdev_ops;
+	d->pgmap.owner = &d->owner;
+	d->pgmap.nr_pages = d->cfg.capacity_pages;
+	d->pgmap.fault_around = d->cfg.fault_around;
+	d->pgmap.driver_data = d;
+	ret = uhmm_devmem_add(d->mm, &d->pgmap);
+	if (ret)
+		goto err_list;
+	*out = d;
+	return 0;
+
+err_list:
+	free(d->free_list);
+err_arena:
+	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+err_mm:
+	uhmm_mm_put(d->mm);
+err_free:
+	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->chunk_lock);
+	free(d);
+	return ret;
+}
+
+void uhmm_simdev_destroy(struct uhmm_simdev *d)
+{
+	if (!d)
+		return;
+	uhmm_simdev_release(d);		/* bulk eviction first */
+	uhmm_devmem_remove(&d->pgmap);	/* anything left comes home too */
+	for (unsigned int i = 0; i < d->nchunks; i++) {
+		uhmm_interval_notifier_remove(&d->chunks[i]->mni);
+		free(d->chunks[i]);
+	}
+	spt_free_rec(d->spt_root, LEVELS - 1);
+	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+	free(d->free_list);
+	uhmm_mm_put(d->mm);
+	pthread_mutex_destroy(&d->lock);
+	pthread_mutex_destroy(&d->chunk_lock);
+	free(d);
+}
