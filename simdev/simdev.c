@@ -91,6 +91,11 @@ struct uhmm_simdev {
 	struct chunk *chunks[MAX_CHUNKS];
 	unsigned int nchunks;
 	int owner;			/* its address is the owner token */
+	/* counters */
+	atomic_ullong c_to_dev, c_to_sys, c_cpu_faults, c_cpu_fault_pages, c_evicted,
+		      c_dev_faults;
+	size_t clock_hand;		/* eviction: next device page to consider */
+	pthread_mutex_t evict_lock;
 };
 
 /* ---- device page table ------------------------------------------------------ */
@@ -328,6 +333,7 @@ static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t 
 		if (ret)
 			break;
 		(*faults)++;
+		atomic_fetch_add(&d->c_dev_faults, 1);
 		pthread_mutex_lock(&d->lock);
 		if (uhmm_interval_read_retry(&c->mni, r.notifier_seq)) {
 			pthread_mutex_unlock(&d->lock);
@@ -461,6 +467,9 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	long moved = 0;
 	int ret;
 
+	/* The device will map these pages: it must hear of their changes. */
+	if (!get_chunk(d, s) || !get_chunk(d, e - 1))
+		return -ENOMEM;
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
@@ -497,6 +506,7 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	}
 	pthread_mutex_unlock(&d->lock);
 	uhmm_migrate_vma_finalize(&m);
+	atomic_fetch_add(&d->c_to_dev, (unsigned long long)moved);
 	return moved;
 }
 
@@ -576,8 +586,12 @@ static long to_dev_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg
 
 static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
 {
+	long r = migrate_piece_to_sys(d, s, e, NULL);
+
 	(void)arg;
-	return migrate_piece_to_sys(d, s, e, NULL);
+	if (r > 0)
+		atomic_fetch_add(&d->c_to_sys, (unsigned long long)r);
+	return r;
 }
 
 int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
@@ -626,6 +640,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 	struct uhmm_simdev *d = vmf->page->pgmap->driver_data;
 	uintptr_t s = vmf->window_start;
 
+	atomic_fetch_add(&d->c_cpu_faults, 1);
 	while (s < vmf->window_end) {
 		uintptr_t e = vmf->window_end;
 		long r;
@@ -636,6 +651,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 					 vmf->address >= s && vmf->address < e ? vmf->page : NULL);
 		if (r < 0)
 			return (int)r;
+		atomic_fetch_add(&d->c_cpu_fault_pages, (unsigned long long)r);
 		s = e;
 	}
 	return 0;
@@ -798,11 +814,67 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 				dst[i] = uhmm_migrate_pfn((uintptr_t)(d->arena + i * d->ps) >>
 							  d->shift);
 		uhmm_migrate_device_pages(d->mm, src, dst, n);
+		for (size_t i = 0; i < n; i++)
+			if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+				atomic_fetch_add(&d->c_evicted, 1);
 		uhmm_migrate_device_finalize(d->mm, src, dst, n);
 	}
 	free(src);
 	free(dst);
 	return ret;
+}
+
+/*
+ * Evict up to @want resident pages, oldest allocation slot first (a clock
+ * hand over the pool), by device pfn: the device does not need to know
+ * their addresses.  Returns pages evicted.
+ */
+static size_t evict_some(struct uhmm_simdev *d, size_t want)
+{
+	size_t n = d->pgmap.nr_pages, batch = want < BATCH_PAGES ? want : BATCH_PAGES;
+	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
+	size_t got = 0, scanned = 0, done = 0;
+
+	pthread_mutex_lock(&d->evict_lock);
+	while (got < batch && scanned < n) {
+		struct uhmm_page *p = uhmm_devmem_page(&d->pgmap, d->clock_hand);
+
+		d->clock_hand = (d->clock_hand + 1) % n;
+		scanned++;
+		if (uhmm_page_refcount(p) > 0)
+			src[got++] = uhmm_page_to_pfn(p);
+	}
+	pthread_mutex_unlock(&d->evict_lock);
+	if (!got || uhmm_migrate_device_pfns(d->mm, src, got))
+		return 0;
+	for (size_t i = 0; i < got; i++) {
+		struct uhmm_page *p;
+
+		dst[i] = 0;
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
+	}
+	uhmm_migrate_device_pages(d->mm, src, dst, got);
+	for (size_t i = 0; i < got; i++)
+		done += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+	uhmm_migrate_device_finalize(d->mm, src, dst, got);
+	atomic_fetch_add(&d->c_evicted, done);
+	return done;
+}
+
+int uhmm_simdev_get_counters(struct uhmm_simdev *d, struct uhmm_simdev_counters *o)
+{
+	if (!d || !o)
+		return -EINVAL;
+	o->to_dev_pages = atomic_load(&d->c_to_dev);
+	o->to_sys_pages = atomic_load(&d->c_to_sys);
+	o->cpu_faults = atomic_load(&d->c_cpu_faults);
+	o->cpu_fault_pages = atomic_load(&d->c_cpu_fault_pages);
+	o->evicted_pages = atomic_load(&d->c_evicted);
+	o->device_faults = atomic_load(&d->c_dev_faults);
+	return 0;
 }
 
 int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
@@ -884,6 +956,12 @@ static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 					if (we > map.end)
 						we = map.end;
 					m = migrate_piece_to_dev(d, ws, we, &af);
+					if (af && d->cfg.evict_when_full &&
+					    evict_some(d, 4 * d->cfg.migrate_window)) {
+						long m2 = migrate_piece_to_dev(d, ws, we, &af);
+
+						m = (m > 0 ? m : 0) + (m2 > 0 ? m2 : 0);
+					}
 					if (m > 0)
 						t->cpages += (uint64_t)m;
 				}
@@ -1098,6 +1176,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	d->shift = (unsigned int)__builtin_ctzl(d->ps);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->chunk_lock, NULL);
+	pthread_mutex_init(&d->evict_lock, NULL);
 	ret = uhmm_mm_get(&d->mm);
 	if (ret)
 		goto err_free;

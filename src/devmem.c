@@ -94,10 +94,19 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	if (uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
 	mm = pgmap->mm;
+	/*
+	 * As fork does: no CPU fault may still be using a page of the pool
+	 * (the fault path holds migrate_lock for reading until its last put).
+	 */
+	pthread_rwlock_wrlock(&mm->migrate_lock);
+	uhmm__holds_migrate_lock = true;
 	ret = uhmm__evict_all(mm, pgmap);
+	if (!ret)
+		uhmm__pool_detach(mm, pgmap);
+	uhmm__holds_migrate_lock = false;
+	pthread_rwlock_unlock(&mm->migrate_lock);
 	if (ret)
 		return ret;
-	uhmm__pool_detach(mm, pgmap);
 	uhmm_mm_put(mm);
 	return 0;
 }

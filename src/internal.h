@@ -191,7 +191,10 @@ struct uhmm_mm {
 	int uffd;
 	uint64_t uffd_features;
 	int stop_fd;			/* eventfd: tells the service thread to stop */
-	pthread_t service;
+	pthread_t service;		/* the worker */
+	pthread_t reader;		/* reads the uffd into msgq */
+	struct uhmm_msgq *msgq;
+	void *reader_stack;
 	bool service_started;
 	/*
 	 * Event sequence (service.c): ev_read is bumped just before each
@@ -266,6 +269,7 @@ extern __thread bool uhmm__is_service_thread UHMM_HIDDEN_FN;
 /* ---- service.c -------------------------------------------------------- */
 UHMM_HIDDEN_FN int uhmm__service_start(struct uhmm_mm *mm);
 UHMM_HIDDEN_FN void uhmm__service_stop(struct uhmm_mm *mm);
+UHMM_HIDDEN_FN void uhmm__service_free_stack(struct uhmm_mm *mm);
 /* Wait until every uffd event read so far has been processed. */
 UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
@@ -273,8 +277,6 @@ UHMM_HIDDEN_FN int uhmm__selfop_begin(struct uhmm_mm *mm,
 				      struct uhmm_selfop *op,
 				      uintptr_t start, uintptr_t end,
 				      unsigned int flags);
-/* On the service thread: read and handle pending events now (faults are queued). */
-UHMM_HIDDEN_FN void uhmm__service_drain_events(struct uhmm_mm *mm);
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
 UHMM_HIDDEN_FN void uhmm__eagain_backoff(struct uhmm_mm *mm);
 UHMM_HIDDEN_FN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);

@@ -138,22 +138,6 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	uhmm_mm_put(w->mm);
 }
 
-/*
- * On uhmm's service thread, unmapping or discarding registered memory would
- * wait for the service thread itself to read the event: refuse instead of
- * hanging.
- */
-static bool would_deadlock(struct wrap *w, uintptr_t s, uintptr_t e)
-{
-	if (!w->mm || !uhmm__is_service_thread || !uhmm__notifier_overlaps(w->mm, s, e))
-		return false;
-	uhmm__err(EDEADLK, "munmap/madvise of notified memory from uhmm's service "
-		  "thread would deadlock");
-	uhmm_mm_put(w->mm);
-	errno = EDEADLK;
-	return true;
-}
-
 /* ---- the wrappers ---------------------------------------------------------- */
 
 __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
@@ -164,11 +148,8 @@ __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 
 	if (!w.mm)
 		return uhmm__sys_munmap(addr, len);
-	if (span(addr, len, &s, &e)) {
-		if (would_deadlock(&w, s, e))
-			return -1;
+	if (span(addr, len, &s, &e))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
-	}
 	ret = uhmm__sys_munmap(addr, len);
 	wrap_end(&w, true);
 	return ret;
@@ -195,20 +176,20 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	uintptr_t s, e;
 	int ret;
 
-	if (!advice_discards(advice))
+	if (!advice_discards(advice)) {
+		/* Advice such as MADV_DONTDUMP splits mappings. */
+		atomic_fetch_add(&uhmm__as_gen, 1);
 		return uhmm__sys_madvise(addr, len, advice);
+	}
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_madvise(addr, len, advice);
-	if (span(addr, len, &s, &e)) {
-		if (would_deadlock(&w, s, e))
-			return -1;
-		/* The kernel's MADV_FREE leaves device-private pages alone. */
+	/* The kernel's MADV_FREE leaves device-private pages alone. */
+	if (span(addr, len, &s, &e))
 		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
 				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
-	}
 	ret = uhmm__sys_madvise(addr, len, advice);
-	wrap_end(&w, false);
+	wrap_end(&w, true);
 	return ret;
 }
 

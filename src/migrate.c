@@ -71,10 +71,9 @@ static _Atomic uint64_t *slot_of(struct uhmm_mm *mm, uintptr_t a)
 
 void uhmm__eagain_backoff(struct uhmm_mm *mm)
 {
-	if (uhmm__is_service_thread)
-		uhmm__service_drain_events(mm);
-	else
-		sched_yield();
+	/* The reader thread reads the pending event whoever we are. */
+	(void)mm;
+	sched_yield();
 }
 
 /* UFFDIO_MOVE [src, src+len) -> dst; returns bytes moved and -errno in *err. */
@@ -130,7 +129,9 @@ static int do_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
 			continue;
 		}
 		if (errno == EEXIST && c.copy <= 0) {
-			/* Already populated (cannot happen for frozen pages). */
+			/* Populated under a frozen page: a bug; never overwrite. */
+			uhmm__warn("UFFDIO_COPY: %#lx already populated",
+				   (unsigned long)(dst + done));
 			done += uhmm__page_size;
 			continue;
 		}
@@ -355,35 +356,56 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 	return 0;
 }
 
-/* Freeze the whole range with mremap(MREMAP_DONTUNMAP). */
+/*
+ * Freeze the claimed runs with mremap(MREMAP_DONTUNMAP), each to its place
+ * in staging: the range stays mapped with empty entries.  Only claimed
+ * pages move, so a page another migration holds is never taken along.
+ */
 static int freeze_mremap(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_selfop op;
-	size_t len = m->end - m->start;
-	void *r;
+	int ret = 0;
 
 	if (uhmm__is_service_thread)
-		return -EDEADLK;	/* the REMAP event would wait for us */
+		return -EDEADLK;	/* keep the worker free of REMAP waits */
 	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	r = (void *)syscall(SYS_mremap, m->start, len, len,
-			    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, s->staging);
+	for (size_t i = 0; i < m->npages && !ret;) {
+		size_t j = i;
+		uintptr_t a, st;
+		void *r;
+
+		if (s->kind[i] != K_SYS) {
+			i++;
+			continue;
+		}
+		while (j < m->npages && s->kind[j] == K_SYS)
+			j++;
+		a = m->start + (i << ps);
+		st = (uintptr_t)s->staging + (i << ps);
+		atomic_fetch_add(&uhmm__as_gen, 1);
+		r = (void *)syscall(SYS_mremap, a, (j - i) << ps, (j - i) << ps,
+				    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, st);
+		if (r == MAP_FAILED) {
+			ret = -errno;
+			break;
+		}
+		{
+			/* The new mapping may carry the registration: drop it. */
+			struct uffdio_range rr = { .start = st, .len = (j - i) << ps };
+
+			pthread_mutex_lock(&m->mm->reg_lock);
+			ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
+			pthread_mutex_unlock(&m->mm->reg_lock);
+		}
+		s->by_mremap = true;
+		i = j;
+	}
 	uhmm__events_sync(m->mm);
 	uhmm__selfop_end(m->mm, &op);
-	if (r == MAP_FAILED)
-		return -errno;
-	s->by_mremap = true;
-	/* The new mapping may carry the registration: drop it, no events. */
-	{
-		struct uffdio_range rr = { .start = (uintptr_t)s->staging, .len = len };
-
-		pthread_mutex_lock(&m->mm->reg_lock);
-		ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
-		pthread_mutex_unlock(&m->mm->reg_lock);
-	}
 	s->registered = false;
-	return 0;
+	return ret;
 }
 
 int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
@@ -458,7 +480,12 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			0, m->pgmap_owner);
 
 	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
-		ret = uhmm__register_missing(mm, m->start, m->end);
+		/*
+		 * Register the whole mapping, not just the range: registering
+		 * part of it would split it, and the kernel treats it as one
+		 * (a later migration or mremap over all of it must work).
+		 */
+		ret = uhmm__register_missing(mm, v.start, v.end);
 		if (ret) {
 			ret = uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
 					"with userfaultfd", (unsigned long)m->start,
@@ -542,16 +569,19 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			ret = uhmm__err(-ret, "migrate setup: no memory for staging");
 			goto fail_claimed;
 		}
-		if (any_present) {
-			ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0)
-				       : -EINVAL;
-			if (ret == -EINVAL)
-				ret = freeze_mremap(m);
-			if (ret) {
-				ret = uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
-						(unsigned long)m->start, (unsigned long)m->end);
-				goto fail_claimed;
-			}
+		/*
+		 * Freeze every claimed page, present or not when we looked: a
+		 * page can be filled between that look and the claim, and only
+		 * the staging page table tells for sure what has data.
+		 */
+		(void)any_present;
+		ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
+		if (ret == -EINVAL)
+			ret = freeze_mremap(m);
+		if (ret) {
+			ret = uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
+					(unsigned long)m->start, (unsigned long)m->end);
+			goto fail_claimed;
 		}
 		/*
 		 * Which frozen pages have data?  Anything the staging page table

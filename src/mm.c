@@ -119,6 +119,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	uhmm__service_stop(mm);
 	close(mm->uffd);		/* unregisters every range */
 	mm->uffd = -1;
+	uhmm__service_free_stack(mm);
 	close(mm->stop_fd);
 	mm->stop_fd = -1;
 	uhmm__ptable_destroy(&mm->ptable);
@@ -268,6 +269,8 @@ static void atfork_child(void)
 		mm->uffd = -1;
 		mm->stop_fd = -1;
 		mm->service_started = false;
+		mm->msgq = NULL;	/* the parent's; its threads are not here */
+		mm->reader_stack = NULL;
 		uhmm__ptable_destroy(&mm->ptable);
 		mm->selfops = NULL;
 		mm->nretry = 0;

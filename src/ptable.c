@@ -65,7 +65,7 @@ void uhmm__ptable_destroy(struct uhmm_ptable *pt)
 		void *n = atomic_load_explicit(&pt->top[i], memory_order_relaxed);
 
 		if (n)
-			free_level(n, 1);
+			free_level(n, 2);	/* l1 -> l2 -> leaf */
 	}
 	uhmm__sys_munmap((void *)pt->top, pt->top_entries * sizeof(void *));
 	pt->top = NULL;

@@ -25,15 +25,47 @@ uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
 	return (uintptr_t)((pfn & UHMM_PFN_NUMBER_MASK) << uhmm__page_shift);
 }
 
-/* Touch pages from this thread, as the CPU would: the fallback fault path. */
+/*
+ * Touch pages from this thread, as the CPU would: the fallback fault path.
+ * The accesses are written in assembly: they fault pages in without
+ * changing a byte (a write is an atomic add of zero), and a race detector
+ * must not see them as accesses to data the application owns.
+ */
+static void touch_one(uintptr_t a, bool write)
+{
+#if defined(__x86_64__)
+	if (write) {
+		__asm__ __volatile__("lock; addb $0, (%0)" : : "r"(a) : "memory", "cc");
+	} else {
+		unsigned char v;
+
+		__asm__ __volatile__("movb (%1), %0" : "=q"(v) : "r"(a) : "memory");
+	}
+#elif defined(__aarch64__)
+	if (write) {
+		unsigned int v, fail;
+
+		__asm__ __volatile__("1: ldxrb %w0, [%2]\n"
+				     "   stxrb %w1, %w0, [%2]\n"
+				     "   cbnz %w1, 1b\n"
+				     : "=&r"(v), "=&r"(fail) : "r"(a) : "memory");
+	} else {
+		unsigned int v;
+
+		__asm__ __volatile__("ldrb %w0, [%1]" : "=r"(v) : "r"(a) : "memory");
+	}
+#else
+	if (write)
+		__atomic_fetch_add((volatile char *)a, 0, __ATOMIC_RELAXED);
+	else
+		(void)*(volatile const char *)a;
+#endif
+}
+
 static void touch(uintptr_t s, uintptr_t e, bool write)
 {
-	for (uintptr_t a = s; a < e; a += uhmm__page_size) {
-		if (write)
-			__atomic_fetch_add((volatile char *)a, 0, __ATOMIC_RELAXED);
-		else
-			(void)*(volatile const char *)a;
-	}
+	for (uintptr_t a = s; a < e; a += uhmm__page_size)
+		touch_one(a, write);
 }
 
 static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool write)
@@ -95,11 +127,12 @@ static bool own_device(struct uhmm_mm *mm, const struct uhmm_range *range, uint6
 	return page && page->pgmap->owner == range->dev_private_owner;
 }
 
-static uint64_t device_output(uint64_t e)
+/* As the kernel, which makes device-private entries read-only on mprotect. */
+static uint64_t device_output(uint64_t e, uint32_t st)
 {
 	uint64_t pfn = UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE | uhmm__pte_payload(e);
 
-	if (e & UHMM_PTE_WRITE)
+	if ((e & UHMM_PTE_WRITE) && (st & UHMM_PS_MAYWRITE))
 		pfn |= UHMM_PFN_WRITE;
 	return pfn;
 }
@@ -165,19 +198,19 @@ again:
 			need[i] = NEED_NONE;
 			if (!(req & UHMM_PFN_REQ_FAULT))
 				continue;
-			if (own_device(mm, range, ent[i])) {
-				/* Ours: valid in place unless a write needs a writable entry. */
-				if ((req & UHMM_PFN_REQ_WRITE) && !(ent[i] & UHMM_PTE_WRITE))
-					need[i] = NEED_WRITE;
-				any_fault |= need[i] != NEED_NONE;
-				continue;
-			}
 			if (bad_mapping(s)) {
 				err = err ? err : -EFAULT;
 				continue;
 			}
 			if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_MAYWRITE)) {
 				err = err ? err : -EPERM;
+				continue;
+			}
+			if (own_device(mm, range, ent[i])) {
+				/* Ours: valid in place unless a write needs a writable entry. */
+				if ((req & UHMM_PFN_REQ_WRITE) && !(ent[i] & UHMM_PTE_WRITE))
+					need[i] = NEED_WRITE;
+				any_fault |= need[i] != NEED_NONE;
 				continue;
 			}
 			if (!(s & UHMM_PS_PRESENT))
@@ -219,8 +252,8 @@ again:
 
 				range->hmm_pfns[i] = bad_mapping(st[i]) ? UHMM_PFN_ERROR
 									: output(st[i], a);
-				if (own_device(mm, range, ent[i]))
-					range->hmm_pfns[i] = device_output(ent[i]);
+				if (own_device(mm, range, ent[i]) && !bad_mapping(st[i]))
+					range->hmm_pfns[i] = device_output(ent[i], st[i]);
 			}
 			break;
 		}

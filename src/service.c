@@ -89,7 +89,8 @@ void uhmm__events_sync(struct uhmm_mm *mm)
 static void events_done(struct uhmm_mm *mm, unsigned long seq)
 {
 	pthread_mutex_lock(&mm->ev_lock);
-	atomic_store_explicit(&mm->ev_done, seq, memory_order_release);
+	if (seq > atomic_load_explicit(&mm->ev_done, memory_order_acquire))
+		atomic_store_explicit(&mm->ev_done, seq, memory_order_release);
 	pthread_cond_broadcast(&mm->ev_cond);
 	pthread_mutex_unlock(&mm->ev_lock);
 }
@@ -320,43 +321,27 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 }
 
 /*
- * Process the messages of one read; faults that must wait are queued, and
- * with @queue_faults every fault is (reading events from inside a device
- * callback must not call into a device again).
+ * Process one batch: the non-cooperative events first (the kernel hands
+ * out faults before events, but a fault may depend on an event read with
+ * it: a REMAP moves the entry the fault needs), then the faults.  A fault
+ * that cannot be served now goes to the retry list.
  */
-static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs, size_t n,
-			 bool queue_faults)
+static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
-			if (queue_faults || handle_fault(mm, &msgs[i]) == -EAGAIN) {
-				if (mm->nretry < UHMM_RETRY_MAX)
-					mm->retry[mm->nretry++] = msgs[i];
-				else
-					uhmm__warn("fault retry queue full: "
-						   "the fault is served when it recurs");
-			}
-		} else {
+	for (size_t i = 0; i < n; i++)
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			handle_event(mm, &msgs[i]);
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		if (handle_fault(mm, &msgs[i]) == -EAGAIN) {
+			if (mm->nretry < UHMM_RETRY_MAX)
+				mm->retry[mm->nretry++] = msgs[i];
+			else
+				uhmm__warn("fault retry queue full: the fault is served "
+					   "when it recurs");
 		}
 	}
-}
-
-void uhmm__service_drain_events(struct uhmm_mm *mm)
-{
-	struct uffd_msg msgs[16];
-	unsigned long seq;
-	ssize_t got;
-
-	if (!uhmm__is_service_thread)
-		return;
-	seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
-	got = read(mm->uffd, msgs, sizeof(msgs));
-	if (got > 0)
-		process_msgs(mm, msgs, (size_t)got / sizeof(msgs[0]), true);
-	else
-		sched_yield();
-	events_done(mm, seq);
 }
 
 /* mremap moved a range: its special entries move with it. */
@@ -390,19 +375,52 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
 	}
 }
 
-/* ---- the thread --------------------------------------------------------- */
+/* ---- the threads --------------------------------------------------------- */
 
-static void *service_main(void *arg)
+/*
+ * Two threads serve the userfaultfd.  The reader only reads messages into a
+ * queue: it never runs device code, allocates, unmaps or takes a lock other
+ * than the queue's, so a thread the kernel makes wait until its event is
+ * read (munmap, mremap, MADV_DONTNEED of registered memory) is released
+ * promptly, whoever it is: even the worker, whose device callbacks may free
+ * memory that libc then trims.  The worker handles the messages.
+ */
+
+#define QUEUE_CAP 4096
+#define READER_STACK (256 * 1024)
+
+struct uhmm_msgq {
+	pid_t worker_tid;
+	struct uffd_msg msg[QUEUE_CAP];
+	size_t head, count;
+	unsigned long last_seq;		/* ev_read of the last read pushed */
+	bool stop;
+	pthread_mutex_t lock;
+	pthread_cond_t nonempty, nonfull;
+};
+
+/* Zero-fill a fault on a page uhmm holds nothing for; false if it does. */
+static bool reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
+{
+	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
+
+	if (uhmm__ptable_get(&mm->ptable, page) != 0)
+		return false;
+	fault_fill_zero(mm, page);
+	return true;
+}
+
+static void *reader_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uffd_msg msgs[MSG_BATCH];
-	struct uffd_msg retry[UHMM_RETRY_MAX];
+	struct uhmm_msgq *q = mm->msgq;
+	struct uffd_msg buf[MSG_BATCH];
 	sigset_t all;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	uhmm__is_service_thread = true;
-
+	pthread_setname_np(pthread_self(), "uhmm-reader");
 	for (;;) {
 		struct pollfd pfd[2] = {
 			{ .fd = mm->uffd, .events = POLLIN },
@@ -412,26 +430,118 @@ static void *service_main(void *arg)
 		ssize_t got;
 		size_t n;
 
-		/* With faults waiting for an event, poll briefly and retry. */
-		if (poll(pfd, 2, mm->nretry ? 1 : -1) < 0) {
+		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			uhmm__warn("service thread: poll: %s", strerror(errno));
+			uhmm__warn("reader: poll: %s", strerror(errno));
 			break;
 		}
-		if (pfd[1].revents)
+		if (pfd[1].revents) {
+			uhmm__warn("reader: stop (%#x)", pfd[1].revents);
 			break;
+		}
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
-		got = read(mm->uffd, msgs, sizeof(msgs));
-		n = got > 0 ? (size_t)got / sizeof(msgs[0]) : 0;
-		process_msgs(mm, msgs, n, false);
-		events_done(mm, seq);
-		/* Faults that could not be served: try again now. */
+		got = read(mm->uffd, buf, sizeof(buf));
+		n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
+		pthread_mutex_lock(&q->lock);
+		for (size_t i = 0; i < n; i++) {
+			while (q->count == QUEUE_CAP && !q->stop)
+				pthread_cond_wait(&q->nonfull, &q->lock);
+			if (q->stop)
+				break;
+			/*
+			 * A fault of the worker itself (it touched a page it
+			 * never had in a registered range: libc or a sanitizer
+			 * runtime using memory next to the application's) would
+			 * wait for the worker forever: fill it here.
+			 */
+			if (buf[i].event == UFFD_EVENT_PAGEFAULT &&
+			    (pid_t)buf[i].arg.pagefault.feat.ptid == q->worker_tid &&
+			    reader_fill(mm, &buf[i]))
+				continue;
+			q->msg[(q->head + q->count) % QUEUE_CAP] = buf[i];
+			q->count++;
+		}
+		q->last_seq = seq;
+		pthread_cond_signal(&q->nonempty);
+		pthread_mutex_unlock(&q->lock);
+	}
+	return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct uhmm_mm *mm = arg;
+	struct uhmm_msgq *q = mm->msgq;
+	struct uffd_msg batch[MSG_BATCH];
+	struct uffd_msg retry[UHMM_RETRY_MAX];
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	uhmm__is_service_thread = true;
+	pthread_setname_np(pthread_self(), "uhmm-worker");
+	pthread_mutex_lock(&q->lock);
+	q->worker_tid = (pid_t)syscall(SYS_gettid);
+	pthread_mutex_unlock(&q->lock);
+	for (;;) {
+		unsigned long seq;
+		size_t n = 0;
+
+		pthread_mutex_lock(&q->lock);
+		while (!q->count && !q->stop && q->last_seq == atomic_load(&mm->ev_done)) {
+			if (mm->nretry) {
+				/* Faults to retry: wait a little for events first. */
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 1000000;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				pthread_cond_timedwait(&q->nonempty, &q->lock, &ts);
+				break;
+			}
+			pthread_cond_wait(&q->nonempty, &q->lock);
+		}
+		if (q->stop) {
+			pthread_mutex_unlock(&q->lock);
+			break;
+		}
+		while (q->count && n < MSG_BATCH) {
+			batch[n++] = q->msg[q->head];
+			q->head = (q->head + 1) % QUEUE_CAP;
+			q->count--;
+		}
+		/* Everything read up to last_seq is in this batch or done. */
+		seq = q->count ? 0 : q->last_seq;
+		pthread_cond_signal(&q->nonfull);
+		pthread_mutex_unlock(&q->lock);
+
+		process_msgs(mm, batch, n);
+		if (seq)
+			events_done(mm, seq);
+		/*
+		 * Faults that could not be served: the thread may have been
+		 * woken meanwhile and the state changed, so never act on the
+		 * old message: wake the address, and a thread still waiting
+		 * faults again with a fresh one.
+		 */
 		if (mm->nretry) {
-			n = mm->nretry;
-			memcpy(retry, mm->retry, n * sizeof(retry[0]));
+			size_t nr = mm->nretry;
+
+			memcpy(retry, mm->retry, nr * sizeof(retry[0]));
 			mm->nretry = 0;
-			process_msgs(mm, retry, n, false);
+			for (size_t i = 0; i < nr; i++) {
+				struct uffdio_range r = {
+					.start = uhmm__page_align_down(
+						(uintptr_t)retry[i].arg.pagefault.address),
+					.len = uhmm__page_size,
+				};
+
+				ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			}
 		}
 	}
 	return NULL;
@@ -442,15 +552,79 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	pthread_attr_t attr;
 	int ret;
 
+	mm->msgq = calloc(1, sizeof(*mm->msgq));
+	if (!mm->msgq)
+		return uhmm__err(ENOMEM, "cannot allocate the message queue");
+	pthread_mutex_init(&mm->msgq->lock, NULL);
+	pthread_cond_init(&mm->msgq->nonempty, NULL);
+	pthread_cond_init(&mm->msgq->nonfull, NULL);
+	/*
+	 * The reader's stack is ours, not libc's: libc discards the unused
+	 * part of a stack it allocated when the thread exits (MADV_DONTNEED),
+	 * and if that stack lies in registered memory the exiting reader
+	 * would wait for itself to read the REMOVE event.
+	 */
+	mm->reader_stack = uhmm__sys_mmap(NULL, READER_STACK, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (mm->reader_stack == MAP_FAILED) {
+		mm->reader_stack = NULL;
+		free(mm->msgq);
+		mm->msgq = NULL;
+		return uhmm__err(ENOMEM, "cannot allocate the reader's stack");
+	}
 	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	ret = pthread_create(&mm->service, &attr, service_main, mm);
+	pthread_attr_setstack(&attr, mm->reader_stack, READER_STACK);
+	ret = pthread_create(&mm->reader, &attr, reader_main, mm);
 	pthread_attr_destroy(&attr);
-	if (ret)
-		return uhmm__err(EAGAIN, "cannot start the service thread: %s",
+	pthread_attr_init(&attr);
+	if (!ret) {
+		pthread_attr_setstacksize(&attr, 1024 * 1024);
+		ret = pthread_create(&mm->service, &attr, worker_main, mm);
+		if (ret) {
+			uint64_t one = 1;
+
+			if (write(mm->stop_fd, &one, sizeof(one)) < 0)
+				uhmm__warn("cannot stop the reader");
+			pthread_join(mm->reader, NULL);
+		}
+	}
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		free(mm->msgq);
+		mm->msgq = NULL;
+		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
+		mm->reader_stack = NULL;
+		return uhmm__err(EAGAIN, "cannot start the service threads: %s",
 				 strerror(ret));
+	}
 	mm->service_started = true;
 	return 0;
+}
+
+/*
+ * Unregister every mapping from the userfaultfd (one ioctl per mapping that
+ * can be registered; the others are refused harmlessly).  After this no
+ * munmap or discard can make a thread wait for an event read.
+ */
+static void unregister_all(struct uhmm_mm *mm)
+{
+	struct uhmm_vma v[64];
+	uintptr_t cur = 0;
+	size_t n;
+
+	for (;;) {
+		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM_ARRAY_SIZE(v), &n, true) || !n)
+			return;
+		for (size_t i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(v)); i++) {
+			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
+
+			if (v[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM))
+				ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		}
+		if (n <= UHMM_ARRAY_SIZE(v))
+			return;
+		cur = v[UHMM_ARRAY_SIZE(v) - 1].end;
+	}
 }
 
 void uhmm__service_stop(struct uhmm_mm *mm)
@@ -459,8 +633,36 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 
 	if (!mm->service_started)
 		return;
+	/*
+	 * Threads that exit unmap or discard memory of their own (libc's
+	 * stack trimming, sanitizer runtimes): with nothing registered, none
+	 * of that can wait for the reader.  The worker stops first, while the
+	 * reader still reads.
+	 */
+	pthread_mutex_lock(&mm->reg_lock);
+	unregister_all(mm);
+	pthread_mutex_unlock(&mm->reg_lock);
+	pthread_mutex_lock(&mm->msgq->lock);
+	mm->msgq->stop = true;
+	pthread_cond_broadcast(&mm->msgq->nonempty);
+	pthread_cond_broadcast(&mm->msgq->nonfull);
+	pthread_mutex_unlock(&mm->msgq->lock);
+	pthread_join(mm->service, NULL);
 	if (write(mm->stop_fd, &one, sizeof(one)) != sizeof(one))
 		uhmm__warn("service thread: cannot signal stop");
-	pthread_join(mm->service, NULL);
+	pthread_join(mm->reader, NULL);
+	pthread_mutex_destroy(&mm->msgq->lock);
+	pthread_cond_destroy(&mm->msgq->nonempty);
+	pthread_cond_destroy(&mm->msgq->nonfull);
+	free(mm->msgq);
+	mm->msgq = NULL;
 	mm->service_started = false;
+}
+
+void uhmm__service_free_stack(struct uhmm_mm *mm)
+{
+	/* After the userfaultfd is closed: no event can make this wait. */
+	if (mm->reader_stack)
+		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
+	mm->reader_stack = NULL;
 }

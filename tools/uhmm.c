@@ -11,6 +11,7 @@
 #include <uhmm/uhmm.h>
 
 #include "bench.h"
+#include "demo.h"
 
 static void usage(FILE *f)
 {
@@ -18,6 +19,8 @@ static void usage(FILE *f)
 		"usage: uhmm <command> [options]\n"
 		"\n"
 		"commands:\n"
+		"  demo     a stencil and a histogram on the simulated device over ordinary\n"
+		"           memory, checked against the CPU (--help for options)\n"
 		"  info     what the kernel offers uhmm here, and what to change if it\n"
 		"           cannot work (run this first when something does not work)\n"
 		"  bench    measure uhmm against same-run baselines (--help for options)\n"
@@ -97,6 +100,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "info"))
 		return cmd_info(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "demo"))
+		return uhmm_demo_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "bench"))
 		return uhmm_bench_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h") ||

@@ -40,6 +40,9 @@ enum uhmm_simdev_policy {
  *	default %UHMM_FAULT_AROUND_DEFAULT)
  * @policy: enum uhmm_simdev_policy for compute kernels
  * @migrate_window: pages migrated at once by the MIGRATE policy (default 16)
+ * @evict_when_full: with the MIGRATE policy, evict device pages (oldest
+ *	first) to make room when device memory is full, instead of accessing
+ *	the rest in place
  */
 struct uhmm_simdev_config {
 	size_t capacity_pages;
@@ -47,6 +50,7 @@ struct uhmm_simdev_config {
 	size_t fault_around;
 	unsigned int policy;
 	size_t migrate_window;
+	bool evict_when_full;
 };
 
 /**
@@ -114,6 +118,28 @@ UHMM_API int uhmm_simdev_check_exclusive(struct uhmm_simdev *dev, void *addr, si
 UHMM_API int uhmm_simdev_release(struct uhmm_simdev *dev);
 /** uhmm_simdev_set_flags() - UHMM_SIMDEV_FAIL_* failure injection */
 UHMM_API int uhmm_simdev_set_flags(struct uhmm_simdev *dev, unsigned int flags);
+
+/**
+ * struct uhmm_simdev_counters - totals since the device was created
+ * @to_dev_pages: pages migrated to the device (explicitly or by policy)
+ * @to_sys_pages: pages migrated back explicitly (migrate_to_sys)
+ * @cpu_faults: CPU faults served (migrate_to_ram calls)
+ * @cpu_fault_pages: pages those faults brought back (fault-around included)
+ * @evicted_pages: pages evicted to make room or by release
+ * @device_faults: device page-table misses resolved by a range fault
+ */
+struct uhmm_simdev_counters {
+	uint64_t to_dev_pages;
+	uint64_t to_sys_pages;
+	uint64_t cpu_faults;
+	uint64_t cpu_fault_pages;
+	uint64_t evicted_pages;
+	uint64_t device_faults;
+};
+
+/** uhmm_simdev_get_counters() - read the device's totals */
+UHMM_API int uhmm_simdev_get_counters(struct uhmm_simdev *dev,
+				      struct uhmm_simdev_counters *out);
 
 /** uhmm_simdev_used_pages() - device pages holding process data (for tests) */
 UHMM_API size_t uhmm_simdev_used_pages(struct uhmm_simdev *dev);
