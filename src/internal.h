@@ -229,8 +229,16 @@ struct uhmm_mm {
 	 */
 	pthread_rwlock_t as_lock;
 
-	/* Registration bookkeeping (service.c). */
+	/*
+	 * Registration bookkeeping (service.c, migrate.c): reg_lock
+	 * serializes UFFDIO_REGISTER; split[] remembers the boundaries uhmm's
+	 * MISSING registrations cut mappings at (kept across fork: the child
+	 * inherits the split mappings), so a mapping the kernel still treats
+	 * as one can be recognised.
+	 */
 	pthread_mutex_t reg_lock;
+	uintptr_t *split;
+	size_t nsplit, split_cap;
 
 	/* Special entries. */
 	struct uhmm_ptable ptable;
@@ -318,6 +326,10 @@ UHMM_HIDDEN_FN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
 /* Move special entries of [from, from + len) to [to, to + len) (mremap). */
 UHMM_HIDDEN_FN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
 				      uintptr_t to, size_t len);
+/* [start, end) was unmapped: its cut points mean nothing any more. */
+UHMM_HIDDEN_FN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+/* Did uhmm's registration cut a mapping at @addr? */
+UHMM_HIDDEN_FN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
 /* Make sure [start, end) is registered for MISSING faults. */
 UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);

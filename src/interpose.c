@@ -151,6 +151,8 @@ __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 	if (span(addr, len, &s, &e))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
 	ret = uhmm__sys_munmap(addr, len);
+	if (ret == 0 && span(addr, len, &s, &e))
+		uhmm__forget_splits(w.mm, s, e);
 	wrap_end(&w, true);
 	return ret;
 }
@@ -274,6 +276,19 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		}
 	}
 	ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
+	if (ret == MAP_FAILED && errno == EFAULT && w.mm && old_size &&
+	    span(old, old_size, &s, &e)) {
+		/*
+		 * uhmm's registration may have cut the mapping in pieces that
+		 * mremap will not cross: register the range uniformly (the
+		 * pieces merge back) and try once more.
+		 */
+		if (uhmm__register_missing(w.mm, s, e) == 0)
+			ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags,
+					      new_addr);
+		else
+			errno = EFAULT;
+	}
 	if (w2.mm)
 		wrap_end(&w2, false);
 	wrap_end(&w, true);

@@ -160,6 +160,24 @@ static void wake_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 	ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
+/* Remember a boundary a registration may cut a mapping at (reg_lock held). */
+static void note_split(struct uhmm_mm *mm, uintptr_t a)
+{
+	for (size_t i = 0; i < mm->nsplit; i++)
+		if (mm->split[i] == a)
+			return;
+	if (mm->nsplit == mm->split_cap) {
+		size_t cap = mm->split_cap ? mm->split_cap * 2 : 64;
+		uintptr_t *n = realloc(mm->split, cap * sizeof(*n));
+
+		if (!n)
+			return;
+		mm->split = n;
+		mm->split_cap = cap;
+	}
+	mm->split[mm->nsplit++] = a;
+}
+
 int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	struct uffdio_register reg = {
@@ -171,8 +189,35 @@ int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	if (uhmm__has(UHMM_FEAT_UFFD_WP))
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
 	pthread_mutex_lock(&mm->reg_lock);
-	if (ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
+	if (ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		ret = -errno;
+	} else {
+		note_split(mm, start);
+		note_split(mm, end);
+	}
+	pthread_mutex_unlock(&mm->reg_lock);
+	return ret;
+}
+
+void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	pthread_mutex_lock(&mm->reg_lock);
+	for (size_t i = 0; i < mm->nsplit;) {
+		if (mm->split[i] >= start && mm->split[i] <= end)
+			mm->split[i] = mm->split[--mm->nsplit];
+		else
+			i++;
+	}
+	pthread_mutex_unlock(&mm->reg_lock);
+}
+
+bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
+{
+	bool ret = false;
+
+	pthread_mutex_lock(&mm->reg_lock);
+	for (size_t i = 0; i < mm->nsplit && !ret; i++)
+		ret = mm->split[i] == addr;
 	pthread_mutex_unlock(&mm->reg_lock);
 	return ret;
 }
@@ -301,6 +346,14 @@ static void unclaim(struct uhmm_migrate_vma *m, size_t i)
 	m->src[i] = 0;
 }
 
+static size_t first_sys(struct uhmm_migrate_vma *m)
+{
+	for (size_t i = 0; i < m->npages; i++)
+		if (m->state->kind[i] == K_SYS)
+			return i;
+	return m->npages;
+}
+
 /*
  * Freeze the claimed system pages with UFFDIO_MOVE.  Returns -EINVAL when
  * the kernel refuses the move for this mapping (the caller falls back).
@@ -331,9 +384,31 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 			i = j;
 			continue;
 		}
-		if (err == -EINVAL && done == 0 && !moved_any)
-			return -EINVAL;	/* refused for this mapping: fall back */
 		moved_any |= done > 0;
+		if (err == -EINVAL || err == -EFAULT) {
+			/*
+			 * The run crosses a piece boundary of a split mapping
+			 * (one move stays inside one VMA): go on page by page
+			 * up to the end of the run.
+			 */
+			i += done >> ps;
+			for (; i < j; i++) {
+				do_move(m->mm, (uintptr_t)s->staging + (i << ps),
+					m->start + (i << ps), uhmm__page_size, true, &err);
+				if (err == -EBUSY && writable &&
+				    uhmm__sys_madvise((void *)(m->start + (i << ps)),
+						      uhmm__page_size, MADV_POPULATE_WRITE) == 0)
+					do_move(m->mm, (uintptr_t)s->staging + (i << ps),
+						m->start + (i << ps), uhmm__page_size, true, &err);
+				if (err == -EINVAL && !moved_any && i == first_sys(m))
+					return -EINVAL;	/* refused for this mapping: fall back */
+				if (err)
+					unclaim(m, i);
+				else
+					moved_any = true;
+			}
+			continue;
+		}
 		/* The page at i + done stopped the move. */
 		i += done >> ps;
 		if (err == -EBUSY && writable) {
@@ -383,6 +458,15 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 		while (j < m->npages && s->kind[j] == K_SYS)
 			j++;
 		a = m->start + (i << ps);
+		{
+			/* One mremap stays inside one piece of a split mapping. */
+			struct uhmm_vma pv;
+			size_t pn = 0;
+
+			if (!uhmm__vma_find(a, a + uhmm__page_size, &pv, 1, &pn, true) && pn == 1 &&
+			    pv.end < m->start + (j << ps))
+				j = (pv.end - m->start) >> ps;
+		}
 		st = (uintptr_t)s->staging + (i << ps);
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		r = (void *)syscall(SYS_mremap, a, (j - i) << ps, (j - i) << ps,
@@ -408,6 +492,33 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 	return ret;
 }
 
+/*
+ * The mapping [start, end) lies in, as the kernel sees it: uhmm's own
+ * registration splits a mapping into pieces that differ only in their
+ * userfaultfd flags, so adjacent pieces with the same kind and protection
+ * count as one.  0, or -EINVAL.
+ */
+static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bool fresh)
+{
+	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
+				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
+				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
+	struct uhmm_vma v[64];
+	size_t n = 0;
+
+	if (uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), &n, fresh) || n == 0 ||
+	    n > UHMM_ARRAY_SIZE(v) || v[0].start > start || v[n - 1].end < end)
+		return -EINVAL;
+	for (size_t i = 1; i < n; i++)
+		if (v[i].start != v[i - 1].end || (v[i].flags & kind) != (v[0].flags & kind) ||
+		    !uhmm__is_our_split(&uhmm__the_mm, v[i].start))
+			return -EINVAL;
+	out->start = v[0].start;
+	out->end = v[n - 1].end;
+	out->flags = v[0].flags;
+	return 0;
+}
+
 int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
@@ -416,7 +527,7 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	struct uhmm_mm *mm;
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;
-	size_t n = 0, nsys = 0;
+	size_t nsys = 0;
 	bool anon, any_present = false;
 	int ret;
 
@@ -436,10 +547,10 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(EINVAL, "migrate setup: no selection flag");
 	if (uhmm__callback_depth > 0)
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
-	ret = uhmm__vma_find(m->start, m->end, &v, 1, &n, false);
-	if (!ret && (n != 1 || v.start > m->start || v.end < m->end))
-		ret = uhmm__vma_find(m->start, m->end, &v, 1, &n, true);
-	if (ret || n != 1 || v.start > m->start || v.end < m->end)
+	ret = find_mapping(m->start, m->end, &v, false);
+	if (ret)
+		ret = find_mapping(m->start, m->end, &v, true);
+	if (ret)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
 	if (!(v.flags & UHMM_VMA_READ) || (v.flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
@@ -481,11 +592,14 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 
 	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
 		/*
-		 * Register the whole mapping, not just the range: registering
-		 * part of it would split it, and the kernel treats it as one
-		 * (a later migration or mremap over all of it must work).
+		 * Register exactly the range: the kernel may have merged memory
+		 * the caller never gave uhmm (libc's, a runtime's, uhmm's own)
+		 * into the same mapping, and a missing fault there could wait
+		 * for the very thread that takes it.  The split this makes is
+		 * seen through by find_mapping(), and moves are done piece by
+		 * piece.
 		 */
-		ret = uhmm__register_missing(mm, v.start, v.end);
+		ret = uhmm__register_missing(mm, m->start, m->end);
 		if (ret) {
 			ret = uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
 					"with userfaultfd", (unsigned long)m->start,

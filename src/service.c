@@ -284,6 +284,7 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		s = msg->arg.remove.start;
 		e = msg->arg.remove.end;
 		atomic_fetch_add(&uhmm__as_gen, 1);
+		uhmm__forget_splits(mm, s, e);
 		self = selfop_covers(mm, s, e);
 		if (self & UHMM_SELFOP_INTERNAL)
 			break;
@@ -387,7 +388,7 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
  */
 
 #define QUEUE_CAP 4096
-#define READER_STACK (256 * 1024)
+#define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
 struct uhmm_msgq {
 	pid_t worker_tid;
@@ -552,9 +553,13 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	pthread_attr_t attr;
 	int ret;
 
-	mm->msgq = calloc(1, sizeof(*mm->msgq));
-	if (!mm->msgq)
+	/* Its own populated mapping: never memory anyone registers. */
+	mm->msgq = uhmm__sys_mmap(NULL, sizeof(*mm->msgq), PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (mm->msgq == MAP_FAILED) {
+		mm->msgq = NULL;
 		return uhmm__err(ENOMEM, "cannot allocate the message queue");
+	}
 	pthread_mutex_init(&mm->msgq->lock, NULL);
 	pthread_cond_init(&mm->msgq->nonempty, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
@@ -565,10 +570,11 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	 * would wait for itself to read the REMOVE event.
 	 */
 	mm->reader_stack = uhmm__sys_mmap(NULL, READER_STACK, PROT_READ | PROT_WRITE,
-					  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+					  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE,
+					  -1, 0);
 	if (mm->reader_stack == MAP_FAILED) {
 		mm->reader_stack = NULL;
-		free(mm->msgq);
+		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
 		return uhmm__err(ENOMEM, "cannot allocate the reader's stack");
 	}
@@ -590,7 +596,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	}
 	pthread_attr_destroy(&attr);
 	if (ret) {
-		free(mm->msgq);
+		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
 		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
 		mm->reader_stack = NULL;
@@ -654,7 +660,7 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_mutex_destroy(&mm->msgq->lock);
 	pthread_cond_destroy(&mm->msgq->nonempty);
 	pthread_cond_destroy(&mm->msgq->nonfull);
-	free(mm->msgq);
+	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 	mm->msgq = NULL;
 	mm->service_started = false;
 }
