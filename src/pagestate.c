@@ -21,6 +21,7 @@
 static pthread_mutex_t pm_lock = PTHREAD_MUTEX_INITIALIZER;
 static int pagemap_fd = -1;
 static uint64_t zero_pfn;		/* 0: unknown */
+static uint64_t huge_zero_pfn;		/* first frame of the huge zero page, 0: unknown */
 static bool zero_pfn_probed;
 
 void uhmm__pagestate_atfork_child(void)
@@ -85,6 +86,25 @@ static uint64_t find_zero_pfn(int fd)
 			if (read_pagemap(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
 				zero_pfn = e & PM_PFN_MASK;
 			uhmm__sys_munmap((void *)p, uhmm__page_size);
+		}
+		/* The huge zero page: a read fault of an aligned THP region. */
+		{
+			const size_t huge = 2u << 20;
+			char *r = uhmm__sys_mmap(NULL, 2 * huge, PROT_READ,
+						 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+			if (r != MAP_FAILED) {
+				volatile char *a = (char *)(((uintptr_t)r + huge - 1) &
+							    ~(uintptr_t)(huge - 1));
+
+				uhmm__sys_madvise((void *)a, huge, MADV_HUGEPAGE);
+				(void)a[0];
+				if (read_pagemap(fd, (uintptr_t)a, 1, &e) == 0 &&
+				    (e & PM_PRESENT) && (e & PM_PFN_MASK) &&
+				    (e & PM_PFN_MASK) != zero_pfn)
+					huge_zero_pfn = e & PM_PFN_MASK;
+				uhmm__sys_munmap(r, 2 * huge);
+			}
 		}
 	}
 	pthread_mutex_unlock(&pm_lock);
@@ -181,7 +201,9 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		if (!(pm[i] & PM_PRESENT) || !pfn)
 			continue;
 		any = true;
-		if (zpfn && pfn == zpfn)
+		if ((zpfn && pfn == zpfn) ||
+		    (huge_zero_pfn && pfn >= huge_zero_pfn &&
+		     pfn < huge_zero_pfn + ((2u << 20) >> uhmm__page_shift)))
 			out[i] |= UHMM_PS_ZERO;
 	}
 	if (!any)
@@ -199,7 +221,8 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		ok = (blk[0] & PM_PRESENT) && pfn0 && !(pfn0 & (huge_pages - 1));
 		for (size_t k = 1; ok && k < huge_pages; k++)
 			ok = (blk[k] & PM_PRESENT) && (blk[k] & PM_PFN_MASK) == pfn0 + k;
-		if (!ok || smaps_anon_huge_kb(b) <= 0)
+		/* The huge zero page is PMD-mapped but not in AnonHugePages. */
+		if (!ok || (pfn0 != huge_zero_pfn && smaps_anon_huge_kb(b) <= 0))
 			continue;
 		for (uintptr_t a = UHMM_MAX(b, start); a < UHMM_MIN(b + huge, end);
 		     a += uhmm__page_size)

@@ -179,7 +179,7 @@ int uhmm_range_fault(struct uhmm_range *range)
 	}
 
 	for (int pass = 0;; pass++) {
-		bool any_fault = false, fresh = false;
+		bool any_fault = false, fresh = false, wait_mig = false;
 		int err = 0;
 
 		if (uhmm_interval_check_retry(mni, range->notifier_seq)) {
@@ -204,6 +204,16 @@ again:
 			}
 			if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_MAYWRITE)) {
 				err = err ? err : -EPERM;
+				continue;
+			}
+			if ((ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_MIGRATING ||
+			    (ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_BUSY) {
+				/*
+				 * As the kernel's migration entry wait: let the
+				 * migration end and look again (faulting now
+				 * could pull back a page it is giving to us).
+				 */
+				wait_mig = true;
 				continue;
 			}
 			if (own_device(mm, range, ent[i])) {
@@ -245,6 +255,14 @@ again:
 					(unsigned long)range->start,
 					(unsigned long)range->end);
 			goto out;
+		}
+		if (wait_mig) {
+			if (pass >= MAX_PASSES) {
+				ret = -EBUSY;
+				goto out;
+			}
+			uhmm__wait_migrations(mm, range->start, range->end);
+			continue;
 		}
 		if (!any_fault) {
 			for (size_t i = 0; i < npages; i++) {
