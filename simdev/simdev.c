@@ -87,6 +87,8 @@ struct uhmm_simdev {
 	atomic_ulong gen;		/* bumped by every invalidation */
 	struct uhmm_simdev_thread *workers;
 	unsigned int nworkers;
+	unsigned int shootdowns;	/* invalidations looking at workers */
+	pthread_cond_t shootdown_done;
 	pthread_mutex_t chunk_lock;
 	struct chunk *chunks[MAX_CHUNKS];
 	unsigned int nchunks;
@@ -172,12 +174,14 @@ static char *entry_ptr(uint64_t e)
 
 /* ---- invalidation --------------------------------------------------------- */
 
-/* Wait until no compute thread is mid-access with a translation older than @gen. */
-static void tlb_shootdown(struct uhmm_simdev *d, unsigned long gen)
+/*
+ * Wait until no compute thread is mid-access with a translation older than
+ * @gen.  @w / @nw were read under the lock with d->shootdowns raised, which
+ * keeps launch from freeing them meanwhile.
+ */
+static void tlb_shootdown(struct uhmm_simdev_thread *w, unsigned int nw, unsigned long gen)
 {
-	struct uhmm_simdev_thread *w = d->workers;
-
-	for (unsigned int i = 0; w && i < d->nworkers; i++) {
+	for (unsigned int i = 0; w && i < nw; i++) {
 		for (;;) {
 			unsigned long a = atomic_load(&w[i].active);
 
@@ -193,6 +197,8 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 {
 	struct chunk *c = (struct chunk *)mni;
 	struct uhmm_simdev *d = c->dev;
+	struct uhmm_simdev_thread *w;
+	unsigned int nw;
 	unsigned long gen;
 
 	pthread_mutex_lock(&d->lock);
@@ -200,8 +206,18 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
 		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	gen = atomic_fetch_add(&d->gen, 1) + 1;
+	w = d->workers;
+	nw = d->nworkers;
+	if (w)
+		d->shootdowns++;
 	pthread_mutex_unlock(&d->lock);
-	tlb_shootdown(d, gen);
+	if (w) {
+		tlb_shootdown(w, nw, gen);
+		pthread_mutex_lock(&d->lock);
+		if (--d->shootdowns == 0)
+			pthread_cond_broadcast(&d->shootdown_done);
+		pthread_mutex_unlock(&d->lock);
+	}
 	return true;
 }
 
@@ -1136,6 +1152,8 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	pthread_mutex_lock(&d->lock);
 	d->workers = NULL;
 	d->nworkers = 0;
+	while (d->shootdowns)
+		pthread_cond_wait(&d->shootdown_done, &d->lock);
 	pthread_mutex_unlock(&d->lock);
 	free(ts);
 	free(ls);
@@ -1177,6 +1195,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->chunk_lock, NULL);
 	pthread_mutex_init(&d->evict_lock, NULL);
+	pthread_cond_init(&d->shootdown_done, NULL);
 	ret = uhmm_mm_get(&d->mm);
 	if (ret)
 		goto err_free;
