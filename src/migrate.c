@@ -658,8 +658,18 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 				break;	/* swapped out: the kernel does not migrate it */
 			w = (st[i] & UHMM_PS_MAYWRITE) ? UHMM_PTE_WRITE : 0;
 			slot = slot_of(mm, a);
-			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
-							   UHMM_PTE_MIGRATING | w))
+			if (!slot)
+				break;
+			/* A zero fill in flight (BUSY) lasts one ioctl: wait it out. */
+			for (int spin = 0; spin < 10000; spin++) {
+				zero = 0;
+				if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
+							 UHMM_PTE_MIGRATING | w) ||
+				    zero != UHMM_PTE_BUSY)
+					break;
+				sched_yield();
+			}
+			if (zero != 0)
 				break;
 			s->orig[i] = 0;
 			s->kind[i] = K_SYS;

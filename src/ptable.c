@@ -33,10 +33,12 @@ int uhmm__ptable_init(struct uhmm_ptable *pt)
 	void *top;
 
 	pt->top_entries = (size_t)1 << bits;
-	top = uhmm__sys_mmap(NULL, pt->top_entries * sizeof(void *),
-			     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-			     MAP_NORESERVE, -1, 0);
-	if (top == MAP_FAILED)
+	/*
+	 * calloc of this size is a fresh zero mapping (untouched parts cost
+	 * nothing), and leak checkers can see the nodes it points to.
+	 */
+	top = calloc(pt->top_entries, sizeof(void *));
+	if (!top)
 		return -ENOMEM;
 	pt->top = top;
 	atomic_store(&pt->nr_entries, 0);
@@ -67,7 +69,7 @@ void uhmm__ptable_destroy(struct uhmm_ptable *pt)
 		if (n)
 			free_level(n, 2);	/* l1 -> l2 -> leaf */
 	}
-	uhmm__sys_munmap((void *)pt->top, pt->top_entries * sizeof(void *));
+	free((void *)pt->top);
 	pt->top = NULL;
 	atomic_store(&pt->nr_entries, 0);
 	atomic_store(&pt->nr_nodes, 0);
