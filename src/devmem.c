@@ -221,6 +221,8 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	*we = UHMM_MIN(*we, v.end);
 }
 
+__thread struct uhmm_wake_defer uhmm__last_fault_window;
+
 int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
 {
 	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
@@ -242,6 +244,8 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	vmf.page = page;
 	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end);
 	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
+	uhmm__last_fault_window.start = vmf.window_start;
+	uhmm__last_fault_window.end = vmf.window_end;
 	ret = page->pgmap->ops->migrate_to_ram(&vmf);
 	uhmm_page_unlock(page);
 	uhmm_page_put(page);

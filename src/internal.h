@@ -301,6 +301,8 @@ struct uhmm_wake_defer {
 	uintptr_t end;
 };
 extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN_FN;
+/* The window the last CPU fault on this thread offered (start/end used). */
+extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN_FN;
 /* The page a device pfn names, or NULL. */
 UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */

@@ -649,6 +649,7 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			m->cpages++;
 			break;
 		}
+		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out below */
 		case 0: {
 			uint64_t w, zero = 0;
 
@@ -660,8 +661,11 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			slot = slot_of(mm, a);
 			if (!slot)
 				break;
-			/* A zero fill in flight (BUSY) lasts one ioctl: wait it out. */
-			for (int spin = 0; spin < 10000; spin++) {
+			/*
+			 * A zero fill in flight (BUSY) lasts one ioctl on the
+			 * worker, which never waits in between: wait it out.
+			 */
+			for (;;) {
 				zero = 0;
 				if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
 							 UHMM_PTE_MIGRATING | w) ||

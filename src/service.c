@@ -16,7 +16,9 @@
  * for example munmap() returns only after the special entries of the range
  * were dropped.
  */
+#include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <signal.h>
@@ -159,7 +161,66 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
  * Handle one page fault.  Returns -EAGAIN when it must be retried after the
  * pending events are read.
  */
-static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg)
+/*
+ * Recently served CPU faults on device pages: the window each one brought
+ * back and the read sequence at that moment.  A fault message read before
+ * a window was served came from a thread that the serve woke (it already
+ * saw its page): acting on it would pull a page back that nobody is
+ * touching (the kernel has no such stale messages: the faulting thread
+ * serves its own fault).
+ */
+#define SERVED_RING 64
+static struct {
+	uintptr_t start, end;
+	unsigned long seq;
+} served[SERVED_RING];
+static unsigned int served_next;
+
+/* Is thread @tid still asleep in a userfault (not yet woken)? */
+static bool still_waiting(pid_t tid)
+{
+	char path[64], buf[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;	/* the thread is gone */
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;	/* cannot tell: serve it */
+	buf[n] = 0;
+	return strstr(buf, "userfault") != NULL;
+}
+
+static bool stale_fault(uintptr_t page, unsigned long msg_seq, pid_t tid)
+{
+	for (unsigned int i = 0; i < SERVED_RING; i++) {
+		if (served[i].start > page || page >= served[i].end)
+			continue;
+		/* Read before that serve: its thread was woken by it. */
+		if (msg_seq <= served[i].seq)
+			return true;
+		/*
+		 * Read after, but maybe sent before: a recently served page
+		 * is only served again for a thread that is still waiting.
+		 */
+		return tid > 0 && !still_waiting(tid);
+	}
+	return false;
+}
+
+static void note_served(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	served[served_next].start = start;
+	served[served_next].end = end;
+	served[served_next].seq = atomic_load(&mm->ev_read);
+	served_next = (served_next + 1) % SERVED_RING;
+}
+
+static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
 	uint64_t flags = msg->arg.pagefault.flags;
@@ -205,8 +266,17 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		 */
 		return 0;
 	case UHMM_PTE_DEVICE:
+		if (stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
+			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
+
+			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			return 0;
+		}
 		ret = uhmm__fault_device(mm, page, e,
 					 (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+		if (!ret)
+			note_served(mm, uhmm__last_fault_window.start,
+				    uhmm__last_fault_window.end);
 		if (ret == -EAGAIN)
 			return -EAGAIN;
 		if (ret) {
@@ -327,7 +397,8 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
  * it: a REMAP moves the entry the fault needs), then the faults.  A fault
  * that cannot be served now goes to the retry list.
  */
-static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs, size_t n)
+static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
+			 const unsigned long *seqs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
@@ -335,7 +406,7 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs, size_t
 	for (size_t i = 0; i < n; i++) {
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		if (handle_fault(mm, &msgs[i]) == -EAGAIN) {
+		if (handle_fault(mm, &msgs[i], seqs[i]) == -EAGAIN) {
 			if (mm->nretry < UHMM_RETRY_MAX)
 				mm->retry[mm->nretry++] = msgs[i];
 			else
@@ -393,6 +464,7 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
 struct uhmm_msgq {
 	pid_t worker_tid;
 	struct uffd_msg msg[QUEUE_CAP];
+	unsigned long seq[QUEUE_CAP];	/* the read each message came from */
 	size_t head, count;
 	unsigned long last_seq;		/* ev_read of the last read pushed */
 	bool stop;
@@ -461,6 +533,7 @@ static void *reader_main(void *arg)
 			    reader_fill(mm, &buf[i]))
 				continue;
 			q->msg[(q->head + q->count) % QUEUE_CAP] = buf[i];
+			q->seq[(q->head + q->count) % QUEUE_CAP] = seq;
 			q->count++;
 		}
 		q->last_seq = seq;
@@ -475,6 +548,7 @@ static void *worker_main(void *arg)
 	struct uhmm_mm *mm = arg;
 	struct uhmm_msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
+	unsigned long batch_seq[MSG_BATCH];
 	struct uffd_msg retry[UHMM_RETRY_MAX];
 	sigset_t all;
 
@@ -511,6 +585,7 @@ static void *worker_main(void *arg)
 			break;
 		}
 		while (q->count && n < MSG_BATCH) {
+			batch_seq[n] = q->seq[q->head];
 			batch[n++] = q->msg[q->head];
 			q->head = (q->head + 1) % QUEUE_CAP;
 			q->count--;
@@ -520,7 +595,7 @@ static void *worker_main(void *arg)
 		pthread_cond_signal(&q->nonfull);
 		pthread_mutex_unlock(&q->lock);
 
-		process_msgs(mm, batch, n);
+		process_msgs(mm, batch, batch_seq, n);
 		if (seq)
 			events_done(mm, seq);
 		/*
