@@ -36,6 +36,24 @@ struct work {
 	atomic_size_t done;
 };
 
+#define HUGE (2u << 20)
+
+static void *map_aligned(size_t len)
+{
+	char *p = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *a;
+
+	if (p == MAP_FAILED)
+		return MAP_FAILED;
+	a = (char *)(((uintptr_t)p + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + len < p + len + HUGE)
+		munmap(a + len, (size_t)(p + len + HUGE - (a + len)));
+	return a;
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec t;
@@ -217,10 +235,17 @@ int uhmm_demo_main(int argc, char **argv)
 	printf("uhmm demo: %zu MiB input + %zu MiB output on the simulated device "
 	       "(%zu MiB of device memory, policy %s)\n", size_mib, size_mib,
 	       cfg.capacity_pages * ps >> 20, policy ? "migrate" : "mirror");
-	w.in = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	w.out = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	w.bins = mmap(NULL, 256 * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/*
+	 * 2 MiB-aligned buffers whose sizes are multiples of 2 MiB: the
+	 * device's migration windows (aligned, at most 2 MiB) then never
+	 * reach past a buffer into memory that happens to share its mapping
+	 * (another allocation, a runtime's), which the device never touched.
+	 */
+	bytes = (bytes + HUGE - 1) & ~(size_t)(HUGE - 1);
+	w.n = bytes / sizeof(uint32_t);
+	w.in = map_aligned(bytes);
+	w.out = map_aligned(bytes);
+	w.bins = map_aligned(HUGE);
 	ref_out = malloc(bytes);
 	lat = malloc((bytes / ps + 1) * sizeof(*lat));
 	if (w.in == MAP_FAILED || w.out == MAP_FAILED || w.bins == MAP_FAILED || !ref_out || !lat) {
@@ -322,7 +347,7 @@ int uhmm_demo_main(int argc, char **argv)
 	uhmm_simdev_destroy(dev);
 	munmap(w.in, bytes);
 	munmap(w.out, bytes);
-	munmap(w.bins, 256 * sizeof(uint64_t));
+	munmap(w.bins, HUGE);
 	free(ref_out);
 	free(lat);
 	return mism ? 1 : 0;
