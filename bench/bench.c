@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -185,7 +186,7 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 struct bare {
 	int uffd;
 	char *src;
-	volatile bool stop;
+	atomic_bool stop;
 };
 
 static void *bare_handler(void *arg)
@@ -193,7 +194,7 @@ static void *bare_handler(void *arg)
 	struct bare *b = arg;
 	struct uffd_msg msg;
 
-	while (!b->stop) {
+	while (!atomic_load(&b->stop)) {
 		struct pollfd pfd = { .fd = b->uffd, .events = POLLIN };
 
 		if (poll(&pfd, 1, 100) <= 0)
@@ -240,7 +241,7 @@ static int bare_latencies(double *lat, int n)
 		(void)*(volatile char *)(p + (size_t)i * ps);
 		lat[i] = (double)(now_ns() - t) / 1000.0;
 	}
-	b.stop = true;
+	atomic_store(&b.stop, true);
 	pthread_join(th, NULL);
 	close(b.uffd);
 	munmap(p, len);

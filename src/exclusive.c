@@ -34,7 +34,7 @@ static void excl_page_free(struct uhmm_page *p)
 {
 	struct excl_pool *x = p->pgmap->driver_data;
 
-	p->zone_device_data = NULL;
+	__atomic_store_n(&p->zone_device_data, NULL, __ATOMIC_RELEASE);
 	/* Give the holding memory back to the system. */
 	uhmm__sys_madvise(slot_mem(x, p), uhmm__page_size, MADV_DONTNEED);
 	pthread_mutex_lock(&x->lock);
@@ -168,7 +168,8 @@ static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const
 	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
 		return NULL;
 	p = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-	if (!p || p->pgmap != &x->pgmap || p->zone_device_data != owner)
+	if (!p || p->pgmap != &x->pgmap ||
+	    __atomic_load_n(&p->zone_device_data, __ATOMIC_ACQUIRE) != owner)
 		return NULL;
 	return slot_mem(x, p);
 }
@@ -264,7 +265,7 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		if (!p)
 			break;
 		uhmm_page_init(p);
-		p->zone_device_data = (void *)owner;
+		__atomic_store_n(&p->zone_device_data, (void *)owner, __ATOMIC_RELEASE);
 		from = uhmm_migrate_pfn_addr(&m, i);
 		if (from)
 			memcpy(slot_mem(x, p), from, uhmm__page_size);
