@@ -244,7 +244,16 @@ static void test_hole(void)
 	for (int tries = 0; tries < 5; tries++) {
 		uint32_t s1;
 
-		p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
+		/*
+		 * Far below where the kernel hands out new mappings, so no
+		 * allocator (the library's own mallocs under a sanitizer)
+		 * lands in the hole first.
+		 */
+		p = mmap((void *)(uintptr_t)(0x200000000000ull + (uint64_t)tries * (1u << 30)),
+			 3 * page_size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == MAP_FAILED)
+			p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
 		hole = p + page_size;
 		CHECK_EQ(munmap(hole, page_size), 0);
 		s1 = state1(hole) & ~UHMM_PS_SOFT_DIRTY;
