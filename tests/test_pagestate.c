@@ -249,11 +249,16 @@ static void test_hole(void)
 		 * allocator (the library's own mallocs under a sanitizer)
 		 * lands in the hole first.
 		 */
+#ifdef __SANITIZE_THREAD__
+		/* TSan allows application mappings only in its own ranges. */
+		p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
+#else
 		p = mmap((void *)(uintptr_t)(0x200000000000ull + (uint64_t)tries * (1u << 30)),
 			 3 * page_size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 		if (p == MAP_FAILED)
 			p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
+#endif
 		hole = p + page_size;
 		CHECK_EQ(munmap(hole, page_size), 0);
 		s1 = state1(hole) & ~UHMM_PS_SOFT_DIRTY;
