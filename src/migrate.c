@@ -47,7 +47,7 @@ __attribute__((constructor)) static void install_mode_init(void)
 		install_by_move = false;
 }
 
-enum kind { K_NONE = 0, K_SYS, K_DEV, K_RESTORE /* moved by mremap, not migrating */ };
+enum kind { K_NONE = 0, K_SYS, K_DEV };
 
 struct uhmm_migrate_state {
 	char *staging;		/* page i of the range <-> staging + i pages */
@@ -358,6 +358,24 @@ static size_t first_sys(struct uhmm_migrate_vma *m)
  * Freeze the claimed system pages with UFFDIO_MOVE.  Returns -EINVAL when
  * the kernel refuses the move for this mapping (the caller falls back).
  */
+/*
+ * Move page @i alone to staging; a page shared copy-on-write (-EBUSY) gets
+ * a private copy first (same data) and one more try.  0 or -errno.
+ */
+static int move_one(struct uhmm_migrate_vma *m, size_t i, bool writable)
+{
+	const unsigned int ps = uhmm__page_shift;
+	uintptr_t a = m->start + (i << ps);
+	uintptr_t st = (uintptr_t)m->state->staging + (i << ps);
+	int err;
+
+	do_move(m->mm, st, a, uhmm__page_size, true, &err);
+	if (err == -EBUSY && writable &&
+	    uhmm__sys_madvise((void *)a, uhmm__page_size, MADV_POPULATE_WRITE) == 0)
+		do_move(m->mm, st, a, uhmm__page_size, true, &err);
+	return err;
+}
+
 static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 {
 	struct uhmm_migrate_state *s = m->state;
@@ -366,7 +384,6 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 
 	for (size_t i = 0; i < m->npages;) {
 		size_t j = i;
-		uintptr_t a;
 		size_t done;
 		int err;
 
@@ -376,8 +393,7 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 		}
 		while (j < m->npages && s->kind[j] == K_SYS)
 			j++;
-		a = m->start + (i << ps);
-		done = do_move(m->mm, (uintptr_t)s->staging + (i << ps), a,
+		done = do_move(m->mm, (uintptr_t)s->staging + (i << ps), m->start + (i << ps),
 			       (j - i) << ps, true, &err);
 		if (!err) {
 			moved_any = true;
@@ -385,21 +401,16 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 			continue;
 		}
 		moved_any |= done > 0;
+		/* The page at i + done stopped the move. */
+		i += done >> ps;
 		if (err == -EINVAL || err == -EFAULT) {
 			/*
 			 * The run crosses a piece boundary of a split mapping
 			 * (one move stays inside one VMA): go on page by page
 			 * up to the end of the run.
 			 */
-			i += done >> ps;
 			for (; i < j; i++) {
-				do_move(m->mm, (uintptr_t)s->staging + (i << ps),
-					m->start + (i << ps), uhmm__page_size, true, &err);
-				if (err == -EBUSY && writable &&
-				    uhmm__sys_madvise((void *)(m->start + (i << ps)),
-						      uhmm__page_size, MADV_POPULATE_WRITE) == 0)
-					do_move(m->mm, (uintptr_t)s->staging + (i << ps),
-						m->start + (i << ps), uhmm__page_size, true, &err);
+				err = move_one(m, i, writable);
 				if (err == -EINVAL && !moved_any && i == first_sys(m))
 					return -EINVAL;	/* refused for this mapping: fall back */
 				if (err)
@@ -409,23 +420,9 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 			}
 			continue;
 		}
-		/* The page at i + done stopped the move. */
-		i += done >> ps;
-		if (err == -EBUSY && writable) {
-			/* Shared copy-on-write: take a private copy, retry once. */
-			a = m->start + (i << ps);
-			if (uhmm__sys_madvise((void *)a, uhmm__page_size,
-					      MADV_POPULATE_WRITE) == 0) {
-				do_move(m->mm, (uintptr_t)s->staging + (i << ps), a,
-					uhmm__page_size, true, &err);
-				if (!err) {
-					i++;
-					continue;
-				}
-			}
-		}
-		/* Pinned or otherwise immovable: it stays and does not migrate. */
-		unclaim(m, i);
+		/* Pinned or otherwise immovable pages stay and do not migrate. */
+		if (err != -EBUSY || move_one(m, i, writable))
+			unclaim(m, i);
 		i++;
 	}
 	return 0;
@@ -702,7 +699,6 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 		 * page can be filled between that look and the claim, and only
 		 * the staging page table tells for sure what has data.
 		 */
-		(void)any_present;
 		ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
 		if (ret == -EINVAL)
 			ret = freeze_mremap(m);
@@ -723,8 +719,6 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 		for (size_t i = 0; i < m->npages; i++) {
 			bool data = ((uint8_t *)st)[i];
 
-			if (s->kind[i] == K_NONE && s->by_mremap && data)
-				s->kind[i] = K_RESTORE;	/* mremap took it along */
 			if (s->kind[i] != K_SYS)
 				continue;
 			if (data)
@@ -970,12 +964,9 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		_Atomic uint64_t *slot;
 		uint64_t e, final;
 
-		if (s->kind[i] == K_NONE || s->kind[i] == K_RESTORE) {
+		if (s->kind[i] == K_NONE) {
 			if (m->dst[i])
 				release_dst(m, i);
-			if (s->kind[i] == K_RESTORE &&
-			    do_copy(mm, a, stage, uhmm__page_size))
-				uhmm__warn("migrate: cannot restore %#lx", (unsigned long)a);
 			continue;
 		}
 		slot = slot_of(mm, a);
