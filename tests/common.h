@@ -5,6 +5,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -115,6 +116,30 @@ static inline bool zero_page_supported(void)
 
 	uhmm_sysinfo(&si);
 	return si.zero_page == 1;
+}
+
+/* Open userfaultfds of this process (uhmm's context has one while it lives). */
+static inline int count_uffds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	CHECK(dir, "opendir /proc/self/fd");
+	while ((de = readdir(dir))) {
+		char path[300], target[256];
+		ssize_t len;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (strstr(target, "userfaultfd"))
+			n++;
+	}
+	closedir(dir);
+	return n;
 }
 
 #endif

@@ -39,29 +39,6 @@ static bool rec_inv(struct uhmm_interval_notifier *mni,
 
 static const struct uhmm_interval_notifier_ops rec_ops = { .invalidate = rec_inv };
 
-static int count_uffds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	CHECK(d, "opendir");
-	while ((de = readdir(d))) {
-		char path[300], target[256];
-		ssize_t len;
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		len = readlink(path, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		target[len] = 0;
-		if (strstr(target, "userfaultfd"))
-			n++;
-	}
-	closedir(d);
-	return n;
-}
-
 static void test_refcount(void)
 {
 	struct uhmm_mm *a, *b;

@@ -167,29 +167,6 @@ static long frees(struct tdev *d)
 	return atomic_load(&d->frees);
 }
 
-static int count_uffds(void)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	CHECK(dir, "opendir");
-	while ((de = readdir(dir))) {
-		char path[300], target[256];
-		ssize_t len;
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		len = readlink(path, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		target[len] = 0;
-		if (strstr(target, "userfaultfd"))
-			n++;
-	}
-	closedir(dir);
-	return n;
-}
-
 /*
  * A tdev whose page_free also signals a condition variable, to wait for
  * frees that happen on uhmm's service thread (changes that bypass the

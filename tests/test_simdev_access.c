@@ -1366,30 +1366,6 @@ static void test_device_resident_prot(void)
 
 /* ---- the last device closed tears the context down -------------------------- */
 
-/* Open userfaultfds of this process (uhmm's context has one while it lives). */
-static int count_uffds(void)
-{
-	DIR *dir = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	CHECK(dir, "opendir /proc/self/fd");
-	while ((de = readdir(dir))) {
-		char path[300], target[256];
-		ssize_t len;
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
-		len = readlink(path, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		target[len] = 0;
-		if (strstr(target, "userfaultfd"))
-			n++;
-	}
-	closedir(dir);
-	return n;
-}
-
 /*
  * Closing the last device drops the last context reference: the context is
  * torn down (its service thread stops) and a later device gets a fresh one.
