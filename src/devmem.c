@@ -37,7 +37,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		return uhmm__err(EINVAL, "devmem add: pool already added");
 	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
-	pages = calloc(pgmap->nr_pages, sizeof(*pages));
+	pages = uhmm__calloc(pgmap->nr_pages, sizeof(*pages));
 	if (!pages)
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
 				 pgmap->nr_pages);
@@ -259,7 +259,7 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 		if (uhmm__wake_defer.end) {
 			r.start = uhmm__wake_defer.start;
 			r.len = uhmm__wake_defer.end - uhmm__wake_defer.start;
-			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 		}
 	}
 	return ret;

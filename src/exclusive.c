@@ -48,8 +48,8 @@ static int excl_back(struct excl_pool *x, struct uhmm_mm *mm, uintptr_t s, uintp
 {
 	size_t n = (e - s) >> uhmm__page_shift;
 	uint64_t stack_src[16], stack_dst[16];
-	uint64_t *src = n <= 16 ? stack_src : malloc(n * 8);
-	uint64_t *dst = n <= 16 ? stack_dst : malloc(n * 8);
+	uint64_t *src = n <= 16 ? stack_src : uhmm__malloc(n * 8);
+	uint64_t *dst = n <= 16 ? stack_dst : uhmm__malloc(n * 8);
 	struct uhmm_migrate_vma m = {
 		.mm = mm, .start = s, .end = e, .src = src, .dst = dst,
 		.pgmap_owner = &x->token, .fault_page = fault_page,
@@ -111,13 +111,13 @@ static struct excl_pool *get_pool(struct uhmm_mm *mm)
 		pthread_mutex_unlock(&mm->excl_lock);
 		return x;
 	}
-	x = calloc(1, sizeof(*x));
+	x = uhmm__calloc(1, sizeof(*x));
 	if (!x)
 		goto fail;
 	x->arena = uhmm__sys_mmap(NULL, EXCL_PAGES << uhmm__page_shift,
 				  PROT_READ | PROT_WRITE,
 				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	x->free_list = malloc(EXCL_PAGES * sizeof(size_t));
+	x->free_list = uhmm__malloc(EXCL_PAGES * sizeof(size_t));
 	if (x->arena == MAP_FAILED || !x->free_list)
 		goto fail_x;
 	for (size_t i = 0; i < EXCL_PAGES; i++)
@@ -234,8 +234,8 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		a = b + uhmm__page_size;
 	}
 
-	src = malloc(npages * 8);
-	dst = malloc(npages * 8);
+	src = uhmm__malloc(npages * 8);
+	dst = uhmm__malloc(npages * 8);
 	if (!src || !dst) {
 		free(src);
 		free(dst);

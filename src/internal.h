@@ -34,6 +34,14 @@ UHMM_HIDDEN_FN int uhmm__err(int err, const char *fmt, ...)
 UHMM_HIDDEN_FN void uhmm__warn(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 
+/* ---- inject.c: the doors failure injection watches (uhmm/inject.h) ---- */
+/* The library's allocations: never call malloc/calloc/realloc directly. */
+UHMM_HIDDEN_FN void *uhmm__malloc(size_t n);
+UHMM_HIDDEN_FN void *uhmm__calloc(size_t n, size_t size);
+UHMM_HIDDEN_FN void *uhmm__realloc(void *old, size_t n);
+/* ioctl(2) on the userfaultfd: never call ioctl on it directly. */
+UHMM_HIDDEN_FN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
+
 /* ---- features.c ------------------------------------------------------- */
 UHMM_HIDDEN_FN const struct uhmm_sysinfo *uhmm__sysinfo(void);
 static inline bool uhmm__has(unsigned int feat)

@@ -91,7 +91,7 @@ static size_t do_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t l
 				(holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0),
 		};
 
-		if (ioctl(mm->uffd, UFFDIO_MOVE, &mv) == 0) {
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_MOVE, &mv) == 0) {
 			done = len;
 			break;
 		}
@@ -119,7 +119,7 @@ static int do_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
 			.mode = UFFDIO_COPY_MODE_DONTWAKE,
 		};
 
-		if (ioctl(mm->uffd, UFFDIO_COPY, &c) == 0)
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_COPY, &c) == 0)
 			return 0;
 		if (c.copy > 0)
 			done += (size_t)c.copy;
@@ -157,7 +157,7 @@ static void wake_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 		}
 		return;
 	}
-	ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
 /* Remember a boundary a registration may cut a mapping at (reg_lock held). */
@@ -168,7 +168,7 @@ static void note_split(struct uhmm_mm *mm, uintptr_t a)
 			return;
 	if (mm->nsplit == mm->split_cap) {
 		size_t cap = mm->split_cap ? mm->split_cap * 2 : 64;
-		uintptr_t *n = realloc(mm->split, cap * sizeof(*n));
+		uintptr_t *n = uhmm__realloc(mm->split, cap * sizeof(*n));
 
 		if (!n)
 			return;
@@ -189,7 +189,7 @@ int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	if (uhmm__has(UHMM_FEAT_UFFD_WP))
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
 	pthread_mutex_lock(&mm->reg_lock);
-	if (ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
+	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		ret = -errno;
 	} else {
 		note_split(mm, start);
@@ -250,7 +250,7 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 		};
 
 		pthread_mutex_lock(&m->mm->reg_lock);
-		if (ioctl(m->mm->uffd, UFFDIO_REGISTER, &r) == 0)
+		if (uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_REGISTER, &r) == 0)
 			s->registered = true;
 		pthread_mutex_unlock(&m->mm->reg_lock);
 		if (!s->registered)
@@ -267,7 +267,7 @@ static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s, si
 		struct uffdio_range r = { .start = (uintptr_t)s->staging, .len = len };
 
 		pthread_mutex_lock(&mm->reg_lock);
-		ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
 		pthread_mutex_unlock(&mm->reg_lock);
 	}
 	uhmm__sys_munmap(s->map, s->map_len);
@@ -477,7 +477,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 			struct uffdio_range rr = { .start = st, .len = (j - i) << ps };
 
 			pthread_mutex_lock(&m->mm->reg_lock);
-			ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
+			uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
 			pthread_mutex_unlock(&m->mm->reg_lock);
 		}
 		s->by_mremap = true;
@@ -559,15 +559,15 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	m->npages = (m->end - m->start) >> ps;
 	memset(m->src, 0, m->npages * sizeof(*m->src));
 	memset(m->dst, 0, m->npages * sizeof(*m->dst));
-	s = calloc(1, sizeof(*s));
+	s = uhmm__calloc(1, sizeof(*s));
 	if (!s)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
-	s->kind = calloc(m->npages, 1);
-	s->orig = calloc(m->npages, sizeof(*s->orig));
-	s->dst_given = calloc((m->npages + 63) / 64, sizeof(uint64_t));
-	st = malloc(m->npages * sizeof(*st));
-	ent = malloc(m->npages * sizeof(*ent));
+	s->kind = uhmm__calloc(m->npages, 1);
+	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
+	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
+	st = uhmm__malloc(m->npages * sizeof(*st));
+	ent = uhmm__malloc(m->npages * sizeof(*ent));
 	if (!s->kind || !s->orig || !s->dst_given || !st || !ent) {
 		ret = uhmm__err(ENOMEM, "migrate setup: out of memory");
 		goto fail;
@@ -1094,7 +1094,7 @@ int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long np
 
 	if (!src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device pfns: NULL argument or no pages");
-	pfns = malloc(npages * sizeof(*pfns));
+	pfns = uhmm__malloc(npages * sizeof(*pfns));
 	if (!pfns)
 		return uhmm__err(ENOMEM, "migrate device pfns: out of memory");
 	memcpy(pfns, src, npages * sizeof(*pfns));

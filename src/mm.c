@@ -188,7 +188,7 @@ static void atfork_prepare(void)
 	if (mm) {
 		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
 			for (;;) {
-				vmas = calloc(cap, sizeof(*vmas));
+				vmas = uhmm__calloc(cap, sizeof(*vmas));
 				if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n,
 							    true) || n <= cap)
 					break;

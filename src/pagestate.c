@@ -208,7 +208,7 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 	}
 	if (!any)
 		return;		/* nothing present, or frame numbers hidden */
-	blk = malloc(huge_pages * sizeof(*blk));
+	blk = uhmm__malloc(huge_pages * sizeof(*blk));
 	if (!blk)
 		return;
 	for (uintptr_t b = start & ~(huge - 1); b < end; b += huge) {
@@ -321,7 +321,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	if (!ret && nv > UHMM_ARRAY_SIZE(stackv)) {
 		size_t cap = nv + 16;
 
-		vmas = malloc(cap * sizeof(*vmas));
+		vmas = uhmm__malloc(cap * sizeof(*vmas));
 		if (!vmas)
 			return uhmm__err(ENOMEM, "page state: out of memory");
 		ret = uhmm__vma_find(start, end, vmas, cap, &nv, false);
@@ -333,7 +333,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				"cannot read the mappings list");
 		goto out;
 	}
-	pm = malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
+	pm = uhmm__malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
 	if (!pm) {
 		ret = uhmm__err(ENOMEM, "page state: out of memory");
 		goto out;

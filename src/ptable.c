@@ -37,7 +37,7 @@ int uhmm__ptable_init(struct uhmm_ptable *pt)
 	 * calloc of this size is a fresh zero mapping (untouched parts cost
 	 * nothing), and leak checkers can see the nodes it points to.
 	 */
-	top = calloc(pt->top_entries, sizeof(void *));
+	top = uhmm__calloc(pt->top_entries, sizeof(void *));
 	if (!top)
 		return -ENOMEM;
 	pt->top = top;
@@ -83,7 +83,7 @@ static void *child(struct uhmm_ptable *pt, _Atomic(void *) *slot, bool alloc)
 
 	if (n || !alloc)
 		return n;
-	n = calloc(LVL_SIZE, sizeof(uint64_t));
+	n = uhmm__calloc(LVL_SIZE, sizeof(uint64_t));
 	if (!n)
 		return NULL;
 	if (!atomic_compare_exchange_strong_explicit(slot, &expected, n,

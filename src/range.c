@@ -170,9 +170,9 @@ int uhmm_range_fault(struct uhmm_range *range)
 		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
 
 	npages = (range->end - range->start) >> uhmm__page_shift;
-	st = malloc(npages * sizeof(*st));
-	need = malloc(npages);
-	ent = malloc(npages * sizeof(*ent));
+	st = uhmm__malloc(npages * sizeof(*st));
+	need = uhmm__malloc(npages);
+	ent = uhmm__malloc(npages * sizeof(*ent));
 	if (!st || !need || !ent) {
 		ret = uhmm__err(ENOMEM, "range fault: out of memory");
 		goto out;

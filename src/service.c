@@ -124,7 +124,7 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 			reg.range.start = s;
 			reg.range.len = e - s;
 			pthread_mutex_lock(&mm->reg_lock);
-			if (ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
+			if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
 				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
 					   (unsigned long)s, (unsigned long)e,
 					   strerror(errno));
@@ -145,13 +145,13 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 		.range = { .start = page, .len = uhmm__page_size },
 	};
 
-	if (ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
 	if (errno == EEXIST) {
 		/* Populated meanwhile (a migration put it back): just wake. */
 		struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
-		ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 		return 0;
 	}
 	return -errno;
@@ -235,7 +235,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			.mode = 0,
 		};
 
-		if (ioctl(mm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN)
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 && errno == EAGAIN)
 			return -EAGAIN;
 		return 0;
 	}
@@ -269,7 +269,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		if (stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
-			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 			return 0;
 		}
 		ret = uhmm__fault_device(mm, page, e,
@@ -289,7 +289,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		{
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
-			ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 		}
 		return 0;
 	default:
@@ -616,7 +616,7 @@ static void *worker_main(void *arg)
 					.len = uhmm__page_size,
 				};
 
-				ioctl(mm->uffd, UFFDIO_WAKE, &r);
+				uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 			}
 		}
 	}
@@ -700,7 +700,7 @@ static void unregister_all(struct uhmm_mm *mm)
 			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
 
 			if (v[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM))
-				ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+				uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
 		}
 		if (n <= UHMM_ARRAY_SIZE(v))
 			return;

@@ -177,7 +177,7 @@ static int reload_cache(void)
 			fl |= UHMM_VMA_SHARED;
 		if (n == cache_cap) {
 			size_t nc = cache_cap ? cache_cap * 2 : 256;
-			struct uhmm_vma *nv = realloc(cache, nc * sizeof(*nv));
+			struct uhmm_vma *nv = uhmm__realloc(cache, nc * sizeof(*nv));
 
 			if (!nv) {
 				free(line);

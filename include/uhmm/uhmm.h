@@ -17,5 +17,6 @@
 #include <uhmm/devmem.h>
 #include <uhmm/migrate.h>
 #include <uhmm/exclusive.h>
+#include <uhmm/inject.h>
 
 #endif /* UHMM_UHMM_H */
