@@ -246,7 +246,20 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
+	uhmm__install_err = 0;
 	ret = page->pgmap->ops->migrate_to_ram(&vmf);
+	if (!ret && uhmm__install_err) {
+		/*
+		 * The driver copied the page but it could not be put back
+		 * (it stays on the device, intact): a failed fault, as the
+		 * kernel's VM_FAULT_SIGBUS / OOM, not one to retry forever.
+		 */
+		uint64_t now = uhmm__ptable_get(&mm->ptable, addr);
+
+		if ((now & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+		    uhmm__pte_payload(now) == page->pfn)
+			ret = uhmm__install_err;
+	}
 	uhmm_page_unlock(page);
 	uhmm_page_put(page);
 	uhmm__holds_migrate_lock = false;
@@ -276,7 +289,22 @@ struct evict_ctx {
  * migrate_to_ram call per page still resident.  The caller holds
  * migrate_lock for writing or is tearing down.
  */
-int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only)
+static long resident_pages(struct uhmm_mm *mm, struct uhmm_devmem *only)
+{
+	long n = 0;
+
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
+		if (mm->pools[id] && (!only || mm->pools[id] == only))
+			n += atomic_load(&mm->pools[id]->nr_resident);
+	return n;
+}
+
+/*
+ * One pass over the pools; returns the first failure seen.  A failure for
+ * one page may be made good by a later page's fault-around window, so the
+ * caller judges by what is still resident afterwards.
+ */
+static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 {
 	int err = 0;
 
@@ -322,4 +350,20 @@ int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only)
 		}
 	}
 	return err;
+}
+
+int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only)
+{
+	long left = resident_pages(mm, only), before;
+	int err = 0;
+
+	/* Another pass as long as the last one brought pages home. */
+	while (left > 0) {
+		err = evict_pass(mm, only);
+		before = left;
+		left = resident_pages(mm, only);
+		if (left == 0 || left >= before)
+			break;
+	}
+	return left == 0 ? 0 : (err ? err : -EBUSY);
 }

@@ -302,6 +302,8 @@ UHMM_HIDDEN_FN void uhmm__register_for_events(struct uhmm_mm *mm,
 
 /* ---- devmem.c / migrate.c --------------------------------------------- */
 extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN_FN;
+/* The last hard error installing a page back in system memory (this thread). */
+extern __thread int uhmm__install_err UHMM_HIDDEN_FN;
 /* While serving a CPU fault, finalize leaves waking to the fault path. */
 struct uhmm_wake_defer {
 	bool active;

@@ -24,12 +24,14 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 __thread bool uhmm__holds_migrate_lock;
+__thread int uhmm__install_err;
 
 /*
  * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
@@ -898,6 +900,35 @@ static void commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
 }
 
 /*
+ * Put a system page that did not migrate back where it was, from staging.
+ * Its only copy is in staging, which finalize frees: giving up would lose
+ * the page, so a failure (the kernel out of memory for the page table or
+ * the charge) is retried until it passes, the way the kernel's own
+ * restoring of migration entries cannot fail.
+ */
+static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage)
+{
+	for (unsigned long tries = 0;; tries++) {
+		int err = m->state->by_mremap ?
+			do_copy(m->mm, a, stage, uhmm__page_size) :
+			install_sys(m, a, stage, uhmm__page_size, true);
+
+		if (!err)
+			return;
+		if (tries == 0)
+			uhmm__warn("migrate: cannot restore %#lx yet (%d): retrying",
+				   (unsigned long)a, err);
+		if (tries < 64) {
+			sched_yield();
+		} else {
+			struct timespec ts = { 0, 1000000 };	/* back off: 1 ms */
+
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+/*
  * Install the data of device entries that migrated to system memory, in
  * runs whose sources are consecutive (staging always is; a driver buffer
  * may be), one ioctl per run.  Entries whose install failed lose MIGRATE.
@@ -935,11 +966,14 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		if (err) {
 			/* Page by page, to find which ones cannot be installed. */
 			for (size_t k = i; k < j; k++)
-				if (install_sys(m, m->start + (k << ps), src0 + ((k - i) << ps),
-						uhmm__page_size, staged)) {
-					uhmm__warn("migrate: cannot install %#lx",
-						   (unsigned long)(m->start + (k << ps)));
+				if ((err = install_sys(m, m->start + (k << ps),
+						       src0 + ((k - i) << ps),
+						       uhmm__page_size, staged))) {
+					/* The page stays on the device, intact. */
+					uhmm__warn("migrate: cannot install %#lx: %d",
+						   (unsigned long)(m->start + (k << ps)), err);
 					m->src[k] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+					uhmm__install_err = err;
 				}
 		}
 		i = j;
@@ -987,13 +1021,7 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 					release_dst(m, i);
 				final = 0;
 				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID)) {
-					int err = s->by_mremap ?
-						do_copy(mm, a, stage, uhmm__page_size) :
-						install_sys(m, a, stage, uhmm__page_size, true);
-
-					if (err)
-						uhmm__warn("migrate: cannot restore %#lx: %d",
-							   (unsigned long)a, err);
+					restore_sys(m, a, stage);
 				} else if (!(e & UHMM_PTE_GONE) && s->by_mremap) {
 					/* An empty or zero page: nothing to restore. */
 				}

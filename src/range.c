@@ -11,6 +11,7 @@
  * until a pass needs no fault.  The notifier sequence is checked before and
  * after: any invalidation in between gives -EBUSY.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,10 @@
 
 #define MAX_PASSES 8
 
-enum need { NEED_NONE = 0, NEED_READ = 1, NEED_WRITE = 2 };
+/* What a page needs; the DEVICE kinds are another owner's device pages. */
+enum need {
+	NEED_NONE = 0, NEED_READ, NEED_WRITE, NEED_DEVICE_READ, NEED_DEVICE_WRITE
+};
 
 uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
 {
@@ -97,6 +101,32 @@ static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool wr
 	}
 	touch(s, e, write);
 	pthread_rwlock_unlock(&mm->as_lock);
+	return 0;
+}
+
+/*
+ * Another owner's device page: bring it home from this thread, as the
+ * kernel's range fault runs the fault (and so migrate_to_ram) itself,
+ * instead of touching it and waiting for the service thread.  A page that
+ * cannot come back fails the range fault (the kernel's VM_FAULT_ERROR);
+ * one that is busy is looked at again in the next pass.
+ */
+static int fault_device_page(struct uhmm_mm *mm, uintptr_t a, bool write)
+{
+	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
+	int ret;
+
+	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
+		return 0;		/* changed since the snapshot */
+	ret = uhmm__fault_device(mm, a, e, write);
+	if (ret == -EAGAIN) {
+		sched_yield();
+		return 0;
+	}
+	if (ret)
+		return uhmm__err(ret == -ENOMEM ? ENOMEM : EFAULT,
+				 "range fault: the device could not give %#lx back (%d)",
+				 (unsigned long)a, ret);
 	return 0;
 }
 
@@ -223,7 +253,10 @@ again:
 				any_fault |= need[i] != NEED_NONE;
 				continue;
 			}
-			if (!(s & UHMM_PS_PRESENT))
+			if ((ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE)
+				need[i] = (req & UHMM_PFN_REQ_WRITE) ? NEED_DEVICE_WRITE
+								     : NEED_DEVICE_READ;
+			else if (!(s & UHMM_PS_PRESENT))
 				need[i] = (req & UHMM_PFN_REQ_WRITE) ? NEED_WRITE : NEED_READ;
 			else if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_WRITABLE))
 				need[i] = NEED_WRITE;
@@ -284,6 +317,14 @@ again:
 			uintptr_t s;
 
 			if (need[i] == NEED_NONE) {
+				i++;
+				continue;
+			}
+			if (need[i] == NEED_DEVICE_READ || need[i] == NEED_DEVICE_WRITE) {
+				ret = fault_device_page(mm, range->start + (i << uhmm__page_shift),
+							need[i] == NEED_DEVICE_WRITE);
+				if (ret)
+					goto out;
 				i++;
 				continue;
 			}

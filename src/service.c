@@ -220,6 +220,21 @@ static void note_served(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	served_next = (served_next + 1) % SERVED_RING;
 }
 
+/*
+ * A fault that cannot be resolved (no memory for the page, the device could
+ * not give it back): the kernel's VM_FAULT_SIGBUS.  The thread gets SIGBUS
+ * and is woken; if its handler returns, the access faults again.
+ */
+static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t page,
+		       int err)
+{
+	struct uffdio_range r = { .start = page, .len = uhmm__page_size };
+
+	uhmm__warn("fault at %#lx cannot be resolved: %d: SIGBUS", (unsigned long)page, err);
+	syscall(SYS_tgkill, getpid(), (pid_t)msg->arg.pagefault.feat.ptid, SIGBUS);
+	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+}
+
 static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
@@ -249,14 +264,20 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		 * sees it busy, fill it, and release the claim.
 		 */
 		slot = uhmm__ptable_slot(&mm->ptable, page, true);
-		if (!slot)
-			return fault_fill_zero(mm, page);
-		e = 0;
-		if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM_PTE_BUSY))
-			return -EAGAIN;	/* changed under us: look again */
-		ret = fault_fill_zero(mm, page);
-		e = UHMM_PTE_BUSY;
-		uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
+		if (!slot) {
+			ret = fault_fill_zero(mm, page);
+		} else {
+			e = 0;
+			if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM_PTE_BUSY))
+				return -EAGAIN;	/* changed under us: look again */
+			ret = fault_fill_zero(mm, page);
+			e = UHMM_PTE_BUSY;
+			uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
+		}
+		if (ret && ret != -EAGAIN) {
+			fault_fail(mm, msg, page, ret);
+			return 0;
+		}
 		return ret;
 	case UHMM_PTE_MIGRATING:
 	case UHMM_PTE_BUSY:
@@ -280,13 +301,9 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		if (ret == -EAGAIN)
 			return -EAGAIN;
 		if (ret) {
-			/* The device could not give the page back: SIGBUS. */
-			uhmm__warn("migrate_to_ram failed for %#lx: %d",
-				   (unsigned long)page, ret);
-			syscall(SYS_tgkill, getpid(), (pid_t)msg->arg.pagefault.feat.ptid,
-				SIGBUS);
-		}
-		{
+			/* The device could not give the page back. */
+			fault_fail(mm, msg, page, ret);
+		} else {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);

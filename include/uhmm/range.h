@@ -74,7 +74,8 @@ struct uhmm_range {
  * access, hugetlbfs and VM_IO/PFNMAP-style mappings give ERROR.
  * Pages with REQ_FAULT are made present as a CPU access would (REQ_WRITE:
  * as a CPU write, allocating or breaking copy-on-write); a page in another
- * owner's device memory is brought back to system memory first.
+ * owner's device memory is brought back to system memory first, from the
+ * calling thread (its pool's migrate_to_ram runs there, as in the kernel).
  *
  * All requests are checked before anything is faulted: if any cannot be
  * satisfied, those pages are set to ERROR and the call returns an error
@@ -88,7 +89,9 @@ struct uhmm_range {
  * if a faulting request hits no mapping, no access, hugetlbfs or an
  * IO/PFNMAP mapping; -EPERM if a write request hits a read-only mapping;
  * -EINVAL for a NULL argument, unaligned or empty range, or a range not
- * inside the notifier; -ENOMEM; -EDEADLK from a callback.
+ * inside the notifier; -ENOMEM (also when a device page could not be put
+ * back in system memory: it stays on the device, intact); -EFAULT when the
+ * device's migrate_to_ram failed; -EDEADLK from a callback.
  */
 UHMM_API int uhmm_range_fault(struct uhmm_range *range);
 

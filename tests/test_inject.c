@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Failure injection (uhmm/inject.h): every operation that allocates or
+ * talks to the userfaultfd is run again and again with one failure injected
+ * at its 1st, 2nd, 3rd ... injectable call (until a run hits none), and once
+ * with every call failing.  Each time the operation must return a negative
+ * errno or complete partially as documented, and afterwards every byte of
+ * every page must be what it was (nothing lost, nothing corrupted), and the
+ * device must hold no page nobody owns.
+ *
+ * Operations: migration to the device and back, a CPU fault on a device
+ * page, a range fault that brings device pages home, device-exclusive
+ * access, removing a device pool with pages on it, inserting a notifier.
+ * Points: the library's malloc (ENOMEM), UFFDIO_COPY and UFFDIO_MOVE
+ * (ENOMEM, and EAGAIN as a partial result), UFFDIO_ZEROPAGE (ENOMEM),
+ * UFFDIO_REGISTER (ENOMEM).
+ */
+#include <setjmp.h>
+#include <signal.h>
+
+#include "tdev.h"
+
+#define NAME "test_inject"
+#define NPAGES 16
+#define MAX_SWEEP 2000
+#define ALL_CALLS 1000000000ul
+
+static struct uhmm_mm *mm;
+static unsigned long sweeps, injected;
+
+enum op {
+	OP_TO_DEV, OP_TO_SYS, OP_CPU_FAULT, OP_RANGE_FAULT, OP_EXCLUSIVE,
+	OP_REMOVE, OP_NOTIFIER, OP_FIRST_TOUCH, OP_TO_DEV_HALF, OP_COUNT
+};
+static const char *const op_name[OP_COUNT] = {
+	"migrate to device", "migrate to system", "CPU fault on device pages",
+	"range fault over device pages", "make exclusive", "remove a device pool",
+	"notifier insert", "first touch, migrated mapping",
+	"to device, half refused",
+};
+
+struct point {
+	unsigned int point;
+	int err;
+	const char *name;
+};
+static const struct point points[] = {
+	{ UHMM_INJECT_MALLOC, ENOMEM, "malloc ENOMEM" },
+	{ UHMM_INJECT_UFFD_COPY, ENOMEM, "UFFDIO_COPY ENOMEM" },
+	{ UHMM_INJECT_UFFD_COPY, EAGAIN, "UFFDIO_COPY EAGAIN (partial)" },
+	{ UHMM_INJECT_UFFD_MOVE, ENOMEM, "UFFDIO_MOVE ENOMEM" },
+	{ UHMM_INJECT_UFFD_MOVE, EAGAIN, "UFFDIO_MOVE EAGAIN (partial)" },
+	{ UHMM_INJECT_UFFD_MOVE, EBUSY, "UFFDIO_MOVE EBUSY" },
+	{ UHMM_INJECT_UFFD_ZEROPAGE, ENOMEM, "UFFDIO_ZEROPAGE ENOMEM" },
+	{ UHMM_INJECT_UFFD_REGISTER, ENOMEM, "UFFDIO_REGISTER ENOMEM" },
+};
+
+/* ---- SIGBUS: what a CPU access gets when the device cannot give a page back */
+
+static __thread sigjmp_buf bus_jmp;
+static __thread volatile bool bus_armed;
+static atomic_long sigbus_seen;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig; (void)si; (void)uc;
+	atomic_fetch_add(&sigbus_seen, 1);
+	if (bus_armed)
+		siglongjmp(bus_jmp, 1);
+}
+
+/* Read the first word of page @i of @p; false if the access got SIGBUS. */
+static bool cpu_touch(volatile uint32_t *w)
+{
+	if (sigsetjmp(bus_jmp, 1)) {
+		bus_armed = false;
+		return false;
+	}
+	bus_armed = true;
+	(void)*w;
+	bus_armed = false;
+	return true;
+}
+
+/* ---- notifier for the range-fault and insert operations ----------------- */
+
+static bool inv(struct uhmm_interval_notifier *mni, const struct uhmm_notifier_range *r,
+		unsigned long seq)
+{
+	(void)r;
+	uhmm_interval_set_seq(mni, seq);
+	return true;
+}
+static const struct uhmm_interval_notifier_ops inv_ops = { .invalidate = inv };
+
+/* Disarm everything; how many failures @pt injected. */
+static unsigned long stop_injecting(const struct point *pt)
+{
+	unsigned long h = uhmm_inject_hits(pt->point);
+
+	uhmm_inject_clear();
+	return h;
+}
+
+/* Does @pg hold page @i of fill_pattern(.., @seed)? */
+static bool page_matches(const void *pg, uint32_t seed, size_t i)
+{
+	const uint32_t *w = pg;
+	size_t per = page_size / 4;
+
+	for (size_t j = 0; j < per; j++)
+		if (w[j] != seed * 2654435761u + (uint32_t)(i * per + j))
+			return false;
+	return true;
+}
+
+/* Count the pages of [p, p + n) that are device-private (any pool). */
+static size_t device_pages(const char *p, size_t n)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (page_state_of(mm, p + i * page_size) & UHMM_PS_DEVICE_PRIVATE)
+			c++;
+	return c;
+}
+
+/*
+ * Run @op once with @pt armed to fail after @skip calls, @times times.
+ * Returns the number of failures injected.
+ */
+static unsigned long run_once(enum op op, const struct point *pt, unsigned long skip,
+			      unsigned long times)
+{
+	struct tdev *d = tdev_create(mm, 2 * NPAGES, 4);
+	char *p = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
+	uintptr_t s = (uintptr_t)p, e = s + NPAGES * page_size;
+	uint32_t seed = (uint32_t)(op * 1000003u + skip * 7u + pt->point * 31u + (unsigned)pt->err);
+	bool full_expected = false;	/* no failure hit: everything must have worked */
+	bool removed = false;
+	unsigned long hits = 0;
+	long ret = 0;
+
+	fill_pattern(p, NPAGES, seed);
+	size_t zero_from = NPAGES;	/* pages from here on read as zeroes */
+
+	if (op != OP_TO_DEV && op != OP_TO_DEV_HALF && op != OP_EXCLUSIVE && op != OP_NOTIFIER)
+		CHECK_EQ(tdev_to_dev(d, s, e, NULL), NPAGES);
+	if (op == OP_FIRST_TOUCH) {
+		/*
+		 * Back home, then the second half discarded: the mapping stays
+		 * registered for missing faults, so the first touch of those
+		 * pages is filled by uhmm's service thread.
+		 */
+		CHECK_EQ(tdev_to_sys(d, s, e, NULL), NPAGES);
+		zero_from = NPAGES / 2;
+		CHECK_EQ(madvise(p + zero_from * page_size, (NPAGES - zero_from) * page_size,
+				 MADV_DONTNEED), 0);
+	}
+
+	CHECK_EQ(uhmm_inject_set(pt->point, skip, times, pt->err), 0);
+	switch (op) {
+	case OP_TO_DEV:
+		ret = tdev_to_dev(d, s, e, NULL);
+		hits = stop_injecting(pt);
+		CHECK(ret == -ENOMEM || ret == -EAGAIN || (ret >= 0 && ret <= NPAGES),
+		      "%s: %ld", op_name[op], ret);
+		CHECK_EQ(device_pages(p, NPAGES), ret > 0 ? ret : 0);
+		full_expected = ret == NPAGES;
+		break;
+	case OP_TO_DEV_HALF:
+		/*
+		 * The device takes only half: the other half is put back from
+		 * staging (the restore path), with the failures injected there.
+		 */
+		atomic_store(&d->fail_alloc_after, NPAGES / 2);
+		ret = tdev_to_dev(d, s, e, NULL);
+		hits = stop_injecting(pt);
+		atomic_store(&d->fail_alloc_after, -1);
+		CHECK(ret == -ENOMEM || ret == -EAGAIN || (ret >= 0 && ret <= NPAGES / 2),
+		      "%s: %ld", op_name[op], ret);
+		CHECK_EQ(device_pages(p, NPAGES), ret > 0 ? ret : 0);
+		full_expected = ret == NPAGES / 2;
+		break;
+	case OP_TO_SYS:
+		ret = tdev_to_sys(d, s, e, NULL);
+		hits = stop_injecting(pt);
+		CHECK(ret == -ENOMEM || ret == -EAGAIN || (ret >= 0 && ret <= NPAGES),
+		      "%s: %ld", op_name[op], ret);
+		/*
+		 * Pages the copy-back could not install stay on the device
+		 * (tdev counts the pages it copied, not those installed).
+		 */
+		if (ret < 0)
+			CHECK_EQ(device_pages(p, NPAGES), NPAGES);
+		full_expected = device_pages(p, NPAGES) == 0;
+		break;
+	case OP_CPU_FAULT:
+	case OP_FIRST_TOUCH: {
+		long bus = 0;
+
+		for (size_t i = op == OP_CPU_FAULT ? 0 : zero_from; i < NPAGES; i++)
+			if (!cpu_touch((volatile uint32_t *)(p + i * page_size)))
+				bus++;
+		hits = stop_injecting(pt);
+		ret = -bus;
+		full_expected = bus == 0;
+		break;
+	}
+	case OP_RANGE_FAULT: {
+		struct uhmm_interval_notifier mni = { 0 };
+		uint64_t pfns[NPAGES];
+		struct uhmm_range r = {
+			.notifier = &mni, .start = s, .end = e, .hmm_pfns = pfns,
+			.default_flags = UHMM_PFN_REQ_FAULT | UHMM_PFN_REQ_WRITE,
+		};
+
+		/* The insert is not what is tested here: no injection for it. */
+		uhmm_inject_clear();
+		CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, s, e - s, &inv_ops), 0);
+		CHECK_EQ(uhmm_inject_set(pt->point, skip, times, pt->err), 0);
+		/* As a driver does: -EBUSY (the range changed under it) is retried. */
+		for (int tries = 0; tries < 100; tries++) {
+			r.notifier_seq = uhmm_interval_read_begin(&mni);
+			ret = uhmm_range_fault(&r);
+			if (ret != -EBUSY)
+				break;
+		}
+		hits = stop_injecting(pt);
+		CHECK(ret == 0 || ret == -ENOMEM || ret == -EBUSY || ret == -EFAULT,
+		      "%s: %ld", op_name[op], ret);
+		if (ret == 0)
+			for (size_t i = 0; i < NPAGES; i++)
+				CHECK((pfns[i] & UHMM_PFN_VALID) && (pfns[i] & UHMM_PFN_WRITE),
+				      "page %zu: %#llx", i, (unsigned long long)pfns[i]);
+		uhmm_interval_notifier_remove(&mni);
+		full_expected = ret == 0;
+		break;
+	}
+	case OP_EXCLUSIVE: {
+		void *held[NPAGES];
+
+		ret = uhmm_make_exclusive(mm, s, NPAGES, &d->owner_token, held);
+		hits = stop_injecting(pt);
+		CHECK(ret == -ENOMEM || (ret >= 0 && ret <= NPAGES), "%s: %ld", op_name[op], ret);
+		if (ret >= 0) {
+			long n = 0;
+
+			for (size_t i = 0; i < NPAGES; i++)
+				if (held[i]) {
+					CHECK(page_matches(held[i], seed, i),
+					      "held page %zu has the wrong data", i);
+					n++;
+				}
+			CHECK_EQ(n, ret);
+		}
+		full_expected = ret == NPAGES;
+		break;
+	}
+	case OP_REMOVE:
+		ret = uhmm_devmem_remove(&d->pgmap);
+		hits = stop_injecting(pt);
+		CHECK(ret == 0 || ret == -EBUSY || ret == -ENOMEM, "%s: %ld", op_name[op], ret);
+		if (ret == 0) {
+			/* Gone only with every page home. */
+			removed = true;
+			CHECK_EQ(tdev_used(d), 0);
+			CHECK_EQ(device_pages(p, NPAGES), 0);
+		} else {
+			CHECK(device_pages(p, NPAGES) > 0, "pool kept but no page on it");
+		}
+		full_expected = ret == 0;
+		break;
+	case OP_NOTIFIER: {
+		struct uhmm_interval_notifier mni = { 0 };
+
+		ret = uhmm_interval_notifier_insert(&mni, mm, s, e - s, &inv_ops);
+		hits = stop_injecting(pt);
+		CHECK(ret == 0 || ret == -ENOMEM, "%s: %ld", op_name[op], ret);
+		if (ret == 0) {
+			unsigned long seq = uhmm_interval_read_begin(&mni);
+
+			/* Inserted means told: a protection change invalidates it. */
+			CHECK_EQ(mprotect(p, page_size, PROT_READ), 0);
+			CHECK(uhmm_interval_read_retry(&mni, seq), "insert succeeded, not told");
+			CHECK_EQ(mprotect(p, page_size, PROT_READ | PROT_WRITE), 0);
+			uhmm_interval_notifier_remove(&mni);
+		} else {
+			/* A failed insert leaves nothing behind: inserting again works. */
+			CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, s, e - s, &inv_ops), 0);
+			uhmm_interval_notifier_remove(&mni);
+		}
+		full_expected = ret == 0;
+		break;
+	}
+	default:
+		break;
+	}
+	/* An EAGAIN is a partial result the library must finish: never visible. */
+	if (pt->err == EAGAIN && op != OP_CPU_FAULT && op != OP_FIRST_TOUCH && op != OP_REMOVE)
+		CHECK(full_expected, "%s with %s at call %lu: not completed (ret %ld)",
+		      op_name[op], pt->name, skip + 1, ret);
+	if (hits == 0)
+		CHECK(full_expected, "%s with no failure injected did not complete: %ld",
+		      op_name[op], ret);
+
+	/* Every byte of every page is right, read by the CPU. */
+	for (size_t i = 0; i < NPAGES; i++) {
+		bool ok;
+
+		if (i < zero_from) {
+			ok = page_matches(p + i * page_size, seed, i);
+		} else {
+			ok = true;
+			for (size_t j = 0; j < page_size; j++)
+				ok &= p[i * page_size + j] == 0;
+		}
+		CHECK(ok, "%s with %s at call %lu (times %lu): page %zu has the wrong data",
+		      op_name[op], pt->name, skip + 1, times, i);
+	}
+	CHECK_EQ(device_pages(p, NPAGES), 0);
+	CHECK_EQ(munmap(p, NPAGES * page_size), 0);
+	if (removed) {
+		/* tdev_destroy would remove again; free by hand. */
+		munmap(d->arena, d->nr_pages * page_size);
+		free(d->free_list);
+		pthread_mutex_destroy(&d->lock);
+		free(d);
+	} else {
+		tdev_destroy(d);	/* checks no device page is left in use */
+	}
+	return hits;
+}
+
+static void sweep(enum op op, const struct point *pt)
+{
+	unsigned long skip, total = 0;
+
+	for (skip = 0; skip < MAX_SWEEP; skip++) {
+		unsigned long h = run_once(op, pt, skip, 1);
+
+		sweeps++;
+		total += h;
+		if (!h)
+			break;
+	}
+	CHECK(skip < MAX_SWEEP, "%s with %s: still hitting after %d runs", op_name[op],
+	      pt->name, MAX_SWEEP);
+	/* Every call failing (not for EAGAIN: that is retried until it passes). */
+	/*
+	 * Not for EAGAIN (retried until it passes), nor where the library
+	 * retries a failure until it passes rather than lose a page (a CPU
+	 * fault, restoring a page the device refused).
+	 */
+	if (pt->err != EAGAIN && op != OP_CPU_FAULT && op != OP_FIRST_TOUCH &&
+	    op != OP_TO_DEV_HALF)
+		total += run_once(op, pt, 0, ALL_CALLS);
+	injected += total;
+	printf("%s: %-30s | %-32s: %3lu injectable calls, %lu failures injected, data intact: ok\n",
+	       NAME, op_name[op], pt->name, skip, total);
+}
+
+/* The injection API refuses what it does not know. */
+static void test_api(void)
+{
+	CHECK_EQ(uhmm_inject_set(UHMM_INJECT_COUNT, 0, 1, ENOMEM), -EINVAL);
+	CHECK_EQ(uhmm_inject_set(UHMM_INJECT_MALLOC, 0, 1, 0), -EINVAL);
+	CHECK_EQ(uhmm_inject_set(UHMM_INJECT_MALLOC, 0, 1, -5), -EINVAL);
+	CHECK_EQ(uhmm_inject_set(UHMM_INJECT_MALLOC, 0, 1, 5000), -EINVAL);
+	CHECK_EQ(uhmm_inject_hits(UHMM_INJECT_COUNT), 0);
+	/* Armed with skip 0, times 1: exactly the next allocation fails. */
+	{
+		struct uhmm_interval_notifier a = { 0 }, b = { 0 };
+		char *p = map_anon(page_size, PROT_READ | PROT_WRITE);
+
+		CHECK_EQ(uhmm_inject_set(UHMM_INJECT_MALLOC, 0, 1, ENOMEM), 0);
+		CHECK_EQ(uhmm_interval_notifier_insert(&a, mm, (uintptr_t)p, page_size, &inv_ops),
+			 -ENOMEM);
+		CHECK_EQ(uhmm_inject_hits(UHMM_INJECT_MALLOC), 1);
+		CHECK_EQ(uhmm_interval_notifier_insert(&b, mm, (uintptr_t)p, page_size, &inv_ops), 0);
+		CHECK_EQ(uhmm_inject_hits(UHMM_INJECT_MALLOC), 1);
+		uhmm_interval_notifier_remove(&b);
+		munmap(p, page_size);
+	}
+	uhmm_inject_clear();
+	printf("%s: inject API: unknown point / errno -EINVAL; skip 0 times 1 fails exactly "
+	       "one call: ok\n", NAME);
+}
+
+int main(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+
+	test_init(NAME);
+	mm = test_mm();
+	sigaction(SIGBUS, &sa, NULL);
+	test_api();
+	for (int op = 0; op < OP_COUNT; op++)
+		for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++)
+			sweep((enum op)op, &points[i]);
+	printf("%s: %lu runs, %lu failures injected, %ld CPU accesses got SIGBUS, every byte "
+	       "right after each: PASS\n", NAME, sweeps, injected, atomic_load(&sigbus_seen));
+	uhmm_mm_put(mm);
+	return 0;
+}
