@@ -235,6 +235,9 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t
 	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
+/* On the rescue thread, which serves faults of the worker itself. */
+static __thread bool in_rescue;
+
 static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
@@ -287,7 +290,8 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		 */
 		return 0;
 	case UHMM_PTE_DEVICE:
-		if (stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
+		if (!in_rescue &&
+		    stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
@@ -295,7 +299,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		}
 		ret = uhmm__fault_device(mm, page, e,
 					 (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
-		if (!ret)
+		if (!ret && !in_rescue)
 			note_served(mm, uhmm__last_fault_window.start,
 				    uhmm__last_fault_window.end);
 		if (ret == -EAGAIN)
@@ -476,6 +480,7 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
  */
 
 #define QUEUE_CAP 4096
+#define RESCUE_CAP 64
 #define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
 struct uhmm_msgq {
@@ -487,7 +492,62 @@ struct uhmm_msgq {
 	bool stop;
 	pthread_mutex_t lock;
 	pthread_cond_t nonempty, nonfull;
+	/*
+	 * Faults of the worker itself on pages uhmm holds something for (a
+	 * callback reading memory that sits in device memory): the worker
+	 * cannot serve them, the rescue thread does.  A full ring drops the
+	 * message; the worker's fault is then woken and comes again.
+	 */
+	struct uffd_msg rmsg[RESCUE_CAP];
+	size_t rhead, rcount;
+	pthread_cond_t rnonempty;
+	pthread_t rescue;
+	bool rescue_started;
 };
+
+/*
+ * The rescue thread: serves the worker's own faults, one at a time.  A
+ * fault that cannot be served now (-EAGAIN) is woken, and the worker faults
+ * again with a fresh message.  Its own callbacks must not fault on device
+ * memory again (one level of nesting is served; docs/CONCURRENCY.md).
+ */
+static void *rescue_main(void *arg)
+{
+	struct uhmm_mm *mm = arg;
+	struct uhmm_msgq *q = mm->msgq;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	uhmm__is_service_thread = true;
+	in_rescue = true;
+	pthread_setname_np(pthread_self(), "uhmm-rescue");
+	for (;;) {
+		struct uffd_msg m;
+
+		pthread_mutex_lock(&q->lock);
+		while (!q->rcount && !q->stop)
+			pthread_cond_wait(&q->rnonempty, &q->lock);
+		if (q->stop) {
+			pthread_mutex_unlock(&q->lock);
+			break;
+		}
+		m = q->rmsg[q->rhead];
+		q->rhead = (q->rhead + 1) % RESCUE_CAP;
+		q->rcount--;
+		pthread_mutex_unlock(&q->lock);
+		if (handle_fault(mm, &m, 0) == -EAGAIN) {
+			struct uffdio_range r = {
+				.start = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address),
+				.len = uhmm__page_size,
+			};
+
+			sched_yield();
+			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		}
+	}
+	return NULL;
+}
 
 /* Zero-fill a fault on a page uhmm holds nothing for; false if it does. */
 static bool reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
@@ -546,9 +606,25 @@ static void *reader_main(void *arg)
 			 * wait for the worker forever: fill it here.
 			 */
 			if (buf[i].event == UFFD_EVENT_PAGEFAULT &&
-			    (pid_t)buf[i].arg.pagefault.feat.ptid == q->worker_tid &&
-			    reader_fill(mm, &buf[i]))
+			    (pid_t)buf[i].arg.pagefault.feat.ptid == q->worker_tid) {
+				if (reader_fill(mm, &buf[i]))
+					continue;
+				/* On a page uhmm holds: the rescue thread serves it. */
+				if (q->rcount < RESCUE_CAP) {
+					q->rmsg[(q->rhead + q->rcount) % RESCUE_CAP] = buf[i];
+					q->rcount++;
+					pthread_cond_signal(&q->rnonempty);
+				} else {
+					struct uffdio_range r = {
+						.start = uhmm__page_align_down(
+							(uintptr_t)buf[i].arg.pagefault.address),
+						.len = uhmm__page_size,
+					};
+
+					uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+				}
 				continue;
+			}
 			q->msg[(q->head + q->count) % QUEUE_CAP] = buf[i];
 			q->seq[(q->head + q->count) % QUEUE_CAP] = seq;
 			q->count++;
@@ -678,6 +754,13 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	if (!ret) {
 		pthread_attr_setstacksize(&attr, 1024 * 1024);
 		ret = pthread_create(&mm->service, &attr, worker_main, mm);
+		if (!ret) {
+			/* Best effort: without it, only the self-fault case hangs. */
+			mm->msgq->rescue_started = pthread_create(&mm->msgq->rescue, &attr,
+								  rescue_main, mm) == 0;
+			if (!mm->msgq->rescue_started)
+				uhmm__warn("cannot start the rescue thread");
+		}
 		if (ret) {
 			uint64_t one = 1;
 
@@ -744,8 +827,11 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	mm->msgq->stop = true;
 	pthread_cond_broadcast(&mm->msgq->nonempty);
 	pthread_cond_broadcast(&mm->msgq->nonfull);
+	pthread_cond_broadcast(&mm->msgq->rnonempty);
 	pthread_mutex_unlock(&mm->msgq->lock);
 	pthread_join(mm->service, NULL);
+	if (mm->msgq->rescue_started)
+		pthread_join(mm->msgq->rescue, NULL);
 	if (write(mm->stop_fd, &one, sizeof(one)) != sizeof(one))
 		uhmm__warn("service thread: cannot signal stop");
 	pthread_join(mm->reader, NULL);
