@@ -731,6 +731,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	pthread_mutex_init(&mm->msgq->lock, NULL);
 	pthread_cond_init(&mm->msgq->nonempty, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
+	pthread_cond_init(&mm->msgq->rnonempty, NULL);
 	/*
 	 * The reader's stack is ours, not libc's: libc discards the unused
 	 * part of a stack it allocated when the thread exits (MADV_DONTNEED),
@@ -838,6 +839,7 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_mutex_destroy(&mm->msgq->lock);
 	pthread_cond_destroy(&mm->msgq->nonempty);
 	pthread_cond_destroy(&mm->msgq->nonfull);
+	pthread_cond_destroy(&mm->msgq->rnonempty);
 	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 	mm->msgq = NULL;
 	mm->service_started = false;
