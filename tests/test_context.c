@@ -203,6 +203,69 @@ static void test_sysinfo(void)
 	CHECK(!strcmp(uhmm_feature_name(UHMM_FEAT_MOVE), "move"), "name");
 }
 
+/* In the exec'd child: is any of uhmm's descriptors still open? */
+static int exec_fd_check(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	int leaked = 0;
+
+	if (!dir)
+		return 2;
+	while ((de = readdir(dir))) {
+		char path[300], target[256];
+		ssize_t len;
+
+		if (atoi(de->d_name) == dirfd(dir))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (strstr(target, "userfaultfd") || strstr(target, "eventfd") ||
+		    strstr(target, "/pagemap") || strstr(target, "/maps")) {
+			fprintf(stderr, "test_context: exec'd child inherited fd %s -> %s\n",
+				de->d_name, target);
+			leaked++;
+		}
+	}
+	closedir(dir);
+	return leaked ? 1 : 0;
+}
+
+/*
+ * Every descriptor uhmm opens (the userfaultfd, the service eventfd,
+ * pagemap, maps) is close-on-exec: a program the process execs inherits
+ * none of them.
+ */
+static void test_exec_no_leak(void)
+{
+	struct uhmm_mm *mm = test_mm();
+	char *p = map_anon(4 * page_size, PROT_READ | PROT_WRITE);
+	uint32_t st[4];
+	pid_t pid;
+	int status;
+
+	memset(p, 1, 2 * page_size);
+	/* Opens the pagemap (and maps, where PROCMAP_QUERY is used) fds too. */
+	CHECK_EQ(uhmm_page_state(mm, (uintptr_t)p, 4, st), 0);
+	CHECK_EQ(count_uffds(), 1);
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		execl("/proc/self/exe", "test_context", "fd-check", (char *)NULL);
+		_exit(3);
+	}
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "exec'd child saw uhmm's descriptors (status %#x)", status);
+	munmap(p, 4 * page_size);
+	uhmm_mm_put(mm);
+	printf("test_context: an exec'd child inherits none of uhmm's descriptors "
+	       "(userfaultfd, eventfd, pagemap, maps): ok\n");
+}
+
 int main(int argc, char **argv)
 {
 	test_name = "test_context";
@@ -212,12 +275,15 @@ int main(int argc, char **argv)
 		return exec_user_mode();
 	if (argc > 1 && !strcmp(argv[1], "no-uffd"))
 		return exec_no_uffd();
+	if (argc > 1 && !strcmp(argv[1], "fd-check"))
+		return exec_fd_check();
 	test_init("test_context");
 	test_user_mode_only();
 	test_no_uffd();
 	test_sysinfo();
 	test_refcount();
 	test_teardown_with_notifiers();
+	test_exec_no_leak();
 	printf("test_context: PASS\n");
 	return 0;
 }
