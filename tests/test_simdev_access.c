@@ -1382,7 +1382,13 @@ static void test_teardown(struct uhmm_mm *hold)
 	int n;
 
 	uhmm_mm_put(hold);		/* the device holds the only reference now */
-	n = other_thread_sps(sps, 8);
+	/*
+	 * A thread that is running at the moment shows no stack pointer
+	 * ("running" in its syscall file): look again until one is found in
+	 * a system call (the service threads wait in one almost always).
+	 */
+	for (long tries = 0; (n = other_thread_sps(sps, 8)) < 1 && tries < 1000000; tries++)
+		sched_yield();
 	CHECK(n >= 1, "no service thread found");
 	for (int i = 0; i < n; i++) {
 		pages[i] = map_in_chunk_of(sps[i]);
