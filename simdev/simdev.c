@@ -757,13 +757,15 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 			  struct uhmm_simdev_stats *st)
 {
 	uintptr_t s = (uintptr_t)addr;
+	struct chunk *c0, *c;
 	void **held;
 	long got;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
 		return ret;
-	if (!get_chunk(d, s))
+	c0 = get_chunk(d, s);
+	if (!c0)
 		return -ENOMEM;
 	held = calloc(npages, sizeof(*held));
 	if (!held)
@@ -773,14 +775,36 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 		free(held);
 		return (int)got;
 	}
-	pthread_mutex_lock(&d->lock);
-	for (size_t i = 0; i < npages; i++) {
-		/* Still held? (a CPU access may have revoked it already) */
-		if (held[i] && uhmm_exclusive_held(d->mm, s + i * d->ps, &d->owner) == held[i])
-			spt_set(d, (s >> d->shift) + i, (uint64_t)(uintptr_t)held[i] |
-				SPT_VALID | SPT_WRITE | SPT_ATOMIC);
+	c = get_chunk(d, s + (npages - 1) * d->ps);	/* a range may end in the next chunk */
+	if (!c) {
+		free(held);
+		return -ENOMEM;
 	}
-	pthread_mutex_unlock(&d->lock);
+	for (;;) {
+		/*
+		 * A CPU access may revoke a page at any time: its invalidation
+		 * clears the device page table, so an entry set after it would
+		 * stay.  Map only with no invalidation since the check began
+		 * (read_begin waits out a revocation in progress).
+		 */
+		unsigned long seq0 = uhmm_interval_read_begin(&c0->mni);
+		unsigned long seq1 = uhmm_interval_read_begin(&c->mni);
+
+		pthread_mutex_lock(&d->lock);
+		if (uhmm_interval_read_retry(&c0->mni, seq0) ||
+		    uhmm_interval_read_retry(&c->mni, seq1)) {
+			pthread_mutex_unlock(&d->lock);
+			continue;
+		}
+		for (size_t i = 0; i < npages; i++) {
+			/* Still held? (a CPU access may have revoked it already) */
+			if (held[i] && uhmm_exclusive_held(d->mm, s + i * d->ps, &d->owner) == held[i])
+				spt_set(d, (s >> d->shift) + i, (uint64_t)(uintptr_t)held[i] |
+					SPT_VALID | SPT_WRITE | SPT_ATOMIC);
+		}
+		pthread_mutex_unlock(&d->lock);
+		break;
+	}
 	free(held);
 	if (st) {
 		st->cpages = (uint64_t)got;

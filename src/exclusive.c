@@ -174,6 +174,35 @@ static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const
 	return slot_mem(x, p);
 }
 
+/*
+ * The mapping holding [start, end): pieces that uhmm's own userfaultfd
+ * registration split off (a migration registers exactly its range) count
+ * as one, as they do for migration; *@n = 0 if the range is not in one.
+ */
+static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, size_t *n)
+{
+	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
+				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
+				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
+	struct uhmm_vma v[64];
+	int ret = uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), n, true);
+
+	if (ret || *n == 0 || *n > UHMM_ARRAY_SIZE(v)) {
+		*n = 0;
+		return ret;
+	}
+	for (size_t i = 1; i < *n; i++)
+		if (v[i].start != v[i - 1].end || (v[i].flags & kind) != (v[0].flags & kind) ||
+		    !uhmm__is_our_split(&uhmm__the_mm, v[i].start)) {
+			*n = 0;
+			return 0;
+		}
+	out->start = v[0].start;
+	out->end = v[*n - 1].end;
+	out->flags = v[0].flags;
+	return 0;
+}
+
 long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 			 const void *owner, void **pages)
 {
@@ -199,8 +228,8 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	end = start + (npages << ps);
 	for (size_t i = 0; i < npages; i++)
 		pages[i] = NULL;
-	ret = uhmm__vma_find(start, end, &v, 1, &n, true);
-	if (ret || n != 1 || v.start > start || v.end < end)
+	ret = excl_find_mapping(start, end, &v, &n);
+	if (ret || n == 0 || v.start > start || v.end < end)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)start, (unsigned long)end);
 	if (!(v.flags & UHMM_VMA_READ))

@@ -12,6 +12,7 @@
 
 #include "bench.h"
 #include "demo.h"
+#include "stress.h"
 
 static void usage(FILE *f)
 {
@@ -24,6 +25,7 @@ static void usage(FILE *f)
 		"  info     what the kernel offers uhmm here, and what to change if it\n"
 		"           cannot work (run this first when something does not work)\n"
 		"  bench    measure uhmm against same-run baselines (--help for options)\n"
+		"  stress   randomized operations checked against a model (--help for options)\n"
 		"  help     this text\n"
 		"\n"
 		"environment:\n"
@@ -104,6 +106,8 @@ int main(int argc, char **argv)
 		return uhmm_demo_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "bench"))
 		return uhmm_bench_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "stress"))
+		return uhmm_stress_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "--help")) {
 		usage(stdout);

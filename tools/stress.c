@@ -1,0 +1,1669 @@
+// SPDX-License-Identifier: MIT
+/*
+ * "uhmm stress": randomized operations on shared memory, checked against a
+ * model.
+ *
+ * Several threads run random operations on a set of regions (anonymous
+ * mmap memory, each between two PROT_NONE guard pages so it never merges
+ * with another mapping; some 2 MiB aligned with MADV_HUGEPAGE): CPU and
+ * device reads and writes, migrations both ways through two simdev devices
+ * (one mirroring with plenty of memory, one migrating on touch with less
+ * memory than the data and eviction), device-exclusive access, compute
+ * kernels, release, snapshots, munmap/mmap, mremap (with and without
+ * MREMAP_DONTUNMAP), MADV_DONTNEED, mprotect, and fork with a child that
+ * verifies every page.  Only the public API (include/uhmm) and plain system
+ * calls are used.
+ *
+ * The model: each page has a version; its content is a pattern of (region,
+ * page, version, word), version 0 being all zeroes.  Every read, by the CPU
+ * or a device, is checked word by word.  Each region has a rwlock: reads,
+ * migrations, exclusive access, snapshots and read-only kernels take it for
+ * reading, so they race with each other on the same pages; anything that
+ * changes content or the mapping takes it for writing.  Release and fork are
+ * device- or process-wide.  Every error return must be one the model
+ * explains; anything else, or one wrong byte, prints the page's recent
+ * history and exits 1.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uhmm/simdev.h>
+
+#include "stress.h"
+
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+#define HUGE_SZ		((size_t)2 << 20)
+#define HIST		16	/* history entries per page */
+#define DWHIST		32	/* device-wide history entries */
+#define MAX_CUTS	3	/* sub-range remaps of a region before a whole remap */
+#define MAX_THREADS	64
+#define BUSY_RETRIES	1000
+
+enum op {
+	OP_CPU_READ, OP_CPU_WRITE, OP_DEV_READ, OP_DEV_WRITE, OP_TO_DEV, OP_TO_SYS,
+	OP_EXCL, OP_LAUNCH_RO, OP_LAUNCH_RW, OP_RELEASE, OP_SNAPSHOT, OP_MMAP_OVER,
+	OP_MUNMAP, OP_MREMAP, OP_MREMAP_KEEP, OP_DONTNEED, OP_MPROTECT, OP_FORK,
+	OP_COUNT,
+	/* history-only kinds */
+	OP_RESET = OP_COUNT, OP_FINAL,
+};
+
+static const char *const op_name[] = {
+	"cpu_read", "cpu_write", "dev_read", "dev_write", "migrate_to_dev",
+	"migrate_to_sys", "exclusive", "launch_load", "launch_store", "release",
+	"snapshot", "mmap_fixed", "munmap_mmap", "mremap", "mremap_dontunmap",
+	"dontneed", "mprotect", "fork", "reset", "final",
+};
+
+/* Relative frequencies. */
+static const unsigned op_weight[OP_COUNT] = {
+	[OP_CPU_READ] = 16, [OP_CPU_WRITE] = 10, [OP_DEV_READ] = 12, [OP_DEV_WRITE] = 7,
+	[OP_TO_DEV] = 12, [OP_TO_SYS] = 8, [OP_EXCL] = 6, [OP_LAUNCH_RO] = 4,
+	[OP_LAUNCH_RW] = 5, [OP_RELEASE] = 2, [OP_SNAPSHOT] = 6, [OP_MMAP_OVER] = 2,
+	[OP_MUNMAP] = 2, [OP_MREMAP] = 1, [OP_MREMAP_KEEP] = 1, [OP_DONTNEED] = 3,
+	[OP_MPROTECT] = 3, [OP_FORK] = 1,
+};
+
+/* Legitimate error returns, counted per op. */
+enum { LE_ENOENT, LE_ENOMEM, LE_EPERM, LE_EBUSY, LE_SPLIT, LE_SKIP, LE_COUNT };
+static const char *const le_name[] = {
+	"ENOENT", "ENOMEM", "EPERM", "EBUSY", "split-mapping", "skipped",
+};
+
+struct hist {
+	uint64_t vb, va;
+	uint32_t step;
+	uint8_t op, thr, dev, used;
+};
+
+struct region {
+	pthread_rwlock_t lock;
+	pthread_mutex_t hlock;
+	unsigned int id;
+	char *base;		/* first data page */
+	char *resv;		/* the reservation around it (guards included) */
+	size_t resv_len;
+	size_t npages;
+	bool thp, ro;
+	unsigned int cuts;
+	uint64_t *ver;
+	struct hist *hist;	/* npages * HIST */
+	uint8_t *hpos;
+	atomic_uint active;	/* ops in progress on the region */
+	atomic_ulong seq;	/* ops started on the region */
+	atomic_ulong excl_seq;	/* exclusive ops started on the region */
+	atomic_uint excl_active;	/* exclusive ops in progress on the region */
+};
+
+struct tstats {
+	uint64_t ops[OP_COUNT];
+	uint64_t le[OP_COUNT][LE_COUNT];
+	uint64_t pages_checked, bytes_checked, migrated;
+};
+
+struct thr {
+	unsigned int idx;
+	uint64_t rng;
+	uint32_t step;
+	pthread_t th;
+	struct tstats st;
+	char *buf;		/* scratch: max region pages */
+	uint8_t *snap[2];
+	uint64_t *vtmp;
+};
+
+struct dwhist {
+	uint32_t step;
+	uint8_t op, thr, dev, used;
+};
+
+static struct {
+	size_t ps;
+	unsigned int nreg, threads;
+	struct region *reg;
+	struct uhmm_simdev *dev[2];
+	size_t cap[2], total_pages, max_pages;
+	uint64_t seed, max_ops;
+	double seconds;
+	bool no_fork, verbose;
+	atomic_bool stop;
+	atomic_ullong ops_issued;
+	atomic_ullong next_ver;
+	atomic_ulong dw_seq;		/* device-wide ops started and ended */
+	atomic_uint dw_active;
+	atomic_uint launch_inflight[2];
+	atomic_ulong launch_started[2];
+	pthread_mutex_t fail_lock;
+	pthread_mutex_t dwlock;
+	struct dwhist dwh[DWHIST];
+	unsigned int dwpos;
+	bool in_child;
+	unsigned int cur_threads_arg, cur_regions_arg;
+} G;
+
+static bool op_off[OP_COUNT];	/* --only / --without / --no-fork */
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= UINT64_C(0xbf58476d1ce4e5b9);
+	x ^= x >> 27;
+	x *= UINT64_C(0x94d049bb133111eb);
+	x ^= x >> 31;
+	return x;
+}
+
+static uint64_t rnd(struct thr *t)
+{
+	t->rng += UINT64_C(0x9e3779b97f4a7c15);
+	return mix64(t->rng);
+}
+
+/* Word @w of page @pg of region @id at version @v. */
+static inline uint64_t pat(unsigned int id, size_t pg, uint64_t v, size_t w)
+{
+	uint64_t x;
+
+	if (!v)
+		return 0;
+	x = v * UINT64_C(0x9e3779b97f4a7c15) ^ ((uint64_t)id << 48) ^ ((uint64_t)pg << 20) ^ w;
+	x ^= x >> 29;
+	x *= UINT64_C(0xbf58476d1ce4e5b9);
+	x ^= x >> 32;
+	return x | 1;
+}
+
+static void fill_page(void *mem, unsigned int id, size_t pg, uint64_t v)
+{
+	uint64_t *w = mem;
+
+	for (size_t k = 0; k < G.ps / 8; k++)
+		w[k] = pat(id, pg, v, k);
+}
+
+static uint64_t new_version(void)
+{
+	return atomic_fetch_add(&G.next_ver, 1);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static long count_lines(const char *path)
+{
+	char b[65536];
+	long n = 0;
+	ssize_t r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	while ((r = read(fd, b, sizeof(b))) > 0)
+		for (ssize_t i = 0; i < r; i++)
+			n += b[i] == '\n';
+	close(fd);
+	return n;
+}
+
+static long count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	long n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;	/* the directory's own descriptor */
+}
+
+/* Mappings (/proc/self/maps lines) that overlap [a, a + len). */
+static int count_vmas(const char *a, size_t len)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < (uintptr_t)a + len &&
+		    e > (uintptr_t)a)
+			n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* ---- history and failure reports ------------------------------------------------- */
+
+struct octx {
+	struct thr *t;
+	struct region *r;
+	enum op op;
+	int dev;
+	size_t p0, n;
+	unsigned int prev_active, dw_active0;
+	unsigned long seq0, dw0;
+};
+
+static void hist_push_locked(struct region *r, size_t pg, const struct octx *c, uint8_t op,
+			     uint64_t vb, uint64_t va)
+{
+	struct hist *h = &r->hist[pg * HIST + r->hpos[pg]];
+
+	h->vb = vb;
+	h->va = va;
+	h->step = c->t->step;
+	h->op = op;
+	h->thr = (uint8_t)c->t->idx;
+	h->dev = (uint8_t)(c->dev < 0 ? 0xff : c->dev);
+	h->used = 1;
+	r->hpos[pg] = (uint8_t)((r->hpos[pg] + 1) % HIST);
+}
+
+/* A content-preserving op on [p0, p0 + n). */
+static void hist_range(const struct octx *c, size_t p0, size_t n, uint8_t op)
+{
+	struct region *r = c->r;
+
+	pthread_mutex_lock(&r->hlock);
+	for (size_t i = p0; i < p0 + n; i++)
+		hist_push_locked(r, i, c, op, r->ver[i], r->ver[i]);
+	pthread_mutex_unlock(&r->hlock);
+}
+
+static void hist_one(const struct octx *c, size_t pg, uint64_t vb, uint64_t va)
+{
+	pthread_mutex_lock(&c->r->hlock);
+	hist_push_locked(c->r, pg, c, (uint8_t)c->op, vb, va);
+	pthread_mutex_unlock(&c->r->hlock);
+}
+
+static void dw_push(const struct octx *c)
+{
+	pthread_mutex_lock(&G.dwlock);
+	G.dwh[G.dwpos] = (struct dwhist){ .step = c->t->step, .op = (uint8_t)c->op,
+					  .thr = (uint8_t)c->t->idx, .dev = (uint8_t)c->dev,
+					  .used = 1 };
+	G.dwpos = (G.dwpos + 1) % DWHIST;
+	pthread_mutex_unlock(&G.dwlock);
+}
+
+static void print_history(struct region *r, size_t pg)
+{
+	bool lock = !G.in_child;
+
+	fprintf(stderr, "  history of region %u page %zu (oldest first; step = the thread's "
+		"op number):\n", r->id, pg);
+	if (lock)
+		pthread_mutex_lock(&r->hlock);
+	for (unsigned int k = 0; k < HIST; k++) {
+		const struct hist *h = &r->hist[pg * HIST + (r->hpos[pg] + k) % HIST];
+
+		if (!h->used)
+			continue;
+		fprintf(stderr, "    thread %u step %-8u %-16s dev %-2s version %llu -> %llu\n",
+			h->thr, h->step, op_name[h->op],
+			h->dev == 0xff ? "-" : h->dev ? "1" : "0",
+			(unsigned long long)h->vb, (unsigned long long)h->va);
+	}
+	if (lock)
+		pthread_mutex_unlock(&r->hlock);
+	fprintf(stderr, "  recent device-wide ops (release, fork, migrating launches):\n");
+	if (lock)
+		pthread_mutex_lock(&G.dwlock);
+	for (unsigned int k = 0; k < DWHIST; k++) {
+		const struct dwhist *h = &G.dwh[(G.dwpos + k) % DWHIST];
+
+		if (h->used)
+			fprintf(stderr, "    thread %u step %-8u %-16s dev %u\n", h->thr, h->step,
+				op_name[h->op], h->dev);
+	}
+	if (lock)
+		pthread_mutex_unlock(&G.dwlock);
+}
+
+static void replay_hint(void)
+{
+	char off[512] = "";
+
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		if (op_off[o] && strlen(off) + strlen(op_name[o]) + 12 < sizeof(off))
+			strcat(strcat(off, off[0] ? "," : " --without "), op_name[o]);
+	fprintf(stderr, "  seed %llu: replay with: uhmm stress --seed %llu --threads %u "
+		"--regions %u%s (thread interleavings differ from run to run)\n",
+		(unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg, off);
+}
+
+static __attribute__((noreturn)) void die_now(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	_exit(1);
+}
+
+static void fail_begin(void)
+{
+	if (!G.in_child)
+		pthread_mutex_lock(&G.fail_lock);	/* never unlocked: one report */
+	fflush(stdout);
+}
+
+static __attribute__((noreturn)) void mismatch(const struct octx *c, size_t pg, size_t off,
+					       uint64_t exp, uint64_t got, const char *what)
+{
+	struct region *r = c->r;
+
+	fail_begin();
+	fprintf(stderr, "uhmm stress: FAIL: %s mismatch in region %u page %zu offset %#zx "
+		"(address %p): expected %#018llx got %#018llx (model version %llu)\n", what,
+		r->id, pg, off, (void *)(r->base + pg * G.ps + off), (unsigned long long)exp,
+		(unsigned long long)got, (unsigned long long)r->ver[pg]);
+	fprintf(stderr, "  by %s, thread %u, step %u, pages [%zu, %zu) dev %d, region %s%s\n",
+		op_name[c->op], c->t->idx, c->t->step, c->p0, c->p0 + c->n, c->dev,
+		r->thp ? "THP " : "", r->ro ? "read-only" : "read-write");
+	print_history(r, pg);
+	replay_hint();
+	die_now();
+}
+
+static __attribute__((noreturn, format(printf, 2, 3)))
+void fail(const struct octx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	fail_begin();
+	fprintf(stderr, "uhmm stress: FAIL: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	if (c && c->r) {
+		fprintf(stderr, "  in %s, thread %u, step %u, region %u (%zu pages%s%s) pages "
+			"[%zu, %zu) dev %d; library says: %s\n", op_name[c->op], c->t->idx,
+			c->t->step, c->r->id, c->r->npages, c->r->thp ? ", THP" : "",
+			c->r->ro ? ", read-only" : "", c->p0, c->p0 + c->n, c->dev,
+			uhmm_last_error());
+		print_history(c->r, c->p0);
+	}
+	replay_hint();
+	die_now();
+}
+
+static __attribute__((noreturn)) void unexpected(const struct octx *c, const char *call, int ret)
+{
+	fail(c, "%s returned %d (%s), which the model does not explain", call, ret,
+	     strerror(ret < 0 ? -ret : ret));
+}
+
+/* ---- checks ------------------------------------------------------------------ */
+
+/* Check @n pages of @mem against the model of pages [pg0, pg0 + n). */
+static void check_pages(const struct octx *c, size_t pg0, size_t n, const void *mem,
+			const char *what)
+{
+	struct region *r = c->r;
+	const uint64_t *w = mem;
+	const size_t words = G.ps / 8;
+
+	for (size_t i = 0; i < n; i++, w += words) {
+		uint64_t v = r->ver[pg0 + i];
+
+		for (size_t k = 0; k < words; k++) {
+			uint64_t e = pat(r->id, pg0 + i, v, k);
+
+			if (__builtin_expect(w[k] != e, 0))
+				mismatch(c, pg0 + i, k * 8, e, w[k], what);
+		}
+	}
+	c->t->st.pages_checked += n;
+	c->t->st.bytes_checked += n * G.ps;
+}
+
+/* ---- region mapping ------------------------------------------------------------- */
+
+static int region_prot(const struct region *r)
+{
+	return r->ro ? PROT_READ : PROT_READ | PROT_WRITE;
+}
+
+/* A reservation with guards for @r's size: sets *resv, *len; returns the base. */
+static char *reserve(const struct region *r, char **resv, size_t *len)
+{
+	size_t align = r->thp ? HUGE_SZ : 16 * G.ps;
+	size_t rl = r->npages * G.ps + 2 * G.ps + align;
+	char *p = mmap(NULL, rl, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	*resv = p;
+	*len = rl;
+	return (char *)(((uintptr_t)p + G.ps + align - 1) & ~(uintptr_t)(align - 1));
+}
+
+static int map_region(struct region *r)
+{
+	char *b = reserve(r, &r->resv, &r->resv_len);
+
+	if (!b)
+		return -errno;
+	if (mmap(b, r->npages * G.ps, region_prot(r), MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS,
+		 -1, 0) != b)
+		return -errno;
+	if (r->thp)
+		madvise(b, r->npages * G.ps, MADV_HUGEPAGE);
+	r->base = b;
+	r->cuts = 0;
+	memset(r->ver, 0, r->npages * sizeof(*r->ver));
+	return 0;
+}
+
+/* ---- op bracketing --------------------------------------------------------------- */
+
+static void op_begin(struct octx *c, bool wr)
+{
+	if (wr)
+		pthread_rwlock_wrlock(&c->r->lock);
+	else
+		pthread_rwlock_rdlock(&c->r->lock);
+	c->dw_active0 = atomic_load(&G.dw_active);
+	c->dw0 = atomic_load(&G.dw_seq);
+	c->prev_active = atomic_fetch_add(&c->r->active, 1);
+	c->seq0 = atomic_fetch_add(&c->r->seq, 1) + 1;
+}
+
+/* Did nothing else touch the region (or the devices as a whole) meanwhile? */
+static bool op_alone(const struct octx *c)
+{
+	return c->prev_active == 0 && c->dw_active0 == 0 &&
+	       atomic_load(&c->r->active) == 1 && atomic_load(&c->r->seq) == c->seq0 &&
+	       atomic_load(&G.dw_seq) == c->dw0 && atomic_load(&G.dw_active) == 0;
+}
+
+static void op_end(struct octx *c)
+{
+	atomic_fetch_sub(&c->r->active, 1);
+	pthread_rwlock_unlock(&c->r->lock);
+}
+
+static void dw_begin(struct octx *c)
+{
+	atomic_fetch_add(&G.dw_active, 1);
+	atomic_fetch_add(&G.dw_seq, 1);
+	dw_push(c);
+}
+
+static void dw_end(void)
+{
+	atomic_fetch_add(&G.dw_seq, 1);
+	atomic_fetch_sub(&G.dw_active, 1);
+}
+
+static void pick_range(struct thr *t, struct region *r, size_t *p0, size_t *n)
+{
+	size_t max = r->npages < 64 ? r->npages : 64;
+
+	if (rnd(t) % 6 == 0) {
+		*p0 = 0;
+		*n = r->npages;
+		return;
+	}
+	*n = 1 + rnd(t) % max;
+	*p0 = rnd(t) % (r->npages - *n + 1);
+}
+
+static char *page_addr(const struct region *r, size_t pg)
+{
+	return r->base + pg * G.ps;
+}
+
+/* Both devices' snapshots of the op's range into t->snap[0/1]. */
+static void snap_both(const struct octx *c)
+{
+	for (int d = 0; d < 2; d++) {
+		int ret = uhmm_simdev_snapshot(G.dev[d], page_addr(c->r, c->p0), c->n,
+					       c->t->snap[d], NULL);
+
+		if (ret)
+			unexpected(c, d ? "snapshot(dev 1)" : "snapshot(dev 0)", ret);
+	}
+}
+
+static bool prot_local(uint8_t p)
+{
+	return p != UHMM_SIMDEV_PROT_ERROR && (p & 0xf0) == UHMM_SIMDEV_PROT_DEV_PRIVATE_LOCAL;
+}
+
+static bool prot_sys_present(uint8_t p)
+{
+	return p != UHMM_SIMDEV_PROT_ERROR && p != UHMM_SIMDEV_PROT_NONE &&
+	       ((p & 0xf0) == 0 || (p & 0xf0) == UHMM_SIMDEV_PROT_ZERO);
+}
+
+/* ---- operations ----------------------------------------------------------------- */
+
+static void op_cpu_read(struct octx *c)
+{
+	op_begin(c, false);
+	pick_range(c->t, c->r, &c->p0, &c->n);
+	check_pages(c, c->p0, c->n, page_addr(c->r, c->p0), "cpu read");
+	hist_range(c, c->p0, c->n, OP_CPU_READ);
+	op_end(c);
+}
+
+static void op_cpu_write(struct octx *c)
+{
+	struct region *r = c->r;
+
+	op_begin(c, true);
+	pick_range(c->t, r, &c->p0, &c->n);
+	if (r->ro) {
+		c->t->st.le[c->op][LE_SKIP]++;
+	} else {
+		for (size_t i = c->p0; i < c->p0 + c->n; i++) {
+			uint64_t v = new_version();
+
+			fill_page(page_addr(r, i), r->id, i, v);
+			hist_one(c, i, r->ver[i], v);
+			r->ver[i] = v;
+		}
+	}
+	op_end(c);
+}
+
+/* Device read of the op's range through c->dev, checked. */
+static void dev_read_check(struct octx *c, const char *what)
+{
+	int ret;
+
+	for (int tries = 0;; tries++) {
+		ret = uhmm_simdev_read(G.dev[c->dev], page_addr(c->r, c->p0), c->n, c->t->buf, NULL);
+		if (ret != -EBUSY || tries >= BUSY_RETRIES)
+			break;
+		c->t->st.le[OP_DEV_READ][LE_EBUSY]++;
+		sched_yield();
+	}
+	if (ret)
+		unexpected(c, "uhmm_simdev_read", ret);
+	check_pages(c, c->p0, c->n, c->t->buf, what);
+}
+
+static void op_dev_read(struct octx *c)
+{
+	op_begin(c, false);
+	pick_range(c->t, c->r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	dev_read_check(c, "device read");
+	hist_range(c, c->p0, c->n, OP_DEV_READ);
+	op_end(c);
+}
+
+static void op_dev_write(struct octx *c)
+{
+	struct region *r = c->r;
+	int ret;
+
+	op_begin(c, true);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	for (size_t i = 0; i < c->n; i++) {
+		c->t->vtmp[i] = new_version();
+		fill_page(c->t->buf + i * G.ps, r->id, c->p0 + i, c->t->vtmp[i]);
+	}
+	for (int tries = 0;; tries++) {
+		ret = uhmm_simdev_write(G.dev[c->dev], page_addr(r, c->p0), c->n, c->t->buf, NULL);
+		if (ret != -EBUSY || tries >= BUSY_RETRIES)
+			break;
+		c->t->st.le[c->op][LE_EBUSY]++;
+		sched_yield();
+	}
+	if (r->ro) {
+		if (ret != -EPERM)
+			fail(c, "device write to a read-only region returned %d, not -EPERM", ret);
+		c->t->st.le[c->op][LE_EPERM]++;
+		/* Nothing may have changed. */
+		check_pages(c, c->p0, c->n, page_addr(r, c->p0), "cpu read after refused device write");
+		hist_range(c, c->p0, c->n, OP_DEV_WRITE);
+	} else {
+		if (ret)
+			unexpected(c, "uhmm_simdev_write", ret);
+		for (size_t i = 0; i < c->n; i++) {
+			hist_one(c, c->p0 + i, r->ver[c->p0 + i], c->t->vtmp[i]);
+			r->ver[c->p0 + i] = c->t->vtmp[i];
+		}
+	}
+	op_end(c);
+}
+
+static void op_to_dev(struct octx *c)
+{
+	struct uhmm_simdev_stats st = { 0 };
+	struct region *r = c->r;
+	int ret;
+
+	op_begin(c, false);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	ret = uhmm_simdev_migrate_to_dev(G.dev[c->dev], page_addr(r, c->p0), c->n, &st);
+	if (ret == 0) {
+		if (st.cpages == 0 || st.cpages > c->n)
+			fail(c, "migrate_to_dev returned 0 with cpages %llu of %zu",
+			     (unsigned long long)st.cpages, c->n);
+		c->t->st.migrated += st.cpages;
+	} else if (ret == -ENOENT) {
+		c->t->st.le[c->op][LE_ENOENT]++;
+	} else if (ret == -ENOMEM && G.cap[c->dev] < G.total_pages) {
+		c->t->st.le[c->op][LE_ENOMEM]++;
+	} else {
+		unexpected(c, "uhmm_simdev_migrate_to_dev", ret);
+	}
+	/*
+	 * Alone on the region, with plenty of device memory: every system page
+	 * of the range must have moved (or have been on a device already).
+	 */
+	if (G.cap[c->dev] >= G.total_pages && op_alone(c)) {
+		snap_both(c);
+		if (op_alone(c))
+			for (size_t i = 0; i < c->n; i++)
+				if (prot_sys_present(c->t->snap[c->dev][i]))
+					fail(c, "migrate_to_dev returned %d (%llu pages) but page %zu "
+					     "is still in system memory (snapshot %#x)", ret,
+					     (unsigned long long)st.cpages, c->p0 + i,
+					     c->t->snap[c->dev][i]);
+	}
+	hist_range(c, c->p0, c->n, OP_TO_DEV);
+	op_end(c);
+}
+
+static void op_to_sys(struct octx *c)
+{
+	struct uhmm_simdev_stats st = { 0 };
+	struct region *r = c->r;
+	int ret;
+
+	op_begin(c, false);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	ret = uhmm_simdev_migrate_to_sys(G.dev[c->dev], page_addr(r, c->p0), c->n, &st);
+	if (ret == -ENOENT)
+		c->t->st.le[c->op][LE_ENOENT]++;
+	else if (ret)
+		unexpected(c, "uhmm_simdev_migrate_to_sys", ret);
+	else
+		c->t->st.migrated += st.cpages;
+	/* Alone: none of the range may be left on this device. */
+	if (op_alone(c)) {
+		snap_both(c);
+		if (op_alone(c))
+			for (size_t i = 0; i < c->n; i++)
+				if (prot_local(c->t->snap[c->dev][i]))
+					fail(c, "migrate_to_sys returned %d but page %zu is still on "
+					     "the device (snapshot %#x)", ret, c->p0 + i,
+					     c->t->snap[c->dev][i]);
+	}
+	hist_range(c, c->p0, c->n, OP_TO_SYS);
+	op_end(c);
+}
+
+static void op_excl(struct octx *c)
+{
+	struct region *r = c->r;
+	unsigned long es;
+	unsigned int others;
+	int ret;
+
+	op_begin(c, false);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	others = atomic_fetch_add(&r->excl_active, 1);
+	es = atomic_fetch_add(&r->excl_seq, 1) + 1;
+	ret = uhmm_simdev_exclusive(G.dev[c->dev], page_addr(r, c->p0), c->n, NULL);
+	if (ret == -EINVAL && count_vmas(page_addr(r, c->p0), c->n * G.ps) > 1) {
+		c->t->st.le[c->op][LE_SPLIT]++;	/* the range spans mappings */
+		ret = 1;
+	} else if (r->ro) {
+		if (ret != -EPERM)
+			fail(c, "exclusive on a read-only region returned %d, not -EPERM", ret);
+		c->t->st.le[c->op][LE_EPERM]++;
+	} else if (ret == -EPERM) {
+		c->t->st.le[c->op][LE_EPERM]++;	/* some pages not taken (device-resident...) */
+	} else if (ret) {
+		unexpected(c, "uhmm_simdev_exclusive", ret);
+	}
+	hist_range(c, c->p0, c->n, OP_EXCL);
+	if (ret <= 0 && !r->ro) {
+		/* The device reads through what it holds; then the CPU revokes. */
+		dev_read_check(c, "device read of exclusive pages");
+		check_pages(c, c->p0, c->n, page_addr(r, c->p0), "cpu read revoking exclusive");
+		ret = uhmm_simdev_check_exclusive(G.dev[c->dev], page_addr(r, c->p0), c->n);
+		if (ret == -EPERM && (others || atomic_load(&r->excl_seq) != es))
+			c->t->st.le[c->op][LE_EBUSY]++;	/* another exclusive op took some again */
+		else if (ret)
+			fail(c, "check_exclusive after the CPU touched every page returned %d", ret);
+	}
+	atomic_fetch_sub(&r->excl_active, 1);
+	op_end(c);
+}
+
+struct kern {
+	const struct region *r;
+	char *base;		/* address of page p0 */
+	size_t p0;
+	const uint64_t *oldv, *newv;
+	bool store;
+	atomic_int bad;
+	size_t bad_pg, bad_off;
+	uint64_t bad_exp, bad_got;
+};
+
+static void kern_bad(struct kern *k, size_t pg, size_t off, uint64_t exp, uint64_t got)
+{
+	int z = 0;
+
+	if (atomic_compare_exchange_strong(&k->bad, &z, 1)) {
+		k->bad_pg = pg;
+		k->bad_off = off;
+		k->bad_exp = exp;
+		k->bad_got = got;
+	}
+}
+
+/* One page per work item: check the old pattern, write the new one. */
+static void kern_fn(struct uhmm_simdev_thread *t, size_t item, void *arg)
+{
+	struct kern *k = arg;
+	char *page = k->base + item * G.ps;
+	size_t pg = k->p0 + item;
+	uint64_t ov = k->oldv[item], nv = k->store ? k->newv[item] : 0;
+	unsigned int id = k->r->id;
+
+	for (size_t w = 0; w < G.ps / 8; w++) {
+		uint64_t *a = (uint64_t *)page + w;
+		uint64_t e = pat(id, pg, ov, w), got;
+
+		if (!k->store) {
+			got = (w & 1) ? uhmm_simdev_load64(t, a) :
+			      ((uint64_t)uhmm_simdev_load32(t, (uint32_t *)a + 1) << 32 |
+			       uhmm_simdev_load32(t, a));
+		} else {
+			uint64_t n = pat(id, pg, nv, w);
+
+			switch ((pg + w + nv) % 3) {
+			case 0:
+				got = uhmm_simdev_load64(t, a);
+				uhmm_simdev_store64(t, a, n);
+				break;
+			case 1:
+				got = uhmm_simdev_atomic_add64(t, a, n - e);
+				break;
+			default:
+				got = (uint64_t)uhmm_simdev_load32(t, (uint32_t *)a + 1) << 32 |
+				      uhmm_simdev_load32(t, a);
+				uhmm_simdev_store32(t, a, (uint32_t)n);
+				uhmm_simdev_atomic_add32(t, (uint32_t *)a + 1,
+							 (uint32_t)(n >> 32) - (uint32_t)(e >> 32));
+				break;
+			}
+		}
+		if (got != e)
+			kern_bad(k, pg, w * 8, e, got);
+	}
+}
+
+static void op_launch(struct octx *c)
+{
+	struct region *r = c->r;
+	const bool store = c->op == OP_LAUNCH_RW;
+	struct kern k = { .r = r };
+	unsigned int infl;
+	unsigned long st0;
+	int ret;
+
+	op_begin(c, store);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+	k.base = page_addr(r, c->p0);
+	k.p0 = c->p0;
+	k.oldv = r->ver + c->p0;
+	k.newv = c->t->vtmp;
+	k.store = store;
+	if (store)
+		for (size_t i = 0; i < c->n; i++)
+			c->t->vtmp[i] = new_version();
+	if (c->dev == 1)
+		dw_begin(c);	/* migrate-on-touch evicts anyone's pages */
+	infl = atomic_fetch_add(&G.launch_inflight[c->dev], 1);
+	st0 = atomic_fetch_add(&G.launch_started[c->dev], 1);
+	ret = uhmm_simdev_launch(G.dev[c->dev], c->n, kern_fn, &k, NULL);
+	if (ret == -EBUSY && (infl > 0 || atomic_load(&G.launch_started[c->dev]) > st0 + 1)) {
+		c->t->st.le[c->op][LE_EBUSY]++;	/* another launch on the device */
+		ret = 1;
+	}
+	atomic_fetch_sub(&G.launch_inflight[c->dev], 1);
+	if (c->dev == 1)
+		dw_end();
+	if (store && r->ro) {
+		if (ret == 0)
+			fail(c, "a storing kernel on a read-only region succeeded");
+		if (ret == -EPERM) {
+			c->t->st.le[c->op][LE_EPERM]++;
+			ret = 1;
+		}
+	}
+	if (ret < 0)
+		unexpected(c, "uhmm_simdev_launch", ret);
+	if (ret == 0) {
+		if (atomic_load(&k.bad))
+			mismatch(c, k.bad_pg, k.bad_off, k.bad_exp, k.bad_got,
+				 store ? "device kernel (load/atomic before store)" : "device kernel load");
+		c->t->st.pages_checked += c->n;
+		c->t->st.bytes_checked += c->n * G.ps;
+		if (store) {
+			for (size_t i = 0; i < c->n; i++) {
+				hist_one(c, c->p0 + i, r->ver[c->p0 + i], c->t->vtmp[i]);
+				r->ver[c->p0 + i] = c->t->vtmp[i];
+			}
+		}
+	}
+	if (!store || ret != 0)
+		hist_range(c, c->p0, c->n, (uint8_t)c->op);
+	op_end(c);
+}
+
+static void op_release(struct octx *c)
+{
+	int ret;
+
+	c->dev = (int)(rnd(c->t) & 1);
+	dw_begin(c);
+	ret = uhmm_simdev_release(G.dev[c->dev]);
+	dw_end();
+	if (ret)
+		unexpected(c, "uhmm_simdev_release", ret);
+}
+
+static void op_snapshot(struct octx *c)
+{
+	struct region *r = c->r;
+
+	op_begin(c, false);
+	pick_range(c->t, r, &c->p0, &c->n);
+	c->dev = -1;
+	snap_both(c);
+	for (size_t i = 0; i < c->n; i++) {
+		uint8_t a = c->t->snap[0][i], b = c->t->snap[1][i];
+		size_t pg = c->p0 + i;
+
+		for (int d = 0; d < 2; d++) {
+			uint8_t p = d ? b : a;
+
+			if (p == UHMM_SIMDEV_PROT_ERROR)
+				fail(c, "snapshot(dev %d) says ERROR for mapped page %zu", d, pg);
+			if (r->ro && (p & UHMM_SIMDEV_PROT_WRITE))
+				fail(c, "snapshot(dev %d) says WRITE (%#x) for page %zu of a read-only "
+				     "region", d, p, pg);
+			if (r->ver[pg] && p != UHMM_SIMDEV_PROT_NONE &&
+			    (p & 0xf0) == UHMM_SIMDEV_PROT_ZERO)
+				fail(c, "snapshot(dev %d) says zero page (%#x) for page %zu, which "
+				     "holds data (version %llu)", d, p, pg,
+				     (unsigned long long)r->ver[pg]);
+		}
+		if (prot_local(a) && prot_local(b))
+			fail(c, "page %zu is local to both devices (%#x, %#x)", pg, a, b);
+	}
+	hist_range(c, c->p0, c->n, OP_SNAPSHOT);
+	op_end(c);
+}
+
+/* The whole region, or a sub-range while it is not too fragmented. */
+static void pick_remap_range(struct octx *c)
+{
+	pick_range(c->t, c->r, &c->p0, &c->n);
+	if (c->r->cuts >= MAX_CUTS) {
+		c->p0 = 0;
+		c->n = c->r->npages;
+	}
+}
+
+static void zero_model(struct octx *c, size_t p0, size_t n)
+{
+	for (size_t i = p0; i < p0 + n; i++) {
+		hist_one(c, i, c->r->ver[i], 0);
+		c->r->ver[i] = 0;
+	}
+}
+
+static void after_remap(struct octx *c)
+{
+	struct region *r = c->r;
+
+	if (c->n == r->npages) {
+		r->cuts = 0;
+		if (r->thp)
+			madvise(r->base, r->npages * G.ps, MADV_HUGEPAGE);
+	} else {
+		r->cuts++;
+	}
+}
+
+static void op_mmap_over(struct octx *c)
+{
+	struct region *r = c->r;
+	char *a;
+
+	op_begin(c, true);
+	pick_remap_range(c);
+	a = page_addr(r, c->p0);
+	if (mmap(a, c->n * G.ps, region_prot(r), MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) != a)
+		unexpected(c, "mmap(MAP_FIXED) over the region", -errno);
+	zero_model(c, c->p0, c->n);
+	after_remap(c);
+	op_end(c);
+}
+
+static void op_munmap(struct octx *c)
+{
+	struct region *r = c->r;
+	char *a, *p;
+
+	op_begin(c, true);
+	pick_remap_range(c);
+	a = page_addr(r, c->p0);
+	if (munmap(a, c->n * G.ps))
+		unexpected(c, "munmap", -errno);
+	p = mmap(a, c->n * G.ps, region_prot(r), MAP_FIXED_NOREPLACE | MAP_PRIVATE | MAP_ANONYMOUS,
+		 -1, 0);
+	if (p == a) {
+		zero_model(c, c->p0, c->n);
+		after_remap(c);
+	} else {
+		/* Another thread's mapping took the hole: start the region afresh. */
+		int ret;
+
+		if (p != MAP_FAILED)
+			munmap(p, c->n * G.ps);	/* a kernel without NOREPLACE */
+		else if (errno != EEXIST)
+			unexpected(c, "mmap(MAP_FIXED_NOREPLACE) into the hole", -errno);
+		c->t->st.le[c->op][LE_SKIP]++;
+		if (a > r->resv)
+			munmap(r->resv, (size_t)(a - r->resv));
+		munmap(a + c->n * G.ps, (size_t)(r->resv + r->resv_len - (a + c->n * G.ps)));
+		ret = map_region(r);
+		if (ret)
+			unexpected(c, "mapping a fresh region", ret);
+		pthread_mutex_lock(&r->hlock);
+		for (size_t i = 0; i < r->npages; i++)
+			hist_push_locked(r, i, c, OP_RESET, 0, 0);
+		pthread_mutex_unlock(&r->hlock);
+	}
+	op_end(c);
+}
+
+static void op_mremap(struct octx *c)
+{
+	struct region *r = c->r;
+	const bool keep = c->op == OP_MREMAP_KEEP;
+	size_t len = r->npages * G.ps, nlen;
+	char *nresv, *nb, *p, *old = r->base, *oresv = r->resv;
+	size_t oresv_len = r->resv_len;
+
+	op_begin(c, true);
+	c->p0 = 0;
+	c->n = r->npages;
+	nb = reserve(r, &nresv, &nlen);
+	if (!nb)
+		unexpected(c, "mmap of a reservation", -errno);
+	p = mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | (keep ? MREMAP_DONTUNMAP : 0), nb);
+	if (p == MAP_FAILED) {
+		int e = errno;
+
+		munmap(nresv, nlen);
+		if ((e == EFAULT || e == EINVAL) && count_vmas(old, len) > 1) {
+			c->t->st.le[c->op][LE_SPLIT]++;	/* mremap moves one mapping */
+			op_end(c);
+			return;
+		}
+		unexpected(c, keep ? "mremap(MREMAP_DONTUNMAP)" : "mremap", -e);
+	}
+	if (p != nb)
+		fail(c, "mremap moved to %p, not %p", (void *)p, (void *)nb);
+	r->base = nb;
+	r->resv = nresv;
+	r->resv_len = nlen;
+	if (keep) {
+		/* The old range stays mapped and empty. */
+		for (size_t i = 0; i < r->npages; i++) {
+			const uint64_t *w = (const uint64_t *)(old + i * G.ps);
+
+			for (size_t k = 0; k < G.ps / 8; k++)
+				if (w[k])
+					fail(c, "after mremap(MREMAP_DONTUNMAP), old page %zu offset %#zx "
+					     "reads %#llx, not zero", i, k * 8,
+					     (unsigned long long)w[k]);
+		}
+		c->t->st.pages_checked += r->npages;
+		c->t->st.bytes_checked += len;
+	}
+	if (munmap(oresv, oresv_len))
+		unexpected(c, "munmap of the old reservation", -errno);
+	hist_range(c, 0, r->npages, (uint8_t)c->op);
+	op_end(c);
+}
+
+static void op_dontneed(struct octx *c)
+{
+	struct region *r = c->r;
+
+	op_begin(c, true);
+	pick_range(c->t, r, &c->p0, &c->n);
+	if (madvise(page_addr(r, c->p0), c->n * G.ps, MADV_DONTNEED))
+		unexpected(c, "madvise(MADV_DONTNEED)", -errno);
+	zero_model(c, c->p0, c->n);
+	op_end(c);
+}
+
+static void op_mprotect(struct octx *c)
+{
+	struct region *r = c->r;
+
+	op_begin(c, true);
+	c->p0 = 0;
+	c->n = r->npages;
+	r->ro = !r->ro;
+	if (mprotect(r->base, r->npages * G.ps, region_prot(r)))
+		unexpected(c, "mprotect", -errno);
+	hist_range(c, 0, r->npages, OP_MPROTECT);
+	op_end(c);
+}
+
+/* Child: every page of every region, by plain CPU reads; no threads. */
+static __attribute__((noreturn)) void fork_child(struct octx *c)
+{
+	G.in_child = true;
+	c->op = OP_FORK;
+	for (unsigned int i = 0; i < G.nreg; i++) {
+		c->r = &G.reg[i];
+		c->p0 = 0;
+		c->n = c->r->npages;
+		check_pages(c, 0, c->r->npages, c->r->base, "fork child cpu read");
+	}
+	_exit(0);
+}
+
+static void op_fork(struct octx *c)
+{
+	int status;
+	pid_t pid;
+
+	c->dev = -1;
+	for (unsigned int i = 0; i < G.nreg; i++)
+		pthread_rwlock_rdlock(&G.reg[i].lock);
+	dw_begin(c);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0)
+		fork_child(c);
+	if (pid < 0) {
+		c->t->st.le[c->op][LE_SKIP]++;	/* no process to be had: not uhmm's doing */
+	} else {
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+			c->r = NULL;
+			fail(c, "the fork child's verification failed (status %#x)", status);
+		}
+		for (unsigned int i = 0; i < G.nreg; i++)
+			c->t->st.pages_checked += G.reg[i].npages;
+		c->t->st.bytes_checked += G.total_pages * G.ps;
+	}
+	dw_end();
+	for (unsigned int i = G.nreg; i-- > 0;)
+		pthread_rwlock_unlock(&G.reg[i].lock);
+}
+
+static unsigned int weight_total;
+
+static enum op pick_op(struct thr *t)
+{
+	unsigned int x = (unsigned int)(rnd(t) % weight_total);
+
+	for (unsigned int o = 0; o < OP_COUNT; o++) {
+		unsigned int w = op_off[o] ? 0 : op_weight[o];
+
+		if (x < w)
+			return (enum op)o;
+		x -= w;
+	}
+	return OP_CPU_READ;
+}
+
+static void *thread_main(void *arg)
+{
+	struct thr *t = arg;
+
+	while (!atomic_load(&G.stop)) {
+		struct octx c = { .t = t, .dev = -1 };
+
+		if (G.max_ops && atomic_fetch_add(&G.ops_issued, 1) >= G.max_ops)
+			break;
+		t->step++;
+		c.op = pick_op(t);
+		c.r = &G.reg[rnd(t) % G.nreg];
+		switch (c.op) {
+		case OP_CPU_READ: op_cpu_read(&c); break;
+		case OP_CPU_WRITE: op_cpu_write(&c); break;
+		case OP_DEV_READ: op_dev_read(&c); break;
+		case OP_DEV_WRITE: op_dev_write(&c); break;
+		case OP_TO_DEV: op_to_dev(&c); break;
+		case OP_TO_SYS: op_to_sys(&c); break;
+		case OP_EXCL: op_excl(&c); break;
+		case OP_LAUNCH_RO: case OP_LAUNCH_RW: op_launch(&c); break;
+		case OP_RELEASE: op_release(&c); break;
+		case OP_SNAPSHOT: op_snapshot(&c); break;
+		case OP_MMAP_OVER: op_mmap_over(&c); break;
+		case OP_MUNMAP: op_munmap(&c); break;
+		case OP_MREMAP: case OP_MREMAP_KEEP: op_mremap(&c); break;
+		case OP_DONTNEED: op_dontneed(&c); break;
+		case OP_MPROTECT: op_mprotect(&c); break;
+		case OP_FORK: op_fork(&c); break;
+		default: break;
+		}
+		t->st.ops[c.op]++;
+	}
+	return NULL;
+}
+
+/* ---- setup, the run, the summary ---------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: uhmm stress [options]\n"
+"\n"
+"Randomized, model-checked stress of uhmm through its public API: threads run\n"
+"random operations on shared regions of anonymous memory (CPU and device reads\n"
+"and writes, migrations to two simulated devices and back, device-exclusive\n"
+"access, device kernels with loads, stores and atomics, release, snapshots,\n"
+"munmap/mmap, mremap with and without MREMAP_DONTUNMAP, MADV_DONTNEED,\n"
+"mprotect, fork with a verifying child). Every byte read is checked against a\n"
+"model of each page's content; every error return must be one the model\n"
+"explains. The process's mapping count and open descriptors must stay bounded.\n"
+"\n"
+"options:\n"
+"  --seconds S   stop after S seconds (default 10; 0 = no time limit)\n"
+"  --ops N       stop after N operations in all (default 0 = no limit);\n"
+"                the run stops at whichever bound comes first\n"
+"  --threads N   threads running operations (default 4, at most %d)\n"
+"  --regions N   regions of memory (default 12; every 4th is a 2 MiB-aligned\n"
+"                MADV_HUGEPAGE region of 512 pages, the others 16-64 pages)\n"
+"  --seed N      the random seed (default: from the clock, printed at start).\n"
+"                Each thread's operations derive from the seed and the thread's\n"
+"                index, so a seed replays the same operation sequences; the\n"
+"                interleaving of the threads is up to the scheduler and is NOT\n"
+"                reproducible (--threads 1 is fully deterministic)\n"
+"  --no-fork     leave out the fork operation\n"
+"  --only LIST   run only these operations (comma separated names as in the\n"
+"                summary: cpu_read,cpu_write,dev_read,dev_write,migrate_to_dev,\n"
+"                migrate_to_sys,exclusive,launch_load,launch_store,release,\n"
+"                snapshot,mmap_fixed,munmap_mmap,mremap,mremap_dontunmap,\n"
+"                dontneed,mprotect,fork); for narrowing a failure down\n"
+"  --without LIST  run all operations but these\n"
+"  --quick       a very short run: 2 seconds, 3 threads, 6 regions (options\n"
+"                given explicitly still win)\n"
+"  --verbose     print the device counters at the end\n"
+"  -h, --help    this text\n"
+"\n"
+"On a failure it prints the region, page, offset, expected and read values, the\n"
+"page's last %d operations (thread, step, version before and after) and the\n"
+"seed, and exits 1. Exit 0: no failure; 77: uhmm cannot work on this machine.\n",
+		MAX_THREADS, HIST);
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 0);
+	return s[0] && !*end && !errno;
+}
+
+/* "--only a,b" turns every other op off; "--without a,b" turns those off. */
+static int parse_ops(const char *list, bool only)
+{
+	char buf[512], *save = NULL;
+
+	if (strlen(list) >= sizeof(buf))
+		return -1;
+	strcpy(buf, list);
+	if (only)
+		for (unsigned int o = 0; o < OP_COUNT; o++)
+			op_off[o] = true;
+	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		unsigned int o;
+
+		for (o = 0; o < OP_COUNT && strcmp(tok, op_name[o]); o++)
+			;
+		if (o == OP_COUNT) {
+			fprintf(stderr, "uhmm stress: unknown operation '%s'\n", tok);
+			return -1;
+		}
+		op_off[o] = !only;
+	}
+	return 0;
+}
+
+static void print_summary(const struct tstats *sum, double secs)
+{
+	uint64_t total = 0;
+
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		total += sum->ops[o];
+	printf("operations: %llu in %.1f s (%.0f/s)\n", (unsigned long long)total, secs,
+	       secs > 0 ? (double)total / secs : 0.0);
+	for (unsigned int o = 0; o < OP_COUNT; o++) {
+		bool any = false;
+
+		printf("  %-17s %10llu", op_name[o], (unsigned long long)sum->ops[o]);
+		for (unsigned int e = 0; e < LE_COUNT; e++) {
+			if (!sum->le[o][e])
+				continue;
+			printf("%s%s %llu", any ? ", " : "   (", le_name[e],
+			       (unsigned long long)sum->le[o][e]);
+			any = true;
+		}
+		printf("%s\n", any ? ")" : "");
+	}
+	printf("pages checked: %llu (%llu bytes), pages migrated by explicit calls: %llu\n",
+	       (unsigned long long)sum->pages_checked, (unsigned long long)sum->bytes_checked,
+	       (unsigned long long)sum->migrated);
+}
+
+static int setup_regions(void)
+{
+	G.reg = calloc(G.nreg, sizeof(*G.reg));
+	if (!G.reg)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < G.nreg; i++) {
+		struct region *r = &G.reg[i];
+		uint64_t h = mix64(G.seed ^ (0x5eedull << 32) ^ i);
+		int ret;
+
+		r->id = i + 1;
+		r->thp = i % 4 == 0;
+		r->npages = r->thp ? HUGE_SZ / G.ps : 16 * (1 + h % 4);
+		pthread_rwlock_init(&r->lock, NULL);
+		pthread_mutex_init(&r->hlock, NULL);
+		r->ver = calloc(r->npages, sizeof(*r->ver));
+		r->hist = calloc(r->npages * HIST, sizeof(*r->hist));
+		r->hpos = calloc(r->npages, 1);
+		if (!r->ver || !r->hist || !r->hpos)
+			return -ENOMEM;
+		ret = map_region(r);
+		if (ret)
+			return ret;
+		G.total_pages += r->npages;
+		if (r->npages > G.max_pages)
+			G.max_pages = r->npages;
+	}
+	return 0;
+}
+
+static void free_regions(void)
+{
+	for (unsigned int i = 0; i < G.nreg; i++) {
+		struct region *r = &G.reg[i];
+
+		munmap(r->resv, r->resv_len);
+		free(r->ver);
+		free(r->hist);
+		free(r->hpos);
+		pthread_rwlock_destroy(&r->lock);
+		pthread_mutex_destroy(&r->hlock);
+	}
+	free(G.reg);
+}
+
+/* Everything, by the CPU (and through device 0 while it exists). */
+static void verify_all(struct thr *t, bool with_dev)
+{
+	for (unsigned int i = 0; i < G.nreg; i++) {
+		struct octx c = { .t = t, .r = &G.reg[i], .op = OP_FINAL, .dev = 0,
+				  .p0 = 0, .n = G.reg[i].npages };
+
+		if (with_dev)
+			dev_read_check(&c, "final device read");
+		check_pages(&c, 0, c.n, c.r->base, "final cpu read");
+	}
+}
+
+int uhmm_stress_main(int argc, char **argv)
+{
+	struct uhmm_sysinfo si;
+	struct thr *ts, fin = { .idx = 0 };
+	struct tstats sum = { 0 };
+	long maps0, maps_setup, maps_max, maps_end, fds_raw, fds0, fds_max, fds_end, max_map_count, bound;
+	bool quick = false, threads_set = false, regions_set = false, seconds_set = false;
+	double t0, deadline, elapsed;
+	uint64_t v;
+	const char *why = NULL;
+	int ret;
+
+	G.seconds = 10;
+	G.threads = 4;
+	G.nreg = 12;
+	G.seed = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock());
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		bool has = i + 1 < argc;
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--quick")) {
+			quick = true;
+		} else if (!strcmp(a, "--no-fork")) {
+			G.no_fork = true;
+		} else if (!strcmp(a, "--verbose")) {
+			G.verbose = true;
+		} else if (!strcmp(a, "--seconds") && has) {
+			char *end;
+
+			G.seconds = strtod(argv[++i], &end);
+			if (*end || G.seconds < 0)
+				goto bad;
+			seconds_set = true;
+		} else if (!strcmp(a, "--ops") && has && parse_u64(argv[i + 1], &v)) {
+			G.max_ops = v;
+			i++;
+		} else if (!strcmp(a, "--threads") && has && parse_u64(argv[i + 1], &v) &&
+			   v >= 1 && v <= MAX_THREADS) {
+			G.threads = (unsigned int)v;
+			threads_set = true;
+			i++;
+		} else if (!strcmp(a, "--regions") && has && parse_u64(argv[i + 1], &v) &&
+			   v >= 1 && v <= 4096) {
+			G.nreg = (unsigned int)v;
+			regions_set = true;
+			i++;
+		} else if ((!strcmp(a, "--only") || !strcmp(a, "--without")) && has) {
+			if (parse_ops(argv[++i], !strcmp(a, "--only")))
+				goto bad;
+		} else if (!strcmp(a, "--seed") && has && parse_u64(argv[i + 1], &v)) {
+			G.seed = v;
+			i++;
+		} else {
+			goto bad;
+		}
+	}
+	if (quick) {
+		if (!seconds_set)
+			G.seconds = 2;
+		if (!threads_set)
+			G.threads = 3;
+		if (!regions_set)
+			G.nreg = 6;
+	}
+	if (G.no_fork)
+		op_off[OP_FORK] = true;
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		weight_total += op_off[o] ? 0 : op_weight[o];
+	if (!weight_total)
+		goto bad;
+	G.ps = (size_t)sysconf(_SC_PAGESIZE);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	uhmm_sysinfo(&si);
+	if (si.uffd_mode == UHMM_UFFD_NONE) {
+		printf("uhmm stress: skipped: uhmm cannot work here (run uhmm info)\n");
+		return 77;
+	}
+	printf("uhmm stress: seed %llu, %u threads, %u regions, %.1f s%s%s%s\n",
+	       (unsigned long long)G.seed, G.threads, G.nreg, G.seconds,
+	       G.max_ops ? ", op limit" : "", G.no_fork ? ", no fork" : "",
+	       si.disabled ? ", fallbacks forced by UHMM_DISABLE" : "");
+	if (G.max_ops)
+		printf("  op limit: %llu\n", (unsigned long long)G.max_ops);
+	pthread_mutex_init(&G.fail_lock, NULL);
+	pthread_mutex_init(&G.dwlock, NULL);
+	atomic_store(&G.next_ver, 1);
+	fds_raw = count_fds();
+	/*
+	 * A device made and destroyed first: what the library keeps open for
+	 * the life of the process (the maps and pagemap files) is then in
+	 * the baseline, and only growth counts.
+	 */
+	{
+		struct uhmm_simdev *warm;
+		char *p = mmap(NULL, 16 * G.ps, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p != MAP_FAILED && uhmm_simdev_create(NULL, &warm) == 0) {
+			memset(p, 1, 16 * G.ps);
+			uhmm_simdev_migrate_to_dev(warm, p, 8, NULL);
+			uhmm_simdev_exclusive(warm, p + 8 * G.ps, 8, NULL);
+			uhmm_simdev_destroy(warm);
+		}
+		if (p != MAP_FAILED)
+			munmap(p, 16 * G.ps);
+	}
+	fds0 = count_fds();
+	maps0 = count_lines("/proc/self/maps");
+	max_map_count = -1;
+	{
+		FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+
+		if (f) {
+			if (fscanf(f, "%ld", &max_map_count) != 1)
+				max_map_count = -1;
+			fclose(f);
+		}
+	}
+
+	ret = setup_regions();
+	if (ret) {
+		printf("uhmm stress: FAIL: cannot set up the regions: %s\n", strerror(-ret));
+		return 1;
+	}
+	/* Device 0 mirrors with room for everything; device 1 migrates on touch
+	 * with a quarter of the data's size and evicts when full. */
+	{
+		struct uhmm_simdev_config c0 = {
+			.capacity_pages = 2 * G.total_pages + 64, .threads = 2,
+			.policy = UHMM_SIMDEV_POLICY_MIRROR,
+		};
+		struct uhmm_simdev_config c1 = {
+			.capacity_pages = G.total_pages / 4 > 32 ? G.total_pages / 4 : 32,
+			.threads = 2, .policy = UHMM_SIMDEV_POLICY_MIGRATE, .migrate_window = 16,
+			.evict_when_full = true, .fault_around = 4,
+		};
+
+		G.cap[0] = c0.capacity_pages;
+		G.cap[1] = c1.capacity_pages;
+		ret = uhmm_simdev_create(&c0, &G.dev[0]);
+		if (!ret)
+			ret = uhmm_simdev_create(&c1, &G.dev[1]);
+		if (ret == -ENOSYS || ret == -EPERM) {
+			printf("uhmm stress: skipped: no userfaultfd: %s\n", uhmm_last_error());
+			return 77;
+		}
+		if (ret) {
+			printf("uhmm stress: FAIL: cannot create the devices: %s (%s)\n",
+			       strerror(-ret), uhmm_last_error());
+			return 1;
+		}
+	}
+	printf("  %zu pages in all (largest region %zu); device 0: mirror, %zu pages; "
+	       "device 1: migrate on touch, %zu pages, evicts\n", G.total_pages, G.max_pages,
+	       G.cap[0], G.cap[1]);
+
+	/*
+	 * Mapping bound: each region is a reservation of at most 3 pieces
+	 * (guard, data, guard), its data at most 2 * MAX_CUTS + 1 pieces after
+	 * sub-range remaps; 2 more for an mremap in flight; threads (ours and
+	 * the devices' compute threads) 2 each (stack and guard); and a margin
+	 * for the allocator and the library.
+	 */
+	maps_setup = count_lines("/proc/self/maps");
+	bound = maps_setup + (long)G.nreg * (2 * MAX_CUTS + 1 + 2 + 2) +
+		2L * (G.threads + 4 + 2) + 64;
+	maps_max = maps_setup;
+	fds_max = count_fds();
+
+	ts = calloc(G.threads, sizeof(*ts));
+	if (!ts)
+		return 1;
+	t0 = now_s();
+	deadline = G.seconds > 0 ? t0 + G.seconds : 0;
+	for (unsigned int i = 0; i < G.threads; i++) {
+		struct thr *t = &ts[i];
+
+		t->idx = i;
+		t->rng = mix64(G.seed + 0x1234567ull * (i + 1));
+		t->buf = malloc(G.max_pages * G.ps);
+		t->snap[0] = malloc(G.max_pages);
+		t->snap[1] = malloc(G.max_pages);
+		t->vtmp = malloc(G.max_pages * sizeof(uint64_t));
+		if (!t->buf || !t->snap[0] || !t->snap[1] || !t->vtmp ||
+		    pthread_create(&t->th, NULL, thread_main, t)) {
+			printf("uhmm stress: FAIL: cannot start thread %u\n", i);
+			return 1;
+		}
+	}
+	/* Sample the mapping and descriptor counts until the end. */
+	for (unsigned int done = 0; !why;) {
+		struct timespec d = { 0, 5 * 1000 * 1000 };
+		long m = count_lines("/proc/self/maps"), f = count_fds();
+
+		if (m > maps_max)
+			maps_max = m;
+		if (f > fds_max)
+			fds_max = f;
+		if (m > bound)
+			why = "the process's mapping count exceeded its bound";
+		if (f > fds0 + 16)
+			why = "open file descriptors grew";
+		if (deadline && now_s() >= deadline)
+			break;
+		if (G.max_ops && atomic_load(&G.ops_issued) >= G.max_ops) {
+			if (++done > 1)
+				break;	/* one more sample after the last op was issued */
+		}
+		nanosleep(&d, NULL);
+	}
+	atomic_store(&G.stop, true);
+	for (unsigned int i = 0; i < G.threads; i++) {
+		pthread_join(ts[i].th, NULL);
+		for (unsigned int o = 0; o < OP_COUNT; o++) {
+			sum.ops[o] += ts[i].st.ops[o];
+			for (unsigned int e = 0; e < LE_COUNT; e++)
+				sum.le[o][e] += ts[i].st.le[o][e];
+		}
+		sum.pages_checked += ts[i].st.pages_checked;
+		sum.bytes_checked += ts[i].st.bytes_checked;
+		sum.migrated += ts[i].st.migrated;
+	}
+	elapsed = now_s() - t0;
+	if (why) {
+		printf("uhmm stress: FAIL: %s (maps %ld, bound %ld; fds %ld, at start %ld)\n", why,
+		       maps_max, bound, fds_max, fds0);
+		replay_hint();
+		return 1;
+	}
+
+	/* Everything must still be right, with the devices and after them. */
+	fin.buf = malloc(G.max_pages * G.ps);
+	if (!fin.buf)
+		return 1;
+	fin.idx = G.threads;
+	verify_all(&fin, true);
+	if (G.verbose) {
+		for (int d = 0; d < 2; d++) {
+			struct uhmm_simdev_counters k;
+
+			uhmm_simdev_get_counters(G.dev[d], &k);
+			printf("device %d: to_dev %llu, to_sys %llu, cpu faults %llu (%llu pages), "
+			       "evicted %llu, device faults %llu, in use %zu\n", d,
+			       (unsigned long long)k.to_dev_pages, (unsigned long long)k.to_sys_pages,
+			       (unsigned long long)k.cpu_faults,
+			       (unsigned long long)k.cpu_fault_pages,
+			       (unsigned long long)k.evicted_pages,
+			       (unsigned long long)k.device_faults, uhmm_simdev_used_pages(G.dev[d]));
+		}
+	}
+	uhmm_simdev_destroy(G.dev[1]);
+	uhmm_simdev_destroy(G.dev[0]);
+	verify_all(&fin, false);
+	sum.pages_checked += fin.st.pages_checked;
+	sum.bytes_checked += fin.st.bytes_checked;
+	free_regions();
+	maps_end = count_lines("/proc/self/maps");
+	fds_end = count_fds();
+
+	print_summary(&sum, elapsed);
+	printf("mappings: %ld at start, %ld with regions and devices, at most %ld during the run "
+	       "(bound %ld, vm.max_map_count %ld), %ld at the end\n", maps0, maps_setup, maps_max,
+	       bound, max_map_count, maps_end);
+	printf("file descriptors: %ld at start (%ld before uhmm's first use), at most %ld during "
+	       "the run, %ld at the end\n", fds0, fds_raw, fds_max, fds_end);
+	printf("failures: 0\n");
+	for (unsigned int i = 0; i < G.threads; i++) {
+		free(ts[i].buf);
+		free(ts[i].snap[0]);
+		free(ts[i].snap[1]);
+		free(ts[i].vtmp);
+	}
+	free(ts);
+	free(fin.buf);
+	if (fds_end > fds0) {
+		printf("uhmm stress: FAIL: %ld file descriptors left open (%ld at start)\n",
+		       fds_end - fds0, fds0);
+		return 1;
+	}
+	/* glibc keeps the stacks of finished threads cached: allow for them. */
+	if (maps_end > maps0 + 2L * (G.threads + 4 + 2) + 16) {
+		printf("uhmm stress: FAIL: %ld mappings left at the end (%ld at start)\n", maps_end,
+		       maps0);
+		return 1;
+	}
+	printf("uhmm stress: OK\n");
+	return 0;
+
+bad:
+	usage(stderr);
+	return 2;
+}
