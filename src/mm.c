@@ -297,3 +297,29 @@ __attribute__((destructor)) static void uhmm_exit(void)
 	uhmm__notifier_release_all(mm);
 	atomic_fetch_sub(&mm->users, 1);
 }
+
+int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
+{
+	struct uhmm_mm_stats s = { 0 };
+
+	if (!mm || !out)
+		return uhmm__err(EINVAL, "mm stats: NULL %s", mm ? "output" : "context");
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+		return uhmm__err(EINVAL, "mm stats: not a live uhmm context");
+	s.special_entries = (uint64_t)atomic_load(&mm->ptable.nr_entries);
+	s.entry_table_bytes = (uint64_t)atomic_load(&mm->ptable.nr_nodes) * 4096;
+	s.notifiers = (uint64_t)atomic_load(&mm->nr_notifiers);
+	pthread_mutex_lock(&mm->pool_lock);
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = mm->pools[id];
+
+		if (!pgmap)
+			continue;
+		s.pools++;
+		s.device_pages += (uint64_t)atomic_load(&pgmap->nr_resident);
+		s.page_desc_bytes += pgmap->nr_pages * sizeof(struct uhmm_page);
+	}
+	pthread_mutex_unlock(&mm->pool_lock);
+	*out = s;
+	return 0;
+}

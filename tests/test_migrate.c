@@ -245,6 +245,61 @@ static void test_bad_input(void)
 	tdev_destroy(d);
 }
 
+/*
+ * The memory uhmm spends per device-resident page: one descriptor in the
+ * pool (struct uhmm_page), and one 8-byte entry in the special-entry table,
+ * whose 4 KiB leaves each cover 512 pages: dense ranges cost 8 bytes a page
+ * plus interior nodes, a page alone in its 2 MiB of address space costs a
+ * whole leaf.
+ */
+static void test_overhead(void)
+{
+	const size_t n = 4096, sparse = 16;
+	struct tdev *d = tdev_create(mm, n + sparse, 0);
+	char *p = map_aligned_2m(n * page_size, PROT_READ | PROT_WRITE);
+	char *q = map_aligned_2m(sparse * (2u << 20), PROT_READ | PROT_WRITE);
+	struct uhmm_mm_stats a, b, c;
+	double dense_pp, sparse_pp;
+
+	CHECK_EQ(uhmm_mm_stats(NULL, &a), -EINVAL);
+	CHECK_EQ(uhmm_mm_stats(mm, NULL), -EINVAL);
+	CHECK_EQ(uhmm_mm_stats(mm, &a), 0);
+	fill_pattern(p, n, 9);
+	CHECK_EQ(tdev_to_dev(d, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), n);
+	CHECK_EQ(uhmm_mm_stats(mm, &b), 0);
+	CHECK_EQ(b.device_pages - a.device_pages, n);
+	CHECK_EQ(b.special_entries - a.special_entries, n);
+	CHECK_EQ(b.page_desc_bytes, a.page_desc_bytes);	/* allocated at devmem_add */
+	dense_pp = (double)(b.entry_table_bytes - a.entry_table_bytes) / n;
+	/* 8 leaves of 512 entries, plus at most three interior nodes. */
+	CHECK(b.entry_table_bytes - a.entry_table_bytes <= (n / 512 + 3) * 4096,
+	      "entry table grew by %llu bytes for %zu dense pages",
+	      (unsigned long long)(b.entry_table_bytes - a.entry_table_bytes), n);
+
+	for (size_t i = 0; i < sparse; i++) {
+		char *pg = q + i * (2u << 20);
+
+		memset(pg, (int)i + 1, page_size);
+		CHECK_EQ(tdev_to_dev(d, (uintptr_t)pg, (uintptr_t)pg + page_size, NULL), 1);
+	}
+	CHECK_EQ(uhmm_mm_stats(mm, &c), 0);
+	CHECK_EQ(c.device_pages - b.device_pages, sparse);
+	sparse_pp = (double)(c.entry_table_bytes - b.entry_table_bytes) / sparse;
+	CHECK(c.entry_table_bytes - b.entry_table_bytes <= (sparse + 3) * 4096,
+	      "entry table grew by %llu bytes for %zu sparse pages",
+	      (unsigned long long)(c.entry_table_bytes - b.entry_table_bytes), sparse);
+	printf("memory per device-resident page: %zu B descriptor (for every device page) + "
+	       "%.1f B entry table when dense (%zu pages), %.0f B when alone in 2 MiB: ok\n",
+	       sizeof(struct uhmm_page), dense_pp, n, sparse_pp);
+
+	CHECK_EQ(check_pattern(p, n, 9), -1);
+	for (size_t i = 0; i < sparse; i++)
+		CHECK_EQ(q[i * (2u << 20)], (char)(i + 1));
+	munmap(p, n * page_size);
+	munmap(q, sparse * (2u << 20));
+	tdev_destroy(d);
+}
+
 int main(void)
 {
 	test_init("test_migrate");
@@ -255,6 +310,7 @@ int main(void)
 	test_evict_range();
 	test_range_fault_device();
 	test_bad_input();
+	test_overhead();
 	uhmm_mm_put(mm);
 	printf("test_migrate: PASS\n");
 	return 0;

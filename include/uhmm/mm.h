@@ -131,6 +131,41 @@ UHMM_API int uhmm_mm_get(struct uhmm_mm **mmp);
 UHMM_API void uhmm_mm_put(struct uhmm_mm *mm);
 
 /**
+ * struct uhmm_mm_stats - what the context holds, and the memory it costs
+ * @device_pages: pages resident in device memory (every pool, the
+ *	internal exclusive-access pool included)
+ * @special_entries: pages uhmm keeps an entry for (device-resident,
+ *	exclusive, in a migration)
+ * @entry_table_bytes: memory of the special-entry table's nodes (4 KiB
+ *	per node; a leaf covers 512 pages of address space); the top level, a
+ *	reservation the kernel backs only where it is touched, is not counted
+ * @page_desc_bytes: memory of the device page descriptors of every pool
+ *	(one struct uhmm_page per device page, resident or not)
+ * @pools: device memory pools added and not removed
+ * @notifiers: interval notifiers inserted
+ */
+struct uhmm_mm_stats {
+	uint64_t device_pages;
+	uint64_t special_entries;
+	uint64_t entry_table_bytes;
+	uint64_t page_desc_bytes;
+	uint64_t pools;
+	uint64_t notifiers;
+};
+
+/**
+ * uhmm_mm_stats() - read the context's counters
+ * @mm: a context reference from uhmm_mm_get()
+ * @out: filled in
+ *
+ * The counters are read without stopping other threads: each is exact at
+ * some moment during the call.  Callable from any thread, callbacks too.
+ *
+ * Return: 0; -EINVAL for a NULL argument or a context that is not live.
+ */
+UHMM_API int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out);
+
+/**
  * uhmm_last_error() - human-readable reason for the last failure
  *
  * Every call that returns a negative errno for bad input or an unsupported
