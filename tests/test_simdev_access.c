@@ -1364,6 +1364,44 @@ static void test_device_resident_prot(void)
 	free(buf);
 }
 
+/*
+ * The device's page table holds writable entries for pages it wrote: when
+ * the CPU mapping loses write access, or all access, those entries must go
+ * (the invalidation), so the device can never write through a mapping the
+ * process cannot write, nor read one it cannot read.
+ */
+static void test_mirror_loses_access(void)
+{
+	const size_t n = 4;
+	struct uhmm_simdev_stats st;
+	struct uhmm_simdev *d = dev_new(NULL);
+	char *p = map_range(n, PROT_READ | PROT_WRITE);
+	char *buf = xmalloc(n * page_size);
+
+	fill(buf, n, 151);
+	CHECK_EQ(uhmm_simdev_write(d, p, n, buf, &st), 0);	/* writable device entries */
+	CHECK_EQ(uhmm_simdev_write(d, p, n, buf, &st), 0);
+	CHECK_EQ(st.faults, 0);					/* ...that are cached */
+	CHECK_EQ(mprotect(p, n * page_size, PROT_READ), 0);
+	fill(buf, n, 152);
+	CHECK_EQ(uhmm_simdev_write(d, p, n, buf, &st), -EPERM);
+	CHECK_EQ(uhmm_simdev_write(d, PG(p, n - 1), 1, buf, &st), -EPERM);
+	CHECK_EQ(check(p, n, 151), -1);
+	CHECK_EQ(uhmm_simdev_read(d, p, n, buf, &st), 0);	/* reading is still allowed */
+	CHECK_EQ(check(buf, n, 151), -1);
+	CHECK_EQ(mprotect(p, n * page_size, PROT_NONE), 0);
+	memset(buf, 0xa5, n * page_size);
+	CHECK_EQ(uhmm_simdev_read(d, p, n, buf, &st), -EFAULT);
+	CHECK_EQ(check_bytes(buf, n, 0xa5), -1);
+	CHECK_EQ(mprotect(p, n * page_size, PROT_READ | PROT_WRITE), 0);
+	CHECK_EQ(check(p, n, 151), -1);
+	printf("%s: device wrote pages, then mprotect(PROT_READ): device write -EPERM, "
+	       "memory untouched; PROT_NONE: device read -EFAULT: ok\n", NAME);
+	uhmm_simdev_destroy(d);
+	CHECK_EQ(munmap(p, n * page_size), 0);
+	free(buf);
+}
+
 /* ---- the last device closed tears the context down -------------------------- */
 
 /*
@@ -1446,6 +1484,7 @@ int main(void)
 	test_bad_input();
 	test_compute_vs_invalidation();
 	test_device_resident_prot();
+	test_mirror_loses_access();
 	test_compute_errors(UHMM_SIMDEV_POLICY_MIGRATE, "migrate");
 	compute_migrate(4, 8, 20);
 	test_teardown(hold);
