@@ -52,6 +52,11 @@ static int cmd_info(int argc, char **argv)
 		       "shared zero page. Exits 1 when uhmm cannot work here.\n");
 		return 0;
 	}
+	if (argc > 1) {
+		fprintf(stderr, "uhmm info: unknown option '%s' (it takes none; --help)\n",
+			argv[1]);
+		return 2;
+	}
 	uhmm_sysinfo(&si);
 	printf("kernel:            %s\n", si.kernel_release);
 	printf("userfaultfd:       %s (%s)\n", mode[si.uffd_mode], si.uffd_source);
