@@ -356,6 +356,21 @@ UHMM_HIDDEN_FN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
 				    size_t npages, uint32_t *out,
 				    uint64_t *entries, bool fresh_vmas);
 
+/*
+ * The snapshot words of uhmm_range_fault() (include/uhmm/range.h) for
+ * [start, +npages) in one pass over pagemap: VALID, WRITE, ZERO and the
+ * huge order of present pages, ERROR where there is no usable mapping, 0
+ * elsewhere.  For each page with a special entry in a usable mapping,
+ * @special(@arg, &pfns[i], entry, UHMM_PS_* bits of the mapping) may change
+ * its word.  Return: 0, 1 when it cannot (no PAGEMAP_SCAN: use
+ * uhmm__page_state()), or a negative errno.
+ */
+UHMM_HIDDEN_FN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+				   uint64_t *pfns,
+				   void (*special)(void *arg, uint64_t *pfn, uint64_t e,
+						   uint32_t vma_bits),
+				   void *arg);
+
 /* out[i] = 1 when page i has data (present or swapped), from pagemap alone. */
 UHMM_HIDDEN_FN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
 

@@ -111,8 +111,12 @@ static uint64_t find_zero_pfn(int fd)
 	return zero_pfn;
 }
 
-/* Mark ZERO / HUGE bits in @out for [start, start + n pages) with PAGEMAP_SCAN. */
-static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out)
+/*
+ * Mark ZERO / HUGE bits in @out for [start, start + n pages) with
+ * PAGEMAP_SCAN; or, with @out NULL, in the range fault words @pfns of the
+ * present (VALID) pages: the zero page is not writable.
+ */
+static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out, uint64_t *pfns)
 {
 	struct page_region regs[SCAN_REGIONS];
 	uintptr_t end = start + (n << uhmm__page_shift);
@@ -139,13 +143,95 @@ static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out)
 				bits |= UHMM_PS_ZERO;
 			if (regs[i].categories & PAGE_IS_HUGE)
 				bits |= UHMM_PS_HUGE;
-			for (uintptr_t a = regs[i].start; a < regs[i].end; a += uhmm__page_size)
-				out[(a - start) >> uhmm__page_shift] |= bits;
+			if (out) {
+				for (uintptr_t a = regs[i].start; a < regs[i].end;
+				     a += uhmm__page_size)
+					out[(a - start) >> uhmm__page_shift] |= bits;
+				continue;
+			}
+			for (uintptr_t a = regs[i].start; a < regs[i].end; a += uhmm__page_size) {
+				uint64_t *w = &pfns[(a - start) >> uhmm__page_shift];
+
+				if (!(*w & UHMM_PFN_VALID))
+					continue;
+				if (bits & UHMM_PS_ZERO)
+					*w = (*w & ~UHMM_PFN_WRITE) | UHMM_PFN_ZERO;
+				if (bits & UHMM_PS_HUGE)
+					*w |= (uint64_t)(21 - uhmm__page_shift)
+					      << UHMM_PFN_ORDER_SHIFT;
+			}
 		}
 		if (arg.walk_end <= cur)
 			break;
 		cur = arg.walk_end;
 	}
+	return 0;
+}
+
+/*
+ * Can PAGEMAP_SCAN tell anything about these @n pagemap entries of one
+ * 2 MiB-aligned block, the first at @first?  ZERO and HUGE only count for
+ * present pages (the caller drops them elsewhere).  The zero page, small
+ * or huge, is never mapped exclusively: pagemap sets bit 56 only for a
+ * page with a struct page mapped once (vm_normal_page() gives none for the
+ * zero pfn; the huge zero folio is never counted as mapped).  A PMD-mapped
+ * huge page is present on all its pages, and where frame numbers are
+ * visible (root) they run on from a 2 MiB-aligned frame.  So a block whose
+ * present pages are all exclusive, and which has a hole or frames that
+ * cannot be one huge page, needs no scan; anything else is scanned.
+ */
+static bool block_needs_scan(const uint64_t *pm, size_t n, uintptr_t first)
+{
+	const uint64_t hp = (2u << 20) >> uhmm__page_shift;
+	uint64_t k0 = (first >> uhmm__page_shift) & (hp - 1);
+	uint64_t base = UINT64_MAX;
+	bool all_present = true, frames_ok = true;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t e = pm[i], pfn = e & PM_PFN_MASK, b;
+
+		if (!(e & PM_PRESENT)) {
+			all_present = false;
+			continue;
+		}
+		if (!(e & PM_MMAP_EXCLUSIVE))
+			return true;		/* could be the zero page */
+		if (!pfn)
+			continue;		/* frame numbers hidden */
+		b = pfn - (k0 + i);
+		if ((b & (hp - 1)) || (base != UINT64_MAX && b != base))
+			frames_ok = false;
+		base = b;
+	}
+	return all_present && frames_ok;
+}
+
+/* scan_categories() on the runs of 2 MiB blocks that block_needs_scan(). */
+static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *pm,
+			     uint32_t *out)
+{
+	const size_t hp = (2u << 20) >> uhmm__page_shift;
+	size_t i = 0, run = SIZE_MAX;
+
+	while (i < n) {
+		uintptr_t a = start + (i << uhmm__page_shift);
+		size_t bn = UHMM_MIN(n - i, hp - ((a >> uhmm__page_shift) & (hp - 1)));
+
+		if (block_needs_scan(pm + i, bn, a)) {
+			if (run == SIZE_MAX)
+				run = i;
+		} else if (run != SIZE_MAX) {
+			if (scan_categories(fd, start + (run << uhmm__page_shift), i - run,
+					    out + run, NULL))
+				return -EIO;
+			run = SIZE_MAX;
+		}
+		i += bn;
+	}
+	if (run != SIZE_MAX &&
+	    scan_categories(fd, start + (run << uhmm__page_shift), n - run, out + run,
+			    NULL))
+		return -EIO;
 	return 0;
 }
 
@@ -353,7 +439,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		}
 		memset(o, 0, n * sizeof(*o));
 		if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
-			if (scan_categories(fd, cs, n, o)) {
+			if (scan_where_needed(fd, cs, n, pm, o)) {
 				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
 				goto out;
 			}
@@ -407,6 +493,177 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	ret = 0;
 out:
 	free(pm);
+	if (vmas != stackv)
+		free(vmas);
+	return ret;
+}
+
+/*
+ * Pagemap entries per read in uhmm__page_pfns(): they are read straight
+ * into the caller's words and turned into snapshot words in place, while
+ * still in cache.
+ */
+#define PFN_CHUNK	8192u
+
+struct pfns_special_ctx {
+	uintptr_t start;
+	uint64_t *pfns;
+	uint32_t vb;
+	void (*fn)(void *arg, uint64_t *pfn, uint64_t e, uint32_t vma_bits);
+	void *arg;
+};
+
+static int pfns_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_t e)
+{
+	struct pfns_special_ctx *c = arg;
+
+	(void)slot;
+	c->fn(c->arg, &c->pfns[(addr - c->start) >> uhmm__page_shift], e, c->vb);
+	return 0;
+}
+
+static bool pfns_bad_mapping(uint32_t vb)
+{
+	return !(vb & UHMM_PS_READ) || (vb & (UHMM_PS_HUGETLB | UHMM_PS_SPECIAL));
+}
+
+/*
+ * The words of one usable mapping's pages [@i, @i + @n) of a chunk, 2 MiB
+ * block by block, in the same pass telling whether PAGEMAP_SCAN can add
+ * anything (the test of block_needs_scan()).  *@run is the first page of
+ * the pending run of blocks to scan, or SIZE_MAX.  @o may be @pm: each
+ * entry is read before its word is written.
+ */
+static int pfns_mapping(int fd, uintptr_t cs, const uint64_t *pm, uint64_t *o, size_t i,
+			size_t n, uint32_t vb, size_t *run)
+{
+	const unsigned int ps = uhmm__page_shift;
+	const uint64_t hp = (2u << 20) >> ps;
+	uint64_t wshared = (vb & UHMM_PS_MAYWRITE) && (vb & UHMM_PS_SHARED);
+	uint64_t wpriv = (vb & UHMM_PS_MAYWRITE) && !(vb & UHMM_PS_SHARED);
+
+	for (size_t stop = i + n; i < stop;) {
+		uint64_t vpn0 = (cs >> ps) + i;
+		size_t bn = UHMM_MIN(stop - i, (size_t)(hp - (vpn0 & (hp - 1))));
+		uint64_t d0 = (pm[i] & PM_PFN_MASK) - vpn0;
+		uint64_t nonexcl = 0, absent = 0, frames = 0;
+		bool hidden = !(pm[i] & PM_PFN_MASK), needs;
+
+		for (size_t k = 0; k < bn; k++) {
+			uint64_t e = pm[i + k], vpn = vpn0 + k;
+			uint64_t pres = e >> 63, m = -pres;
+			uint64_t excl = (e >> 56) & 1, file = (e >> 61) & 1;
+			uint64_t w = wshared | (wpriv & excl & (file ^ 1));
+
+			o[i + k] = m & (UHMM_PFN_VALID | vpn | (w << 62));
+			nonexcl |= pres & (excl ^ 1);
+			absent |= pres ^ 1;
+			frames |= (((e & PM_PFN_MASK) - vpn) ^ d0) & m;
+		}
+		needs = nonexcl || (!absent && (hidden || (!frames && !(d0 & (hp - 1)))));
+		if (needs) {
+			if (*run == SIZE_MAX)
+				*run = i;
+		} else if (*run != SIZE_MAX) {
+			if (scan_categories(fd, cs + (*run << ps), i - *run, NULL, o + *run))
+				return -EIO;
+			*run = SIZE_MAX;
+		}
+		i += bn;
+	}
+	return 0;
+}
+
+int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t *pfns,
+		    void (*special)(void *arg, uint64_t *pfn, uint64_t e, uint32_t vma_bits),
+		    void *arg)
+{
+	const unsigned int ps = uhmm__page_shift;
+	uintptr_t end = start + (npages << ps);
+	struct uhmm_vma stackv[16], *vmas = stackv;
+	size_t nv = 0, vi = 0;
+	int fd, ret;
+
+	_Static_assert(UHMM_PFN_VALID == UINT64_C(1) << 63 && UHMM_PFN_WRITE == UINT64_C(1) << 62,
+		       "pfns_mapping() builds VALID and WRITE by shifts");
+	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN))
+		return 1;
+	fd = get_pagemap_fd();
+	if (fd < 0)
+		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+	ret = uhmm__vma_find(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &nv, false);
+	if (!ret && nv > UHMM_ARRAY_SIZE(stackv)) {
+		size_t cap = nv + 16;
+
+		vmas = uhmm__malloc(cap * sizeof(*vmas));
+		if (!vmas)
+			return uhmm__err(ENOMEM, "page state: out of memory");
+		ret = uhmm__vma_find(start, end, vmas, cap, &nv, false);
+		if (!ret && nv > cap)
+			ret = -EAGAIN;
+	}
+	if (ret) {
+		ret = uhmm__err(-ret == EAGAIN ? EBUSY : -ret,
+				"cannot read the mappings list");
+		goto out;
+	}
+	for (size_t base = 0; base < npages; base += PFN_CHUNK) {
+		size_t n = UHMM_MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
+		uintptr_t cs = start + (base << ps);
+		uint64_t *o = pfns + base, *pm = o;
+
+		if (read_pagemap(fd, cs, n, pm)) {
+			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+			goto out;
+		}
+		for (size_t i = 0; i < n;) {
+			uintptr_t a = cs + (i << ps), run_end;
+			size_t rn;
+			uint32_t vb = 0;
+
+			while (vi < nv && vmas[vi].end <= a)
+				vi++;
+			if (vi >= nv || vmas[vi].start > a) {
+				run_end = vi < nv ? vmas[vi].start : end;	/* a hole */
+			} else {
+				vb = vma_bits(vmas[vi].flags);
+				run_end = vmas[vi].end;
+			}
+			rn = UHMM_MIN(n - i, (size_t)((UHMM_MIN(run_end, end) - a) >> ps));
+			if (!vb || pfns_bad_mapping(vb)) {
+				for (size_t k = i; k < i + rn; k++)
+					o[k] = UHMM_PFN_ERROR;
+				if (run != SIZE_MAX &&
+				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
+					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+					goto out;
+				}
+				run = SIZE_MAX;
+			} else if (pfns_mapping(fd, cs, pm, o, i, rn, vb, &run)) {
+				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				goto out;
+			}
+			i += rn;
+		}
+		if (run != SIZE_MAX && scan_categories(fd, cs + (run << ps), n - run, NULL, o + run)) {
+			ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+			goto out;
+		}
+	}
+	if (special && mm && !uhmm__ptable_empty(&mm->ptable)) {
+		for (size_t k = 0; k < nv; k++) {
+			struct pfns_special_ctx c = {
+				.start = start, .pfns = pfns, .vb = vma_bits(vmas[k].flags),
+				.fn = special, .arg = arg,
+			};
+			uintptr_t s = UHMM_MAX(vmas[k].start, start), e = UHMM_MIN(vmas[k].end, end);
+
+			if (s < e && !pfns_bad_mapping(c.vb))
+				uhmm__ptable_walk(&mm->ptable, s, e, pfns_special, &c);
+		}
+	}
+	ret = 0;
+out:
 	if (vmas != stackv)
 		free(vmas);
 	return ret;

@@ -173,6 +173,79 @@ static bool bad_mapping(uint32_t st)
 	       (st & (UHMM_PS_HUGETLB | UHMM_PS_SPECIAL));
 }
 
+#define SNAPSHOT_CHUNK	8192u	/* pages per page-state read of snapshot_only() */
+
+/* Our own device pages in a snapshot, as the general path reports them. */
+static void snapshot_special(void *arg, uint64_t *pfn, uint64_t e, uint32_t vma_bits)
+{
+	struct uhmm_range *range = arg;
+
+	if (own_device(range->notifier->mm, range, e))
+		*pfn = device_output(e, vma_bits);
+}
+
+/*
+ * A range fault in which no page requests a fault: one pass over pagemap
+ * (uhmm__page_pfns()) writing hmm_pfns directly, or without PAGEMAP_SCAN
+ * the page state chunk by chunk (buffers that stay in cache), with the
+ * same output the general path gives.  Returns 1 when some page does
+ * request a fault (the general path runs), otherwise 0 or a negative errno.
+ */
+static int snapshot_only(struct uhmm_range *range, size_t npages)
+{
+	struct uhmm_interval_notifier *mni = range->notifier;
+	struct uhmm_mm *mm = mni->mm;
+	size_t cn = UHMM_MIN(npages, (size_t)SNAPSHOT_CHUNK);
+	uint64_t fault_mask = range->pfn_flags_mask & UHMM_PFN_REQ_FAULT;
+	uint32_t *st = NULL;
+	uint64_t *ent = NULL;
+	int ret = 0;
+
+	if (range->default_flags & UHMM_PFN_REQ_FAULT)
+		return 1;
+	if (fault_mask)
+		for (size_t i = 0; i < npages; i++)
+			if (range->hmm_pfns[i] & fault_mask)
+				return 1;
+	if (uhmm_interval_check_retry(mni, range->notifier_seq))
+		return -EBUSY;
+	ret = uhmm__page_pfns(mm, range->start, npages, range->hmm_pfns, snapshot_special, range);
+	if (ret <= 0)
+		goto check;
+	/* Without PAGEMAP_SCAN: from the page state, chunk by chunk. */
+	ret = 0;
+	st = uhmm__malloc(cn * sizeof(*st));
+	ent = uhmm__malloc(cn * sizeof(*ent));
+	if (!st || !ent) {
+		ret = uhmm__err(ENOMEM, "range fault: out of memory");
+		goto out;
+	}
+	for (size_t base = 0; base < npages; base += cn) {
+		size_t n = UHMM_MIN(cn, npages - base);
+		uintptr_t cs = range->start + (base << uhmm__page_shift);
+		uint64_t *o = range->hmm_pfns + base;
+
+		ret = uhmm__page_state(mm, cs, n, st, ent, false);
+		if (ret)
+			goto out;
+		for (size_t i = 0; i < n; i++) {
+			if (bad_mapping(st[i]))
+				o[i] = UHMM_PFN_ERROR;
+			else if (own_device(mm, range, ent[i]))
+				o[i] = device_output(ent[i], st[i]);
+			else
+				o[i] = output(st[i], cs + (i << uhmm__page_shift));
+		}
+	}
+check:
+	if (!ret && uhmm_interval_check_retry(mni, range->notifier_seq))
+		ret = -EBUSY;
+out:
+	free(st);
+	free(ent);
+	return ret;
+}
+
 int uhmm_range_fault(struct uhmm_range *range)
 {
 	struct uhmm_interval_notifier *mni;
@@ -200,6 +273,10 @@ int uhmm_range_fault(struct uhmm_range *range)
 		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
 
 	npages = (range->end - range->start) >> uhmm__page_shift;
+	ret = snapshot_only(range, npages);
+	if (ret <= 0)
+		goto out;
+	ret = 0;
 	st = uhmm__malloc(npages * sizeof(*st));
 	need = uhmm__malloc(npages);
 	ent = uhmm__malloc(npages * sizeof(*ent));
