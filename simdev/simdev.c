@@ -25,6 +25,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -68,6 +69,7 @@ struct uhmm_simdev_thread {
 	unsigned long tlb_gen;
 	struct tlb_entry tlb[TLB_SIZE];
 	int err;
+	char reason[200];		/* uhmm_last_error() of @err, for the launcher */
 	uint64_t faults, cpages;
 };
 
@@ -442,9 +444,13 @@ static int check_range(struct uhmm_simdev *d, const void *addr, size_t npages)
 {
 	uintptr_t a = (uintptr_t)addr;
 
-	if (!d || (a & (d->ps - 1)) || npages == 0 || npages > (UINTPTR_MAX >> d->shift) ||
-	    a + npages * d->ps <= a)
-		return -EINVAL;
+	if (!d)
+		return uhmm_set_error(EINVAL, "simdev: NULL device");
+	if (a & (d->ps - 1))
+		return uhmm_set_error(EINVAL, "simdev: address %p is not page aligned", addr);
+	if (npages == 0 || npages > (UINTPTR_MAX >> d->shift) || a + npages * d->ps <= a)
+		return uhmm_set_error(EINVAL, "simdev: %zu pages at %p: empty or wrapping range",
+				      npages, addr);
 	return 0;
 }
 
@@ -453,8 +459,10 @@ int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, voi
 {
 	int ret = check_range(d, addr, npages);
 
-	if (ret || !out)
-		return ret ? ret : -EINVAL;
+	if (ret)
+		return ret;
+	if (!out)
+		return uhmm_set_error(EINVAL, "simdev read: NULL output buffer");
 	return device_copy(d, (uintptr_t)addr, npages, out, NULL, st);
 }
 
@@ -463,8 +471,10 @@ int uhmm_simdev_write(struct uhmm_simdev *d, void *addr, size_t npages, const vo
 {
 	int ret = check_range(d, addr, npages);
 
-	if (ret || !in)
-		return ret ? ret : -EINVAL;
+	if (ret)
+		return ret;
+	if (!in)
+		return uhmm_set_error(EINVAL, "simdev write: NULL input buffer");
 	return device_copy(d, (uintptr_t)addr, npages, NULL, in, st);
 }
 
@@ -578,9 +588,11 @@ static int for_each_piece(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
 		uintptr_t next;
 		long r;
 
-		if (uhmm_find_mapping(d->mm, a, &map) || map.start > a ||
-		    !(map.flags & UHMM_PS_READ))
-			return -EINVAL;
+		if (uhmm_find_mapping(d->mm, a, &map) || map.start > a)
+			return uhmm_set_error(EINVAL, "simdev: no mapping at %#lx", (unsigned long)a);
+		if (!(map.flags & UHMM_PS_READ))
+			return uhmm_set_error(EINVAL, "simdev: no read access at %#lx",
+					      (unsigned long)a);
 		next = end;
 		if (next > map.end)
 			next = map.end;
@@ -628,7 +640,10 @@ int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 	if (ret)
 		return ret;
 	if (moved == 0)
-		return alloc_failed ? -ENOMEM : -ENOENT;
+		return alloc_failed ? uhmm_set_error(ENOMEM, "simdev migrate to dev: device "
+						     "memory is full")
+				    : uhmm_set_error(ENOENT, "simdev migrate to dev: no page "
+						     "of the range could migrate");
 	return 0;
 }
 
@@ -648,7 +663,8 @@ int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
 	}
 	if (ret)
 		return ret;
-	return moved ? 0 : -ENOENT;
+	return moved ? 0 : uhmm_set_error(ENOENT, "simdev migrate to sys: no page of the "
+					  "range is in this device's memory");
 }
 
 static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
@@ -713,12 +729,14 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 	uint64_t *pfns;
 	int ret = check_range(d, addr, npages);
 
-	if (ret || !prot)
-		return ret ? ret : -EINVAL;
+	if (ret)
+		return ret;
+	if (!prot)
+		return uhmm_set_error(EINVAL, "simdev snapshot: NULL output array");
 	end = start + npages * d->ps;
 	pfns = malloc((npages < ((size_t)1 << (CHUNK_SHIFT - 12)) ? npages : ((size_t)1 << (CHUNK_SHIFT - 12))) * sizeof(*pfns));
 	if (!pfns)
-		return -ENOMEM;
+		return uhmm_set_error(ENOMEM, "simdev snapshot: out of memory");
 	for (uintptr_t a = start; a < end;) {
 		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
 		uintptr_t e = ce && ce < end ? ce : end;
@@ -810,7 +828,11 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 		st->cpages = (uint64_t)got;
 		st->faults = 0;
 	}
-	return got == (long)npages ? 0 : -EPERM;
+	if (got != (long)npages)
+		return uhmm_set_error(EPERM, "simdev exclusive: %ld of %zu pages taken (the "
+				      "others are not private anonymous memory, are on a "
+				      "device or in a migration)", got, npages);
+	return 0;
 }
 
 int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages)
@@ -825,6 +847,9 @@ int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages
 		if (spt_get(d, (s >> d->shift) + i) & SPT_ATOMIC)
 			ret = -EPERM;
 	pthread_mutex_unlock(&d->lock);
+	if (ret)
+		uhmm_set_error(EPERM, "simdev check exclusive: the device still holds a page "
+			       "of the range");
 	return ret;
 }
 
@@ -838,13 +863,13 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 	int ret;
 
 	if (!d)
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev release: NULL device");
 	src = malloc(n * sizeof(*src));
 	dst = calloc(n, sizeof(*dst));
 	if (!src || !dst) {
 		free(src);
 		free(dst);
-		return -ENOMEM;
+		return uhmm_set_error(ENOMEM, "simdev release: out of memory");
 	}
 	first = uhmm_page_to_pfn(uhmm_devmem_page(&d->pgmap, 0));
 	ret = uhmm_migrate_device_range(d->mm, src, first, n);
@@ -907,7 +932,7 @@ static size_t evict_some(struct uhmm_simdev *d, size_t want)
 int uhmm_simdev_get_counters(struct uhmm_simdev *d, struct uhmm_simdev_counters *o)
 {
 	if (!d || !o)
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev get counters: NULL argument");
 	o->to_dev_pages = atomic_load(&d->c_to_dev);
 	o->to_sys_pages = atomic_load(&d->c_to_sys);
 	o->cpu_faults = atomic_load(&d->c_cpu_faults);
@@ -920,7 +945,8 @@ int uhmm_simdev_get_counters(struct uhmm_simdev *d, struct uhmm_simdev_counters 
 int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
 {
 	if (!d || (flags & ~UHMM_SIMDEV_FAIL_ALLOC))
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev set flags: %s", !d ? "NULL device" :
+				      "unknown flags");
 	pthread_mutex_lock(&d->lock);
 	d->flags = flags;
 	pthread_mutex_unlock(&d->lock);
@@ -929,7 +955,11 @@ int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
 
 size_t uhmm_simdev_used_pages(struct uhmm_simdev *d)
 {
-	return d ? atomic_load(&d->used) : 0;
+	if (!d) {
+		uhmm_set_error(EINVAL, "simdev used pages: NULL device");
+		return 0;
+	}
+	return atomic_load(&d->used);
 }
 
 /* ---- compute -------------------------------------------------------------------- */
@@ -1009,11 +1039,13 @@ static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 			ret = device_fault(d, page, page + d->ps, write, &t->faults);
 			if (ret) {
 				t->err = ret;
+				snprintf(t->reason, sizeof(t->reason), "%s", uhmm_last_error());
 				return NULL;
 			}
 		}
 	}
 	t->err = -EBUSY;
+	snprintf(t->reason, sizeof(t->reason), "the device page table kept changing");
 	return NULL;
 }
 
@@ -1022,13 +1054,20 @@ static void done_access(struct uhmm_simdev_thread *t)
 	atomic_store(&t->active, 0);
 }
 
+/* An access with no device thread: ignored (loads give 0). */
+static bool no_thread(void)
+{
+	uhmm_set_error(EINVAL, "simdev access: NULL device thread");
+	return true;
+}
+
 #define ACCESS(type, name, op)							\
 	type name(struct uhmm_simdev_thread *t, const void *addr)		\
 	{									\
 		char *p;							\
 		type v;								\
 										\
-		if (t->err)							\
+		if ((!t && no_thread()) || t->err)				\
 			return 0;						\
 		p = translate(t, (uintptr_t)addr, false);			\
 		if (!p)								\
@@ -1045,7 +1084,7 @@ void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
 {
 	char *p;
 
-	if (t->err)
+	if ((!t && no_thread()) || t->err)
 		return;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
@@ -1058,7 +1097,7 @@ void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
 {
 	char *p;
 
-	if (t->err)
+	if ((!t && no_thread()) || t->err)
 		return;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
@@ -1072,7 +1111,7 @@ uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint
 	char *p;
 	uint64_t old;
 
-	if (t->err)
+	if ((!t && no_thread()) || t->err)
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
@@ -1087,7 +1126,7 @@ uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint
 	char *p;
 	uint32_t old;
 
-	if (t->err)
+	if ((!t && no_thread()) || t->err)
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
@@ -1128,7 +1167,7 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	int ret = 0;
 
 	if (!d || !fn)
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev launch: NULL %s", !d ? "device" : "kernel");
 	nt = d->cfg.threads;
 	if (nitems < nt)
 		nt = nitems ? (unsigned int)nitems : 1;
@@ -1139,7 +1178,7 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 		free(ts);
 		free(ls);
 		free(th);
-		return -ENOMEM;
+		return uhmm_set_error(ENOMEM, "simdev launch: out of memory");
 	}
 	pthread_mutex_lock(&d->lock);
 	if (d->workers) {
@@ -1147,7 +1186,8 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 		free(ts);
 		free(ls);
 		free(th);
-		return -EBUSY;		/* one launch at a time */
+		return uhmm_set_error(EBUSY, "simdev launch: another launch is running "
+				      "on this device");	/* one launch at a time */
 	}
 	d->workers = ts;
 	d->nworkers = nt;
@@ -1160,14 +1200,19 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 		};
 		if (pthread_create(&th[i], NULL, worker, &ls[i])) {
 			ts[i].err = -EAGAIN;
+			snprintf(ts[i].reason, sizeof(ts[i].reason), "cannot start a device thread");
 			th[i] = 0;
 		}
 	}
 	for (unsigned int i = 0; i < nt; i++) {
 		if (th[i])
 			pthread_join(th[i], NULL);
-		if (ts[i].err && !ret)
+		if (ts[i].err && !ret) {
 			ret = ts[i].err;
+			/* The reason was recorded on the device thread: give it here. */
+			uhmm_set_error(-ret, "simdev launch: device thread %u: %s", i,
+				       ts[i].reason);
+		}
 		if (st) {
 			st->faults += ts[i].faults;
 			st->cpages += ts[i].cpages;
@@ -1194,11 +1239,15 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	int ret;
 
 	if (!out)
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev create: NULL out");
 	*out = NULL;
+	/* The pool's limit; also keeps the arena and free-list sizes from overflowing. */
+	if (cfg && cfg->capacity_pages >= (UINT64_C(1) << 32))
+		return uhmm_set_error(EINVAL, "simdev create: capacity of %zu pages is too big",
+				      cfg->capacity_pages);
 	d = calloc(1, sizeof(*d));
 	if (!d)
-		return -ENOMEM;
+		return uhmm_set_error(ENOMEM, "simdev create: out of memory");
 	if (cfg)
 		d->cfg = *cfg;
 	if (!d->cfg.capacity_pages)
@@ -1211,8 +1260,11 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		d->cfg.migrate_window = 16;
 	if ((d->cfg.migrate_window & (d->cfg.migrate_window - 1)) ||
 	    d->cfg.policy > UHMM_SIMDEV_POLICY_MIGRATE) {
+		bool bad_policy = d->cfg.policy > UHMM_SIMDEV_POLICY_MIGRATE;
+
 		free(d);
-		return -EINVAL;
+		return uhmm_set_error(EINVAL, "simdev create: %s", bad_policy ?
+				      "unknown policy" : "migrate_window is not a power of two");
 	}
 	d->ps = (size_t)sysconf(_SC_PAGESIZE);
 	d->shift = (unsigned int)__builtin_ctzl(d->ps);
@@ -1226,11 +1278,15 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	ret = -ENOMEM;
 	d->arena = mmap(NULL, d->cfg.capacity_pages * d->ps, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (d->arena == MAP_FAILED)
+	if (d->arena == MAP_FAILED) {
+		uhmm_set_error(ENOMEM, "simdev create: no memory for the device arena");
 		goto err_mm;
+	}
 	d->free_list = malloc(d->cfg.capacity_pages * sizeof(size_t));
-	if (!d->free_list)
+	if (!d->free_list) {
+		uhmm_set_error(ENOMEM, "simdev create: no memory for the free list");
 		goto err_arena;
+	}
 	for (size_t i = 0; i < d->cfg.capacity_pages; i++)
 		d->free_list[i] = d->cfg.capacity_pages - 1 - i;
 	d->nr_free = d->cfg.capacity_pages;

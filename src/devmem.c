@@ -41,8 +41,6 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (!pages)
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
 				 pgmap->nr_pages);
-	if (!pgmap->fault_around)
-		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 
 	pthread_mutex_lock(&mm->pool_lock);
 	for (id = 1; id < UHMM_MAX_POOLS && mm->pools[id]; id++)
@@ -56,6 +54,8 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		pages[i].pgmap = pgmap;
 		pages[i].pfn = UHMM_DEVICE_PFN_BASE | ((uint64_t)id << POOL_SHIFT) | i;
 	}
+	if (!pgmap->fault_around)
+		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 	pgmap->pages = pages;
 	pgmap->id = id;
 	pgmap->mm = mm;
@@ -106,7 +106,9 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	uhmm__holds_migrate_lock = false;
 	pthread_rwlock_unlock(&mm->migrate_lock);
 	if (ret)
-		return ret;
+		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
+				 "home; the pool stays added",
+				 atomic_load(&pgmap->nr_resident));
 	uhmm_mm_put(mm);
 	return 0;
 }
@@ -121,8 +123,11 @@ void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 
 struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index)
 {
-	if (!pgmap || !pgmap->pages || index >= pgmap->nr_pages)
+	if (!pgmap || !pgmap->pages || index >= pgmap->nr_pages) {
+		uhmm__err(EINVAL, "uhmm_devmem_page: %s", !pgmap ? "NULL pool" :
+			  !pgmap->pages ? "pool not added" : "index beyond the pool");
 		return NULL;
+	}
 	return &pgmap->pages[index];
 }
 
@@ -146,34 +151,77 @@ struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 
 struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 {
-	if (mm != &uhmm__the_mm)
+	struct uhmm_page *page;
+
+	if (mm != &uhmm__the_mm) {
+		uhmm__err(EINVAL, "uhmm_pfn_to_page: NULL or not a uhmm context");
 		return NULL;
-	return uhmm__pfn_to_page(mm, pfn);
+	}
+	page = uhmm__pfn_to_page(mm, pfn);
+	if (!page)
+		uhmm__err(EINVAL, "uhmm_pfn_to_page: %#llx names no page of a live pool",
+			  (unsigned long long)pfn);
+	return page;
 }
 
 void uhmm_page_init(struct uhmm_page *page)
 {
-	atomic_store(&page->refcount, 1);
+	int z = 0;
+
+	if (!page) {
+		uhmm__err(EINVAL, "uhmm_page_init: NULL page");
+		return;
+	}
+	/* Only a free page: re-initialising one in use would lose its references. */
+	if (!atomic_compare_exchange_strong(&page->refcount, &z, 1)) {
+		uhmm__err(EBUSY, "uhmm_page_init: device page %#llx is in use "
+			  "(reference count %d): left unchanged",
+			  (unsigned long long)page->pfn, z);
+		return;
+	}
 	atomic_store(&page->locked, 1);
 	atomic_store(&page->addr, 0);
 }
 
 void uhmm_page_get(struct uhmm_page *page)
 {
-	atomic_fetch_add(&page->refcount, 1);
+	int old;
+
+	if (!page) {
+		uhmm__err(EINVAL, "uhmm_page_get: NULL page");
+		return;
+	}
+	/* As the kernel's get_page(): never on a free page. */
+	old = atomic_load(&page->refcount);
+	do {
+		if (old <= 0) {
+			uhmm__err(EINVAL, "uhmm_page_get: device page %#llx is free: "
+				  "left unchanged", (unsigned long long)page->pfn);
+				return;
+		}
+	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + 1));
 }
 
 void uhmm_page_put(struct uhmm_page *page)
 {
-	int old = atomic_fetch_sub(&page->refcount, 1);
+	int old;
 
+	if (!page) {
+		uhmm__err(EINVAL, "uhmm_page_put: NULL page");
+		return;
+	}
+	old = atomic_load(&page->refcount);
+	do {
+		if (old <= 0) {
+			uhmm__err(EINVAL, "uhmm_page_put: device page %#llx: reference "
+				  "count underflow: left unchanged",
+				  (unsigned long long)page->pfn);
+				return;
+		}
+	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old - 1));
 	if (old == 1) {
 		atomic_store(&page->addr, 0);
 		page->pgmap->ops->page_free(page);
-	} else if (old <= 0) {
-		uhmm__warn("device page %#llx: reference count underflow",
-			   (unsigned long long)page->pfn);
-		atomic_fetch_add(&page->refcount, 1);
 	}
 }
 
@@ -181,12 +229,21 @@ bool uhmm_page_trylock(struct uhmm_page *page)
 {
 	int z = 0;
 
+	if (!page)
+		return uhmm__err(EINVAL, "uhmm_page_trylock: NULL page"), false;
 	return atomic_compare_exchange_strong(&page->locked, &z, 1);
 }
 
 void uhmm_page_unlock(struct uhmm_page *page)
 {
-	atomic_store(&page->locked, 0);
+	if (!page) {
+		uhmm__err(EINVAL, "uhmm_page_unlock: NULL page");
+		return;
+	}
+	if (atomic_exchange(&page->locked, 0) == 0) {
+		uhmm__err(EINVAL, "uhmm_page_unlock: device page %#llx was not locked",
+			  (unsigned long long)page->pfn);
+	}
 }
 
 void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)

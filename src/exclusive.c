@@ -235,6 +235,9 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	if (!(v.flags & UHMM_VMA_READ))
 		return uhmm__err(EINVAL, "make exclusive: no access to [%#lx, %#lx)",
 				 (unsigned long)start, (unsigned long)end);
+	if (v.flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL))
+		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is hugetlbfs or an "
+				 "IO mapping", (unsigned long)start, (unsigned long)end);
 	if (!(v.flags & UHMM_VMA_WRITE))
 		return uhmm__err(EPERM, "make exclusive: [%#lx, %#lx) is not writable",
 				 (unsigned long)start, (unsigned long)end);
@@ -318,7 +321,11 @@ void *uhmm_exclusive_held(struct uhmm_mm *mm, uintptr_t addr, const void *owner)
 {
 	struct excl_pool *x;
 
-	if (!mm || mm != &uhmm__the_mm || !mm->excl_pool)
+	if (!mm || mm != &uhmm__the_mm) {
+		uhmm__err(EINVAL, "uhmm_exclusive_held: NULL or not a uhmm context");
+		return NULL;
+	}
+	if (!mm->excl_pool)
 		return NULL;
 	x = mm->excl_pool->driver_data;
 	return held_by(mm, x, uhmm__page_align_down(addr), owner);

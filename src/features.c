@@ -31,6 +31,7 @@ const char *uhmm_feature_name(unsigned int feature)
 	for (unsigned int i = 0; i < UHMM_FEAT_COUNT; i++)
 		if (feature == (1u << i))
 			return feat_names[i];
+	uhmm__err(EINVAL, "uhmm_feature_name: %#x is not a single UHMM_FEAT_* bit", feature);
 	return "unknown";
 }
 

@@ -6,6 +6,7 @@
  * or ioctl on the userfaultfd directly.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 
@@ -30,6 +31,9 @@ int uhmm_inject_set(unsigned int point, unsigned long skip, unsigned long times,
 		return uhmm__err(EINVAL, "inject: unknown point %u", point);
 	if (err <= 0 || err > 4095)
 		return uhmm__err(EINVAL, "inject: errno %d out of range 1..4095", err);
+	if (skip > LONG_MAX || times > LONG_MAX)
+		return uhmm__err(EINVAL, "inject: skip %lu or times %lu above LONG_MAX",
+				 skip, times);
 	p = &points[point];
 	atomic_fetch_and(&armed, ~(1u << point));
 	atomic_store(&p->skip, (long)skip);
@@ -43,7 +47,11 @@ int uhmm_inject_set(unsigned int point, unsigned long skip, unsigned long times,
 
 unsigned long uhmm_inject_hits(unsigned int point)
 {
-	return point < UHMM_INJECT_COUNT ? atomic_load(&points[point].hits) : 0;
+	if (point >= UHMM_INJECT_COUNT) {
+		uhmm__err(EINVAL, "inject: unknown point %u", point);
+		return 0;
+	}
+	return atomic_load(&points[point].hits);
 }
 
 void uhmm_inject_clear(void)

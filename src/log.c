@@ -27,18 +27,41 @@ static bool log_enabled(void)
 	return e;
 }
 
-int uhmm__err(int err, const char *fmt, ...)
+static int verr(const char *prefix, int err, const char *fmt, va_list ap)
 {
-	va_list ap;
 	int n;
 
-	n = snprintf(errbuf, sizeof(errbuf), "uhmm: ");
-	va_start(ap, fmt);
+	n = snprintf(errbuf, sizeof(errbuf), "%s", prefix);
 	vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
-	va_end(ap);
 	if (log_enabled())
 		fprintf(stderr, "%s (%s)\n", errbuf, strerror(err));
 	return -err;
+}
+
+int uhmm__err(int err, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = verr("uhmm: ", err, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+int uhmm_set_error(int err, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	if (!fmt || !*fmt)
+		return uhmm__err(err, "(a driver gave no reason)");
+	va_start(ap, fmt);
+	ret = verr("", err, fmt, ap);
+	va_end(ap);
+	if (!errbuf[0])
+		return uhmm__err(err, "(a driver gave no reason)");
+	return ret;
 }
 
 void uhmm__warn(const char *fmt, ...)

@@ -544,6 +544,11 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	if (!(m->flags & (UHMM_MIGRATE_VMA_SELECT_SYSTEM |
 			  UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)))
 		return uhmm__err(EINVAL, "migrate setup: no selection flag");
+	if (m->flags & ~(UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
+			 UHMM__MIGRATE_EXCLUSIVE))
+		return uhmm__err(EINVAL, "migrate setup: unknown flags %#x", m->flags);
+	if (m->fault_page && uhmm__pfn_to_page(mm, m->fault_page->pfn) != m->fault_page)
+		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
 	if (uhmm__callback_depth > 0)
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	ret = find_mapping(m->start, m->end, &v, false);
@@ -793,12 +798,22 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 	struct uhmm_migrate_state *s;
 	char *p;
 
-	if (!m || !m->state || i >= m->npages)
+	if (!m || !m->state || i >= m->npages) {
+		uhmm__err(EINVAL, "migrate alloc sys: %s", !m || !m->state ?
+			  "no migration between setup and finalize" : "entry out of range");
 		return NULL;
+	}
 	s = m->state;
+	if (s->kind[i] != K_DEV || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE)) {
+		uhmm__err(EINVAL, "migrate alloc sys: entry %lu is not a device page "
+			  "selected to migrate", i);
+		return NULL;
+	}
 	if (!s->map) {
-		if (staging_create(m, false))
+		if (staging_create(m, false)) {
+			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
+		}
 		populate_staging(m);
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
@@ -809,9 +824,13 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 
 const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *m, unsigned long i)
 {
-	if (!m || i >= m->npages || !(m->src[i] & UHMM_MIGRATE_PFN_VALID) ||
-	    uhmm_migrate_pfn_is_device(m->src[i]))
+	if (!m || !m->state || i >= m->npages || !(m->src[i] & UHMM_MIGRATE_PFN_VALID) ||
+	    uhmm_migrate_pfn_is_device(m->src[i])) {
+		uhmm__err(EINVAL, "migrate pfn addr: %s", !m || !m->state ?
+			  "no migration between setup and finalize" : i >= m->npages ?
+			  "entry out of range" : "entry holds no system page data");
 		return NULL;
+	}
 	return (const void *)(uintptr_t)(uhmm_migrate_pfn_to_pfn(m->src[i]) <<
 					 uhmm__page_shift);
 }
@@ -833,8 +852,10 @@ static bool dst_ok(struct uhmm_migrate_vma *m, size_t i)
 
 void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 {
-	if (!m || !m->state)
+	if (!m || !m->state) {
+		uhmm__err(EINVAL, "migrate pages: no migration between setup and finalize");
 		return;
+	}
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << uhmm__page_shift);
 
@@ -986,10 +1007,21 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 	struct uhmm_migrate_state *s;
 	struct uhmm_mm *mm;
 
-	if (!m || !m->state)
+	if (!m || !m->state) {
+		uhmm__err(EINVAL, "migrate finalize: no migration between setup and finalize");
 		return;
+	}
 	s = m->state;
 	mm = m->mm;
+	/*
+	 * What uhmm_migrate_vma_pages() drops, dropped again: a driver that
+	 * skipped it (or changed dst since) must not get an invalid
+	 * destination installed.
+	 */
+	for (size_t i = 0; i < m->npages; i++)
+		if ((m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
+		    (s->kind[i] == K_NONE || !dst_ok(m, i)))
+			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	install_runs(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << ps);
@@ -1069,6 +1101,16 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
 	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM_MM_DEAD)
 		return uhmm__err(EINVAL, "migrate device: context is not live");
+	if (uhmm__callback_depth > 0)
+		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
+	/* Every pfn is checked before any page is claimed. */
+	for (unsigned long i = 0; i < npages; i++) {
+		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
+
+		if (!uhmm__pfn_to_page(mm, pfn))
+			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
+					 (unsigned long long)pfn);
+	}
 	for (unsigned long i = 0; i < npages; i++) {
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
 		struct uhmm_page *page = uhmm__pfn_to_page(mm, pfn);
@@ -1078,12 +1120,8 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		uint64_t e;
 
 		src[i] = 0;
-		if (!page) {
-			for (unsigned long k = 0; k < i; k++)
-				src[k] = 0;	/* nothing claimed yet is kept */
-			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
-					 (unsigned long long)pfn);
-		}
+		if (!page)
+			continue;	/* its pool was removed meanwhile */
 		a = atomic_load(&page->addr);
 		if (!a || !uhmm_page_trylock(page))
 			continue;
@@ -1120,7 +1158,7 @@ int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long np
 	uint64_t *pfns;
 	int ret;
 
-	if (!src || npages == 0)
+	if (!mm || !src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device pfns: NULL argument or no pages");
 	pfns = uhmm__malloc(npages * sizeof(*pfns));
 	if (!pfns)
@@ -1134,8 +1172,10 @@ int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long np
 void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 			       unsigned long npages)
 {
-	if (!mm || !src || !dst)
+	if (!mm || !src || !dst) {
+		uhmm__err(EINVAL, "migrate device pages: NULL argument");
 		return;
+	}
 	for (unsigned long i = 0; i < npages; i++)
 		if ((src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
 		    (!(dst[i] & UHMM_MIGRATE_PFN_VALID) || uhmm_migrate_pfn_is_device(dst[i])))
@@ -1145,8 +1185,10 @@ void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 				  unsigned long npages)
 {
-	if (!mm || !src || !dst)
+	if (!mm || !src || !dst) {
+		uhmm__err(EINVAL, "migrate device finalize: NULL argument");
 		return;
+	}
 	for (unsigned long i = 0; i < npages; i++) {
 		struct uhmm_page *page;
 		_Atomic uint64_t *slot;

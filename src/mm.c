@@ -43,6 +43,24 @@ static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* The forking thread holds migrate_lock from prepare to parent/child. */
 static __thread bool fork_held_migrate;
+/*
+ * This process: set at load and in a fork child.  A vfork() child (or one a
+ * raw clone made, bypassing pthread_atfork) shares or copies the parent's
+ * context without being the process it was made for, and sees another pid.
+ */
+static pid_t proc_pid;
+
+static void proc_pid_init(void)
+{
+	proc_pid = getpid();
+}
+
+/* At load, so that a fork before the first uhmm_mm_get() is known too. */
+__attribute__((constructor)) static void proc_pid_setup(void)
+{
+	proc_pid_init();
+	pthread_atfork(NULL, NULL, proc_pid_init);
+}
 
 __thread int uhmm__callback_depth;
 __thread bool uhmm__is_service_thread;
@@ -134,6 +152,9 @@ int uhmm_mm_get(struct uhmm_mm **mmp)
 		return uhmm__err(EINVAL, "uhmm_mm_get: NULL mmp");
 	if (uhmm__in_callback())
 		return uhmm__err(EDEADLK, "uhmm_mm_get called from a uhmm callback");
+	if (getpid() != proc_pid)
+		return uhmm__err(ECHILD, "uhmm_mm_get in a vfork() child (or one made by a raw "
+				 "clone): the context belongs to the parent");
 	*mmp = NULL;
 	if (uhmm__mm_tryget()) {
 		*mmp = mm;

@@ -251,8 +251,10 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	unsigned long seq = 0;
 	bool wait = false;
 
-	if (!mni)
+	if (!mni) {
+		uhmm__err(EINVAL, "uhmm_interval_notifier_remove: NULL notifier");
 		return;
+	}
 	mm = &uhmm__the_mm;
 	pthread_mutex_lock(&mm->nlock);
 	if (mni->mm != mm || !mni->node) {
@@ -309,6 +311,10 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 	struct uhmm_mm *mm = &uhmm__the_mm;
 	unsigned long seq;
 
+	if (!mni) {
+		uhmm__err(EINVAL, "uhmm_interval_read_begin: NULL notifier");
+		return 0;
+	}
 	pthread_mutex_lock(&mm->nlock);
 	seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	/* Wait out an invalidation of this notifier that is still running. */
@@ -323,15 +329,23 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 
 bool uhmm_interval_read_retry(struct uhmm_interval_notifier *mni, unsigned long seq)
 {
+	if (!mni)
+		return uhmm__err(EINVAL, "uhmm_interval_read_retry: NULL notifier"), true;
 	return __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE) != seq;
 }
 
 bool uhmm_interval_check_retry(struct uhmm_interval_notifier *mni, unsigned long seq)
 {
+	if (!mni)
+		return uhmm__err(EINVAL, "uhmm_interval_check_retry: NULL notifier"), true;
 	return __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE) != seq;
 }
 
 void uhmm_interval_set_seq(struct uhmm_interval_notifier *mni, unsigned long cur_seq)
 {
+	if (!mni) {
+		uhmm__err(EINVAL, "uhmm_interval_set_seq: NULL notifier");
+		return;
+	}
 	__atomic_store_n(&mni->invalidate_seq, cur_seq, __ATOMIC_RELEASE);
 }

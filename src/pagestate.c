@@ -696,7 +696,8 @@ int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *o
 	     uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true)))
 		return uhmm__err(EIO, "uhmm_find_mapping: cannot read the mappings");
 	if (n == 0)
-		return -ENOENT;
+		return uhmm__err(ENOENT, "uhmm_find_mapping: no mapping ends after %#lx",
+				 (unsigned long)addr);
 	out->start = v.start;
 	out->end = v.end;
 	out->flags = vma_bits(v.flags);

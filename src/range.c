@@ -26,6 +26,11 @@ enum need {
 
 uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
 {
+	if (!(pfn & UHMM_PFN_VALID) || (pfn & (UHMM_PFN_ERROR | UHMM_PFN_DEVICE_PRIVATE))) {
+		uhmm__err(EINVAL, "uhmm_pfn_to_addr: %#llx is not a valid system pfn word",
+			  (unsigned long long)pfn);
+		return 0;
+	}
 	return (uintptr_t)((pfn & UHMM_PFN_NUMBER_MASK) << uhmm__page_shift);
 }
 
@@ -428,5 +433,9 @@ out:
 	free(st);
 	free(ent);
 	free(need);
+	if (ret == -EBUSY)
+		uhmm__err(EBUSY, "range fault: [%#lx, %#lx) changed since the sequence was "
+			  "read: read it again and retry", (unsigned long)range->start,
+			  (unsigned long)range->end);
 	return ret;
 }

@@ -131,12 +131,21 @@ UHMM_API int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
  * back to system memory through @pgmap->ops->migrate_to_ram, so no data is
  * lost.  Must not be called from a uhmm callback.
  *
- * Return: 0; -EINVAL if @pgmap was not added; -EDEADLK from a callback;
- * -EBUSY if a page could not be brought back (the pool stays added).
+ * Return: 0; -EINVAL if @pgmap is NULL or not added (never, or removed
+ * already); -EDEADLK from a callback; -EBUSY if a page could not be brought
+ * back (the pool stays added, every page as it was).
  */
 UHMM_API int uhmm_devmem_remove(struct uhmm_devmem *pgmap);
 
-/** uhmm_devmem_page() - descriptor of page @index of @pgmap, or NULL */
+/**
+ * uhmm_devmem_page() - descriptor of page @index of @pgmap
+ * @pgmap: an added pool
+ * @index: 0 .. @pgmap->nr_pages - 1
+ *
+ * Return: the descriptor; NULL (with a reason in uhmm_last_error()) for a
+ * NULL or not added pool or an index beyond it.  A descriptor is valid until
+ * the pool is removed.
+ */
 UHMM_API struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index);
 
 /** uhmm_page_index() - index of @page in its pool */
@@ -157,7 +166,10 @@ static inline uint64_t uhmm_page_to_pfn(const struct uhmm_page *page)
  * @pfn: a device pfn (from uhmm_page_to_pfn(), a range fault or a migrate
  *	entry with uhmm_migrate_pfn_to_pfn())
  *
- * Return: the page, or NULL if @pfn names no page of a live pool.
+ * Return: the page, or NULL (with a reason in uhmm_last_error()) if @mm is
+ * not the context or @pfn names no page of a live pool.  A pfn of a removed
+ * pool names whatever pool now has its id, as a kernel pfn names whatever
+ * page is there now.
  */
 UHMM_API struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 
@@ -166,22 +178,41 @@ UHMM_API struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
  * @page: a page with reference count 0
  *
  * Sets the reference count to 1 and locks the page, as the kernel does for a
- * page the driver is about to use as a migration destination.
+ * page the driver is about to use as a migration destination.  A page that
+ * is in use (reference count not 0) is left unchanged, and NULL ignored,
+ * with a reason in uhmm_last_error() (re-initialising it would lose its
+ * references).
  */
 UHMM_API void uhmm_page_init(struct uhmm_page *page);
 
-/** uhmm_page_get() - take a reference on a device page */
+/**
+ * uhmm_page_get() - take a reference on a device page
+ * @page: a page in use (reference count > 0)
+ *
+ * A free page (count 0) is left unchanged, and NULL ignored, with a reason
+ * in uhmm_last_error(): a reference taken there would free it twice.
+ */
 UHMM_API void uhmm_page_get(struct uhmm_page *page);
 
 /**
  * uhmm_page_put() - drop a reference; the last one calls ops->page_free
+ * @page: a page in use
+ *
+ * On a free page (an underflow) nothing changes and page_free is not
+ * called; NULL is ignored; both with a reason in uhmm_last_error().
  */
 UHMM_API void uhmm_page_put(struct uhmm_page *page);
 
-/** uhmm_page_trylock() - try to lock a device page; true on success */
+/** uhmm_page_trylock() - try to lock a device page; true on success (false for NULL) */
 UHMM_API bool uhmm_page_trylock(struct uhmm_page *page);
 
-/** uhmm_page_unlock() - unlock a device page */
+/**
+ * uhmm_page_unlock() - unlock a device page
+ * @page: a locked page
+ *
+ * Unlocking a page that is not locked, or NULL, changes nothing and records
+ * a reason in uhmm_last_error().
+ */
 UHMM_API void uhmm_page_unlock(struct uhmm_page *page);
 
 /** uhmm_page_refcount() - current reference count (for tests and stats) */

@@ -42,8 +42,10 @@ extern "C" {
  * Context: any thread but uhmm's service thread; not from a callback.
  *
  * Return: the number of pages now held (>= 0); -EINVAL for bad arguments,
- * a range across mappings or without access; -EPERM if the mapping is not
- * writable; -ENOMEM; -EDEADLK from a callback.
+ * a context that is not live, a range across mappings or holes, without
+ * access, or in hugetlbfs or an IO mapping (checked before anything is
+ * faulted in); -EPERM if the mapping is not writable; -ENOMEM; -EDEADLK
+ * from a callback.  Once the range is checked, @pages is set to NULL first.
  */
 UHMM_API long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				  const void *owner, void **pages);
@@ -55,7 +57,8 @@ UHMM_API long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t np
  * @owner: the owner that took it
  *
  * Return: the holding address while @owner holds the page, NULL once the
- * CPU has revoked it (or if it never was).
+ * CPU has revoked it (or if it never was); NULL with a reason in
+ * uhmm_last_error() if @mm is not the context.
  */
 UHMM_API void *uhmm_exclusive_held(struct uhmm_mm *mm, uintptr_t addr, const void *owner);
 

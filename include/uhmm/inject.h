@@ -52,7 +52,8 @@ enum uhmm_inject_point {
  * Re-arming replaces the point's previous setting and resets its hit count.
  * Callable from any thread at any time.
  *
- * Return: 0; -EINVAL for an unknown @point, or @err not in 1..4095.
+ * Return: 0; -EINVAL for an unknown @point, @err not in 1..4095 (even to
+ * disarm), or @skip or @times above LONG_MAX.  On an error nothing changes.
  */
 UHMM_API int uhmm_inject_set(unsigned int point, unsigned long skip,
 			     unsigned long times, int err);
@@ -61,7 +62,8 @@ UHMM_API int uhmm_inject_set(unsigned int point, unsigned long skip,
  * uhmm_inject_hits() - failures injected at @point since it was last armed
  * @point: enum uhmm_inject_point
  *
- * Return: the count; 0 for an unknown point.
+ * Return: the count; 0 for an unknown point (with a reason in
+ * uhmm_last_error()).
  */
 UHMM_API unsigned long uhmm_inject_hits(unsigned int point);
 

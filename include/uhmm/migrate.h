@@ -109,10 +109,13 @@ struct uhmm_migrate_vma {
  *
  * Context: any thread; on uhmm's service thread only from migrate_to_ram.
  *
- * Return: 0; -EINVAL for NULL arguments, an unaligned or empty range, no
- * selection flag, a range that is not inside one mapping, a mapping without
- * read access, hugetlbfs or an IO/PFNMAP mapping; -ENOMEM; -EDEADLK from an
- * invalidate callback.
+ * Return: 0; -EINVAL for NULL arguments, a context that is not live, an
+ * unaligned or empty range, no selection flag or a flag uhmm does not know,
+ * a @fault_page that is not a page of a live pool, a range that is not
+ * inside one mapping (a hole, or two mappings), a mapping without read
+ * access, hugetlbfs or an IO/PFNMAP mapping; -ENOMEM; -EDEADLK from an
+ * invalidate callback.  On an error nothing is collected or frozen and
+ * @src / @dst are not written.
  */
 UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);
 
@@ -124,7 +127,10 @@ UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);
  * Gives a page of system memory the driver copies the data into, and sets
  * @args->dst[@i] to name it.  Finalize installs it at the entry's address.
  *
- * Return: the address to copy to, or NULL (-ENOMEM, or @i out of range).
+ * Return: the address to copy to, or NULL (with a reason in
+ * uhmm_last_error()) when @args is not between setup and finalize, @i is
+ * out of range, entry @i is not a device page selected to migrate, or no
+ * memory.
  */
 UHMM_API void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *args, unsigned long i);
 
@@ -133,7 +139,9 @@ UHMM_API void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *args, unsigned lo
  * @args: the migration
  * @i: the entry (src VALID, not a device pfn)
  *
- * Return: the address of the frozen page's data, or NULL.
+ * Return: the address of the frozen page's data, or NULL (with a reason)
+ * when @args is not between setup and finalize, @i is out of range, or the
+ * entry holds no system page data.
  */
 UHMM_API const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *args,
 					   unsigned long i);
@@ -142,7 +150,9 @@ UHMM_API const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *args,
  * uhmm_migrate_vma_pages() - commit the migration of each entry
  * @args: after setup and the driver's copy
  *
- * Entries whose @dst is not valid lose their MIGRATE flag.
+ * Entries whose @dst is not valid lose their MIGRATE flag.  With no
+ * migration between setup and finalize (NULL, never set up, finalized
+ * already) it does nothing but record a reason in uhmm_last_error().
  */
 UHMM_API void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *args);
 
@@ -154,7 +164,10 @@ UHMM_API void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *args);
  * entries (their reference moves to the mapping; they are unlocked), system
  * pages are mapped at their address; old device pages are unlocked and their
  * reference dropped.  Entries that did not migrate are restored exactly.
- * CPU threads waiting on the range are woken.
+ * CPU threads waiting on the range are woken.  An entry whose @dst is not
+ * valid is restored even if uhmm_migrate_vma_pages() was skipped.  A second
+ * finalize, or one with no migration set up, does nothing but record a
+ * reason in uhmm_last_error().
  */
 UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
 
@@ -172,7 +185,10 @@ UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
  * and calls uhmm_migrate_device_pages() and uhmm_migrate_device_finalize().
  * Afterwards every evicted page's data is at its address in system memory.
  *
- * Return: 0; -EINVAL for bad arguments or pfns outside one pool.
+ * Return: 0; -EINVAL for NULL arguments, zero @npages, a context that is
+ * not live, or a pfn that names no device page (a range running past its
+ * pool's end): then no page is claimed and @src is not written; -EDEADLK
+ * from an invalidate callback.
  */
 UHMM_API int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src,
 				       uint64_t start_pfn, unsigned long npages);
@@ -183,15 +199,28 @@ UHMM_API int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src,
  * @src: on entry each entry holds a device pfn (not shifted); on return the
  *	src entries as uhmm_migrate_device_range() gives them
  * @npages: count
+ *
+ * Return: as uhmm_migrate_device_range(); -ENOMEM.  On an error @src still
+ * holds the pfns it was given.
  */
 UHMM_API int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src,
 				      unsigned long npages);
 
-/** uhmm_migrate_device_pages() - commit a device-range migration */
+/**
+ * uhmm_migrate_device_pages() - commit a device-range migration
+ *
+ * NULL arguments: nothing is done; a reason is recorded in uhmm_last_error().
+ */
 UHMM_API void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src,
 					uint64_t *dst, unsigned long npages);
 
-/** uhmm_migrate_device_finalize() - install or restore after a device-range migration */
+/**
+ * uhmm_migrate_device_finalize() - install or restore after a device-range migration
+ *
+ * NULL arguments: nothing is done; a reason is recorded in uhmm_last_error().
+ * Calling it twice for the same @src is undefined (the entries were used up),
+ * as in the kernel.
+ */
 UHMM_API void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src,
 					   uint64_t *dst, unsigned long npages);
 

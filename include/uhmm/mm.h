@@ -99,7 +99,8 @@ UHMM_API int uhmm_sysinfo(struct uhmm_sysinfo *info);
  * The names are those UHMM_DISABLE accepts ("move", "pagemap_scan",
  * "wp_unpopulated", "madv_populate", "procmap_query", "uffd_wp").
  *
- * Return: a static string, or "unknown".
+ * Return: a static string, or "unknown" (with a reason in uhmm_last_error())
+ * for 0, several bits or an unknown bit.
  */
 UHMM_API const char *uhmm_feature_name(unsigned int feature);
 
@@ -114,7 +115,8 @@ UHMM_API const char *uhmm_feature_name(unsigned int feature);
  * Return: 0; -EINVAL if @mmp is NULL; -ENOSYS or -EPERM when no userfaultfd
  * can be obtained here (uhmm_sysinfo() and "uhmm info" say why); -ENOMEM;
  * -EAGAIN when the service thread cannot be started; -ECHILD in a child
- * created by vfork() before exec.
+ * created by vfork() before exec (or by a raw clone that bypassed
+ * pthread_atfork): the context there is the parent's.
  */
 UHMM_API int uhmm_mm_get(struct uhmm_mm **mmp);
 
@@ -177,6 +179,22 @@ UHMM_API int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out);
  * thread's next uhmm call.
  */
 UHMM_API const char *uhmm_last_error(void);
+
+/**
+ * uhmm_set_error() - record a failure reason for the calling thread
+ * @err: the positive errno of the failure
+ * @fmt: printf format of the one-line reason (NULL or "": a placeholder
+ *	reason is recorded)
+ *
+ * For drivers built on uhmm (simdev is one): their own refusals then show
+ * in uhmm_last_error(), and with UHMM_LOG=1 on stderr, like the library's.
+ * Never fails.
+ *
+ * Return: -@err, so that a driver can write
+ * "return uhmm_set_error(EINVAL, "...", ...);".
+ */
+UHMM_API int uhmm_set_error(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 #ifdef __cplusplus
 }

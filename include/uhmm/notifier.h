@@ -185,7 +185,12 @@ UHMM_API int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
  * @mni: an inserted notifier (or one released by teardown: then a no-op)
  *
  * When it returns, no invalidate callback of @mni is running or will run, so
- * the caller may free it.  Must not be called from @mni's own callback.
+ * the caller may free it.  Removing a notifier that is not inserted (never
+ * was, already removed, or released by teardown) is a no-op; NULL is
+ * ignored with a reason in uhmm_last_error().  From @mni's own callback the
+ * removal is deferred to the end of the running invalidation (the callback
+ * may still be called until then) instead of deadlocking; do not free @mni
+ * before that invalidation has returned.
  */
 UHMM_API void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni);
 
@@ -197,7 +202,8 @@ UHMM_API void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni);
  * fault started during it could only be discarded.  Returns the sequence to
  * pass to uhmm_interval_read_retry() / uhmm_range_fault().
  *
- * Return: the current sequence of @mni.
+ * Return: the current sequence of @mni; 0 for a NULL @mni (with a reason in
+ * uhmm_last_error(); a range fault with it then fails -EINVAL).
  */
 UHMM_API unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni);
 
@@ -210,7 +216,8 @@ UHMM_API unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *m
  * uhmm_interval_set_seq() held; if it returns false, the snapshot taken since
  * @seq is still valid and may be committed to the device before unlocking.
  *
- * Return: true if an invalidation ran since @seq and the caller must retry.
+ * Return: true if an invalidation ran since @seq and the caller must retry
+ * (also for a NULL @mni, with a reason in uhmm_last_error()).
  */
 UHMM_API bool uhmm_interval_read_retry(struct uhmm_interval_notifier *mni,
 				       unsigned long seq);
@@ -221,7 +228,7 @@ UHMM_API bool uhmm_interval_read_retry(struct uhmm_interval_notifier *mni,
  * @seq: the value uhmm_interval_read_begin() returned
  *
  * Like uhmm_interval_read_retry() but without the driver lock: a false
- * answer is only a hint; true is final.
+ * answer is only a hint; true is final (and the answer for a NULL @mni).
  */
 UHMM_API bool uhmm_interval_check_retry(struct uhmm_interval_notifier *mni,
 					unsigned long seq);
@@ -231,7 +238,8 @@ UHMM_API bool uhmm_interval_check_retry(struct uhmm_interval_notifier *mni,
  * @mni: the notifier
  * @cur_seq: the value passed to the invalidate callback
  *
- * Call from the invalidate callback with the driver lock held.
+ * Call from the invalidate callback with the driver lock held.  A NULL
+ * @mni is ignored with a reason in uhmm_last_error().
  */
 UHMM_API void uhmm_interval_set_seq(struct uhmm_interval_notifier *mni,
 				    unsigned long cur_seq);

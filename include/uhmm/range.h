@@ -88,10 +88,14 @@ struct uhmm_range {
  * @range->notifier_seq (call uhmm_interval_read_begin() and retry); -EFAULT
  * if a faulting request hits no mapping, no access, hugetlbfs or an
  * IO/PFNMAP mapping; -EPERM if a write request hits a read-only mapping;
- * -EINVAL for a NULL argument, unaligned or empty range, or a range not
- * inside the notifier; -ENOMEM (also when a device page could not be put
- * back in system memory: it stays on the device, intact); -EFAULT when the
- * device's migrate_to_ram failed; -EDEADLK from a callback.
+ * -EINVAL for a NULL argument, a notifier that is not inserted (never, or
+ * no longer: removed or released by teardown), an unaligned or empty range,
+ * or a range not inside the notifier; -ENOMEM (also when a device page could
+ * not be put back in system memory: it stays on the device, intact); -EFAULT
+ * when the device's migrate_to_ram failed; -EDEADLK from a callback or on
+ * uhmm's service thread.  Bits of a request other than %UHMM_PFN_REQ_FAULT
+ * and %UHMM_PFN_REQ_WRITE are ignored, and REQ_WRITE without REQ_FAULT asks
+ * for nothing, as in the kernel.
  */
 UHMM_API int uhmm_range_fault(struct uhmm_range *range);
 
@@ -99,7 +103,9 @@ UHMM_API int uhmm_range_fault(struct uhmm_range *range);
  * uhmm_pfn_to_addr() - system address of a valid, non-device pfn word
  * @pfn: an output word of uhmm_range_fault()
  *
- * Return: the virtual address of the page.
+ * Return: the virtual address of the page; 0 (with a reason in
+ * uhmm_last_error()) for a word without %UHMM_PFN_VALID, or with
+ * %UHMM_PFN_ERROR or %UHMM_PFN_DEVICE_PRIVATE.
  */
 UHMM_API uintptr_t uhmm_pfn_to_addr(uint64_t pfn);
 

@@ -10,8 +10,11 @@
  * goes through the device page table.  It uses only uhmm's public API,
  * which is what proves a third-party driver can be written on uhmm.
  *
- * Every call returns 0 (or a count, where said) or a negative errno.
- * Addresses must be page aligned (-EINVAL), npages > 0, no wrapping.
+ * Every call returns 0 (or a count, where said) or a negative errno, with
+ * the reason in uhmm_last_error() (simdev records its own refusals with
+ * uhmm_set_error()).  Addresses must be page aligned (-EINVAL), npages > 0,
+ * no wrapping; a NULL device or buffer is -EINVAL.  docs/BAD-INPUT.md lists
+ * every refusal.
  */
 #ifndef UHMM_SIMDEV_H
 #define UHMM_SIMDEV_H
@@ -35,7 +38,8 @@ enum uhmm_simdev_policy {
 /**
  * struct uhmm_simdev_config - creation parameters (zero = default)
  * @capacity_pages: device memory size in pages (default 65536 = 256 MiB)
- * @threads: compute threads (default: the number of CPUs, at most 8)
+ * @threads: compute threads (default: the number of CPUs, at most 8; more
+ *	than 64 are clamped to 64)
  * @fault_around: pages migrated back around a CPU fault (power of two;
  *	default %UHMM_FAULT_AROUND_DEFAULT)
  * @policy: enum uhmm_simdev_policy for compute kernels
@@ -78,9 +82,19 @@ struct uhmm_simdev_stats {
 
 #define UHMM_SIMDEV_FAIL_ALLOC	0x1u	/* the next device page allocation of a migration fails */
 
-/** uhmm_simdev_create() - create a device (NULL @cfg = defaults) */
+/**
+ * uhmm_simdev_create() - create a device (NULL @cfg = defaults)
+ *
+ * *@out is NULL on an error.  -EINVAL for a NULL @out, an unknown policy, a
+ * migrate_window or fault_around that is not a power of two, or a capacity
+ * of 2^32 pages or more; -ENOMEM; the errors of uhmm_mm_get().
+ */
 UHMM_API int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev **out);
-/** uhmm_simdev_destroy() - destroy; device-resident pages go back to system memory first */
+/**
+ * uhmm_simdev_destroy() - destroy; device-resident pages go back to system memory first
+ *
+ * NULL is ignored; destroying a device twice is a use after free (undefined).
+ */
 UHMM_API void uhmm_simdev_destroy(struct uhmm_simdev *dev);
 /**
  * uhmm_simdev_read() - device read of [addr, addr + npages pages) into @out
@@ -98,12 +112,19 @@ UHMM_API int uhmm_simdev_write(struct uhmm_simdev *dev, void *addr, size_t npage
  * uhmm_simdev_migrate_to_dev() - migrate the range into device memory
  *
  * @st->cpages: pages now on the device.  -ENOENT when no page could be
- * migrated; -EINVAL for a range with a hole or without access; -ENOMEM when
- * the device is full and nothing fit.
+ * migrated; -EINVAL for a range with a hole, without access, or in
+ * hugetlbfs; -ENOMEM when the device is full and nothing fit.  As the
+ * kernel's test device, the range is migrated mapping by mapping: on
+ * -EINVAL the pieces before the bad one stay migrated (@st->cpages).
  */
 UHMM_API int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *dev, void *addr, size_t npages,
 					struct uhmm_simdev_stats *st);
-/** uhmm_simdev_migrate_to_sys() - migrate this device's pages of the range back */
+/**
+ * uhmm_simdev_migrate_to_sys() - migrate this device's pages of the range back
+ *
+ * -ENOENT when none of the range is in this device's memory; -EINVAL as
+ * uhmm_simdev_migrate_to_dev().
+ */
 UHMM_API int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *dev, void *addr, size_t npages,
 					struct uhmm_simdev_stats *st);
 /** uhmm_simdev_snapshot() - one UHMM_SIMDEV_PROT_* byte per page, faulting nothing in */
@@ -168,13 +189,21 @@ typedef void (*uhmm_simdev_kernel)(struct uhmm_simdev_thread *t, size_t item, vo
  * _atomic_add*() is translated through the device page table, checked for
  * permission, and a miss is a device fault.  An access that cannot be
  * satisfied (no mapping, no permission) stops the launch; the call then
- * returns that error (-EFAULT / -EPERM).
+ * returns that error (-EFAULT / -EPERM), its reason in the caller's
+ * uhmm_last_error().
  *
- * Return: 0 or the first access error.
+ * Return: 0 or the first access error; -EINVAL for a NULL @dev or @fn;
+ * -EBUSY while another launch runs on @dev (a kernel launching on its own
+ * device included); -ENOMEM.
  */
 UHMM_API int uhmm_simdev_launch(struct uhmm_simdev *dev, size_t nitems, uhmm_simdev_kernel fn,
 				void *arg, struct uhmm_simdev_stats *st);
 
+/*
+ * Device accesses, for kernels: @t is the thread the kernel was given.  An
+ * access that cannot be made stops the launch (loads then give 0); a NULL
+ * @t is ignored (loads give 0) with a reason in uhmm_last_error().
+ */
 UHMM_API uint64_t uhmm_simdev_load64(struct uhmm_simdev_thread *t, const void *addr);
 UHMM_API uint32_t uhmm_simdev_load32(struct uhmm_simdev_thread *t, const void *addr);
 UHMM_API void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
