@@ -132,6 +132,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	/* Device-resident data comes home before anything goes away. */
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
+	uhmm__staging_cache_drop(mm);
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
 	uhmm__service_stop(mm);
@@ -187,6 +188,13 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&mm->users) == 0 &&
 	    atomic_load(&mm->state) == UHMM_MM_LIVE) {
+		/*
+		 * Device-resident pages (the exclusive pool's: a driver
+		 * returns its own before its last put) come home while
+		 * migration still accepts the context; once it is marked
+		 * TEARDOWN their data would be lost.
+		 */
+		uhmm__evict_all(mm, NULL);
 		atomic_store(&mm->state, UHMM_MM_TEARDOWN);
 		mm_teardown(mm);
 		atomic_store(&mm->state, UHMM_MM_DEAD);

@@ -147,8 +147,16 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 
 	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
-	if (errno == EEXIST) {
-		/* Populated meanwhile (a migration put it back): just wake. */
+	if (errno == EEXIST || errno == ENOENT) {
+		/*
+		 * Populated meanwhile (a migration put it back), or the
+		 * mapping or its registration is gone (an mremap or munmap
+		 * since the message was queued; the thread that faulted has
+		 * been woken by it and may be far away by now): just wake.
+		 * A thread still waiting retries its access and meets what
+		 * is there now, a fresh fault or SIGSEGV, never a SIGBUS it
+		 * did not earn.
+		 */
 		struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
 		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);

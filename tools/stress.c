@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -130,6 +131,7 @@ struct thr {
 	char *buf;		/* scratch: max region pages */
 	uint8_t *snap[2];
 	uint64_t *vtmp;
+	char vmas[4096];
 };
 
 struct dwhist {
@@ -267,6 +269,27 @@ static int count_vmas(const char *a, size_t len)
 	return n;
 }
 
+/* The /proc/self/maps lines overlapping [a, a + len), into @buf. */
+static void vmas_text(const char *a, size_t len, char *buf, size_t sz)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+	size_t used = 0;
+
+	buf[0] = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s < (uintptr_t)a + len &&
+		    e > (uintptr_t)a && used + strlen(line) + 5 < sz) {
+			used += (size_t)snprintf(buf + used, sz - used, "    %s", line);
+		}
+	}
+	fclose(f);
+}
+
 /* ---- history and failure reports ------------------------------------------------- */
 
 struct octx {
@@ -278,6 +301,8 @@ struct octx {
 	unsigned int prev_active, dw_active0;
 	unsigned long seq0, dw0;
 };
+
+static __thread struct octx *cur_op;	/* for the fatal-signal report */
 
 static void hist_push_locked(struct region *r, size_t pg, const struct octx *c, uint8_t op,
 			     uint64_t vb, uint64_t va)
@@ -1036,16 +1061,19 @@ static void op_mremap(struct octx *c)
 {
 	struct region *r = c->r;
 	const bool keep = c->op == OP_MREMAP_KEEP;
-	size_t len = r->npages * G.ps, nlen;
-	char *nresv, *nb, *p, *old = r->base, *oresv = r->resv;
-	size_t oresv_len = r->resv_len;
+	size_t len = r->npages * G.ps, nlen, oresv_len;
+	char *nresv, *nb, *p, *old, *oresv;
 
 	op_begin(c, true);
+	old = r->base;		/* only under the lock: another mremap moves it */
+	oresv = r->resv;
+	oresv_len = r->resv_len;
 	c->p0 = 0;
 	c->n = r->npages;
 	nb = reserve(r, &nresv, &nlen);
 	if (!nb)
 		unexpected(c, "mmap of a reservation", -errno);
+	vmas_text(old - G.ps, len + 2 * G.ps, c->t->vmas, sizeof(c->t->vmas));
 	p = mremap(old, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | (keep ? MREMAP_DONTUNMAP : 0), nb);
 	if (p == MAP_FAILED) {
 		int e = errno;
@@ -1055,6 +1083,14 @@ static void op_mremap(struct octx *c)
 			c->t->st.le[c->op][LE_SPLIT]++;	/* mremap moves one mapping */
 			op_end(c);
 			return;
+		}
+		{
+			char after[4096];
+
+			vmas_text(old - G.ps, len + 2 * G.ps, after, sizeof(after));
+			fprintf(stderr, "uhmm stress: mremap of [%p, %p) failed; mappings there "
+				"before:\n%s  after:\n%s", (void *)old, (void *)(old + len),
+				c->t->vmas, after);
 		}
 		unexpected(c, keep ? "mremap(MREMAP_DONTUNMAP)" : "mremap", -e);
 	}
@@ -1077,7 +1113,13 @@ static void op_mremap(struct octx *c)
 		c->t->st.pages_checked += r->npages;
 		c->t->st.bytes_checked += len;
 	}
-	if (munmap(oresv, oresv_len))
+	/*
+	 * Without DONTUNMAP the old range is a hole another thread's mmap may
+	 * already have taken: unmap only our guards around it.
+	 */
+	if (keep ? munmap(oresv, oresv_len) :
+		   (munmap(oresv, (size_t)(old - oresv)) ||
+		    munmap(old + len, (size_t)(oresv + oresv_len - (old + len)))))
 		unexpected(c, "munmap of the old reservation", -errno);
 	hist_range(c, 0, r->npages, (uint8_t)c->op);
 	op_end(c);
@@ -1157,6 +1199,37 @@ static void op_fork(struct octx *c)
 
 static unsigned int weight_total;
 
+/* SIGSEGV / SIGBUS: say where, in which op, and the page's history. */
+static void fatal_signal(int sig, siginfo_t *si, void *uc)
+{
+	const struct octx *c = cur_op;
+	char *a = si->si_addr;
+
+	(void)uc;
+	G.in_child = true;	/* no locks from here on */
+	fprintf(stderr, "uhmm stress: FAIL: %s at address %p (code %d)", strsignal(sig), (void *)a,
+		si->si_code);
+	if (c)
+		fprintf(stderr, " in %s, thread %u, step %u, region %u pages [%zu, %zu) dev %d",
+			op_name[c->op], c->t->idx, c->t->step, c->r ? c->r->id : 0, c->p0,
+			c->p0 + c->n, c->dev);
+	fprintf(stderr, "\n");
+	for (unsigned int i = 0; i < G.nreg; i++) {
+		struct region *r = &G.reg[i];
+
+		if (a >= r->base && a < r->base + r->npages * G.ps) {
+			size_t pg = (size_t)(a - r->base) / G.ps;
+
+			fprintf(stderr, "  region %u page %zu (%s%s), model version %llu\n", r->id, pg,
+				r->thp ? "THP, " : "", r->ro ? "read-only" : "read-write",
+				(unsigned long long)r->ver[pg]);
+			print_history(r, pg);
+		}
+	}
+	replay_hint();
+	die_now();
+}
+
 static enum op pick_op(struct thr *t)
 {
 	unsigned int x = (unsigned int)(rnd(t) % weight_total);
@@ -1183,6 +1256,7 @@ static void *thread_main(void *arg)
 		t->step++;
 		c.op = pick_op(t);
 		c.r = &G.reg[rnd(t) % G.nreg];
+		cur_op = &c;
 		switch (c.op) {
 		case OP_CPU_READ: op_cpu_read(&c); break;
 		case OP_CPU_WRITE: op_cpu_write(&c); break;
@@ -1203,6 +1277,7 @@ static void *thread_main(void *arg)
 		default: break;
 		}
 		t->st.ops[c.op]++;
+		cur_op = NULL;
 	}
 	return NULL;
 }
@@ -1458,6 +1533,12 @@ int uhmm_stress_main(int argc, char **argv)
 	       si.disabled ? ", fallbacks forced by UHMM_DISABLE" : "");
 	if (G.max_ops)
 		printf("  op limit: %llu\n", (unsigned long long)G.max_ops);
+	{
+		struct sigaction sa = { .sa_sigaction = fatal_signal, .sa_flags = SA_SIGINFO };
+
+		sigaction(SIGSEGV, &sa, NULL);
+		sigaction(SIGBUS, &sa, NULL);
+	}
 	pthread_mutex_init(&G.fail_lock, NULL);
 	pthread_mutex_init(&G.dwlock, NULL);
 	atomic_store(&G.next_ver, 1);
@@ -1534,13 +1615,15 @@ int uhmm_stress_main(int argc, char **argv)
 	/*
 	 * Mapping bound: each region is a reservation of at most 3 pieces
 	 * (guard, data, guard), its data at most 2 * MAX_CUTS + 1 pieces after
-	 * sub-range remaps; 2 more for an mremap in flight; threads (ours and
-	 * the devices' compute threads) 2 each (stack and guard); and a margin
-	 * for the allocator and the library.
+	 * sub-range remaps; 2 more for an mremap in flight; for each thread that
+	 * can be in a migration (ours, the devices' compute threads, uhmm's
+	 * worker) 8: its stack and guard, and the migration's staging mapping,
+	 * which registration may cut in pieces; and a margin for the allocator
+	 * and the library.
 	 */
 	maps_setup = count_lines("/proc/self/maps");
 	bound = maps_setup + (long)G.nreg * (2 * MAX_CUTS + 1 + 2 + 2) +
-		2L * (G.threads + 4 + 2) + 64;
+		8L * (G.threads + 4 + 2) + 64;
 	maps_max = maps_setup;
 	fds_max = count_fds();
 
