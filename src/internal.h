@@ -342,6 +342,8 @@ UHMM_HIDDEN_FN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
 UHMM_HIDDEN_FN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 /* Did uhmm's registration cut a mapping at @addr? */
 UHMM_HIDDEN_FN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
+/* Unmap the staging cache of recycled system pages (context teardown). */
+UHMM_HIDDEN_FN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
 /* Make sure [start, end) is registered for MISSING faults. */
 UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);

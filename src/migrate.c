@@ -62,6 +62,7 @@ struct uhmm_migrate_state {
 	uint8_t *kind;
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
+	struct stage_entry *cache;	/* staging borrowed from the staging cache */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -245,6 +246,8 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 		want += huge;
 	s->map = p;
 	s->staging = (char *)want;
+	/* Staging (and the staging cache) is never the child's business. */
+	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
 	if (reg) {
 		struct uffdio_register r = {
 			.range = { .start = want, .len = len },
@@ -276,6 +279,301 @@ static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s, si
 	s->map = NULL;
 }
 
+/* ---- the staging cache: system pages recycled for device->system ---------- */
+
+/*
+ * After a system->device migration, staging holds the old system copies of
+ * pages whose data is now on the device.  The kernel frees such pages; here
+ * they are kept, up to a bound, for the device->system migration that
+ * brings the same addresses back: the data is copied into pages that exist
+ * already (no allocation, zeroing, memcg charge or LRU insertion) and
+ * finalize moves them into place with UFFDIO_MOVE, whole PMDs at a time
+ * for 2 MiB-aligned THP staging.  Slot i of an entry mirrors address
+ * start + i pages, so a migration of any part of [start, end) finds its
+ * pages at the same offsets.  A slot's old content is never given out as
+ * data: the driver (or uhmm, from the driver's buffer) overwrites the page
+ * before it is installed.
+ *
+ * Bound: UHMM_STAGING_CACHE_MIB of pages handed in (default 1/64 of the
+ * RAM, clamped to 64 MiB .. 1 GiB; 0 turns recycling off), at most
+ * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  An entry goes
+ * as soon as its pages have been moved out, when a newer entry covers its
+ * range, and at context teardown.  Staging is MADV_DONTFORK: a fork child
+ * forgets the cache without touching it.
+ */
+#define CACHE_MAX_ENTRIES 1024
+
+struct stage_entry {
+	struct stage_entry *next;
+	uintptr_t start, end;		/* the range the slots mirror */
+	uintptr_t staging;		/* slot of start */
+	void *map;
+	size_t map_len;
+	size_t pages;			/* populated slots it still accounts for */
+	unsigned long gen;		/* context generation it was made in */
+	int users;			/* migrations using it now */
+	bool registered;		/* [staging, +end-start) registered WP */
+	bool dead;			/* dropped while in use: the last user frees */
+};
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stage_entry *cache_head;	/* newest first */
+static size_t cache_pages, cache_entries;
+static size_t cache_cap;		/* pages; SIZE_MAX until computed */
+static pid_t cache_pid;
+
+static void cache_atfork_child(void)
+{
+	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
+	pthread_mutex_init(&cache_lock, NULL);
+	cache_head = NULL;
+	cache_pages = 0;
+	cache_entries = 0;
+	cache_pid = getpid();
+}
+
+__attribute__((constructor)) static void cache_init(void)
+{
+	const char *v = getenv("UHMM_STAGING_CACHE_MIB");
+	long phys = sysconf(_SC_PHYS_PAGES);
+	size_t mib = 64;
+
+	if (phys > 0)
+		mib = UHMM_MIN((size_t)1024, UHMM_MAX((size_t)64,
+			(size_t)phys / 64 * (size_t)sysconf(_SC_PAGESIZE) >> 20));
+	if (v && *v)
+		mib = strtoul(v, NULL, 0);
+	cache_cap = (mib << 20) / (size_t)sysconf(_SC_PAGESIZE);
+	cache_pid = getpid();
+	pthread_atfork(NULL, NULL, cache_atfork_child);
+}
+
+/* Unmap an entry taken off the list (cache_lock not held). */
+static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
+{
+	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
+		struct uffdio_range r = { .start = e->staging, .len = e->end - e->start };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		pthread_mutex_unlock(&mm->reg_lock);
+	}
+	uhmm__sys_munmap(e->map, e->map_len);
+	free(e);
+}
+
+/* Unlink @e (cache_lock held); returns it for entry_destroy() if unused. */
+static struct stage_entry *entry_unlink(struct stage_entry **pp, struct stage_entry *e)
+{
+	*pp = e->next;
+	cache_pages -= e->pages;
+	cache_entries--;
+	e->pages = 0;
+	if (e->users) {
+		e->dead = true;
+		return NULL;
+	}
+	return e;
+}
+
+/* Drop entries of another context or process (cache_lock held). */
+static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
+{
+	if (cache_pid != getpid()) {
+		/* A child made without pthread_atfork: nothing here is ours. */
+		cache_head = NULL;
+		cache_pages = cache_entries = 0;
+		cache_pid = getpid();
+		return;
+	}
+	for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
+		if (e->gen != mm->generation) {
+			if ((e = entry_unlink(pp, e))) {
+				e->next = *victims;
+				*victims = e;
+			}
+			continue;
+		}
+		pp = &e->next;
+	}
+}
+
+static void destroy_victims(struct uhmm_mm *mm, struct stage_entry *v)
+{
+	while (v) {
+		struct stage_entry *n = v->next;
+
+		entry_destroy(mm, v);
+		v = n;
+	}
+}
+
+/*
+ * A system->device migration is done: keep its staging (the slots of the
+ * pages that migrated with data) in the cache instead of unmapping it.
+ */
+static void cache_put(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	struct stage_entry *e, *victims = NULL;
+	size_t pages = 0;
+
+	if (!s->map || !s->registered || s->by_mremap || s->cache || !install_by_move ||
+	    !uhmm__has(UHMM_FEAT_MOVE) || !cache_cap)
+		return;
+	for (size_t i = 0; i < m->npages; i++)
+		pages += s->kind[i] == K_SYS &&
+			 (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) ==
+				 (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID);
+	if (!pages || pages > cache_cap)
+		return;
+	e = uhmm__calloc(1, sizeof(*e));
+	if (!e)
+		return;		/* staging is unmapped as without a cache */
+	*e = (struct stage_entry){
+		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
+		.map = s->map, .map_len = s->map_len, .pages = pages,
+		.gen = m->mm->generation, .registered = true,
+	};
+	s->map = NULL;		/* the entry owns the mapping now */
+	pthread_mutex_lock(&cache_lock);
+	cache_check_owner(m->mm, &victims);
+	/* Entries inside this range are superseded: their slots are stale. */
+	for (struct stage_entry **pp = &cache_head, *o; (o = *pp);) {
+		if (o->start >= e->start && o->end <= e->end) {
+			if ((o = entry_unlink(pp, o))) {
+				o->next = victims;
+				victims = o;
+			}
+			continue;
+		}
+		pp = &o->next;
+	}
+	e->next = cache_head;
+	cache_head = e;
+	cache_pages += pages;
+	cache_entries++;
+	/* Over the bound: the oldest entries not in use go. */
+	while (cache_pages > cache_cap || cache_entries > CACHE_MAX_ENTRIES) {
+		struct stage_entry **pp = NULL, **last = NULL;
+
+		for (pp = &cache_head; *pp; pp = &(*pp)->next)
+			if (!(*pp)->users && *pp != e)
+				last = pp;
+		if (!last)
+			break;
+		{
+			struct stage_entry *o = entry_unlink(last, *last);
+
+			o->next = victims;
+			victims = o;
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	destroy_victims(m->mm, victims);
+}
+
+/*
+ * A device->system migration needs staging: borrow the newest cache entry
+ * whose slots cover every device page it migrates.  true if one was found.
+ */
+static bool cache_take(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	struct stage_entry *victims = NULL, *found = NULL;
+	size_t lo = m->npages, hi = 0;
+	uintptr_t a_lo, a_hi;
+
+	if (!cache_cap || !install_by_move || !uhmm__has(UHMM_FEAT_MOVE))
+		return false;
+	for (size_t i = 0; i < m->npages; i++)
+		if (s->kind[i] == K_DEV) {
+			lo = UHMM_MIN(lo, i);
+			hi = i + 1;
+		}
+	if (lo >= hi)
+		return false;
+	a_lo = m->start + (lo << ps);
+	a_hi = m->start + (hi << ps);
+	pthread_mutex_lock(&cache_lock);
+	cache_check_owner(m->mm, &victims);
+	for (struct stage_entry *e = cache_head; e && !found; e = e->next)
+		if (e->start <= a_lo && a_hi <= e->end)
+			found = e;
+	if (found) {
+		found->users++;
+		s->cache = found;
+		/* Slot of m->start (it may lie before the entry: never touched). */
+		s->staging = (char *)(found->staging + (m->start - found->start));
+		s->map = found->map;
+		s->map_len = found->map_len;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	destroy_victims(m->mm, victims);
+	return found != NULL;
+}
+
+/* Give back a borrowed entry; @moved slots were moved out into the range. */
+static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
+{
+	struct uhmm_migrate_state *s = m->state;
+	struct stage_entry *e = s->cache, *victim = NULL;
+
+	s->cache = NULL;
+	s->map = NULL;		/* the entry's mapping, not ours to unmap */
+	pthread_mutex_lock(&cache_lock);
+	e->users--;
+	if (!e->dead) {
+		moved = UHMM_MIN(moved, e->pages);
+		e->pages -= moved;
+		cache_pages -= moved;
+		if (!e->pages) {
+			for (struct stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
+				if (*pp == e) {
+					victim = entry_unlink(pp, e);
+					break;
+				}
+		}
+	} else if (!e->users) {
+		victim = e;
+	}
+	pthread_mutex_unlock(&cache_lock);
+	if (victim)
+		entry_destroy(m->mm, victim);
+}
+
+void uhmm__staging_cache_drop(struct uhmm_mm *mm)
+{
+	struct stage_entry *victims = NULL;
+
+	pthread_mutex_lock(&cache_lock);
+	if (cache_pid == getpid()) {
+		while (cache_head) {
+			struct stage_entry *e = entry_unlink(&cache_head, cache_head);
+
+			if (e) {
+				e->next = victims;
+				victims = e;
+			}
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	destroy_victims(mm, victims);
+}
+
+/* Slots of a borrowed entry that finalize moved into the range. */
+static size_t moved_from_cache(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	size_t n = 0;
+
+	for (size_t i = 0; i < m->npages; i++)
+		n += s->kind[i] == K_DEV && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
+		     (s->dst_given[i / 64] & (UINT64_C(1) << (i % 64)));
+	return n;
+}
+
 static void state_free(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
@@ -288,6 +586,8 @@ static void state_free(struct uhmm_migrate_vma *m)
 		uhmm__holds_migrate_lock = false;
 		pthread_rwlock_unlock(&m->mm->migrate_lock);
 	}
+	if (s->cache)
+		cache_release(m, moved_from_cache(m));
 	staging_destroy(m->mm, s, m->end - m->start);
 	free(s->kind);
 	free(s->orig);
@@ -809,12 +1109,12 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			  "selected to migrate", i);
 		return NULL;
 	}
-	if (!s->map) {
+	if (!s->map && !cache_take(m)) {
 		if (staging_create(m, false)) {
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
 		}
-		populate_staging(m);
+		populate_staging(m);	/* recycled slots need none */
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
 	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);
@@ -958,8 +1258,12 @@ static void install_runs(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
-	uintptr_t stage_lo = (uintptr_t)s->staging;
-	uintptr_t stage_hi = stage_lo + (m->end - m->start);
+	uintptr_t stage_lo, stage_hi;
+
+	if (!s->map)
+		cache_take(m);	/* recycled pages for a driver that copies from its buffer */
+	stage_lo = (uintptr_t)s->staging;
+	stage_hi = stage_lo + (m->end - m->start);
 
 	for (size_t i = 0; i < m->npages;) {
 		uintptr_t src0, a0;
@@ -982,6 +1286,18 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			    (uhmm__ptable_get(&m->mm->ptable, m->start + (j << ps)) &
 			     UHMM_PTE_GONE))
 				break;
+		}
+		if (!staged && s->cache) {
+			/*
+			 * The driver's own buffer, and recycled pages for these
+			 * addresses: copy into them and move them into place
+			 * rather than have UFFDIO_COPY allocate new ones.
+			 */
+			memcpy(s->staging + (i << ps), (const void *)src0, (j - i) << ps);
+			for (size_t k = i; k < j; k++)
+				s->dst_given[k / 64] |= UINT64_C(1) << (k % 64);
+			src0 = (uintptr_t)s->staging + (i << ps);
+			staged = true;
 		}
 		err = install_sys(m, a0, src0, (j - i) << ps, staged);
 		if (err) {
@@ -1088,6 +1404,7 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		commit_entry(mm, slot, e, final);
 	}
 	wake_range(mm, m->start, m->end);
+	cache_put(m);		/* system->device: keep staging for the way back */
 	state_free(m);
 	mig_done_broadcast(mm);
 }
