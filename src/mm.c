@@ -132,6 +132,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	/* Device-resident data comes home before anything goes away. */
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
+	uhmm__staging_cache_drop(mm);
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
 	uhmm__service_stop(mm);
