@@ -126,6 +126,10 @@ UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);
  *
  * Gives a page of system memory the driver copies the data into, and sets
  * @args->dst[@i] to name it.  Finalize installs it at the entry's address.
+ * As the kernel's allocated page, it is not cleared: its content is
+ * unspecified until the driver writes it (it may be a recycled page that
+ * held this address's data before it went to the device; see
+ * UHMM_STAGING_CACHE_MIB in docs/PERFORMANCE.md), so copy the whole page.
  *
  * Return: the address to copy to, or NULL (with a reason in
  * uhmm_last_error()) when @args is not between setup and finalize, @i is
