@@ -15,6 +15,8 @@
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
+static void fa_reset(unsigned int id, bool adaptive);
+
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
 	struct uhmm_page *pages;
@@ -54,6 +56,8 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		pages[i].pgmap = pgmap;
 		pages[i].pfn = UHMM_DEVICE_PFN_BASE | ((uint64_t)id << POOL_SHIFT) | i;
 	}
+	/* The default window adapts; one the driver chose does not. */
+	fa_reset(id, !pgmap->fault_around);
 	if (!pgmap->fault_around)
 		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 	pgmap->pages = pages;
@@ -256,26 +260,146 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
 	uhmm_page_put(page);
 }
 
-/* The fault-around window of @addr inside its mapping. */
-static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
-			 uintptr_t *ws, uintptr_t *we)
+/*
+ * Adaptive fault-around, as the kernel's readahead, for pools added with
+ * fault_around 0 (the default): a CPU fault on the page just after the
+ * window the pool's previous fault of the same stream brought back is
+ * sequential, and gets a window twice as large starting at that page, up
+ * to FAULT_AROUND_MAX pages; any other fault gets the documented window,
+ * the aligned UHMM_FAULT_AROUND_DEFAULT pages around the page.  A pool
+ * whose driver chose fault_around gets exactly that window every time.  A
+ * few streams per pool are followed (STREAMS), forgotten when the pool id
+ * is given to a new pool.
+ */
+#define FAULT_AROUND_MAX 512	/* pages: 2 MiB with 4 KiB pages */
+#define STREAMS 4
+
+struct fa_stream {
+	uintptr_t next;		/* where a sequential fault lands */
+	size_t pages;		/* the window that ended there */
+	unsigned long used;	/* for replacing the least recent */
+};
+
+static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fa_stream fa_streams[UHMM_MAX_POOLS][STREAMS];
+static bool fa_adaptive[UHMM_MAX_POOLS];
+static unsigned long fa_clock;
+
+static void fa_reset(unsigned int id, bool adaptive)
+{
+	pthread_mutex_lock(&fa_lock);
+	memset(fa_streams[id], 0, sizeof(fa_streams[id]));
+	fa_adaptive[id] = adaptive;
+	pthread_mutex_unlock(&fa_lock);
+}
+
+/* The window of a sequential fault at @addr (0 pages: not sequential). */
+static size_t fa_sequential(struct uhmm_devmem *pgmap, uintptr_t addr)
+{
+	struct fa_stream *st;
+	size_t pages = 0;
+
+	if (pgmap->id >= UHMM_MAX_POOLS)
+		return 0;
+	st = fa_streams[pgmap->id];
+	pthread_mutex_lock(&fa_lock);
+	for (int k = 0; k < STREAMS && fa_adaptive[pgmap->id]; k++)
+		if (st[k].pages && st[k].next == addr) {
+			pages = UHMM_MIN(2 * st[k].pages,
+					 UHMM_MAX((size_t)FAULT_AROUND_MAX, pgmap->fault_around));
+			break;
+		}
+	pthread_mutex_unlock(&fa_lock);
+	return pages;
+}
+
+/* Remember that a fault at @addr brought back [@ws, @we). */
+static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uintptr_t we)
+{
+	struct fa_stream *st, *v;
+
+	if (pgmap->id >= UHMM_MAX_POOLS)
+		return;
+	st = fa_streams[pgmap->id];
+	pthread_mutex_lock(&fa_lock);
+	if (!fa_adaptive[pgmap->id]) {
+		pthread_mutex_unlock(&fa_lock);
+		return;
+	}
+	v = &st[0];
+	for (int k = 0; k < STREAMS; k++) {
+		if (st[k].pages && st[k].next == addr) {
+			v = &st[k];	/* the stream this fault continues */
+			break;
+		}
+		if (st[k].used < v->used)
+			v = &st[k];
+	}
+	v->next = we;
+	v->pages = (we - ws) >> uhmm__page_shift;
+	v->used = ++fa_clock;
+	pthread_mutex_unlock(&fa_lock);
+}
+
+/*
+ * The fault-around window of @addr inside its mapping; @adaptive for CPU
+ * faults (it may grow, see above), not for eviction.  true when the fault
+ * was sequential.
+ */
+static bool fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
+			 uintptr_t *ws, uintptr_t *we, bool adaptive)
 {
 	size_t span = pgmap->fault_around << uhmm__page_shift;
+	size_t seq = adaptive ? fa_sequential(pgmap, addr) : 0;
 	struct uhmm_vma v;
 	size_t n = 0;
 
-	*ws = addr & ~(uintptr_t)(span - 1);
-	*we = *ws + span;
+	if (seq) {
+		*ws = addr;
+		*we = addr + (seq << uhmm__page_shift);
+	} else {
+		*ws = addr & ~(uintptr_t)(span - 1);
+		*we = *ws + span;
+	}
 	if (*we < *ws)
 		*we = UINTPTR_MAX & ~(uintptr_t)(uhmm__page_size - 1);
 	if (uhmm__vma_find(addr, addr + uhmm__page_size, &v, 1, &n, false) || n != 1 ||
 	    v.start > addr) {
 		*ws = addr;
 		*we = addr + uhmm__page_size;
-		return;
+		return false;
 	}
 	*ws = UHMM_MAX(*ws, v.start);
 	*we = UHMM_MIN(*we, v.end);
+	if (adaptive)
+		fa_note(pgmap, addr, *ws, *we);
+	return seq != 0;
+}
+
+static __thread bool fa_prefetching;
+
+/*
+ * After a sequential fault is served, the service thread brings the next
+ * window back too while the faulting thread reads this one (the kernel's
+ * asynchronous readahead): a scan that keeps going then finds it home.
+ * Only a page of the same pool starts it; a failure leaves the page on the
+ * device for a real fault to try again.
+ */
+static void fa_prefetch(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, uintptr_t next)
+{
+	struct uhmm_wake_defer saved = uhmm__last_fault_window;
+	uint64_t e = uhmm__ptable_get(&mm->ptable, next);
+	struct uhmm_page *page;
+
+	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
+		return;
+	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	if (!page || page->pgmap != pgmap)
+		return;
+	fa_prefetching = true;
+	(void)uhmm__fault_device(mm, next, e, false);
+	fa_prefetching = false;
+	uhmm__last_fault_window = saved;	/* what the real fault served */
 }
 
 __thread struct uhmm_wake_defer uhmm__last_fault_window;
@@ -286,6 +410,8 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	struct uhmm_vm_fault vmf = {
 		.address = addr, .write = write, .mm = mm,
 	};
+	struct uhmm_devmem *pgmap;
+	bool seq;
 	int ret;
 
 	if (!page)
@@ -299,7 +425,8 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__holds_migrate_lock = true;
 	uhmm_page_get(page);
 	vmf.page = page;
-	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end);
+	pgmap = page->pgmap;
+	seq = fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, true);
 	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
@@ -332,6 +459,8 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 		}
 	}
+	if (!ret && seq && uhmm__is_service_thread && !fa_prefetching)
+		fa_prefetch(mm, pgmap, vmf.window_end);
 	return ret;
 }
 
@@ -390,7 +519,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 				continue;
 			}
 			uhmm_page_get(page);
-			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end);
+			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, false);
 			uhmm__holds_migrate_lock = true;
 			ret = pgmap->ops->migrate_to_ram(&vmf);
 			uhmm__holds_migrate_lock = held;

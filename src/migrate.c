@@ -40,6 +40,7 @@ __thread int uhmm__install_err;
  * (default move); docs/PERFORMANCE.md has the measurements.
  */
 static bool install_by_move = true;
+#define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
 
 __attribute__((constructor)) static void install_mode_init(void)
 {
@@ -319,6 +320,14 @@ struct stage_entry {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct stage_entry *cache_head;	/* newest first */
 static size_t cache_pages, cache_entries;
+/*
+ * Entries emptied by a device->system migration, unmapped later by the next
+ * cache_put() (or teardown): unregistering and unmapping would otherwise
+ * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
+ */
+#define CACHE_MAX_DEAD 64
+static struct stage_entry *cache_dead;
+static size_t cache_ndead;
 static size_t cache_cap;		/* pages; SIZE_MAX until computed */
 static pid_t cache_pid;
 
@@ -329,6 +338,8 @@ static void cache_atfork_child(void)
 	cache_head = NULL;
 	cache_pages = 0;
 	cache_entries = 0;
+	cache_dead = NULL;
+	cache_ndead = 0;
 	cache_pid = getpid();
 }
 
@@ -381,8 +392,8 @@ static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
 {
 	if (cache_pid != getpid()) {
 		/* A child made without pthread_atfork: nothing here is ours. */
-		cache_head = NULL;
-		cache_pages = cache_entries = 0;
+		cache_head = cache_dead = NULL;
+		cache_pages = cache_entries = cache_ndead = 0;
 		cache_pid = getpid();
 		return;
 	}
@@ -396,6 +407,19 @@ static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
 		}
 		pp = &e->next;
 	}
+}
+
+/* Take the emptied entries waiting to be unmapped (cache_lock held). */
+static void take_dead(struct stage_entry **victims)
+{
+	while (cache_dead) {
+		struct stage_entry *e = cache_dead;
+
+		cache_dead = e->next;
+		e->next = *victims;
+		*victims = e;
+	}
+	cache_ndead = 0;
 }
 
 static void destroy_victims(struct uhmm_mm *mm, struct stage_entry *v)
@@ -438,6 +462,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 	s->map = NULL;		/* the entry owns the mapping now */
 	pthread_mutex_lock(&cache_lock);
 	cache_check_owner(m->mm, &victims);
+	take_dead(&victims);
 	/* Entries inside this range are superseded: their slots are stale. */
 	for (struct stage_entry **pp = &cache_head, *o; (o = *pp);) {
 		if (o->start >= e->start && o->end <= e->end) {
@@ -538,6 +563,12 @@ static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
 	} else if (!e->users) {
 		victim = e;
 	}
+	if (victim && cache_ndead < CACHE_MAX_DEAD) {
+		victim->next = cache_dead;
+		cache_dead = victim;
+		cache_ndead++;
+		victim = NULL;
+	}
 	pthread_mutex_unlock(&cache_lock);
 	if (victim)
 		entry_destroy(m->mm, victim);
@@ -549,6 +580,7 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 
 	pthread_mutex_lock(&cache_lock);
 	if (cache_pid == getpid()) {
+		take_dead(&victims);
 		while (cache_head) {
 			struct stage_entry *e = entry_unlink(&cache_head, cache_head);
 
@@ -1287,7 +1319,15 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			     UHMM_PTE_GONE))
 				break;
 		}
-		if (!staged && s->cache) {
+		/*
+		 * UFFDIO_MOVE flushes the source entry from every CPU running
+		 * the process, an IPI when one does (a CPU fault's window: the
+		 * service threads); for a few pages, letting UFFDIO_COPY take
+		 * a new page costs less.
+		 */
+		if (staged && j - i < MOVE_MIN_PAGES)
+			staged = false;
+		else if (!staged && s->cache && j - i >= MOVE_MIN_PAGES) {
 			/*
 			 * The driver's own buffer, and recycled pages for these
 			 * addresses: copy into them and move them into place

@@ -89,8 +89,12 @@ struct uhmm_devmem_ops {
  * @ops: operations, set before uhmm_devmem_add()
  * @owner: owner token: migration and range faults select device pages by it
  * @nr_pages: number of device pages, set before uhmm_devmem_add()
- * @fault_around: pages migrated back around a CPU fault (a power of two;
- *	0 = the default, %UHMM_FAULT_AROUND_DEFAULT)
+ * @fault_around: pages migrated back around a CPU fault (a power of two:
+ *	exactly that aligned window every time); 0 = the default: the
+ *	aligned %UHMM_FAULT_AROUND_DEFAULT pages around an isolated fault,
+ *	and, as readahead, a window doubling up to 512 pages from a fault on
+ *	the page just after the previous window, with the next window then
+ *	brought back ahead of the CPU by uhmm's service thread
  * @driver_data: for the driver
  *
  * The remaining fields are private.
