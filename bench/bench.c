@@ -332,8 +332,8 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 		char name[96];
 
 		snprintf(name, sizeof(name),
-			 "sequential CPU scan of %zu MiB device-resident, fault-around %d pages",
-			 len >> 20, UHMM_FAULT_AROUND_DEFAULT);
+			 "sequential CPU scan of %zu MiB device-resident, default fault-around",
+			 len >> 20);
 		add("5", name, "GB/s", v, reps, m, "memcpy GB/s", x / m, ">= 0.25", x / m >= 0.25);
 	}
 	bdev_destroy(d);
@@ -650,6 +650,23 @@ static void print_text(FILE *f)
 		if (r->met >= 0)
 			fprintf(f, "  target %s: %s", r->target, r->met ? "met" : "MISSED");
 		fprintf(f, "\n");
+	}
+	{
+		int with = 0, missed = 0;
+
+		for (int i = 0; i < nres; i++) {
+			with += results[i].met >= 0;
+			missed += results[i].met == 0;
+		}
+		fprintf(f, "\n%d of %d targets met%s\n", with - missed, with,
+			missed ? "; missed:" : "");
+		for (int i = 0; i < nres; i++)
+			if (results[i].met == 0)
+				fprintf(f, "  MISSED %-4s %s: ratio %.3f, target %s\n", results[i].id,
+					results[i].name, results[i].ratio, results[i].target);
+		if (missed)
+			fprintf(f, "What limits each missed target, and what would close it: "
+				"docs/PERFORMANCE.md.\n");
 	}
 }
 
