@@ -195,6 +195,34 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	return ret;
 }
 
+/*
+ * A moving mremap over several mappings: kernels that move several at once
+ * (6.17+) refuse one that is registered with a userfaultfd, but only on
+ * reaching it, and the mappings before it stay moved (the caller's data
+ * is then split between the two places).  uhmm's registration (notifiers,
+ * migrations) is what makes such a range fail, so the wrapper first makes
+ * the registration uniform, which merges the pieces it split, and refuses
+ * a range that still spans several mappings before anything moves
+ * (EFAULT, as kernels before 6.17 refuse any range across mappings).
+ * Returns true when the move must be refused.
+ */
+static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
+{
+	struct uhmm_vma v[32];
+	size_t n = 0;
+	bool ours = false;
+
+	if (uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) || n < 2)
+		return false;
+	for (size_t i = 0; i < n && i < UHMM_ARRAY_SIZE(v) && !ours; i++)
+		ours = uhmm__is_our_split(mm, v[i].start) || uhmm__is_our_split(mm, v[i].end);
+	if (!ours && !uhmm__notifier_overlaps(mm, s, e))
+		return false;	/* nothing of uhmm's there: the kernel decides */
+	if (ours)
+		uhmm__register_missing(mm, s, e);
+	return uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) || n >= 2;
+}
+
 /* Does changing [s, e) to @prot take away read or write access anywhere? */
 static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 {
@@ -274,6 +302,16 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 			w2.mm = uhmm__mm_tryget();
 			wrap_begin(&w2, s, e, UHMM_NOTIFY_UNMAP);
 		}
+	}
+	if (w.mm && old_size && (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) &&
+	    span(old, old_size, &s, &e) && multi_mapping_move(w.mm, s, e)) {
+		uhmm__err(EFAULT, "mremap: [%#lx, %#lx) spans several mappings",
+			  (unsigned long)s, (unsigned long)e);
+		if (w2.mm)
+			wrap_end(&w2, false);
+		wrap_end(&w, true);
+		errno = EFAULT;
+		return MAP_FAILED;
 	}
 	ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
 	if (ret == MAP_FAILED && errno == EFAULT && w.mm && old_size &&

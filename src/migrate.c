@@ -1451,6 +1451,24 @@ void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
 
 /* ---- device-range migration (eviction by device pfn) ------------------------ */
 
+/*
+ * A device-range migration holds migrate_lock for reading from collection
+ * to uhmm_migrate_device_finalize(), as a migrate_vma does from setup to
+ * finalize: fork's prepare handler (which takes it for writing) must not
+ * find device pages locked by one half done, or it cannot bring them home
+ * and the child reads zeroes there.
+ */
+static __thread bool devmig_locked;
+
+static void devmig_unlock(struct uhmm_mm *mm)
+{
+	if (devmig_locked) {
+		devmig_locked = false;
+		uhmm__holds_migrate_lock = false;
+		pthread_rwlock_unlock(&mm->migrate_lock);
+	}
+}
+
 static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
 			  uint64_t start_pfn, unsigned long npages)
 {
@@ -1467,6 +1485,11 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		if (!uhmm__pfn_to_page(mm, pfn))
 			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
 					 (unsigned long long)pfn);
+	}
+	if (!uhmm__holds_migrate_lock) {
+		pthread_rwlock_rdlock(&mm->migrate_lock);
+		uhmm__holds_migrate_lock = true;
+		devmig_locked = true;
 	}
 	for (unsigned long i = 0; i < npages; i++) {
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
@@ -1543,6 +1566,8 @@ void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *d
 				  unsigned long npages)
 {
 	if (!mm || !src || !dst) {
+		if (mm == &uhmm__the_mm)
+			devmig_unlock(mm);
 		uhmm__err(EINVAL, "migrate device finalize: NULL argument");
 		return;
 	}
@@ -1590,5 +1615,6 @@ void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *d
 		commit_entry(mm, slot, e, final);
 		wake_range(mm, a, a + uhmm__page_size);
 	}
+	devmig_unlock(mm);
 	mig_done_broadcast(mm);
 }
