@@ -172,9 +172,16 @@ static bool advice_discards(int advice)
 	}
 }
 
+static int any_entry(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
+{
+	(void)arg; (void)a; (void)slot;
+	return e != 0;
+}
+
 __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
 {
 	struct wrap w = { .mm = NULL };
+	bool excl = false;
 	uintptr_t s, e;
 	int ret;
 
@@ -186,11 +193,30 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_madvise(addr, len, advice);
+	/*
+	 * A migration bringing pages of the range home could install them
+	 * after the zap (the discard's REMOVE event is read, and the zap
+	 * done, before the worker marks the entries gone): the discarded data
+	 * would come back.  The kernel's zap removes migration entries, so a
+	 * late migration finds nothing; here no migration may be in flight
+	 * over a range with special entries while it is discarded.
+	 */
+	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__holds_migrate_lock &&
+	    !uhmm__is_service_thread && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
+		pthread_rwlock_wrlock(&w.mm->migrate_lock);
+		excl = true;
+	}
 	/* The kernel's MADV_FREE leaves device-private pages alone. */
 	if (span(addr, len, &s, &e))
 		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
 				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
 	ret = uhmm__sys_madvise(addr, len, advice);
+	if (excl) {
+		/* Entries dropped (wrap_end waits for the REMOVE event) first. */
+		wrap_end(&w, true);
+		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		return ret;
+	}
 	wrap_end(&w, true);
 	return ret;
 }
