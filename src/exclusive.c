@@ -185,18 +185,34 @@ static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *ou
 				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
 				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
 	struct uhmm_vma v[64];
-	int ret = uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), n, true);
+	int ret;
 
-	if (ret || *n == 0 || *n > UHMM_ARRAY_SIZE(v)) {
-		*n = 0;
-		return ret;
-	}
-	for (size_t i = 1; i < *n; i++)
-		if (v[i].start != v[i - 1].end || (v[i].flags & kind) != (v[0].flags & kind) ||
-		    !uhmm__is_our_split(&uhmm__the_mm, v[i].start)) {
+	for (int tries = 0;; tries++) {
+		bool one = true;
+
+		ret = uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), n, true);
+		if (ret || *n == 0 || *n > UHMM_ARRAY_SIZE(v)) {
+			*n = 0;
+			return ret;
+		}
+		for (size_t i = 1; i < *n && one; i++)
+			one = v[i].start == v[i - 1].end &&
+			      (v[i].flags & kind) == (v[0].flags & kind) &&
+			      uhmm__is_our_split(&uhmm__the_mm, v[i].start);
+		if (one)
+			break;
+		if (tries > 0) {
 			*n = 0;
 			return 0;
 		}
+		/*
+		 * A migration registering exactly its range splits the
+		 * mapping before it notes the split (under reg_lock): let a
+		 * registration in flight finish, and look once more.
+		 */
+		pthread_mutex_lock(&uhmm__the_mm.reg_lock);
+		pthread_mutex_unlock(&uhmm__the_mm.reg_lock);
+	}
 	out->start = v[0].start;
 	out->end = v[*n - 1].end;
 	out->flags = v[0].flags;

@@ -161,7 +161,8 @@ static struct {
 	struct dwhist dwh[DWHIST];
 	unsigned int dwpos;
 	bool in_child;
-	unsigned int cur_threads_arg, cur_regions_arg;
+	bool no_thp;
+	atomic_bool failing;		/* a report is being printed: start nothing new */
 } G;
 
 static bool op_off[OP_COUNT];	/* --only / --without / --no-fork */
@@ -390,8 +391,9 @@ static void replay_hint(void)
 		if (op_off[o] && strlen(off) + strlen(op_name[o]) + 12 < sizeof(off))
 			strcat(strcat(off, off[0] ? "," : " --without "), op_name[o]);
 	fprintf(stderr, "  seed %llu: replay with: uhmm stress --seed %llu --threads %u "
-		"--regions %u%s (thread interleavings differ from run to run)\n",
-		(unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg, off);
+		"--regions %u%s%s (thread interleavings differ from run to run)\n",
+		(unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg,
+		G.no_thp ? " --no-thp" : "", off);
 }
 
 static __attribute__((noreturn)) void die_now(void)
@@ -403,6 +405,7 @@ static __attribute__((noreturn)) void die_now(void)
 
 static void fail_begin(void)
 {
+	atomic_store(&G.failing, true);
 	if (!G.in_child)
 		pthread_mutex_lock(&G.fail_lock);	/* never unlocked: one report */
 	fflush(stdout);
@@ -1179,7 +1182,7 @@ static void op_fork(struct octx *c)
 	dw_begin(c);
 	fflush(stdout);
 	fflush(stderr);
-	pid = fork();
+	pid = atomic_load(&G.failing) ? -1 : fork();
 	if (pid == 0)
 		fork_child(c);
 	if (pid < 0) {
@@ -1251,7 +1254,7 @@ static void *thread_main(void *arg)
 {
 	struct thr *t = arg;
 
-	while (!atomic_load(&G.stop)) {
+	while (!atomic_load(&G.stop) && !atomic_load(&G.failing)) {
 		struct octx c = { .t = t, .dev = -1 };
 
 		if (G.max_ops && atomic_fetch_add(&G.ops_issued, 1) >= G.max_ops)
@@ -1314,6 +1317,7 @@ static void usage(FILE *f)
 "                interleaving of the threads is up to the scheduler and is NOT\n"
 "                reproducible (--threads 1 is fully deterministic)\n"
 "  --no-fork     leave out the fork operation\n"
+"  --no-thp      no 2 MiB MADV_HUGEPAGE regions (all regions 16-64 pages)\n"
 "  --only LIST   run only these operations (comma separated names as in the\n"
 "                summary: cpu_read,cpu_write,dev_read,dev_write,migrate_to_dev,\n"
 "                migrate_to_sys,exclusive,launch_load,launch_store,release,\n"
@@ -1403,7 +1407,7 @@ static int setup_regions(void)
 		int ret;
 
 		r->id = i + 1;
-		r->thp = i % 4 == 0;
+		r->thp = !G.no_thp && i % 4 == 0;
 		r->npages = r->thp ? HUGE_SZ / G.ps : 16 * (1 + h % 4);
 		pthread_rwlock_init(&r->lock, NULL);
 		pthread_mutex_init(&r->hlock, NULL);
@@ -1489,6 +1493,8 @@ int uhmm_stress_main(int argc, char **argv)
 			quick = true;
 		} else if (!strcmp(a, "--no-fork")) {
 			G.no_fork = true;
+		} else if (!strcmp(a, "--no-thp")) {
+			G.no_thp = true;
 		} else if (!strcmp(a, "--verbose")) {
 			G.verbose = true;
 		} else if (!strcmp(a, "--seconds") && has) {
