@@ -109,6 +109,8 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 		uhmm__pool_detach(mm, pgmap);
 	uhmm__holds_migrate_lock = false;
 	pthread_rwlock_unlock(&mm->migrate_lock);
+	if (!ret)
+		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
 	if (ret)
 		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
 				 "home; the pool stays added",
@@ -266,12 +268,15 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
  * window the pool's previous fault of the same stream brought back is
  * sequential, and gets a window twice as large starting at that page, up
  * to FAULT_AROUND_MAX pages; any other fault gets the documented window,
- * the aligned UHMM_FAULT_AROUND_DEFAULT pages around the page.  A pool
+ * the aligned UHMM_FAULT_AROUND_DEFAULT pages around the page.  (Nothing
+ * is brought back ahead of the CPU, as asynchronous readahead would: the
+ * CPU would then see pages of a migration still being finalized, their
+ * device pages not yet freed.)  A pool
  * whose driver chose fault_around gets exactly that window every time.  A
  * few streams per pool are followed (STREAMS), forgotten when the pool id
  * is given to a new pool.
  */
-#define FAULT_AROUND_MAX 512	/* pages: 2 MiB with 4 KiB pages */
+#define FAULT_AROUND_MAX 2048	/* pages: 8 MiB with 4 KiB pages */
 #define STREAMS 4
 
 struct fa_stream {
@@ -343,10 +348,9 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 
 /*
  * The fault-around window of @addr inside its mapping; @adaptive for CPU
- * faults (it may grow, see above), not for eviction.  true when the fault
- * was sequential.
+ * faults (it may grow, see above), not for eviction.
  */
-static bool fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
+static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 			 uintptr_t *ws, uintptr_t *we, bool adaptive)
 {
 	size_t span = pgmap->fault_around << uhmm__page_shift;
@@ -367,39 +371,12 @@ static bool fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	    v.start > addr) {
 		*ws = addr;
 		*we = addr + uhmm__page_size;
-		return false;
+		return;
 	}
 	*ws = UHMM_MAX(*ws, v.start);
 	*we = UHMM_MIN(*we, v.end);
 	if (adaptive)
 		fa_note(pgmap, addr, *ws, *we);
-	return seq != 0;
-}
-
-static __thread bool fa_prefetching;
-
-/*
- * After a sequential fault is served, the service thread brings the next
- * window back too while the faulting thread reads this one (the kernel's
- * asynchronous readahead): a scan that keeps going then finds it home.
- * Only a page of the same pool starts it; a failure leaves the page on the
- * device for a real fault to try again.
- */
-static void fa_prefetch(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, uintptr_t next)
-{
-	struct uhmm_wake_defer saved = uhmm__last_fault_window;
-	uint64_t e = uhmm__ptable_get(&mm->ptable, next);
-	struct uhmm_page *page;
-
-	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
-		return;
-	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-	if (!page || page->pgmap != pgmap)
-		return;
-	fa_prefetching = true;
-	(void)uhmm__fault_device(mm, next, e, false);
-	fa_prefetching = false;
-	uhmm__last_fault_window = saved;	/* what the real fault served */
 }
 
 __thread struct uhmm_wake_defer uhmm__last_fault_window;
@@ -410,8 +387,6 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	struct uhmm_vm_fault vmf = {
 		.address = addr, .write = write, .mm = mm,
 	};
-	struct uhmm_devmem *pgmap;
-	bool seq;
 	int ret;
 
 	if (!page)
@@ -425,8 +400,7 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__holds_migrate_lock = true;
 	uhmm_page_get(page);
 	vmf.page = page;
-	pgmap = page->pgmap;
-	seq = fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, true);
+	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
 	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
@@ -459,8 +433,6 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 		}
 	}
-	if (!ret && seq && uhmm__is_service_thread && !fa_prefetching)
-		fa_prefetch(mm, pgmap, vmf.window_end);
 	return ret;
 }
 

@@ -344,6 +344,9 @@ UHMM_HIDDEN_FN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uin
 UHMM_HIDDEN_FN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
 /* Unmap the staging cache of recycled system pages (context teardown). */
 UHMM_HIDDEN_FN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
+/* ... and the entries whose pages went to @pool (the pool is being removed). */
+UHMM_HIDDEN_FN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
+						  const struct uhmm_devmem *pool);
 /* Make sure [start, end) is registered for MISSING faults. */
 UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);

@@ -299,10 +299,11 @@ static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s, si
  * RAM, clamped to 64 MiB .. 1 GiB; 0 turns recycling off), at most
  * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  An entry goes
  * as soon as its pages have been moved out, when a newer entry covers its
- * range, and at context teardown.  Staging is MADV_DONTFORK: a fork child
+ * range, when the pool its pages went to is removed, and at context
+ * teardown.  Staging is MADV_DONTFORK: a fork child
  * forgets the cache without touching it.
  */
-#define CACHE_MAX_ENTRIES 1024
+#define CACHE_MAX_ENTRIES 256
 
 struct stage_entry {
 	struct stage_entry *next;
@@ -311,6 +312,7 @@ struct stage_entry {
 	void *map;
 	size_t map_len;
 	size_t pages;			/* populated slots it still accounts for */
+	const struct uhmm_devmem *pool;	/* where the pages went */
 	unsigned long gen;		/* context generation it was made in */
 	int users;			/* migrations using it now */
 	bool registered;		/* [staging, +end-start) registered WP */
@@ -325,7 +327,7 @@ static size_t cache_pages, cache_entries;
  * cache_put() (or teardown): unregistering and unmapping would otherwise
  * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
  */
-#define CACHE_MAX_DEAD 64
+#define CACHE_MAX_DEAD 16
 static struct stage_entry *cache_dead;
 static size_t cache_ndead;
 static size_t cache_cap;		/* pages; SIZE_MAX until computed */
@@ -440,15 +442,24 @@ static void cache_put(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	struct stage_entry *e, *victims = NULL;
+	const struct uhmm_devmem *pool = NULL;
 	size_t pages = 0;
 
 	if (!s->map || !s->registered || s->by_mremap || s->cache || !install_by_move ||
 	    !uhmm__has(UHMM_FEAT_MOVE) || !cache_cap)
 		return;
-	for (size_t i = 0; i < m->npages; i++)
-		pages += s->kind[i] == K_SYS &&
-			 (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) ==
-				 (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID);
+	for (size_t i = 0; i < m->npages; i++) {
+		if (s->kind[i] != K_SYS ||
+		    (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) !=
+			    (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID))
+			continue;
+		if (!pages++) {
+			struct uhmm_page *pg = uhmm__pfn_to_page(m->mm,
+					uhmm_migrate_pfn_to_pfn(m->dst[i]));
+
+			pool = pg ? pg->pgmap : NULL;
+		}
+	}
 	if (!pages || pages > cache_cap)
 		return;
 	e = uhmm__calloc(1, sizeof(*e));
@@ -456,7 +467,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 		return;		/* staging is unmapped as without a cache */
 	*e = (struct stage_entry){
 		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
-		.map = s->map, .map_len = s->map_len, .pages = pages,
+		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
 		.gen = m->mm->generation, .registered = true,
 	};
 	s->map = NULL;		/* the entry owns the mapping now */
@@ -588,6 +599,28 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 				e->next = victims;
 				victims = e;
 			}
+		}
+	}
+	pthread_mutex_unlock(&cache_lock);
+	destroy_victims(mm, victims);
+}
+
+void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pool)
+{
+	struct stage_entry *victims = NULL;
+
+	pthread_mutex_lock(&cache_lock);
+	if (cache_pid == getpid()) {
+		take_dead(&victims);
+		for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
+			if (e->pool == pool) {
+				if ((e = entry_unlink(pp, e))) {
+					e->next = victims;
+					victims = e;
+				}
+				continue;
+			}
+			pp = &e->next;
 		}
 	}
 	pthread_mutex_unlock(&cache_lock);

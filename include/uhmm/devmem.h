@@ -92,9 +92,8 @@ struct uhmm_devmem_ops {
  * @fault_around: pages migrated back around a CPU fault (a power of two:
  *	exactly that aligned window every time); 0 = the default: the
  *	aligned %UHMM_FAULT_AROUND_DEFAULT pages around an isolated fault,
- *	and, as readahead, a window doubling up to 512 pages from a fault on
- *	the page just after the previous window, with the next window then
- *	brought back ahead of the CPU by uhmm's service thread
+ *	and, as readahead, a window doubling up to 2048 pages from a fault
+ *	on the page just after the previous window
  * @driver_data: for the driver
  *
  * The remaining fields are private.
