@@ -303,6 +303,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 	struct wrap w = { .mm = uhmm__mm_tryget() };
 	struct wrap w2 = { .mm = NULL };
 	void *new_addr = NULL, *ret;
+	bool excl = false;
 	uintptr_t s, e;
 
 	if (flags & MREMAP_FIXED) {
@@ -313,7 +314,18 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		va_end(ap);
 	}
 	if (w.mm && span(old, old_size ? old_size : uhmm__page_size, &s, &e)) {
-		/* Pages in the middle of a migration must land first. */
+		/*
+		 * Pages in the middle of a migration must land first, and none
+		 * may start until the move is done and its REMAP event has
+		 * moved uhmm's entries: a device-range migration (eviction)
+		 * collected before the move would put its page back at the
+		 * old address (which MREMAP_DONTUNMAP keeps mapped).
+		 */
+		if (!uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
+		    uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
+			pthread_rwlock_wrlock(&w.mm->migrate_lock);
+			excl = true;
+		}
 		uhmm__wait_migrations(w.mm, s, e);
 		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
 			/* The pages may move: the whole old range goes. */
@@ -336,6 +348,8 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		if (w2.mm)
 			wrap_end(&w2, false);
 		wrap_end(&w, true);
+		if (excl)
+			pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
 		errno = EFAULT;
 		return MAP_FAILED;
 	}
@@ -356,6 +370,12 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 	if (w2.mm)
 		wrap_end(&w2, false);
 	wrap_end(&w, true);
+	if (excl) {
+		int err = errno;
+
+		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		errno = err;
+	}
 	return ret;
 }
 
