@@ -201,15 +201,20 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	 * late migration finds nothing; here no migration may be in flight
 	 * over a range with special entries while it is discarded.
 	 */
+	/* The kernel's MADV_FREE leaves device-private pages alone. */
+	if (span(addr, len, &s, &e))
+		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
+				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
+	/*
+	 * Taken after as_lock (wrap_begin): a range fault's fallback holds
+	 * as_lock for reading while it touches pages, and a touched page may
+	 * wait for a migration that waits for migrate_lock.
+	 */
 	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__holds_migrate_lock &&
 	    !uhmm__is_service_thread && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
 		pthread_rwlock_wrlock(&w.mm->migrate_lock);
 		excl = true;
 	}
-	/* The kernel's MADV_FREE leaves device-private pages alone. */
-	if (span(addr, len, &s, &e))
-		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
-				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
 	ret = uhmm__sys_madvise(addr, len, advice);
 	if (excl) {
 		/* Entries dropped (wrap_end waits for the REMOVE event) first. */
@@ -321,11 +326,9 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		 * collected before the move would put its page back at the
 		 * old address (which MREMAP_DONTUNMAP keeps mapped).
 		 */
-		if (!uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
-		    uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
-			pthread_rwlock_wrlock(&w.mm->migrate_lock);
-			excl = true;
-		}
+		bool mig = !uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
+			   uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL);
+
 		uhmm__wait_migrations(w.mm, s, e);
 		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
 			/* The pages may move: the whole old range goes. */
@@ -339,6 +342,11 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		if ((flags & MREMAP_FIXED) && span(new_addr, new_size, &s, &e)) {
 			w2.mm = uhmm__mm_tryget();
 			wrap_begin(&w2, s, e, UHMM_NOTIFY_UNMAP);
+		}
+		/* After as_lock (wrap_begin), as in madvise(). */
+		if (mig) {
+			pthread_rwlock_wrlock(&w.mm->migrate_lock);
+			excl = true;
 		}
 	}
 	if (w.mm && old_size && (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) &&
