@@ -318,9 +318,17 @@ static size_t fa_sequential(struct uhmm_devmem *pgmap, uintptr_t addr)
 	return pages;
 }
 
-/* Remember that a fault at @addr brought back [@ws, @we). */
-static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uintptr_t we)
+/*
+ * A fault at @addr brought back @returned pages of the window [@ws, @we).
+ * A window mostly not on the device (a sparse pattern: one page in every
+ * so many) is no stream to follow: growing it would only make each fault
+ * migrate a larger, emptier range.
+ */
+static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uintptr_t we,
+		    long returned)
 {
+	size_t pages = (we - ws) >> uhmm__page_shift;
+	bool dense = returned > 0 && 2 * (size_t)returned >= pages;
 	struct fa_stream *st, *v;
 
 	if (pgmap->id >= UHMM_MAX_POOLS)
@@ -340,9 +348,12 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 		if (st[k].used < v->used)
 			v = &st[k];
 	}
-	v->next = we;
-	v->pages = (we - ws) >> uhmm__page_shift;
-	v->used = ++fa_clock;
+	if (dense || v->next == addr) {
+		/* A sparse window ends the stream it continued. */
+		v->next = dense ? we : 0;
+		v->pages = dense ? pages : 0;
+		v->used = ++fa_clock;
+	}
 	pthread_mutex_unlock(&fa_lock);
 }
 
@@ -375,8 +386,6 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	}
 	*ws = UHMM_MAX(*ws, v.start);
 	*we = UHMM_MIN(*we, v.end);
-	if (adaptive)
-		fa_note(pgmap, addr, *ws, *we);
 }
 
 __thread struct uhmm_wake_defer uhmm__last_fault_window;
@@ -387,6 +396,7 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	struct uhmm_vm_fault vmf = {
 		.address = addr, .write = write, .mm = mm,
 	};
+	long resident;
 	int ret;
 
 	if (!page)
@@ -405,7 +415,10 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
 	uhmm__install_err = 0;
+	resident = atomic_load(&page->pgmap->nr_resident);
 	ret = page->pgmap->ops->migrate_to_ram(&vmf);
+	fa_note(page->pgmap, addr, vmf.window_start, vmf.window_end,
+		resident - atomic_load(&page->pgmap->nr_resident));
 	if (!ret && uhmm__install_err) {
 		/*
 		 * The driver copied the page but it could not be put back
