@@ -376,7 +376,10 @@ UHMM_HIDDEN_FN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t n
 						   uint32_t vma_bits),
 				   void *arg);
 
-/* out[i] = 1 when page i has data (present or swapped), from pagemap alone. */
+/*
+ * From pagemap alone: out[i] = 1 when page i is present, 2 when swapped
+ * out (or a marker), 0 when it has no data.
+ */
 UHMM_HIDDEN_FN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)

@@ -976,15 +976,21 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			goto fail;
 		}
 	}
+	/*
+	 * uhmm's own entries, and for system pages which ones are present or
+	 * swapped: that is all the claim needs (the protection is the
+	 * mapping's, one for the whole range), and PAGEMAP_SCAN gives it a
+	 * run at a time.  Device pages only: their CPU entries are empty.
+	 */
+	memset(ent, 0, m->npages * sizeof(*ent));
+	uhmm__ptable_walk(&mm->ptable, m->start, m->end, collect_entry,
+			  &(struct collect_ctx){ .start = m->start, .ent = ent });
 	if (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) {
-		ret = uhmm__page_state(mm, m->start, m->npages, st, ent, false);
-		if (ret)
+		ret = uhmm__pagemap_has_data(m->start, m->npages, (uint8_t *)st);
+		if (ret) {
+			ret = uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
 			goto fail;
-	} else {
-		/* Device pages only: their CPU entries are empty; no pagemap. */
-		memset(ent, 0, m->npages * sizeof(*ent));
-		uhmm__ptable_walk(&mm->ptable, m->start, m->end, collect_entry,
-				  &(struct collect_ctx){ .start = m->start, .ent = ent });
+		}
 	}
 
 	for (size_t i = 0; i < m->npages; i++) {
@@ -1024,9 +1030,9 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 
 			if (!anon || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
 				break;
-			if (!(st[i] & UHMM_PS_PRESENT) && (st[i] & UHMM_PS_SWAPPED))
+			if (((uint8_t *)st)[i] == 2)
 				break;	/* swapped out: the kernel does not migrate it */
-			w = (st[i] & UHMM_PS_MAYWRITE) ? UHMM_PTE_WRITE : 0;
+			w = (v.flags & UHMM_VMA_WRITE) ? UHMM_PTE_WRITE : 0;
 			slot = slot_of(mm, a);
 			if (!slot)
 				break;
@@ -1050,7 +1056,7 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			if (w)
 				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
 			nsys++;
-			any_present |= (st[i] & UHMM_PS_PRESENT) != 0;
+			any_present |= ((uint8_t *)st)[i] == 1;
 			break;
 		}
 		default:

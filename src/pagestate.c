@@ -326,13 +326,46 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 
 	if (fd < 0)
 		return -EIO;
+	if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
+		/*
+		 * One region per run of the same kind instead of an entry per
+		 * page (which also costs the kernel a page lookup and a
+		 * mapcount each, for the exclusive bit nobody needs here).
+		 */
+		struct page_region regs[SCAN_REGIONS];
+		uintptr_t end = start + (npages << uhmm__page_shift), cur = start;
+
+		memset(out, 0, npages);
+		while (cur < end) {
+			struct pm_scan_arg arg = {
+				.size = sizeof(arg), .start = cur, .end = end,
+				.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
+				.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+				.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+			};
+			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
+
+			if (got < 0)
+				return -EIO;
+			for (long r = 0; r < got; r++) {
+				uint8_t v = (regs[r].categories & PAGE_IS_PRESENT) ? 1 : 2;
+
+				memset(out + ((regs[r].start - start) >> uhmm__page_shift), v,
+				       (regs[r].end - regs[r].start) >> uhmm__page_shift);
+			}
+			if (arg.walk_end <= cur)
+				break;
+			cur = arg.walk_end;
+		}
+		return 0;
+	}
 	for (size_t base = 0; base < npages; base += 512) {
 		size_t n = UHMM_MIN((size_t)512, npages - base);
 
 		if (read_pagemap(fd, start + (base << uhmm__page_shift), n, buf))
 			return -EIO;
 		for (size_t i = 0; i < n; i++)
-			out[base + i] = (buf[i] & (PM_PRESENT | PM_SWAP)) != 0;
+			out[base + i] = (buf[i] & PM_PRESENT) ? 1 : (buf[i] & PM_SWAP) ? 2 : 0;
 	}
 	return 0;
 }
