@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#if defined(__x86_64__)
-#include <emmintrin.h>
-#endif
 
 #include <uhmm/uhmm.h>
 
@@ -24,7 +21,8 @@ struct bdev {
 	char *arena;
 	size_t nr_pages, page_size;
 	pthread_mutex_t lock;
-	size_t *free_list, nr_free;
+	uint8_t *used;			/* per device page */
+	size_t cursor, nr_free;		/* next-fit allocation */
 	int owner;
 };
 
@@ -33,47 +31,56 @@ static inline char *bdev_mem(struct bdev *d, struct uhmm_page *p)
 	return d->arena + uhmm_page_index(p) * d->page_size;
 }
 
-/*
- * The device's copy engine: a DMA engine writes memory without reading the
- * destination into the CPU's caches first; streaming stores do the same
- * (glibc's memcpy uses them too for copies as large as the baseline's).
- * @n is a multiple of 64, both addresses 16-byte aligned.
- */
-static inline void bdev_copy(void *dst, const void *src, size_t n)
-{
-#if defined(__x86_64__)
-	__m128i *d = dst;
-	const __m128i *s = src;
-
-	for (size_t i = 0; i < n / 16; i += 4) {
-		__m128i a = _mm_load_si128(s + i), b = _mm_load_si128(s + i + 1);
-		__m128i c = _mm_load_si128(s + i + 2), e = _mm_load_si128(s + i + 3);
-
-		_mm_stream_si128(d + i, a);
-		_mm_stream_si128(d + i + 1, b);
-		_mm_stream_si128(d + i + 2, c);
-		_mm_stream_si128(d + i + 3, e);
-	}
-#else
-	memcpy(dst, src, n);
-#endif
-}
-
-/* Streaming stores are weakly ordered: make them visible before uhmm installs. */
-static inline void bdev_copy_done(void)
-{
-#if defined(__x86_64__)
-	_mm_sfence();
-#endif
-}
-
 static void bdev_page_free(struct uhmm_page *p)
 {
 	struct bdev *d = p->pgmap->driver_data;
 
 	pthread_mutex_lock(&d->lock);
-	d->free_list[d->nr_free++] = uhmm_page_index(p);
+	d->used[uhmm_page_index(p)] = 0;
+	d->nr_free++;
 	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * Next-fit: pages are handed out in ascending runs, as a device allocator
+ * hands out contiguous device memory (d->lock held, d->nr_free > 0).
+ */
+static inline size_t bdev_alloc_index(struct bdev *d)
+{
+	while (d->used[d->cursor])
+		d->cursor = (d->cursor + 1) % d->nr_pages;
+	d->used[d->cursor] = 1;
+	d->nr_free--;
+	return d->cursor;
+}
+
+/*
+ * The device's copy engine, one transfer per run of pages contiguous on
+ * both sides (a DMA engine takes one descriptor per contiguous run): the
+ * run is copied by memcpy, as the memcpy baseline is.
+ */
+struct bdev_run {
+	char *to;
+	const char *from;
+	size_t len;
+};
+
+static inline void bdev_run_add(struct bdev_run *r, char *to, const char *from, size_t len)
+{
+	if (r->len && r->to + r->len == to && r->from + r->len == from) {
+		r->len += len;
+		return;
+	}
+	if (r->len)
+		memcpy(r->to, r->from, r->len);
+	*r = (struct bdev_run){ .to = to, .from = from, .len = len };
+}
+
+static inline void bdev_run_flush(struct bdev_run *r)
+{
+	if (r->len)
+		memcpy(r->to, r->from, r->len);
+	r->len = 0;
 }
 
 /* Migrate [s, e) to (to_dev) or from the device; returns pages moved or -errno. */
@@ -88,6 +95,7 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 		.flags = to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
 				: UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
 	};
+	struct bdev_run run = { 0 };
 	long moved = 0;
 	int ret;
 
@@ -104,9 +112,8 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 	}
 	if (to_dev) {
 		/*
-		 * Allocate and initialise every destination first, then copy:
-		 * the locked instructions of uhmm_page_init() would wait for
-		 * each page's streaming stores to drain.
+		 * Allocate and initialise every destination first, then copy
+		 * run by run.
 		 */
 		pthread_mutex_lock(&d->lock);
 		for (size_t i = 0; i < n; i++) {
@@ -116,7 +123,7 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 				continue;
 			if (!d->nr_free)
 				break;
-			p = uhmm_devmem_page(&d->pgmap, d->free_list[--d->nr_free]);
+			p = uhmm_devmem_page(&d->pgmap, bdev_alloc_index(d));
 			uhmm_page_init(p);
 			dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
 				 (src[i] & UHMM_MIGRATE_PFN_WRITE);
@@ -131,11 +138,14 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 				continue;
 			to = bdev_mem(d, uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(dst[i])));
 			from = uhmm_migrate_pfn_addr(&m, i);
-			if (from)
-				bdev_copy(to, from, d->page_size);
-			else
+			if (from) {
+				bdev_run_add(&run, to, from, d->page_size);
+			} else {
+				bdev_run_flush(&run);
 				memset(to, 0, d->page_size);
+			}
 		}
+		bdev_run_flush(&run);
 	} else {
 		for (size_t i = 0; i < n; i++) {
 			/*
@@ -154,11 +164,11 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 			to = uhmm_migrate_alloc_sys(&m, i);
 			if (!to)
 				continue;
-			bdev_copy(to, bdev_mem(d, p), d->page_size);
+			bdev_run_add(&run, to, bdev_mem(d, p), d->page_size);
 			moved++;
 		}
+		bdev_run_flush(&run);
 	}
-	bdev_copy_done();
 	uhmm_migrate_vma_pages(&m);
 	uhmm_migrate_vma_finalize(&m);
 	free(src);
@@ -191,14 +201,12 @@ static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
 	d->nr_pages = nr_pages;
 	d->arena = mmap(NULL, nr_pages * d->page_size, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	d->free_list = malloc(nr_pages * sizeof(size_t));
-	if (d->arena == MAP_FAILED || !d->free_list) {
-		free(d->free_list);
+	d->used = calloc(nr_pages, 1);
+	if (d->arena == MAP_FAILED || !d->used) {
+		free(d->used);
 		free(d);
 		return NULL;
 	}
-	for (size_t i = 0; i < nr_pages; i++)
-		d->free_list[i] = nr_pages - 1 - i;
 	d->nr_free = nr_pages;
 	pthread_mutex_init(&d->lock, NULL);
 	d->pgmap.ops = &bdev_ops;
@@ -208,7 +216,7 @@ static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
 	d->pgmap.driver_data = d;
 	if (uhmm_devmem_add(mm, &d->pgmap)) {
 		munmap(d->arena, nr_pages * d->page_size);
-		free(d->free_list);
+		free(d->used);
 		free(d);
 		return NULL;
 	}
@@ -219,7 +227,7 @@ static inline void bdev_destroy(struct bdev *d)
 {
 	uhmm_devmem_remove(&d->pgmap);
 	munmap(d->arena, d->nr_pages * d->page_size);
-	free(d->free_list);
+	free(d->used);
 	free(d);
 }
 
