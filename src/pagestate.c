@@ -423,6 +423,33 @@ static uint32_t vma_bits(unsigned int f)
 	return b;
 }
 
+/*
+ * The mappings of [start, end) into @stackv (@nstack entries), or into a
+ * heap array left in *@vmas when there are more; the caller frees *@vmas
+ * when it is not @stackv, also on failure.  0 or -errno with a reason.
+ */
+static int vmas_of(uintptr_t start, uintptr_t end, struct uhmm_vma *stackv, size_t nstack,
+		   struct uhmm_vma **vmas, size_t *nv, bool fresh)
+{
+	int ret = uhmm__vma_find(start, end, stackv, nstack, nv, fresh);
+
+	*vmas = stackv;
+	if (!ret && *nv > nstack) {
+		size_t cap = *nv + 16;
+		struct uhmm_vma *v = uhmm__malloc(cap * sizeof(*v));
+
+		if (!v)
+			return uhmm__err(ENOMEM, "page state: out of memory");
+		*vmas = v;
+		ret = uhmm__vma_find(start, end, v, cap, nv, false);
+		if (!ret && *nv > cap)
+			ret = -EAGAIN;
+	}
+	if (ret)
+		return uhmm__err(-ret == EAGAIN ? EBUSY : -ret, "cannot read the mappings list");
+	return 0;
+}
+
 int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		     uint32_t *out, uint64_t *entries, bool fresh_vmas)
 {
@@ -436,22 +463,9 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	fd = get_pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
-	ret = uhmm__vma_find(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &nv, fresh_vmas);
-	if (!ret && nv > UHMM_ARRAY_SIZE(stackv)) {
-		size_t cap = nv + 16;
-
-		vmas = uhmm__malloc(cap * sizeof(*vmas));
-		if (!vmas)
-			return uhmm__err(ENOMEM, "page state: out of memory");
-		ret = uhmm__vma_find(start, end, vmas, cap, &nv, false);
-		if (!ret && nv > cap)
-			ret = -EAGAIN;
-	}
-	if (ret) {
-		ret = uhmm__err(-ret == EAGAIN ? EBUSY : -ret,
-				"cannot read the mappings list");
+	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
+	if (ret)
 		goto out;
-	}
 	pm = uhmm__malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
 	if (!pm) {
 		ret = uhmm__err(ENOMEM, "page state: out of memory");
@@ -624,22 +638,9 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 	fd = get_pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
-	ret = uhmm__vma_find(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &nv, false);
-	if (!ret && nv > UHMM_ARRAY_SIZE(stackv)) {
-		size_t cap = nv + 16;
-
-		vmas = uhmm__malloc(cap * sizeof(*vmas));
-		if (!vmas)
-			return uhmm__err(ENOMEM, "page state: out of memory");
-		ret = uhmm__vma_find(start, end, vmas, cap, &nv, false);
-		if (!ret && nv > cap)
-			ret = -EAGAIN;
-	}
-	if (ret) {
-		ret = uhmm__err(-ret == EAGAIN ? EBUSY : -ret,
-				"cannot read the mappings list");
+	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, false);
+	if (ret)
 		goto out;
-	}
 	for (size_t base = 0; base < npages; base += PFN_CHUNK) {
 		size_t n = UHMM_MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
 		uintptr_t cs = start + (base << ps);
