@@ -80,6 +80,34 @@ void uhmm__eagain_backoff(struct uhmm_mm *mm)
 	sched_yield();
 }
 
+/*
+ * How many of the pages at [@src, @src + @len) a failed UFFDIO_MOVE did move
+ * to @dst after all, counted from the start.  Linux 6.18 can move a whole
+ * run out of a PTE-mapped THP that another thread is splitting and still
+ * report -EEXIST (tests/test_migrate_thp_race.c shows it): the page tables
+ * are the truth.  Both ends are uhmm's alone here (fresh or cached staging,
+ * or an address held MIGRATING), so data at @dst with none left at @src is
+ * the page that moved; with @holes, an empty pair is a hole moved.
+ */
+static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
+{
+	const unsigned int ps = uhmm__page_shift;
+	uint8_t d[512], sv[512];
+	size_t n = 0, npages = len >> ps;
+
+	while (n < npages) {
+		size_t k = UHMM_MIN((size_t)512, npages - n);
+
+		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
+		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
+			break;
+		for (size_t i = 0; i < k; i++, n++)
+			if (sv[i] || (!d[i] && !holes))
+				return n << ps;
+	}
+	return n << ps;
+}
+
 /* UFFDIO_MOVE [src, src+len) -> dst; returns bytes moved and -errno in *err. */
 static size_t do_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len,
 		      bool holes, int *err)
@@ -107,6 +135,16 @@ static size_t do_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t l
 			continue;
 		}
 		*err = -errno;
+		{
+			size_t more = moved_anyway(dst + done, src + done, len - done, holes);
+
+			if (more) {
+				/* Moved after all: go on from the first page that did not. */
+				done += more;
+				*err = 0;
+				continue;
+			}
+		}
 		break;
 	}
 	return done;
