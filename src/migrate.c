@@ -265,7 +265,13 @@ bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
 }
 
 
-/* A staging mapping whose page i sits at the same 2 MiB offset as the range's. */
+/*
+ * A staging mapping whose page i sits at the same 2 MiB offset as the
+ * range's, so that a whole huge page can move with one PMD.  The mapping
+ * is registered whole, not only the slots: it stays one VMA (a registered
+ * middle would make three), which matters for the staging cache's count of
+ * mappings.
+ */
 static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 {
 	struct uhmm_migrate_state *s = m->state;
@@ -289,7 +295,7 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
 	if (reg) {
 		struct uffdio_register r = {
-			.range = { .start = want, .len = len },
+			.range = { .start = base, .len = s->map_len },
 			.mode = UFFDIO_REGISTER_MODE_WP,
 		};
 
@@ -303,12 +309,12 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 	return 0;
 }
 
-static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s, size_t len)
+static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
 {
 	if (!s->map)
 		return;
 	if (s->registered) {
-		struct uffdio_range r = { .start = (uintptr_t)s->staging, .len = len };
+		struct uffdio_range r = { .start = (uintptr_t)s->map, .len = s->map_len };
 
 		pthread_mutex_lock(&mm->reg_lock);
 		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
@@ -353,7 +359,7 @@ struct stage_entry {
 	const struct uhmm_devmem *pool;	/* where the pages went */
 	unsigned long gen;		/* context generation it was made in */
 	int users;			/* migrations using it now */
-	bool registered;		/* [staging, +end-start) registered WP */
+	bool registered;		/* [map, +map_len) registered WP */
 	bool dead;			/* dropped while in use: the last user frees */
 };
 
@@ -403,7 +409,7 @@ __attribute__((constructor)) static void cache_init(void)
 static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
 {
 	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
-		struct uffdio_range r = { .start = e->staging, .len = e->end - e->start };
+		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
 
 		pthread_mutex_lock(&mm->reg_lock);
 		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
@@ -691,7 +697,7 @@ static void state_free(struct uhmm_migrate_vma *m)
 	}
 	if (s->cache)
 		cache_release(m, moved_from_cache(m));
-	staging_destroy(m->mm, s, m->end - m->start);
+	staging_destroy(m->mm, s);
 	free(s->kind);
 	free(s->orig);
 	free(s->dst_given);
