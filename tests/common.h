@@ -95,6 +95,39 @@ static inline void *map_aligned_2m(size_t len, int prot)
 	return a;
 }
 
+/*
+ * AnonHugePages (kB) of the mapping holding @addr, from /proc/self/smaps,
+ * and its bounds in *@ms, *@me (either may be NULL); -1 if none holds it.
+ */
+static inline long smaps_anon_huge_kb(const void *addr, uintptr_t *ms, uintptr_t *me)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	bool in = false;
+	long kb = -1;
+
+	CHECK(f, "open /proc/self/smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+
+		/* A mapping's first line: "start-end perms ..." (no "Name:"). */
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && line[strcspn(line, " ") - 1] != ':') {
+			if (in)
+				break;
+			in = s <= (uintptr_t)addr && (uintptr_t)addr < e;
+			if (in && ms)
+				*ms = s;
+			if (in && me)
+				*me = e;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
 /* Run @fn in a forked child; return its exit status (or 128+signal). */
 static inline int run_child(int (*fn)(void *), void *arg)
 {

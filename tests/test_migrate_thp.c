@@ -25,29 +25,6 @@ struct worker {
 	long migrated;
 };
 
-/* AnonHugePages of the mapping at @p, in KiB (-1 if not found). */
-static long anon_huge_kb(const void *p)
-{
-	FILE *f = fopen("/proc/self/smaps", "r");
-	char line[256];
-	bool in = false;
-	long kb = -1;
-
-	CHECK(f, "smaps: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
-			in = lo <= (uintptr_t)p && (uintptr_t)p < hi;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 static void *migrate_windows(void *arg)
 {
 	struct worker *w = arg;
@@ -80,7 +57,7 @@ static void test_windows_of_one_thp(void)
 
 		CHECK_EQ(madvise(thp, huge, MADV_HUGEPAGE), 0);
 		fill_pattern(thp, npages, (uint32_t)round + 1);
-		if (anon_huge_kb(thp) < 2048) {
+		if (smaps_anon_huge_kb(thp, NULL, NULL) < 2048) {
 			munmap(thp, huge);
 			continue;	/* no huge page this time (fragmented memory) */
 		}

@@ -529,35 +529,13 @@ static void test_cow_fork(void)
 	ok("COW after fork: not EXCLUSIVE/WRITABLE, pfn without WRITE; WRITABLE after the write");
 }
 
-/*
- * AnonHugePages of the mapping containing @addr (kB), or -1; *@exact tells
- * whether that mapping is exactly [addr, addr + len).
- */
+/* AnonHugePages (kB) of the mapping at @addr; *@exact: it is [addr, addr + len). */
 static long anon_huge_kb(uintptr_t addr, size_t len, bool *exact)
 {
-	FILE *f = fopen("/proc/self/smaps", "re");
-	char line[512];
-	bool in = false;
-	long kb = -1;
+	uintptr_t s = 0, e = 0;
+	long kb = smaps_anon_huge_kb((const void *)addr, &s, &e);
 
-	CHECK(f, "open /proc/self/smaps: %s", strerror(errno));
-	*exact = false;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e;
-		long v;
-
-		if (sscanf(line, "%lx-%lx ", &s, &e) == 2) {
-			if (in)
-				break;
-			in = s <= addr && addr < e;
-			if (in)
-				*exact = s == addr && e == addr + len;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
-			kb = v;
-	}
-	fclose(f);
+	*exact = s == addr && e == addr + len;
 	return kb;
 }
 

@@ -802,31 +802,6 @@ static void test_edeadlk(void)
 
 /* ---- THP ---------------------------------------------------------------------- */
 
-/* AnonHugePages (kB) of the mapping containing @addr, -1 if not found. */
-static long anon_huge_kb(uintptr_t addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "re");
-	char line[512];
-	bool in = false;
-	long kb = -1;
-
-	CHECK(f, "open smaps: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e;
-
-		if (sscanf(line, "%lx-%lx ", &s, &e) == 2) {
-			if (in)
-				break;
-			in = s <= addr && addr < e;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 static void test_thp(void)
 {
 	const size_t len = 2u << 20, n = len / page_size;
@@ -857,7 +832,7 @@ static void test_thp(void)
 	}
 	OK("THP: write fault of a 2 MiB-aligned MADV_HUGEPAGE region: %zu pages VALID|WRITE", n);
 
-	kb = anon_huge_kb((uintptr_t)p);
+	kb = smaps_anon_huge_kb(p, NULL, NULL);
 	states(p, n, st);
 	if (kb < 2048) {
 		printf("%s: THP: region not PMD-mapped after the fault (AnonHugePages %ld kB): "

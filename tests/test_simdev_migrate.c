@@ -167,31 +167,6 @@ static void expect_used(const char *what, struct uhmm_simdev *d, size_t want)
 	CHECK(used == want, "%s: used_pages %zu, expected %zu", what, used, want);
 }
 
-/* AnonHugePages (kB) of the mapping containing @addr, -1 if not found. */
-static long anon_huge_kb(uintptr_t addr)
-{
-	FILE *f = fopen("/proc/self/smaps", "re");
-	char line[512];
-	bool in = false;
-	long kb = -1;
-
-	CHECK(f, "open smaps: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e;
-
-		if (sscanf(line, "%lx-%lx ", &s, &e) == 2) {
-			if (in)
-				break;
-			in = s <= addr && addr < e;
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 /* Zero pages and huge mappings can be told (PAGEMAP_SCAN, or frame numbers as root). */
 static bool can_tell(void)
 {
@@ -536,7 +511,7 @@ static void test_thp(void)
 		} else if (kind == 2) {
 			fill(p, 0, n, seed);
 		}
-		kb = anon_huge_kb((uintptr_t)p);
+		kb = smaps_anon_huge_kb(p, NULL, NULL);
 		snap(d0, p, n, prot);
 		if (kind == 0) {
 			for (size_t i = 0; i < n; i++)
