@@ -189,43 +189,39 @@ void uhmm_page_init(struct uhmm_page *page)
 	atomic_store(&page->addr, 0);
 }
 
-void uhmm_page_get(struct uhmm_page *page)
+/*
+ * Add @delta to a page's reference count, never from 0 (a free page gains
+ * no reference and loses none, as with the kernel's get_page/put_page).
+ * The count before, or 0 when refused (with a reason).
+ */
+static int page_ref_add(struct uhmm_page *page, int delta, const char *who)
 {
 	int old;
 
 	if (!page) {
-		uhmm__err(EINVAL, "uhmm_page_get: NULL page");
-		return;
+		uhmm__err(EINVAL, "%s: NULL page", who);
+		return 0;
 	}
-	/* As the kernel's get_page(): never on a free page. */
 	old = atomic_load(&page->refcount);
 	do {
 		if (old <= 0) {
-			uhmm__err(EINVAL, "uhmm_page_get: device page %#llx is free: "
-				  "left unchanged", (unsigned long long)page->pfn);
-				return;
+			uhmm__err(EINVAL, "%s: device page %#llx %s: left unchanged", who,
+				  (unsigned long long)page->pfn,
+				  delta > 0 ? "is free" : "has no reference to drop");
+			return 0;
 		}
-	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + 1));
+	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + delta));
+	return old;
+}
+
+void uhmm_page_get(struct uhmm_page *page)
+{
+	page_ref_add(page, 1, "uhmm_page_get");
 }
 
 void uhmm_page_put(struct uhmm_page *page)
 {
-	int old;
-
-	if (!page) {
-		uhmm__err(EINVAL, "uhmm_page_put: NULL page");
-		return;
-	}
-	old = atomic_load(&page->refcount);
-	do {
-		if (old <= 0) {
-			uhmm__err(EINVAL, "uhmm_page_put: device page %#llx: reference "
-				  "count underflow: left unchanged",
-				  (unsigned long long)page->pfn);
-				return;
-		}
-	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old - 1));
-	if (old == 1) {
+	if (page_ref_add(page, -1, "uhmm_page_put") == 1) {
 		atomic_store(&page->addr, 0);
 		page->pgmap->ops->page_free(page);
 	}
