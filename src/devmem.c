@@ -219,6 +219,21 @@ void uhmm_page_get(struct uhmm_page *page)
 	page_ref_add(page, 1, "uhmm_page_get");
 }
 
+/*
+ * A reference on a page in use (reference count above 0), or false: the
+ * page is free.  For a page found through an entry read with nothing held.
+ */
+bool uhmm__page_tryget(struct uhmm_page *page)
+{
+	int old = atomic_load(&page->refcount);
+
+	do {
+		if (old <= 0)
+			return false;
+	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + 1));
+	return true;
+}
+
 void uhmm_page_put(struct uhmm_page *page)
 {
 	if (page_ref_add(page, -1, "uhmm_page_put") == 1) {
@@ -399,12 +414,37 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 		return -EFAULT;
 	if (pthread_rwlock_tryrdlock(&mm->migrate_lock))
 		return -EAGAIN;		/* fork is bringing pages home */
-	if (!uhmm_page_trylock(page)) {
+	/*
+	 * @e was read with nothing held: since then the page may have been
+	 * migrated home and freed, and even given to another address.  Take
+	 * a reference only on a page in use, lock it, and only then check
+	 * that it is still the page mapped at @addr (a migration needs the
+	 * lock to take it away; our reference keeps it from being freed and
+	 * reused).  Otherwise look again (-EAGAIN): locking and "referencing"
+	 * a free page let our last put free it a second time while another
+	 * address mapped it.
+	 */
+	if (!uhmm__page_tryget(page)) {
 		pthread_rwlock_unlock(&mm->migrate_lock);
 		return -EAGAIN;
 	}
+	if (!uhmm_page_trylock(page)) {
+		uhmm_page_put(page);
+		pthread_rwlock_unlock(&mm->migrate_lock);
+		return -EAGAIN;
+	}
+	{
+		uint64_t now = uhmm__ptable_get(&mm->ptable, addr);
+
+		if ((now & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+		    uhmm__pte_payload(now) != page->pfn) {
+			uhmm_page_unlock(page);
+			uhmm_page_put(page);
+			pthread_rwlock_unlock(&mm->migrate_lock);
+			return -EAGAIN;
+		}
+	}
 	uhmm__holds_migrate_lock = true;
-	uhmm_page_get(page);
 	vmf.page = page;
 	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
 	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };

@@ -317,6 +317,8 @@ extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN_FN;
 UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */
 UHMM_HIDDEN_FN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+/* A reference on a device page only if it is in use (found with nothing held). */
+UHMM_HIDDEN_FN bool uhmm__page_tryget(struct uhmm_page *page);
 /* Serve a CPU fault on a device-private entry (service thread). */
 UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
 				      bool write);
