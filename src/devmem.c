@@ -192,22 +192,25 @@ void uhmm_page_init(struct uhmm_page *page)
 /*
  * Add @delta to a page's reference count, never from 0 (a free page gains
  * no reference and loses none, as with the kernel's get_page/put_page).
- * The count before, or 0 when refused (with a reason).
+ * The count before, or 0 when refused (with a reason, unless @who is NULL:
+ * a caller that only tries).
  */
 static int page_ref_add(struct uhmm_page *page, int delta, const char *who)
 {
 	int old;
 
 	if (!page) {
-		uhmm__err(EINVAL, "%s: NULL page", who);
+		if (who)
+			uhmm__err(EINVAL, "%s: NULL page", who);
 		return 0;
 	}
 	old = atomic_load(&page->refcount);
 	do {
 		if (old <= 0) {
-			uhmm__err(EINVAL, "%s: device page %#llx %s: left unchanged", who,
-				  (unsigned long long)page->pfn,
-				  delta > 0 ? "is free" : "has no reference to drop");
+			if (who)
+				uhmm__err(EINVAL, "%s: device page %#llx %s: left unchanged", who,
+					  (unsigned long long)page->pfn,
+					  delta > 0 ? "is free" : "has no reference to drop");
 			return 0;
 		}
 	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + delta));
@@ -225,12 +228,36 @@ void uhmm_page_get(struct uhmm_page *page)
  */
 bool uhmm__page_tryget(struct uhmm_page *page)
 {
-	int old = atomic_load(&page->refcount);
+	return page_ref_add(page, 1, NULL) != 0;
+}
 
-	do {
-		if (old <= 0)
-			return false;
-	} while (!atomic_compare_exchange_weak(&page->refcount, &old, old + 1));
+/*
+ * @page was found through the entry at @addr, read with nothing held:
+ * since then it may have been migrated home and freed, and even given to
+ * another address.  Take a reference only on a page in use, lock it, and
+ * only then check that it is still the page mapped at @addr (a migration
+ * needs the lock to take it away; the reference keeps it from being freed
+ * and reused).  true with both held, or false with neither.  Locking and
+ * "referencing" a free page instead let the last put free it a second time
+ * while another address mapped it.
+ */
+bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
+{
+	uint64_t now;
+
+	if (!uhmm__page_tryget(page))
+		return false;
+	if (!uhmm_page_trylock(page)) {
+		uhmm_page_put(page);
+		return false;
+	}
+	now = uhmm__ptable_get(&mm->ptable, addr);
+	if ((now & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+	    uhmm__pte_payload(now) != page->pfn) {
+		uhmm_page_unlock(page);
+		uhmm_page_put(page);
+		return false;
+	}
 	return true;
 }
 
@@ -414,35 +441,10 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 		return -EFAULT;
 	if (pthread_rwlock_tryrdlock(&mm->migrate_lock))
 		return -EAGAIN;		/* fork is bringing pages home */
-	/*
-	 * @e was read with nothing held: since then the page may have been
-	 * migrated home and freed, and even given to another address.  Take
-	 * a reference only on a page in use, lock it, and only then check
-	 * that it is still the page mapped at @addr (a migration needs the
-	 * lock to take it away; our reference keeps it from being freed and
-	 * reused).  Otherwise look again (-EAGAIN): locking and "referencing"
-	 * a free page let our last put free it a second time while another
-	 * address mapped it.
-	 */
-	if (!uhmm__page_tryget(page)) {
+	/* @e was read with nothing held. */
+	if (!uhmm__page_grab(mm, page, addr)) {
 		pthread_rwlock_unlock(&mm->migrate_lock);
 		return -EAGAIN;
-	}
-	if (!uhmm_page_trylock(page)) {
-		uhmm_page_put(page);
-		pthread_rwlock_unlock(&mm->migrate_lock);
-		return -EAGAIN;
-	}
-	{
-		uint64_t now = uhmm__ptable_get(&mm->ptable, addr);
-
-		if ((now & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
-		    uhmm__pte_payload(now) != page->pfn) {
-			uhmm_page_unlock(page);
-			uhmm_page_put(page);
-			pthread_rwlock_unlock(&mm->migrate_lock);
-			return -EAGAIN;
-		}
 	}
 	uhmm__holds_migrate_lock = true;
 	vmf.page = page;
@@ -535,11 +537,10 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
 			    uhmm__pte_payload(e) != page->pfn)
 				continue;
-			if (!uhmm_page_trylock(page)) {
+			if (!uhmm__page_grab(mm, page, addr)) {
 				err = err ? err : -EBUSY;
 				continue;
 			}
-			uhmm_page_get(page);
 			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, false);
 			uhmm__holds_migrate_lock = true;
 			ret = pgmap->ops->migrate_to_ram(&vmf);

@@ -319,6 +319,9 @@ UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t 
 UHMM_HIDDEN_FN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
 /* A reference on a device page only if it is in use (found with nothing held). */
 UHMM_HIDDEN_FN bool uhmm__page_tryget(struct uhmm_page *page);
+/* Reference and lock the device page still mapped at @addr, or hold nothing. */
+UHMM_HIDDEN_FN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
+				    uintptr_t addr);
 /* Serve a CPU fault on a device-private entry (service thread). */
 UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
 				      bool write);

@@ -1051,15 +1051,21 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
 			if (!page || page->pgmap->owner != m->pgmap_owner)
 				break;
-			if (page != m->fault_page && !uhmm_page_trylock(page))
+			/* Found with nothing held (the fault page is the caller's). */
+			if (page != m->fault_page && !uhmm__page_grab(mm, page, a))
 				break;
 			slot = slot_of(mm, a);
 			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
 					(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
-				if (page != m->fault_page)
+				if (page != m->fault_page) {
 					uhmm_page_unlock(page);
+					uhmm_page_put(page);
+				}
 				break;
 			}
+			/* The entry's reference keeps it now: drop the grab's. */
+			if (page != m->fault_page)
+				uhmm_page_put(page);
 			s->orig[i] = ent[i];
 			s->kind[i] = K_DEV;
 			m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
@@ -1586,7 +1592,7 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		if (!page)
 			continue;	/* its pool was removed meanwhile */
 		a = atomic_load(&page->addr);
-		if (!a || !uhmm_page_trylock(page))
+		if (!a || !uhmm__page_grab(mm, page, a))
 			continue;
 		/* Mirrors of the page's address drop it before it is frozen. */
 		inv = uhmm__invalidate_start(mm, a, a + uhmm__page_size,
@@ -1601,8 +1607,10 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 			uhmm__invalidate_end(mm);
 		if (!ok) {
 			uhmm_page_unlock(page);
+			uhmm_page_put(page);
 			continue;
 		}
+		uhmm_page_put(page);	/* the entry's reference keeps it now */
 		src[i] = uhmm_migrate_pfn(pfn) | UHMM_MIGRATE_PFN_MIGRATE;
 		if (e & UHMM_PTE_WRITE)
 			src[i] |= UHMM_MIGRATE_PFN_WRITE;
