@@ -91,13 +91,13 @@ static inline void *map_anon(size_t len, int prot)
  * service threads.  Such a mapping turns the hole into mapped memory (the
  * test then checks something else than it claims) and the test's own
  * munmap of the whole range unmaps it under its owner.  The kernel places
- * such mappings in the highest free gap that fits below the mmap base, so
- * here the memory lies far below that (and far above where the legacy
- * bottom-up layout starts, a third of the address space), in a range no
- * runtime uses: a hole there stays a hole.  Under ThreadSanitizer, which
+ * such mappings in the highest free gap that fits below the mmap base (or,
+ * in the legacy layout, the lowest one above a third of the address
+ * space), so here the memory lies far below both, in a range no runtime
+ * uses: a hole there stays a hole.  Under ThreadSanitizer, which
  * allows application mappings only in its own ranges, in its low
  * application range.  Only if every candidate address is taken, anywhere
- * (the callers' range_is_hole() checks then catch a refilled hole).
+ * (a test's check that its hole stayed a hole then catches a refill).
  */
 static inline void *map_far(size_t len, int prot)
 {
