@@ -317,6 +317,12 @@ extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN_FN;
 UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */
 UHMM_HIDDEN_FN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+/*
+ * Fault page @a in from this thread as a CPU access would (a write is an
+ * atomic add of zero), in assembly where it can be: not an access to the
+ * application's data as a race detector sees it.  src/range.c.
+ */
+UHMM_HIDDEN_FN void uhmm__touch_one(uintptr_t a, bool write);
 /* Serve a CPU fault on a device-private entry (service thread). */
 UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
 				      bool write);
