@@ -490,15 +490,29 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
 		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM,
 	};
+	struct chunk *c0 = get_chunk(d, s), *c1 = get_chunk(d, e - 1);
+	unsigned long gen;
+	bool map;
 	long moved = 0;
 	int ret;
 
 	/* The device will map these pages: it must hear of their changes. */
-	if (!get_chunk(d, s) || !get_chunk(d, e - 1))
+	if (!c0 || !c1)
 		return -ENOMEM;
+	/*
+	 * A notifier inserted while an invalidation runs is only put in
+	 * place when that ends, and invalidations until then do not reach
+	 * it: read_begin() waits for that, so that every change of these
+	 * addresses from now on clears what is mapped below.
+	 */
+	uhmm_interval_read_begin(&c0->mni);
+	if (c1 != c0)
+		uhmm_interval_read_begin(&c1->mni);
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
+	/* Any invalidation from here on bumps d->gen (its own is over). */
+	gen = atomic_load(&d->gen);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
 		const void *from;
@@ -518,17 +532,24 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | (src[i] & UHMM_MIGRATE_PFN_WRITE);
 	}
 	uhmm_migrate_vma_pages(&m);
-	/* Map the new device pages in the device page table. */
+	/*
+	 * Map the new device pages in the device page table, unless an
+	 * invalidation ran since setup: it may have been for these addresses
+	 * (an munmap, a discard) before this could map them, and nothing
+	 * would clear the entry then; the device faults them in instead.
+	 */
 	pthread_mutex_lock(&d->lock);
+	map = atomic_load(&d->gen) == gen;
 	for (size_t i = 0; i < n; i++) {
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
 		moved++;
-		spt_set(d, (s >> d->shift) + i,
-			(uint64_t)(uintptr_t)page_mem(d, uhmm_pfn_to_page(d->mm,
-				uhmm_migrate_pfn_to_pfn(dst[i]))) |
-			SPT_VALID | SPT_DEV |
-			((src[i] & UHMM_MIGRATE_PFN_WRITE) ? SPT_WRITE : 0));
+		if (map)
+			spt_set(d, (s >> d->shift) + i,
+				(uint64_t)(uintptr_t)page_mem(d, uhmm_pfn_to_page(d->mm,
+					uhmm_migrate_pfn_to_pfn(dst[i]))) |
+				SPT_VALID | SPT_DEV |
+				((src[i] & UHMM_MIGRATE_PFN_WRITE) ? SPT_WRITE : 0));
 	}
 	pthread_mutex_unlock(&d->lock);
 	uhmm_migrate_vma_finalize(&m);

@@ -277,7 +277,7 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				uhmm__sys_madvise((void *)a, b - a, MADV_POPULATE_WRITE);
 			else
 				for (uintptr_t c = a; c < b; c += uhmm__page_size)
-					__atomic_fetch_add((volatile char *)c, 0, __ATOMIC_RELAXED);
+					uhmm__touch_one(c, true);	/* unseen by TSan */
 		}
 		a = b + uhmm__page_size;
 	}

@@ -322,6 +322,12 @@ UHMM_HIDDEN_FN bool uhmm__page_tryget(struct uhmm_page *page);
 /* Reference and lock the device page still mapped at @addr, or hold nothing. */
 UHMM_HIDDEN_FN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
 				    uintptr_t addr);
+/*
+ * Fault page @a in from this thread as a CPU access would (a write is an
+ * atomic add of zero), in assembly where it can be: not an access to the
+ * application's data as a race detector sees it.  src/range.c.
+ */
+UHMM_HIDDEN_FN void uhmm__touch_one(uintptr_t a, bool write);
 /* Serve a CPU fault on a device-private entry (service thread). */
 UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
 				      bool write);

@@ -35,12 +35,13 @@ uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
 }
 
 /*
- * Touch pages from this thread, as the CPU would: the fallback fault path.
+ * Touch pages from this thread, as the CPU would: the fallback fault path
+ * (and make_exclusive's without MADV_POPULATE_WRITE).
  * The accesses are written in assembly: they fault pages in without
  * changing a byte (a write is an atomic add of zero), and a race detector
  * must not see them as accesses to data the application owns.
  */
-static void touch_one(uintptr_t a, bool write)
+void uhmm__touch_one(uintptr_t a, bool write)
 {
 #if defined(__x86_64__)
 	if (write) {
@@ -74,7 +75,7 @@ static void touch_one(uintptr_t a, bool write)
 static void touch(uintptr_t s, uintptr_t e, bool write)
 {
 	for (uintptr_t a = s; a < e; a += uhmm__page_size)
-		touch_one(a, write);
+		uhmm__touch_one(a, write);
 }
 
 static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool write)

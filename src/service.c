@@ -511,7 +511,25 @@ struct uhmm_msgq {
 	pthread_cond_t rnonempty;
 	pthread_t rescue;
 	bool rescue_started;
+	/* Service threads past their start (uhmm__service_start waits). */
+	unsigned int nready;
+	pthread_cond_t ready;
 };
+
+/*
+ * A service thread has set itself up (its signal mask, its name, its
+ * thread-local state: the first access is what makes a sanitizer runtime
+ * map its per-thread bookkeeping).  uhmm__service_start waits for all of
+ * them, so none of that happens later, at a time the application may be
+ * punching holes into its own memory that such a mapping could land in.
+ */
+static void service_thread_ready(struct uhmm_msgq *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->nready++;
+	pthread_cond_broadcast(&q->ready);
+	pthread_mutex_unlock(&q->lock);
+}
 
 /*
  * The rescue thread: serves the worker's own faults, one at a time.  A
@@ -530,6 +548,7 @@ static void *rescue_main(void *arg)
 	uhmm__is_service_thread = true;
 	in_rescue = true;
 	pthread_setname_np(pthread_self(), "uhmm-rescue");
+	service_thread_ready(q);
 	for (;;) {
 		struct uffd_msg m;
 
@@ -579,6 +598,7 @@ static void *reader_main(void *arg)
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	uhmm__is_service_thread = true;
 	pthread_setname_np(pthread_self(), "uhmm-reader");
+	service_thread_ready(q);
 	for (;;) {
 		struct pollfd pfd[2] = {
 			{ .fd = mm->uffd, .events = POLLIN },
@@ -660,6 +680,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&q->lock);
 	q->worker_tid = (pid_t)syscall(SYS_gettid);
 	pthread_mutex_unlock(&q->lock);
+	service_thread_ready(q);
 	for (;;) {
 		unsigned long seq;
 		size_t n = 0;
@@ -740,6 +761,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	pthread_cond_init(&mm->msgq->nonempty, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
 	pthread_cond_init(&mm->msgq->rnonempty, NULL);
+	pthread_cond_init(&mm->msgq->ready, NULL);
 	/*
 	 * The reader's stack is ours, not libc's: libc discards the unused
 	 * part of a stack it allocated when the thread exits (MADV_DONTNEED),
@@ -787,6 +809,11 @@ int uhmm__service_start(struct uhmm_mm *mm)
 		return uhmm__err(EAGAIN, "cannot start the service threads: %s",
 				 strerror(ret));
 	}
+	/* The threads are running and set up before anyone uses the context. */
+	pthread_mutex_lock(&mm->msgq->lock);
+	while (mm->msgq->nready < 2u + mm->msgq->rescue_started)
+		pthread_cond_wait(&mm->msgq->ready, &mm->msgq->lock);
+	pthread_mutex_unlock(&mm->msgq->lock);
 	mm->service_started = true;
 	return 0;
 }
@@ -848,6 +875,7 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_cond_destroy(&mm->msgq->nonempty);
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
+	pthread_cond_destroy(&mm->msgq->ready);
 	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 	mm->msgq = NULL;
 	mm->service_started = false;

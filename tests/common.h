@@ -79,6 +79,61 @@ static inline void *map_anon(size_t len, int prot)
 	return p;
 }
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/*
+ * @len bytes for a test that punches holes into them (munmap of a page, then
+ * uhmm must refuse the range or report the page unmapped).  A hole in memory
+ * from map_anon() is a free gap where the kernel puts the next mapping made
+ * without an address, whoever makes it: a sanitizer runtime, libc, uhmm's
+ * service threads.  Such a mapping turns the hole into mapped memory (the
+ * test then checks something else than it claims) and the test's own
+ * munmap of the whole range unmaps it under its owner.  The kernel places
+ * such mappings in the highest free gap that fits below the mmap base (or,
+ * in the legacy layout, the lowest one above a third of the address
+ * space), so here the memory lies far below both, in a range no runtime
+ * uses: a hole there stays a hole.  Under ThreadSanitizer, which
+ * allows application mappings only in its own ranges, in its low
+ * application range.  Only if every candidate address is taken, anywhere
+ * (a test's check that its hole stayed a hole then catches a refill).
+ */
+static inline void *map_far(size_t len, int prot)
+{
+#if defined(__SANITIZE_THREAD__)
+	static uintptr_t next = (uintptr_t)0x004000000000ull, end = (uintptr_t)0x007f00000000ull;
+#else
+	static uintptr_t next = (uintptr_t)0x200000000000ull, end = (uintptr_t)0x280000000000ull;
+#endif
+	void *p = MAP_FAILED;
+
+	if (sizeof(void *) == 8) {
+		while (p == MAP_FAILED && next + len <= end) {
+			p = mmap((void *)next, len, prot,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+			if (p != MAP_FAILED && p != (void *)next) {
+				/* An old kernel that took the address as a hint only. */
+				munmap(p, len);
+				p = MAP_FAILED;
+			}
+			next += ((len >> 30) + 1) << 30;
+		}
+	}
+	return p != MAP_FAILED ? p : map_anon(len, prot);
+}
+
+/* Nothing at all is mapped in [p, p + len) (mincore: ENOMEM on unmapped pages). */
+static inline bool range_is_hole(const void *p, size_t len)
+{
+	unsigned char v;
+
+	for (size_t off = 0; off < len; off += page_size)
+		if (mincore((char *)p + off, page_size, &v) == 0 || errno != ENOMEM)
+			return false;
+	return true;
+}
+
 /* A 2 MiB-aligned region of @len bytes (len a multiple of 2 MiB). */
 static inline void *map_aligned_2m(size_t len, int prot)
 {

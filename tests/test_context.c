@@ -39,12 +39,55 @@ static bool rec_inv(struct uhmm_interval_notifier *mni,
 
 static const struct uhmm_interval_notifier_ops rec_ops = { .invalidate = rec_inv };
 
+/*
+ * Threads of this process named @name (/proc/self/task/<tid>/comm).  A
+ * thread's name is set by the thread itself, at its start.
+ */
+static int count_threads_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int n = 0;
+
+	CHECK(d, "opendir /proc/self/task: %s", strerror(errno));
+	while ((de = readdir(d))) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;	/* exited meanwhile */
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = 0;
+		fclose(f);
+		n += !strcmp(comm, name);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * The service threads have started and set themselves up when the first
+ * reference is handed out (docs/CONCURRENCY.md, "Startup"): their names,
+ * which each sets first thing, are all there at once.
+ */
+static void check_service_threads_up(void)
+{
+	CHECK_EQ(count_threads_named("uhmm-reader"), 1);
+	CHECK_EQ(count_threads_named("uhmm-worker"), 1);
+	CHECK_EQ(count_threads_named("uhmm-rescue"), 1);
+}
+
 static void test_refcount(void)
 {
 	struct uhmm_mm *a, *b;
 
 	CHECK_EQ(count_uffds(), 0);
 	a = test_mm();
+	check_service_threads_up();
 	b = test_mm();
 	CHECK(a == b, "one context per process");
 	CHECK_EQ(count_uffds(), 1);
@@ -54,6 +97,7 @@ static void test_refcount(void)
 	CHECK_EQ(count_uffds(), 0);
 	/* Re-created after teardown. */
 	a = test_mm();
+	check_service_threads_up();
 	CHECK_EQ(count_uffds(), 1);
 	uhmm_mm_put(a);
 	CHECK_EQ(count_uffds(), 0);

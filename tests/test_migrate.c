@@ -218,7 +218,7 @@ static void test_range_fault_device(void)
 static void test_bad_input(void)
 {
 	struct tdev *d = tdev_create(mm, 4, 0);
-	char *p = map_anon(4 * page_size, PROT_READ | PROT_WRITE);
+	char *p = map_far(4 * page_size, PROT_READ | PROT_WRITE);	/* a hole stays one */
 	char *q = map_anon(4 * page_size, PROT_NONE);
 	unsigned long cpages = 1;
 

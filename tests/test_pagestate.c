@@ -238,37 +238,14 @@ static void test_hole(void)
 	struct ntf n;
 
 	/*
-	 * A sanitizer runtime may map its own memory into a fresh one-page
-	 * hole (the kernel hands out the gap first): then try another.
+	 * Far from other mappings, so that nothing another thread maps (a
+	 * sanitizer runtime, the library's own mallocs under a sanitizer)
+	 * lands in the hole: common.h, map_far().
 	 */
-	for (int tries = 0; tries < 5; tries++) {
-		uint32_t s1;
-
-		/*
-		 * Far below where the kernel hands out new mappings, so no
-		 * allocator (the library's own mallocs under a sanitizer)
-		 * lands in the hole first.
-		 */
-#ifdef __SANITIZE_THREAD__
-		/* TSan allows application mappings only in its own ranges. */
-		p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
-#else
-		p = mmap((void *)(uintptr_t)(0x200000000000ull + (uint64_t)tries * (1u << 30)),
-			 3 * page_size, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-		if (p == MAP_FAILED)
-			p = map_anon(3 * page_size, PROT_READ | PROT_WRITE);
-#endif
-		hole = p + page_size;
-		CHECK_EQ(munmap(hole, page_size), 0);
-		s1 = state1(hole) & ~UHMM_PS_SOFT_DIRTY;
-		if (s1 == 0 || !is_mapped(hole))
-			break;
-		printf("%s: note: something else was mapped into the hole; retrying\n",
-		       test_name);
-		munmap(p, page_size);
-		munmap(p + 2 * page_size, page_size);
-	}
+	p = map_far(3 * page_size, PROT_READ | PROT_WRITE);
+	hole = p + page_size;
+	CHECK_EQ(munmap(hole, page_size), 0);
+	CHECK(!is_mapped(hole), "the hole is unmapped");
 	check_ps_exact("hole", state1(hole), 0);
 	states(p, 3, st);
 	check_ps_exact("hole (in a range)", st[1], 0);
@@ -282,6 +259,7 @@ static void test_hole(void)
 	CHECK_EQ(pfns[2], 0);
 	CHECK_EQ(snap1(&n, hole), UHMM_PFN_ERROR);
 	uhmm_interval_notifier_remove(&n.mni);
+	CHECK(!is_mapped(hole), "the hole stayed a hole");
 	munmap(p, page_size);
 	munmap(p + 2 * page_size, page_size);
 	ok("hole: state 0, pfn ERROR");

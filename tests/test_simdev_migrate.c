@@ -331,7 +331,7 @@ static void test_shared(void)
 static void test_mixed(void)
 {
 	const size_t n = 6;
-	char *p = map_anon(3 * page_size, RW);
+	char *p = map_far(3 * page_size, RW);	/* holes stay holes (common.h) */
 	char *q;
 	volatile char c;
 	uint8_t prot[6];
@@ -567,7 +567,7 @@ static void test_munmap(void)
 {
 	const size_t n = 16;
 	const size_t gone[3] = { 0, n / 2, n - 1 };
-	char *p = map_anon(n * page_size, RW);
+	char *p = map_far(n * page_size, RW);	/* holes stay holes (common.h) */
 
 	fill(p, 0, n, 16);
 	migrate("munmap", d0, p, n, 0, n);
@@ -583,7 +583,7 @@ static void test_munmap(void)
 	CHECK_EQ(munmap(p, n * page_size), 0);
 
 	/* munmap first, then a migration over the hole. */
-	p = map_anon(n * page_size, RW);
+	p = map_far(n * page_size, RW);
 	fill(p, 0, n, 17);
 	CHECK_EQ(munmap(pg(p, n / 2), page_size), 0);
 	migrate("munmap before", d0, pg(p, n / 2), n / 2, -EINVAL, 0);
@@ -738,7 +738,7 @@ static void test_bad_input(void)
 	struct uhmm_simdev_stats st;
 	struct uhmm_simdev *d = NULL;
 	char *p = map_anon(4 * page_size, RW);
-	char *hole = map_anon(4 * page_size, RW);
+	char *hole = map_far(4 * page_size, RW);
 	char *none = map_anon(2 * page_size, PROT_NONE);
 	void *top = (void *)(UINTPTR_MAX & ~(uintptr_t)(page_size - 1));
 	uint8_t prot[4];
