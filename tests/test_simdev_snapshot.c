@@ -182,44 +182,10 @@ static bool categories_visible(void)
 	return (si.active & UHMM_FEAT_PAGEMAP_SCAN) || geteuid() == 0;
 }
 
-/*
- * smaps of the mapping containing @addr: its bounds and AnonHugePages (kB),
- * -1 if not found.
- */
-static long anon_huge_kb(const void *addr, uintptr_t *ms, uintptr_t *me)
-{
-	FILE *f = fopen("/proc/self/smaps", "re");
-	char line[512];
-	bool in = false;
-	long kb = -1;
-
-	CHECK(f, "open /proc/self/smaps: %s", strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e;
-		char c;
-
-		if (sscanf(line, "%lx-%lx %c", &s, &e, &c) == 3 && strchr(line, '-') &&
-		    line[strcspn(line, " ") - 1] != ':') {
-			if (in)
-				break;
-			in = s <= (uintptr_t)addr && (uintptr_t)addr < e;
-			if (in) {
-				*ms = s;
-				*me = e;
-			}
-			continue;
-		}
-		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 static bool pmd_mapped(const void *p)
 {
 	uintptr_t s = 0, e = 0;
-	long kb = anon_huge_kb(p, &s, &e);
+	long kb = smaps_anon_huge_kb(p, &s, &e);
 
 	return kb >= 2048 && s <= (uintptr_t)p && (uintptr_t)p + (2u << 20) <= e;
 }
