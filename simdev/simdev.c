@@ -1101,31 +1101,22 @@ static bool no_thread(void)
 ACCESS(uint64_t, uhmm_simdev_load64, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
 ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
 
-void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
-{
-	char *p;
+#define STORE(type, name)							\
+	void name(struct uhmm_simdev_thread *t, void *addr, type v)		\
+	{									\
+		char *p;							\
+										\
+		if ((!t && no_thread()) || t->err)				\
+			return;							\
+		p = translate(t, (uintptr_t)addr, true);			\
+		if (!p)								\
+			return;							\
+		__atomic_store_n((type *)p, v, __ATOMIC_RELAXED);		\
+		done_access(t);							\
+	}
 
-	if ((!t && no_thread()) || t->err)
-		return;
-	p = translate(t, (uintptr_t)addr, true);
-	if (!p)
-		return;
-	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
-	done_access(t);
-}
-
-void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
-{
-	char *p;
-
-	if ((!t && no_thread()) || t->err)
-		return;
-	p = translate(t, (uintptr_t)addr, true);
-	if (!p)
-		return;
-	__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
-	done_access(t);
-}
+STORE(uint64_t, uhmm_simdev_store64)
+STORE(uint32_t, uhmm_simdev_store32)
 
 uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
 {
