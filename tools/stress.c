@@ -724,6 +724,14 @@ static void pick_range(struct thr *t, struct region *r, size_t *p0, size_t *n)
 	*p0 = rnd(t) % (r->npages - *n + 1);
 }
 
+/* Begin a shared operation on a random range of the region, on a random device. */
+static void op_begin_on_range(struct octx *c)
+{
+	op_begin(c, false);
+	pick_range(c->t, c->r, &c->p0, &c->n);
+	c->dev = (int)(rnd(c->t) & 1);
+}
+
 static char *page_addr(const struct region *r, size_t pg)
 {
 	return r->base + pg * G.ps;
@@ -802,9 +810,7 @@ static void dev_read_check(struct octx *c, const char *what)
 
 static void op_dev_read(struct octx *c)
 {
-	op_begin(c, false);
-	pick_range(c->t, c->r, &c->p0, &c->n);
-	c->dev = (int)(rnd(c->t) & 1);
+	op_begin_on_range(c);
 	dev_read_check(c, "device read");
 	hist_range(c, c->p0, c->n, OP_DEV_READ);
 	op_end(c);
@@ -853,9 +859,7 @@ static void op_to_dev(struct octx *c)
 	struct region *r = c->r;
 	int ret;
 
-	op_begin(c, false);
-	pick_range(c->t, r, &c->p0, &c->n);
-	c->dev = (int)(rnd(c->t) & 1);
+	op_begin_on_range(c);
 	ret = uhmm_simdev_migrate_to_dev(G.dev[c->dev], page_addr(r, c->p0), c->n, &st);
 	if (ret == 0) {
 		if (st.cpages == 0 || st.cpages > c->n)
@@ -895,9 +899,7 @@ static void op_to_sys(struct octx *c)
 	struct region *r = c->r;
 	int ret;
 
-	op_begin(c, false);
-	pick_range(c->t, r, &c->p0, &c->n);
-	c->dev = (int)(rnd(c->t) & 1);
+	op_begin_on_range(c);
 	ret = uhmm_simdev_migrate_to_sys(G.dev[c->dev], page_addr(r, c->p0), c->n, &st);
 	if (ret == -ENOENT)
 		c->t->st.le[c->op][LE_ENOENT]++;
@@ -926,9 +928,7 @@ static void op_excl(struct octx *c)
 	unsigned int others;
 	int ret;
 
-	op_begin(c, false);
-	pick_range(c->t, r, &c->p0, &c->n);
-	c->dev = (int)(rnd(c->t) & 1);
+	op_begin_on_range(c);
 	others = atomic_fetch_add(&r->excl_active, 1);
 	es = atomic_fetch_add(&r->excl_seq, 1) + 1;
 	ret = uhmm_simdev_exclusive(G.dev[c->dev], page_addr(r, c->p0), c->n, NULL);
