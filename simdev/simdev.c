@@ -73,6 +73,9 @@ struct uhmm_simdev_thread {
 	uint64_t faults, cpages;
 };
 
+#define INVAL_SLOTS	64
+#define INVAL_SHIFT	21		/* 2 MiB blocks */
+
 struct uhmm_simdev {
 	struct uhmm_devmem pgmap;
 	struct uhmm_mm *mm;
@@ -87,6 +90,12 @@ struct uhmm_simdev {
 	atomic_size_t used;
 	unsigned int flags;
 	atomic_ulong gen;		/* bumped by every invalidation */
+	/*
+	 * Invalidations seen per 2 MiB block (hashed; under lock): a
+	 * migration maps its new device pages only if none of its blocks
+	 * was invalidated since its setup.
+	 */
+	unsigned long inval_blk[INVAL_SLOTS];
 	struct uhmm_simdev_thread *workers;
 	unsigned int nworkers;
 	unsigned int shootdowns;	/* invalidations looking at workers */
@@ -194,6 +203,39 @@ static void tlb_shootdown(struct uhmm_simdev_thread *w, unsigned int nw, unsigne
 	}
 }
 
+/* Count an invalidation of [start, end) in its blocks' slots (d->lock held). */
+static void inval_note(struct uhmm_simdev *d, uintptr_t start, uintptr_t end)
+{
+	uintptr_t b0 = start >> INVAL_SHIFT, b1 = (end - 1) >> INVAL_SHIFT;
+
+	if (end <= start || b1 - b0 >= INVAL_SLOTS) {
+		for (unsigned int i = 0; i < INVAL_SLOTS; i++)
+			d->inval_blk[i]++;
+		return;
+	}
+	for (uintptr_t b = b0; b <= b1; b++)
+		d->inval_blk[b % INVAL_SLOTS]++;
+}
+
+/*
+ * The sum of the invalidation counts of [start, end)'s blocks (d->lock
+ * held): it grows when any of them is invalidated.
+ */
+static unsigned long inval_count(const struct uhmm_simdev *d, uintptr_t start, uintptr_t end)
+{
+	uintptr_t b0 = start >> INVAL_SHIFT, b1 = (end - 1) >> INVAL_SHIFT;
+	unsigned long n = 0;
+
+	if (b1 - b0 >= INVAL_SLOTS) {
+		for (unsigned int i = 0; i < INVAL_SLOTS; i++)
+			n += d->inval_blk[i];
+		return n;
+	}
+	for (uintptr_t b = b0; b <= b1; b++)
+		n += d->inval_blk[b % INVAL_SLOTS];
+	return n;
+}
+
 static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
 {
@@ -205,6 +247,7 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 
 	pthread_mutex_lock(&d->lock);
 	uhmm_interval_set_seq(mni, cur_seq);
+	inval_note(d, r->start, r->end ? r->end : UINTPTR_MAX);
 	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
 		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	gen = atomic_fetch_add(&d->gen, 1) + 1;
@@ -511,8 +554,13 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
-	/* Any invalidation from here on bumps d->gen (its own is over). */
-	gen = atomic_load(&d->gen);
+	/*
+	 * Any invalidation of these addresses from here on is counted in
+	 * their blocks (the migration's own is over).
+	 */
+	pthread_mutex_lock(&d->lock);
+	gen = inval_count(d, s, e);
+	pthread_mutex_unlock(&d->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
 		const void *from;
@@ -539,7 +587,7 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	 * would clear the entry then; the device faults them in instead.
 	 */
 	pthread_mutex_lock(&d->lock);
-	map = atomic_load(&d->gen) == gen;
+	map = inval_count(d, s, e) == gen;
 	for (size_t i = 0; i < n; i++) {
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
