@@ -1435,16 +1435,12 @@ static bool probe_invalidate(struct uhmm_interval_notifier *mni,
 
 static const struct uhmm_interval_notifier_ops probe_ops = { .invalidate = probe_invalidate };
 
-/* Removes itself from its own callback (documented: deferred, no deadlock). */
-struct selfrm {
-	struct uhmm_interval_notifier mni;
-	atomic_int calls;
-};
-
+/* A counting notifier (struct ntf) that removes itself from its own callback
+ * (documented: deferred, no deadlock). */
 static bool selfrm_invalidate(struct uhmm_interval_notifier *mni,
 			      const struct uhmm_notifier_range *r, unsigned long seq)
 {
-	struct selfrm *s = container_of(mni, struct selfrm, mni);
+	struct ntf *s = container_of(mni, struct ntf, mni);
 
 	(void)r;
 	uhmm_interval_set_seq(mni, seq);
@@ -1475,7 +1471,7 @@ static void test_callback_calls(void)
 	char *dp = map_anon(page_size, PROT_READ | PROT_WRITE);
 	char *trig = map_anon(2 * page_size, PROT_READ | PROT_WRITE);
 	struct ntf tn;
-	static struct selfrm srm;
+	static struct ntf srm;
 
 	fill_pattern(tgt, 2, 37);
 	fill_pattern(dp, 1, 39);
