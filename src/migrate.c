@@ -84,7 +84,7 @@ void uhmm__eagain_backoff(struct uhmm_mm *mm)
  * How many of the pages at [@src, @src + @len) a failed UFFDIO_MOVE did move
  * to @dst after all, counted from the start.  Linux 6.18 can move a whole
  * run out of a PTE-mapped THP that another thread is splitting and still
- * report -EEXIST (tests/test_migrate_thp_race.c shows it): the page tables
+ * report -EEXIST (tests/test_migrate_thp.c shows it): the page tables
  * are the truth.  Both ends are uhmm's alone here (fresh or cached staging,
  * or an address held MIGRATING), so data at @dst with none left at @src is
  * the page that moved; with @holes, an empty pair is a hole moved.
@@ -419,18 +419,24 @@ static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
 	free(e);
 }
 
-/* Unlink @e (cache_lock held); returns it for entry_destroy() if unused. */
-static struct stage_entry *entry_unlink(struct stage_entry **pp, struct stage_entry *e)
+/*
+ * Unlink the entry at *@pp (cache_lock held) and, unless a migration uses
+ * it (its last user frees it then), add it to @victims for entry_destroy().
+ */
+static void entry_unlink(struct stage_entry **pp, struct stage_entry **victims)
 {
+	struct stage_entry *e = *pp;
+
 	*pp = e->next;
 	cache_pages -= e->pages;
 	cache_entries--;
 	e->pages = 0;
 	if (e->users) {
 		e->dead = true;
-		return NULL;
+		return;
 	}
-	return e;
+	e->next = *victims;
+	*victims = e;
 }
 
 /* Drop entries of another context or process (cache_lock held). */
@@ -445,10 +451,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
 	}
 	for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
 		if (e->gen != mm->generation) {
-			if ((e = entry_unlink(pp, e))) {
-				e->next = *victims;
-				*victims = e;
-			}
+			entry_unlink(pp, victims);
 			continue;
 		}
 		pp = &e->next;
@@ -521,10 +524,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 	/* Entries inside this range are superseded: their slots are stale. */
 	for (struct stage_entry **pp = &cache_head, *o; (o = *pp);) {
 		if (o->start >= e->start && o->end <= e->end) {
-			if ((o = entry_unlink(pp, o))) {
-				o->next = victims;
-				victims = o;
-			}
+			entry_unlink(pp, &victims);
 			continue;
 		}
 		pp = &o->next;
@@ -542,12 +542,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 				last = pp;
 		if (!last)
 			break;
-		{
-			struct stage_entry *o = entry_unlink(last, *last);
-
-			o->next = victims;
-			victims = o;
-		}
+		entry_unlink(last, &victims);
 	}
 	pthread_mutex_unlock(&cache_lock);
 	destroy_victims(m->mm, victims);
@@ -611,7 +606,7 @@ static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
 		if (!e->pages) {
 			for (struct stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
 				if (*pp == e) {
-					victim = entry_unlink(pp, e);
+					entry_unlink(pp, &victim);
 					break;
 				}
 		}
@@ -636,14 +631,8 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 	pthread_mutex_lock(&cache_lock);
 	if (cache_pid == getpid()) {
 		take_dead(&victims);
-		while (cache_head) {
-			struct stage_entry *e = entry_unlink(&cache_head, cache_head);
-
-			if (e) {
-				e->next = victims;
-				victims = e;
-			}
-		}
+		while (cache_head)
+			entry_unlink(&cache_head, &victims);
 	}
 	pthread_mutex_unlock(&cache_lock);
 	destroy_victims(mm, victims);
@@ -658,10 +647,7 @@ void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem 
 		take_dead(&victims);
 		for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
 			if (e->pool == pool) {
-				if ((e = entry_unlink(pp, e))) {
-					e->next = victims;
-					victims = e;
-				}
+				entry_unlink(pp, &victims);
 				continue;
 			}
 			pp = &e->next;
