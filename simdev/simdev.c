@@ -203,36 +203,24 @@ static void tlb_shootdown(struct uhmm_simdev_thread *w, unsigned int nw, unsigne
 	}
 }
 
-/* Count an invalidation of [start, end) in its blocks' slots (d->lock held). */
-static void inval_note(struct uhmm_simdev *d, uintptr_t start, uintptr_t end)
-{
-	uintptr_t b0 = start >> INVAL_SHIFT, b1 = (end - 1) >> INVAL_SHIFT;
-
-	if (end <= start || b1 - b0 >= INVAL_SLOTS) {
-		for (unsigned int i = 0; i < INVAL_SLOTS; i++)
-			d->inval_blk[i]++;
-		return;
-	}
-	for (uintptr_t b = b0; b <= b1; b++)
-		d->inval_blk[b % INVAL_SLOTS]++;
-}
-
 /*
- * The sum of the invalidation counts of [start, end)'s blocks (d->lock
- * held): it grows when any of them is invalidated.
+ * Add @add to the invalidation counts of [start, end)'s blocks (every
+ * slot for a range of INVAL_SLOTS blocks or more) and return their sum
+ * (d->lock held): an invalidation adds 1; a migration reads the sum with 0
+ * and sees it grow if any of its blocks is invalidated meanwhile.
  */
-static unsigned long inval_count(const struct uhmm_simdev *d, uintptr_t start, uintptr_t end)
+static unsigned long inval_blocks(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
+				  unsigned long add)
 {
 	uintptr_t b0 = start >> INVAL_SHIFT, b1 = (end - 1) >> INVAL_SHIFT;
 	unsigned long n = 0;
 
-	if (b1 - b0 >= INVAL_SLOTS) {
-		for (unsigned int i = 0; i < INVAL_SLOTS; i++)
-			n += d->inval_blk[i];
-		return n;
+	if (end <= start || b1 - b0 >= INVAL_SLOTS) {
+		b0 = 0;
+		b1 = INVAL_SLOTS - 1;
 	}
 	for (uintptr_t b = b0; b <= b1; b++)
-		n += d->inval_blk[b % INVAL_SLOTS];
+		n += d->inval_blk[b % INVAL_SLOTS] += add;
 	return n;
 }
 
@@ -247,7 +235,7 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 
 	pthread_mutex_lock(&d->lock);
 	uhmm_interval_set_seq(mni, cur_seq);
-	inval_note(d, r->start, r->end ? r->end : UINTPTR_MAX);
+	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
 	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
 		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	gen = atomic_fetch_add(&d->gen, 1) + 1;
@@ -559,7 +547,7 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	 * their blocks (the migration's own is over).
 	 */
 	pthread_mutex_lock(&d->lock);
-	gen = inval_count(d, s, e);
+	gen = inval_blocks(d, s, e, 0);
 	pthread_mutex_unlock(&d->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
@@ -587,7 +575,7 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	 * would clear the entry then; the device faults them in instead.
 	 */
 	pthread_mutex_lock(&d->lock);
-	map = inval_count(d, s, e) == gen;
+	map = inval_blocks(d, s, e, 0) == gen;
 	for (size_t i = 0; i < n; i++) {
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
