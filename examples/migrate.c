@@ -8,7 +8,6 @@
  *
  *   cc migrate.c $(pkg-config --cflags --libs uhmm) -o migrate && ./migrate
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +27,7 @@ static struct {
 	pthread_mutex_t lock;		/* the free list */
 	size_t free_list[DEV_PAGES], nr_free;
 	uintptr_t base;			/* the buffer the device works on */
-	struct uhmm_page *pt[NPAGES];	/* device page table: buffer page ->
-					 * device page (under lock) */
+	struct uhmm_page *pt[NPAGES];	/* device page table (under lock) */
 	unsigned long cpu_faults;
 } dev = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -58,11 +56,8 @@ static struct uhmm_page *dev_alloc(void)
 	return p;
 }
 
-/*
- * Move [start, end) between system and device memory: setup, allocate and
- * copy each selected page, pages, finalize.  @to_dev: system -> device;
- * else device -> system (@fault_page set when serving a CPU fault).
- */
+/* Move [start, end) system -> device (@to_dev) or back (@fault_page: the
+ * page of a CPU fault, if any): setup, allocate and copy, pages, finalize. */
 static int dev_migrate(uintptr_t start, uintptr_t end, bool to_dev,
 		       struct uhmm_page *fault_page)
 {
@@ -77,8 +72,7 @@ static int dev_migrate(uintptr_t start, uintptr_t end, bool to_dev,
 
 	if (ret)
 		return ret;
-	/* Entries without MIGRATE were not selected (another owner's page,
-	 * shared memory...): they stay where they are. */
+	/* Entries without MIGRATE were not selected: they stay where they are. */
 	for (unsigned long i = 0; i < m.npages; i++) {
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
@@ -134,12 +128,10 @@ static unsigned long dev_compute(void)
 
 	pthread_mutex_lock(&dev.lock);
 	for (size_t i = 0; i < NPAGES; i++) {
-		if (!dev.pt[i])
-			continue;
-		uint32_t *w = (uint32_t *)page_mem(dev.pt[i]);
-		for (size_t k = 0; k < dev.page_size / 4; k++)
+		uint32_t *w = dev.pt[i] ? (uint32_t *)page_mem(dev.pt[i]) : NULL;
+		for (size_t k = 0; w && k < dev.page_size / 4; k++)
 			w[k]++;
-		done++;
+		done += w != NULL;
 	}
 	pthread_mutex_unlock(&dev.lock);
 	return done;
@@ -147,10 +139,11 @@ static unsigned long dev_compute(void)
 
 static int check(const uint32_t *buf, size_t nwords, uint32_t add)
 {
-	for (size_t k = 0; k < nwords; k++)
-		if (buf[k] != (uint32_t)k + add)
-			return 1;
-	return 0;
+	size_t k = 0;
+
+	while (k < nwords && buf[k] == (uint32_t)k + add)	/* CPU reads */
+		k++;
+	return k != nwords;
 }
 
 int main(void)
@@ -184,19 +177,20 @@ int main(void)
 	ret = dev_migrate(dev.base, dev.base + len, true, NULL);
 	unsigned long on_dev = dev_compute();
 	int bad = ret || on_dev != NPAGES || check(buf, nwords, 1);
-	pthread_mutex_lock(&dev.lock);
-	printf("migrate: %lu pages computed on the device, %lu CPU faults brought "
-	       "them back\n", on_dev, dev.cpu_faults);
-	pthread_mutex_unlock(&dev.lock);
+	printf("migrate: %lu pages computed on the device, CPU reads brought them "
+	       "back\n", on_dev);
 
 	/* 2. To the device again, then evict the pool: every page is
 	 * migrated back before uhmm_devmem_remove() returns. */
 	bad |= dev_migrate(dev.base, dev.base + len, true, NULL) != 0;
 	bad |= dev_compute() != NPAGES;
 	bad |= uhmm_devmem_remove(&dev.pgmap) != 0;
+	pthread_mutex_lock(&dev.lock);
 	bad |= check(buf, nwords, 2) || dev.nr_free != DEV_PAGES;
-	printf("migrate: pool evicted, %zu of %d device pages free, %s\n",
-	       dev.nr_free, DEV_PAGES, bad ? "MISMATCH" : "all data correct");
+	printf("migrate: %lu CPU faults; pool evicted, %zu of %d device pages "
+	       "free, %s\n", dev.cpu_faults, dev.nr_free, DEV_PAGES,
+	       bad ? "MISMATCH" : "all data correct");
+	pthread_mutex_unlock(&dev.lock);
 	munmap(buf, len);
 	munmap(dev.mem, DEV_PAGES * dev.page_size);
 	uhmm_mm_put(dev.mm);
