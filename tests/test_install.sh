@@ -34,6 +34,12 @@ for f in share/man/man1/uhmm.1 share/man/man7/uhmm.7 share/doc/uhmm/GUIDE.md \
 	[ -e "$P/$f" ] || fail "$f not installed"
 done
 
+for m in share/man/man1/uhmm.1 share/man/man7/uhmm.7; do
+	grep -q "\"uhmm $version\"" "$P/$m" || fail "$m does not say version $version (.TH line)"
+done
+[ -e "$P/share/doc/uhmm/examples/migrate.c" ] || fail "examples not installed"
+[ -e "$P/share/doc/uhmm/examples/CMakeLists.txt" ] && fail "the in-tree examples/CMakeLists.txt was installed"
+
 # Exported symbols.
 bad=$(nm -D --defined-only "$P/$libdir/libuhmm.so" | awk '
 	$3 ~ /^uhmm_[a-z0-9_]*@@UHMM_0\.1$/ { next }
