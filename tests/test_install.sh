@@ -93,7 +93,14 @@ pkg-config --exists uhmm uhmm-simdev || fail "pkg-config does not find uhmm"
 	$cc $sanflags -o pc_migrate_static migrate.c $(pkg-config --cflags uhmm) \
 		"$P/$libdir/libuhmm.a" $(pkg-config --static --libs-only-l uhmm | sed 's/-luhmm//')
 } || fail "build with pkg-config"
-for x in pc_mirror pc_migrate pc_simdev pc_hello pc_migrate_static; do
+# The static library puts uhmm's mmap wrapper into the executable, ahead of
+# ThreadSanitizer's interceptor: TSan's own start-up (its symbolizer)
+# calls mmap before TSan is initialised and crashes in the instrumented
+# wrapper.  So under TSan the static programs are built, not run
+# (docs/GUIDE.md, "Setting up").
+static_run=pc_migrate_static
+[[ "$sanflags" == *thread* ]] && static_run=
+for x in pc_mirror pc_migrate pc_simdev pc_hello $static_run; do
 	run env -u LD_LIBRARY_PATH LD_LIBRARY_PATH="$P/$libdir" ./$x
 done
 readelf -d pc_migrate_static | grep -q 'libuhmm\.so' && fail "static build linked libuhmm.so"
@@ -121,7 +128,9 @@ cmake -S cm -B cm/build -DCMAKE_PREFIX_PATH="$P" -DCMAKE_C_COMPILER="$cc" \
 	-DCMAKE_CXX_FLAGS="$sanflags" -DCMAKE_EXE_LINKER_FLAGS="$sanflags" \
 	>"$tmp/cm.log" 2>&1 && cmake --build cm/build >>"$tmp/cm.log" 2>&1 ||
 	{ cat "$tmp/cm.log"; fail "build with find_package(uhmm)"; }
-for x in mirror migrate migrate_static simdev_hello hello; do
+static_run=migrate_static
+[[ "$sanflags" == *thread* ]] && static_run=
+for x in mirror migrate $static_run simdev_hello hello; do
 	run env -u LD_LIBRARY_PATH ./cm/build/$x
 done
 echo PASS
