@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "private_fields.h"	/* before every public header */
 #include <uhmm/uhmm.h>
 #include "compat.h"
 #include "itree.h"
@@ -22,6 +23,17 @@
 #include <uhmm/migrate.h>
 
 #define UHMM_HIDDEN_FN __attribute__((visibility("hidden")))
+
+/* The private fields fit the reserved bytes callers compiled against. */
+#define UHMM__FITS(type, reserved)					\
+	_Static_assert(sizeof(((type *)0)->reserved) ==			\
+		       sizeof(type) - offsetof(type, reserved),		\
+		       #type ": private fields larger than its reserved bytes")
+UHMM__FITS(struct uhmm_page, uhmm_reserved);
+UHMM__FITS(struct uhmm_devmem, uhmm_reserved);
+UHMM__FITS(struct uhmm_interval_notifier, uhmm_reserved);
+UHMM__FITS(struct uhmm_migrate_vma, uhmm_reserved);
+_Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page");
 
 #define UHMM_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define UHMM_MAX(a, b) ((a) > (b) ? (a) : (b))

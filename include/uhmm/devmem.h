@@ -16,7 +16,6 @@
 #ifndef UHMM_DEVMEM_H
 #define UHMM_DEVMEM_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uhmm/mm.h>
@@ -34,16 +33,20 @@ struct uhmm_devmem;
  * @pgmap: the pool the page belongs to
  * @zone_device_data: for the driver
  *
- * The other fields are private to uhmm.
+ * The remaining bytes are private to uhmm.  Descriptors are allocated by
+ * uhmm_devmem_add() and reached with uhmm_devmem_page() or
+ * uhmm_pfn_to_page(): a caller never allocates, copies or indexes an array
+ * of them, so their size may change between releases.
  */
 struct uhmm_page {
 	struct uhmm_devmem *pgmap;
 	void *zone_device_data;
-	/* private: */
-	atomic_int refcount;
-	atomic_int locked;
-	_Atomic uintptr_t addr;		/* address it holds the data of, or 0 */
-	uint64_t pfn;
+	union {
+		uint64_t uhmm_reserved[3];		/* private */
+#ifdef UHMM__PAGE_PRIVATE
+		struct { UHMM__PAGE_PRIVATE };
+#endif
+	};
 };
 
 /**
@@ -96,7 +99,10 @@ struct uhmm_devmem_ops {
  *	on the page just after the previous window
  * @driver_data: for the driver
  *
- * The remaining fields are private.
+ * The caller allocates the pool (usually embedded in its device structure)
+ * and must zero it first (``= {0}``, calloc or memset): the reserved bytes
+ * are uhmm's private state, and a later release may give documented
+ * meaning to some of them with zero as the old behaviour.
  */
 struct uhmm_devmem {
 	const struct uhmm_devmem_ops *ops;
@@ -104,11 +110,12 @@ struct uhmm_devmem {
 	size_t nr_pages;
 	size_t fault_around;
 	void *driver_data;
-	/* private: */
-	struct uhmm_mm *mm;
-	unsigned int id;
-	struct uhmm_page *pages;
-	atomic_long nr_resident;	/* pages holding process data */
+	union {
+		uint64_t uhmm_reserved[8];		/* private, zero */
+#ifdef UHMM__DEVMEM_PRIVATE
+		struct { UHMM__DEVMEM_PRIVATE };
+#endif
+	};
 };
 
 #define UHMM_FAULT_AROUND_DEFAULT 32
@@ -151,17 +158,21 @@ UHMM_API int uhmm_devmem_remove(struct uhmm_devmem *pgmap);
  */
 UHMM_API struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index);
 
-/** uhmm_page_index() - index of @page in its pool */
-static inline size_t uhmm_page_index(const struct uhmm_page *page)
-{
-	return (size_t)(page->pfn & 0xffffffffu);
-}
+/**
+ * uhmm_page_index() - index of @page in its pool
+ * @page: a descriptor of an added pool (not NULL)
+ *
+ * Thread safe, lock free.  Return: the index, 0 .. nr_pages - 1.
+ */
+UHMM_API size_t uhmm_page_index(const struct uhmm_page *page);
 
-/** uhmm_page_to_pfn() - the device pfn of @page */
-static inline uint64_t uhmm_page_to_pfn(const struct uhmm_page *page)
-{
-	return page->pfn;
-}
+/**
+ * uhmm_page_to_pfn() - the device pfn of @page
+ * @page: a descriptor of an added pool (not NULL)
+ *
+ * Thread safe, lock free.  Return: the device pfn (%UHMM_DEVICE_PFN_BASE set).
+ */
+UHMM_API uint64_t uhmm_page_to_pfn(const struct uhmm_page *page);
 
 /**
  * uhmm_pfn_to_page() - the device page a device pfn names
@@ -218,11 +229,14 @@ UHMM_API bool uhmm_page_trylock(struct uhmm_page *page);
  */
 UHMM_API void uhmm_page_unlock(struct uhmm_page *page);
 
-/** uhmm_page_refcount() - current reference count (for tests and stats) */
-static inline int uhmm_page_refcount(struct uhmm_page *page)
-{
-	return atomic_load(&page->refcount);
-}
+/**
+ * uhmm_page_refcount() - current reference count (for tests and stats)
+ * @page: a descriptor of an added pool (not NULL)
+ *
+ * Thread safe; the value may change as soon as it is read.
+ * Return: the reference count (0 for a free page).
+ */
+UHMM_API int uhmm_page_refcount(const struct uhmm_page *page);
 
 #ifdef __cplusplus
 }

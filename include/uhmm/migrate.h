@@ -75,7 +75,9 @@ struct uhmm_migrate_state;
  *	%UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE collects
  * @flags: UHMM_MIGRATE_VMA_SELECT_*
  * @fault_page: the device page whose CPU fault is being served, if any
- * @state: private
+ *
+ * The reserved bytes at the end are private (set by setup, cleared by
+ * finalize); initialise the structure with a designated initialiser or zero it.
  */
 struct uhmm_migrate_vma {
 	struct uhmm_mm *mm;
@@ -88,7 +90,12 @@ struct uhmm_migrate_vma {
 	const void *pgmap_owner;
 	unsigned int flags;
 	struct uhmm_page *fault_page;
-	struct uhmm_migrate_state *state;
+	union {
+		uint64_t uhmm_reserved[4];		/* private */
+#ifdef UHMM__MIGRATE_PRIVATE
+		struct { UHMM__MIGRATE_PRIVATE };
+#endif
+	};
 };
 
 /**

@@ -64,6 +64,8 @@ enum uhmm_uffd_mode {
  *	"unavailable"
  * @advice: when the library cannot work here, one paragraph saying what to
  *	change; empty otherwise
+ * @reserved: zero; a later release may report more here without changing
+ *	the structure's size
  */
 struct uhmm_sysinfo {
 	char kernel_release[65];
@@ -78,6 +80,7 @@ struct uhmm_sysinfo {
 	int zero_page;
 	char thp[16];
 	char advice[512];
+	uint64_t reserved[8];	/* zero; room for new fields (CONTRIBUTING.md, ABI) */
 };
 
 /**
@@ -145,6 +148,7 @@ UHMM_API void uhmm_mm_put(struct uhmm_mm *mm);
  *	(one struct uhmm_page per device page, resident or not)
  * @pools: device memory pools added and not removed
  * @notifiers: interval notifiers inserted
+ * @reserved: zero; room for new counters without a change of size
  */
 struct uhmm_mm_stats {
 	uint64_t device_pages;
@@ -153,6 +157,7 @@ struct uhmm_mm_stats {
 	uint64_t page_desc_bytes;
 	uint64_t pools;
 	uint64_t notifiers;
+	uint64_t reserved[8];	/* zero; room for new counters */
 };
 
 /**

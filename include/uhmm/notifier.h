@@ -144,15 +144,19 @@ struct uhmm_interval_notifier_ops {
  *
  * Embed it in the driver's structure and get back with container_of().  All
  * fields are private to uhmm; @start and @end may be read after insert.
+ * Zero it before insert; the reserved bytes are uhmm's private state (their
+ * size is fixed, so the structure's size does not change between releases
+ * of one soname).
  */
 struct uhmm_interval_notifier {
 	uintptr_t start;
 	uintptr_t end;
-	/* private: */
-	const struct uhmm_interval_notifier_ops *ops;
-	struct uhmm_mm *mm;
-	unsigned long invalidate_seq;
-	void *node;
+	union {
+		uint64_t uhmm_reserved[8];		/* private, zero */
+#ifdef UHMM__NOTIFIER_PRIVATE
+		struct { UHMM__NOTIFIER_PRIVATE };
+#endif
+	};
 };
 
 /**

@@ -7,9 +7,7 @@
 #ifndef UHMM_UHMM_H
 #define UHMM_UHMM_H
 
-#define UHMM_VERSION_MAJOR 0
-#define UHMM_VERSION_MINOR 1
-
+#include <uhmm/version.h>
 #include <uhmm/mm.h>
 #include <uhmm/notifier.h>
 #include <uhmm/range.h>
