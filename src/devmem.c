@@ -49,7 +49,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		;
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
-		free(pages);
+		uhmm__free(pages);
 		return uhmm__err(ENOSPC, "devmem add: too many pools");
 	}
 	for (size_t i = 0; i < pgmap->nr_pages; i++) {
@@ -81,7 +81,7 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pthread_mutex_lock(&mm->pool_lock);
 	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&mm->pool_lock);
-	free(pgmap->pages);
+	uhmm__free(pgmap->pages);
 	pgmap->pages = NULL;
 	pgmap->mm = NULL;
 	pgmap->id = 0;

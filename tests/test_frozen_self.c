@@ -327,7 +327,7 @@ static void *driver_thread(void *arg)
 	d->pgmap.ops = &fdev_ops;
 	d->pgmap.owner = &d->owner;
 	d->pgmap.nr_pages = DEV_PAGES;
-	d->pgmap.fault_around = 16;
+	d->pgmap.fault_around = 1;	/* a fault brings back only its page */
 	d->pgmap.driver_data = d;
 	CHECK_EQ(uhmm_devmem_add(d->mm, &d->pgmap), 0);
 
@@ -356,6 +356,8 @@ static void *driver_thread(void *arg)
 
 	moved = to_dev_windows(d);
 	CHECK(moved > 0, "nothing of the heap migrated");
+	if (getenv("FROZEN_SELF_VERBOSE"))
+		printf("%s: %ld heap pages in %zu windows on the device\n", NAME, moved, nwins);
 	free(freed);			/* its pages stay on the device */
 
 	/* By pfns: every other page in use; the pfn array from the heap. */
@@ -392,7 +394,7 @@ static void *driver_thread(void *arg)
 /* simdev: a migrated buffer freed, then release and destroy collect its pages. */
 static void simdev_part(void)
 {
-	struct uhmm_simdev_config cfg = { .capacity_pages = 512, .threads = 1 };
+	struct uhmm_simdev_config cfg = { .capacity_pages = 1024, .threads = 1, .fault_around = 1 };
 
 	for (int pass = 0; pass < 2; pass++) {
 		struct uhmm_simdev *dev;
