@@ -58,7 +58,8 @@ static void own_parent(void)
 
 static void own_child(void)
 {
-	pthread_mutex_init(&own_lock, NULL);
+	/* The forking thread took it in prepare: it owns it in the child too. */
+	pthread_mutex_unlock(&own_lock);
 }
 
 /*
