@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -291,6 +292,23 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 		want += huge;
 	s->map = p;
 	s->staging = (char *)want;
+	{
+		/*
+		 * Under mlockall(MCL_FUTURE) the new mapping is VM_LOCKED and
+		 * already populated, and UFFDIO_MOVE needs an empty
+		 * destination whose VM_LOCKED matches the source's (which
+		 * mlockall(MCL_CURRENT) locked too): empty it and keep it
+		 * locked, on fault only.  The kernel migrates mlocked pages
+		 * (mlock pins in RAM, not in place).
+		 */
+		unsigned char v = 0;
+
+		if (mincore(p, uhmm__page_size, &v) == 0 && (v & 1) &&
+		    munlock(p, s->map_len) == 0) {
+			uhmm__sys_madvise(p, s->map_len, MADV_DONTNEED);
+			mlock2(p, s->map_len, MLOCK_ONFAULT);
+		}
+	}
 	/* Staging (and the staging cache) is never the child's business. */
 	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
 	if (reg) {
