@@ -39,6 +39,11 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		return uhmm__err(EINVAL, "devmem add: pool already added");
 	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
+	if (!internal && pgmap->ops) {
+		/* dlclose of the driver's module keeps it (docs/LIMITATIONS.md). */
+		uhmm__pin_module((const void *)pgmap->ops->migrate_to_ram);
+		uhmm__pin_module((const void *)pgmap->ops->page_free);
+	}
 	pages = uhmm__calloc(pgmap->nr_pages, sizeof(*pages));
 	if (!pages)
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",

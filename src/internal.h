@@ -149,6 +149,14 @@ UHMM_HIDDEN_FN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 				  struct uhmm_vma *out, size_t max, size_t *n,
 				  bool fresh);
 
+/*
+ * Keep the shared object holding @addr (a driver's callback) loaded for
+ * the life of the process, as the kernel keeps a module whose device
+ * memory or notifier is in use: a dlclose() of it would leave uhmm's
+ * service threads calling unmapped code.  Not while pages are frozen.
+ */
+UHMM_HIDDEN_FN void uhmm__pin_module(const void *addr);
+
 /* ---- notifier.c ------------------------------------------------------- */
 struct uhmm_mni_node {
 	struct uhmm_itree_node it;

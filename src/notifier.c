@@ -211,6 +211,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	s = uhmm__page_align_down(start);
 	e = start + length - 1;
 	e = (e | (uhmm__page_size - 1));	/* inclusive, page granular */
+	uhmm__pin_module((const void *)ops->invalidate);	/* dlclose keeps it */
 	n = uhmm__calloc(1, sizeof(*n));
 	if (!n)
 		return uhmm__err(ENOMEM, "notifier insert: out of memory");

@@ -8,6 +8,7 @@
  * says the address space changed (every wrapper and uffd event bumps it) or
  * when a caller asks for a fresh copy.
  */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,4 +320,21 @@ int uhmm__vma_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
 		ret = cache_find(start, end, out, max, n, fresh);
 	pthread_mutex_unlock(&vma_lock);
 	return ret;
+}
+
+void uhmm__pin_module(const void *addr)
+{
+	static _Atomic uintptr_t last;	/* base of the object pinned last */
+	Dl_info info;
+	void *h;
+
+	if (!addr || !dladdr(addr, &info) || !info.dli_fname || !info.dli_fbase ||
+	    atomic_load(&last) == (uintptr_t)info.dli_fbase)
+		return;
+	/* The main program cannot be unloaded (and dlopen may not find it by name). */
+	h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+	if (h) {
+		dlclose(h);
+		atomic_store(&last, (uintptr_t)info.dli_fbase);
+	}
 }
