@@ -921,13 +921,16 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 
 	if (!d)
 		return uhmm_set_error(EINVAL, "simdev release: NULL device");
-	src = malloc(n * sizeof(*src));
-	dst = calloc(n, sizeof(*dst));
-	if (!src || !dst) {
-		free(src);
-		free(dst);
+	/*
+	 * The arrays are the device's own mapping, not the heap: a freed
+	 * heap block may still be in this device's memory, and collecting it
+	 * freezes the page this would write (docs/CONCURRENCY.md).
+	 */
+	src = mmap(NULL, 2 * n * sizeof(*src), PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (src == MAP_FAILED)
 		return uhmm_set_error(ENOMEM, "simdev release: out of memory");
-	}
+	dst = src + n;
 	first = uhmm_page_to_pfn(uhmm_devmem_page(&d->pgmap, 0));
 	ret = uhmm_migrate_device_range(d->mm, src, first, n);
 	if (!ret) {
@@ -941,8 +944,7 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 				atomic_fetch_add(&d->c_evicted, 1);
 		uhmm_migrate_device_finalize(d->mm, src, dst, n);
 	}
-	free(src);
-	free(dst);
+	munmap(src, 2 * n * sizeof(*src));
 	return ret;
 }
 

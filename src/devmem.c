@@ -39,6 +39,11 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		return uhmm__err(EINVAL, "devmem add: pool already added");
 	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
+	if (!internal && pgmap->ops) {
+		/* dlclose of the driver's module keeps it (docs/LIMITATIONS.md). */
+		uhmm__pin_module((const void *)pgmap->ops->migrate_to_ram);
+		uhmm__pin_module((const void *)pgmap->ops->page_free);
+	}
 	pages = uhmm__calloc(pgmap->nr_pages, sizeof(*pages));
 	if (!pages)
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
@@ -49,7 +54,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		;
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
-		free(pages);
+		uhmm__free(pages);
 		return uhmm__err(ENOSPC, "devmem add: too many pools");
 	}
 	for (size_t i = 0; i < pgmap->nr_pages; i++) {
@@ -81,7 +86,7 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pthread_mutex_lock(&mm->pool_lock);
 	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&mm->pool_lock);
-	free(pgmap->pages);
+	uhmm__free(pgmap->pages);
 	pgmap->pages = NULL;
 	pgmap->mm = NULL;
 	pgmap->id = 0;

@@ -77,9 +77,9 @@ static int excl_back(struct excl_pool *x, struct uhmm_mm *mm, uintptr_t s, uintp
 	uhmm_migrate_vma_finalize(&m);
 out:
 	if (src != stack_src)
-		free(src);
+		uhmm__free(src);
 	if (dst != stack_dst)
-		free(dst);
+		uhmm__free(dst);
 	return ret;
 }
 
@@ -138,8 +138,8 @@ static struct excl_pool *get_pool(struct uhmm_mm *mm)
 fail_x:
 	if (x->arena != MAP_FAILED && x->arena)
 		uhmm__sys_munmap(x->arena, EXCL_PAGES << uhmm__page_shift);
-	free(x->free_list);
-	free(x);
+	uhmm__free(x->free_list);
+	uhmm__free(x);
 fail:
 	pthread_mutex_unlock(&mm->excl_lock);
 	return NULL;
@@ -155,9 +155,9 @@ void uhmm__exclusive_teardown(struct uhmm_mm *mm)
 	__atomic_store_n(&mm->excl_pool, NULL, __ATOMIC_RELEASE);
 	uhmm__pool_detach(mm, &x->pgmap);
 	uhmm__sys_munmap(x->arena, EXCL_PAGES << uhmm__page_shift);
-	free(x->free_list);
+	uhmm__free(x->free_list);
 	pthread_mutex_destroy(&x->lock);
-	free(x);
+	uhmm__free(x);
 }
 
 static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const void *owner)
@@ -285,8 +285,8 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	src = uhmm__malloc(npages * 8);
 	dst = uhmm__malloc(npages * 8);
 	if (!src || !dst) {
-		free(src);
-		free(dst);
+		uhmm__free(src);
+		uhmm__free(dst);
 		return uhmm__err(ENOMEM, "make exclusive: out of memory");
 	}
 	m = (struct uhmm_migrate_vma){
@@ -296,8 +296,8 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	};
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret) {
-		free(src);
-		free(dst);
+		uhmm__free(src);
+		uhmm__free(dst);
 		return ret;
 	}
 	for (size_t i = 0; i < npages; i++) {
@@ -323,8 +323,8 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	}
 	uhmm_migrate_vma_pages(&m);
 	uhmm_migrate_vma_finalize(&m);
-	free(src);
-	free(dst);
+	uhmm__free(src);
+	uhmm__free(dst);
 
 	for (size_t i = 0; i < npages; i++) {
 		pages[i] = held_by(mm, x, start + (i << ps), owner);

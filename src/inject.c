@@ -91,7 +91,7 @@ void *uhmm__malloc(size_t n)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return malloc(n);
+	return uhmm__own_malloc(n);
 }
 
 void *uhmm__calloc(size_t n, size_t size)
@@ -100,7 +100,7 @@ void *uhmm__calloc(size_t n, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return calloc(n, size);
+	return uhmm__own_calloc(n, size);
 }
 
 void *uhmm__realloc(void *old, size_t n)
@@ -109,7 +109,7 @@ void *uhmm__realloc(void *old, size_t n)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return realloc(old, n);
+	return uhmm__own_realloc(old, n);
 }
 
 /*

@@ -47,10 +47,21 @@ UHMM_HIDDEN_FN void uhmm__warn(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 
 /* ---- inject.c: the doors failure injection watches (uhmm/inject.h) ---- */
-/* The library's allocations: never call malloc/calloc/realloc directly. */
+/*
+ * The library's allocations: never call malloc/calloc/realloc/free (or
+ * anything that does, such as stdio) directly.  The memory is the
+ * library's own (ownmem.c), never the application's heap, which may sit
+ * in device memory or be frozen by a migration (docs/CONCURRENCY.md,
+ * "Frozen pages"); free it with uhmm__free().
+ */
 UHMM_HIDDEN_FN void *uhmm__malloc(size_t n);
 UHMM_HIDDEN_FN void *uhmm__calloc(size_t n, size_t size);
 UHMM_HIDDEN_FN void *uhmm__realloc(void *old, size_t n);
+UHMM_HIDDEN_FN void uhmm__free(void *p);
+/* ownmem.c: the allocator behind them (no failure injection). */
+UHMM_HIDDEN_FN void *uhmm__own_malloc(size_t n);
+UHMM_HIDDEN_FN void *uhmm__own_calloc(size_t n, size_t size);
+UHMM_HIDDEN_FN void *uhmm__own_realloc(void *old, size_t n);
 /* ioctl(2) on the userfaultfd: never call ioctl on it directly. */
 UHMM_HIDDEN_FN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
 
@@ -149,6 +160,14 @@ struct uhmm_vma {
 UHMM_HIDDEN_FN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 				  struct uhmm_vma *out, size_t max, size_t *n,
 				  bool fresh);
+
+/*
+ * Keep the shared object holding @addr (a driver's callback) loaded for
+ * the life of the process, as the kernel keeps a module whose device
+ * memory or notifier is in use: a dlclose() of it would leave uhmm's
+ * service threads calling unmapped code.  Not while pages are frozen.
+ */
+UHMM_HIDDEN_FN void uhmm__pin_module(const void *addr);
 
 /* ---- notifier.c ------------------------------------------------------- */
 struct uhmm_mni_node {

@@ -2,6 +2,14 @@
 /*
  * Error reasons: each failing call records one line for its thread, shown by
  * uhmm_last_error() and printed to stderr when UHMM_LOG is set.
+ *
+ * An error can be recorded while a migration holds pages frozen, so this
+ * touches only memory of the library's own (docs/CONCURRENCY.md, "Frozen
+ * pages"): UHMM_LOG is read once, when the library is loaded (getenv()
+ * later could read an environment setenv() moved onto the heap), the
+ * reason goes into an initial-exec thread-local buffer, and a printed line
+ * is formatted on the stack and written with write(2), without stdio (its
+ * buffers and locks) or strerror() (which may translate, and allocate).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,18 +21,61 @@
 
 static __thread char errbuf[256];
 
+static bool enabled;
+
+__attribute__((constructor)) static void log_init(void)
+{
+	const char *v = getenv("UHMM_LOG");
+
+	enabled = v && *v && strcmp(v, "0") != 0;
+}
+
 static bool log_enabled(void)
 {
-	static int enabled = -1;
-	int e = __atomic_load_n(&enabled, __ATOMIC_RELAXED);
+	return enabled;
+}
 
-	if (e < 0) {
-		const char *v = getenv("UHMM_LOG");
+/* The untranslated description of @err, from static data. */
+static const char *err_text(int err)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+	const char *d = strerrordesc_np(err);
 
-		e = v && *v && strcmp(v, "0") != 0;
-		__atomic_store_n(&enabled, e, __ATOMIC_RELAXED);
+	if (d)
+		return d;
+#endif
+	(void)err;
+	return "error";
+}
+
+/* One line to stderr with write(2): no stdio. */
+static void put_line(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+static void put_line(const char *fmt, ...)
+{
+	char line[512];
+	int n, saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		errno = saved;
+		return;
 	}
-	return e;
+	if ((size_t)n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	for (int off = 0; off < n;) {
+		ssize_t w = write(STDERR_FILENO, line + off, (size_t)(n - off));
+
+		if (w <= 0 && errno != EINTR)
+			break;
+		if (w > 0)
+			off += (int)w;
+	}
+	errno = saved;
 }
 
 static int verr(const char *prefix, int err, const char *fmt, va_list ap)
@@ -34,7 +85,7 @@ static int verr(const char *prefix, int err, const char *fmt, va_list ap)
 	n = snprintf(errbuf, sizeof(errbuf), "%s", prefix);
 	vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
 	if (log_enabled())
-		fprintf(stderr, "%s (%s)\n", errbuf, strerror(err));
+		put_line("%s (%s)", errbuf, err_text(err));
 	return -err;
 }
 
@@ -74,7 +125,7 @@ void uhmm__warn(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "uhmm: warning: %s\n", buf);
+	put_line("uhmm: warning: %s", buf);
 }
 
 const char *uhmm_last_error(void)

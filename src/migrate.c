@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -291,6 +292,23 @@ static int staging_create(struct uhmm_migrate_vma *m, bool reg)
 		want += huge;
 	s->map = p;
 	s->staging = (char *)want;
+	{
+		/*
+		 * Under mlockall(MCL_FUTURE) the new mapping is VM_LOCKED and
+		 * already populated, and UFFDIO_MOVE needs an empty
+		 * destination whose VM_LOCKED matches the source's (which
+		 * mlockall(MCL_CURRENT) locked too): empty it and keep it
+		 * locked, on fault only.  The kernel migrates mlocked pages
+		 * (mlock pins in RAM, not in place).
+		 */
+		unsigned char v = 0;
+
+		if (mincore(p, uhmm__page_size, &v) == 0 && (v & 1) &&
+		    munlock(p, s->map_len) == 0) {
+			uhmm__sys_madvise(p, s->map_len, MADV_DONTNEED);
+			mlock2(p, s->map_len, MLOCK_ONFAULT);
+		}
+	}
 	/* Staging (and the staging cache) is never the child's business. */
 	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
 	if (reg) {
@@ -416,7 +434,7 @@ static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
 		pthread_mutex_unlock(&mm->reg_lock);
 	}
 	uhmm__sys_munmap(e->map, e->map_len);
-	free(e);
+	uhmm__free(e);
 }
 
 /*
@@ -684,10 +702,10 @@ static void state_free(struct uhmm_migrate_vma *m)
 	if (s->cache)
 		cache_release(m, moved_from_cache(m));
 	staging_destroy(m->mm, s);
-	free(s->kind);
-	free(s->orig);
-	free(s->dst_given);
-	free(s);
+	uhmm__free(s->kind);
+	uhmm__free(s->orig);
+	uhmm__free(s->dst_given);
+	uhmm__free(s);
 	m->state = NULL;
 }
 
@@ -1142,8 +1160,8 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 			m->cpages++;
 		}
 	}
-	free(st);
-	free(ent);
+	uhmm__free(st);
+	uhmm__free(ent);
 	if (s->inv_active) {
 		uhmm__invalidate_end(mm);
 		s->inv_active = false;
@@ -1163,13 +1181,13 @@ fail_claimed:
 	for (size_t i = 0; i < m->npages; i++)
 		m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	uhmm_migrate_vma_finalize(m);
-	free(st);
-	free(ent);
+	uhmm__free(st);
+	uhmm__free(ent);
 	return ret;
 fail:
 	state_free(m);
-	free(st);
-	free(ent);
+	uhmm__free(st);
+	uhmm__free(ent);
 	return ret;
 }
 
@@ -1553,6 +1571,16 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		return uhmm__err(EINVAL, "migrate device: context is not live");
 	if (uhmm__callback_depth > 0)
 		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
+	/*
+	 * The caller's array is written below while pages are frozen: a page
+	 * of it in device memory (a heap block the program migrated and
+	 * freed) would be collected and frozen here, in pfn order, and the
+	 * next write to it would wait for this very migration.  Fault it in
+	 * first, while nothing is frozen.
+	 */
+	for (uintptr_t a = uhmm__page_align_down((uintptr_t)src);
+	     a < (uintptr_t)(src + npages); a += uhmm__page_size)
+		uhmm__touch_one(a, true);
 	/* Every pfn is checked before any page is claimed. */
 	for (unsigned long i = 0; i < npages; i++) {
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
@@ -1612,18 +1640,14 @@ int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src, uint64_t start_
 
 int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long npages)
 {
-	uint64_t *pfns;
-	int ret;
-
 	if (!mm || !src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device pfns: NULL argument or no pages");
-	pfns = uhmm__malloc(npages * sizeof(*pfns));
-	if (!pfns)
-		return uhmm__err(ENOMEM, "migrate device pfns: out of memory");
-	memcpy(pfns, src, npages * sizeof(*pfns));
-	ret = collect_device(mm, src, pfns, 0, npages);
-	free(pfns);
-	return ret;
+	/*
+	 * No copy of the pfns: collection reads entry i before it writes it,
+	 * and allocating (and freeing, with pages frozen) is what it must not
+	 * do.
+	 */
+	return collect_device(mm, src, src, 0, npages);
 }
 
 void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,

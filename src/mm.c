@@ -221,7 +221,7 @@ static void atfork_prepare(void)
 				if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n,
 							    true) || n <= cap)
 					break;
-				free(vmas);
+				uhmm__free(vmas);
 				cap = n + 64;
 			}
 			for (size_t i = 0; vmas && i < UHMM_MIN(n, cap); i++) {
@@ -231,7 +231,7 @@ static void atfork_prepare(void)
 					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
 							 UHMM_NOTIFY_FORK, 0, NULL);
 			}
-			free(vmas);
+			uhmm__free(vmas);
 		}
 		/*
 		 * The child must see every page's data: bring device-resident

@@ -47,7 +47,7 @@ static void apply_deferred(struct uhmm_mm *mm)
 		} else {
 			uhmm_itree_remove(&mm->tree, &n->it);
 			if (n->free_on_apply)
-				free(n);
+				uhmm__free(n);
 		}
 	}
 }
@@ -156,7 +156,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 		uhmm_itree_remove(&mm->tree, it);
 		n->mni->mm = NULL;
 		n->mni->node = NULL;
-		free(n);
+		uhmm__free(n);
 		atomic_fetch_sub(&mm->nr_notifiers, 1);
 	}
 	pthread_mutex_unlock(&mm->nlock);
@@ -173,7 +173,7 @@ UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 		if (n->deferred_add) {
 			n->mni->mm = NULL;
 			n->mni->node = NULL;
-			free(n);
+			uhmm__free(n);
 		}
 	}
 	mm->deferred = NULL;
@@ -182,7 +182,7 @@ UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 		uhmm_itree_remove(&mm->tree, it);
 		n->mni->mm = NULL;
 		n->mni->node = NULL;
-		free(n);
+		uhmm__free(n);
 	}
 	atomic_store(&mm->nr_notifiers, 0);
 	mm->active_invalidate = 0;
@@ -211,6 +211,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	s = uhmm__page_align_down(start);
 	e = start + length - 1;
 	e = (e | (uhmm__page_size - 1));	/* inclusive, page granular */
+	uhmm__pin_module((const void *)ops->invalidate);	/* dlclose keeps it */
 	n = uhmm__calloc(1, sizeof(*n));
 	if (!n)
 		return uhmm__err(ENOMEM, "notifier insert: out of memory");
@@ -303,7 +304,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 			pthread_cond_wait(&mm->ncond, &mm->nlock);
 	}
 	pthread_mutex_unlock(&mm->nlock);
-	free(n);
+	uhmm__free(n);
 }
 
 unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)

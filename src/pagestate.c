@@ -316,7 +316,7 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		if (b + huge < b)
 			break;
 	}
-	free(blk);
+	uhmm__free(blk);
 }
 
 int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
@@ -539,9 +539,9 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	}
 	ret = 0;
 out:
-	free(pm);
+	uhmm__free(pm);
 	if (vmas != stackv)
-		free(vmas);
+		uhmm__free(vmas);
 	return ret;
 }
 
@@ -699,7 +699,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 	ret = 0;
 out:
 	if (vmas != stackv)
-		free(vmas);
+		uhmm__free(vmas);
 	return ret;
 }
 

@@ -56,7 +56,7 @@ static void free_level(void *node, int level)
 		for (unsigned int i = 0; i < LVL_SIZE; i++)
 			free_level(atomic_load_explicit(&n[i], memory_order_relaxed),
 				   level - 1);
-	free(node);
+	uhmm__free(node);
 }
 
 void uhmm__ptable_destroy(struct uhmm_ptable *pt)
@@ -69,7 +69,7 @@ void uhmm__ptable_destroy(struct uhmm_ptable *pt)
 		if (n)
 			free_level(n, 2);	/* l1 -> l2 -> leaf */
 	}
-	free((void *)pt->top);
+	uhmm__free((void *)pt->top);
 	pt->top = NULL;
 	atomic_store(&pt->nr_entries, 0);
 	atomic_store(&pt->nr_nodes, 0);
@@ -89,7 +89,7 @@ static void *child(struct uhmm_ptable *pt, _Atomic(void *) *slot, bool alloc)
 	if (!atomic_compare_exchange_strong_explicit(slot, &expected, n,
 						     memory_order_acq_rel,
 						     memory_order_acquire)) {
-		free(n);
+		uhmm__free(n);
 		return expected;
 	}
 	atomic_fetch_add_explicit(&pt->nr_nodes, 1, memory_order_relaxed);

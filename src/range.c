@@ -247,8 +247,8 @@ check:
 	if (!ret && uhmm_interval_check_retry(mni, range->notifier_seq))
 		ret = -EBUSY;
 out:
-	free(st);
-	free(ent);
+	uhmm__free(st);
+	uhmm__free(ent);
 	return ret;
 }
 
@@ -431,9 +431,9 @@ again:
 	if (uhmm_interval_check_retry(mni, range->notifier_seq))
 		ret = -EBUSY;
 out:
-	free(st);
-	free(ent);
-	free(need);
+	uhmm__free(st);
+	uhmm__free(ent);
+	uhmm__free(need);
 	if (ret == -EBUSY)
 		uhmm__err(EBUSY, "range fault: [%#lx, %#lx) changed since the sequence was "
 			  "read: read it again and retry", (unsigned long)range->start,

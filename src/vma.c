@@ -8,6 +8,7 @@
  * says the address space changed (every wrapper and uffd event bumps it) or
  * when a caller asks for a fresh copy.
  */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,28 +146,108 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
 
 /* ---- fallback: parse /proc/self/maps ---------------------------------------- */
 
-static int reload_cache(void)
+/*
+ * Parse one line of /proc/self/maps ("start-end perms offset maj:min inode
+ * name"): by hand, without stdio or scanf, which may allocate from the
+ * application's heap (this runs while a migration holds pages frozen).
+ */
+static bool parse_maps_line(char *line, unsigned long *s, unsigned long *e, char perms[4],
+			    unsigned int *maj, unsigned long *ino, char **name)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
-	char *line = NULL;
-	size_t cap = 0;
+	char *p = line, *q;
+
+	*s = strtoul(p, &q, 16);
+	if (q == p || *q != '-')
+		return false;
+	p = q + 1;
+	*e = strtoul(p, &q, 16);
+	if (q == p || *q != ' ' || strlen(q + 1) < 5)
+		return false;
+	memcpy(perms, q + 1, 4);
+	p = q + 6;
+	strtoul(p, &q, 16);		/* offset */
+	if (q == p || *q != ' ')
+		return false;
+	p = q + 1;
+	*maj = (unsigned int)strtoul(p, &q, 16);
+	if (q == p || *q != ':')
+		return false;
+	p = q + 1;
+	strtoul(p, &q, 16);		/* minor */
+	if (q == p || *q != ' ')
+		return false;
+	p = q + 1;
+	*ino = strtoul(p, &q, 10);
+	if (q == p)
+		return false;
+	while (*q == ' ')
+		q++;
+	*name = q;
+	return true;
+}
+
+/* The text of /proc/self/maps, in a buffer of the library's own (vma_lock held). */
+static char *maps_text;
+static size_t maps_cap;
+
+static int read_maps(size_t *len)
+{
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
-	if (!f)
+	if (fd < 0)
 		return -EIO;
-	while (getline(&line, &cap, f) > 0) {
-		unsigned long s, e, off, ino;
-		unsigned int maj, min;
-		char perms[8];
-		int pos = 0;
-		unsigned int fl = 0;
-		char *name;
+	for (;;) {
+		ssize_t r;
 
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %n", &s, &e, perms, &off,
-			   &maj, &min, &ino, &pos) < 7)
+		if (maps_cap - n < 4096 + 1) {
+			size_t nc = maps_cap ? maps_cap * 2 : 65536;
+			char *nb = uhmm__realloc(maps_text, nc);
+
+			if (!nb) {
+				close(fd);
+				return -ENOMEM;
+			}
+			maps_text = nb;
+			maps_cap = nc;
+		}
+		r = read(fd, maps_text + n, maps_cap - n - 1);
+		if (r < 0 && errno == EINTR)
 			continue;
-		name = line + pos;
-		name[strcspn(name, "\n")] = 0;
+		if (r < 0) {
+			close(fd);
+			return -EIO;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	maps_text[n] = 0;
+	*len = n;
+	return 0;
+}
+
+static int reload_cache(void)
+{
+	size_t len, n = 0;
+	char *line, *next;
+	int ret = read_maps(&len);
+
+	if (ret)
+		return ret;
+	for (line = maps_text; line < maps_text + len; line = next) {
+		unsigned long s, e, ino;
+		unsigned int maj;
+		char perms[4];
+		unsigned int fl = 0;
+		char *name, *nl = strchr(line, '\n');
+
+		next = nl ? nl + 1 : maps_text + len;
+		if (nl)
+			*nl = 0;
+		if (!parse_maps_line(line, &s, &e, perms, &maj, &ino, &name))
+			continue;
 		if (perms[0] == 'r')
 			fl |= UHMM_VMA_READ;
 		if (perms[1] == 'w')
@@ -179,11 +260,8 @@ static int reload_cache(void)
 			size_t nc = cache_cap ? cache_cap * 2 : 256;
 			struct uhmm_vma *nv = uhmm__realloc(cache, nc * sizeof(*nv));
 
-			if (!nv) {
-				free(line);
-				fclose(f);
+			if (!nv)
 				return -ENOMEM;
-			}
 			cache = nv;
 			cache_cap = nc;
 		}
@@ -192,8 +270,6 @@ static int reload_cache(void)
 		cache[n].flags = classify(fl, ino != 0, maj, name, false);
 		n++;
 	}
-	free(line);
-	fclose(f);
 	cache_n = n;
 	return 0;
 }
@@ -244,4 +320,21 @@ int uhmm__vma_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
 		ret = cache_find(start, end, out, max, n, fresh);
 	pthread_mutex_unlock(&vma_lock);
 	return ret;
+}
+
+void uhmm__pin_module(const void *addr)
+{
+	static _Atomic uintptr_t last;	/* base of the object pinned last */
+	Dl_info info;
+	void *h;
+
+	if (!addr || !dladdr(addr, &info) || !info.dli_fname || !info.dli_fbase ||
+	    atomic_load(&last) == (uintptr_t)info.dli_fbase)
+		return;
+	/* The main program cannot be unloaded (and dlopen may not find it by name). */
+	h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+	if (h) {
+		dlclose(h);
+		atomic_store(&last, (uintptr_t)info.dli_fbase);
+	}
 }

@@ -195,6 +195,10 @@ UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
  * holding the copied data (any readable memory: uhmm copies it into place),
  * and calls uhmm_migrate_device_pages() and uhmm_migrate_device_finalize().
  * Afterwards every evicted page's data is at its address in system memory.
+ * Until finalize the collected pages are frozen: a thread touching one
+ * waits, the caller included, so the caller's arrays and buffers must not
+ * be memory it (or anyone) migrates.  uhmm faults @src in before it
+ * freezes anything (a heap block freed while on the device may hold it).
  *
  * Return: 0; -EINVAL for NULL arguments, zero @npages, a context that is
  * not live, or a pfn that names no device page (a range running past its
@@ -211,8 +215,9 @@ UHMM_API int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src,
  *	src entries as uhmm_migrate_device_range() gives them
  * @npages: count
  *
- * Return: as uhmm_migrate_device_range(); -ENOMEM.  On an error @src still
- * holds the pfns it was given.
+ * Return: as uhmm_migrate_device_range().  On an error @src still holds the
+ * pfns it was given.  Nothing is allocated (entry i is read before it is
+ * written).
  */
 UHMM_API int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src,
 				      unsigned long npages);
