@@ -1706,10 +1706,8 @@ int uhmm_stress_main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	uhmm_sysinfo(&si);
-	if (si.uffd_mode == UHMM_UFFD_NONE) {
-		printf("uhmm stress: skipped: uhmm cannot work here (run uhmm info)\n");
-		return 77;
-	}
+	if (si.uffd_mode == UHMM_UFFD_NONE)
+		return tool_need_uffd("uhmm stress");	/* 77, with the reason */
 	printf("uhmm stress: seed %llu, %u threads, %u regions, %.1f s%s%s%s\n",
 	       (unsigned long long)G.seed, G.threads, G.nreg, G.seconds,
 	       G.max_ops ? ", op limit" : "", G.no_fork ? ", no fork" : "",
