@@ -28,7 +28,6 @@ fail() {
 	echo "FAIL: $what: $*"
 	echo "  --- stdout:"; sed -n '1,30s/^/  | /p' "$T/out"
 	echo "  --- stderr:"; sed -n '1,30s/^/  | /p' "$T/err"
-	failed=$((failed + 1))
 	ok=0
 }
 
@@ -46,7 +45,8 @@ t() {
 has() { grep -qF -e "$2" "$T/$1" || fail "std$1 lacks '$2'"; }
 hasnt() { ! grep -qF -e "$2" "$T/$1" || fail "std$1 has '$2'"; }
 empty() { [ ! -s "$T/$1" ] || fail "std$1 is not empty"; }
-done_() { [ "$ok" -eq 1 ] && passed=$((passed + 1)); }
+# The end of one check (a command and what it must print): counted once.
+done_() { if [ "$ok" -eq 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi; }
 skip() { echo "SKIP: $*"; skipped=$((skipped + 1)); }
 
 # ---- the command and its help -----------------------------------------------

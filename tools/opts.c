@@ -125,8 +125,12 @@ int opts_u64(struct opts *o, uint64_t min, uint64_t max, uint64_t *out)
 	const char *s;
 	unsigned long long v;
 
-	snprintf(what, sizeof(what), "a whole number, %llu..%llu", (unsigned long long)min,
-		 (unsigned long long)max);
+	if (max == UINT64_MAX)
+		snprintf(what, sizeof(what), "a whole number, %llu or more",
+			 (unsigned long long)min);
+	else
+		snprintf(what, sizeof(what), "a whole number, %llu..%llu",
+			 (unsigned long long)min, (unsigned long long)max);
 	if (take(o, &s, what))
 		return -1;
 	if (s[0] < '0' || s[0] > '9') {
@@ -160,7 +164,7 @@ int opts_double(struct opts *o, double min, double max, double *out)
 	const char *s;
 	double v;
 
-	snprintf(what, sizeof(what), "a number, %g..%g", min, max);
+	snprintf(what, sizeof(what), "a number, %.10g..%.10g", min, max);
 	if (take(o, &s, what))
 		return -1;
 	errno = 0;
