@@ -27,6 +27,7 @@
 
 #include "bench.h"
 #include "bench_dev.h"
+#include "opts.h"
 
 static size_t ps;
 static bool quick;
@@ -65,6 +66,7 @@ struct result {
 	double ratio;			/* value / base (or as the figure defines) */
 	char target[24];		/* e.g. ">= 0.5", "" */
 	int met;			/* 1 met, 0 missed, -1 no target */
+	bool cost;			/* a difference of two timings: never below 0 */
 };
 
 static struct result results[64];
@@ -641,7 +643,8 @@ static void bench_invalidate(struct uhmm_mm *mm)
 		for (int r = 0; r < reps; r++)
 			d[r] = with[r] - without[r];
 		add("inv", "cost of one notifier invalidation (mprotect RO+RW pair, difference)",
-		    "ns", d, reps, pct(without, reps, 0.5), "mprotect pair ns", 0, "", -1);
+		    "ns", d, reps, pct(without, reps, 0.5), "mprotect pair ns", 0, "", -1)->cost =
+			true;
 	}
 	uhmm_interval_notifier_remove(&mni);
 	munmap(p, 2 * ps);
@@ -649,20 +652,70 @@ static void bench_invalidate(struct uhmm_mm *mm)
 
 /* ---- output ------------------------------------------------------------------------ */
 
+/* The 1-minute load average and the CPUs online, or -1. */
+static double load_avg(long *ncpu)
+{
+	FILE *f = fopen("/proc/loadavg", "re");
+	double l = -1;
+
+	*ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (f) {
+		if (fscanf(f, "%lf", &l) != 1)
+			l = -1;
+		fclose(f);
+	}
+	return l;
+}
+
+/* What every reader of the figures must know first. */
+static void print_header(FILE *f)
+{
+	long ncpu;
+	double l = load_avg(&ncpu);
+
+	fprintf(f,
+		"uhmm bench: each figure is the median of %d repetitions, with its spread\n"
+		"[min .. max], and its ratio to a baseline measured in this same run. On a\n"
+		"busy or shared machine both sides are disturbed differently, so a ratio can\n"
+		"miss its target, and a difference of two timings can drop below zero, by\n"
+		"noise alone. For stable figures: an idle machine, more repetitions\n"
+		"(--reps 16), and one pinned CPU (taskset -c 1 uhmm bench).\n", reps);
+	if (l >= 0)
+		fprintf(f, "Load average when the run ended: %.2f on %ld CPUs%s\n", l, ncpu,
+			l >= 0.5 * (double)ncpu ? " (busy: expect noise)" : "");
+	fprintf(f, "\n");
+}
+
+/* A figure as text; a cost (a difference) at or below 0 is noise, not a figure. */
+static const char *fmt_value(char *buf, size_t n, const struct result *r, double v)
+{
+	if (r->cost && v <= 0)
+		return "below noise";
+	snprintf(buf, n, "%.3g", v);
+	return buf;
+}
+
 static void print_text(FILE *f)
 {
+	print_header(f);
 	fprintf(f, "%-4s %-72s %12s %s\n", "#", "figure", "median", "spread / baseline / ratio");
 	for (int i = 0; i < nres; i++) {
 		struct result *r = &results[i];
+		char v[3][32];
 
-		fprintf(f, "%-4s %-72s %10.3g %-7s [%.3g .. %.3g]", r->id, r->name, r->value,
-			r->unit, r->lo, r->hi);
+		fprintf(f, "%-4s %-72s %10s %-7s [%s .. %s]", r->id, r->name,
+			fmt_value(v[0], sizeof(v[0]), r, r->value), r->unit,
+			fmt_value(v[1], sizeof(v[1]), r, r->lo),
+			fmt_value(v[2], sizeof(v[2]), r, r->hi));
 		if (r->base_name[0])
 			fprintf(f, "  %s %.3g", r->base_name, r->base);
 		if (r->ratio)
 			fprintf(f, "  ratio %.3f", r->ratio);
 		if (r->met >= 0)
 			fprintf(f, "  target %s: %s", r->target, r->met ? "met" : "MISSED");
+		if (r->cost && r->value <= 0)
+			fprintf(f, "  (too small to measure here: smaller than the run-to-run "
+				"variation of the baseline)");
 		fprintf(f, "\n");
 	}
 	{
@@ -679,21 +732,38 @@ static void print_text(FILE *f)
 				fprintf(f, "  MISSED %-4s %s: ratio %.3f, target %s\n", results[i].id,
 					results[i].name, results[i].ratio, results[i].target);
 		if (missed)
-			fprintf(f, "What limits each missed target, and what would close it: "
-				"docs/PERFORMANCE.md.\n");
+			fprintf(f, "A missed target on a busy machine may be noise: rerun on an idle\n"
+				"machine with --reps 16 before reading anything into it. What limits\n"
+				"each missed target, and what would close it: docs/PERFORMANCE.md.\n");
 	}
 }
 
 static void print_json(FILE *f)
 {
-	fprintf(f, "{\"results\":[\n");
+	long ncpu;
+	double l = load_avg(&ncpu);
+
+	/* A cost at or below 0 is noise: null, with "below_noise": true. */
+	fprintf(f, "{\"note\":\"same-run ratios; noisy on a busy machine: use an idle machine, "
+		"--reps 16, taskset -c 1\",\"reps\":%d,\"loadavg\":%.2f,\"cpus\":%ld,"
+		"\"results\":[\n", reps, l, ncpu);
 	for (int i = 0; i < nres; i++) {
 		struct result *r = &results[i];
+		char v[3][32];
 
-		fprintf(f, "  {\"id\":\"%s\",\"name\":\"%s\",\"unit\":\"%s\",\"median\":%g,"
-			"\"min\":%g,\"max\":%g,\"baseline\":\"%s\",\"baseline_median\":%g,"
-			"\"ratio\":%g,\"target\":\"%s\",\"met\":%s}%s\n",
-			r->id, r->name, r->unit, r->value, r->lo, r->hi, r->base_name, r->base,
+		for (int k = 0; k < 3; k++) {
+			double x = k == 0 ? r->value : k == 1 ? r->lo : r->hi;
+
+			if (r->cost && x <= 0)
+				snprintf(v[k], sizeof(v[k]), "null");
+			else
+				snprintf(v[k], sizeof(v[k]), "%g", x);
+		}
+		fprintf(f, "  {\"id\":\"%s\",\"name\":\"%s\",\"unit\":\"%s\",\"median\":%s,"
+			"\"min\":%s,\"max\":%s,\"below_noise\":%s,\"baseline\":\"%s\","
+			"\"baseline_median\":%g,\"ratio\":%g,\"target\":\"%s\",\"met\":%s}%s\n",
+			r->id, r->name, r->unit, v[0], v[1], v[2],
+			r->cost && r->value <= 0 ? "true" : "false", r->base_name, r->base,
 			r->ratio, r->target, r->met < 0 ? "null" : r->met ? "true" : "false",
 			i + 1 < nres ? "," : "");
 	}
@@ -737,6 +807,8 @@ static int write_svg(const char *path)
 	return 0;
 }
 
+static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "6", "7", "8", "9", "inv" };
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -746,12 +818,19 @@ static void usage(FILE *f)
 		"its baseline (memcpy, a bare userfaultfd round trip, a pagemap read,\n"
 		"unmanaged memory, the mprotect+SIGSEGV way) and reported as a ratio, with\n"
 		"the median and the spread of N repetitions. Missed targets are marked.\n"
+		"The figures are only as steady as the machine: on a busy one, use more\n"
+		"repetitions, an idle machine and one pinned CPU (taskset -c 1 uhmm bench).\n"
 		"\n"
+		"Options take their value as '--opt value' or '--opt=value'.\n"
 		"  --quick        small sizes and few repetitions (a smoke run)\n"
 		"  --json         machine-readable output\n"
 		"  --plot FILE    also write the ratios as an SVG chart\n"
-		"  --reps N       repetitions per figure (default 5, 3 with --quick)\n"
-		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,6,7,8,9,inv)\n");
+		"  --reps N       repetitions per figure, 1..16 (default 5, 3 with --quick)\n"
+		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,6,7,8,9,inv)\n"
+		"\n"
+		"Exit status: 0 measured (a missed target is a figure, not a failure);\n"
+		"1 the chart could not be written; 2 bad command line; 77 no userfaultfd\n"
+		"here (see 'uhmm info').\n");
 }
 
 static bool want(const char *only, const char *id)
@@ -767,45 +846,93 @@ static bool want(const char *only, const char *id)
 	return false;
 }
 
+/* Every id of --only's list is a figure's, and there is at least one. */
+static int check_only(const struct opts *o, const char *only)
+{
+	char buf[128], *save = NULL;
+	int n = 0;
+
+	if (strlen(only) >= sizeof(buf))
+		return opts_bad_value(o, only, "too long");
+	snprintf(buf, sizeof(buf), "%s", only);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save), n++) {
+		size_t k;
+
+		for (k = 0; k < sizeof(figure_ids) / sizeof(figure_ids[0]); k++)
+			if (!strcmp(t, figure_ids[k]))
+				break;
+		if (k == sizeof(figure_ids) / sizeof(figure_ids[0]))
+			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9 and inv)",
+					      t);
+	}
+	if (!n)
+		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9 and inv)");
+	return 0;
+}
+
 int uhmm_bench_main(int argc, char **argv)
 {
 	const char *plot = NULL, *only = NULL;
 	struct uhmm_mm *mm;
-	bool json = false;
+	bool json = false, reps_set = false;
+	unsigned int r;
+	struct opts o;
 	size_t big;
 	int ret;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--quick")) {
+	opts_init(&o, "uhmm bench", argc, argv);
+	while (opts_next(&o)) {
+		if (opts_is(&o, "--quick")) {
+			if (opts_flag(&o))
+				return TOOL_EXIT_USAGE;
 			quick = true;
-		} else if (!strcmp(argv[i], "--json")) {
+		} else if (opts_is(&o, "--json")) {
+			if (opts_flag(&o))
+				return TOOL_EXIT_USAGE;
 			json = true;
-		} else if (!strcmp(argv[i], "--plot") && i + 1 < argc) {
-			plot = argv[++i];
-		} else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-			reps = atoi(argv[++i]);
-		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
-			only = argv[++i];
-		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+		} else if (opts_is(&o, "--plot")) {
+			if (opts_str(&o, &plot))
+				return TOOL_EXIT_USAGE;
+		} else if (opts_is(&o, "--reps")) {
+			if (opts_uint(&o, 1, 16, &r))
+				return TOOL_EXIT_USAGE;
+			reps = (int)r;
+			reps_set = true;
+		} else if (opts_is(&o, "--only")) {
+			if (opts_str(&o, &only) || check_only(&o, only))
+				return TOOL_EXIT_USAGE;
+		} else if (opts_is(&o, "-h") || opts_is(&o, "--help")) {
+			if (opts_flag(&o))
+				return TOOL_EXIT_USAGE;
 			usage(stdout);
-			return 0;
+			return TOOL_EXIT_OK;
 		} else {
-			fprintf(stderr, "uhmm bench: unknown option '%s'\n", argv[i]);
-			usage(stderr);
-			return 2;
+			opts_unknown(&o);
+			return TOOL_EXIT_USAGE;
 		}
 	}
-	if (quick && reps == 5)
+	if (quick && !reps_set)
 		reps = 3;
-	if (reps < 1 || reps > 16) {
-		fprintf(stderr, "uhmm bench: --reps must be 1..16\n");
-		return 2;
+	if (plot) {
+		/* Refused now rather than after the whole run. */
+		FILE *f = fopen(plot, "we");
+
+		if (!f) {
+			fprintf(stderr, "uhmm bench: --plot '%s': cannot write it: %s\n", plot,
+				strerror(errno));
+			return TOOL_EXIT_USAGE;
+		}
+		fclose(f);
 	}
+	ret = tool_need_uffd("uhmm bench");
+	if (ret)
+		return ret;
 	ps = (size_t)sysconf(_SC_PAGESIZE);
 	ret = uhmm_mm_get(&mm);
 	if (ret) {
-		fprintf(stderr, "uhmm bench: %s\n", uhmm_last_error());
-		return 1;
+		fprintf(stderr, "uhmm bench: cannot create uhmm's context: %s\n", strerror(-ret));
+		tool_print_wrapped(stderr, uhmm_last_error(), 78);
+		return TOOL_EXIT_FAIL;
 	}
 	big = quick ? (16u << 20) : (256u << 20);
 	if (want(only, "1") || want(only, "2"))
@@ -831,9 +958,9 @@ int uhmm_bench_main(int argc, char **argv)
 		print_json(stdout);
 	else
 		print_text(stdout);
-	if (plot && write_svg(plot)) {
-		fprintf(stderr, "uhmm bench: cannot write %s\n", plot);
-		return 1;
+	if (plot && (ret = write_svg(plot))) {
+		fprintf(stderr, "uhmm bench: cannot write %s: %s\n", plot, strerror(-ret));
+		return TOOL_EXIT_FAIL;
 	}
-	return 0;
+	return TOOL_EXIT_OK;
 }

@@ -615,7 +615,9 @@ static void *reader_main(void *arg)
 			break;
 		}
 		if (pfd[1].revents) {
-			uhmm__warn("reader: stop (%#x)", pfd[1].revents);
+			/* POLLIN is the clean stop: only anything else is worth a warning. */
+			if (pfd[1].revents & ~POLLIN)
+				uhmm__warn("reader: stop (%#x)", pfd[1].revents);
 			break;
 		}
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;

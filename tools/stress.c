@@ -45,6 +45,7 @@
 #include <uhmm/simdev.h>
 
 #include "stress.h"
+#include "opts.h"
 
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4
@@ -1500,15 +1501,6 @@ static void usage(FILE *f)
 		MAX_THREADS, HIST);
 }
 
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-
-	errno = 0;
-	*out = strtoull(s, &end, 0);
-	return s[0] && !*end && !errno;
-}
-
 /* "--only a,b" turns every other op off; "--without a,b" turns those off. */
 static int parse_ops(const char *list, bool only)
 {
@@ -1641,6 +1633,7 @@ int uhmm_stress_main(int argc, char **argv)
 	bool quick = false, threads_set = false, regions_set = false, seconds_set = false;
 	double t0, deadline, elapsed;
 	uint64_t v;
+	struct opts opt;
 	const char *why = NULL;
 	int ret;
 
@@ -1648,48 +1641,48 @@ int uhmm_stress_main(int argc, char **argv)
 	G.threads = 4;
 	G.nreg = 12;
 	G.seed = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock());
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		bool has = i + 1 < argc;
+	opts_init(&opt, "uhmm stress", argc, argv);
+	while (opts_next(&opt)) {
+		const char *list;
 
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+		if (opts_is(&opt, "-h") || opts_is(&opt, "--help")) {
+			if (opts_flag(&opt))
+				goto bad;
 			usage(stdout);
 			return 0;
-		} else if (!strcmp(a, "--quick")) {
-			quick = true;
-		} else if (!strcmp(a, "--no-fork")) {
-			G.no_fork = true;
-		} else if (!strcmp(a, "--no-thp")) {
-			G.no_thp = true;
-		} else if (!strcmp(a, "--verbose")) {
-			G.verbose = true;
-		} else if (!strcmp(a, "--seconds") && has) {
-			char *end;
-
-			G.seconds = strtod(argv[++i], &end);
-			if (*end || G.seconds < 0)
+		} else if (opts_is(&opt, "--quick") || opts_is(&opt, "--no-fork") ||
+			   opts_is(&opt, "--no-thp") || opts_is(&opt, "--verbose")) {
+			if (opts_flag(&opt))
+				goto bad;
+			quick |= opts_is(&opt, "--quick");
+			G.no_fork |= opts_is(&opt, "--no-fork");
+			G.no_thp |= opts_is(&opt, "--no-thp");
+			G.verbose |= opts_is(&opt, "--verbose");
+		} else if (opts_is(&opt, "--seconds")) {
+			if (opts_double(&opt, 0, 1e9, &G.seconds))
 				goto bad;
 			seconds_set = true;
-		} else if (!strcmp(a, "--ops") && has && parse_u64(argv[i + 1], &v)) {
-			G.max_ops = v;
-			i++;
-		} else if (!strcmp(a, "--threads") && has && parse_u64(argv[i + 1], &v) &&
-			   v >= 1 && v <= MAX_THREADS) {
-			G.threads = (unsigned int)v;
-			threads_set = true;
-			i++;
-		} else if (!strcmp(a, "--regions") && has && parse_u64(argv[i + 1], &v) &&
-			   v >= 1 && v <= 4096) {
-			G.nreg = (unsigned int)v;
-			regions_set = true;
-			i++;
-		} else if ((!strcmp(a, "--only") || !strcmp(a, "--without")) && has) {
-			if (parse_ops(argv[++i], !strcmp(a, "--only")))
+		} else if (opts_is(&opt, "--ops")) {
+			if (opts_u64(&opt, 0, UINT64_MAX, &v))
 				goto bad;
-		} else if (!strcmp(a, "--seed") && has && parse_u64(argv[i + 1], &v)) {
+			G.max_ops = v;
+		} else if (opts_is(&opt, "--threads")) {
+			if (opts_uint(&opt, 1, MAX_THREADS, &G.threads))
+				goto bad;
+			threads_set = true;
+		} else if (opts_is(&opt, "--regions")) {
+			if (opts_uint(&opt, 1, 4096, &G.nreg))
+				goto bad;
+			regions_set = true;
+		} else if (opts_is(&opt, "--only") || opts_is(&opt, "--without")) {
+			if (opts_str(&opt, &list) || parse_ops(list, opts_is(&opt, "--only")))
+				goto bad;
+		} else if (opts_is(&opt, "--seed")) {
+			if (opts_u64(&opt, 0, UINT64_MAX, &v))
+				goto bad;
 			G.seed = v;
-			i++;
 		} else {
+			opts_unknown(&opt);
 			goto bad;
 		}
 	}
@@ -1705,16 +1698,16 @@ int uhmm_stress_main(int argc, char **argv)
 		op_off[OP_FORK] = true;
 	for (unsigned int o = 0; o < OP_COUNT; o++)
 		weight_total += op_off[o] ? 0 : op_weight[o];
-	if (!weight_total)
+	if (!weight_total) {
+		fprintf(stderr, "uhmm stress: --only/--without leave no operation to run\n");
 		goto bad;
+	}
 	G.ps = (size_t)sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	uhmm_sysinfo(&si);
-	if (si.uffd_mode == UHMM_UFFD_NONE) {
-		printf("uhmm stress: skipped: uhmm cannot work here (run uhmm info)\n");
-		return 77;
-	}
+	if (si.uffd_mode == UHMM_UFFD_NONE)
+		return tool_need_uffd("uhmm stress");	/* 77, with the reason */
 	printf("uhmm stress: seed %llu, %u threads, %u regions, %.1f s%s%s%s\n",
 	       (unsigned long long)G.seed, G.threads, G.nreg, G.seconds,
 	       G.max_ops ? ", op limit" : "", G.no_fork ? ", no fork" : "",
@@ -1990,7 +1983,6 @@ int uhmm_stress_main(int argc, char **argv)
 	printf("uhmm stress: OK\n");
 	return 0;
 
-bad:
-	usage(stderr);
+bad:	/* the reason is printed */
 	return 2;
 }

@@ -4,6 +4,7 @@
  * this machine.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "bench.h"
 #include "demo.h"
+#include "opts.h"
 #include "stress.h"
 
 static void usage(FILE *f)
@@ -33,38 +35,85 @@ static void usage(FILE *f)
 		"                                    (move, pagemap_scan, wp_unpopulated,\n"
 		"                                    madv_populate, procmap_query, uffd_wp);\n"
 		"                                    uffd_full forces user-mode-only\n"
-		"  UHMM_LOG=1                        print every error reason to stderr\n");
+		"  UHMM_LOG=1                        print every error reason to stderr\n"
+		"\n"
+		"exit status (every command):\n"
+		"  0    done, every check passed\n"
+		"  1    a check or an operation failed (the reason is printed)\n"
+		"  2    bad command line (the reason is printed)\n"
+		"  77   cannot run here: no userfaultfd could be opened; 'uhmm info'\n"
+		"       says what to change (77 is what test harnesses read as 'skip')\n");
+}
+
+static void info_usage(FILE *f)
+{
+	fprintf(f, "usage: uhmm info\n\n"
+		"Prints the kernel version, the userfaultfd mode uhmm obtains (full,\n"
+		"user-mode-only or none, why, and how to get full mode), each kernel\n"
+		"feature uhmm can use and whether its fallback is active, the page\n"
+		"size, the transparent huge page mode and whether the kernel maps the\n"
+		"shared zero page.\n\n"
+		"Exit status: 0 uhmm works here; 1 it cannot create its context for\n"
+		"another reason (printed); 2 bad command line; 77 no userfaultfd can be\n"
+		"opened here (what to change is printed).\n");
+}
+
+/* The userfaultfd lines of "uhmm info". */
+static void info_uffd(const struct uhmm_sysinfo *si)
+{
+	/* The library marks a user-mode-only mode UHMM_DISABLE forced. */
+	bool forced = strstr(si->uffd_source, "forced") != NULL;
+
+	switch (si->uffd_mode) {
+	case UHMM_UFFD_FULL:
+		printf("userfaultfd:       full mode (opened with %s)\n",
+		       strcmp(si->uffd_source, "syscall") ? si->uffd_source
+							  : "the userfaultfd system call");
+		break;
+	case UHMM_UFFD_USER_ONLY:
+		printf("userfaultfd:       user-mode-only (UFFD_USER_MODE_ONLY)\n");
+		if (forced)
+			printf("                   full mode not tried: UHMM_DISABLE=uffd_full\n"
+			       "                   forces user-mode-only\n");
+		else
+			printf("                   full mode not permitted here: %s\n",
+			       strerror(si->uffd_errno));
+		printf("                   In this mode a kernel-mode access to device-resident\n"
+		       "                   memory (read(2) into it, a futex on it) fails with\n"
+		       "                   EFAULT instead of waiting for the page.\n");
+		if (!forced)
+			printf("                   To get full mode, any one of:\n"
+			       "                     sysctl vm.unprivileged_userfaultfd=1   (as root)\n"
+			       "                     read/write access to /dev/userfaultfd for this\n"
+			       "                       user (Linux 6.1 or newer)\n"
+			       "                     run with the CAP_SYS_PTRACE capability\n");
+		break;
+	default:
+		printf("userfaultfd:       not available: no userfaultfd could be opened (%s)\n",
+		       strerror(si->uffd_errno ? si->uffd_errno : ENOSYS));
+		break;
+	}
 }
 
 static int cmd_info(int argc, char **argv)
 {
-	static const char *const mode[] = { "none", "user-mode-only", "full" };
 	struct uhmm_sysinfo si;
 	struct uhmm_mm *mm = NULL;
+	struct opts o;
 	int ret;
 
-	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		printf("usage: uhmm info\n\n"
-		       "Prints the kernel version, the userfaultfd mode uhmm obtains\n"
-		       "(full, user-mode-only or none, and why), each kernel feature\n"
-		       "uhmm can use and whether its fallback is active, the page size,\n"
-		       "the transparent huge page mode and whether the kernel maps the\n"
-		       "shared zero page. Exits 1 when uhmm cannot work here.\n");
-		return 0;
-	}
-	if (argc > 1) {
-		fprintf(stderr, "uhmm info: unknown option '%s' (it takes none; --help)\n",
-			argv[1]);
-		return 2;
+	opts_init(&o, "uhmm info", argc, argv);
+	while (opts_next(&o)) {
+		if (opts_is(&o, "--help") || opts_is(&o, "-h")) {
+			info_usage(stdout);
+			return TOOL_EXIT_OK;
+		}
+		opts_unknown(&o);
+		return TOOL_EXIT_USAGE;
 	}
 	uhmm_sysinfo(&si);
 	printf("kernel:            %s\n", si.kernel_release);
-	printf("userfaultfd:       %s (%s)\n", mode[si.uffd_mode], si.uffd_source);
-	if (si.uffd_mode == UHMM_UFFD_USER_ONLY)
-		printf("                   full mode refused: %s; kernel-mode access to\n"
-		       "                   device-resident memory (read(2) into it, futexes)\n"
-		       "                   fails with EFAULT in this mode\n",
-		       strerror(si.uffd_errno));
+	info_uffd(&si);
 	printf("page size:         %zu\n", si.page_size);
 	printf("transparent huge:  %s\n", si.thp);
 	printf("shared zero page:  %s\n",
@@ -77,7 +126,10 @@ static int cmd_info(int argc, char **argv)
 		const char *state;
 
 		if (!(si.features & f))
-			state = "absent: fallback in use";
+			state = si.uffd_mode == UHMM_UFFD_NONE && f & (UHMM_FEAT_MOVE |
+				UHMM_FEAT_WP_UNPOPULATED | UHMM_FEAT_UFFD_WP) ?
+				"unknown: needs a userfaultfd to probe" :
+				"absent: fallback in use";
 		else if (si.disabled & f)
 			state = "present, disabled by UHMM_DISABLE: fallback in use";
 		else
@@ -85,18 +137,20 @@ static int cmd_info(int argc, char **argv)
 		printf("  %-16s %s\n", uhmm_feature_name(f), state);
 	}
 	if (si.uffd_mode == UHMM_UFFD_NONE) {
-		printf("\nuhmm cannot work here.\n%s\n", si.advice);
-		return 1;
+		printf("status:            cannot run here (exit status %d)\n",
+		       TOOL_EXIT_CANNOT_RUN);
+		tool_print_wrapped(stdout, si.advice, 78);
+		return TOOL_EXIT_CANNOT_RUN;
 	}
 	ret = uhmm_mm_get(&mm);
 	if (ret) {
-		printf("\nuhmm cannot create its context: %s\n%s\n", strerror(-ret),
+		printf("status:            cannot create its context: %s\n%s\n", strerror(-ret),
 		       uhmm_last_error());
-		return 1;
+		return TOOL_EXIT_FAIL;
 	}
 	uhmm_mm_put(mm);
 	printf("status:            ok\n");
-	return 0;
+	return TOOL_EXIT_OK;
 }
 
 int main(int argc, char **argv)
