@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 atomic_ulong uhmm__as_gen = 1;
 
@@ -64,6 +65,7 @@ struct wrap {
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
 	bool as_locked;		/* holds as_lock for writing */
+	bool sig;		/* entered a signal-blocked region (sigblock.h) */
 };
 
 /* The page range a call touches, or false if the kernel will reject it. */
@@ -97,6 +99,14 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 	notify = uhmm__notifier_overlaps(w->mm, s, e);
 	if (!notify && !flags)
 		return;
+	/*
+	 * From the callbacks to the end of the call, no handler on this
+	 * thread: it would run with the driver's locks (taken in a callback),
+	 * as_lock or an open invalidation held, and a touch of device memory
+	 * would wait for this very thread (docs/CONCURRENCY.md, "Signals").
+	 */
+	uhmm__sig_enter();
+	w->sig = true;
 	uhmm__selfop_begin(w->mm, &w->op, s, e,
 			   flags | (notify ? UHMM_SELFOP_NOTIFIED : 0));
 	w->notified = true;
@@ -136,6 +146,10 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	if (w->notified)
 		uhmm__selfop_end(w->mm, &w->op);
 	uhmm_mm_put(w->mm);
+	if (w->sig) {
+		w->sig = false;
+		uhmm__sig_leave();
+	}
 }
 
 /* ---- the wrappers ---------------------------------------------------------- */
@@ -212,14 +226,20 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	 */
 	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__holds_migrate_lock &&
 	    !uhmm__is_service_thread && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
+		/* A handler's fault would wait for the lock forever. */
+		uhmm__sig_enter();
 		pthread_rwlock_wrlock(&w.mm->migrate_lock);
 		excl = true;
 	}
 	ret = uhmm__sys_madvise(addr, len, advice);
 	if (excl) {
+		int err = errno;
+
 		/* Entries dropped (wrap_end waits for the REMOVE event) first. */
 		wrap_end(&w, true);
 		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		uhmm__sig_leave();
+		errno = err;
 		return ret;
 	}
 	wrap_end(&w, true);
@@ -329,6 +349,8 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		bool mig = !uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
 			   uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL);
 
+		if (mig)
+			uhmm__sig_enter();	/* left after migrate_lock (as madvise) */
 		uhmm__wait_migrations(w.mm, s, e);
 		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
 			/* The pages may move: the whole old range goes. */
@@ -356,8 +378,10 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		if (w2.mm)
 			wrap_end(&w2, false);
 		wrap_end(&w, true);
-		if (excl)
+		if (excl) {
 			pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+			uhmm__sig_leave();
+		}
 		errno = EFAULT;
 		return MAP_FAILED;
 	}
@@ -382,6 +406,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		int err = errno;
 
 		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		uhmm__sig_leave();
 		errno = err;
 	}
 	return ret;

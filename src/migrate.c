@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 __thread bool uhmm__holds_migrate_lock;
 __thread int uhmm__install_err;
@@ -689,6 +690,7 @@ static void state_free(struct uhmm_migrate_vma *m)
 	free(s->dst_given);
 	free(s);
 	m->state = NULL;
+	uhmm__sig_leave();	/* entered with the state, in setup */
 }
 
 static void mig_done_broadcast(struct uhmm_mm *mm)
@@ -913,7 +915,20 @@ static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bo
 	return 0;
 }
 
+static int migrate_vma_setup(struct uhmm_migrate_vma *m);
+
+/* No signal handler on this thread from here to finalize (sigblock.h). */
 int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
+{
+	int ret;
+
+	uhmm__sig_enter();
+	ret = migrate_vma_setup(m);	/* the state holds its own region */
+	uhmm__sig_leave();
+	return ret;
+}
+
+static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
@@ -965,6 +980,7 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	if (!s)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
+	uhmm__sig_enter();	/* left by state_free() */
 	s->kind = uhmm__calloc(m->npages, 1);
 	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
 	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
@@ -1541,11 +1557,27 @@ static void devmig_unlock(struct uhmm_mm *mm)
 		devmig_locked = false;
 		uhmm__holds_migrate_lock = false;
 		pthread_rwlock_unlock(&mm->migrate_lock);
+		uhmm__sig_leave();
 	}
 }
 
+static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
+				 uint64_t start_pfn, unsigned long npages);
+
+/* No signal handler on this thread from here to finalize (sigblock.h). */
 static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
 			  uint64_t start_pfn, unsigned long npages)
+{
+	int ret;
+
+	uhmm__sig_enter();
+	ret = collect_device_locked(mm, src, pfns, start_pfn, npages);
+	uhmm__sig_leave();	/* the lock's own region lasts to finalize */
+	return ret;
+}
+
+static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
+				 uint64_t start_pfn, unsigned long npages)
 {
 	if (!mm || !src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
@@ -1565,6 +1597,7 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		pthread_rwlock_rdlock(&mm->migrate_lock);
 		uhmm__holds_migrate_lock = true;
 		devmig_locked = true;
+		uhmm__sig_enter();	/* until uhmm_migrate_device_finalize() */
 	}
 	for (unsigned long i = 0; i < npages; i++) {
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
