@@ -647,6 +647,92 @@ static void bench_invalidate(struct uhmm_mm *mm)
 	munmap(p, 2 * ps);
 }
 
+/* ---- wrappers: the libc wrappers' cost on memory uhmm does not manage -------------- */
+
+/* One mmap / mprotect / madvise(DONTNEED) / munmap cycle, through the wrappers. */
+static void wrap_cycle_libc(int n)
+{
+	for (int i = 0; i < n; i++) {
+		char *p = mmap(NULL, 4 * ps, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return;
+		mprotect(p, ps, PROT_READ);
+		madvise(p, 4 * ps, MADV_DONTNEED);
+		munmap(p, 4 * ps);
+	}
+}
+
+/* The same cycle as raw system calls: what a process without uhmm pays. */
+static void wrap_cycle_raw(int n)
+{
+	for (int i = 0; i < n; i++) {
+		char *p = (char *)syscall(SYS_mmap, NULL, 4 * ps, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return;
+		syscall(SYS_mprotect, p, ps, PROT_READ);
+		syscall(SYS_madvise, p, 4 * ps, MADV_DONTNEED);
+		syscall(SYS_munmap, p, 4 * ps);
+	}
+}
+
+/*
+ * With a live context and a live device (device-resident pages, a
+ * notifier), the cycle on memory neither covers, against the raw system
+ * calls, alternating in the same run.
+ */
+static void bench_wrappers(struct uhmm_mm *mm)
+{
+	int n = quick ? 2000 : 20000;
+	size_t len = 64 * ps;
+	struct bdev *d = bdev_create(mm, 64, 1);
+	struct uhmm_interval_notifier mni = { 0 };
+	double libc[16], raw[16], ratio[16];
+	char *buf = map(len);
+
+	if (!d || !buf)
+		return;
+	memset(buf, 1, len);
+	uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)buf, len, &nop_ops);
+	bdev_migrate(d, (uintptr_t)buf, (uintptr_t)buf + len / 2, true, NULL);
+	wrap_cycle_libc(n / 10);	/* warm up */
+	wrap_cycle_raw(n / 10);
+	for (int r = 0; r < reps; r++) {
+		uint64_t t;
+
+		if (r & 1) {
+			t = now_ns();
+			wrap_cycle_libc(n);
+			libc[r] = (double)(now_ns() - t) / n;
+			t = now_ns();
+			wrap_cycle_raw(n);
+			raw[r] = (double)(now_ns() - t) / n;
+		} else {
+			t = now_ns();
+			wrap_cycle_raw(n);
+			raw[r] = (double)(now_ns() - t) / n;
+			t = now_ns();
+			wrap_cycle_libc(n);
+			libc[r] = (double)(now_ns() - t) / n;
+		}
+		ratio[r] = libc[r] / raw[r];
+	}
+	{
+		double rm = pct(ratio, reps, 0.5);
+		struct result *res = add("wrap", "mmap+mprotect+madvise+munmap of unrelated memory, "
+					 "live device", "ns", libc, reps, pct(raw, reps, 0.5),
+					 "raw syscalls ns", rm, "<= 1.05", rm <= 1.05);
+
+		(void)res;
+	}
+	uhmm_interval_notifier_remove(&mni);
+	munmap(buf, len);
+	bdev_destroy(d);
+}
+
 /* ---- output ------------------------------------------------------------------------ */
 
 static void print_text(FILE *f)
@@ -751,7 +837,7 @@ static void usage(FILE *f)
 		"  --json         machine-readable output\n"
 		"  --plot FILE    also write the ratios as an SVG chart\n"
 		"  --reps N       repetitions per figure (default 5, 3 with --quick)\n"
-		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,6,7,8,9,inv)\n");
+		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,6,7,8,9,inv,wrap)\n");
 }
 
 static bool want(const char *only, const char *id)
@@ -826,6 +912,8 @@ int uhmm_bench_main(int argc, char **argv)
 		bench_scaling(mm);
 	if (want(only, "inv"))
 		bench_invalidate(mm);
+	if (want(only, "wrap"))
+		bench_wrappers(mm);
 	uhmm_mm_put(mm);
 	if (json)
 		print_json(stdout);
