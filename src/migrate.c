@@ -30,6 +30,7 @@
 
 #include "internal.h"
 #include "sigblock.h"
+#include "managed.h"
 
 __thread bool uhmm__holds_migrate_lock;
 __thread int uhmm__install_err;
@@ -231,6 +232,7 @@ int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 
 	if (uhmm__has(UHMM_FEAT_UFFD_WP))
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
+	uhmm__managed_registered(start, end);	/* the wrappers' fast check */
 	pthread_mutex_lock(&mm->reg_lock);
 	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		ret = -errno;
@@ -1448,7 +1450,17 @@ static void install_runs(struct uhmm_migrate_vma *m)
 	}
 }
 
+static void migrate_vma_finalize(struct uhmm_migrate_vma *m);
+
+/* The region setup entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
+{
+	uhmm__sig_enter();
+	migrate_vma_finalize(m);
+	uhmm__sig_leave();
+}
+
+static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
@@ -1672,8 +1684,20 @@ void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 			src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 }
 
+static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+				    unsigned long npages);
+
+/* The region collection entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 				  unsigned long npages)
+{
+	uhmm__sig_enter();
+	migrate_device_finalize(mm, src, dst, npages);
+	uhmm__sig_leave();
+}
+
+static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+				    unsigned long npages)
 {
 	if (!mm || !src || !dst) {
 		if (mm == &uhmm__the_mm)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "managed.h"
 
 static struct uhmm_mni_node *to_node(struct uhmm_itree_node *it)
 {
@@ -160,6 +161,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 		atomic_fetch_sub(&mm->nr_notifiers, 1);
 	}
 	pthread_mutex_unlock(&mm->nlock);
+	uhmm__managed_reset();
 }
 
 /* In a fork child: the parent's notifiers do not exist here. */
@@ -185,6 +187,7 @@ UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 		free(n);
 	}
 	atomic_store(&mm->nr_notifiers, 0);
+	uhmm__managed_reset();
 	mm->active_invalidate = 0;
 	mm->invalidate_seq = 0;
 }
@@ -221,6 +224,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	mni->end = e + 1;		/* 0 when the range ends at the top */
 	mni->ops = ops;
 
+	uhmm__managed_notifier_add(s, e);	/* before any wrapper can miss it */
 	pthread_mutex_lock(&mm->nlock);
 	mni->mm = mm;
 	mni->node = n;
@@ -286,6 +290,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	mni->mm = NULL;
 	mni->node = NULL;
 	atomic_fetch_sub(&mm->nr_notifiers, 1);
+	uhmm__managed_notifier_del(n->it.start, n->it.last);
 	if (wait) {
 		if (uhmm__callback_depth > 0 || uhmm__is_service_thread) {
 			/*

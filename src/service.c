@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "managed.h"
 
 #define MSG_BATCH 64
 
@@ -123,6 +124,7 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 				continue;
 			reg.range.start = s;
 			reg.range.len = e - s;
+			uhmm__managed_registered(s, e);	/* the wrappers' fast check */
 			pthread_mutex_lock(&mm->reg_lock);
 			if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
 				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
@@ -419,6 +421,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		s = msg->arg.remap.from;
 		e = s + msg->arg.remap.len;
 		atomic_fetch_add(&uhmm__as_gen, 1);
+		/* Only registered memory sends it: that moved with the mapping. */
+		uhmm__managed_registered(msg->arg.remap.to,
+					 msg->arg.remap.to + msg->arg.remap.len);
 		self = selfop_covers(mm, s, e);
 		if (self & UHMM_SELFOP_INTERNAL)
 			break;
