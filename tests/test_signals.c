@@ -22,7 +22,7 @@
 #include "tdev.h"
 #include "watchdog.h"
 
-#define SIGNALS_PER_ROUND 2000
+#define SIGNALS_PER_ROUND 400	/* UHMM_TEST_SIGNALS overrides */
 #define ROUNDS 2
 #define SEED 0xa11ce5u
 
@@ -44,6 +44,7 @@ static atomic_long handled;
 static atomic_int handler_bad;
 static atomic_bool sender_done;
 static pthread_t target;
+static long nsignals = SIGNALS_PER_ROUND;
 
 static char *pbuf;	/* the handler's page: on the device most of the time */
 static char *region;	/* the operation's memory */
@@ -99,7 +100,7 @@ static void handler(int sig)
 static void *sender(void *arg)
 {
 	(void)arg;
-	for (long i = 0; i < SIGNALS_PER_ROUND; i++) {
+	for (long i = 0; i < nsignals; i++) {
 		pthread_kill(target, SIGUSR1);
 		while (atomic_load(&handled) <= i)
 			sched_yield();
@@ -325,6 +326,8 @@ int main(int argc, char **argv)
 	int bad = 0;
 
 	test_init("test_signals");
+	if (getenv("UHMM_TEST_SIGNALS") && atol(getenv("UHMM_TEST_SIGNALS")) > 0)
+		nsignals = atol(getenv("UHMM_TEST_SIGNALS"));
 	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
 		char id[8];
 
