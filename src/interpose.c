@@ -59,6 +59,22 @@ void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/*
+ * The fast check: may a wrapper over [s, e) go straight to the system call?
+ * Only if no event read from the userfaultfd is still unprocessed (a REMAP
+ * being processed marks its new range in the summary: a raw mremap returns
+ * once its event is read) and the summary has nothing there (managed.h).
+ * Lock free: two atomic loads and a short scan.
+ */
+static bool unmanaged(uintptr_t s, uintptr_t e)
+{
+	unsigned long r = atomic_load_explicit(&uhmm__the_mm.ev_read, memory_order_acquire);
+
+	if (atomic_load_explicit(&uhmm__the_mm.ev_done, memory_order_acquire) < r)
+		return false;
+	return !uhmm__managed_hit(s, e);
+}
+
 /* This thread holds as_lock for writing (wrappers nest through callbacks). */
 static __thread bool as_lock_held;
 
@@ -166,7 +182,7 @@ __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 	uintptr_t s, e;
 	int ret;
 
-	if (!span(addr, len, &s, &e) || !uhmm__managed_hit(s, e))
+	if (!span(addr, len, &s, &e) || unmanaged(s, e))
 		return uhmm__sys_munmap(addr, len);
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
@@ -217,7 +233,7 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 		return uhmm__sys_madvise(addr, len, advice);
 	}
 	/* Nothing registered there sends no event and has no entries. */
-	if (!span(addr, len, &s, &e) || !uhmm__managed_hit(s, e))
+	if (!span(addr, len, &s, &e) || unmanaged(s, e))
 		return uhmm__sys_madvise(addr, len, advice);
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
@@ -315,7 +331,7 @@ static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
 	uintptr_t s, e;
 	int ret;
 
-	if (!span(addr, len, &s, &e) || !uhmm__managed_hit(s, e)) {
+	if (!span(addr, len, &s, &e) || unmanaged(s, e)) {
 		if (pkey) {
 			atomic_fetch_add(&uhmm__as_gen, 1);
 			return (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
@@ -367,9 +383,9 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 	}
 	/* Neither end concerns uhmm (managed.h): the system call alone. */
 	if (!(span(old, old_size ? old_size : uhmm__page_size, &s, &e) &&
-	      uhmm__managed_hit(s, e)) &&
+	      !unmanaged(s, e)) &&
 	    !((flags & MREMAP_FIXED) && span(new_addr, new_size, &s, &e) &&
-	      uhmm__managed_hit(s, e))) {
+	      !unmanaged(s, e))) {
 		ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		return ret;
@@ -461,7 +477,7 @@ static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 	void *ret;
 
 	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) &&
-	    span(addr, len, &s, &e) && uhmm__managed_hit(s, e)) {
+	    span(addr, len, &s, &e) && !unmanaged(s, e)) {
 		w.mm = uhmm__mm_tryget();
 		if (w.mm) {
 			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);

@@ -222,6 +222,25 @@ void uhmm__managed_reset(void)
 	pthread_mutex_unlock(&mr_lock);
 }
 
+/*
+ * A fork child has no registration and no notifier; mr_lock may have been
+ * held by a thread of the parent that the child does not have.
+ */
+static void managed_atfork_child(void)
+{
+	unsigned int q = atomic_load_explicit(&mr.seq, memory_order_relaxed);
+
+	pthread_mutex_init(&mr_lock, NULL);
+	atomic_store_explicit(&mr.n, 0, memory_order_relaxed);
+	atomic_store_explicit(&mr.overflow, 0, memory_order_relaxed);
+	atomic_store_explicit(&mr.seq, (q | 1) + 1, memory_order_release);
+}
+
+__attribute__((constructor)) static void managed_init(void)
+{
+	pthread_atfork(NULL, NULL, managed_atfork_child);
+}
+
 bool uhmm__managed_hit(uintptr_t start, uintptr_t end)
 {
 	uintptr_t last = end - 1;

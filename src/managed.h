@@ -28,7 +28,7 @@ UHMM_HIDDEN_MR void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
 UHMM_HIDDEN_MR void uhmm__managed_registered(uintptr_t start, uintptr_t end);
 /* [start, end) was unmapped: its registration is gone. */
 UHMM_HIDDEN_MR void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
-/* Forget everything (context teardown, fork child). */
+/* Forget everything (context teardown; a fork child forgets by itself). */
 UHMM_HIDDEN_MR void uhmm__managed_reset(void);
 /* Might [start, end) concern uhmm?  Lock free; false only when it cannot. */
 UHMM_HIDDEN_MR bool uhmm__managed_hit(uintptr_t start, uintptr_t end);

@@ -187,7 +187,6 @@ UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 		free(n);
 	}
 	atomic_store(&mm->nr_notifiers, 0);
-	uhmm__managed_reset();
 	mm->active_invalidate = 0;
 	mm->invalidate_seq = 0;
 }
