@@ -9,6 +9,9 @@
  * for gone and drop the fault (it would fault again forever while the
  * parent waits in vfork: issue 12.3).
  *
+ * (Under ThreadSanitizer vfork is a fork: only the read and the spawn are
+ * what they claim there.)
+ *
  * The page is served once for the parent and migrated again first: that
  * makes the child's fault one on a recently served page, which is when
  * uhmm asks whether the faulting thread still waits.  Each round runs in
@@ -69,9 +72,13 @@ static int round_vfork(void *arg)
 	CHECK(pid > 0, "vfork: %s", strerror(errno));
 	CHECK_EQ(waitpid(pid, &status, 0), pid);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "vfork child status %#x", status);
+#if !defined(__SANITIZE_THREAD__)
 	/* The child's write is the parent's (one address space); the rest intact. */
 	CHECK_EQ(w1[0], CHILD_MARK);
 	w1[0] = SEED * 2654435761u + (uint32_t)(page_size / 4);
+#else
+	/* ThreadSanitizer runs vfork as fork: the child's write stayed its own. */
+#endif
 	CHECK_EQ(check_pattern(buf, NPAGES, SEED), -1);
 	munmap(buf, NPAGES * page_size);
 	tdev_destroy(d);
