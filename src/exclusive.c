@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 #define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
 
@@ -219,8 +220,8 @@ static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *ou
 	return 0;
 }
 
-long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
-			 const void *owner, void **pages)
+static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+			   const void *owner, void **pages)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_vma m = { 0 };
@@ -331,6 +332,18 @@ long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		held += pages[i] != NULL;
 	}
 	return held;
+}
+
+/* No signal handler on this thread while pages are taken (sigblock.h). */
+long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+			 const void *owner, void **pages)
+{
+	long ret;
+
+	uhmm__sig_enter();
+	ret = make_exclusive(mm, start, npages, owner, pages);
+	uhmm__sig_leave();
+	return ret;
 }
 
 void *uhmm_exclusive_held(struct uhmm_mm *mm, uintptr_t addr, const void *owner)

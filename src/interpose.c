@@ -7,9 +7,11 @@
  * the lookup order) calls these instead of libc's: when the call changes
  * memory that an interval notifier covers, every overlapping notifier's
  * invalidate callback has returned before the change is made, exactly as the
- * kernel invalidates before it changes page tables.  With no context, or no
- * notifier in the range, a wrapper costs one atomic load and goes straight to
- * the system call.
+ * kernel invalidates before it changes page tables.  With no context, or
+ * over memory uhmm has nothing to do with (no notifier, no registration,
+ * so no special entry: the lock-free summary of managed.h), a wrapper takes
+ * no lock, no reference and no signal-mask change and goes straight to the
+ * system call.
  *
  * What escapes: calls libc makes internally (free() unmapping a large block,
  * malloc trimming the heap) and raw syscall(2)s.  For ranges uhmm registered
@@ -23,6 +25,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
+#include "managed.h"
 
 atomic_ulong uhmm__as_gen = 1;
 
@@ -55,6 +59,22 @@ void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/*
+ * The fast check: may a wrapper over [s, e) go straight to the system call?
+ * Only if no event read from the userfaultfd is still unprocessed (a REMAP
+ * being processed marks its new range in the summary: a raw mremap returns
+ * once its event is read) and the summary has nothing there (managed.h).
+ * Lock free: two atomic loads and a short scan.
+ */
+static bool unmanaged(uintptr_t s, uintptr_t e)
+{
+	unsigned long r = atomic_load_explicit(&uhmm__the_mm.ev_read, memory_order_acquire);
+
+	if (atomic_load_explicit(&uhmm__the_mm.ev_done, memory_order_acquire) < r)
+		return false;
+	return !uhmm__managed_hit(s, e);
+}
+
 /* This thread holds as_lock for writing (wrappers nest through callbacks). */
 static __thread bool as_lock_held;
 
@@ -64,6 +84,7 @@ struct wrap {
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
 	bool as_locked;		/* holds as_lock for writing */
+	bool sig;		/* entered a signal-blocked region (sigblock.h) */
 };
 
 /* The page range a call touches, or false if the kernel will reject it. */
@@ -94,6 +115,17 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 	w->notified = false;
 	if (!w->mm)
 		return;
+	/*
+	 * From here to wrap_end, no handler on this thread: it would run with
+	 * uhmm's locks, the driver's (taken in a callback), as_lock or an open
+	 * invalidation held, and a touch of device memory would wait for this
+	 * very thread (docs/CONCURRENCY.md, "Signals").  Only wrappers over
+	 * managed memory get here.
+	 */
+	if (!w->sig) {
+		uhmm__sig_enter();
+		w->sig = true;
+	}
 	notify = uhmm__notifier_overlaps(w->mm, s, e);
 	if (!notify && !flags)
 		return;
@@ -136,23 +168,33 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	if (w->notified)
 		uhmm__selfop_end(w->mm, &w->op);
 	uhmm_mm_put(w->mm);
+	if (w->sig) {
+		w->sig = false;
+		uhmm__sig_leave();
+	}
 }
 
 /* ---- the wrappers ---------------------------------------------------------- */
 
 __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 {
-	struct wrap w = { .mm = uhmm__mm_tryget() };
+	struct wrap w = { .mm = NULL };
 	uintptr_t s, e;
 	int ret;
 
+	if (!span(addr, len, &s, &e) || unmanaged(s, e))
+		return uhmm__sys_munmap(addr, len);
+	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_munmap(addr, len);
-	if (span(addr, len, &s, &e))
-		wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	/* Forgotten before the call: a registration made after it stays. */
+	uhmm__managed_unmapped(s, e);
 	ret = uhmm__sys_munmap(addr, len);
-	if (ret == 0 && span(addr, len, &s, &e))
+	if (ret == 0)
 		uhmm__forget_splits(w.mm, s, e);
+	else
+		uhmm__managed_registered(s, e);	/* maybe still there */
 	wrap_end(&w, true);
 	return ret;
 }
@@ -190,6 +232,9 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		return uhmm__sys_madvise(addr, len, advice);
 	}
+	/* Nothing registered there sends no event and has no entries. */
+	if (!span(addr, len, &s, &e) || unmanaged(s, e))
+		return uhmm__sys_madvise(addr, len, advice);
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_madvise(addr, len, advice);
@@ -212,14 +257,20 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	 */
 	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__holds_migrate_lock &&
 	    !uhmm__is_service_thread && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
+		/* A handler's fault would wait for the lock forever. */
+		uhmm__sig_enter();
 		pthread_rwlock_wrlock(&w.mm->migrate_lock);
 		excl = true;
 	}
 	ret = uhmm__sys_madvise(addr, len, advice);
 	if (excl) {
+		int err = errno;
+
 		/* Entries dropped (wrap_end waits for the REMOVE event) first. */
 		wrap_end(&w, true);
 		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		uhmm__sig_leave();
+		errno = err;
 		return ret;
 	}
 	wrap_end(&w, true);
@@ -276,12 +327,24 @@ static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 
 static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
 {
-	struct wrap w = { .mm = uhmm__mm_tryget() };
+	struct wrap w = { .mm = NULL };
 	uintptr_t s, e;
 	int ret;
 
-	if (w.mm && span(addr, len, &s, &e) &&
-	    uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
+	if (!span(addr, len, &s, &e) || unmanaged(s, e)) {
+		if (pkey) {
+			atomic_fetch_add(&uhmm__as_gen, 1);
+			return (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
+		}
+		return uhmm__sys_mprotect(addr, len, prot);
+	}
+	w.mm = uhmm__mm_tryget();
+	if (w.mm) {
+		/* Blocked before the checks below take any lock. */
+		uhmm__sig_enter();
+		w.sig = true;
+	}
+	if (w.mm && uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_PROTECTION);
 	if (pkey)
 		ret = (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
@@ -305,7 +368,7 @@ __attribute__((visibility("default"))) int pkey_mprotect(void *addr, size_t len,
 __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 						   size_t new_size, int flags, ...)
 {
-	struct wrap w = { .mm = uhmm__mm_tryget() };
+	struct wrap w = { .mm = NULL };
 	struct wrap w2 = { .mm = NULL };
 	void *new_addr = NULL, *ret;
 	bool excl = false;
@@ -318,6 +381,21 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		new_addr = va_arg(ap, void *);
 		va_end(ap);
 	}
+	/* Neither end concerns uhmm (managed.h): the system call alone. */
+	if (!(span(old, old_size ? old_size : uhmm__page_size, &s, &e) &&
+	      !unmanaged(s, e)) &&
+	    !((flags & MREMAP_FIXED) && span(new_addr, new_size, &s, &e) &&
+	      !unmanaged(s, e))) {
+		ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
+		atomic_fetch_add(&uhmm__as_gen, 1);
+		return ret;
+	}
+	w.mm = uhmm__mm_tryget();
+	if (w.mm) {
+		/* Blocked before the checks below take any lock. */
+		uhmm__sig_enter();
+		w.sig = true;
+	}
 	if (w.mm && span(old, old_size ? old_size : uhmm__page_size, &s, &e)) {
 		/*
 		 * Pages in the middle of a migration must land first, and none
@@ -329,6 +407,8 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		bool mig = !uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
 			   uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL);
 
+		if (mig)
+			uhmm__sig_enter();	/* left after migrate_lock (as madvise) */
 		uhmm__wait_migrations(w.mm, s, e);
 		if (flags & (MREMAP_MAYMOVE | MREMAP_FIXED)) {
 			/* The pages may move: the whole old range goes. */
@@ -356,8 +436,10 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		if (w2.mm)
 			wrap_end(&w2, false);
 		wrap_end(&w, true);
-		if (excl)
+		if (excl) {
 			pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+			uhmm__sig_leave();
+		}
 		errno = EFAULT;
 		return MAP_FAILED;
 	}
@@ -382,6 +464,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		int err = errno;
 
 		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		uhmm__sig_leave();
 		errno = err;
 	}
 	return ret;
@@ -393,14 +476,20 @@ static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 	uintptr_t s, e;
 	void *ret;
 
-	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE)) {
+	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) &&
+	    span(addr, len, &s, &e) && !unmanaged(s, e)) {
 		w.mm = uhmm__mm_tryget();
-		if (w.mm && span(addr, len, &s, &e))
+		if (w.mm) {
 			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+			uhmm__managed_unmapped(s, e);	/* as munmap() */
+		}
+		ret = uhmm__sys_mmap(addr, len, prot, flags, fd, off);
+		if (w.mm && ret == MAP_FAILED)
+			uhmm__managed_registered(s, e);
+		wrap_end(&w, true);
+		return ret;
 	}
-	ret = uhmm__sys_mmap(addr, len, prot, flags, fd, off);
-	wrap_end(&w, true);
-	return ret;
+	return uhmm__sys_mmap(addr, len, prot, flags, fd, off);
 }
 
 __attribute__((visibility("default"))) void *mmap(void *addr, size_t len, int prot,

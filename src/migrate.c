@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
+#include "managed.h"
 
 __thread bool uhmm__holds_migrate_lock;
 __thread int uhmm__install_err;
@@ -231,6 +233,7 @@ int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 
 	if (uhmm__has(UHMM_FEAT_UFFD_WP))
 		reg.mode |= UFFDIO_REGISTER_MODE_WP;
+	uhmm__managed_registered(start, end);	/* the wrappers' fast check */
 	pthread_mutex_lock(&mm->reg_lock);
 	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		ret = -errno;
@@ -707,6 +710,7 @@ static void state_free(struct uhmm_migrate_vma *m)
 	uhmm__free(s->dst_given);
 	uhmm__free(s);
 	m->state = NULL;
+	uhmm__sig_leave();	/* entered with the state, in setup */
 }
 
 static void mig_done_broadcast(struct uhmm_mm *mm)
@@ -931,7 +935,20 @@ static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bo
 	return 0;
 }
 
+static int migrate_vma_setup(struct uhmm_migrate_vma *m);
+
+/* No signal handler on this thread from here to finalize (sigblock.h). */
 int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
+{
+	int ret;
+
+	uhmm__sig_enter();
+	ret = migrate_vma_setup(m);	/* the state holds its own region */
+	uhmm__sig_leave();
+	return ret;
+}
+
+static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
@@ -983,6 +1000,7 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	if (!s)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
+	uhmm__sig_enter();	/* left by state_free() */
 	s->kind = uhmm__calloc(m->npages, 1);
 	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
 	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
@@ -1450,7 +1468,17 @@ static void install_runs(struct uhmm_migrate_vma *m)
 	}
 }
 
+static void migrate_vma_finalize(struct uhmm_migrate_vma *m);
+
+/* The region setup entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
+{
+	uhmm__sig_enter();
+	migrate_vma_finalize(m);
+	uhmm__sig_leave();
+}
+
+static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
@@ -1559,11 +1587,27 @@ static void devmig_unlock(struct uhmm_mm *mm)
 		devmig_locked = false;
 		uhmm__holds_migrate_lock = false;
 		pthread_rwlock_unlock(&mm->migrate_lock);
+		uhmm__sig_leave();
 	}
 }
 
+static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
+				 uint64_t start_pfn, unsigned long npages);
+
+/* No signal handler on this thread from here to finalize (sigblock.h). */
 static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
 			  uint64_t start_pfn, unsigned long npages)
+{
+	int ret;
+
+	uhmm__sig_enter();
+	ret = collect_device_locked(mm, src, pfns, start_pfn, npages);
+	uhmm__sig_leave();	/* the lock's own region lasts to finalize */
+	return ret;
+}
+
+static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
+				 uint64_t start_pfn, unsigned long npages)
 {
 	if (!mm || !src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
@@ -1593,6 +1637,7 @@ static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfn
 		pthread_rwlock_rdlock(&mm->migrate_lock);
 		uhmm__holds_migrate_lock = true;
 		devmig_locked = true;
+		uhmm__sig_enter();	/* until uhmm_migrate_device_finalize() */
 	}
 	for (unsigned long i = 0; i < npages; i++) {
 		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
@@ -1663,8 +1708,20 @@ void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 			src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 }
 
+static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+				    unsigned long npages);
+
+/* The region collection entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 				  unsigned long npages)
+{
+	uhmm__sig_enter();
+	migrate_device_finalize(mm, src, dst, npages);
+	uhmm__sig_leave();
+}
+
+static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
+				    unsigned long npages)
 {
 	if (!mm || !src || !dst) {
 		if (mm == &uhmm__the_mm)

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 
 #include "internal.h"
+#include "managed.h"
+#include "sigblock.h"
 
 static struct uhmm_mni_node *to_node(struct uhmm_itree_node *it)
 {
@@ -160,6 +162,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 		atomic_fetch_sub(&mm->nr_notifiers, 1);
 	}
 	pthread_mutex_unlock(&mm->nlock);
+	uhmm__managed_reset();
 }
 
 /* In a fork child: the parent's notifiers do not exist here. */
@@ -222,6 +225,8 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	mni->end = e + 1;		/* 0 when the range ends at the top */
 	mni->ops = ops;
 
+	uhmm__sig_enter();	/* nlock, reg_lock, vma_lock below (sigblock.h) */
+	uhmm__managed_notifier_add(s, e);	/* before any wrapper can miss it */
 	pthread_mutex_lock(&mm->nlock);
 	mni->mm = mm;
 	mni->node = n;
@@ -242,6 +247,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	pthread_mutex_unlock(&mm->nlock);
 
 	uhmm__register_for_events(mm, s, e + 1 ? e + 1 : UINTPTR_MAX);
+	uhmm__sig_leave();
 	return 0;
 }
 
@@ -257,9 +263,11 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 		return;
 	}
 	mm = &uhmm__the_mm;
+	uhmm__sig_enter();	/* left at each return (sigblock.h) */
 	pthread_mutex_lock(&mm->nlock);
 	if (mni->mm != mm || !mni->node) {
 		pthread_mutex_unlock(&mm->nlock);	/* released by teardown */
+		uhmm__sig_leave();
 		return;
 	}
 	n = mni->node;
@@ -287,6 +295,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	mni->mm = NULL;
 	mni->node = NULL;
 	atomic_fetch_sub(&mm->nr_notifiers, 1);
+	uhmm__managed_notifier_del(n->it.start, n->it.last);
 	if (wait) {
 		if (uhmm__callback_depth > 0 || uhmm__is_service_thread) {
 			/*
@@ -298,12 +307,14 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 				   "it may still be called until that invalidation ends");
 			n->free_on_apply = true;
 			pthread_mutex_unlock(&mm->nlock);
+			uhmm__sig_leave();
 			return;
 		}
 		while (mm->invalidate_seq == seq)
 			pthread_cond_wait(&mm->ncond, &mm->nlock);
 	}
 	pthread_mutex_unlock(&mm->nlock);
+	uhmm__sig_leave();
 	uhmm__free(n);
 }
 
@@ -316,6 +327,7 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 		uhmm__err(EINVAL, "uhmm_interval_read_begin: NULL notifier");
 		return 0;
 	}
+	uhmm__sig_enter();	/* nlock: the worker's migrations take it (sigblock.h) */
 	pthread_mutex_lock(&mm->nlock);
 	seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	/* Wait out an invalidation of this notifier that is still running. */
@@ -325,6 +337,7 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 		seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	}
 	pthread_mutex_unlock(&mm->nlock);
+	uhmm__sig_leave();
 	return seq;
 }
 

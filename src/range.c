@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 #define MAX_PASSES 8
 
@@ -259,6 +260,7 @@ int uhmm_range_fault(struct uhmm_range *range)
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;
 	uint8_t *need = NULL;
+	bool sig = false;
 	size_t npages;
 	int ret = 0;
 
@@ -279,6 +281,12 @@ int uhmm_range_fault(struct uhmm_range *range)
 		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
 
 	npages = (range->end - range->start) >> uhmm__page_shift;
+	/*
+	 * The walk and the faults hold locks the service thread's fault path
+	 * takes too, and device pages: no handler here (sigblock.h).
+	 */
+	uhmm__sig_enter();
+	sig = true;
 	ret = snapshot_only(range, npages);
 	if (ret <= 0)
 		goto out;
@@ -431,6 +439,8 @@ again:
 	if (uhmm_interval_check_retry(mni, range->notifier_seq))
 		ret = -EBUSY;
 out:
+	if (sig)
+		uhmm__sig_leave();
 	uhmm__free(st);
 	uhmm__free(ent);
 	uhmm__free(need);

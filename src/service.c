@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "managed.h"
 
 #define MSG_BATCH 64
 
@@ -123,6 +124,7 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 				continue;
 			reg.range.start = s;
 			reg.range.len = e - s;
+			uhmm__managed_registered(s, e);	/* the wrappers' fast check */
 			pthread_mutex_lock(&mm->reg_lock);
 			if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0)
 				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
@@ -184,17 +186,26 @@ static struct {
 } served[SERVED_RING];
 static unsigned int served_next;
 
-/* Is thread @tid still asleep in a userfault (not yet woken)? */
+/*
+ * Is thread @tid still asleep in a userfault (not yet woken)?  False only
+ * when the thread is seen awake; a thread that cannot be looked at counts
+ * as waiting, so its fault is served.  /proc/<tid>, not /proc/self/task:
+ * a vfork or posix_spawn child shares the memory but is another thread
+ * group, which /proc/self/task does not list (KERNEL-FACTS.md section 11),
+ * and taking it for gone would drop its fault and have it fault again
+ * forever.  A thread that has really exited costs at most one migration
+ * nobody asked for.
+ */
 static bool still_waiting(pid_t tid)
 {
 	char path[64], buf[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	snprintf(path, sizeof(path), "/proc/%d/wchan", (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return false;	/* the thread is gone */
+		return true;	/* cannot tell: serve it */
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -237,9 +248,12 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t
 		       int err)
 {
 	struct uffdio_range r = { .start = page, .len = uhmm__page_size };
+	pid_t tid = (pid_t)msg->arg.pagefault.feat.ptid;
 
 	uhmm__warn("fault at %#lx cannot be resolved: %d: SIGBUS", (unsigned long)page, err);
-	syscall(SYS_tgkill, getpid(), (pid_t)msg->arg.pagefault.feat.ptid, SIGBUS);
+	/* A vfork / posix_spawn child is another thread group: tkill finds it. */
+	if (syscall(SYS_tgkill, getpid(), tid, SIGBUS) < 0 && errno == ESRCH)
+		syscall(SYS_tkill, tid, SIGBUS);
 	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
@@ -407,6 +421,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		s = msg->arg.remap.from;
 		e = s + msg->arg.remap.len;
 		atomic_fetch_add(&uhmm__as_gen, 1);
+		/* Only registered memory sends it: that moved with the mapping. */
+		uhmm__managed_registered(msg->arg.remap.to,
+					 msg->arg.remap.to + msg->arg.remap.len);
 		self = selfop_covers(mm, s, e);
 		if (self & UHMM_SELFOP_INTERNAL)
 			break;

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Regions in which no asynchronous signal handler may run on the calling
+ * thread (docs/CONCURRENCY.md, "Signals").
+ *
+ * The kernel never runs a signal handler in the middle of migrate_vma, of
+ * an munmap's invalidation or of hmm_range_fault: they are kernel code.
+ * uhmm runs them on the caller's thread, with locks held and pages frozen,
+ * and a handler that touches device memory there waits for the very thread
+ * it interrupted.  So uhmm blocks asynchronous signals for the length of
+ * such a region.  Synchronous signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ * SIGTRAP, SIGSYS) are never blocked: the kernel would kill the process
+ * instead of delivering one raised by the thread's own instruction.
+ *
+ * Regions nest (a counter per thread): the outermost enter saves the
+ * caller's mask, the matching leave restores exactly that mask.  On uhmm's
+ * service threads, which block every signal for good, both are no-ops.
+ */
+#ifndef UHMM_SIGBLOCK_H
+#define UHMM_SIGBLOCK_H
+
+#include <stdbool.h>
+
+#define UHMM_HIDDEN_SIG __attribute__((visibility("hidden")))
+
+/* Enter a region: asynchronous signals stay pending until the last leave. */
+UHMM_HIDDEN_SIG void uhmm__sig_enter(void);
+/* Leave it; the outermost leave restores the mask the thread had. */
+UHMM_HIDDEN_SIG void uhmm__sig_leave(void);
+/* Is the calling thread inside a region (for assertions and tests)? */
+UHMM_HIDDEN_SIG bool uhmm__sig_blocked(void);
+
+#endif /* UHMM_SIGBLOCK_H */

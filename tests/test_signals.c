@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Signal handlers that touch device memory while the interrupted thread is
+ * inside uhmm (issue 12.4).
+ *
+ * In the kernel no signal handler runs in the middle of migrate_vma, of a
+ * munmap's invalidation callbacks, of madvise or of hmm_range_fault: they
+ * are kernel code.  In uhmm they run on the caller's thread, so uhmm keeps
+ * asynchronous signals blocked where a handler touching device memory would
+ * wait for the very thread it interrupted.  Each scenario below has a
+ * thread do one such operation in a loop while another thread signals it
+ * (pthread_kill, one signal at a time, the next once the handler ran); the
+ * handler reads a device-resident page and checks its content.  Every round
+ * runs in a watched child process: a hang fails the test.
+ *
+ * The device's migrate_to_ram and the mirror's invalidate callback take the
+ * same driver lock, as simdev's (and a real driver's) do.
+ */
+#include <sched.h>
+#include <signal.h>
+
+#include "tdev.h"
+#include "watchdog.h"
+
+#define SIGNALS_PER_ROUND 400	/* UHMM_TEST_SIGNALS overrides */
+#define ROUNDS 2
+#define SEED 0xa11ce5u
+
+struct scenario {
+	const char *name;
+	void (*setup)(void);
+	void (*op)(void);
+	void (*teardown)(void);
+};
+
+static struct uhmm_mm *mm;
+static struct tdev *dev;
+static pthread_mutex_t drv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* What the handler reads, and what it must find there. */
+static volatile uint32_t *handler_word;
+static uint32_t handler_expect;
+static atomic_long handled;
+static atomic_int handler_bad;
+static atomic_bool sender_done;
+static pthread_t target;
+static long nsignals = SIGNALS_PER_ROUND;
+
+static char *pbuf;	/* the handler's page: on the device most of the time */
+static char *region;	/* the operation's memory */
+#define REGION_PAGES 8
+static struct uhmm_interval_notifier mni;
+static bool mni_inserted;
+
+static int locked_to_ram(struct uhmm_vm_fault *vmf)
+{
+	int ret;
+
+	pthread_mutex_lock(&drv_lock);
+	ret = tdev_migrate_to_ram(vmf);
+	pthread_mutex_unlock(&drv_lock);
+	return ret;
+}
+
+static const struct uhmm_devmem_ops locked_ops = {
+	.page_free = tdev_page_free,
+	.migrate_to_ram = locked_to_ram,
+};
+
+static bool locked_invalidate(struct uhmm_interval_notifier *n,
+			      const struct uhmm_notifier_range *r, unsigned long seq)
+{
+	volatile unsigned long spin = 0;
+
+	(void)r;
+	pthread_mutex_lock(&drv_lock);
+	uhmm_interval_set_seq(n, seq);
+	/* A device page-table update takes a while. */
+	for (int i = 0; i < 2000; i++)
+		spin += (unsigned long)i;
+	pthread_mutex_unlock(&drv_lock);
+	return true;
+}
+
+static const struct uhmm_interval_notifier_ops locked_nops = {
+	.invalidate = locked_invalidate,
+};
+
+static void handler(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	if (*handler_word != handler_expect)
+		atomic_store(&handler_bad, 1);
+	atomic_fetch_add(&handled, 1);
+	errno = saved;
+}
+
+static void *sender(void *arg)
+{
+	(void)arg;
+	for (long i = 0; i < nsignals; i++) {
+		pthread_kill(target, SIGUSR1);
+		while (atomic_load(&handled) <= i)
+			sched_yield();
+	}
+	atomic_store(&sender_done, true);
+	return NULL;
+}
+
+/* The handler's page: pattern, on the device. */
+static void pbuf_to_device(void)
+{
+	tdev_to_dev(dev, (uintptr_t)pbuf, (uintptr_t)pbuf + page_size, NULL);
+}
+
+static void pbuf_setup(void)
+{
+	pbuf = map_anon(page_size, PROT_READ | PROT_WRITE);
+	fill_pattern(pbuf, 1, SEED);
+	handler_word = (volatile uint32_t *)(pbuf + 40);
+	handler_expect = SEED * 2654435761u + 10;
+	pbuf_to_device();
+}
+
+/* ---- a handler touching the range its own thread is migrating ---------- */
+
+static void migrate_setup(void)
+{
+	region = map_anon(REGION_PAGES * page_size, PROT_READ | PROT_WRITE);
+	fill_pattern(region, REGION_PAGES, SEED);
+	/* The handler reads the range being migrated. */
+	handler_word = (volatile uint32_t *)(region + page_size + 40);
+	handler_expect = SEED * 2654435761u + (uint32_t)(page_size / 4) + 10;
+}
+
+static void migrate_op(void)
+{
+	uintptr_t s = (uintptr_t)region, e = s + REGION_PAGES * page_size;
+
+	tdev_to_dev(dev, s, e, NULL);
+	tdev_to_sys(dev, s, e, NULL);
+}
+
+static void region_teardown(void)
+{
+	CHECK_EQ(check_pattern(region, REGION_PAGES, SEED), -1);
+	munmap(region, REGION_PAGES * page_size);
+}
+
+/* ---- wrappers whose invalidation callbacks hold the driver lock --------- */
+
+static void wrap_setup(void)
+{
+	pbuf_setup();
+	region = map_far(REGION_PAGES * page_size, PROT_READ | PROT_WRITE);
+	memset(region, 1, REGION_PAGES * page_size);
+	memset(&mni, 0, sizeof(mni));
+	CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)region,
+					       REGION_PAGES * page_size, &locked_nops), 0);
+	mni_inserted = true;
+}
+
+static void wrap_op(void)
+{
+	char *last = region + (REGION_PAGES - 1) * page_size;
+
+	pbuf_to_device();
+	CHECK_EQ(mprotect(region, REGION_PAGES * page_size, PROT_READ), 0);
+	CHECK_EQ(mprotect(region, REGION_PAGES * page_size, PROT_READ | PROT_WRITE), 0);
+	CHECK_EQ(munmap(last, page_size), 0);
+	CHECK(mmap(last, page_size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == last,
+	      "mmap back: %s", strerror(errno));
+	CHECK(mmap(region, page_size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == region,
+	      "mmap fixed: %s", strerror(errno));
+}
+
+static void notifier_teardown(void)
+{
+	if (mni_inserted)
+		uhmm_interval_notifier_remove(&mni);
+	mni_inserted = false;
+	munmap(region, REGION_PAGES * page_size);
+	CHECK_EQ(check_pattern(pbuf, 1, SEED), -1);
+	munmap(pbuf, page_size);
+}
+
+/* ---- MADV_DONTNEED over device pages (holds the migrate lock) ----------- */
+
+static void discard_setup(void)
+{
+	pbuf_setup();
+	region = map_anon(REGION_PAGES * page_size, PROT_READ | PROT_WRITE);
+}
+
+static void discard_op(void)
+{
+	uintptr_t s = (uintptr_t)region;
+
+	pbuf_to_device();
+	memset(region, 2, 2 * page_size);
+	tdev_to_dev(dev, s, s + 2 * page_size, NULL);	/* device pages in range */
+	CHECK_EQ(madvise(region, REGION_PAGES * page_size, MADV_DONTNEED), 0);
+}
+
+static void discard_teardown(void)
+{
+	for (size_t i = 0; i < REGION_PAGES * page_size; i++)
+		CHECK(region[i] == 0, "discarded byte %zu is %d", i, region[i]);
+	munmap(region, REGION_PAGES * page_size);
+	CHECK_EQ(check_pattern(pbuf, 1, SEED), -1);
+	munmap(pbuf, page_size);
+}
+
+/* ---- range fault bringing another owner's device page home -------------- */
+
+static bool nop_invalidate(struct uhmm_interval_notifier *n,
+			   const struct uhmm_notifier_range *r, unsigned long seq)
+{
+	(void)r;
+	uhmm_interval_set_seq(n, seq);
+	return true;
+}
+
+static const struct uhmm_interval_notifier_ops nop_nops = { .invalidate = nop_invalidate };
+
+static void range_setup(void)
+{
+	region = map_anon(REGION_PAGES * page_size, PROT_READ | PROT_WRITE);
+	fill_pattern(region, REGION_PAGES, SEED);
+	memset(&mni, 0, sizeof(mni));
+	CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)region,
+					       REGION_PAGES * page_size, &nop_nops), 0);
+	mni_inserted = true;
+	/* The handler reads the page the range fault brings home. */
+	handler_word = (volatile uint32_t *)(region + 40);
+	handler_expect = SEED * 2654435761u + 10;
+}
+
+static void range_op(void)
+{
+	uintptr_t s = (uintptr_t)region;
+	uint64_t pfns[REGION_PAGES] = { 0 };
+	struct uhmm_range r = {
+		.notifier = &mni, .start = s, .end = s + REGION_PAGES * page_size,
+		.hmm_pfns = pfns, .default_flags = UHMM_PFN_REQ_FAULT,
+	};
+	int ret;
+
+	tdev_to_dev(dev, s, s + REGION_PAGES * page_size, NULL);
+	r.notifier_seq = uhmm_interval_read_begin(&mni);
+	ret = uhmm_range_fault(&r);
+	CHECK(ret == 0 || ret == -EBUSY, "range fault: %d", ret);
+}
+
+static void range_teardown(void)
+{
+	uhmm_interval_notifier_remove(&mni);
+	mni_inserted = false;
+	region_teardown();
+}
+
+/* ---- device-exclusive access (migrates under the hood) ------------------ */
+
+static int excl_owner;
+
+static void excl_op(void)
+{
+	void *pages[REGION_PAGES];
+	long n = uhmm_make_exclusive(mm, (uintptr_t)region, REGION_PAGES, &excl_owner, pages);
+
+	CHECK(n >= 0, "make exclusive: %ld", n);
+}
+
+static const struct scenario scenarios[] = {
+	{ "handler reads the range its thread migrates", migrate_setup, migrate_op,
+	  region_teardown },
+	{ "handler faults on device memory during mprotect/munmap/mmap callbacks",
+	  wrap_setup, wrap_op, notifier_teardown },
+	{ "handler faults on device memory during madvise(MADV_DONTNEED)",
+	  discard_setup, discard_op, discard_teardown },
+	{ "handler reads the page a range fault brings home", range_setup, range_op,
+	  range_teardown },
+	{ "handler reads the range being made exclusive", migrate_setup, excl_op,
+	  region_teardown },
+};
+
+static int round_fn(void *arg)
+{
+	const struct scenario *sc = arg;
+	struct sigaction sa = { .sa_handler = handler };
+	pthread_t snd;
+
+	mm = test_mm();
+	dev = tdev_create(mm, 256, 1);
+	dev->pgmap.ops = &locked_ops;	/* before any page is on the device */
+	sigemptyset(&sa.sa_mask);
+	CHECK_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	target = pthread_self();
+	sc->setup();
+	CHECK_EQ(pthread_create(&snd, NULL, sender, NULL), 0);
+	while (!atomic_load(&sender_done))
+		sc->op();
+	CHECK_EQ(pthread_join(snd, NULL), 0);
+	CHECK(!atomic_load(&handler_bad), "a handler read wrong data");
+	sc->teardown();
+	/* Nothing may stay blocked: the caller's mask is the one it had. */
+	{
+		sigset_t now;
+
+		pthread_sigmask(SIG_BLOCK, NULL, &now);
+		CHECK(!sigismember(&now, SIGUSR1) && !sigismember(&now, SIGALRM),
+		      "signals left blocked");
+	}
+	tdev_destroy(dev);
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : NULL;
+	int bad = 0;
+
+	test_init("test_signals");
+	if (getenv("UHMM_TEST_SIGNALS") && atol(getenv("UHMM_TEST_SIGNALS")) > 0)
+		nsignals = atol(getenv("UHMM_TEST_SIGNALS"));
+	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+		char id[8];
+
+		snprintf(id, sizeof(id), "%zu", i);
+		if (only && strcmp(only, id))
+			continue;
+		bad += run_rounds(round_fn, (void *)&scenarios[i], ROUNDS, scenarios[i].name);
+	}
+	if (bad)
+		return 1;
+	printf("test_signals: PASS\n");
+	return 0;
+}
