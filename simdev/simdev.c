@@ -224,20 +224,17 @@ static unsigned long inval_blocks(struct uhmm_simdev *d, uintptr_t start, uintpt
 	return n;
 }
 
-static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
-			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
+/*
+ * Entries were cleared from the device page table (d->lock held, released
+ * here): make every compute thread drop what it cached and wait until none
+ * is still in the middle of an access made through an entry cleared.
+ */
+static void flush_and_unlock(struct uhmm_simdev *d)
 {
-	struct chunk *c = (struct chunk *)mni;
-	struct uhmm_simdev *d = c->dev;
 	struct uhmm_simdev_thread *w;
 	unsigned int nw;
 	unsigned long gen;
 
-	pthread_mutex_lock(&d->lock);
-	uhmm_interval_set_seq(mni, cur_seq);
-	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
-	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
-		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	gen = atomic_fetch_add(&d->gen, 1) + 1;
 	w = d->workers;
 	nw = d->nworkers;
@@ -251,6 +248,20 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 			pthread_cond_broadcast(&d->shootdown_done);
 		pthread_mutex_unlock(&d->lock);
 	}
+}
+
+static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
+			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
+{
+	struct chunk *c = (struct chunk *)mni;
+	struct uhmm_simdev *d = c->dev;
+
+	pthread_mutex_lock(&d->lock);
+	uhmm_interval_set_seq(mni, cur_seq);
+	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
+	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
+		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
+	flush_and_unlock(d);
 	return true;
 }
 
@@ -610,6 +621,21 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
+	/*
+	 * Unmap what setup collected from the device page table before the
+	 * copy (lib/test_hmm.c's fault path erases its entries the same
+	 * way).  The invalidation setup ran is not enough: it comes before
+	 * the collection, and a page a migration to the device committed in
+	 * between (mapping it in its own step, after that invalidation) is
+	 * collected too.  The device kept writing it through that entry
+	 * after the copy home (the writes were lost), and after the page
+	 * was freed and given to another address (they landed there).
+	 */
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++)
+		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+			spt_set(d, (s >> d->shift) + i, 0);
+	flush_and_unlock(d);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
 
@@ -1320,6 +1346,8 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	pthread_mutex_init(&d->chunk_lock, NULL);
 	pthread_mutex_init(&d->evict_lock, NULL);
 	pthread_cond_init(&d->shootdown_done, NULL);
+	/* A thread's active = 0 means "no access": generations start at 1. */
+	atomic_store(&d->gen, 1);
 	ret = uhmm_mm_get(&d->mm);
 	if (ret)
 		goto err_free;
