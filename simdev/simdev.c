@@ -690,9 +690,72 @@ static int for_each_piece(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
 	return 0;
 }
 
+/*
+ * What the device's view of [start, end) holds, one hmm_pfns word per page,
+ * faulting nothing in (@pfns: (end - start) pages).
+ */
+static int snapshot_pfns(struct uhmm_simdev *d, uintptr_t start, uintptr_t end, uint64_t *pfns)
+{
+	int ret = 0;
+
+	for (uintptr_t a = start; a < end && !ret;) {
+		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
+		uintptr_t e = ce && ce < end ? ce : end;
+		struct chunk *c = get_chunk(d, a);
+		struct uhmm_range r = {
+			.notifier = c ? &c->mni : NULL, .start = a, .end = e,
+			.hmm_pfns = pfns + ((a - start) >> d->shift),
+			.dev_private_owner = &d->owner,
+		};
+
+		if (!c)
+			return uhmm_set_error(ENOMEM, "simdev: out of memory for a notifier");
+		do {
+			r.notifier_seq = uhmm_interval_read_begin(&c->mni);
+			ret = uhmm_range_fault(&r);
+		} while (ret == -EBUSY);
+		a = e;
+	}
+	return ret;
+}
+
+/* Is @pfn (a range fault's output word) a page of this device's memory? */
+static bool pfn_is_local(struct uhmm_simdev *d, uint64_t pfn)
+{
+	struct uhmm_page *p;
+
+	if ((pfn & (UHMM_PFN_VALID | UHMM_PFN_ERROR | UHMM_PFN_DEVICE_PRIVATE)) !=
+	    (UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE))
+		return false;
+	p = uhmm_pfn_to_page(d->mm, pfn & UHMM_PFN_NUMBER_MASK);
+	return p && p->pgmap == &d->pgmap;
+}
+
+/*
+ * Migrate one piece; count what of it is in this device's memory afterwards
+ * (the contract's cpages, as the kernel's test device counts what its page
+ * table holds for the range after the migration): the pages this call
+ * moved, and those that were there already.
+ */
+struct to_dev {
+	bool alloc_failed;	/* a device page could not be had */
+	uint64_t moved;		/* pages this call moved */
+};
+
 static long to_dev_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
 {
-	return migrate_piece_to_dev(d, s, e, arg);
+	struct to_dev *td = arg;
+	uint64_t pfns[BATCH_PAGES];
+	long r = migrate_piece_to_dev(d, s, e, &td->alloc_failed), n = 0;
+
+	if (r < 0)
+		return r;
+	td->moved += (uint64_t)r;
+	if (snapshot_pfns(d, s, e, pfns))
+		return r;	/* cannot tell: what this call moved is there */
+	for (size_t i = 0; i < (e - s) >> d->shift; i++)
+		n += pfn_is_local(d, pfns[i]);
+	return n;
 }
 
 static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
@@ -709,24 +772,24 @@ int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
 	uintptr_t s = (uintptr_t)addr;
-	bool alloc_failed = false;
-	uint64_t moved = 0;
+	struct to_dev td = { .alloc_failed = false };
+	uint64_t resident = 0;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
 		return ret;
-	ret = for_each_piece(d, s, s + npages * d->ps, to_dev_cb, &alloc_failed, &moved);
+	ret = for_each_piece(d, s, s + npages * d->ps, to_dev_cb, &td, &resident);
 	if (st) {
-		st->cpages = moved;
+		st->cpages = resident;	/* pages of the range now on the device */
 		st->faults = 0;
 	}
 	if (ret)
 		return ret;
-	if (moved == 0)
-		return alloc_failed ? uhmm_set_error(ENOMEM, "simdev migrate to dev: device "
-						     "memory is full")
-				    : uhmm_set_error(ENOENT, "simdev migrate to dev: no page "
-						     "of the range could migrate");
+	if (td.alloc_failed && td.moved == 0)
+		return uhmm_set_error(ENOMEM, "simdev migrate to dev: device memory is full");
+	if (resident == 0)
+		return uhmm_set_error(ENOENT, "simdev migrate to dev: no page of the range "
+				      "could migrate");
 	return 0;
 }
 
@@ -809,6 +872,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 			 struct uhmm_simdev_stats *st)
 {
 	uintptr_t start = (uintptr_t)addr, end;
+	size_t max;
 	uint64_t *pfns;
 	int ret = check_range(d, addr, npages);
 
@@ -817,30 +881,17 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 	if (!prot)
 		return uhmm_set_error(EINVAL, "simdev snapshot: NULL output array");
 	end = start + npages * d->ps;
-	pfns = malloc((npages < ((size_t)1 << (CHUNK_SHIFT - 12)) ? npages : ((size_t)1 << (CHUNK_SHIFT - 12))) * sizeof(*pfns));
+	max = (size_t)1 << (CHUNK_SHIFT - d->shift);	/* one chunk at a time */
+	pfns = malloc((npages < max ? npages : max) * sizeof(*pfns));
 	if (!pfns)
 		return uhmm_set_error(ENOMEM, "simdev snapshot: out of memory");
-	for (uintptr_t a = start; a < end;) {
+	for (uintptr_t a = start; a < end && !ret;) {
 		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
 		uintptr_t e = ce && ce < end ? ce : end;
-		struct chunk *c = get_chunk(d, a);
-		struct uhmm_range r = {
-			.notifier = c ? &c->mni : NULL, .start = a, .end = e,
-			.hmm_pfns = pfns, .dev_private_owner = &d->owner,
-		};
 		size_t off = (a - start) >> d->shift;
 
-		if (!c) {
-			ret = -ENOMEM;
-			break;
-		}
-		do {
-			r.notifier_seq = uhmm_interval_read_begin(&c->mni);
-			ret = uhmm_range_fault(&r);
-		} while (ret == -EBUSY);
-		if (ret)
-			break;
-		for (size_t i = 0; i < (e - a) >> d->shift; i++)
+		ret = snapshot_pfns(d, a, e, pfns);
+		for (size_t i = 0; !ret && i < (e - a) >> d->shift; i++)
 			prot[off + i] = pfn_to_prot(d, pfns[i]);
 		a = e;
 	}

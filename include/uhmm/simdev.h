@@ -59,7 +59,10 @@ struct uhmm_simdev_config {
 
 /**
  * struct uhmm_simdev_stats - what a call did
- * @cpages: pages copied (read/write) or migrated (migrate_*, release)
+ * @cpages: pages copied (read/write); for migrate_to_dev the pages of the
+ *	range in this device's memory afterwards (moved by the call or there
+ *	already, as the kernel's test device counts its page table); for
+ *	migrate_to_sys the pages moved back
  * @faults: device faults: range faults issued to fill the device page table
  */
 struct uhmm_simdev_stats {
@@ -111,11 +114,16 @@ UHMM_API int uhmm_simdev_write(struct uhmm_simdev *dev, void *addr, size_t npage
 /**
  * uhmm_simdev_migrate_to_dev() - migrate the range into device memory
  *
- * @st->cpages: pages now on the device.  -ENOENT when no page could be
- * migrated; -EINVAL for a range with a hole, without access, or in
- * hugetlbfs; -ENOMEM when the device is full and nothing fit.  As the
- * kernel's test device, the range is migrated mapping by mapping: on
- * -EINVAL the pieces before the bad one stay migrated (@st->cpages).
+ * @st->cpages: the pages of the range in this device's memory after the
+ * call, whether this call moved them or they were there already (a range
+ * migrated, then partly faulted back by the CPU and migrated again counts
+ * every page).  -ENOENT when afterwards no page of the range is in this
+ * device's memory; -EINVAL for a range with a hole, without access, or in
+ * hugetlbfs; -ENOMEM when the device is full and this call moved nothing.
+ * As the kernel's test device, the range is migrated mapping by mapping:
+ * on -EINVAL the pieces before the bad one stay migrated (@st->cpages
+ * counts them).  Concurrent CPU faults may take pages back at any time:
+ * the count is of the moment the call looked.
  */
 UHMM_API int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *dev, void *addr, size_t npages,
 					struct uhmm_simdev_stats *st);
