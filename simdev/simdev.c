@@ -46,7 +46,7 @@
 #define LEVELS		5		/* 45 bits of page number */
 #define CHUNK_SHIFT	30		/* one notifier per 1 GiB of address space */
 #define MAX_CHUNKS	4096
-#define TLB_SIZE	64
+#define TLB_SETS	128		/* per-thread TLB: 128 sets of 2 ways */
 #define MAX_THREADS	64
 #define BATCH_PAGES	512
 
@@ -63,11 +63,27 @@ struct tlb_entry {
 	uint64_t e;
 };
 
+/*
+ * A compute thread.  It holds an epoch: @active is the generation its
+ * cached translations (@tlb) were taken in, 0 while it holds none.  It is
+ * set under dev->lock when the thread takes a translation, and cleared
+ * (release) before the thread does anything that may wait (a device fault,
+ * a migration) and when it ends; @gen is the thread's own copy, 0 when it
+ * holds no epoch.  See translate_slow() for the protocol.
+ */
 struct uhmm_simdev_thread {
+	/* The fast path's fields first, in one cache line. */
+	unsigned long gen;
+	const atomic_ulong *devgen;	/* &dev->gen */
+	unsigned int shift;
+	uint64_t ld_vpn, st_vpn;	/* the last page read, written (~0: none) */
+	char *ld_base, *st_base;	/* host address of that page minus its address */
 	struct uhmm_simdev *dev;
-	atomic_ulong active;		/* gen of the access in progress, 0 if none */
-	unsigned long tlb_gen;
-	struct tlb_entry tlb[TLB_SIZE];
+	atomic_ulong active;
+	atomic_ulong self;		/* its pthread_t, once it runs */
+	size_t ps;
+	struct tlb_entry tlb[TLB_SETS][2];
+	uint8_t lru[TLB_SETS];		/* the way filled last */
 	int err;
 	char reason[200];		/* uhmm_last_error() of @err, for the launcher */
 	uint64_t faults, cpages;
@@ -89,7 +105,12 @@ struct uhmm_simdev {
 	size_t nr_free;
 	atomic_size_t used;
 	unsigned int flags;
-	atomic_ulong gen;		/* bumped by every invalidation */
+	/*
+	 * Bumped by every invalidation; read by every device access, so on a
+	 * cache line of its own (nothing written in the steady state shares it).
+	 */
+	_Alignas(64) atomic_ulong gen;
+	char gen_pad[64 - sizeof(atomic_ulong)];
 	/*
 	 * Invalidations seen per 2 MiB block (hashed; under lock): a
 	 * migration maps its new device pages only if none of its blocks
@@ -192,7 +213,16 @@ static char *entry_ptr(uint64_t e)
  */
 static void tlb_shootdown(struct uhmm_simdev_thread *w, unsigned int nw, unsigned long gen)
 {
+	const unsigned long me = (unsigned long)pthread_self();
+
 	for (unsigned int i = 0; w && i < nw; i++) {
+		/*
+		 * A kernel's own invalidation (it munmaps, say) runs on its
+		 * thread, which is not in the middle of an access: its next
+		 * one sees the new generation.
+		 */
+		if (atomic_load(&w[i].self) == me)
+			continue;
 		for (;;) {
 			unsigned long a = atomic_load(&w[i].active);
 
@@ -1104,45 +1134,135 @@ static bool policy_migrate(struct uhmm_simdev *d)
 }
 
 /*
- * Translate @addr for an access: returns the host pointer with t->active
- * set (the caller clears it after the access), or NULL with t->err set.
+ * Device address translation.  Each compute thread caches translations in
+ * its own TLB, all taken in one generation of the device page table
+ * (t->gen, published in t->active).  Every change that removes entries
+ * (an invalidation, a migration home unmapping what it collected) clears
+ * them under dev->lock, bumps dev->gen, and then waits until every
+ * compute thread has either dropped its epoch (active 0) or taken a newer
+ * one (active >= the new gen): tlb_shootdown().
+ *
+ * The fast path (tlb_lookup) is the TLB probe plus one relaxed load of
+ * dev->gen; no store, no barrier.  That is enough:
+ *  - a thread only moves to a newer epoch in translate_slow(), which
+ *    flushes its TLB first, and publishes it with a store that is ordered
+ *    after every access it made through the old translations (release, as
+ *    the store of 0 when it drops the epoch).  The invalidator reads
+ *    active with acquire: once it sees the thread past the old generation,
+ *    every access through a cleared entry is complete and visible to it,
+ *    and none can follow, before its callback returns;
+ *  - a relaxed load that still returns the old dev->gen only lets the
+ *    thread go on using translations the invalidator is waiting for it to
+ *    drop: it waits for that; coherent caches make the new value visible
+ *    to the thread's next loads, so the wait ends at its next access;
+ *  - entries are read and epochs taken under dev->lock, and dev->gen
+ *    changes only under it after the entries are cleared, so a thread
+ *    never caches an entry cleared in a generation it already holds.
+ * The cost: an invalidation waits until each running compute thread makes
+ * its next device access (or finishes its work); a kernel must therefore
+ * reach memory that may be in device memory only through the access
+ * functions (a direct CPU access from kernel code to such a page would
+ * wait for an invalidation that waits for it).
  */
-static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
+static inline unsigned int tlb_set(uint64_t vpn)
+{
+	/* Hashed: buffers a multiple of TLB_SETS pages apart must not collide. */
+	return (unsigned int)((vpn * UINT64_C(0x9e3779b97f4a7c15)) >> 57) & (TLB_SETS - 1);
+}
+
+/* Forget every cached translation (the thread's epoch changes). */
+static void tlb_flush(struct uhmm_simdev_thread *t)
+{
+	memset(t->tlb, 0, sizeof(t->tlb));
+	t->ld_vpn = t->st_vpn = UINT64_MAX;
+}
+
+/* Drop the thread's epoch before it may wait (release: its accesses are done). */
+static void epoch_drop(struct uhmm_simdev_thread *t)
+{
+	t->gen = 0;
+	atomic_store_explicit(&t->active, 0, memory_order_release);
+}
+
+/*
+ * Make @e (valid for the access) the page the next access of the same kind
+ * (read; write or atomic) tries first: a kernel reading one array and
+ * writing another keeps both.
+ */
+static char *use_entry(struct uhmm_simdev_thread *t, uint64_t vpn, uint64_t e, uintptr_t addr,
+		       bool write)
+{
+	char *base = entry_ptr(e) - (vpn << t->shift);
+
+	if (write) {
+		t->st_vpn = vpn;
+		t->st_base = base;
+	} else {
+		t->ld_vpn = vpn;
+		t->ld_base = base;
+	}
+	return base + addr;
+}
+
+static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
+{
+	uint64_t vpn = addr >> t->shift;
+	struct tlb_entry *set = t->tlb[tlb_set(vpn)];
+	uint64_t e;
+
+	if (set[0].vpn == vpn)
+		e = set[0].e;
+	else if (set[1].vpn == vpn)
+		e = set[1].e;
+	else
+		return NULL;
+	if (t->gen != atomic_load_explicit(t->devgen, memory_order_relaxed) ||
+	    !entry_ok(e, write))
+		return NULL;
+	return use_entry(t, vpn, e, addr, write);
+}
+
+/*
+ * The slow path: walk the device page table, device fault, migrate on
+ * touch.  Returns the host pointer (the thread holding an epoch in which
+ * it is valid), or NULL with t->err set.
+ */
+static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
 	struct uhmm_simdev *d = t->dev;
 	uint64_t vpn = addr >> d->shift;
-	struct tlb_entry *te = &t->tlb[vpn % TLB_SIZE];
+	unsigned int si = tlb_set(vpn);
+	char *p;
 
+	if (t->err)
+		return NULL;
+	p = tlb_lookup(t, addr, write);
+	if (p)
+		return p;
 	for (int tries = 0; tries < 1000; tries++) {
-		unsigned long g = atomic_load(&d->gen);
+		unsigned long g;
 		uint64_t e;
 
-		atomic_store(&t->active, g);
-		if (atomic_load(&d->gen) != g) {
-			atomic_store(&t->active, 0);
-			continue;
-		}
-		if (t->tlb_gen != g) {
-			memset(t->tlb, 0, sizeof(t->tlb));
-			t->tlb_gen = g;
-		}
-		if (te->vpn == vpn && entry_ok(te->e, write))
-			return entry_ptr(te->e) + (addr & (d->ps - 1));
-		atomic_store(&t->active, 0);
-
-		/* Device page table walk. */
 		pthread_mutex_lock(&d->lock);
-		e = spt_get(d, vpn);
-		g = atomic_load(&d->gen);
-		pthread_mutex_unlock(&d->lock);
-		if (entry_ok(e, write)) {
-			if (t->tlb_gen == g) {
-				te->vpn = vpn;
-				te->e = e;
-			}
-			continue;
+		g = atomic_load_explicit(&d->gen, memory_order_relaxed);
+		if (t->gen != g) {
+			/* A new epoch: nothing cached from an older one stays. */
+			tlb_flush(t);
+			t->gen = g;
+			atomic_store_explicit(&t->active, g, memory_order_release);
 		}
-		/* Device fault. */
+		e = spt_get(d, vpn);
+		if (entry_ok(e, write)) {
+			unsigned int way = t->lru[si] ^ 1;
+
+			t->tlb[si][way] = (struct tlb_entry){ .vpn = vpn, .e = e };
+			t->lru[si] = (uint8_t)way;
+			pthread_mutex_unlock(&d->lock);
+			return use_entry(t, vpn, e, addr, write);
+		}
+		pthread_mutex_unlock(&d->lock);
+		/* Device fault: it may wait (migrations, invalidations). */
+		epoch_drop(t);
 		{
 			uintptr_t page = addr & ~(uintptr_t)(d->ps - 1);
 			size_t w = d->cfg.migrate_window;
@@ -1172,20 +1292,33 @@ static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 			}
 			ret = device_fault(d, page, page + d->ps, write, &t->faults);
 			if (ret) {
-				t->err = ret;
+				t->err = ret;	/* t->gen is 0: every access takes this path */
 				snprintf(t->reason, sizeof(t->reason), "%s", uhmm_last_error());
 				return NULL;
 			}
 		}
 	}
+	epoch_drop(t);
 	t->err = -EBUSY;
 	snprintf(t->reason, sizeof(t->reason), "the device page table kept changing");
 	return NULL;
 }
 
-static void done_access(struct uhmm_simdev_thread *t)
+/*
+ * The fast path: the page of the thread's last read (or write) again, in
+ * the same generation.  A thread with an error holds no epoch (gen 0, which
+ * no generation equals) and always takes the slow path, which refuses.
+ */
+#define FAST(t, addr, kind)							\
+	((uintptr_t)(addr) >> (t)->shift == (t)->kind##_vpn &&			\
+	 (t)->gen == atomic_load_explicit((t)->devgen, memory_order_relaxed) ?	\
+	 (t)->kind##_base + (uintptr_t)(addr) : NULL)
+
+static inline char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
-	atomic_store(&t->active, 0);
+	char *p = write ? FAST(t, addr, st) : FAST(t, addr, ld);
+
+	return __builtin_expect(p != NULL, 1) ? p : translate_slow(t, addr, write);
 }
 
 /* An access with no device thread: ignored (loads give 0). */
@@ -1201,13 +1334,12 @@ static bool no_thread(void)
 		char *p;							\
 		type v;								\
 										\
-		if ((!t && no_thread()) || t->err)				\
+		if (__builtin_expect(!t, 0) && no_thread())			\
 			return 0;						\
 		p = translate(t, (uintptr_t)addr, false);			\
 		if (!p)								\
 			return 0;						\
 		v = op;								\
-		done_access(t);							\
 		return v;							\
 	}
 
@@ -1219,13 +1351,12 @@ ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_REL
 	{									\
 		char *p;							\
 										\
-		if ((!t && no_thread()) || t->err)				\
+		if (__builtin_expect(!t, 0) && no_thread())			\
 			return;							\
 		p = translate(t, (uintptr_t)addr, true);			\
 		if (!p)								\
 			return;							\
 		__atomic_store_n((type *)p, v, __ATOMIC_RELAXED);		\
-		done_access(t);							\
 	}
 
 STORE(uint64_t, uhmm_simdev_store64)
@@ -1236,13 +1367,12 @@ uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint
 	char *p;
 	uint64_t old;
 
-	if ((!t && no_thread()) || t->err)
+	if (__builtin_expect(!t, 0) && no_thread())
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
 		return 0;
 	old = __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_SEQ_CST);
-	done_access(t);
 	return old;
 }
 
@@ -1251,13 +1381,12 @@ uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint
 	char *p;
 	uint32_t old;
 
-	if ((!t && no_thread()) || t->err)
+	if (__builtin_expect(!t, 0) && no_thread())
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
 		return 0;
 	old = __atomic_fetch_add((uint32_t *)p, v, __ATOMIC_SEQ_CST);
-	done_access(t);
 	return old;
 }
 
@@ -1274,8 +1403,10 @@ static void *worker(void *arg)
 {
 	struct launch *l = arg;
 
+	atomic_store(&l->t->self, (unsigned long)pthread_self());
 	for (size_t i = l->first; i < l->last && !l->t->err && !atomic_load(l->stop); i++)
 		l->fn(l->t, i, l->arg);
+	epoch_drop(l->t);	/* done: invalidations no longer wait for it */
 	if (l->t->err)
 		atomic_store(l->stop, 1);
 	return NULL;
@@ -1319,6 +1450,10 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned int i = 0; i < nt; i++) {
 		ts[i].dev = d;
+		ts[i].devgen = &d->gen;
+		ts[i].shift = d->shift;
+		ts[i].ps = d->ps;
+		ts[i].ld_vpn = ts[i].st_vpn = UINT64_MAX;
 		ls[i] = (struct launch){
 			.dev = d, .t = &ts[i], .fn = fn, .arg = arg, .stop = &stop,
 			.first = nitems * i / nt, .last = nitems * (i + 1) / nt,
