@@ -72,9 +72,13 @@ struct tlb_entry {
  * holds no epoch.  See translate_slow() for the protocol.
  */
 struct uhmm_simdev_thread {
-	/* The fast path's fields first, in one cache line. */
+	/*
+	 * The inline fast path's fields first (struct uhmm_simdev__fast in
+	 * simdev.h, same layout): gen, devgen, shift, ld_vpn, st_vpn, ld_base,
+	 * st_base.
+	 */
 	unsigned long gen;
-	const atomic_ulong *devgen;	/* &dev->gen */
+	const unsigned long *devgen;	/* &dev->gen */
 	unsigned int shift;
 	uint64_t ld_vpn, st_vpn;	/* the last page read, written (~0: none) */
 	char *ld_base, *st_base;	/* host address of that page minus its address */
@@ -1216,8 +1220,7 @@ static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, boo
 		e = set[1].e;
 	else
 		return NULL;
-	if (t->gen != atomic_load_explicit(t->devgen, memory_order_relaxed) ||
-	    !entry_ok(e, write))
+	if (t->gen != __atomic_load_n(t->devgen, __ATOMIC_RELAXED) || !entry_ok(e, write))
 		return NULL;
 	return use_entry(t, vpn, e, addr, write);
 }
@@ -1309,14 +1312,9 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
  * the same generation.  A thread with an error holds no epoch (gen 0, which
  * no generation equals) and always takes the slow path, which refuses.
  */
-#define FAST(t, addr, kind)							\
-	((uintptr_t)(addr) >> (t)->shift == (t)->kind##_vpn &&			\
-	 (t)->gen == atomic_load_explicit((t)->devgen, memory_order_relaxed) ?	\
-	 (t)->kind##_base + (uintptr_t)(addr) : NULL)
-
 static inline char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
-	char *p = write ? FAST(t, addr, st) : FAST(t, addr, ld);
+	char *p = uhmm_simdev__hit(t, (const void *)addr, write);
 
 	return __builtin_expect(p != NULL, 1) ? p : translate_slow(t, addr, write);
 }
@@ -1343,8 +1341,8 @@ static bool no_thread(void)
 		return v;							\
 	}
 
-ACCESS(uint64_t, uhmm_simdev_load64, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
-ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
+ACCESS(uint64_t, uhmm_simdev_load64_slow, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
+ACCESS(uint32_t, uhmm_simdev_load32_slow, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
 
 #define STORE(type, name)							\
 	void name(struct uhmm_simdev_thread *t, void *addr, type v)		\
@@ -1359,10 +1357,10 @@ ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_REL
 		__atomic_store_n((type *)p, v, __ATOMIC_RELAXED);		\
 	}
 
-STORE(uint64_t, uhmm_simdev_store64)
-STORE(uint32_t, uhmm_simdev_store32)
+STORE(uint64_t, uhmm_simdev_store64_slow)
+STORE(uint32_t, uhmm_simdev_store32_slow)
 
-uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+uint64_t uhmm_simdev_atomic_add64_slow(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
 {
 	char *p;
 	uint64_t old;
@@ -1376,7 +1374,7 @@ uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint
 	return old;
 }
 
-uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+uint32_t uhmm_simdev_atomic_add32_slow(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
 {
 	char *p;
 	uint32_t old;
@@ -1450,7 +1448,7 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned int i = 0; i < nt; i++) {
 		ts[i].dev = d;
-		ts[i].devgen = &d->gen;
+		ts[i].devgen = (const unsigned long *)&d->gen;
 		ts[i].shift = d->shift;
 		ts[i].ps = d->ps;
 		ts[i].ld_vpn = ts[i].st_vpn = UINT64_MAX;
