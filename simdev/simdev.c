@@ -74,14 +74,14 @@ struct tlb_entry {
 struct uhmm_simdev_thread {
 	/*
 	 * The inline fast path's fields first (struct uhmm_simdev__fast in
-	 * simdev.h, same layout): gen, devgen, shift, ld_vpn, st_vpn, ld_base,
-	 * st_base.
+	 * simdev.h, same layout): gen, devgen, shift, ld_vpn, st_vpn, ld_delta,
+	 * st_delta.
 	 */
 	unsigned long gen;
 	const unsigned long *devgen;	/* &dev->gen */
 	unsigned int shift;
 	uint64_t ld_vpn, st_vpn;	/* the last page read, written (~0: none) */
-	char *ld_base, *st_base;	/* host address of that page minus its address */
+	uintptr_t ld_delta, st_delta;	/* host address of that page minus its address */
 	struct uhmm_simdev *dev;
 	atomic_ulong active;
 	atomic_ulong self;		/* its pthread_t, once it runs */
@@ -1196,16 +1196,17 @@ static void epoch_drop(struct uhmm_simdev_thread *t)
 static char *use_entry(struct uhmm_simdev_thread *t, uint64_t vpn, uint64_t e, uintptr_t addr,
 		       bool write)
 {
-	char *base = entry_ptr(e) - (vpn << t->shift);
+	/* Unsigned: the difference wraps, the sum does not (no pointer overflow). */
+	uintptr_t delta = (uintptr_t)entry_ptr(e) - (uintptr_t)(vpn << t->shift);
 
 	if (write) {
 		t->st_vpn = vpn;
-		t->st_base = base;
+		t->st_delta = delta;
 	} else {
 		t->ld_vpn = vpn;
-		t->ld_base = base;
+		t->ld_delta = delta;
 	}
-	return base + addr;
+	return (char *)(delta + addr);
 }
 
 static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)

@@ -243,7 +243,7 @@ struct uhmm_simdev__fast {
 	const unsigned long *devgen;	/* the device's current generation */
 	unsigned int shift;		/* page shift */
 	uint64_t ld_vpn, st_vpn;	/* page numbers, ~0: none */
-	char *ld_base, *st_base;	/* host address of the page minus its address */
+	uintptr_t ld_delta, st_delta;	/* host address of the page minus its address */
 };
 
 /* The host address for @addr if the fast path applies, else NULL. */
@@ -255,7 +255,7 @@ static inline char *uhmm_simdev__hit(struct uhmm_simdev_thread *t, const void *a
 	if (!t || (a >> f->shift) != (write ? f->st_vpn : f->ld_vpn) ||
 	    f->gen != __atomic_load_n(f->devgen, __ATOMIC_RELAXED))
 		return NULL;
-	return (write ? f->st_base : f->ld_base) + a;
+	return (char *)((write ? f->st_delta : f->ld_delta) + a);	/* modulo 2^N */
 }
 
 /** uhmm_simdev_load64() - device load of 8 bytes (see above) */
