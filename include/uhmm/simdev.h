@@ -223,6 +223,20 @@ UHMM_API int uhmm_simdev_launch(struct uhmm_simdev *dev, size_t nitems, uhmm_sim
  * so a direct CPU access from kernel code that faults on device memory
  * would wait for itself.
  */
+/**
+ * uhmm_simdev_load64_slow() - the out-of-line device access (the same for
+ *	_load32, _store64, _store32, _atomic_add64, _atomic_add32)
+ * @t: the device thread the kernel was given
+ * @addr: the process address accessed (naturally aligned)
+ *
+ * Context: only on @t's own thread, from the kernel it runs.  May wait: a
+ * device fault (a range fault, a migration to the device, eviction).
+ * Return: the value loaded (the old value for an atomic add).  An access
+ * that cannot be made (-EFAULT no mapping or no access, -EPERM a write to
+ * read-only memory, -EBUSY the page table kept changing, -ENOMEM) gives 0,
+ * stops the launch and is what uhmm_simdev_launch() returns; a NULL @t is
+ * ignored (0) with -EINVAL's reason in uhmm_last_error().
+ */
 UHMM_API uint64_t uhmm_simdev_load64_slow(struct uhmm_simdev_thread *t, const void *addr);
 UHMM_API uint32_t uhmm_simdev_load32_slow(struct uhmm_simdev_thread *t, const void *addr);
 UHMM_API void uhmm_simdev_store64_slow(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
