@@ -16,8 +16,11 @@
  * while copying between the device and mapped pages (an invalidation waits
  * for such a copy to finish before the CPU side changes), and never across
  * a uhmm migration or range fault.  Compute threads cache translations in a
- * per-thread TLB; an invalidation bumps dev->gen and waits until no thread
- * is in the middle of an access made with an older translation.
+ * per-thread TLB, all of one generation of the page table (their epoch); an
+ * invalidation clears entries, bumps dev->gen and waits until every compute
+ * thread has dropped or renewed its epoch (translate_slow(), and
+ * docs/CONCURRENCY.md).  A migration home also unmaps the pages it
+ * collected before the copy (migrate_piece_to_sys()).
  */
 #define _GNU_SOURCE
 #include <errno.h>
