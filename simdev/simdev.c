@@ -16,8 +16,11 @@
  * while copying between the device and mapped pages (an invalidation waits
  * for such a copy to finish before the CPU side changes), and never across
  * a uhmm migration or range fault.  Compute threads cache translations in a
- * per-thread TLB; an invalidation bumps dev->gen and waits until no thread
- * is in the middle of an access made with an older translation.
+ * per-thread TLB, all of one generation of the page table (their epoch); an
+ * invalidation clears entries, bumps dev->gen and waits until every compute
+ * thread has dropped or renewed its epoch (translate_slow(), and
+ * docs/CONCURRENCY.md).  A migration home also unmaps the pages it
+ * collected before the copy (migrate_piece_to_sys()).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -46,7 +49,7 @@
 #define LEVELS		5		/* 45 bits of page number */
 #define CHUNK_SHIFT	30		/* one notifier per 1 GiB of address space */
 #define MAX_CHUNKS	4096
-#define TLB_SIZE	64
+#define TLB_SETS	128		/* per-thread TLB: 128 sets of 2 ways */
 #define MAX_THREADS	64
 #define BATCH_PAGES	512
 
@@ -63,11 +66,31 @@ struct tlb_entry {
 	uint64_t e;
 };
 
+/*
+ * A compute thread.  It holds an epoch: @active is the generation its
+ * cached translations (@tlb) were taken in, 0 while it holds none.  It is
+ * set under dev->lock when the thread takes a translation, and cleared
+ * (release) before the thread does anything that may wait (a device fault,
+ * a migration) and when it ends; @gen is the thread's own copy, 0 when it
+ * holds no epoch.  See translate_slow() for the protocol.
+ */
 struct uhmm_simdev_thread {
+	/*
+	 * The inline fast path's fields first (struct uhmm_simdev__fast in
+	 * simdev.h, same layout): gen, devgen, shift, ld_vpn, st_vpn, ld_delta,
+	 * st_delta.
+	 */
+	unsigned long gen;
+	const unsigned long *devgen;	/* &dev->gen */
+	unsigned int shift;
+	uint64_t ld_vpn, st_vpn;	/* the last page read, written (~0: none) */
+	uintptr_t ld_delta, st_delta;	/* host address of that page minus its address */
 	struct uhmm_simdev *dev;
-	atomic_ulong active;		/* gen of the access in progress, 0 if none */
-	unsigned long tlb_gen;
-	struct tlb_entry tlb[TLB_SIZE];
+	atomic_ulong active;
+	atomic_ulong self;		/* its pthread_t, once it runs */
+	size_t ps;
+	struct tlb_entry tlb[TLB_SETS][2];
+	uint8_t lru[TLB_SETS];		/* the way filled last */
 	int err;
 	char reason[200];		/* uhmm_last_error() of @err, for the launcher */
 	uint64_t faults, cpages;
@@ -89,7 +112,12 @@ struct uhmm_simdev {
 	size_t nr_free;
 	atomic_size_t used;
 	unsigned int flags;
-	atomic_ulong gen;		/* bumped by every invalidation */
+	/*
+	 * Bumped by every invalidation; read by every device access, so on a
+	 * cache line of its own (nothing written in the steady state shares it).
+	 */
+	_Alignas(64) atomic_ulong gen;
+	char gen_pad[64 - sizeof(atomic_ulong)];
 	/*
 	 * Invalidations seen per 2 MiB block (hashed; under lock): a
 	 * migration maps its new device pages only if none of its blocks
@@ -192,7 +220,16 @@ static char *entry_ptr(uint64_t e)
  */
 static void tlb_shootdown(struct uhmm_simdev_thread *w, unsigned int nw, unsigned long gen)
 {
+	const unsigned long me = (unsigned long)pthread_self();
+
 	for (unsigned int i = 0; w && i < nw; i++) {
+		/*
+		 * A kernel's own invalidation (it munmaps, say) runs on its
+		 * thread, which is not in the middle of an access: its next
+		 * one sees the new generation.
+		 */
+		if (atomic_load(&w[i].self) == me)
+			continue;
 		for (;;) {
 			unsigned long a = atomic_load(&w[i].active);
 
@@ -224,20 +261,17 @@ static unsigned long inval_blocks(struct uhmm_simdev *d, uintptr_t start, uintpt
 	return n;
 }
 
-static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
-			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
+/*
+ * Entries were cleared from the device page table (d->lock held, released
+ * here): make every compute thread drop what it cached and wait until none
+ * is still in the middle of an access made through an entry cleared.
+ */
+static void flush_and_unlock(struct uhmm_simdev *d)
 {
-	struct chunk *c = (struct chunk *)mni;
-	struct uhmm_simdev *d = c->dev;
 	struct uhmm_simdev_thread *w;
 	unsigned int nw;
 	unsigned long gen;
 
-	pthread_mutex_lock(&d->lock);
-	uhmm_interval_set_seq(mni, cur_seq);
-	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
-	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
-		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	gen = atomic_fetch_add(&d->gen, 1) + 1;
 	w = d->workers;
 	nw = d->nworkers;
@@ -251,6 +285,20 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 			pthread_cond_broadcast(&d->shootdown_done);
 		pthread_mutex_unlock(&d->lock);
 	}
+}
+
+static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
+			      const struct uhmm_notifier_range *r, unsigned long cur_seq)
+{
+	struct chunk *c = (struct chunk *)mni;
+	struct uhmm_simdev *d = c->dev;
+
+	pthread_mutex_lock(&d->lock);
+	uhmm_interval_set_seq(mni, cur_seq);
+	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
+	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
+		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
+	flush_and_unlock(d);
 	return true;
 }
 
@@ -610,6 +658,21 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
+	/*
+	 * Unmap what setup collected from the device page table before the
+	 * copy (lib/test_hmm.c's fault path erases its entries the same
+	 * way).  The invalidation setup ran is not enough: it comes before
+	 * the collection, and a page a migration to the device committed in
+	 * between (mapping it in its own step, after that invalidation) is
+	 * collected too.  The device kept writing it through that entry
+	 * after the copy home (the writes were lost), and after the page
+	 * was freed and given to another address (they landed there).
+	 */
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++)
+		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+			spt_set(d, (s >> d->shift) + i, 0);
+	flush_and_unlock(d);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
 
@@ -664,9 +727,72 @@ static int for_each_piece(struct uhmm_simdev *d, uintptr_t start, uintptr_t end,
 	return 0;
 }
 
+/*
+ * What the device's view of [start, end) holds, one hmm_pfns word per page,
+ * faulting nothing in (@pfns: (end - start) pages).
+ */
+static int snapshot_pfns(struct uhmm_simdev *d, uintptr_t start, uintptr_t end, uint64_t *pfns)
+{
+	int ret = 0;
+
+	for (uintptr_t a = start; a < end && !ret;) {
+		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
+		uintptr_t e = ce && ce < end ? ce : end;
+		struct chunk *c = get_chunk(d, a);
+		struct uhmm_range r = {
+			.notifier = c ? &c->mni : NULL, .start = a, .end = e,
+			.hmm_pfns = pfns + ((a - start) >> d->shift),
+			.dev_private_owner = &d->owner,
+		};
+
+		if (!c)
+			return uhmm_set_error(ENOMEM, "simdev: out of memory for a notifier");
+		do {
+			r.notifier_seq = uhmm_interval_read_begin(&c->mni);
+			ret = uhmm_range_fault(&r);
+		} while (ret == -EBUSY);
+		a = e;
+	}
+	return ret;
+}
+
+/* Is @pfn (a range fault's output word) a page of this device's memory? */
+static bool pfn_is_local(struct uhmm_simdev *d, uint64_t pfn)
+{
+	struct uhmm_page *p;
+
+	if ((pfn & (UHMM_PFN_VALID | UHMM_PFN_ERROR | UHMM_PFN_DEVICE_PRIVATE)) !=
+	    (UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE))
+		return false;
+	p = uhmm_pfn_to_page(d->mm, pfn & UHMM_PFN_NUMBER_MASK);
+	return p && p->pgmap == &d->pgmap;
+}
+
+/*
+ * Migrate one piece; count what of it is in this device's memory afterwards
+ * (the contract's cpages, as the kernel's test device counts what its page
+ * table holds for the range after the migration): the pages this call
+ * moved, and those that were there already.
+ */
+struct to_dev {
+	bool alloc_failed;	/* a device page could not be had */
+	uint64_t moved;		/* pages this call moved */
+};
+
 static long to_dev_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
 {
-	return migrate_piece_to_dev(d, s, e, arg);
+	struct to_dev *td = arg;
+	uint64_t pfns[BATCH_PAGES];
+	long r = migrate_piece_to_dev(d, s, e, &td->alloc_failed), n = 0;
+
+	if (r < 0)
+		return r;
+	td->moved += (uint64_t)r;
+	if (snapshot_pfns(d, s, e, pfns))
+		return r;	/* cannot tell: what this call moved is there */
+	for (size_t i = 0; i < (e - s) >> d->shift; i++)
+		n += pfn_is_local(d, pfns[i]);
+	return n;
 }
 
 static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg)
@@ -683,24 +809,24 @@ int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
 	uintptr_t s = (uintptr_t)addr;
-	bool alloc_failed = false;
-	uint64_t moved = 0;
+	struct to_dev td = { .alloc_failed = false };
+	uint64_t resident = 0;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
 		return ret;
-	ret = for_each_piece(d, s, s + npages * d->ps, to_dev_cb, &alloc_failed, &moved);
+	ret = for_each_piece(d, s, s + npages * d->ps, to_dev_cb, &td, &resident);
 	if (st) {
-		st->cpages = moved;
+		st->cpages = resident;	/* pages of the range now on the device */
 		st->faults = 0;
 	}
 	if (ret)
 		return ret;
-	if (moved == 0)
-		return alloc_failed ? uhmm_set_error(ENOMEM, "simdev migrate to dev: device "
-						     "memory is full")
-				    : uhmm_set_error(ENOENT, "simdev migrate to dev: no page "
-						     "of the range could migrate");
+	if (td.alloc_failed && td.moved == 0)
+		return uhmm_set_error(ENOMEM, "simdev migrate to dev: device memory is full");
+	if (resident == 0)
+		return uhmm_set_error(ENOENT, "simdev migrate to dev: no page of the range "
+				      "could migrate");
 	return 0;
 }
 
@@ -783,6 +909,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 			 struct uhmm_simdev_stats *st)
 {
 	uintptr_t start = (uintptr_t)addr, end;
+	size_t max;
 	uint64_t *pfns;
 	int ret = check_range(d, addr, npages);
 
@@ -791,30 +918,17 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 	if (!prot)
 		return uhmm_set_error(EINVAL, "simdev snapshot: NULL output array");
 	end = start + npages * d->ps;
-	pfns = malloc((npages < ((size_t)1 << (CHUNK_SHIFT - 12)) ? npages : ((size_t)1 << (CHUNK_SHIFT - 12))) * sizeof(*pfns));
+	max = (size_t)1 << (CHUNK_SHIFT - d->shift);	/* one chunk at a time */
+	pfns = malloc((npages < max ? npages : max) * sizeof(*pfns));
 	if (!pfns)
 		return uhmm_set_error(ENOMEM, "simdev snapshot: out of memory");
-	for (uintptr_t a = start; a < end;) {
+	for (uintptr_t a = start; a < end && !ret;) {
 		uintptr_t ce = (a | (((uintptr_t)1 << CHUNK_SHIFT) - 1)) + 1;
 		uintptr_t e = ce && ce < end ? ce : end;
-		struct chunk *c = get_chunk(d, a);
-		struct uhmm_range r = {
-			.notifier = c ? &c->mni : NULL, .start = a, .end = e,
-			.hmm_pfns = pfns, .dev_private_owner = &d->owner,
-		};
 		size_t off = (a - start) >> d->shift;
 
-		if (!c) {
-			ret = -ENOMEM;
-			break;
-		}
-		do {
-			r.notifier_seq = uhmm_interval_read_begin(&c->mni);
-			ret = uhmm_range_fault(&r);
-		} while (ret == -EBUSY);
-		if (ret)
-			break;
-		for (size_t i = 0; i < (e - a) >> d->shift; i++)
+		ret = snapshot_pfns(d, a, e, pfns);
+		for (size_t i = 0; !ret && i < (e - a) >> d->shift; i++)
 			prot[off + i] = pfn_to_prot(d, pfns[i]);
 		a = e;
 	}
@@ -1029,45 +1143,135 @@ static bool policy_migrate(struct uhmm_simdev *d)
 }
 
 /*
- * Translate @addr for an access: returns the host pointer with t->active
- * set (the caller clears it after the access), or NULL with t->err set.
+ * Device address translation.  Each compute thread caches translations in
+ * its own TLB, all taken in one generation of the device page table
+ * (t->gen, published in t->active).  Every change that removes entries
+ * (an invalidation, a migration home unmapping what it collected) clears
+ * them under dev->lock, bumps dev->gen, and then waits until every
+ * compute thread has either dropped its epoch (active 0) or taken a newer
+ * one (active >= the new gen): tlb_shootdown().
+ *
+ * The fast path (tlb_lookup) is the TLB probe plus one relaxed load of
+ * dev->gen; no store, no barrier.  That is enough:
+ *  - a thread only moves to a newer epoch in translate_slow(), which
+ *    flushes its TLB first, and publishes it with a store that is ordered
+ *    after every access it made through the old translations (release, as
+ *    the store of 0 when it drops the epoch).  The invalidator reads
+ *    active with acquire: once it sees the thread past the old generation,
+ *    every access through a cleared entry is complete and visible to it,
+ *    and none can follow, before its callback returns;
+ *  - a relaxed load that still returns the old dev->gen only lets the
+ *    thread go on using translations the invalidator is waiting for it to
+ *    drop: it waits for that; coherent caches make the new value visible
+ *    to the thread's next loads, so the wait ends at its next access;
+ *  - entries are read and epochs taken under dev->lock, and dev->gen
+ *    changes only under it after the entries are cleared, so a thread
+ *    never caches an entry cleared in a generation it already holds.
+ * The cost: an invalidation waits until each running compute thread makes
+ * its next device access (or finishes its work); a kernel must therefore
+ * reach memory that may be in device memory only through the access
+ * functions (a direct CPU access from kernel code to such a page would
+ * wait for an invalidation that waits for it).
  */
-static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
+static inline unsigned int tlb_set(uint64_t vpn)
+{
+	/* Hashed: buffers a multiple of TLB_SETS pages apart must not collide. */
+	return (unsigned int)((vpn * UINT64_C(0x9e3779b97f4a7c15)) >> 57) & (TLB_SETS - 1);
+}
+
+/* Forget every cached translation (the thread's epoch changes). */
+static void tlb_flush(struct uhmm_simdev_thread *t)
+{
+	memset(t->tlb, 0, sizeof(t->tlb));
+	t->ld_vpn = t->st_vpn = UINT64_MAX;
+}
+
+/* Drop the thread's epoch before it may wait (release: its accesses are done). */
+static void epoch_drop(struct uhmm_simdev_thread *t)
+{
+	t->gen = 0;
+	atomic_store_explicit(&t->active, 0, memory_order_release);
+}
+
+/*
+ * Make @e (valid for the access) the page the next access of the same kind
+ * (read; write or atomic) tries first: a kernel reading one array and
+ * writing another keeps both.
+ */
+static char *use_entry(struct uhmm_simdev_thread *t, uint64_t vpn, uint64_t e, uintptr_t addr,
+		       bool write)
+{
+	/* Unsigned: the difference wraps, the sum does not (no pointer overflow). */
+	uintptr_t delta = (uintptr_t)entry_ptr(e) - (uintptr_t)(vpn << t->shift);
+
+	if (write) {
+		t->st_vpn = vpn;
+		t->st_delta = delta;
+	} else {
+		t->ld_vpn = vpn;
+		t->ld_delta = delta;
+	}
+	return (char *)(delta + addr);
+}
+
+static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
+{
+	uint64_t vpn = addr >> t->shift;
+	struct tlb_entry *set = t->tlb[tlb_set(vpn)];
+	uint64_t e;
+
+	if (set[0].vpn == vpn)
+		e = set[0].e;
+	else if (set[1].vpn == vpn)
+		e = set[1].e;
+	else
+		return NULL;
+	if (t->gen != __atomic_load_n(t->devgen, __ATOMIC_RELAXED) || !entry_ok(e, write))
+		return NULL;
+	return use_entry(t, vpn, e, addr, write);
+}
+
+/*
+ * The slow path: walk the device page table, device fault, migrate on
+ * touch.  Returns the host pointer (the thread holding an epoch in which
+ * it is valid), or NULL with t->err set.
+ */
+static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
 	struct uhmm_simdev *d = t->dev;
 	uint64_t vpn = addr >> d->shift;
-	struct tlb_entry *te = &t->tlb[vpn % TLB_SIZE];
+	unsigned int si = tlb_set(vpn);
+	char *p;
 
+	if (t->err)
+		return NULL;
+	p = tlb_lookup(t, addr, write);
+	if (p)
+		return p;
 	for (int tries = 0; tries < 1000; tries++) {
-		unsigned long g = atomic_load(&d->gen);
+		unsigned long g;
 		uint64_t e;
 
-		atomic_store(&t->active, g);
-		if (atomic_load(&d->gen) != g) {
-			atomic_store(&t->active, 0);
-			continue;
-		}
-		if (t->tlb_gen != g) {
-			memset(t->tlb, 0, sizeof(t->tlb));
-			t->tlb_gen = g;
-		}
-		if (te->vpn == vpn && entry_ok(te->e, write))
-			return entry_ptr(te->e) + (addr & (d->ps - 1));
-		atomic_store(&t->active, 0);
-
-		/* Device page table walk. */
 		pthread_mutex_lock(&d->lock);
-		e = spt_get(d, vpn);
-		g = atomic_load(&d->gen);
-		pthread_mutex_unlock(&d->lock);
-		if (entry_ok(e, write)) {
-			if (t->tlb_gen == g) {
-				te->vpn = vpn;
-				te->e = e;
-			}
-			continue;
+		g = atomic_load_explicit(&d->gen, memory_order_relaxed);
+		if (t->gen != g) {
+			/* A new epoch: nothing cached from an older one stays. */
+			tlb_flush(t);
+			t->gen = g;
+			atomic_store_explicit(&t->active, g, memory_order_release);
 		}
-		/* Device fault. */
+		e = spt_get(d, vpn);
+		if (entry_ok(e, write)) {
+			unsigned int way = t->lru[si] ^ 1;
+
+			t->tlb[si][way] = (struct tlb_entry){ .vpn = vpn, .e = e };
+			t->lru[si] = (uint8_t)way;
+			pthread_mutex_unlock(&d->lock);
+			return use_entry(t, vpn, e, addr, write);
+		}
+		pthread_mutex_unlock(&d->lock);
+		/* Device fault: it may wait (migrations, invalidations). */
+		epoch_drop(t);
 		{
 			uintptr_t page = addr & ~(uintptr_t)(d->ps - 1);
 			size_t w = d->cfg.migrate_window;
@@ -1097,20 +1301,28 @@ static char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 			}
 			ret = device_fault(d, page, page + d->ps, write, &t->faults);
 			if (ret) {
-				t->err = ret;
+				t->err = ret;	/* t->gen is 0: every access takes this path */
 				snprintf(t->reason, sizeof(t->reason), "%s", uhmm_last_error());
 				return NULL;
 			}
 		}
 	}
+	epoch_drop(t);
 	t->err = -EBUSY;
 	snprintf(t->reason, sizeof(t->reason), "the device page table kept changing");
 	return NULL;
 }
 
-static void done_access(struct uhmm_simdev_thread *t)
+/*
+ * The fast path: the page of the thread's last read (or write) again, in
+ * the same generation.  A thread with an error holds no epoch (gen 0, which
+ * no generation equals) and always takes the slow path, which refuses.
+ */
+static inline char *translate(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
-	atomic_store(&t->active, 0);
+	char *p = uhmm_simdev__hit(t, (const void *)addr, write);
+
+	return __builtin_expect(p != NULL, 1) ? p : translate_slow(t, addr, write);
 }
 
 /* An access with no device thread: ignored (loads give 0). */
@@ -1126,63 +1338,59 @@ static bool no_thread(void)
 		char *p;							\
 		type v;								\
 										\
-		if ((!t && no_thread()) || t->err)				\
+		if (__builtin_expect(!t, 0) && no_thread())			\
 			return 0;						\
 		p = translate(t, (uintptr_t)addr, false);			\
 		if (!p)								\
 			return 0;						\
 		v = op;								\
-		done_access(t);							\
 		return v;							\
 	}
 
-ACCESS(uint64_t, uhmm_simdev_load64, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
-ACCESS(uint32_t, uhmm_simdev_load32, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
+ACCESS(uint64_t, uhmm_simdev_load64_slow, __atomic_load_n((uint64_t *)p, __ATOMIC_RELAXED))
+ACCESS(uint32_t, uhmm_simdev_load32_slow, __atomic_load_n((uint32_t *)p, __ATOMIC_RELAXED))
 
 #define STORE(type, name)							\
 	void name(struct uhmm_simdev_thread *t, void *addr, type v)		\
 	{									\
 		char *p;							\
 										\
-		if ((!t && no_thread()) || t->err)				\
+		if (__builtin_expect(!t, 0) && no_thread())			\
 			return;							\
 		p = translate(t, (uintptr_t)addr, true);			\
 		if (!p)								\
 			return;							\
 		__atomic_store_n((type *)p, v, __ATOMIC_RELAXED);		\
-		done_access(t);							\
 	}
 
-STORE(uint64_t, uhmm_simdev_store64)
-STORE(uint32_t, uhmm_simdev_store32)
+STORE(uint64_t, uhmm_simdev_store64_slow)
+STORE(uint32_t, uhmm_simdev_store32_slow)
 
-uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+uint64_t uhmm_simdev_atomic_add64_slow(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
 {
 	char *p;
 	uint64_t old;
 
-	if ((!t && no_thread()) || t->err)
+	if (__builtin_expect(!t, 0) && no_thread())
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
 		return 0;
 	old = __atomic_fetch_add((uint64_t *)p, v, __ATOMIC_SEQ_CST);
-	done_access(t);
 	return old;
 }
 
-uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+uint32_t uhmm_simdev_atomic_add32_slow(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
 {
 	char *p;
 	uint32_t old;
 
-	if ((!t && no_thread()) || t->err)
+	if (__builtin_expect(!t, 0) && no_thread())
 		return 0;
 	p = translate(t, (uintptr_t)addr, true);
 	if (!p)
 		return 0;
 	old = __atomic_fetch_add((uint32_t *)p, v, __ATOMIC_SEQ_CST);
-	done_access(t);
 	return old;
 }
 
@@ -1199,8 +1407,10 @@ static void *worker(void *arg)
 {
 	struct launch *l = arg;
 
+	atomic_store(&l->t->self, (unsigned long)pthread_self());
 	for (size_t i = l->first; i < l->last && !l->t->err && !atomic_load(l->stop); i++)
 		l->fn(l->t, i, l->arg);
+	epoch_drop(l->t);	/* done: invalidations no longer wait for it */
 	if (l->t->err)
 		atomic_store(l->stop, 1);
 	return NULL;
@@ -1244,6 +1454,10 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	pthread_mutex_unlock(&d->lock);
 	for (unsigned int i = 0; i < nt; i++) {
 		ts[i].dev = d;
+		ts[i].devgen = (const unsigned long *)&d->gen;
+		ts[i].shift = d->shift;
+		ts[i].ps = d->ps;
+		ts[i].ld_vpn = ts[i].st_vpn = UINT64_MAX;
 		ls[i] = (struct launch){
 			.dev = d, .t = &ts[i], .fn = fn, .arg = arg, .stop = &stop,
 			.first = nitems * i / nt, .last = nitems * (i + 1) / nt,
@@ -1322,6 +1536,8 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	pthread_mutex_init(&d->chunk_lock, NULL);
 	pthread_mutex_init(&d->evict_lock, NULL);
 	pthread_cond_init(&d->shootdown_done, NULL);
+	/* A thread's active = 0 means "no access": generations start at 1. */
+	atomic_store(&d->gen, 1);
 	ret = uhmm_mm_get(&d->mm);
 	if (ret)
 		goto err_free;

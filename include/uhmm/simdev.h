@@ -59,7 +59,10 @@ struct uhmm_simdev_config {
 
 /**
  * struct uhmm_simdev_stats - what a call did
- * @cpages: pages copied (read/write) or migrated (migrate_*, release)
+ * @cpages: pages copied (read/write); for migrate_to_dev the pages of the
+ *	range in this device's memory afterwards (moved by the call or there
+ *	already, as the kernel's test device counts its page table); for
+ *	migrate_to_sys the pages moved back
  * @faults: device faults: range faults issued to fill the device page table
  */
 struct uhmm_simdev_stats {
@@ -111,11 +114,16 @@ UHMM_API int uhmm_simdev_write(struct uhmm_simdev *dev, void *addr, size_t npage
 /**
  * uhmm_simdev_migrate_to_dev() - migrate the range into device memory
  *
- * @st->cpages: pages now on the device.  -ENOENT when no page could be
- * migrated; -EINVAL for a range with a hole, without access, or in
- * hugetlbfs; -ENOMEM when the device is full and nothing fit.  As the
- * kernel's test device, the range is migrated mapping by mapping: on
- * -EINVAL the pieces before the bad one stay migrated (@st->cpages).
+ * @st->cpages: the pages of the range in this device's memory after the
+ * call, whether this call moved them or they were there already (a range
+ * migrated, then partly faulted back by the CPU and migrated again counts
+ * every page).  -ENOENT when afterwards no page of the range is in this
+ * device's memory; -EINVAL for a range with a hole, without access, or in
+ * hugetlbfs; -ENOMEM when the device is full and this call moved nothing.
+ * As the kernel's test device, the range is migrated mapping by mapping:
+ * on -EINVAL the pieces before the bad one stay migrated (@st->cpages
+ * counts them).  Concurrent CPU faults may take pages back at any time:
+ * the count is of the moment the call looked.
  */
 UHMM_API int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *dev, void *addr, size_t npages,
 					struct uhmm_simdev_stats *st);
@@ -203,13 +211,124 @@ UHMM_API int uhmm_simdev_launch(struct uhmm_simdev *dev, size_t nitems, uhmm_sim
  * Device accesses, for kernels: @t is the thread the kernel was given.  An
  * access that cannot be made stops the launch (loads then give 0); a NULL
  * @t is ignored (loads give 0) with a reason in uhmm_last_error().
+ *
+ * Each access goes through the device page table, translated once per page:
+ * the functions below are inline and, while the thread keeps to the page
+ * it last read (or wrote) and no invalidation has run since, access it
+ * directly; anything else is the out-of-line *_slow() function (the TLB,
+ * the page-table walk, device faults, migrate-on-touch), which may also be
+ * called directly.  A kernel must reach memory that may be in device memory
+ * only through these functions: an invalidation waits until every running
+ * compute thread has made its next device access (or finished its work),
+ * so a direct CPU access from kernel code that faults on device memory
+ * would wait for itself.
  */
-UHMM_API uint64_t uhmm_simdev_load64(struct uhmm_simdev_thread *t, const void *addr);
-UHMM_API uint32_t uhmm_simdev_load32(struct uhmm_simdev_thread *t, const void *addr);
-UHMM_API void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
-UHMM_API void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v);
-UHMM_API uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
-UHMM_API uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v);
+/**
+ * uhmm_simdev_load64_slow() - the out-of-line device access (the same for
+ *	_load32, _store64, _store32, _atomic_add64, _atomic_add32)
+ * @t: the device thread the kernel was given
+ * @addr: the process address accessed (naturally aligned)
+ *
+ * Context: only on @t's own thread, from the kernel it runs.  May wait: a
+ * device fault (a range fault, a migration to the device, eviction).
+ * Return: the value loaded (the old value for an atomic add).  An access
+ * that cannot be made (-EFAULT no mapping or no access, -EPERM a write to
+ * read-only memory, -EBUSY the page table kept changing, -ENOMEM) gives 0,
+ * stops the launch and is what uhmm_simdev_launch() returns; a NULL @t is
+ * ignored (0) with -EINVAL's reason in uhmm_last_error().
+ */
+UHMM_API uint64_t uhmm_simdev_load64_slow(struct uhmm_simdev_thread *t, const void *addr);
+UHMM_API uint32_t uhmm_simdev_load32_slow(struct uhmm_simdev_thread *t, const void *addr);
+UHMM_API void uhmm_simdev_store64_slow(struct uhmm_simdev_thread *t, void *addr, uint64_t v);
+UHMM_API void uhmm_simdev_store32_slow(struct uhmm_simdev_thread *t, void *addr, uint32_t v);
+UHMM_API uint64_t uhmm_simdev_atomic_add64_slow(struct uhmm_simdev_thread *t, void *addr,
+						uint64_t v);
+UHMM_API uint32_t uhmm_simdev_atomic_add32_slow(struct uhmm_simdev_thread *t, void *addr,
+						uint32_t v);
+
+/*
+ * Not API: the first members of struct uhmm_simdev_thread, which the
+ * inline accesses read (the last page read and written, and the generation
+ * of the device page table they were translated in).  They change with the
+ * library: build kernels against the header of the library they run with.
+ */
+struct uhmm_simdev__fast {
+	unsigned long gen;		/* 0: no translation held */
+	const unsigned long *devgen;	/* the device's current generation */
+	unsigned int shift;		/* page shift */
+	uint64_t ld_vpn, st_vpn;	/* page numbers, ~0: none */
+	uintptr_t ld_delta, st_delta;	/* host address of the page minus its address */
+};
+
+/* The host address for @addr if the fast path applies, else NULL. */
+static inline char *uhmm_simdev__hit(struct uhmm_simdev_thread *t, const void *addr, int write)
+{
+	const struct uhmm_simdev__fast *f = (const struct uhmm_simdev__fast *)(void *)t;
+	uintptr_t a = (uintptr_t)addr;
+
+	if (!t || (a >> f->shift) != (write ? f->st_vpn : f->ld_vpn) ||
+	    f->gen != __atomic_load_n(f->devgen, __ATOMIC_RELAXED))
+		return NULL;
+	return (char *)((write ? f->st_delta : f->ld_delta) + a);	/* modulo 2^N */
+}
+
+/** uhmm_simdev_load64() - device load of 8 bytes (see above) */
+static inline uint64_t uhmm_simdev_load64(struct uhmm_simdev_thread *t, const void *addr)
+{
+	char *p = uhmm_simdev__hit(t, addr, 0);
+
+	return p ? __atomic_load_n((uint64_t *)(void *)p, __ATOMIC_RELAXED)
+		 : uhmm_simdev_load64_slow(t, addr);
+}
+
+/** uhmm_simdev_load32() - device load of 4 bytes */
+static inline uint32_t uhmm_simdev_load32(struct uhmm_simdev_thread *t, const void *addr)
+{
+	char *p = uhmm_simdev__hit(t, addr, 0);
+
+	return p ? __atomic_load_n((uint32_t *)(void *)p, __ATOMIC_RELAXED)
+		 : uhmm_simdev_load32_slow(t, addr);
+}
+
+/** uhmm_simdev_store64() - device store of 8 bytes */
+static inline void uhmm_simdev_store64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+{
+	char *p = uhmm_simdev__hit(t, addr, 1);
+
+	if (p)
+		__atomic_store_n((uint64_t *)(void *)p, v, __ATOMIC_RELAXED);
+	else
+		uhmm_simdev_store64_slow(t, addr, v);
+}
+
+/** uhmm_simdev_store32() - device store of 4 bytes */
+static inline void uhmm_simdev_store32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+{
+	char *p = uhmm_simdev__hit(t, addr, 1);
+
+	if (p)
+		__atomic_store_n((uint32_t *)(void *)p, v, __ATOMIC_RELAXED);
+	else
+		uhmm_simdev_store32_slow(t, addr, v);
+}
+
+/** uhmm_simdev_atomic_add64() - device atomic add (sequentially consistent); returns the old value */
+static inline uint64_t uhmm_simdev_atomic_add64(struct uhmm_simdev_thread *t, void *addr, uint64_t v)
+{
+	char *p = uhmm_simdev__hit(t, addr, 1);
+
+	return p ? __atomic_fetch_add((uint64_t *)(void *)p, v, __ATOMIC_SEQ_CST)
+		 : uhmm_simdev_atomic_add64_slow(t, addr, v);
+}
+
+/** uhmm_simdev_atomic_add32() - device atomic add of 4 bytes; returns the old value */
+static inline uint32_t uhmm_simdev_atomic_add32(struct uhmm_simdev_thread *t, void *addr, uint32_t v)
+{
+	char *p = uhmm_simdev__hit(t, addr, 1);
+
+	return p ? __atomic_fetch_add((uint32_t *)(void *)p, v, __ATOMIC_SEQ_CST)
+		 : uhmm_simdev_atomic_add32_slow(t, addr, v);
+}
 
 #ifdef __cplusplus
 }
