@@ -28,6 +28,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -206,6 +207,7 @@ static struct {
 	atomic_bool failing;		/* a report is being printed: start nothing new */
 	atomic_ullong ops_done;
 	double t0;
+	int reuse_how;		/* --reuse-variant, or -1 */
 	/* the watchdog */
 	double hang_s;
 	atomic_bool wd_quit;
@@ -497,6 +499,7 @@ struct octx {
 	unsigned int prev_active, dw_active0;
 	unsigned long seq0, dw0;
 	volatile sig_atomic_t rd_locked;	/* the region lock is held for reading */
+	const char *note;	/* how the operation went about it, for the report */
 };
 
 static __thread struct octx *cur_op;	/* for the fatal-signal report */
@@ -578,13 +581,25 @@ static void print_history(struct region *r, size_t pg)
 		pthread_mutex_unlock(&G.dwlock);
 }
 
+/* " --only a,b" or " --without c,d", whichever is shorter, into @buf. */
+static void ops_option(char *buf, size_t sz)
+{
+	unsigned int on = 0;
+
+	buf[0] = 0;
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		on += !op_off[o];
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		if (op_off[o] == (on * 2 >= OP_COUNT) && strlen(buf) + strlen(op_name[o]) + 12 < sz)
+			strcat(strcat(buf, buf[0] ? "," : on * 2 >= OP_COUNT ? " --without " :
+				      " --only "), op_name[o]);
+}
+
 static void replay_hint(void)
 {
-	char off[512] = "";
+	char off[512];
 
-	for (unsigned int o = 0; o < OP_COUNT; o++)
-		if (op_off[o] && strlen(off) + strlen(op_name[o]) + 12 < sizeof(off))
-			strcat(strcat(off, off[0] ? "," : " --without "), op_name[o]);
+	ops_option(off, sizeof(off));
 	fprintf(stderr, "  after %.1f s and %llu operations\n", G.t0 ? now_s() - G.t0 : 0.0,
 		(unsigned long long)atomic_load(&G.ops_done));
 	fprintf(stderr, "  seed %llu: replay with: uhmm stress --seed %llu --threads %u "
@@ -618,9 +633,10 @@ static __attribute__((noreturn)) void mismatch(const struct octx *c, size_t pg, 
 		"(address %p): expected %#018llx got %#018llx (model version %llu)\n", what,
 		r->id, pg, off, (void *)(r->base + pg * G.ps + off), (unsigned long long)exp,
 		(unsigned long long)got, (unsigned long long)r->ver[pg]);
-	fprintf(stderr, "  by %s, thread %u, step %u, pages [%zu, %zu) dev %d, region %s%s\n",
+	fprintf(stderr, "  by %s, thread %u, step %u, pages [%zu, %zu) dev %d, region %s%s%s%s\n",
 		op_name[c->op], c->t->idx, c->t->step, c->p0, c->p0 + c->n, c->dev,
-		r->thp ? "THP " : "", r->ro ? "read-only" : "read-write");
+		r->thp ? "THP " : "", r->ro ? "read-only" : "read-write", c->note ? "; " : "",
+		c->note ? c->note : "");
 	print_history(r, pg);
 	replay_hint();
 	die_now();
@@ -637,6 +653,8 @@ void fail(const struct octx *c, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
+	if (c && c->note)
+		fprintf(stderr, "  (%s)\n", c->note);
 	if (c && c->r) {
 		fprintf(stderr, "  in %s, thread %u, step %u, region %u (%zu pages%s%s) pages "
 			"[%zu, %zu) dev %d; library says: %s\n", op_name[c->op], c->t->idx,
@@ -1503,89 +1521,206 @@ static void migrate_private(struct octx *c, int dev, void *a, size_t n, const ch
 	     (unsigned long long)st.cpages);
 }
 
+struct mfind {
+	uintptr_t addr, s, e;
+	bool found, rw_anon, heap;
+	const char *name;	/* find by name instead of address */
+};
+
+static void mfind_line(const char *line, struct mfind *m)
+{
+	unsigned long s, e;
+	char perms[8];
+	int off = 0;
+
+	if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &s, &e, perms, &off) != 3 || !off)
+		return;
+	{
+		const char *rest = line + off;
+		size_t l;
+
+		while (*rest == ' ' || *rest == '\t')
+			rest++;
+		l = strcspn(rest, "\n");
+		if (m->name ? (l == strlen(m->name) && !strncmp(rest, m->name, l)) :
+			      (m->addr >= s && m->addr < e)) {
+			m->found = true;
+			m->s = s;
+			m->e = e;
+			m->heap = l == 6 && !strncmp(rest, "[heap]", 6);
+			m->rw_anon = !strcmp(perms, "rw-p") && (l == 0 || m->heap);
+		}
+	}
+}
+
+static bool find_map(struct mfind *m)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	m->found = false;
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		mfind_line(line, m);
+	fclose(f);
+	return m->found;
+}
+
+/* Is [a, a + len) still inside one private anonymous read-write mapping? */
+static bool one_rw_anon(uintptr_t a, size_t len)
+{
+	struct mfind m = { .addr = a };
+
+	return find_map(&m) && m.rw_anon && a + len <= m.e;
+}
+
+enum { REUSE_MUNMAP, REUSE_RAW, REUSE_FREE, REUSE_FIXED };
+
 /*
- * reuse_addr: a mapping (mostly 512 KiB, mostly MADV_HUGEPAGE) with a
- * malloc'd buffer of the same size and, beside it, another anonymous
- * mapping; the mapping goes to a device and back, is unmapped, and a new
- * one is mapped at the same address (hint), written, migrated and checked
- * byte by byte; so are the buffer and the neighbour.  Private to the
- * thread: no region lock.
+ * reuse_addr: a malloc'd buffer, then a mapping (mostly 512 KiB, mostly
+ * MADV_HUGEPAGE) that lands beside it, sometimes another anonymous
+ * mapping on its other side; the mapping goes to a device and back, goes
+ * away (munmap through the wrapper, a raw munmap system call, free() of a
+ * malloc'd block in its own mapping, both seen by uhmm only as events, or
+ * mmap(MAP_FIXED) over it), a new mapping is made at the same addresses
+ * (hint), written, migrated and checked byte by byte; so are the buffer
+ * and the neighbour.  Private to the thread: no region lock.
  */
 static void op_reuse(struct octx *c)
 {
 	struct thr *t = c->t;
 	struct region *r = &t->sr;
-	const size_t n = rnd(t) % 4 ? REUSE_PAGES : 16 + rnd(t) % (REUSE_PAGES - 15);
-	const size_t len = n * G.ps;
+	size_t n = rnd(t) % 4 ? REUSE_PAGES : 16 + rnd(t) % (REUSE_PAGES - 15);
 	const bool thp = rnd(t) % 4 != 0, above = rnd(t) & 1, devcheck = rnd(t) & 1;
 	const int d1 = (int)(rnd(t) & 1), back = (int)(rnd(t) % 3), d2 = rnd(t) % 4 ? 0 : 1;
+	int how = (int)(rnd(t) % 4);
+	const bool neigh = rnd(t) & 1;
 	const uint64_t vbuf = new_version(), vnb = new_version();
-	char *a, *b, *want, *nb;
-	void *buf;
+	size_t len = n * G.ps, mlen = len;
+	char *m, *b, *want, *nb = MAP_FAILED;
+	void *buf, *chunk = NULL;
+	int ret;
 
+	if (G.reuse_how >= 0)
+		how = G.reuse_how;	/* --reuse-variant (after the draw: same sequence) */
 	c->r = r;
 	c->p0 = 0;
-	c->n = n;
 	c->dev = d1;
-	r->npages = n;
-	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a == MAP_FAILED)
-		unexpected(c, "mmap", -errno);
-	if (thp)
-		madvise(a, len, MADV_HUGEPAGE);
-	r->base = a;
+	/* the malloc'd buffer first: the mapping then lands beside it */
 	buf = malloc(len);
 	if (!buf)
 		fail(c, "malloc(%zu) failed", len);
 	fill_plain(buf, n, ID_MALLOC + t->idx, vbuf);
-	want = above ? a + len : a - len;
-	nb = mmap(want, len, PROT_READ | PROT_WRITE,
-		  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-	if (nb != MAP_FAILED && nb != want) {
-		munmap(nb, len);	/* a kernel without NOREPLACE */
-		nb = MAP_FAILED;
-	}
-	if (nb != MAP_FAILED)
-		fill_plain(nb, n, ID_NEIGH + t->idx, vnb);
-	write_model(c, 0, n);
-	migrate_private(c, d1, a, n, "reuse_addr, first mapping");
-	if (back == 0) {
-		int ret = uhmm_simdev_migrate_to_sys(G.dev[d1], a, n, NULL);
+	if (how == REUSE_FREE) {
+		/*
+		 * The migrated memory is itself a malloc'd block in its own
+		 * mapping (libc unmaps it in free(), bypassing the wrappers):
+		 * its whole pages.
+		 */
+		size_t sz;
 
+		chunk = SANITIZED ? NULL : malloc(len);
+		/* glibc: a block in its own mapping has the 16-byte header, flag 2 */
+		sz = chunk ? *(const volatile size_t *)((uintptr_t)chunk - sizeof(size_t)) : 0;
+		if (chunk && (sz & 2) && ((uintptr_t)chunk & (G.ps - 1)) == 2 * sizeof(size_t) &&
+		    (sz & ~(size_t)7) == len + G.ps) {
+			m = (char *)chunk - 2 * sizeof(size_t);
+			mlen = len + G.ps;
+		} else {
+			free(chunk);	/* not its own mapping (a sanitizer's allocator) */
+			chunk = NULL;
+			how = REUSE_RAW;
+		}
+	}
+	if (!chunk) {
+		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			unexpected(c, "mmap", -errno);
+	} else {
+		n = len / G.ps - 1;	/* the pages wholly inside the block */
+	}
+	c->n = n;
+	r->npages = n;
+	r->base = m + (chunk ? G.ps : 0);
+	if (thp)
+		madvise(m, mlen, MADV_HUGEPAGE);
+	if (neigh) {
+		want = above ? m + mlen : m - len;
+		nb = mmap(want, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (nb != MAP_FAILED && nb != want) {
+			munmap(nb, len);	/* a kernel without NOREPLACE */
+			nb = MAP_FAILED;
+		}
+		if (nb != MAP_FAILED)
+			fill_plain(nb, n, ID_NEIGH + t->idx, vnb);
+	}
+	write_model(c, 0, n);
+	migrate_private(c, d1, r->base, n, "reuse_addr, first mapping");
+	if (back == 0) {
+		ret = uhmm_simdev_migrate_to_sys(G.dev[d1], r->base, n, NULL);
 		if (ret && ret != -ENOENT)
 			unexpected(c, "uhmm_simdev_migrate_to_sys", ret);
 	} else if (back == 1) {
 		dev_read_check(c, "reuse_addr: device read of the first mapping");
 	}
-	check_pages(c, 0, n, a, "reuse_addr: cpu read of the first mapping");
+	check_pages(c, 0, n, r->base, "reuse_addr: cpu read of the first mapping");
 	hist_range(c, 0, n, OP_REUSE);
-	if (munmap(a, len))
+	/* the old mapping goes; a new one comes at its addresses */
+	switch (how) {
+	case REUSE_MUNMAP:
+		ret = munmap(m, mlen);
+		break;
+	case REUSE_RAW:
+		ret = (int)syscall(SYS_munmap, m, mlen);	/* seen only as an event */
+		break;
+	case REUSE_FREE:
+		free(chunk);
+		ret = 0;
+		break;
+	default:
+		ret = 0;	/* MAP_FIXED over it, below */
+		break;
+	}
+	if (ret)
 		unexpected(c, "munmap", -errno);
+	{
+		static const char *const hn[] = {
+			"old mapping unmapped through the munmap wrapper",
+			"old mapping unmapped by a raw munmap system call",
+			"old mapping a malloc'd block, unmapped by free()",
+			"new mapping made with MAP_FIXED over the old one",
+		};
+
+		c->note = hn[how];
+	}
 	zero_model(c, 0, n);
-	b = mmap(a, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	b = mmap(m, mlen, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | (how == REUSE_FIXED ? MAP_FIXED : 0), -1, 0);
 	if (b == MAP_FAILED)
 		unexpected(c, "mmap", -errno);
-	if (b == a)
+	if (b == m)
 		t->st.reused++;
 	else
 		t->st.le[c->op][LE_SKIP]++;	/* another mapping took the addresses */
 	if (thp)
-		madvise(b, len, MADV_HUGEPAGE);
-	r->base = b;
+		madvise(b, mlen, MADV_HUGEPAGE);
+	r->base = b + (mlen != len ? G.ps : 0);
 	write_model(c, 0, n);
 	c->dev = d2;
-	migrate_private(c, d2, b, n, "reuse_addr, new mapping at the old addresses");
+	migrate_private(c, d2, r->base, n, "reuse_addr, new mapping at the old addresses");
 	if (devcheck)
 		dev_read_check(c, "reuse_addr: device read of the new mapping");
-	check_pages(c, 0, n, b, "reuse_addr: cpu read of the new mapping");
+	check_pages(c, 0, n, r->base, "reuse_addr: cpu read of the new mapping");
 	hist_range(c, 0, n, OP_REUSE);
-	check_plain(c, buf, n, ID_MALLOC + t->idx, vbuf, "reuse_addr: the malloc'd buffer");
+	check_plain(c, buf, len / G.ps, ID_MALLOC + t->idx, vbuf, "reuse_addr: the malloc'd buffer");
 	if (nb != MAP_FAILED) {
 		check_plain(c, nb, n, ID_NEIGH + t->idx, vnb, "reuse_addr: the neighbouring mapping");
 		munmap(nb, len);
 	}
 	free(buf);
-	if (munmap(b, len))
+	if (munmap(b, mlen))
 		unexpected(c, "munmap", -errno);
 	zero_model(c, 0, n);
 }
@@ -1937,60 +2072,6 @@ static void op_atomic(struct octx *c)
 
 /* ---- heap_migrate: the process's own heap on a device ---- */
 
-struct mfind {
-	uintptr_t addr, s, e;
-	bool found, rw_anon, heap;
-	const char *name;	/* find by name instead of address */
-};
-
-static void mfind_line(const char *line, struct mfind *m)
-{
-	unsigned long s, e;
-	char perms[8];
-	int off = 0;
-
-	if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &s, &e, perms, &off) != 3 || !off)
-		return;
-	{
-		const char *rest = line + off;
-		size_t l;
-
-		while (*rest == ' ' || *rest == '\t')
-			rest++;
-		l = strcspn(rest, "\n");
-		if (m->name ? (l == strlen(m->name) && !strncmp(rest, m->name, l)) :
-			      (m->addr >= s && m->addr < e)) {
-			m->found = true;
-			m->s = s;
-			m->e = e;
-			m->heap = l == 6 && !strncmp(rest, "[heap]", 6);
-			m->rw_anon = !strcmp(perms, "rw-p") && (l == 0 || m->heap);
-		}
-	}
-}
-
-static bool find_map(struct mfind *m)
-{
-	FILE *f = fopen("/proc/self/maps", "re");
-	char line[512];
-
-	m->found = false;
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f))
-		mfind_line(line, m);
-	fclose(f);
-	return m->found;
-}
-
-/* Is [a, a + len) still inside one private anonymous read-write mapping? */
-static bool one_rw_anon(uintptr_t a, size_t len)
-{
-	struct mfind m = { .addr = a };
-
-	return find_map(&m) && m.rw_anon && a + len <= m.e;
-}
-
 static void check_canaries(struct octx *c, const char *what)
 {
 	for (unsigned int i = 0; i < 8; i++)
@@ -2237,7 +2318,7 @@ static void wd_kill_child(long pid)
 static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigned int step,
 						int reg, uint64_t secs)
 {
-	char off[512] = "";
+	char off[512];
 
 	atomic_store(&G.failing, true);
 	wd_say("uhmm stress: FAIL: hang: %s has been in %s (step %u, region %d) for %llu s "
@@ -2266,9 +2347,7 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 		}
 	}
 	wd_each_pid("/proc", wd_kill_child);
-	for (unsigned int o = 0; o < OP_COUNT; o++)
-		if (op_off[o] && strlen(off) + strlen(op_name[o]) + 12 < sizeof(off))
-			strcat(strcat(off, off[0] ? "," : " --without "), op_name[o]);
+	ops_option(off, sizeof(off));
 	wd_say("  after %llu operations; seed %llu: replay with: uhmm stress --seed %llu --threads "
 	       "%u --regions %u%s%s\n", (unsigned long long)atomic_load(&G.ops_done),
 	       (unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg,
@@ -2604,6 +2683,7 @@ int uhmm_stress_main(int argc, char **argv)
 
 	G.seconds = 10;
 	G.hang_s = SANITIZED ? 90 : 30;
+	G.reuse_how = -1;
 	G.threads = 4;
 	G.nreg = 12;
 	G.seed = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock());
@@ -2629,6 +2709,14 @@ int uhmm_stress_main(int argc, char **argv)
 			if (*end || G.seconds < 0)
 				goto bad;
 			seconds_set = true;
+		} else if (!strcmp(a, "--reuse-variant") && has) {
+			static const char *const vn[] = { "munmap", "raw", "free", "fixed" };
+
+			i++;
+			for (G.reuse_how = 3; G.reuse_how >= 0 && strcmp(argv[i], vn[G.reuse_how]);)
+				G.reuse_how--;
+			if (G.reuse_how < 0)
+				goto bad;
 		} else if (!strcmp(a, "--hang-seconds") && has) {
 			char *end;
 
@@ -2739,6 +2827,14 @@ int uhmm_stress_main(int argc, char **argv)
 		}
 	}
 
+	if (!op_off[OP_REUSE]) {
+		/*
+		 * glibc's threshold as at process start, kept fixed (it grows
+		 * after the first free of a mapped block otherwise): a 512 KiB
+		 * malloc is then always its own mapping, as in a fresh process.
+		 */
+		mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	}
 	if (!op_off[OP_HEAP]) {
 		/* environ moves onto the heap with a new variable (KERNEL-FACTS §11) */
 		setenv("UHMM_STRESS_HEAP_ENV", "environ lives in the heap now", 1);
