@@ -1970,27 +1970,33 @@ static void op_signal(struct octx *c)
 
 struct ckern {
 	size_t p0;
+	bool per_word;		/* one item per counter (else one per page) */
 	uint64_t exp[CNT_PAGES];
 	atomic_int bad;
 	size_t bad_pg, bad_w;
 	uint64_t bad_exp, bad_got;
 };
 
-/* One page per item: add 1 to each of its counters; the old value must be the model's. */
+/*
+ * Add 1 to each counter of a page (or to one counter: item = page * words
+ * + word); the old value must be the model's.
+ */
 static void cnt_kern(struct uhmm_simdev_thread *th, size_t item, void *arg)
 {
 	struct ckern *k = arg;
-	const size_t pg = k->p0 + item;
-	uint64_t *w = G.cnt + pg * (G.ps / 8);
+	const size_t words = G.ps / 8;
+	const size_t it = k->per_word ? item / words : item, pg = k->p0 + it;
+	uint64_t *w = G.cnt + pg * words;
+	const size_t i0 = k->per_word ? item % words : 0, i1 = k->per_word ? i0 + 1 : words;
 
-	for (size_t i = 0; i < G.ps / 8; i++) {
+	for (size_t i = i0; i < i1; i++) {
 		uint64_t old = uhmm_simdev_atomic_add64(th, &w[i], 1);
 		int z = 0;
 
-		if (old != k->exp[item] && atomic_compare_exchange_strong(&k->bad, &z, 1)) {
+		if (old != k->exp[it] && atomic_compare_exchange_strong(&k->bad, &z, 1)) {
 			k->bad_pg = pg;
 			k->bad_w = i;
-			k->bad_exp = k->exp[item];
+			k->bad_exp = k->exp[it];
 			k->bad_got = old;
 		}
 	}
@@ -2029,6 +2035,7 @@ static void op_atomic(struct octx *c)
 	const size_t n = rnd(t) % 4 == 0 ? CNT_PAGES : 1 + rnd(t) % CNT_PAGES;
 	const size_t p0 = rnd(t) % (CNT_PAGES - n + 1);
 	const unsigned int reps = 1 + (unsigned int)(rnd(t) % 4);
+	const bool per_word = rnd(t) % 4 != 0;
 
 	c->r = NULL;
 	c->dev = 2;
@@ -2046,11 +2053,12 @@ static void op_atomic(struct octx *c)
 		if (!k)
 			fail(c, "out of memory");
 		k->p0 = p0;
+		k->per_word = per_word;
 		for (size_t i = 0; i < n; i++) {
 			k->exp[i] = atomic_load(&G.cnt_done[p0 + i]);
 			atomic_fetch_add(&G.cnt_started[p0 + i], 1);
 		}
-		ret = uhmm_simdev_launch(G.dev2, n, cnt_kern, k, NULL);
+		ret = uhmm_simdev_launch(G.dev2, per_word ? n * (G.ps / 8) : n, cnt_kern, k, NULL);
 		if (ret)
 			unexpected(c, "uhmm_simdev_launch(device 2, atomic adds)", ret);
 		for (size_t i = 0; i < n; i++)
@@ -3065,17 +3073,20 @@ int uhmm_stress_main(int argc, char **argv)
 		check_canaries(&c, "final read of a heap canary");
 	}
 	if (G.verbose) {
-		for (int d = 0; d < 2; d++) {
+		for (int d = 0; d < 3; d++) {
 			struct uhmm_simdev_counters k;
+			struct uhmm_simdev *dv = d < 2 ? G.dev[d] : G.dev2;
 
-			uhmm_simdev_get_counters(G.dev[d], &k);
+			if (!dv)
+				continue;
+			uhmm_simdev_get_counters(dv, &k);
 			printf("device %d: to_dev %llu, to_sys %llu, cpu faults %llu (%llu pages), "
 			       "evicted %llu, device faults %llu, in use %zu\n", d,
 			       (unsigned long long)k.to_dev_pages, (unsigned long long)k.to_sys_pages,
 			       (unsigned long long)k.cpu_faults,
 			       (unsigned long long)k.cpu_fault_pages,
 			       (unsigned long long)k.evicted_pages,
-			       (unsigned long long)k.device_faults, uhmm_simdev_used_pages(G.dev[d]));
+			       (unsigned long long)k.device_faults, uhmm_simdev_used_pages(dv));
 		}
 	}
 	uhmm_simdev_destroy(G.dev2);
