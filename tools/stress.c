@@ -2329,6 +2329,8 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 	char off[512];
 
 	atomic_store(&G.failing, true);
+	/* one report: a thread's own (a killed child's parent) waits behind this one */
+	pthread_mutex_trylock(&G.fail_lock);
 	wd_say("uhmm stress: FAIL: hang: %s has been in %s (step %u, region %d) for %llu s "
 	       "(limit %.0f s, --hang-seconds)\n", who, op >= 0 && op <= OP_FINAL ? op_name[op] : "?",
 	       step, reg, (unsigned long long)secs, G.hang_s);
@@ -2337,10 +2339,10 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 		uint64_t s = atomic_load(&t->wd_start);
 
 		if (s)
-			wd_say("  thread %u: in %s since %llu ms, step %u, region %d\n", i,
-			       op_name[atomic_load(&t->wd_op)],
-			       (unsigned long long)((now_ns() - s) / 1000000), atomic_load(&t->wd_step),
-			       atomic_load(&t->wd_reg));
+			wd_say("  thread %u: in %s for %llu ms (since %.3f s into the run), step %u, "
+			       "region %d\n", i, op_name[atomic_load(&t->wd_op)],
+			       (unsigned long long)((now_ns() - s) / 1000000), (double)s / 1e9 - G.t0,
+			       atomic_load(&t->wd_step), atomic_load(&t->wd_reg));
 		else
 			wd_say("  thread %u: between operations\n", i);
 	}
