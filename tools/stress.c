@@ -608,11 +608,23 @@ static void replay_hint(void)
 		G.no_thp ? " --no-thp" : "", off);
 }
 
+/*
+ * The process ends here, whatever its other threads hold: exit_group
+ * itself, not _exit(), which a sanitizer intercepts to finish its own
+ * work first (ThreadSanitizer's never returned with a thread stuck in a
+ * fault: the process hung instead of failing).
+ */
+static __attribute__((noreturn)) void exit_now(int status)
+{
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
 static __attribute__((noreturn)) void die_now(void)
 {
 	fflush(stdout);
 	fflush(stderr);
-	_exit(1);
+	exit_now(1);
 }
 
 static void fail_begin(void)
@@ -2362,7 +2374,7 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 	       "%u --regions %u%s%s\n", (unsigned long long)atomic_load(&G.ops_done),
 	       (unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg,
 	       G.no_thp ? " --no-thp" : "", off);
-	_exit(1);
+	exit_now(1);
 }
 
 /*
