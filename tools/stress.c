@@ -11,8 +11,15 @@
  * memory than the data and eviction), device-exclusive access, compute
  * kernels, release, snapshots, munmap/mmap, mremap (with and without
  * MREMAP_DONTUNMAP), MADV_DONTNEED, mprotect, and fork with a child that
- * verifies every page.  Only the public API (include/uhmm) and plain system
- * calls are used.
+ * verifies every page.  Operations added for the bugs of issue 12 (at the
+ * end of the op list, so an older --only set replays as before): a new
+ * mapping on a migrated, unmapped mapping's addresses (reuse_addr), vfork and
+ * posix_spawn children reading device pages (vfork), signal handlers
+ * touching device memory anywhere in a thread's operations (signal), device
+ * atomics under migrate-on-touch while CPUs read the counters (dev_atomic),
+ * and chunks of the process's own heap migrated (heap_migrate).  A watchdog
+ * turns an operation that never ends into a failure.  Only the public API
+ * (include/uhmm) and plain system calls are used.
  *
  * The model: each page has a version; its content is a pattern of (region,
  * page, version, word), version 0 being all zeroes.  Every read, by the CPU
@@ -1509,9 +1516,11 @@ static void write_model(struct octx *c, size_t p0, size_t n)
 /*
  * A migration to a device of memory nothing else migrates: 0 (with some
  * pages), -ENOENT or -ENOMEM on device 1 (migrate on touch, smaller than
- * the data: its launches evict and take pages); on device 0 only 0.
+ * the data: its launches evict and take pages); on device 0 only 0, unless
+ * @maybe_there (pages may sit on a device already: -ENOENT allowed).
  */
-static void migrate_private(struct octx *c, int dev, void *a, size_t n, const char *what)
+static void migrate_private_(struct octx *c, int dev, void *a, size_t n, bool maybe_there,
+			     const char *what)
 {
 	struct uhmm_simdev_stats st = { 0 };
 	int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
@@ -1520,7 +1529,7 @@ static void migrate_private(struct octx *c, int dev, void *a, size_t n, const ch
 		c->t->st.migrated += st.cpages;
 		return;
 	}
-	if (dev == 1 && ret == -ENOENT) {
+	if ((dev == 1 || maybe_there) && ret == -ENOENT) {
 		c->t->st.le[c->op][LE_ENOENT]++;
 		return;
 	}
@@ -1532,6 +1541,8 @@ static void migrate_private(struct octx *c, int dev, void *a, size_t n, const ch
 	     "touched by nothing else, returned %d (cpages %llu)", what, dev, n, a, ret,
 	     (unsigned long long)st.cpages);
 }
+
+#define migrate_private(c, dev, a, n, what)	migrate_private_(c, dev, a, n, false, what)
 
 struct mfind {
 	uintptr_t addr, s, e;
@@ -1943,7 +1954,7 @@ static void sig_remigrate(struct thr *t)
 
 	c.dev = (int)(t->sig_dev++ & 1);
 	cur_op = &c;
-	migrate_private(&c, c.dev, t->sg.base, SIG_PAGES - 1, "signal, the handler's pages");
+	migrate_private_(&c, c.dev, t->sg.base, SIG_PAGES - 1, true, "signal, the handler's pages");
 	cur_op = NULL;
 }
 
@@ -1953,11 +1964,24 @@ static void op_signal(struct octx *c)
 	const long ns = 1000L * (long)(20 + rnd(t) % 480);
 	const int count = 1 + (int)(rnd(t) % 64);
 	const bool timer = rnd(t) % 4 != 0;
+	const int dev = (int)(rnd(t) % 3) - 1;
 
 	c->r = NULL;
-	c->dev = -1;
+	c->dev = dev;
 	pthread_mutex_lock(&b->sig_mu);
 	if (!b->sig_dead && b->has_tmr) {
+		/*
+		 * The sender puts the target's pages on a device itself (2 in 3):
+		 * the target's handler then finds device pages whatever the
+		 * target is doing, its own migration of them or not.
+		 */
+		if (dev >= 0 && b != t) {
+			int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], b->sg.base, SIG_PAGES - 1,
+							     NULL);
+
+			if (ret && ret != -ENOENT && !(ret == -ENOMEM && dev == 1))
+				unexpected(c, "uhmm_simdev_migrate_to_dev of another thread's pages", ret);
+		}
 		atomic_store(&b->sig_remig, true);
 		atomic_fetch_add(&b->sig_budget, count);
 		if (timer) {
