@@ -2511,6 +2511,8 @@ static void *thread_main(void *arg)
 		atomic_fetch_add_explicit(&G.ops_done, 1, memory_order_relaxed);
 	}
 	/* No more signals for this thread: its timer goes, then the handler's pages are checked. */
+	atomic_store(&t->wd_op, OP_FINAL);
+	atomic_store(&t->wd_start, now_ns());	/* watched too */
 	sigemptyset(&usr1);
 	sigaddset(&usr1, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
@@ -2528,6 +2530,7 @@ static void *thread_main(void *arg)
 		check_pages(&c, 0, SIG_PAGES - 1, t->sg.base, "final read of the signal handler's pages");
 		cur_op = NULL;
 	}
+	atomic_store(&t->wd_start, 0);
 	return NULL;
 }
 
