@@ -11,8 +11,15 @@
  * memory than the data and eviction), device-exclusive access, compute
  * kernels, release, snapshots, munmap/mmap, mremap (with and without
  * MREMAP_DONTUNMAP), MADV_DONTNEED, mprotect, and fork with a child that
- * verifies every page.  Only the public API (include/uhmm) and plain system
- * calls are used.
+ * verifies every page.  Operations added for the bugs of issue 12 (at the
+ * end of the op list, so an older --only set replays as before): a new
+ * mapping on a migrated, unmapped mapping's addresses (reuse_addr), vfork and
+ * posix_spawn children reading device pages (vfork), signal handlers
+ * touching device memory anywhere in a thread's operations (signal), device
+ * atomics under migrate-on-touch while CPUs read the counters (dev_atomic),
+ * and chunks of the process's own heap migrated (heap_migrate).  A watchdog
+ * turns an operation that never ends into a failure.  Only the public API
+ * (include/uhmm) and plain system calls are used.
  *
  * The model: each page has a version; its content is a pattern of (region,
  * page, version, word), version 0 being all zeroes.  Every read, by the CPU
@@ -28,6 +35,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -37,7 +45,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +86,8 @@ enum op {
 	OP_CPU_READ, OP_CPU_WRITE, OP_DEV_READ, OP_DEV_WRITE, OP_TO_DEV, OP_TO_SYS,
 	OP_EXCL, OP_LAUNCH_RO, OP_LAUNCH_RW, OP_RELEASE, OP_SNAPSHOT, OP_MMAP_OVER,
 	OP_MUNMAP, OP_MREMAP, OP_MREMAP_KEEP, OP_DONTNEED, OP_MPROTECT, OP_FORK,
+	/* Added later, at the end: an old --only set replays as before. */
+	OP_REUSE, OP_VFORK, OP_SIGNAL, OP_ATOMIC, OP_HEAP,
 	OP_COUNT,
 	/* history-only kinds */
 	OP_RESET = OP_COUNT, OP_FINAL,
@@ -85,7 +97,8 @@ static const char *const op_name[] = {
 	"cpu_read", "cpu_write", "dev_read", "dev_write", "migrate_to_dev",
 	"migrate_to_sys", "exclusive", "launch_load", "launch_store", "release",
 	"snapshot", "mmap_fixed", "munmap_mmap", "mremap", "mremap_dontunmap",
-	"dontneed", "mprotect", "fork", "reset", "final",
+	"dontneed", "mprotect", "fork", "reuse_addr", "vfork", "signal", "dev_atomic",
+	"heap_migrate", "reset", "final",
 };
 
 /* Relative frequencies. */
@@ -95,6 +108,7 @@ static const unsigned op_weight[OP_COUNT] = {
 	[OP_LAUNCH_RW] = 5, [OP_RELEASE] = 2, [OP_SNAPSHOT] = 6, [OP_MMAP_OVER] = 2,
 	[OP_MUNMAP] = 2, [OP_MREMAP] = 1, [OP_MREMAP_KEEP] = 1, [OP_DONTNEED] = 3,
 	[OP_MPROTECT] = 3, [OP_FORK] = 1,
+	[OP_REUSE] = 2, [OP_VFORK] = 2, [OP_SIGNAL] = 2, [OP_ATOMIC] = 3, [OP_HEAP] = 2,
 };
 
 /* Legitimate error returns, counted per op. */
@@ -133,6 +147,8 @@ struct tstats {
 	uint64_t le[OP_COUNT][LE_COUNT];
 	uint64_t pages_checked, bytes_checked, migrated;
 	uint64_t left_behind;	/* pages migrate_to_dev skipped with nothing else running */
+	uint64_t signals;	/* signal handlers run (the signal op's) */
+	uint64_t reused;	/* reuse_addr: new mappings that landed on the old addresses */
 };
 
 struct thr {
@@ -145,6 +161,28 @@ struct thr {
 	uint8_t *snap[2];
 	uint64_t *vtmp;
 	char vmas[4096];
+	/* reuse_addr: the model of the op's own mapping (id 1000 + idx) */
+	struct region sr;
+	/*
+	 * signal: pages only this thread's SIGUSR1 handler writes (id 2000 +
+	 * idx), the timer that targets this thread, how many more signals the
+	 * timer may send, and whether the thread should put its pages back on
+	 * a device before its next operation.
+	 */
+	struct region sg;
+	pid_t tid;
+	timer_t tmr;
+	bool has_tmr, sig_dead;
+	pthread_mutex_t sig_mu;	/* sig_dead, tmr against another thread's arming */
+	atomic_int sig_budget;
+	atomic_bool sig_remig;
+	uint64_t hrng;		/* the handler's own random state */
+	unsigned int sig_dev;
+	volatile sig_atomic_t sig_off;	/* the handler does nothing (vfork, final check) */
+	/* the watchdog's view: what runs since when (0: nothing) */
+	_Atomic uint64_t wd_start;
+	atomic_int wd_op, wd_reg, wd_child;
+	atomic_uint wd_step;
 };
 
 struct dwhist {
@@ -177,6 +215,23 @@ static struct {
 	atomic_bool failing;		/* a report is being printed: start nothing new */
 	atomic_ullong ops_done;
 	double t0;
+	int reuse_how;		/* --reuse-variant, or -1 */
+	/* the watchdog */
+	double hang_s;
+	atomic_bool wd_quit;
+	_Atomic uint64_t main_start;	/* the main thread's final phase, since */
+	/* dev_atomic: device 2 and its counters */
+	struct uhmm_simdev *dev2;
+	uint64_t *cnt;		/* CNT_PAGES pages of 64-bit counters */
+	char *cnt_resv;
+	size_t cnt_resv_len;
+	_Atomic uint64_t cnt_done[64], cnt_started[64];
+	pthread_mutex_t cnt_lock;	/* one launch on device 2 at a time */
+	/* heap_migrate: canaries in the heap, checked after migrations */
+	uint64_t *canary[8];
+	size_t canary_len;
+	bool uffd_full, have_sh;
+	struct thr *ts;
 } G;
 
 static bool op_off[OP_COUNT];	/* --only / --without / --no-fork */
@@ -451,6 +506,8 @@ struct octx {
 	size_t p0, n;
 	unsigned int prev_active, dw_active0;
 	unsigned long seq0, dw0;
+	volatile sig_atomic_t rd_locked;	/* the region lock is held for reading */
+	const char *note;	/* how the operation went about it, for the report */
 };
 
 static __thread struct octx *cur_op;	/* for the fatal-signal report */
@@ -532,13 +589,25 @@ static void print_history(struct region *r, size_t pg)
 		pthread_mutex_unlock(&G.dwlock);
 }
 
+/* " --only a,b" or " --without c,d", whichever is shorter, into @buf. */
+static void ops_option(char *buf, size_t sz)
+{
+	unsigned int on = 0;
+
+	buf[0] = 0;
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		on += !op_off[o];
+	for (unsigned int o = 0; o < OP_COUNT; o++)
+		if (op_off[o] == (on * 2 >= OP_COUNT) && strlen(buf) + strlen(op_name[o]) + 12 < sz)
+			strcat(strcat(buf, buf[0] ? "," : on * 2 >= OP_COUNT ? " --without " :
+				      " --only "), op_name[o]);
+}
+
 static void replay_hint(void)
 {
-	char off[512] = "";
+	char off[512];
 
-	for (unsigned int o = 0; o < OP_COUNT; o++)
-		if (op_off[o] && strlen(off) + strlen(op_name[o]) + 12 < sizeof(off))
-			strcat(strcat(off, off[0] ? "," : " --without "), op_name[o]);
+	ops_option(off, sizeof(off));
 	fprintf(stderr, "  after %.1f s and %llu operations\n", G.t0 ? now_s() - G.t0 : 0.0,
 		(unsigned long long)atomic_load(&G.ops_done));
 	fprintf(stderr, "  seed %llu: replay with: uhmm stress --seed %llu --threads %u "
@@ -547,11 +616,23 @@ static void replay_hint(void)
 		G.no_thp ? " --no-thp" : "", off);
 }
 
+/*
+ * The process ends here, whatever its other threads hold: exit_group
+ * itself, not _exit(), which a sanitizer intercepts to finish its own
+ * work first (ThreadSanitizer's never returned with a thread stuck in a
+ * fault: the process hung instead of failing).
+ */
+static __attribute__((noreturn)) void exit_now(int status)
+{
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
 static __attribute__((noreturn)) void die_now(void)
 {
 	fflush(stdout);
 	fflush(stderr);
-	_exit(1);
+	exit_now(1);
 }
 
 static void fail_begin(void)
@@ -572,9 +653,10 @@ static __attribute__((noreturn)) void mismatch(const struct octx *c, size_t pg, 
 		"(address %p): expected %#018llx got %#018llx (model version %llu)\n", what,
 		r->id, pg, off, (void *)(r->base + pg * G.ps + off), (unsigned long long)exp,
 		(unsigned long long)got, (unsigned long long)r->ver[pg]);
-	fprintf(stderr, "  by %s, thread %u, step %u, pages [%zu, %zu) dev %d, region %s%s\n",
+	fprintf(stderr, "  by %s, thread %u, step %u, pages [%zu, %zu) dev %d, region %s%s%s%s\n",
 		op_name[c->op], c->t->idx, c->t->step, c->p0, c->p0 + c->n, c->dev,
-		r->thp ? "THP " : "", r->ro ? "read-only" : "read-write");
+		r->thp ? "THP " : "", r->ro ? "read-only" : "read-write", c->note ? "; " : "",
+		c->note ? c->note : "");
 	print_history(r, pg);
 	replay_hint();
 	die_now();
@@ -591,6 +673,8 @@ void fail(const struct octx *c, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
+	if (c && c->note)
+		fprintf(stderr, "  (%s)\n", c->note);
 	if (c && c->r) {
 		fprintf(stderr, "  in %s, thread %u, step %u, region %u (%zu pages%s%s) pages "
 			"[%zu, %zu) dev %d; library says: %s\n", op_name[c->op], c->t->idx,
@@ -675,10 +759,13 @@ static int map_region(struct region *r)
 
 static void op_begin(struct octx *c, bool wr)
 {
-	if (wr)
+	if (wr) {
 		pthread_rwlock_wrlock(&c->r->lock);
-	else
+	} else {
 		pthread_rwlock_rdlock(&c->r->lock);
+		c->rd_locked = 1;
+		atomic_signal_fence(memory_order_seq_cst);
+	}
 	c->dw_active0 = atomic_load(&G.dw_active);
 	c->dw0 = atomic_load(&G.dw_seq);
 	c->prev_active = atomic_fetch_add(&c->r->active, 1);
@@ -695,6 +782,8 @@ static bool op_alone(const struct octx *c)
 
 static void op_end(struct octx *c)
 {
+	c->rd_locked = 0;
+	atomic_signal_fence(memory_order_seq_cst);
 	atomic_fetch_sub(&c->r->active, 1);
 	pthread_rwlock_unlock(&c->r->lock);
 }
@@ -1368,6 +1457,771 @@ static void op_fork(struct octx *c)
 		pthread_rwlock_unlock(&G.reg[i].lock);
 }
 
+/* ---- operations added for the bugs of issue 12 ------------------------------------ */
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id	_sigev_un._tid
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ	22
+#endif
+
+#define REUSE_PAGES	128	/* 512 KiB, as in the report */
+#define SIG_PAGES	8
+#define CNT_PAGES	64
+
+/* Model ids of the memory that is not a region's. */
+#define ID_REUSE	1000	/* + thread: reuse_addr's mapping */
+#define ID_SIG		2000	/* + thread: the signal handler's pages */
+#define ID_MALLOC	3000	/* + thread: reuse_addr's malloc'd buffer */
+#define ID_NEIGH	4000	/* + thread: reuse_addr's neighbouring mapping */
+#define ID_CANARY	5000	/* + index: heap_migrate's canaries */
+
+static __thread struct thr *self_thr;	/* for the signal handler */
+
+static void fill_plain(void *mem, size_t npages, unsigned int id, uint64_t v)
+{
+	for (size_t i = 0; i < npages; i++)
+		fill_page((char *)mem + i * G.ps, id, i, v);
+}
+
+/* @npages pages at @mem against version @v of memory @id: fail on a wrong word. */
+static void check_plain(const struct octx *c, const void *mem, size_t npages, unsigned int id,
+			uint64_t v, const char *what)
+{
+	const uint64_t *w = mem;
+
+	for (size_t i = 0; i < npages; i++, w += G.ps / 8)
+		for (size_t k = 0; k < G.ps / 8; k++)
+			if (__builtin_expect(w[k] != pat(id, i, v, k), 0))
+				fail(c, "%s: page %zu offset %#zx (address %p) reads %#018llx, expected "
+				     "%#018llx (version %llu)", what, i, k * 8, (void *)&w[k],
+				     (unsigned long long)w[k],
+				     (unsigned long long)pat(id, i, v, k), (unsigned long long)v);
+	c->t->st.pages_checked += npages;
+	c->t->st.bytes_checked += npages * G.ps;
+}
+
+/* CPU writes of fresh versions to pages [p0, p0 + n) of @c->r (not a shared region). */
+static void write_model(struct octx *c, size_t p0, size_t n)
+{
+	for (size_t i = p0; i < p0 + n; i++) {
+		uint64_t v = new_version();
+
+		fill_page(page_addr(c->r, i), c->r->id, i, v);
+		hist_one(c, i, c->r->ver[i], v);
+		c->r->ver[i] = v;
+	}
+}
+
+/*
+ * A migration to a device of memory nothing else migrates: 0 (with some
+ * pages), -ENOENT or -ENOMEM on device 1 (migrate on touch, smaller than
+ * the data: its launches evict and take pages); on device 0 only 0, unless
+ * @maybe_there (pages may sit on a device already: -ENOENT allowed).
+ */
+static void migrate_private_(struct octx *c, int dev, void *a, size_t n, bool maybe_there,
+			     const char *what)
+{
+	struct uhmm_simdev_stats st = { 0 };
+	int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
+
+	if (ret == 0 && st.cpages > 0 && st.cpages <= n) {
+		c->t->st.migrated += st.cpages;
+		return;
+	}
+	if ((dev == 1 || maybe_there) && ret == -ENOENT) {
+		c->t->st.le[c->op][LE_ENOENT]++;
+		return;
+	}
+	if (dev == 1 && ret == -ENOMEM) {
+		c->t->st.le[c->op][LE_ENOMEM]++;
+		return;
+	}
+	fail(c, "%s: migrate_to_dev(dev %d) of %zu pages at %p, every one written by the CPU and "
+	     "touched by nothing else, returned %d (cpages %llu)", what, dev, n, a, ret,
+	     (unsigned long long)st.cpages);
+}
+
+#define migrate_private(c, dev, a, n, what)	migrate_private_(c, dev, a, n, false, what)
+
+struct mfind {
+	uintptr_t addr, s, e;
+	bool found, rw_anon, heap;
+	const char *name;	/* find by name instead of address */
+};
+
+static void mfind_line(const char *line, struct mfind *m)
+{
+	unsigned long s, e;
+	char perms[8];
+	int off = 0;
+
+	if (sscanf(line, "%lx-%lx %7s %*s %*s %*s%n", &s, &e, perms, &off) != 3 || !off)
+		return;
+	{
+		const char *rest = line + off;
+		size_t l;
+
+		while (*rest == ' ' || *rest == '\t')
+			rest++;
+		l = strcspn(rest, "\n");
+		if (m->name ? (l == strlen(m->name) && !strncmp(rest, m->name, l)) :
+			      (m->addr >= s && m->addr < e)) {
+			m->found = true;
+			m->s = s;
+			m->e = e;
+			m->heap = l == 6 && !strncmp(rest, "[heap]", 6);
+			m->rw_anon = !strcmp(perms, "rw-p") && (l == 0 || m->heap);
+		}
+	}
+}
+
+static bool find_map(struct mfind *m)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[512];
+
+	m->found = false;
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		mfind_line(line, m);
+	fclose(f);
+	return m->found;
+}
+
+/* Is [a, a + len) still inside one private anonymous read-write mapping? */
+static bool one_rw_anon(uintptr_t a, size_t len)
+{
+	struct mfind m = { .addr = a };
+
+	return find_map(&m) && m.rw_anon && a + len <= m.e;
+}
+
+enum { REUSE_MUNMAP, REUSE_RAW, REUSE_FREE, REUSE_FIXED };
+
+/*
+ * reuse_addr: a malloc'd buffer, then a mapping (mostly 512 KiB, mostly
+ * MADV_HUGEPAGE) that lands beside it, sometimes another anonymous
+ * mapping on its other side; the mapping goes to a device and back, goes
+ * away (munmap through the wrapper, a raw munmap system call, free() of a
+ * malloc'd block in its own mapping, both seen by uhmm only as events, or
+ * mmap(MAP_FIXED) over it), a new mapping is made at the same addresses
+ * (hint), written, migrated and checked byte by byte; so are the buffer
+ * and the neighbour.  Private to the thread: no region lock.
+ */
+static void op_reuse(struct octx *c)
+{
+	struct thr *t = c->t;
+	struct region *r = &t->sr;
+	size_t n = rnd(t) % 4 ? REUSE_PAGES : 16 + rnd(t) % (REUSE_PAGES - 15);
+	const bool thp = rnd(t) % 4 != 0, above = rnd(t) & 1, devcheck = rnd(t) & 1;
+	const int d1 = (int)(rnd(t) & 1), back = (int)(rnd(t) % 3), d2 = rnd(t) % 4 ? 0 : 1;
+	int how = (int)(rnd(t) % 4);
+	const bool neigh = rnd(t) & 1;
+	const uint64_t vbuf = new_version(), vnb = new_version();
+	size_t len = n * G.ps, mlen = len;
+	char *m, *b, *want, *nb = MAP_FAILED;
+	void *buf, *chunk = NULL;
+	int ret;
+
+	if (G.reuse_how >= 0)
+		how = G.reuse_how;	/* --reuse-variant (after the draw: same sequence) */
+	c->r = r;
+	c->p0 = 0;
+	c->dev = d1;
+	/* the malloc'd buffer first: the mapping then lands beside it */
+	buf = malloc(len);
+	if (!buf)
+		fail(c, "malloc(%zu) failed", len);
+	fill_plain(buf, n, ID_MALLOC + t->idx, vbuf);
+	if (how == REUSE_FREE) {
+		/*
+		 * The migrated memory is itself a malloc'd block in its own
+		 * mapping (libc unmaps it in free(), bypassing the wrappers):
+		 * its whole pages.
+		 */
+		size_t sz;
+
+		chunk = SANITIZED ? NULL : malloc(len);
+		/* glibc: a block in its own mapping has the 16-byte header, flag 2 */
+		sz = chunk ? *(const volatile size_t *)((uintptr_t)chunk - sizeof(size_t)) : 0;
+		if (chunk && (sz & 2) && ((uintptr_t)chunk & (G.ps - 1)) == 2 * sizeof(size_t) &&
+		    (sz & ~(size_t)7) == len + G.ps) {
+			m = (char *)chunk - 2 * sizeof(size_t);
+			mlen = len + G.ps;
+		} else {
+			free(chunk);	/* not its own mapping (a sanitizer's allocator) */
+			chunk = NULL;
+			how = REUSE_RAW;
+		}
+	}
+	if (!chunk) {
+		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			unexpected(c, "mmap", -errno);
+	} else {
+		n = len / G.ps - 1;	/* the pages wholly inside the block */
+	}
+	c->n = n;
+	r->npages = n;
+	r->base = m + (chunk ? G.ps : 0);
+	if (thp)
+		madvise(m, mlen, MADV_HUGEPAGE);
+	if (neigh) {
+		want = above ? m + mlen : m - len;
+		nb = mmap(want, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (nb != MAP_FAILED && nb != want) {
+			munmap(nb, len);	/* a kernel without NOREPLACE */
+			nb = MAP_FAILED;
+		}
+		if (nb != MAP_FAILED)
+			fill_plain(nb, n, ID_NEIGH + t->idx, vnb);
+	}
+	write_model(c, 0, n);
+	migrate_private(c, d1, r->base, n, "reuse_addr, first mapping");
+	if (back == 0) {
+		ret = uhmm_simdev_migrate_to_sys(G.dev[d1], r->base, n, NULL);
+		if (ret && ret != -ENOENT)
+			unexpected(c, "uhmm_simdev_migrate_to_sys", ret);
+	} else if (back == 1) {
+		dev_read_check(c, "reuse_addr: device read of the first mapping");
+	}
+	check_pages(c, 0, n, r->base, "reuse_addr: cpu read of the first mapping");
+	hist_range(c, 0, n, OP_REUSE);
+	/* the old mapping goes; a new one comes at its addresses */
+	switch (how) {
+	case REUSE_MUNMAP:
+		ret = munmap(m, mlen);
+		break;
+	case REUSE_RAW:
+		ret = (int)syscall(SYS_munmap, m, mlen);	/* seen only as an event */
+		break;
+	case REUSE_FREE:
+		free(chunk);
+		ret = 0;
+		break;
+	default:
+		ret = 0;	/* MAP_FIXED over it, below */
+		break;
+	}
+	if (ret)
+		unexpected(c, "munmap", -errno);
+	{
+		static const char *const hn[] = {
+			"old mapping unmapped through the munmap wrapper",
+			"old mapping unmapped by a raw munmap system call",
+			"old mapping a malloc'd block, unmapped by free()",
+			"new mapping made with MAP_FIXED over the old one",
+		};
+
+		c->note = hn[how];
+	}
+	zero_model(c, 0, n);
+	b = mmap(m, mlen, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | (how == REUSE_FIXED ? MAP_FIXED : 0), -1, 0);
+	if (b == MAP_FAILED)
+		unexpected(c, "mmap", -errno);
+	if (b == m)
+		t->st.reused++;
+	else
+		t->st.le[c->op][LE_SKIP]++;	/* another mapping took the addresses */
+	if (thp)
+		madvise(b, mlen, MADV_HUGEPAGE);
+	r->base = b + (mlen != len ? G.ps : 0);
+	write_model(c, 0, n);
+	c->dev = d2;
+	migrate_private(c, d2, r->base, n, "reuse_addr, new mapping at the old addresses");
+	if (devcheck)
+		dev_read_check(c, "reuse_addr: device read of the new mapping");
+	check_pages(c, 0, n, r->base, "reuse_addr: cpu read of the new mapping");
+	hist_range(c, 0, n, OP_REUSE);
+	check_plain(c, buf, len / G.ps, ID_MALLOC + t->idx, vbuf, "reuse_addr: the malloc'd buffer");
+	if (nb != MAP_FAILED) {
+		check_plain(c, nb, n, ID_NEIGH + t->idx, vnb, "reuse_addr: the neighbouring mapping");
+		munmap(nb, len);
+	}
+	free(buf);
+	if (munmap(b, mlen))
+		unexpected(c, "munmap", -errno);
+	zero_model(c, 0, n);
+}
+
+/* The exit code a child derives from @n pages at @mem (1..200). */
+static inline int fold_code(uint64_t h)
+{
+	h ^= h >> 32;
+	h ^= h >> 16;
+	h ^= h >> 8;
+	return (int)(h & 0xff) % 200 + 1;
+}
+
+static uint64_t model_fold(const struct region *r, size_t p0, size_t n)
+{
+	uint64_t h = 0;
+
+	for (size_t i = p0; i < p0 + n; i++)
+		for (size_t k = 0; k < G.ps / 8; k++)
+			h = h * 31 + pat(r->id, i, r->ver[i], k);
+	return h;
+}
+
+static void wait_child(struct octx *c, pid_t pid, int want, const char *what)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			unexpected(c, "waitpid", -errno);
+	atomic_store(&c->t->wd_child, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != want)
+		fail(c, "%s: the child ended with status %#x, expected exit code %d (derived from "
+		     "the model's data; %s)", what, status, want,
+		     WIFEXITED(status) ? "a different code: it read other data" : "it did not exit");
+}
+
+/*
+ * posix_spawn of /bin/sh with its argument "exit N" in a page of the
+ * thread's own that sits on a device: the kernel reads it from the
+ * child (another thread group, same mm) during execve.
+ */
+static void op_spawn(struct octx *c)
+{
+	struct thr *t = c->t;
+	const int code = 1 + (int)(rnd(t) % 200);
+	char *arg = t->sg.base + (SIG_PAGES - 1) * G.ps;	/* the last page: never the handler's */
+	char sh[] = "sh", dc[] = "-c";
+	char *argv[] = { sh, dc, arg, NULL };
+	extern char **environ;
+	pid_t pid;
+	int ret;
+
+	c->dev = (int)(rnd(t) & 1);
+	c->r = NULL;
+	snprintf(arg, G.ps, "exit %d", code);
+	migrate_private(c, c->dev, arg, 1, "vfork (posix_spawn), the argument page");
+	ret = posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ);
+	if (ret == EFAULT && !G.uffd_full) {
+		/* user-mode-only userfaultfd: the kernel's read of the argument fails */
+		t->st.le[c->op][LE_SKIP]++;
+		return;
+	}
+	if (ret)
+		unexpected(c, "posix_spawn(/bin/sh) with its argument in a device page", ret);
+	atomic_store(&t->wd_child, pid);
+	wait_child(c, pid, code, "posix_spawn with its argument in a device page");
+	t->st.pages_checked++;
+}
+
+/*
+ * vfork: pages of a region on a device (sometimes after the parent
+ * touched one and migrated it again); the child reads them and exits
+ * with a code derived from the data, which the parent checks.  A child
+ * that never gets its pages leaves the parent suspended in vfork: the
+ * watchdog reports the hang and kills the child.
+ */
+static void op_vfork(struct octx *c)
+{
+	struct thr *t = c->t;
+	struct region *r = c->r;
+	const bool spawn = rnd(t) % 3 == 0;
+	bool touch;
+	sigset_t blk, old;
+	size_t n;
+	int want, st;
+	pid_t pid;
+
+	if (spawn) {
+		if (G.have_sh)
+			op_spawn(c);
+		else
+			t->st.le[c->op][LE_SKIP]++;
+		return;
+	}
+	op_begin_on_range(c);
+	touch = rnd(t) & 1;
+	n = c->n > 8 ? 8 : c->n;
+	c->n = n;
+	st = uhmm_simdev_migrate_to_dev(G.dev[c->dev], page_addr(r, c->p0), n, NULL);
+	if (st && st != -ENOENT && !(st == -ENOMEM && c->dev == 1))
+		unexpected(c, "uhmm_simdev_migrate_to_dev", st);
+	if (touch) {
+		/* served, then on the device again */
+		check_pages(c, c->p0, 1, page_addr(r, c->p0), "cpu read before vfork");
+		st = uhmm_simdev_migrate_to_dev(G.dev[c->dev], page_addr(r, c->p0), n, NULL);
+		if (st && st != -ENOENT && !(st == -ENOMEM && c->dev == 1))
+			unexpected(c, "uhmm_simdev_migrate_to_dev", st);
+	}
+	want = fold_code(model_fold(r, c->p0, n));
+	sigemptyset(&blk);
+	sigaddset(&blk, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &blk, &old);
+	t->sig_off = 1;
+	atomic_store(&t->wd_child, 0);
+	pid = vfork();
+	if (pid == 0) {
+		/* The child: memory reads and _exit only. */
+		const volatile uint64_t *w = (const volatile uint64_t *)page_addr(r, c->p0);
+		uint64_t h = 0;
+
+		atomic_store(&t->wd_child, (int)syscall(SYS_getpid));
+		for (size_t k = 0; k < n * (G.ps / 8); k++)
+			h = h * 31 + w[k];
+		_exit(fold_code(h));
+	}
+	t->sig_off = 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0) {
+		t->st.le[c->op][LE_SKIP]++;
+	} else {
+		atomic_store(&t->wd_child, pid);	/* a sanitizer's vfork may be a fork */
+		wait_child(c, pid, want, "vfork child reading device-resident pages");
+		t->st.pages_checked += n;
+		t->st.bytes_checked += n * G.ps;
+	}
+	hist_range(c, c->p0, n, OP_VFORK);
+	op_end(c);
+}
+
+/* ---- signal: handlers that touch device memory ---- */
+
+static uint64_t hrnd(struct thr *t)
+{
+	t->hrng += UINT64_C(0x9e3779b97f4a7c15);
+	return mix64(t->hrng);
+}
+
+/*
+ * SIGUSR1, sent by the signal op to one thread (its timer or tgkill), so
+ * it lands anywhere in that thread's operations: in a migration, in the
+ * munmap / mmap / mprotect / madvise wrappers, in the library's locks.
+ * It reads and rewrites one of the thread's own pages (which the thread
+ * keeps putting back on a device), and, if the thread holds a region's
+ * lock for reading (content stable), checks a page of that region, most
+ * often one of the range the operation works on.
+ */
+static void sig_handler(int sig, siginfo_t *si, void *uc)
+{
+	const int saved = errno;
+	struct thr *t = self_thr;
+	struct octx *cur = cur_op;
+
+	(void)sig;
+	(void)si;
+	(void)uc;
+	if (!t || t->sig_off || atomic_load(&G.failing))
+		goto out;
+	{
+		struct octx h = { .t = t, .r = &t->sg, .op = OP_SIGNAL, .dev = -1, .n = 1 };
+		size_t pg = (size_t)(hrnd(t) % (SIG_PAGES - 1));
+		uint64_t v = new_version();
+
+		h.p0 = pg;
+		check_pages(&h, pg, 1, page_addr(&t->sg, pg), "signal handler read of its own page");
+		fill_page(page_addr(&t->sg, pg), t->sg.id, pg, v);
+		hist_push_locked(&t->sg, pg, &h, OP_SIGNAL, t->sg.ver[pg], v);
+		t->sg.ver[pg] = v;
+	}
+	if (cur && cur->rd_locked && cur->r && cur->r->npages) {
+		struct region *r = cur->r;
+		size_t n = cur->n ? cur->n : r->npages;
+		size_t pg = (cur->p0 + (size_t)(hrnd(t) % n)) % r->npages;
+		struct octx h = { .t = t, .r = r, .op = OP_SIGNAL, .dev = -1, .p0 = pg, .n = 1 };
+
+		check_pages(&h, pg, 1, page_addr(r, pg), "signal handler read");
+	}
+	t->st.signals++;
+out:
+	if (t) {
+		if (atomic_fetch_sub(&t->sig_budget, 1) <= 1) {
+			struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+
+			atomic_store(&t->sig_budget, 0);
+			if (t->has_tmr)
+				timer_settime(t->tmr, 0, &off, NULL);
+		} else {
+			atomic_store(&t->sig_remig, true);
+		}
+	}
+	errno = saved;
+}
+
+/* Before an operation, while signals are due: the handler's pages back on a device. */
+static void sig_remigrate(struct thr *t)
+{
+	struct octx c = { .t = t, .r = &t->sg, .op = OP_SIGNAL, .p0 = 0, .n = SIG_PAGES - 1 };
+
+	c.dev = (int)(t->sig_dev++ & 1);
+	cur_op = &c;
+	migrate_private_(&c, c.dev, t->sg.base, SIG_PAGES - 1, true, "signal, the handler's pages");
+	cur_op = NULL;
+}
+
+static void op_signal(struct octx *c)
+{
+	struct thr *t = c->t, *b = &G.ts[rnd(t) % G.threads];
+	const long ns = 1000L * (long)(20 + rnd(t) % 480);
+	const int count = 1 + (int)(rnd(t) % 64);
+	const bool timer = rnd(t) % 4 != 0;
+	const int dev = (int)(rnd(t) % 3) - 1;
+
+	c->r = NULL;
+	c->dev = dev;
+	pthread_mutex_lock(&b->sig_mu);
+	if (!b->sig_dead && b->has_tmr) {
+		/*
+		 * The sender puts the target's pages on a device itself (2 in 3):
+		 * the target's handler then finds device pages whatever the
+		 * target is doing, its own migration of them or not.
+		 */
+		if (dev >= 0 && b != t) {
+			int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], b->sg.base, SIG_PAGES - 1,
+							     NULL);
+
+			if (ret && ret != -ENOENT && !(ret == -ENOMEM && dev == 1))
+				unexpected(c, "uhmm_simdev_migrate_to_dev of another thread's pages", ret);
+		}
+		atomic_store(&b->sig_remig, true);
+		atomic_fetch_add(&b->sig_budget, count);
+		if (timer) {
+			struct itimerspec it = { { 0, ns }, { 0, ns } };
+
+			if (timer_settime(b->tmr, 0, &it, NULL))
+				unexpected(c, "timer_settime", -errno);
+		} else {
+			for (int i = 0; i < count; i++) {
+				if (syscall(SYS_tgkill, getpid(), b->tid, SIGUSR1))
+					unexpected(c, "tgkill", -errno);
+				sched_yield();
+			}
+		}
+	} else {
+		t->st.le[c->op][LE_SKIP]++;
+	}
+	pthread_mutex_unlock(&b->sig_mu);
+}
+
+/* ---- dev_atomic: device atomics under migrate-on-touch while CPUs read ---- */
+
+struct ckern {
+	size_t p0;
+	bool per_word;		/* one item per counter (else one per page) */
+	uint64_t exp[CNT_PAGES];
+	atomic_int bad;
+	size_t bad_pg, bad_w;
+	uint64_t bad_exp, bad_got;
+};
+
+/*
+ * Add 1 to each counter of a page (or to one counter: item = page * words
+ * + word); the old value must be the model's.
+ */
+static void cnt_kern(struct uhmm_simdev_thread *th, size_t item, void *arg)
+{
+	struct ckern *k = arg;
+	const size_t words = G.ps / 8;
+	const size_t it = k->per_word ? item / words : item, pg = k->p0 + it;
+	uint64_t *w = G.cnt + pg * words;
+	const size_t i0 = k->per_word ? item % words : 0, i1 = k->per_word ? i0 + 1 : words;
+
+	for (size_t i = i0; i < i1; i++) {
+		uint64_t old = uhmm_simdev_atomic_add64(th, &w[i], 1);
+		int z = 0;
+
+		if (old != k->exp[it] && atomic_compare_exchange_strong(&k->bad, &z, 1)) {
+			k->bad_pg = pg;
+			k->bad_w = i;
+			k->bad_exp = k->exp[it];
+			k->bad_got = old;
+		}
+	}
+}
+
+/* Every counter of pages [p0, p0 + n) must lie in [lo, hi] of its page. */
+static void cnt_check(struct octx *c, size_t p0, size_t n, bool exact, const char *what)
+{
+	for (size_t pg = p0; pg < p0 + n; pg++) {
+		uint64_t lo = atomic_load(&G.cnt_done[pg]), hi, v[512];
+		const size_t words = G.ps / 8 < 512 ? G.ps / 8 : 512;
+
+		for (size_t i = 0; i < words; i++)
+			v[i] = __atomic_load_n(&G.cnt[pg * (G.ps / 8) + i], __ATOMIC_RELAXED);
+		hi = atomic_load(&G.cnt_started[pg]);
+		if (exact && lo != hi)
+			fail(c, "%s: counter page %zu has %llu launches done, %llu started", what, pg,
+			     (unsigned long long)lo, (unsigned long long)hi);
+		for (size_t i = 0; i < words; i++)
+			if (v[i] < lo || v[i] > hi)
+				fail(c, "%s: counter page %zu word %zu (address %p) reads %llu, expected "
+				     "at least %llu (launches done) and at most %llu (started): %s", what,
+				     pg, i, (void *)&G.cnt[pg * (G.ps / 8) + i], (unsigned long long)v[i],
+				     (unsigned long long)lo, (unsigned long long)hi,
+				     v[i] < lo ? "device atomic adds lost" :
+				     "more adds than launched: another page's, or garbage");
+		c->t->st.pages_checked++;
+		c->t->st.bytes_checked += G.ps;
+	}
+}
+
+static void op_atomic(struct octx *c)
+{
+	struct thr *t = c->t;
+	const bool launch = rnd(t) & 1;
+	const size_t n = rnd(t) % 4 == 0 ? CNT_PAGES : 1 + rnd(t) % CNT_PAGES;
+	const size_t p0 = rnd(t) % (CNT_PAGES - n + 1);
+	const unsigned int reps = 1 + (unsigned int)(rnd(t) % 4);
+	const bool per_word = rnd(t) % 4 != 0;
+
+	c->r = NULL;
+	c->dev = 2;
+	c->p0 = p0;
+	c->n = n;
+	if (launch) {
+		struct ckern *k;
+		int ret;
+
+		if (pthread_mutex_trylock(&G.cnt_lock)) {
+			t->st.le[c->op][LE_EBUSY]++;	/* another thread's launch on device 2 */
+			return;
+		}
+		k = calloc(1, sizeof(*k));
+		if (!k)
+			fail(c, "out of memory");
+		k->p0 = p0;
+		k->per_word = per_word;
+		for (size_t i = 0; i < n; i++) {
+			k->exp[i] = atomic_load(&G.cnt_done[p0 + i]);
+			atomic_fetch_add(&G.cnt_started[p0 + i], 1);
+		}
+		ret = uhmm_simdev_launch(G.dev2, per_word ? n * (G.ps / 8) : n, cnt_kern, k, NULL);
+		if (ret)
+			unexpected(c, "uhmm_simdev_launch(device 2, atomic adds)", ret);
+		for (size_t i = 0; i < n; i++)
+			atomic_fetch_add(&G.cnt_done[p0 + i], 1);
+		pthread_mutex_unlock(&G.cnt_lock);
+		if (atomic_load(&k->bad))
+			fail(c, "device atomic add on counter page %zu word %zu returned %llu, expected "
+			     "%llu (%s)", k->bad_pg, k->bad_w, (unsigned long long)k->bad_got,
+			     (unsigned long long)k->bad_exp, k->bad_got < k->bad_exp ?
+			     "an earlier add was lost" : "another page's adds landed here");
+		t->st.pages_checked += n;
+		t->st.bytes_checked += n * G.ps;
+		free(k);
+	} else {
+		for (unsigned int i = 0; i < reps; i++)
+			cnt_check(c, p0, n, false, "cpu read of the counters");
+	}
+}
+
+/* ---- heap_migrate: the process's own heap on a device ---- */
+
+static void check_canaries(struct octx *c, const char *what)
+{
+	for (unsigned int i = 0; i < 8; i++)
+		if (G.canary[i])
+			check_plain(c, G.canary[i], G.canary_len / G.ps, ID_CANARY + i, 1, what);
+}
+
+/*
+ * heap_migrate: a chunk of [heap] (where the main thread's allocations
+ * live: the model, the regions' locks, the devices' structures, the
+ * threads' DTVs, environ after setenv), of this thread's own malloc
+ * arena around a block just freed (which the library's next allocation
+ * on this thread may reuse), or around a heap canary, to a device; then
+ * back by migrate_to_sys, by a device-wide release, by touching it, or
+ * (device 1) left for whoever touches it.  The canaries are checked.
+ */
+static void op_heap(struct octx *c)
+{
+	struct thr *t = c->t;
+	const unsigned int target = (unsigned int)(rnd(t) % 3);
+	size_t n = 1 + rnd(t) % 32;
+	const uint64_t pos = rnd(t);
+	const size_t probe = (size_t)64 << (rnd(t) % 8);
+	int back = (int)(rnd(t) % 4), ret;
+	struct mfind m = { 0 };
+	uintptr_t a;
+
+	c->r = NULL;
+	c->dev = (int)(rnd(t) & 1);
+	if (target == 0) {
+		m.name = "[heap]";
+		if (!find_map(&m) || !m.rw_anon) {
+			t->st.le[c->op][LE_SKIP]++;
+			return;
+		}
+		a = m.s + (uintptr_t)((pos >> 8) % ((m.e - m.s) / G.ps)) * G.ps;
+	} else {
+		if (target == 1) {
+			void *p;
+
+			if (SANITIZED) {
+				/* the runtime's allocator, not libc's: its own tables sit there */
+				t->st.le[c->op][LE_SKIP]++;
+				return;
+			}
+			p = malloc(probe);
+			m.addr = (uintptr_t)p;
+			free(p);
+		} else {
+			m.addr = (uintptr_t)G.canary[pos % 8];
+		}
+		if (!m.addr || !find_map(&m) || !m.rw_anon) {
+			t->st.le[c->op][LE_SKIP]++;
+			return;
+		}
+		a = (m.addr & ~(uintptr_t)(G.ps - 1)) - (uintptr_t)((pos >> 8) % n) * G.ps;
+		if (a < m.s)
+			a = m.s;
+	}
+	if (a + n * G.ps > m.e)
+		n = (m.e - a) / G.ps;
+	if (!n) {
+		t->st.le[c->op][LE_SKIP]++;
+		return;
+	}
+	c->p0 = (a - m.s) / G.ps;
+	c->n = n;
+	ret = uhmm_simdev_migrate_to_dev(G.dev[c->dev], (void *)a, n, NULL);
+	if (ret == -ENOENT) {
+		t->st.le[c->op][LE_ENOENT]++;
+	} else if (ret == -ENOMEM && c->dev == 1) {
+		t->st.le[c->op][LE_ENOMEM]++;
+	} else if (ret == -EINVAL && !one_rw_anon(a, n * G.ps)) {
+		t->st.le[c->op][LE_SPLIT]++;	/* the heap shrank or changed meanwhile */
+	} else if (ret) {
+		unexpected(c, "uhmm_simdev_migrate_to_dev of a heap chunk", ret);
+	}
+	if (c->dev == 0 && back == 3)
+		back = 0;	/* device 0 never runs out: leave nothing there */
+	switch (back) {
+	case 0:
+		ret = uhmm_simdev_migrate_to_sys(G.dev[c->dev], (void *)a, n, NULL);
+		if (ret && ret != -ENOENT && !(ret == -EINVAL && !one_rw_anon(a, n * G.ps)))
+			unexpected(c, "uhmm_simdev_migrate_to_sys of a heap chunk", ret);
+		break;
+	case 1:
+		dw_begin(c);
+		ret = uhmm_simdev_release(G.dev[c->dev]);
+		dw_end();
+		if (ret)
+			unexpected(c, "uhmm_simdev_release", ret);
+		break;
+	case 2:
+		/* a kernel-mode touch of every page: no sanitizer sees it */
+		if (madvise((void *)a, n * G.ps, MADV_POPULATE_READ) &&
+		    one_rw_anon(a, n * G.ps) && !(errno == EFAULT && !G.uffd_full) &&
+		    errno != EINVAL)
+			unexpected(c, "madvise(MADV_POPULATE_READ) of a heap chunk", -errno);
+		break;
+	default:
+		break;
+	}
+	check_canaries(c, "heap_migrate: a heap canary");
+}
+
 static unsigned int weight_total;
 
 /* SIGSEGV / SIGBUS: say where, in which op, and the page's history. */
@@ -1401,6 +2255,194 @@ static void fatal_signal(int sig, siginfo_t *si, void *uc)
 	die_now();
 }
 
+/* ---- the watchdog ---------------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Formatted to the stack and written: no stdio lock, no allocation. */
+static __attribute__((format(printf, 1, 2))) void wd_say(const char *fmt, ...)
+{
+	char b[512];
+	va_list ap;
+	int l;
+
+	va_start(ap, fmt);
+	l = vsnprintf(b, sizeof(b), fmt, ap);
+	va_end(ap);
+	if (l > (int)sizeof(b) - 1)
+		l = (int)sizeof(b) - 1;
+	if (l > 0 && write(2, b, (size_t)l) < 0)
+		return;
+}
+
+/* A small file (/proc) into @buf, NUL-terminated; its length or -1. */
+static ssize_t wd_read(const char *path, char *buf, size_t sz)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t l;
+
+	if (fd < 0)
+		return -1;
+	l = read(fd, buf, sz - 1);
+	close(fd);
+	if (l < 0)
+		return -1;
+	buf[l] = 0;
+	return l;
+}
+
+struct wd_dirent {
+	uint64_t ino;
+	int64_t off;
+	unsigned short reclen;
+	unsigned char type;
+	char name[];
+};
+
+/* Call @fn for each numeric entry of directory @dir (raw getdents: no allocation). */
+static void wd_each_pid(const char *dir, void (*fn)(long id))
+{
+	char buf[4096];
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	long l;
+
+	if (fd < 0)
+		return;
+	while ((l = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+		for (long o = 0; o < l;) {
+			struct wd_dirent *d = (struct wd_dirent *)(buf + o);
+			char *end;
+			long id = strtol(d->name, &end, 10);
+
+			if (d->name[0] >= '0' && d->name[0] <= '9' && !*end)
+				fn(id);
+			o += d->reclen;
+		}
+	}
+	close(fd);
+}
+
+/* One line per thread of the process: name, state, where it sleeps. */
+static void wd_task(long tid)
+{
+	char path[64], st[512], wchan[128] = "";
+	char *p;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", tid);
+	if (wd_read(path, st, sizeof(st)) < 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/wchan", tid);
+	wd_read(path, wchan, sizeof(wchan));
+	p = strrchr(st, ')');
+	wd_say("    task %ld %.*s state %c wchan %s\n", tid, p ? (int)(p - st + 1) : 0, st,
+	       p && p[1] ? p[2] : '?', wchan[0] ? wchan : "-");
+}
+
+/* Kill the process's children (a hung vfork or posix_spawn child among them). */
+static void wd_kill_child(long pid)
+{
+	char path[64], st[512];
+	char *p;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if (wd_read(path, st, sizeof(st)) < 0)
+		return;
+	p = strrchr(st, ')');
+	if (p && strtol(p + 4, NULL, 10) == (long)getpid()) {
+		wd_say("    killing child %ld\n", pid);
+		kill((pid_t)pid, SIGKILL);
+	}
+}
+
+static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigned int step,
+						int reg, uint64_t secs)
+{
+	char off[512];
+
+	atomic_store(&G.failing, true);
+	/* one report: a thread's own (a killed child's parent) waits behind this one */
+	pthread_mutex_trylock(&G.fail_lock);
+	wd_say("uhmm stress: FAIL: hang: %s has been in %s (step %u, region %d) for %llu s "
+	       "(limit %.0f s, --hang-seconds)\n", who, op >= 0 && op <= OP_FINAL ? op_name[op] : "?",
+	       step, reg, (unsigned long long)secs, G.hang_s);
+	for (unsigned int i = 0; G.ts && i < G.threads; i++) {
+		struct thr *t = &G.ts[i];
+		uint64_t s = atomic_load(&t->wd_start);
+
+		if (s)
+			wd_say("  thread %u: in %s for %llu ms (since %.3f s into the run), step %u, "
+			       "region %d\n", i, op_name[atomic_load(&t->wd_op)],
+			       (unsigned long long)((now_ns() - s) / 1000000), (double)s / 1e9 - G.t0,
+			       atomic_load(&t->wd_step), atomic_load(&t->wd_reg));
+		else
+			wd_say("  thread %u: between operations\n", i);
+	}
+	wd_say("  the process's threads:\n");
+	wd_each_pid("/proc/self/task", wd_task);
+	for (unsigned int i = 0; G.ts && i < G.threads; i++) {
+		int pid = atomic_load(&G.ts[i].wd_child);
+
+		if (pid > 0) {
+			wd_say("    killing thread %u's child %d\n", i, pid);
+			kill(pid, SIGKILL);
+		}
+	}
+	wd_each_pid("/proc", wd_kill_child);
+	ops_option(off, sizeof(off));
+	wd_say("  after %llu operations; seed %llu: replay with: uhmm stress --seed %llu --threads "
+	       "%u --regions %u%s%s\n", (unsigned long long)atomic_load(&G.ops_done),
+	       (unsigned long long)G.seed, (unsigned long long)G.seed, G.threads, G.nreg,
+	       G.no_thp ? " --no-thp" : "", off);
+	exit_now(1);
+}
+
+/*
+ * A thread whose operation (or the main thread's final phase) runs longer
+ * than --hang-seconds is a hang: say what every thread was doing and
+ * where each task sleeps, kill the children, exit 1.  It only reads
+ * atomics, /proc, and writes with write(2): nothing a hung thread can hold.
+ */
+static void *watchdog_main(void *arg)
+{
+	const uint64_t lim = (uint64_t)(G.hang_s * 1e9);
+
+	(void)arg;
+	while (!atomic_load(&G.wd_quit)) {
+		struct timespec d = { 0, 100 * 1000 * 1000 };
+		uint64_t now = now_ns(), s;
+
+		for (unsigned int i = 0; i < G.threads; i++) {
+			struct thr *t = &G.ts[i];
+
+			s = atomic_load(&t->wd_start);
+			if (s && now > s + lim) {
+				char who[32];
+
+				snprintf(who, sizeof(who), "thread %u", i);
+				wd_report(who, atomic_load(&t->wd_op), atomic_load(&t->wd_step),
+					  atomic_load(&t->wd_reg), (now - s) / 1000000000u);
+			}
+		}
+		s = atomic_load(&G.main_start);
+		if (s && now > s + lim)
+			wd_report("the main thread", OP_FINAL, 0, -1, (now - s) / 1000000000u);
+		/*
+		 * The system call itself: ThreadSanitizer's nanosleep() takes
+		 * its thread registry lock afterwards, which a thread stuck in
+		 * a report holds (its symbolizer unmapping through uhmm's
+		 * wrapper faulted): the watchdog then slept forever.
+		 */
+		syscall(SYS_nanosleep, &d, NULL);
+	}
+	return NULL;
+}
+
 static enum op pick_op(struct thr *t)
 {
 	unsigned int x = (unsigned int)(rnd(t) % weight_total);
@@ -1418,7 +2460,18 @@ static enum op pick_op(struct thr *t)
 static void *thread_main(void *arg)
 {
 	struct thr *t = arg;
+	sigset_t usr1;
 
+	self_thr = t;
+	t->tid = (pid_t)syscall(SYS_gettid);
+	if (!op_off[OP_SIGNAL]) {
+		struct sigevent sev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGUSR1 };
+
+		sev.sigev_notify_thread_id = t->tid;
+		pthread_mutex_lock(&t->sig_mu);
+		t->has_tmr = timer_create(CLOCK_MONOTONIC, &sev, &t->tmr) == 0;
+		pthread_mutex_unlock(&t->sig_mu);
+	}
 	while (!atomic_load(&G.stop) && !atomic_load(&G.failing)) {
 		struct octx c = { .t = t, .dev = -1 };
 
@@ -1427,6 +2480,13 @@ static void *thread_main(void *arg)
 		t->step++;
 		c.op = pick_op(t);
 		c.r = &G.reg[rnd(t) % G.nreg];
+		atomic_store(&t->wd_step, t->step);
+		atomic_store(&t->wd_reg, (int)c.r->id);
+		atomic_store(&t->wd_op, OP_SIGNAL);
+		atomic_store(&t->wd_start, now_ns());
+		if (atomic_exchange(&t->sig_remig, false))
+			sig_remigrate(t);
+		atomic_store(&t->wd_op, (int)c.op);
 		cur_op = &c;
 		switch (c.op) {
 		case OP_CPU_READ: op_cpu_read(&c); break;
@@ -1445,12 +2505,39 @@ static void *thread_main(void *arg)
 		case OP_DONTNEED: op_dontneed(&c); break;
 		case OP_MPROTECT: op_mprotect(&c); break;
 		case OP_FORK: op_fork(&c); break;
+		case OP_REUSE: op_reuse(&c); break;
+		case OP_VFORK: op_vfork(&c); break;
+		case OP_SIGNAL: op_signal(&c); break;
+		case OP_ATOMIC: op_atomic(&c); break;
+		case OP_HEAP: op_heap(&c); break;
 		default: break;
 		}
+		cur_op = NULL;
+		atomic_store(&t->wd_start, 0);
 		t->st.ops[c.op]++;
 		atomic_fetch_add_explicit(&G.ops_done, 1, memory_order_relaxed);
+	}
+	/* No more signals for this thread: its timer goes, then the handler's pages are checked. */
+	atomic_store(&t->wd_op, OP_FINAL);
+	atomic_store(&t->wd_start, now_ns());	/* watched too */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	pthread_mutex_lock(&t->sig_mu);
+	t->sig_dead = true;
+	if (t->has_tmr)
+		timer_delete(t->tmr);
+	t->has_tmr = false;
+	pthread_mutex_unlock(&t->sig_mu);
+	if (!atomic_load(&G.failing)) {
+		struct octx c = { .t = t, .r = &t->sg, .op = OP_FINAL, .dev = -1, .p0 = 0,
+				  .n = SIG_PAGES - 1 };
+
+		cur_op = &c;
+		check_pages(&c, 0, SIG_PAGES - 1, t->sg.base, "final read of the signal handler's pages");
 		cur_op = NULL;
 	}
+	atomic_store(&t->wd_start, 0);
 	return NULL;
 }
 
@@ -1466,9 +2553,14 @@ static void usage(FILE *f)
 "and writes, migrations to two simulated devices and back, device-exclusive\n"
 "access, device kernels with loads, stores and atomics, release, snapshots,\n"
 "munmap/mmap, mremap with and without MREMAP_DONTUNMAP, MADV_DONTNEED,\n"
-"mprotect, fork with a verifying child). Every byte read is checked against a\n"
-"model of each page's content; every error return must be one the model\n"
-"explains. The process's mapping count and open descriptors must stay bounded.\n"
+"mprotect, fork with a verifying child; and, for the bugs of issue 12: a new\n"
+"mapping on a migrated mapping's addresses, vfork/posix_spawn children reading\n"
+"device pages, signal handlers touching device memory, device atomics under\n"
+"migrate-on-touch while CPUs read, the process's own heap migrated). Every byte\n"
+"read is checked against a model of each page's content; every error return\n"
+"must be one the model explains. The process's mapping count and open\n"
+"descriptors must stay bounded; an operation running longer than the hang\n"
+"limit is a failure (the watchdog says what every thread was doing).\n"
 "\n"
 "options:\n"
 "  --seconds S   stop after S seconds (default 10; 0 = no time limit)\n"
@@ -1482,17 +2574,23 @@ static void usage(FILE *f)
 "                index, so a seed replays the same operation sequences; the\n"
 "                interleaving of the threads is up to the scheduler and is NOT\n"
 "                reproducible (--threads 1 is fully deterministic)\n"
-"  --no-fork     leave out the fork operation\n"
+"  --no-fork     leave out the fork and vfork operations\n"
 "  --no-thp      no 2 MiB MADV_HUGEPAGE regions (all regions 16-64 pages)\n"
 "  --only LIST   run only these operations (comma separated names as in the\n"
 "                summary: cpu_read,cpu_write,dev_read,dev_write,migrate_to_dev,\n"
 "                migrate_to_sys,exclusive,launch_load,launch_store,release,\n"
 "                snapshot,mmap_fixed,munmap_mmap,mremap,mremap_dontunmap,\n"
-"                dontneed,mprotect,fork); for narrowing a failure down\n"
+"                dontneed,mprotect,fork,reuse_addr,vfork,signal,dev_atomic,\n"
+"                heap_migrate); for narrowing a failure down\n"
 "  --without LIST  run all operations but these\n"
 "  --quick       a very short run: 2 seconds, 3 threads, 6 regions (options\n"
 "                given explicitly still win)\n"
 "  --verbose     print the device counters at the end\n"
+"  --hang-seconds S  an operation (or the final checks) running longer than S\n"
+"                seconds is reported as a hang, exit 1 (default 30; 45 under a\n"
+"                sanitizer)\n"
+"  --reuse-variant munmap|raw|free|fixed  reuse_addr removes the old mapping\n"
+"                only this way (default: each at random)\n"
 "  -h, --help    this text\n"
 "\n"
 "On a failure it prints the region, page, offset, expected and read values, the\n"
@@ -1551,6 +2649,11 @@ static void print_summary(const struct tstats *sum, double secs)
 	       "left behind by a migration that ran alone: %llu\n",
 	       (unsigned long long)sum->pages_checked, (unsigned long long)sum->bytes_checked,
 	       (unsigned long long)sum->migrated, (unsigned long long)sum->left_behind);
+	if (sum->signals || sum->ops[OP_SIGNAL])
+		printf("signal handlers run: %llu\n", (unsigned long long)sum->signals);
+	if (sum->ops[OP_REUSE])
+		printf("reuse_addr: %llu of %llu new mappings landed on the old addresses\n",
+		       (unsigned long long)sum->reused, (unsigned long long)sum->ops[OP_REUSE]);
 }
 
 static int setup_regions(void)
@@ -1638,6 +2741,8 @@ int uhmm_stress_main(int argc, char **argv)
 	int ret;
 
 	G.seconds = 10;
+	G.hang_s = SANITIZED ? 45 : 30;
+	G.reuse_how = -1;
 	G.threads = 4;
 	G.nreg = 12;
 	G.seed = mix64((uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock());
@@ -1662,6 +2767,20 @@ int uhmm_stress_main(int argc, char **argv)
 			if (opts_double(&opt, 0, 1e9, &G.seconds))
 				goto bad;
 			seconds_set = true;
+		} else if (opts_is(&opt, "--reuse-variant")) {
+			static const char *const vn[] = { "munmap", "raw", "free", "fixed" };
+
+			if (opts_str(&opt, &list))
+				goto bad;
+			for (G.reuse_how = 3; G.reuse_how >= 0 && strcmp(list, vn[G.reuse_how]);)
+				G.reuse_how--;
+			if (G.reuse_how < 0) {
+				opts_bad_value(&opt, list, "not munmap, raw, free or fixed");
+				goto bad;
+			}
+		} else if (opts_is(&opt, "--hang-seconds")) {
+			if (opts_double(&opt, 1, 1e9, &G.hang_s))
+				goto bad;
 		} else if (opts_is(&opt, "--ops")) {
 			if (opts_u64(&opt, 0, UINT64_MAX, &v))
 				goto bad;
@@ -1696,6 +2815,8 @@ int uhmm_stress_main(int argc, char **argv)
 	}
 	if (G.no_fork)
 		op_off[OP_FORK] = true;
+	if (G.no_fork)
+		op_off[OP_VFORK] = true;
 	for (unsigned int o = 0; o < OP_COUNT; o++)
 		weight_total += op_off[o] ? 0 : op_weight[o];
 	if (!weight_total) {
@@ -1716,10 +2837,17 @@ int uhmm_stress_main(int argc, char **argv)
 		printf("  op limit: %llu\n", (unsigned long long)G.max_ops);
 	{
 		struct sigaction sa = { .sa_sigaction = fatal_signal, .sa_flags = SA_SIGINFO };
+		struct sigaction su = { .sa_sigaction = sig_handler,
+					.sa_flags = SA_SIGINFO | SA_RESTART };
 
 		sigaction(SIGSEGV, &sa, NULL);
 		sigaction(SIGBUS, &sa, NULL);
+		if (!op_off[OP_SIGNAL])
+			sigaction(SIGUSR1, &su, NULL);
 	}
+	G.uffd_full = si.uffd_mode == UHMM_UFFD_FULL;
+	G.have_sh = access("/bin/sh", X_OK) == 0;
+	pthread_mutex_init(&G.cnt_lock, NULL);
 	pthread_mutex_init(&G.fail_lock, NULL);
 	pthread_mutex_init(&G.dwlock, NULL);
 	atomic_store(&G.next_ver, 1);
@@ -1758,6 +2886,25 @@ int uhmm_stress_main(int argc, char **argv)
 		}
 	}
 
+	if (!op_off[OP_REUSE]) {
+		/*
+		 * glibc's threshold as at process start, kept fixed (it grows
+		 * after the first free of a mapped block otherwise): a 512 KiB
+		 * malloc is then always its own mapping, as in a fresh process.
+		 */
+		mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	}
+	if (!op_off[OP_HEAP]) {
+		/* environ moves onto the heap with a new variable (KERNEL-FACTS §11) */
+		setenv("UHMM_STRESS_HEAP_ENV", "environ lives in the heap now", 1);
+		G.canary_len = 3 * G.ps;
+		for (unsigned int i = 0; i < 8; i++) {
+			G.canary[i] = malloc(G.canary_len);
+			if (!G.canary[i])
+				return 1;
+			fill_plain(G.canary[i], 3, ID_CANARY + i, 1);
+		}
+	}
 	ret = setup_regions();
 	if (ret) {
 		printf("uhmm stress: FAIL: cannot set up the regions: %s\n", strerror(-ret));
@@ -1766,8 +2913,11 @@ int uhmm_stress_main(int argc, char **argv)
 	/* Device 0 mirrors with room for everything; device 1 migrates on touch
 	 * with a quarter of the data's size and evicts when full. */
 	{
+		/* room for the new ops' own pages too: reuse_addr, signal, heap_migrate */
 		struct uhmm_simdev_config c0 = {
-			.capacity_pages = 2 * G.total_pages + 64, .threads = 2,
+			.capacity_pages = 2 * G.total_pages + 64 +
+					  (size_t)G.threads * (REUSE_PAGES + SIG_PAGES + 64),
+			.threads = 2,
 			.policy = UHMM_SIMDEV_POLICY_MIRROR,
 		};
 		struct uhmm_simdev_config c1 = {
@@ -1781,6 +2931,25 @@ int uhmm_stress_main(int argc, char **argv)
 		ret = uhmm_simdev_create(&c0, &G.dev[0]);
 		if (!ret)
 			ret = uhmm_simdev_create(&c1, &G.dev[1]);
+		if (!ret && !op_off[OP_ATOMIC]) {
+			/* dev_atomic: as in the report, 24 pages for 64 pages of counters */
+			struct uhmm_simdev_config c2 = {
+				.capacity_pages = 24, .threads = 2,
+				.policy = UHMM_SIMDEV_POLICY_MIGRATE, .migrate_window = 4,
+				.evict_when_full = true,
+			};
+
+			ret = uhmm_simdev_create(&c2, &G.dev2);
+			if (!ret) {
+				struct region cr = { .npages = CNT_PAGES };
+
+				G.cnt = (uint64_t *)reserve(&cr, &G.cnt_resv, &G.cnt_resv_len);
+				if (!G.cnt || mmap(G.cnt, CNT_PAGES * G.ps, PROT_READ | PROT_WRITE,
+						   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) !=
+						  (void *)G.cnt)
+					ret = -ENOMEM;
+			}
+		}
 		if (ret == -ENOSYS || ret == -EPERM) {
 			printf("uhmm stress: skipped: no userfaultfd: %s\n", uhmm_last_error());
 			return 77;
@@ -1811,13 +2980,52 @@ int uhmm_stress_main(int argc, char **argv)
 	maps_setup = count_maps();
 	bound = getenv("UHMM_STRESS_MAP_SLACK") ? maps_setup + atol(getenv("UHMM_STRESS_MAP_SLACK")) :
 		maps_setup + (long)(G.total_pages / 8) + (long)G.nreg * (2 * MAX_CUTS + 1 + 2 + 2) +
-		8L * (G.threads + 4 + 2) + 64 + staging_cache_maps();
+		8L * (G.threads + 4 + 2) + 64 + staging_cache_maps() +
+		/* the new ops: reuse_addr's 3 mappings, the signal pages, a spawn, device 2 */
+		8L * G.threads + 32 +
+		/* heap_migrate registers chunks of the heap and the arenas, splitting them */
+		(op_off[OP_HEAP] ? 0 : 256);
 	maps_max = maps_setup;
 	fds_max = count_fds();
 
 	ts = calloc(G.threads, sizeof(*ts));
 	if (!ts)
 		return 1;
+	G.ts = ts;
+	for (unsigned int i = 0; i < G.threads; i++) {
+		struct thr *t = &ts[i];
+		struct region *rs[2] = { &t->sr, &t->sg };
+		const size_t np[2] = { REUSE_PAGES, SIG_PAGES };
+
+		pthread_mutex_init(&t->sig_mu, NULL);
+		t->hrng = mix64(G.seed ^ 0x519ull ^ ((uint64_t)i << 40));
+		for (int k = 0; k < 2; k++) {
+			struct region *r = rs[k];
+
+			r->id = (k ? ID_SIG : ID_REUSE) + i;
+			r->npages = np[k];
+			pthread_rwlock_init(&r->lock, NULL);
+			pthread_mutex_init(&r->hlock, NULL);
+			r->ver = calloc(np[k], sizeof(*r->ver));
+			r->hist = calloc(np[k] * HIST, sizeof(*r->hist));
+			r->hpos = calloc(np[k], 1);
+			if (!r->ver || !r->hist || !r->hpos)
+				return 1;
+		}
+		t->sg.base = mmap(NULL, SIG_PAGES * G.ps, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (t->sg.base == MAP_FAILED)
+			return 1;
+	}
+	{
+		pthread_t wd;
+
+		if (pthread_create(&wd, NULL, watchdog_main, NULL)) {
+			printf("uhmm stress: FAIL: cannot start the watchdog\n");
+			return 1;
+		}
+		pthread_detach(wd);
+	}
 	t0 = now_s();
 	G.t0 = t0;
 	deadline = G.seconds > 0 ? t0 + G.seconds : 0;
@@ -1826,7 +3034,7 @@ int uhmm_stress_main(int argc, char **argv)
 
 		t->idx = i;
 		t->rng = mix64(G.seed + 0x1234567ull * (i + 1));
-		t->buf = malloc(G.max_pages * G.ps);
+		t->buf = malloc((G.max_pages > REUSE_PAGES ? G.max_pages : REUSE_PAGES) * G.ps);
 		t->snap[0] = malloc(G.max_pages);
 		t->snap[1] = malloc(G.max_pages);
 		t->vtmp = malloc(G.max_pages * sizeof(uint64_t));
@@ -1869,8 +3077,11 @@ int uhmm_stress_main(int argc, char **argv)
 		sum.bytes_checked += ts[i].st.bytes_checked;
 		sum.migrated += ts[i].st.migrated;
 		sum.left_behind += ts[i].st.left_behind;
+		sum.signals += ts[i].st.signals;
+		sum.reused += ts[i].st.reused;
 	}
 	elapsed = now_s() - t0;
+	atomic_store(&G.main_start, now_ns());	/* the final phase is watched too */
 	if (why) {
 		printf("uhmm stress: FAIL: %s (maps %ld, bound %ld; fds %ld, at start %ld)\n", why,
 		       maps_max, bound, fds_max, fds0);
@@ -1902,26 +3113,61 @@ int uhmm_stress_main(int argc, char **argv)
 		return 1;
 	fin.idx = G.threads;
 	verify_all(&fin, true);
-	if (G.verbose) {
-		for (int d = 0; d < 2; d++) {
-			struct uhmm_simdev_counters k;
+	if (G.cnt) {
+		struct octx c = { .t = &fin, .op = OP_FINAL, .dev = 2, .n = CNT_PAGES };
 
-			uhmm_simdev_get_counters(G.dev[d], &k);
+		cnt_check(&c, 0, CNT_PAGES, true, "final read of the counters");
+	}
+	{
+		struct octx c = { .t = &fin, .op = OP_FINAL, .dev = -1 };
+
+		check_canaries(&c, "final read of a heap canary");
+	}
+	if (G.verbose) {
+		for (int d = 0; d < 3; d++) {
+			struct uhmm_simdev_counters k;
+			struct uhmm_simdev *dv = d < 2 ? G.dev[d] : G.dev2;
+
+			if (!dv)
+				continue;
+			uhmm_simdev_get_counters(dv, &k);
 			printf("device %d: to_dev %llu, to_sys %llu, cpu faults %llu (%llu pages), "
 			       "evicted %llu, device faults %llu, in use %zu\n", d,
 			       (unsigned long long)k.to_dev_pages, (unsigned long long)k.to_sys_pages,
 			       (unsigned long long)k.cpu_faults,
 			       (unsigned long long)k.cpu_fault_pages,
 			       (unsigned long long)k.evicted_pages,
-			       (unsigned long long)k.device_faults, uhmm_simdev_used_pages(G.dev[d]));
+			       (unsigned long long)k.device_faults, uhmm_simdev_used_pages(dv));
 		}
 	}
+	uhmm_simdev_destroy(G.dev2);
 	uhmm_simdev_destroy(G.dev[1]);
 	uhmm_simdev_destroy(G.dev[0]);
 	verify_all(&fin, false);
+	{
+		struct octx c = { .t = &fin, .op = OP_FINAL, .dev = -1, .n = CNT_PAGES };
+
+		if (G.cnt) {
+			cnt_check(&c, 0, CNT_PAGES, true, "read of the counters after the devices");
+			munmap(G.cnt_resv, G.cnt_resv_len);
+		}
+		check_canaries(&c, "read of a heap canary after the devices");
+		for (unsigned int i = 0; i < G.threads; i++) {
+			c.t = &ts[i];
+			c.r = &ts[i].sg;
+			c.n = SIG_PAGES - 1;
+			check_pages(&c, 0, SIG_PAGES - 1, ts[i].sg.base,
+				    "read of the signal handler's pages after the devices");
+			munmap(ts[i].sg.base, SIG_PAGES * G.ps);
+		}
+	}
+	for (unsigned int i = 0; i < 8; i++)
+		free(G.canary[i]);
 	sum.pages_checked += fin.st.pages_checked;
 	sum.bytes_checked += fin.st.bytes_checked;
 	free_regions();
+	atomic_store(&G.main_start, 0);
+	atomic_store(&G.wd_quit, true);
 	maps_end = count_maps();
 	count_uhmm_maps(&um_end);
 	fds_end = count_fds();
@@ -1946,6 +3192,16 @@ int uhmm_stress_main(int argc, char **argv)
 	       "the run, %ld at the end\n", fds0, fds_raw, fds_max, fds_end);
 	printf("failures: 0\n");
 	for (unsigned int i = 0; i < G.threads; i++) {
+		struct region *rs[2] = { &ts[i].sr, &ts[i].sg };
+
+		for (int k = 0; k < 2; k++) {
+			free(rs[k]->ver);
+			free(rs[k]->hist);
+			free(rs[k]->hpos);
+			pthread_rwlock_destroy(&rs[k]->lock);
+			pthread_mutex_destroy(&rs[k]->hlock);
+		}
+		pthread_mutex_destroy(&ts[i].sig_mu);
 		free(ts[i].buf);
 		free(ts[i].snap[0]);
 		free(ts[i].snap[1]);
@@ -1975,7 +3231,13 @@ int uhmm_stress_main(int argc, char **argv)
 	 * the count then says nothing about uhmm, whose leftovers are judged
 	 * above in every build.
 	 */
-	if (!SANITIZED && maps_end > maps0 + 2L * (G.threads + 4 + 2) + 16) {
+	/*
+	 * And for the watchdog (its stack) and device 2's threads (their cached
+	 * stacks and malloc arenas: measured 12 more mappings at the end with
+	 * dev_atomic in a 2 s run).
+	 */
+	if (!SANITIZED && maps_end > maps0 + 2L * (G.threads + 4 + 2) + 16 + 4 +
+				     (G.dev2 ? 16 : 0)) {
 		printf("uhmm stress: FAIL: %ld mappings left at the end (%ld at start)\n", maps_end,
 		       maps0);
 		return 1;
