@@ -88,6 +88,30 @@ void uhmm__events_sync(struct uhmm_mm *mm)
 	pthread_mutex_unlock(&mm->ev_lock);
 }
 
+/*
+ * An unmap that does not go through uhmm's wrappers (libc's own munmap in
+ * free(), its heap trimming with its own brk, a raw system call) reaches
+ * uhmm as an UNMAP event, and the kernel lets the thread that unmapped go
+ * on once the event has been *read*, before the worker has applied it
+ * (dropped the entries of the range, marked its migrating pages gone,
+ * forgotten its registration cuts).  The next mapping at those addresses
+ * is then a new tenant that the late event must never reach: a migration
+ * of it would have its claims marked gone and its pages dropped (every int
+ * read zero), or find the old entries and migrate nothing.  The kernel has
+ * no such window: munmap is done with when it returns.  So anything that
+ * creates or reads state for addresses first waits until every event read
+ * so far is applied: any unmap that happened before the caller's view of
+ * its mapping (program order, or any other synchronisation with the
+ * unmapping thread) is then done with.  Not while this thread holds
+ * migrate_lock: fork's eviction holds it for writing, and the worker may be
+ * waiting for it in a fault's migration.
+ */
+void uhmm__events_catch_up(struct uhmm_mm *mm)
+{
+	if (!uhmm__holds_migrate_lock)
+		uhmm__events_sync(mm);
+}
+
 static void events_done(struct uhmm_mm *mm, unsigned long seq)
 {
 	pthread_mutex_lock(&mm->ev_lock);
