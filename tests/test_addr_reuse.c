@@ -26,7 +26,12 @@
  *  - heap:     a malloc'd buffer (in [heap], brk memory) migrated, freed,
  *              malloc'd again at the same address;
  *  - brk:      the heap shrunk with sbrk over a migrated tail, then grown
- *              again over the same addresses.
+ *              again over the same addresses;
+ *  - raw-munmap:  the migrated mapping unmapped with the system call itself
+ *              (as libc does inside free()), then mapped again there;
+ *  - raw-discard: the migrated mapping discarded with the madvise system
+ *              call itself (MADV_DONTNEED, as libc does for free memory),
+ *              then written and migrated again (a REMOVE event).
  *
  * The test runs two worker processes at once (the interleavings that lose
  * data need the other CPU busy), each forking one child per round, for a
@@ -36,6 +41,7 @@
 #include "common.h"
 
 #include <malloc.h>
+#include <sys/syscall.h>
 
 #include <uhmm/simdev.h>
 
@@ -43,8 +49,10 @@
 #define NINT		(LEN / sizeof(int))
 #define ROUNDS_DEFAULT	100
 
-enum variant { V_MUNMAP, V_FREE, V_FIXED, V_MREMAP, V_HEAP, V_BRK, V_COUNT };
-static const char *const vname[V_COUNT] = { "munmap", "free", "fixed", "mremap", "heap", "brk" };
+enum variant { V_MUNMAP, V_FREE, V_FIXED, V_MREMAP, V_HEAP, V_BRK, V_RAW_MUNMAP, V_RAW_DISCARD,
+	       V_COUNT };
+static const char *const vname[V_COUNT] = { "munmap", "free", "fixed", "mremap", "heap", "brk",
+					    "raw-munmap", "raw-discard" };
 
 /* Child exit codes besides 0 (pass) and 1 (CHECK failure). */
 #define RC_NOREUSE	3	/* the new mapping did not land on the old addresses */
@@ -239,6 +247,29 @@ static int round_brk(unsigned seed)
 	return new_life((int *)p, seed + 1);
 }
 
+/* Unmapped behind uhmm's wrappers (an UNMAP event), mapped again. */
+static int round_raw_munmap(unsigned seed)
+{
+	int *p = map_thp(NULL, 0), *q;
+
+	old_life(p, seed);
+	CHECK(syscall(SYS_munmap, p, LEN) == 0, "munmap: %s", strerror(errno));
+	q = map_thp(p, 0);
+	if (q != p)
+		return RC_NOREUSE;
+	return new_life(q, seed + 1);
+}
+
+/* Discarded behind uhmm's wrappers (a REMOVE event), then used again. */
+static int round_raw_discard(unsigned seed)
+{
+	int *p = map_thp(NULL, 0);
+
+	old_life(p, seed);
+	CHECK(syscall(SYS_madvise, p, LEN, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+	return new_life(p, seed + 1);
+}
+
 static int one_round(enum variant v, unsigned seed)
 {
 	struct uhmm_simdev_config cfg = { .threads = 1 };
@@ -256,8 +287,12 @@ static int one_round(enum variant v, unsigned seed)
 		return round_mremap(seed);
 	case V_HEAP:
 		return round_heap(seed);
-	default:
+	case V_BRK:
 		return round_brk(seed);
+	case V_RAW_MUNMAP:
+		return round_raw_munmap(seed);
+	default:
+		return round_raw_discard(seed);
 	}
 }
 
