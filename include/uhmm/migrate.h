@@ -108,6 +108,10 @@ struct uhmm_migrate_vma {
  * uhmm_migrate_vma_finalize(), even when @cpages is 0.
  *
  * Context: any thread; on uhmm's service thread only from migrate_to_ram.
+ * It first waits until uhmm's service thread has applied every unmap
+ * event read so far (an unmap libc made behind uhmm's wrappers), which
+ * may run invalidate callbacks: do not call it holding a lock that an
+ * invalidate callback takes or from a thread that one waits for.
  *
  * Return: 0; -EINVAL for NULL arguments, a context that is not live, an
  * unaligned or empty range, no selection flag or a flag uhmm does not know,
@@ -188,6 +192,9 @@ UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
  * holding the copied data (any readable memory: uhmm copies it into place),
  * and calls uhmm_migrate_device_pages() and uhmm_migrate_device_finalize().
  * Afterwards every evicted page's data is at its address in system memory.
+ *
+ * Context: as uhmm_migrate_vma_setup(): it first waits until every unmap
+ * event read so far has been applied.
  *
  * Return: 0; -EINVAL for NULL arguments, zero @npages, a context that is
  * not live, or a pfn that names no device page (a range running past its
