@@ -31,7 +31,11 @@
  *              (as libc does inside free()), then mapped again there;
  *  - raw-discard: the migrated mapping discarded with the madvise system
  *              call itself (MADV_DONTNEED, as libc does for free memory),
- *              then written and migrated again (a REMOVE event).
+ *              then written and migrated again (a REMOVE event);
+ *  - race:     one thread unmaps the migrated mapping with the system call
+ *              while another maps the same addresses as soon as they are
+ *              free, writes one int per page and migrates: nothing orders
+ *              the second thread after the first one's unmap event.
  *
  * The test runs two worker processes at once (the interleavings that lose
  * data need the other CPU busy), each forking one child per round, for a
@@ -56,9 +60,9 @@
 #endif
 
 enum variant { V_MUNMAP, V_FREE, V_FIXED, V_MREMAP, V_HEAP, V_BRK, V_RAW_MUNMAP, V_RAW_DISCARD,
-	       V_COUNT };
+	       V_RACE, V_COUNT };
 static const char *const vname[V_COUNT] = { "munmap", "free", "fixed", "mremap", "heap", "brk",
-					    "raw-munmap", "raw-discard" };
+					    "raw-munmap", "raw-discard", "race" };
 
 /* Child exit codes besides 0 (pass) and 1 (CHECK failure). */
 #define RC_NOREUSE	3	/* the new mapping did not land on the old addresses */
@@ -276,6 +280,48 @@ static int round_raw_discard(unsigned seed)
 	return new_life(p, seed + 1);
 }
 
+static void *race_unmap(void *p)
+{
+	CHECK(syscall(SYS_munmap, p, LEN) == 0, "munmap: %s", strerror(errno));
+	return NULL;
+}
+
+/* One int per page: the new mapping is ready to migrate at once. */
+static int round_race(unsigned seed)
+{
+	int *p = map_thp(NULL, 0), *q = MAP_FAILED;
+	size_t per = page_size / sizeof(int), bad = 0;
+	struct uhmm_simdev_stats st = { 0 };
+	pthread_t t;
+	int ret;
+
+	old_life(p, seed);
+	CHECK(pthread_create(&t, NULL, race_unmap, p) == 0, "pthread_create");
+	for (long tries = 0; tries < 100000000 && q != p; tries++) {
+		q = mmap(p, LEN, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (q != MAP_FAILED && q != p) {
+			munmap(q, LEN);	/* an old kernel took the hint as a hint */
+			q = MAP_FAILED;
+		}
+	}
+	if (q != p) {
+		pthread_join(t, NULL);
+		return RC_NOREUSE;
+	}
+	for (size_t i = 0; i < NINT; i += per)
+		q[i] = (int)(seed + i) | 1;
+	ret = uhmm_simdev_migrate_to_dev(dev, q, LEN / page_size, &st);
+	pthread_join(t, NULL);
+	for (size_t i = 0; i < NINT; i++)
+		bad += q[i] != (i % per ? 0 : (int)(seed + i) | 1);
+	CHECK(ret == 0 && st.cpages == LEN / page_size,
+	      "race: migrate_to_dev = %d, %llu of %zu pages", ret,
+	      (unsigned long long)st.cpages, LEN / page_size);
+	CHECK(bad == 0, "race: new mapping: %zu of %zu ints wrong", bad, (size_t)NINT);
+	return 0;
+}
+
 static int one_round(enum variant v, unsigned seed)
 {
 	struct uhmm_simdev_config cfg = { .threads = 1 };
@@ -297,8 +343,10 @@ static int one_round(enum variant v, unsigned seed)
 		return round_brk(seed);
 	case V_RAW_MUNMAP:
 		return round_raw_munmap(seed);
-	default:
+	case V_RAW_DISCARD:
 		return round_raw_discard(seed);
+	default:
+		return round_race(seed);
 	}
 }
 
