@@ -108,9 +108,9 @@ struct uhmm_migrate_vma {
  * uhmm_migrate_vma_finalize(), even when @cpages is 0.
  *
  * Context: any thread; on uhmm's service thread only from migrate_to_ram.
- * It first waits until uhmm's service thread has applied every unmap
- * event read so far (an unmap libc made behind uhmm's wrappers), which
- * may run invalidate callbacks: do not call it holding a lock that an
+ * It first waits until uhmm's service thread has applied every pending
+ * unmap event (an unmap libc made behind uhmm's wrappers), which may run
+ * invalidate callbacks: do not call it holding a lock that an
  * invalidate callback takes or from a thread that one waits for.
  *
  * Return: 0; -EINVAL for NULL arguments, a context that is not live, an
@@ -193,8 +193,8 @@ UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
  * and calls uhmm_migrate_device_pages() and uhmm_migrate_device_finalize().
  * Afterwards every evicted page's data is at its address in system memory.
  *
- * Context: as uhmm_migrate_vma_setup(): it first waits until every unmap
- * event read so far has been applied.
+ * Context: as uhmm_migrate_vma_setup(): it first waits until every pending
+ * unmap event has been applied.
  *
  * Return: 0; -EINVAL for NULL arguments, zero @npages, a context that is
  * not live, or a pfn that names no device page (a range running past its

@@ -83,7 +83,7 @@ struct uhmm_range {
  *
  * Context: any thread but uhmm's service thread (-EDEADLK there), without
  * driver locks that the invalidate callback takes: it first waits until
- * the service thread has applied every unmap event read so far, which runs
+ * the service thread has applied every pending unmap event, which runs
  * invalidate callbacks.
  *
  * Return: 0; -EBUSY if an invalidation of @range->notifier ran since
