@@ -51,7 +51,7 @@
 
 #define LEN		(512u << 10)
 #define NINT		(LEN / sizeof(int))
-#define ROUNDS_DEFAULT	100
+#define ROUNDS_DEFAULT	40
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
@@ -280,9 +280,12 @@ static int round_raw_discard(unsigned seed)
 	return new_life(p, seed + 1);
 }
 
+static atomic_bool race_unmapped;
+
 static void *race_unmap(void *p)
 {
 	CHECK(syscall(SYS_munmap, p, LEN) == 0, "munmap: %s", strerror(errno));
+	atomic_store(&race_unmapped, true);
 	return NULL;
 }
 
@@ -297,13 +300,15 @@ static int round_race(unsigned seed)
 
 	old_life(p, seed);
 	CHECK(pthread_create(&t, NULL, race_unmap, p) == 0, "pthread_create");
-	for (long tries = 0; tries < 100000000 && q != p; tries++) {
+	/* Until the addresses are free; one last try once the unmap returned. */
+	for (bool done = false; !done;) {
+		done = atomic_load(&race_unmapped);
 		q = mmap(p, LEN, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-		if (q != MAP_FAILED && q != p) {
+		if (q == p)
+			break;
+		if (q != MAP_FAILED)
 			munmap(q, LEN);	/* an old kernel took the hint as a hint */
-			q = MAP_FAILED;
-		}
 	}
 	if (q != p) {
 		pthread_join(t, NULL);
@@ -396,7 +401,7 @@ int main(void)
 	test_init("test_addr_reuse");
 #if SANITIZED
 	if (!e)
-		rounds = ROUNDS_DEFAULT / 5;	/* each round is a slow process start */
+		rounds = ROUNDS_DEFAULT / 4;	/* each round is a slow process start */
 #endif
 	CHECK(pipe(pfd) == 0, "pipe");
 	for (int w = 0; w < 2; w++) {
