@@ -401,7 +401,7 @@ int main(void)
 	test_init("test_addr_reuse");
 #if SANITIZED
 	if (!e)
-		rounds = ROUNDS_DEFAULT / 4;	/* each round is a slow process start */
+		rounds = ROUNDS_DEFAULT / 8;	/* each round is a slow process start */
 #endif
 	CHECK(pipe(pfd) == 0, "pipe");
 	for (int w = 0; w < 2; w++) {
