@@ -319,6 +319,15 @@ UHMM_HIDDEN_FN void uhmm__service_stop(struct uhmm_mm *mm);
 UHMM_HIDDEN_FN void uhmm__service_free_stack(struct uhmm_mm *mm);
 /* Wait until every uffd event read so far has been processed. */
 UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
+/*
+ * Before uhmm looks at or creates state for addresses (a migration's
+ * setup, a device-range migration, a range fault): wait until no event is
+ * pending, not even one not read yet, and every event read is processed,
+ * so that the unmap of the addresses' previous tenant is applied before
+ * anything of a new one exists; skipped while this thread holds
+ * migrate_lock (docs/CONCURRENCY.md, rule 4).
+ */
+UHMM_HIDDEN_FN void uhmm__events_catch_up(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
 UHMM_HIDDEN_FN int uhmm__selfop_begin(struct uhmm_mm *mm,
 				      struct uhmm_selfop *op,

@@ -981,6 +981,8 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
 	if (uhmm__callback_depth > 0)
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
+	/* The unmaps of the addresses' earlier tenants are done with first. */
+	uhmm__events_catch_up(mm);
 	ret = find_mapping(m->start, m->end, &v, false);
 	if (ret)
 		ret = find_mapping(m->start, m->end, &v, true);
@@ -1615,6 +1617,8 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 		return uhmm__err(EINVAL, "migrate device: context is not live");
 	if (uhmm__callback_depth > 0)
 		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
+	/* A page's address may be a freed mapping's whose unmap is not done. */
+	uhmm__events_catch_up(mm);
 	/*
 	 * The caller's array is written below while pages are frozen: a page
 	 * of it in device memory (a heap block the program migrated and

@@ -279,6 +279,8 @@ int uhmm_range_fault(struct uhmm_range *range)
 				 (unsigned long)range->start, (unsigned long)range->end);
 	if (uhmm__in_callback())
 		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
+	/* No entry of a freed mapping's is reported for its successor. */
+	uhmm__events_catch_up(mm);
 
 	npages = (range->end - range->start) >> uhmm__page_shift;
 	/*

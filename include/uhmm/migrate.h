@@ -115,6 +115,10 @@ struct uhmm_migrate_vma {
  * uhmm_migrate_vma_finalize(), even when @cpages is 0.
  *
  * Context: any thread; on uhmm's service thread only from migrate_to_ram.
+ * It first waits until uhmm's service thread has applied every pending
+ * unmap event (an unmap libc made behind uhmm's wrappers), which may run
+ * invalidate callbacks: do not call it holding a lock that an
+ * invalidate callback takes or from a thread that one waits for.
  *
  * Return: 0; -EINVAL for NULL arguments, a context that is not live, an
  * unaligned or empty range, no selection flag or a flag uhmm does not know,
@@ -199,6 +203,9 @@ UHMM_API void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *args);
  * waits, the caller included, so the caller's arrays and buffers must not
  * be memory it (or anyone) migrates.  uhmm faults @src in before it
  * freezes anything (a heap block freed while on the device may hold it).
+ *
+ * Context: as uhmm_migrate_vma_setup(): it first waits until every pending
+ * unmap event has been applied.
  *
  * Return: 0; -EINVAL for NULL arguments, zero @npages, a context that is
  * not live, or a pfn that names no device page (a range running past its

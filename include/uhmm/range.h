@@ -82,7 +82,9 @@ struct uhmm_range {
  * with nothing faulted.
  *
  * Context: any thread but uhmm's service thread (-EDEADLK there), without
- * driver locks that the invalidate callback takes.
+ * driver locks that the invalidate callback takes: it first waits until
+ * the service thread has applied every pending unmap event, which runs
+ * invalidate callbacks.
  *
  * Return: 0; -EBUSY if an invalidation of @range->notifier ran since
  * @range->notifier_seq (call uhmm_interval_read_begin() and retry); -EFAULT
