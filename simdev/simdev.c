@@ -1001,8 +1001,8 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 	}
 	if (got != (long)npages)
 		return uhmm_set_error(EPERM, "simdev exclusive: %ld of %zu pages taken (the "
-				      "others are not private anonymous memory, are on a "
-				      "device or in a migration)", got, npages);
+				      "others are not private anonymous memory, or their "
+				      "device could not give them back)", got, npages);
 	return 0;
 }
 

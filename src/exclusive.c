@@ -8,7 +8,14 @@
  * exclusive pages everything migrated pages have: freezing without losing
  * CPU writes, fork and teardown bringing them home, munmap / mremap /
  * discard handling, and the no-UFFDIO_MOVE fallback.
+ *
+ * Taking a page follows the kernel's make_device_exclusive: the page is
+ * faulted in writable first from the calling thread (a page in device
+ * memory through its device's migrate_to_ram, as a CPU fault brings it
+ * home; a page in a migration waited for), and a page another thread moved
+ * away before the migration took it is faulted in and taken again.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +23,12 @@
 #include "sigblock.h"
 
 #define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
+/*
+ * Looks at one page that the service thread or a fork holds busy, and
+ * rounds of fault-in and migration of one page that another thread keeps
+ * moving between the two (to a device, into a migration of its own).
+ */
+#define EXCL_PAGE_TRIES	1000
 
 struct excl_pool {
 	struct uhmm_devmem pgmap;
@@ -220,11 +233,176 @@ static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *ou
 	return 0;
 }
 
+/*
+ * One page not held by the caller's owner, as the kernel's GUP with
+ * FOLL_WRITE finds it before make_device_exclusive: a page in device memory
+ * (a device's, or held exclusively by another owner) is brought home by its
+ * device's migrate_to_ram from this thread, as a CPU write fault would (the
+ * kernel's do_swap_page on a device-private entry); a page in a migration
+ * is waited for (the kernel's migration_entry_wait), a page the service
+ * thread is filling is looked at again.  A page its device cannot give
+ * back stays where it is and is not taken.
+ */
+static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
+{
+	for (int tries = 0; tries < EXCL_PAGE_TRIES; tries++) {
+		uint64_t e = uhmm__ptable_get(&mm->ptable, a);
+		int ret;
+
+		switch (e & UHMM_PTE_TYPE_MASK) {
+		case UHMM_PTE_DEVICE:
+			ret = uhmm__fault_device(mm, a, e, true);
+			if (ret != -EAGAIN)
+				return ret;
+			break;		/* busy (fork, another fault): look again */
+		case UHMM_PTE_MIGRATING:
+			uhmm__wait_migrations(mm, a, a + uhmm__page_size);
+			continue;
+		case UHMM_PTE_BUSY:
+			break;
+		default:
+			return 0;	/* in the CPU page table (or never touched) */
+		}
+		sched_yield();
+	}
+	return -EBUSY;
+}
+
+/* Fault [a, b) in writable from this thread, as a CPU write would. */
+static void excl_populate(struct uhmm_mm *mm, uintptr_t a, uintptr_t b)
+{
+	struct uhmm_vma v;
+	size_t n = 0;
+
+	if (uhmm__has(UHMM_FEAT_MADV_POPULATE)) {
+		if (uhmm__sys_madvise((void *)a, b - a, MADV_POPULATE_WRITE) == 0)
+			return;
+		/*
+		 * A user-mode-only userfaultfd refuses the kernel-mode fault
+		 * of a never-touched page in a range uhmm registered: touch
+		 * instead.  Any other failure leaves the pages as they are
+		 * (the migration then takes what it can).
+		 */
+		if (errno != EFAULT || uhmm__sysinfo()->uffd_mode != UHMM_UFFD_USER_ONLY)
+			return;
+	}
+	/*
+	 * Under as_lock a wrapped munmap / mprotect cannot pull the pages
+	 * away between the check and the touches.
+	 */
+	pthread_rwlock_rdlock(&mm->as_lock);
+	if (!excl_find_mapping(a, b, &v, &n) && n && v.start <= a && b <= v.end &&
+	    (v.flags & UHMM_VMA_WRITE))
+		for (uintptr_t c = a; c < b; c += uhmm__page_size)
+			uhmm__touch_one(c, true);	/* unseen by TSan */
+	pthread_rwlock_unlock(&mm->as_lock);
+}
+
+/*
+ * Fault in every page of [start, end) that @owner does not hold yet;
+ * return whether there was any.
+ */
+static bool excl_fault_in(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t start,
+			  uintptr_t end, const void *owner)
+{
+	bool todo = false;
+
+	for (uintptr_t a = start; a < end;) {
+		uintptr_t b = a;
+
+		while (b < end && !held_by(mm, x, b, owner)) {
+			(void)excl_bring_home(mm, b);	/* a page not home is not taken */
+			b += uhmm__page_size;
+		}
+		if (b > a) {
+			todo = true;
+			excl_populate(mm, a, b);
+		}
+		a = b + uhmm__page_size;
+	}
+	return todo;
+}
+
+/*
+ * Give every page the setup selected a holding page with its data; false
+ * if the holding pool ran out of pages.
+ */
+static bool excl_take(struct uhmm_migrate_vma *m, struct excl_pool *x, const void *owner,
+		      size_t npages)
+{
+	for (size_t i = 0; i < npages; i++) {
+		struct uhmm_page *p = NULL;
+		const void *from;
+
+		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		pthread_mutex_lock(&x->lock);
+		if (x->nr_free)
+			p = uhmm_devmem_page(&x->pgmap, x->free_list[--x->nr_free]);
+		pthread_mutex_unlock(&x->lock);
+		if (!p)
+			return false;
+		uhmm_page_init(p);
+		__atomic_store_n(&p->zone_device_data, (void *)owner, __ATOMIC_RELEASE);
+		from = uhmm_migrate_pfn_addr(m, i);
+		if (from)
+			memcpy(slot_mem(x, p), from, uhmm__page_size);
+		else
+			memset(slot_mem(x, p), 0, uhmm__page_size);
+		m->dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | UHMM_MIGRATE_PFN_WRITE;
+	}
+	return true;
+}
+
+/*
+ * One migration of [s, e) into the holding pool: 0, -ENOSPC when the pool
+ * ran out, or the setup's error.
+ */
+static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *owner,
+			   uintptr_t s, uintptr_t e, uint64_t *src, uint64_t *dst)
+{
+	struct uhmm_migrate_vma m = {
+		.mm = mm, .start = s, .end = e, .src = src, .dst = dst,
+		.pgmap_owner = owner,
+		.flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM__MIGRATE_EXCLUSIVE,
+	};
+	int ret = uhmm_migrate_vma_setup(&m);
+
+	if (ret)
+		return ret;
+	if (!excl_take(&m, x, owner, (e - s) >> uhmm__page_shift))
+		ret = -ENOSPC;
+	uhmm_migrate_vma_pages(&m);
+	uhmm_migrate_vma_finalize(&m);
+	return ret;
+}
+
+/*
+ * A page another thread took between its fault-in and the migration (to
+ * its device, into a migration of its own; a present private anonymous
+ * page is otherwise always selected): fault it in and take it again,
+ * alone, as the kernel's make_device_exclusive retries a page whose page
+ * table entry changed after GUP.  Given up when its device cannot give it
+ * back, the migration fails (the mapping changed) or the holding pool is
+ * full, or after EXCL_PAGE_TRIES rounds.
+ */
+static void excl_retake(struct uhmm_mm *mm, struct excl_pool *x, const void *owner,
+			uintptr_t a, uint64_t *src, uint64_t *dst)
+{
+	for (int tries = 0; tries < EXCL_PAGE_TRIES; tries++) {
+		if (excl_bring_home(mm, a))
+			return;
+		excl_populate(mm, a, a + uhmm__page_size);
+		if (excl_take_range(mm, x, owner, a, a + uhmm__page_size, src, dst) ||
+		    held_by(mm, x, a, owner))
+			return;
+	}
+}
+
 static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 			   const void *owner, void **pages)
 {
 	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_migrate_vma m = { 0 };
 	struct excl_pool *x;
 	struct uhmm_vma v;
 	uint64_t *src, *dst;
@@ -264,25 +442,6 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	if (!x)
 		return uhmm__err(ENOMEM, "make exclusive: no memory for the holding area");
 
-	/*
-	 * As the kernel's GUP with FOLL_WRITE: present, writable, not shared
-	 * (pages this owner already holds are left as they are).
-	 */
-	for (uintptr_t a = start; a < end;) {
-		uintptr_t b = a;
-
-		while (b < end && !held_by(mm, x, b, owner))
-			b += uhmm__page_size;
-		if (b > a) {
-			if (uhmm__has(UHMM_FEAT_MADV_POPULATE))
-				uhmm__sys_madvise((void *)a, b - a, MADV_POPULATE_WRITE);
-			else
-				for (uintptr_t c = a; c < b; c += uhmm__page_size)
-					uhmm__touch_one(c, true);	/* unseen by TSan */
-		}
-		a = b + uhmm__page_size;
-	}
-
 	src = uhmm__malloc(npages * 8);
 	dst = uhmm__malloc(npages * 8);
 	if (!src || !dst) {
@@ -290,40 +449,17 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		uhmm__free(dst);
 		return uhmm__err(ENOMEM, "make exclusive: out of memory");
 	}
-	m = (struct uhmm_migrate_vma){
-		.mm = mm, .start = start, .end = end, .src = src, .dst = dst,
-		.pgmap_owner = owner,
-		.flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM__MIGRATE_EXCLUSIVE,
-	};
-	ret = uhmm_migrate_vma_setup(&m);
-	if (ret) {
-		uhmm__free(src);
-		uhmm__free(dst);
-		return ret;
+	if (excl_fault_in(mm, x, start, end, owner)) {
+		ret = excl_take_range(mm, x, owner, start, end, src, dst);
+		if (ret && ret != -ENOSPC) {
+			uhmm__free(src);
+			uhmm__free(dst);
+			return ret;
+		}
+		for (uintptr_t a = start; a < end && !ret; a += uhmm__page_size)
+			if (!held_by(mm, x, a, owner))
+				excl_retake(mm, x, owner, a, src, dst);
 	}
-	for (size_t i = 0; i < npages; i++) {
-		struct uhmm_page *p = NULL;
-		const void *from;
-
-		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
-			continue;
-		pthread_mutex_lock(&x->lock);
-		if (x->nr_free)
-			p = uhmm_devmem_page(&x->pgmap, x->free_list[--x->nr_free]);
-		pthread_mutex_unlock(&x->lock);
-		if (!p)
-			break;
-		uhmm_page_init(p);
-		__atomic_store_n(&p->zone_device_data, (void *)owner, __ATOMIC_RELEASE);
-		from = uhmm_migrate_pfn_addr(&m, i);
-		if (from)
-			memcpy(slot_mem(x, p), from, uhmm__page_size);
-		else
-			memset(slot_mem(x, p), 0, uhmm__page_size);
-		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | UHMM_MIGRATE_PFN_WRITE;
-	}
-	uhmm_migrate_vma_pages(&m);
-	uhmm_migrate_vma_finalize(&m);
 	uhmm__free(src);
 	uhmm__free(dst);
 

@@ -143,7 +143,8 @@ static void probe_uffd(bool no_full)
 			snprintf(sysinfo.uffd_source, sizeof(sysinfo.uffd_source),
 				 no_full ? "syscall, user-mode-only (forced)"
 					 : "syscall, user-mode-only");
-		} else if (!full_errno) {
+		} else if (!full_errno || no_full) {
+			/* Forced user-mode-only: full mode was not refused, this was. */
 			full_errno = errno;
 		}
 	}

@@ -20,6 +20,9 @@
 
 #include <uhmm/uhmm.h>
 
+/* PAGEMAP_SCAN and pagemap bits where the system headers predate them. */
+#include "../src/compat.h"
+
 #define TEST_SKIP 77
 
 static const char *test_name = "test";
@@ -50,6 +53,154 @@ static const char *test_name = "test";
 
 static size_t page_size;
 
+/*
+ * What this machine does, found at run time, never assumed: machines of
+ * one kind differ (the shared zero page, THP mode, free hugetlb pages,
+ * privileges, userfaultfd mode and features).  Every test prints it once
+ * ("variant: ...") and derives its machine-dependent expectations from it.
+ *
+ * @zero_page: observed on a freshly read page by the test itself
+ *	(PAGEMAP_SCAN PAGE_IS_PFNZERO, else root's pagemap PFN and
+ *	/proc/kpageflags), whatever UHMM_DISABLE says: 1 a read fault maps
+ *	the shared zero page, 0 it installs a private page, -1 cannot be told
+ * @lib_zero_page: what uhmm's probe says (struct uhmm_sysinfo.zero_page;
+ *	-1 when uhmm itself cannot tell, e.g. UHMM_DISABLE=all and not root)
+ * @thp: transparent_hugepage/enabled: "always", "madvise", "never" or
+ *	"unavailable"
+ * @hugetlb_total, @hugetlb_free: /proc/sys/vm/nr_hugepages and the
+ *	default size's free_hugepages (-1 if unreadable)
+ * @root: effective uid 0
+ * @uffd_mode: UHMM_UFFD_FULL, _USER_ONLY or _NONE
+ * @uffd_features: UFFD_FEATURE_* the kernel offers
+ * @active: UHMM_FEAT_* uhmm uses (features minus UHMM_DISABLE)
+ */
+struct test_variant {
+	int zero_page;
+	int lib_zero_page;
+	char thp[32];
+	long hugetlb_total, hugetlb_free;
+	bool root;
+	int uffd_mode;
+	uint64_t uffd_features;
+	unsigned int active;
+};
+
+static struct test_variant variant;
+
+/*
+ * Is the page at @p the shared zero page? 1 yes, 0 no, -1 cannot be told
+ * (no PAGEMAP_SCAN and not root).  Asked of the kernel directly, so the
+ * answer does not depend on UHMM_DISABLE.
+ */
+static inline int page_is_zero_page(const void *p)
+{
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page_size - 1);
+	struct page_region r = { 0 };
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = a,
+		.end = a + page_size,
+		.vec = (uintptr_t)&r,
+		.vec_len = 1,
+		.category_anyof_mask = PAGE_IS_PFNZERO | PAGE_IS_PRESENT,
+		.return_mask = PAGE_IS_PFNZERO | PAGE_IS_PRESENT,
+	};
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int ret = -1;
+	long n;
+
+	if (fd < 0)
+		return -1;
+	n = ioctl(fd, PAGEMAP_SCAN, &arg);
+	if (n >= 0) {
+		ret = n == 1 && (r.categories & PAGE_IS_PFNZERO) ? 1 : 0;
+	} else {
+		uint64_t e = 0, kf = 0;
+		int kfd;
+
+		if (pread(fd, &e, 8, (off_t)(a / page_size * 8)) == 8 && (e & PM_PRESENT) &&
+		    (e & PM_PFN_MASK) && (kfd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC)) >= 0) {
+			if (pread(kfd, &kf, 8, (off_t)((e & PM_PFN_MASK) * 8)) == 8)
+				ret = (int)((kf >> KPF_ZERO_PAGE_BIT) & 1);
+			close(kfd);
+		}
+	}
+	close(fd);
+	return ret;
+}
+
+static inline long read_long_file(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+static inline void probe_variant(void)
+{
+	struct uhmm_sysinfo si;
+	char path[128];
+	long hp_kb = -1;
+	FILE *f;
+	volatile char *p;
+
+	uhmm_sysinfo(&si);
+	variant.lib_zero_page = si.zero_page;
+	snprintf(variant.thp, sizeof(variant.thp), "%s", si.thp);
+	variant.root = geteuid() == 0;
+	variant.uffd_mode = (int)si.uffd_mode;
+	variant.uffd_features = si.uffd_kernel_features;
+	variant.active = si.active;
+
+	/* A fresh page, read once, away from any huge zero page. */
+	p = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	variant.zero_page = -1;
+	if ((void *)p != MAP_FAILED) {
+		madvise((void *)p, page_size, MADV_NOHUGEPAGE);
+		(void)p[0];
+		variant.zero_page = page_is_zero_page((const void *)p);
+		munmap((void *)p, page_size);
+	}
+	if (variant.zero_page < 0)
+		variant.zero_page = si.zero_page;
+
+	variant.hugetlb_total = read_long_file("/proc/sys/vm/nr_hugepages");
+	variant.hugetlb_free = -1;
+	f = fopen("/proc/meminfo", "re");
+	if (f) {
+		char line[128];
+
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "Hugepagesize: %ld kB", &hp_kb) == 1)
+				break;
+		fclose(f);
+	}
+	if (hp_kb > 0) {
+		snprintf(path, sizeof(path),
+			 "/sys/kernel/mm/hugepages/hugepages-%ldkB/free_hugepages", hp_kb);
+		variant.hugetlb_free = read_long_file(path);
+	}
+}
+
+static inline void print_variant(const char *name)
+{
+	printf("%s: variant: zero page %s, THP %s, hugetlb %ld free of %ld, %s, uffd %s, "
+	       "uffd features %#llx, uhmm active %#x (uhmm sees zero page: %d)\n", name,
+	       variant.zero_page == 1 ? "yes" : variant.zero_page == 0 ? "no" : "unknown",
+	       variant.thp, variant.hugetlb_free, variant.hugetlb_total,
+	       variant.root ? "root" : "not root",
+	       variant.uffd_mode == UHMM_UFFD_FULL ? "full" :
+	       variant.uffd_mode == UHMM_UFFD_USER_ONLY ? "user-mode-only" : "none",
+	       (unsigned long long)variant.uffd_features, variant.active,
+	       variant.lib_zero_page);
+}
+
 static inline void test_init(const char *name)
 {
 	struct uhmm_sysinfo si;
@@ -58,8 +209,16 @@ static inline void test_init(const char *name)
 	page_size = (size_t)sysconf(_SC_PAGESIZE);
 	setvbuf(stdout, NULL, _IONBF, 0);
 	uhmm_sysinfo(&si);
+	probe_variant();
+	print_variant(name);
 	if (si.uffd_mode == UHMM_UFFD_NONE)
 		SKIP("no userfaultfd here: %s", si.advice);
+}
+
+/* THP can be had on request here (mode "always" or "madvise"). */
+static inline bool thp_enabled(void)
+{
+	return !strcmp(variant.thp, "always") || !strcmp(variant.thp, "madvise");
 }
 
 static inline struct uhmm_mm *test_mm(void)
@@ -198,12 +357,13 @@ static inline int run_child(int (*fn)(void *), void *arg)
 	return WEXITSTATUS(status);
 }
 
+/*
+ * Does a read fault of anonymous memory map the shared zero page here?
+ * Observed by the test (probe_variant), else uhmm's probe.
+ */
 static inline bool zero_page_supported(void)
 {
-	struct uhmm_sysinfo si;
-
-	uhmm_sysinfo(&si);
-	return si.zero_page == 1;
+	return variant.zero_page == 1;
 }
 
 /* Open userfaultfds of this process (uhmm's context has one while it lives). */

@@ -4,9 +4,15 @@
  * atomics through the holding address, the EXCLUSIVE invalidations (with
  * the owner when taken, without when the CPU revokes), revocation by CPU
  * read and write with the device's updates intact, fork and mprotect with
- * exclusive pages, bad input.
+ * exclusive pages, bad input; pages resident on a device (this owner's,
+ * another device's, held exclusively by another owner) are brought home
+ * and taken, as the kernel's make_device_exclusive faults them in with
+ * FOLL_WRITE; pages in a migration are waited for, not refused (rounds
+ * against a thread migrating the range to a device and back).  The
+ * device-page scenario also runs with a user-mode-only userfaultfd (a child
+ * run with UHMM_DISABLE=uffd_full), the mode an unprivileged process gets.
  */
-#include "common.h"
+#include "tdev.h"
 
 struct rec {
 	struct uhmm_interval_notifier mni;
@@ -41,6 +47,188 @@ static int child_check(void *arg)
 	return 0;
 }
 
+static int other_token;
+
+/* Every held page gives the data of pattern @seed, page by page. */
+static void check_held(void **held, size_t n, uint32_t seed, const char *what)
+{
+	uint32_t *want = malloc(n * page_size);
+
+	CHECK(want, "malloc");
+	fill_pattern(want, n, seed);
+	for (size_t i = 0; i < n; i++)
+		CHECK(held[i] && !memcmp(held[i], (char *)want + i * page_size, page_size),
+		      "%s: page %zu held %p with the wrong data", what, i, held[i]);
+	free(want);
+}
+
+/*
+ * Pages on a device are faulted home and taken: the kernel's
+ * make_device_exclusive gets each page with FOLL_WRITE, which runs the
+ * device's migrate_to_ram for a device-private page.
+ */
+static int device_pages_child(void *arg)
+{
+	const size_t n = 8;
+	struct uhmm_mm *mm = test_mm();
+	struct tdev *a = tdev_create(mm, 64, 1), *b = tdev_create(mm, 64, 4);
+	char *p = map_anon(n * page_size, PROT_READ | PROT_WRITE);
+	void *held[8];
+	struct uhmm_sysinfo si;
+
+	(void)arg;
+	uhmm_sysinfo(&si);
+	fill_pattern(p, n, 77);
+
+	/* On another owner's device. */
+	CHECK_EQ(tdev_to_dev(a, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), (long)n);
+	CHECK(page_state_of(mm, p) & UHMM_PS_DEVICE_PRIVATE, "page 0 on device a");
+	CHECK_EQ(uhmm_make_exclusive(mm, (uintptr_t)p, n, &owner_token, held), (long)n);
+	check_held(held, n, 77, "from another owner's device");
+	CHECK_EQ(tdev_used(a), 0);
+
+	/* Held exclusively by another owner. */
+	CHECK_EQ(uhmm_make_exclusive(mm, (uintptr_t)p, n, &other_token, held), (long)n);
+	check_held(held, n, 77, "from another owner's exclusive access");
+	CHECK(uhmm_exclusive_held(mm, (uintptr_t)p, &owner_token) == NULL, "still held by the first");
+	CHECK_EQ(check_pattern(p, n, 77), -1);	/* revokes */
+
+	/* Half on one device, half on another, one page untouched by either. */
+	CHECK_EQ(tdev_to_dev(a, (uintptr_t)p, (uintptr_t)p + n / 2 * page_size, NULL),
+		 (long)n / 2);
+	CHECK_EQ(tdev_to_dev(b, (uintptr_t)p + n / 2 * page_size,
+			     (uintptr_t)p + (n - 1) * page_size, NULL), (long)n / 2 - 1);
+	CHECK_EQ(uhmm_make_exclusive(mm, (uintptr_t)p, n, &owner_token, held), (long)n);
+	check_held(held, n, 77, "from two devices");
+	CHECK_EQ(tdev_used(a) + tdev_used(b), 0);
+
+	/* On the device of the owner that asks. */
+	CHECK_EQ(check_pattern(p, n, 77), -1);
+	CHECK_EQ(tdev_to_dev(a, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), (long)n);
+	CHECK_EQ(uhmm_make_exclusive(mm, (uintptr_t)p, n, &a->owner_token, held), (long)n);
+	check_held(held, n, 77, "from the asking owner's own device");
+	CHECK_EQ(check_pattern(p, n, 77), -1);
+
+	printf("device-resident pages (another device, another owner's exclusive, two "
+	       "devices, the owner's own device) taken with their data (userfaultfd %s): ok\n",
+	       si.uffd_mode == UHMM_UFFD_FULL ? "full" : "user-mode-only");
+	CHECK_EQ(munmap(p, n * page_size), 0);
+	tdev_destroy(a);
+	tdev_destroy(b);
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+struct mig_loop {
+	struct tdev *d;
+	char *p;
+	size_t n;
+	atomic_bool stop;
+	atomic_long moved;
+};
+
+static void *mig_loop_fn(void *arg)
+{
+	struct mig_loop *l = arg;
+	uintptr_t s = (uintptr_t)l->p, e = s + l->n * page_size;
+
+	while (!atomic_load(&l->stop)) {
+		long r = tdev_to_dev(l->d, s, e, NULL);
+
+		if (r > 0)
+			atomic_fetch_add(&l->moved, r);
+		tdev_to_sys(l->d, s, e, NULL);
+	}
+	return NULL;
+}
+
+#define RACE_ROUNDS	10
+#define RACE_TAKES	16
+
+/*
+ * One round: a thread migrates the range to a device and back without
+ * pause while this thread takes it exclusively RACE_TAKES times (and
+ * revokes it by reading it).  A page in a migration or on the device is
+ * waited for or brought home: every take must get every page.
+ */
+static int race_child(void *arg)
+{
+	const size_t n = 8;
+	struct uhmm_mm *mm = test_mm();
+	struct mig_loop l = { .n = n };
+	char *p = map_anon(n * page_size, PROT_READ | PROT_WRITE);
+	long short_takes = 0;
+	char *want = malloc(n * page_size);
+	void *held[8];
+	pthread_t t;
+
+	(void)arg;
+	CHECK(want, "malloc");
+	fill_pattern(want, n, 91);
+	fill_pattern(p, n, 91);
+	l.d = tdev_create(mm, 64, 4);
+	l.p = p;
+	CHECK_EQ(pthread_create(&t, NULL, mig_loop_fn, &l), 0);
+	for (int k = 0; k < RACE_TAKES; k++) {
+		long got = uhmm_make_exclusive(mm, (uintptr_t)p, n, &owner_token, held);
+
+		CHECK(got >= 0, "make exclusive: %ld", got);
+		if (got != (long)n) {
+			if (!short_takes)
+				fprintf(stderr, "take %d: %ld of %zu pages [%s]\n", k, got, n,
+					uhmm_last_error());
+			short_takes++;
+		}
+		for (size_t i = 0; i < n; i++)
+			CHECK(!held[i] || !memcmp(held[i], want + i * page_size, page_size),
+			      "take %d page %zu: wrong data", k, i);
+		CHECK_EQ(check_pattern(p, n, 91), -1);	/* revokes, and checks */
+	}
+	atomic_store(&l.stop, true);
+	pthread_join(t, NULL);
+	CHECK_EQ(check_pattern(p, n, 91), -1);
+	CHECK_EQ(munmap(p, n * page_size), 0);
+	tdev_destroy(l.d);
+	uhmm_mm_put(mm);
+	free(want);
+	return short_takes ? 1 : 0;
+}
+
+static void test_race_rounds(void)
+{
+	int failed = 0;
+
+	for (int r = 0; r < RACE_ROUNDS; r++)
+		failed += run_child(race_child, NULL) != 0;
+	printf("exclusive access against a migrating thread: %d of %d rounds had a take "
+	       "that missed pages\n", failed, RACE_ROUNDS);
+	CHECK_EQ(failed, 0);
+}
+
+/*
+ * The device-page scenario again with a user-mode-only userfaultfd: this
+ * program run with "uffd_full" added to UHMM_DISABLE.
+ */
+static void test_user_mode_only(void)
+{
+	const char *dis = getenv("UHMM_DISABLE");
+	char env[300];
+	pid_t pid;
+	int st;
+
+	snprintf(env, sizeof(env), "%s%suffd_full", dis ? dis : "", dis && *dis ? "," : "");
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		setenv("UHMM_DISABLE", env, 1);
+		setenv("TEST_EXCLUSIVE_DEVICE_ONLY", "1", 1);
+		execl("/proc/self/exe", "test_exclusive", (char *)NULL);
+		_exit(127);
+	}
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "user-mode-only child: status %#x", st);
+}
+
 int main(void)
 {
 	struct uhmm_mm *mm;
@@ -51,6 +239,19 @@ int main(void)
 	long got;
 
 	test_init("test_exclusive");
+	if (getenv("TEST_EXCLUSIVE_DEVICE_ONLY"))
+		return run_child(device_pages_child, NULL);
+	/* Forked before this process has a context (and threads). */
+	CHECK_EQ(run_child(device_pages_child, NULL), 0);
+	test_race_rounds();
+	{
+		struct uhmm_sysinfo si;
+
+		uhmm_sysinfo(&si);
+		if (si.uffd_mode == UHMM_UFFD_FULL)
+			test_user_mode_only();
+	}
+
 	mm = test_mm();
 	p = map_anon(n * page_size, PROT_READ | PROT_WRITE);
 	for (size_t i = 0; i < n; i++)

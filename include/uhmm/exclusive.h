@@ -33,13 +33,18 @@ extern "C" {
  * @pages: @npages entries: the holding address of each page the device now
  *	holds, NULL for a page it could not get
  *
- * Each page is first faulted in writable (breaking copy-on-write, as a CPU
- * write would), then taken out of the CPU page table.  Pages already held
- * exclusively by the same owner are given again.  Pages of a mapping that is
- * not private anonymous and writable, device-resident pages and pages in a
- * migration are not taken.
+ * Each page is first faulted in writable from the calling thread (breaking
+ * copy-on-write, as a CPU write would; a page in device memory, another
+ * device's or held exclusively by another owner, is brought home by its
+ * device's migrate_to_ram; a page in a migration is waited for), then taken
+ * out of the CPU page table.  A page another thread moves away between the
+ * two is faulted in and taken again, as the kernel retries.  Pages already
+ * held exclusively by the same owner are given again.  Pages of a mapping
+ * that is not private anonymous and writable are not taken, nor a page its
+ * device cannot give back.
  *
- * Context: any thread but uhmm's service thread; not from a callback.
+ * Context: any thread but uhmm's service thread; not from a callback.  It
+ * may run device callbacks (migrate_to_ram) on the calling thread.
  *
  * Return: the number of pages now held (>= 0); -EINVAL for bad arguments,
  * a context that is not live, a range across mappings or holes, without
