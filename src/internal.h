@@ -22,7 +22,7 @@
 #include <uhmm/devmem.h>
 #include <uhmm/migrate.h>
 
-#define UHMM_HIDDEN_FN __attribute__((visibility("hidden")))
+#include "hidden.h"
 
 /* The private fields fit the reserved bytes callers compiled against. */
 #define UHMM__FITS(type, reserved)					\
@@ -41,9 +41,9 @@ _Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page
 
 /* ---- log.c: errors and messages -------------------------------------- */
 /* Record a reason for the calling thread and return -err. */
-UHMM_HIDDEN_FN int uhmm__err(int err, const char *fmt, ...)
+UHMM_HIDDEN int uhmm__err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-UHMM_HIDDEN_FN void uhmm__warn(const char *fmt, ...)
+UHMM_HIDDEN void uhmm__warn(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 
 /* ---- inject.c: the doors failure injection watches (uhmm/inject.h) ---- */
@@ -54,36 +54,36 @@ UHMM_HIDDEN_FN void uhmm__warn(const char *fmt, ...)
  * in device memory or be frozen by a migration (docs/CONCURRENCY.md,
  * "Frozen pages"); free it with uhmm__free().
  */
-UHMM_HIDDEN_FN void *uhmm__malloc(size_t n);
-UHMM_HIDDEN_FN void *uhmm__calloc(size_t n, size_t size);
-UHMM_HIDDEN_FN void *uhmm__realloc(void *old, size_t n);
-UHMM_HIDDEN_FN void uhmm__free(void *p);
+UHMM_HIDDEN void *uhmm__malloc(size_t n);
+UHMM_HIDDEN void *uhmm__calloc(size_t n, size_t size);
+UHMM_HIDDEN void *uhmm__realloc(void *old, size_t n);
+UHMM_HIDDEN void uhmm__free(void *p);
 /* ownmem.c: the allocator behind them (no failure injection). */
-UHMM_HIDDEN_FN void *uhmm__own_malloc(size_t n);
-UHMM_HIDDEN_FN void *uhmm__own_calloc(size_t n, size_t size);
-UHMM_HIDDEN_FN void *uhmm__own_realloc(void *old, size_t n);
+UHMM_HIDDEN void *uhmm__own_malloc(size_t n);
+UHMM_HIDDEN void *uhmm__own_calloc(size_t n, size_t size);
+UHMM_HIDDEN void *uhmm__own_realloc(void *old, size_t n);
 /* ioctl(2) on the userfaultfd: never call ioctl on it directly. */
-UHMM_HIDDEN_FN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
+UHMM_HIDDEN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
 
 /* ---- features.c ------------------------------------------------------- */
-UHMM_HIDDEN_FN const struct uhmm_sysinfo *uhmm__sysinfo(void);
+UHMM_HIDDEN const struct uhmm_sysinfo *uhmm__sysinfo(void);
 static inline bool uhmm__has(unsigned int feat)
 {
 	return (uhmm__sysinfo()->active & feat) != 0;
 }
-extern size_t uhmm__page_size UHMM_HIDDEN_FN;
-extern unsigned int uhmm__page_shift UHMM_HIDDEN_FN;
+extern size_t uhmm__page_size UHMM_HIDDEN;
+extern unsigned int uhmm__page_shift UHMM_HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
-UHMM_HIDDEN_FN int uhmm__uffd_open(uint64_t *features_out);
+UHMM_HIDDEN int uhmm__uffd_open(uint64_t *features_out);
 
 /* ---- interpose.c: raw system calls that bypass uhmm's wrappers -------- */
-UHMM_HIDDEN_FN int uhmm__sys_munmap(void *addr, size_t len);
-UHMM_HIDDEN_FN int uhmm__sys_madvise(void *addr, size_t len, int advice);
-UHMM_HIDDEN_FN int uhmm__sys_mprotect(void *addr, size_t len, int prot);
-UHMM_HIDDEN_FN void *uhmm__sys_mmap(void *addr, size_t len, int prot,
+UHMM_HIDDEN int uhmm__sys_munmap(void *addr, size_t len);
+UHMM_HIDDEN int uhmm__sys_madvise(void *addr, size_t len, int advice);
+UHMM_HIDDEN int uhmm__sys_mprotect(void *addr, size_t len, int prot);
+UHMM_HIDDEN void *uhmm__sys_mmap(void *addr, size_t len, int prot,
 				     int flags, int fd, off_t off);
 /* Bumped whenever the mappings may have changed (vma cache generation). */
-extern atomic_ulong uhmm__as_gen UHMM_HIDDEN_FN;
+extern atomic_ulong uhmm__as_gen UHMM_HIDDEN;
 
 /* ---- ptable.c: the sparse table of special page entries --------------- */
 /*
@@ -114,21 +114,21 @@ struct uhmm_ptable {
 	atomic_long nr_nodes;		/* nodes allocated (for accounting) */
 };
 
-UHMM_HIDDEN_FN int uhmm__ptable_init(struct uhmm_ptable *pt);
-UHMM_HIDDEN_FN void uhmm__ptable_destroy(struct uhmm_ptable *pt);
+UHMM_HIDDEN int uhmm__ptable_init(struct uhmm_ptable *pt);
+UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm_ptable *pt);
 /* Entry for @addr, 0 if none. Lock free. */
-UHMM_HIDDEN_FN uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr);
+UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr);
 /* Pointer to the slot for @addr, allocating nodes; NULL on -ENOMEM. */
-UHMM_HIDDEN_FN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt,
+UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt,
 						   uintptr_t addr, bool alloc);
 /* CAS an entry; keeps nr_entries right.  True on success. */
-UHMM_HIDDEN_FN bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt,
+UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt,
 					 _Atomic uint64_t *slot,
 					 uint64_t *old, uint64_t new_val);
 /* Call @fn for every non-zero entry in [start, end). Stops on non-zero return. */
 typedef int (*uhmm_ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
 			      uint64_t entry);
-UHMM_HIDDEN_FN int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start,
+UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start,
 				     uintptr_t end, uhmm_ptable_fn fn, void *arg);
 static inline bool uhmm__ptable_empty(struct uhmm_ptable *pt)
 {
@@ -157,7 +157,7 @@ struct uhmm_vma {
  * at most @max of them; *@n gets how many intersect (may exceed @max).
  * @fresh forces a re-read instead of the cached copy.
  */
-UHMM_HIDDEN_FN int uhmm__vma_find(uintptr_t start, uintptr_t end,
+UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 				  struct uhmm_vma *out, size_t max, size_t *n,
 				  bool fresh);
 
@@ -167,7 +167,7 @@ UHMM_HIDDEN_FN int uhmm__vma_find(uintptr_t start, uintptr_t end,
  * memory or notifier is in use: a dlclose() of it would leave uhmm's
  * service threads calling unmapped code.  Not while pages are frozen.
  */
-UHMM_HIDDEN_FN void uhmm__pin_module(const void *addr);
+UHMM_HIDDEN void uhmm__pin_module(const void *addr);
 
 /* ---- notifier.c ------------------------------------------------------- */
 struct uhmm_mni_node {
@@ -182,7 +182,7 @@ struct uhmm_mni_node {
  * Run every overlapping notifier's invalidate callback for
  * [start, end) and return when all have returned.
  */
-UHMM_HIDDEN_FN void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start,
 				     uintptr_t end, enum uhmm_notify_event ev,
 				     unsigned int flags, const void *owner);
 /*
@@ -192,15 +192,15 @@ UHMM_HIDDEN_FN void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start,
  * the change is really done.  start returns false (and end must not be
  * called) when no notifier overlaps.
  */
-UHMM_HIDDEN_FN bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start,
 					   uintptr_t end, enum uhmm_notify_event ev,
 					   unsigned int flags, const void *owner);
-UHMM_HIDDEN_FN void uhmm__invalidate_end(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__invalidate_end(struct uhmm_mm *mm);
 /* True if some notifier overlaps [start, end). */
-UHMM_HIDDEN_FN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
 					    uintptr_t end);
 /* Teardown: RELEASE every notifier and detach it. */
-UHMM_HIDDEN_FN void uhmm__notifier_release_all(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__notifier_release_all(struct uhmm_mm *mm);
 
 /* ---- mm.c: the context ------------------------------------------------ */
 enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
@@ -305,20 +305,20 @@ struct uhmm_mm {
 	size_t nretry;
 };
 
-UHMM_HIDDEN_FN extern struct uhmm_mm uhmm__the_mm;
+UHMM_HIDDEN extern struct uhmm_mm uhmm__the_mm;
 /* Take a user reference if the context is live; NULL otherwise. Lock free. */
-UHMM_HIDDEN_FN struct uhmm_mm *uhmm__mm_tryget(void);
+UHMM_HIDDEN struct uhmm_mm *uhmm__mm_tryget(void);
 /* True on uhmm's service thread, or inside an invalidate callback. */
-UHMM_HIDDEN_FN bool uhmm__in_callback(void);
-extern __thread int uhmm__callback_depth UHMM_HIDDEN_FN;
-extern __thread bool uhmm__is_service_thread UHMM_HIDDEN_FN;
+UHMM_HIDDEN bool uhmm__in_callback(void);
+extern __thread int uhmm__callback_depth UHMM_HIDDEN;
+extern __thread bool uhmm__is_service_thread UHMM_HIDDEN;
 
 /* ---- service.c -------------------------------------------------------- */
-UHMM_HIDDEN_FN int uhmm__service_start(struct uhmm_mm *mm);
-UHMM_HIDDEN_FN void uhmm__service_stop(struct uhmm_mm *mm);
-UHMM_HIDDEN_FN void uhmm__service_free_stack(struct uhmm_mm *mm);
+UHMM_HIDDEN int uhmm__service_start(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__service_stop(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__service_free_stack(struct uhmm_mm *mm);
 /* Wait until every uffd event read so far has been processed. */
-UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
 /*
  * Before uhmm looks at or creates state for addresses (a migration's
  * setup, a device-range migration, a range fault): wait until no event is
@@ -327,79 +327,79 @@ UHMM_HIDDEN_FN void uhmm__events_sync(struct uhmm_mm *mm);
  * anything of a new one exists; skipped while this thread holds
  * migrate_lock (docs/CONCURRENCY.md, rule 4).
  */
-UHMM_HIDDEN_FN void uhmm__events_catch_up(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
-UHMM_HIDDEN_FN int uhmm__selfop_begin(struct uhmm_mm *mm,
+UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
 				      struct uhmm_selfop *op,
 				      uintptr_t start, uintptr_t end,
 				      unsigned int flags);
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
-UHMM_HIDDEN_FN void uhmm__eagain_backoff(struct uhmm_mm *mm);
-UHMM_HIDDEN_FN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
+UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
 /* Best-effort write-protect-mode registration of [start, end) for events. */
-UHMM_HIDDEN_FN void uhmm__register_for_events(struct uhmm_mm *mm,
+UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
 					      uintptr_t start, uintptr_t end);
 
 /* ---- devmem.c / migrate.c --------------------------------------------- */
-extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN_FN;
+extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN;
 /* The last hard error installing a page back in system memory (this thread). */
-extern __thread int uhmm__install_err UHMM_HIDDEN_FN;
+extern __thread int uhmm__install_err UHMM_HIDDEN;
 /* While serving a CPU fault, finalize leaves waking to the fault path. */
 struct uhmm_wake_defer {
 	bool active;
 	uintptr_t start;
 	uintptr_t end;
 };
-extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN_FN;
+extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN;
 /* The window the last CPU fault on this thread offered (start/end used). */
-extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN_FN;
+extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN;
 /* The page a device pfn names, or NULL. */
-UHMM_HIDDEN_FN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */
-UHMM_HIDDEN_FN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+UHMM_HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
 /* A reference on a device page only if it is in use (found with nothing held). */
-UHMM_HIDDEN_FN bool uhmm__page_tryget(struct uhmm_page *page);
+UHMM_HIDDEN bool uhmm__page_tryget(struct uhmm_page *page);
 /* Reference and lock the device page still mapped at @addr, or hold nothing. */
-UHMM_HIDDEN_FN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
+UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
 				    uintptr_t addr);
 /*
  * Fault page @a in from this thread as a CPU access would (a write is an
  * atomic add of zero), in assembly where it can be: not an access to the
  * application's data as a race detector sees it.  src/range.c.
  */
-UHMM_HIDDEN_FN void uhmm__touch_one(uintptr_t a, bool write);
+UHMM_HIDDEN void uhmm__touch_one(uintptr_t a, bool write);
 /* Serve a CPU fault on a device-private entry (service thread). */
-UHMM_HIDDEN_FN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
+UHMM_HIDDEN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
 				      bool write);
 /* Bring every device-resident page home (fork, teardown); 0 or -errno. */
-UHMM_HIDDEN_FN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
-UHMM_HIDDEN_FN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
+UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
+UHMM_HIDDEN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
 				    bool internal);
-UHMM_HIDDEN_FN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
+UHMM_HIDDEN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
 /* exclusive.c: the internal pool that holds device-exclusive pages. */
-UHMM_HIDDEN_FN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
-UHMM_HIDDEN_FN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
+UHMM_HIDDEN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
+UHMM_HIDDEN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
 /* Internal migrate flag: invalidate with UHMM_NOTIFY_EXCLUSIVE, not MIGRATE. */
 #define UHMM__MIGRATE_EXCLUSIVE (1u << 31)
 /* Teardown: detach all pools. */
-UHMM_HIDDEN_FN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
 /* Wait until no migration holds a page in [start, end). */
-UHMM_HIDDEN_FN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
 /* Move special entries of [from, from + len) to [to, to + len) (mremap). */
-UHMM_HIDDEN_FN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
+UHMM_HIDDEN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
 				      uintptr_t to, size_t len);
 /* [start, end) was unmapped: its cut points mean nothing any more. */
-UHMM_HIDDEN_FN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+UHMM_HIDDEN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 /* Did uhmm's registration cut a mapping at @addr? */
-UHMM_HIDDEN_FN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
+UHMM_HIDDEN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
 /* Unmap the staging cache of recycled system pages (context teardown). */
-UHMM_HIDDEN_FN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
 /* ... and the entries whose pages went to @pool (the pool is being removed). */
-UHMM_HIDDEN_FN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
+UHMM_HIDDEN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
 						  const struct uhmm_devmem *pool);
 /* Make sure [start, end) is registered for MISSING faults. */
-UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
 
 /* ---- pagestate.c ------------------------------------------------------ */
@@ -408,7 +408,7 @@ UHMM_HIDDEN_FN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
  * fill @out[i] with UHMM_PS_* bits of page @start + i * page size.  When
  * @entries is not NULL, it receives each page's special entry (or 0).
  */
-UHMM_HIDDEN_FN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
+UHMM_HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
 				    size_t npages, uint32_t *out,
 				    uint64_t *entries, bool fresh_vmas);
 
@@ -421,7 +421,7 @@ UHMM_HIDDEN_FN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
  * its word.  Return: 0, 1 when it cannot (no PAGEMAP_SCAN: use
  * uhmm__page_state()), or a negative errno.
  */
-UHMM_HIDDEN_FN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+UHMM_HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				   uint64_t *pfns,
 				   void (*special)(void *arg, uint64_t *pfn, uint64_t e,
 						   uint32_t vma_bits),
@@ -431,7 +431,7 @@ UHMM_HIDDEN_FN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t n
  * From pagemap alone: out[i] = 1 when page i is present, 2 when swapped
  * out (or a marker), 0 when it has no data.
  */
-UHMM_HIDDEN_FN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
+UHMM_HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

@@ -22,9 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifndef UHMM_HIDDEN
-#define UHMM_HIDDEN __attribute__((visibility("hidden")))
-#endif
+#include "hidden.h"
 
 /**
  * struct uhmm_itree_node - one interval, embedded in the user's object

@@ -19,18 +19,18 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define UHMM_HIDDEN_MR __attribute__((visibility("hidden")))
+#include "hidden.h"
 
 /* An interval notifier over [start, last] (inclusive) came / went. */
-UHMM_HIDDEN_MR void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
-UHMM_HIDDEN_MR void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
+UHMM_HIDDEN void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
+UHMM_HIDDEN void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
 /* [start, end) is registered with uhmm's userfaultfd (MISSING mode). */
-UHMM_HIDDEN_MR void uhmm__managed_registered(uintptr_t start, uintptr_t end);
+UHMM_HIDDEN void uhmm__managed_registered(uintptr_t start, uintptr_t end);
 /* [start, end) was unmapped: its registration is gone. */
-UHMM_HIDDEN_MR void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
+UHMM_HIDDEN void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
 /* Forget everything (context teardown; a fork child forgets by itself). */
-UHMM_HIDDEN_MR void uhmm__managed_reset(void);
+UHMM_HIDDEN void uhmm__managed_reset(void);
 /* Might [start, end) concern uhmm?  Lock free; false only when it cannot. */
-UHMM_HIDDEN_MR bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
+UHMM_HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
 
 #endif /* UHMM_MANAGED_H */

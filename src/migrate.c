@@ -1531,11 +1531,9 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 				if (m->dst[i])
 					release_dst(m, i);
 				final = 0;
-				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID)) {
+				/* An empty or zero page has nothing to restore. */
+				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID))
 					restore_sys(m, a, stage);
-				} else if (!(e & UHMM_PTE_GONE) && s->by_mremap) {
-					/* An empty or zero page: nothing to restore. */
-				}
 			}
 		} else {	/* K_DEV */
 			struct uhmm_page *old = uhmm__pfn_to_page(mm,

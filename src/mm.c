@@ -260,9 +260,9 @@ static void atfork_parent(void)
 	}
 }
 
-UHMM_HIDDEN_FN void uhmm__vma_atfork_child(void);
-UHMM_HIDDEN_FN void uhmm__pagestate_atfork_child(void);
-UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__vma_atfork_child(void);
+UHMM_HIDDEN void uhmm__pagestate_atfork_child(void);
+UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm);
 
 static void atfork_child(void)
 {

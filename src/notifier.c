@@ -166,7 +166,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 }
 
 /* In a fork child: the parent's notifiers do not exist here. */
-UHMM_HIDDEN_FN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
+UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 {
 	struct uhmm_itree_node *it;
 	struct uhmm_mni_node *n, *next;

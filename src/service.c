@@ -244,10 +244,6 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 }
 
 /*
- * Handle one page fault.  Returns -EAGAIN when it must be retried after the
- * pending events are read.
- */
-/*
  * Recently served CPU faults on device pages: the window each one brought
  * back and the read sequence at that moment.  A fault message read before
  * a window was served came from a thread that the serve woke (it already
@@ -336,6 +332,10 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t
 /* On the rescue thread, which serves faults of the worker itself. */
 static __thread bool in_rescue;
 
+/*
+ * Handle one page fault.  Returns -EAGAIN when it must be retried after the
+ * pending events are read.
+ */
 static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);

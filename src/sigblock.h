@@ -21,13 +21,13 @@
 
 #include <stdbool.h>
 
-#define UHMM_HIDDEN_SIG __attribute__((visibility("hidden")))
+#include "hidden.h"
 
 /* Enter a region: asynchronous signals stay pending until the last leave. */
-UHMM_HIDDEN_SIG void uhmm__sig_enter(void);
+UHMM_HIDDEN void uhmm__sig_enter(void);
 /* Leave it; the outermost leave restores the mask the thread had. */
-UHMM_HIDDEN_SIG void uhmm__sig_leave(void);
+UHMM_HIDDEN void uhmm__sig_leave(void);
 /* Is the calling thread inside a region (for assertions and tests)? */
-UHMM_HIDDEN_SIG bool uhmm__sig_blocked(void);
+UHMM_HIDDEN bool uhmm__sig_blocked(void);
 
 #endif /* UHMM_SIGBLOCK_H */
