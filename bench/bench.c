@@ -439,11 +439,24 @@ static void touch_order(size_t *pg, size_t npages)
 	}
 }
 
-/* ns for one pass of @kind (0: scan every 64 bytes, 1: the random touches). */
-static double peer_pass(char *p, size_t len, int kind, const size_t *pg)
+/* CPU time of the whole process, ns: every thread's, service threads' too. */
+static uint64_t process_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * ns for one pass of @kind (0: scan every 64 bytes, 1: the random touches);
+ * the process CPU time it took in *@cpu (the pager's or uhmm's threads
+ * included: on a loaded machine the steadier figure).
+ */
+static double peer_pass(char *p, size_t len, int kind, const size_t *pg, double *cpu)
 {
 	volatile uint64_t sum = 0;
-	uint64_t t = now_ns();
+	uint64_t c = process_ns(), t = now_ns();
 
 	if (kind == 0) {
 		for (size_t off = 0; off < len; off += 64)
@@ -453,7 +466,9 @@ static double peer_pass(char *p, size_t len, int kind, const size_t *pg)
 			sum += *(volatile uint64_t *)(p + pg[i] * ps + (size_t)(i % 8) * 8);
 	}
 	(void)sum;
-	return (double)(now_ns() - t);
+	t = now_ns() - t;
+	*cpu = (double)(process_ns() - c);
+	return (double)t;
 }
 
 /*
@@ -467,7 +482,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 	struct bdev *d = bdev_create(mm, len / ps, 0);
 	char *store = map(len);
 	size_t *pg = calloc(PEER_TOUCHES, sizeof(*pg));
-	double u[2][16], b[2][16], ratio[2][16];
+	double u[2][16], b[2][16], ratio[2][16], uc[2][16], bc[2][16], rc[2][16];
 
 	if (!d || !store || !pg) {
 		fprintf(stderr, "bench: peer: no memory\n");
@@ -484,7 +499,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 					madvise(p, len, MADV_NOHUGEPAGE);
 					memset(p, 9, len);
 					bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
-					u[kind][r] = peer_pass(p, len, kind, pg);
+					u[kind][r] = peer_pass(p, len, kind, pg, &uc[kind][r]);
 					munmap(p, len);
 				} else {
 					struct peer pe;
@@ -494,11 +509,12 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 						fprintf(stderr, "bench: peer: no userfaultfd pager\n");
 						goto out;
 					}
-					b[kind][r] = peer_pass(pe.base, len, kind, pg);
+					b[kind][r] = peer_pass(pe.base, len, kind, pg, &bc[kind][r]);
 					peer_stop(&pe, th);
 				}
 			}
 			ratio[kind][r] = u[kind][r] / b[kind][r];
+			rc[kind][r] = uc[kind][r] / bc[kind][r];
 		}
 	}
 	{
@@ -521,6 +537,16 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 			 "%d random one-word reads of %zu MiB device-resident vs pager (time)",
 			 PEER_TOUCHES, len >> 20);
 		add("p-rand", name, "ms", us, reps, pct(bs, reps, 0.5), "pager ms", rr, "", -1);
+		for (int k = 0; k < 2; k++) {
+			for (int r = 0; r < reps; r++) {
+				us[r] = uc[k][r] / 1e6;
+				bs[r] = bc[k][r] / 1e6;
+			}
+			snprintf(name, sizeof(name), "%s, process CPU time",
+				 k ? "the random reads vs pager" : "the scan vs pager");
+			add(k ? "p-rand" : "p-scan", name, "ms", us, reps, pct(bs, reps, 0.5),
+			    "pager CPU ms", pct(rc[k], reps, 0.5), "", -1);
+		}
 	}
 out:
 	bdev_destroy(d);
