@@ -140,19 +140,27 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 	double to[16], back[16], mc[16];
 	char name[96];
 
-	if (!d) {
+	/*
+	 * One source buffer for every repetition, as the device's memory is:
+	 * on a host where a page's first allocation costs microseconds, fresh
+	 * memory per repetition made the untimed memset most of the run.
+	 */
+	char *p = thp ? map_2m(len) : map(len);
+
+	if (!d || !p) {
 		fprintf(stderr, "bench: cannot create the device\n");
+		if (d)
+			bdev_destroy(d);
 		return;
 	}
+	if (thp)
+		madvise(p, len, MADV_HUGEPAGE);
+	else
+		madvise(p, len, MADV_NOHUGEPAGE);
 	for (int r = 0; r < reps; r++) {
-		char *p = thp ? map_2m(len) : map(len);
 		uint64_t t;
 		long n;
 
-		if (thp)
-			madvise(p, len, MADV_HUGEPAGE);
-		else
-			madvise(p, len, MADV_NOHUGEPAGE);
 		memset(p, r + 1, len);
 		mc[r] = memcpy_gbs(len);
 		t = now_ns();
@@ -163,10 +171,10 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 		t = now_ns();
 		n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL);
 		back[r] = (double)len / (double)(now_ns() - t);
-		if (p[len - 1] != (char)(r + 1))
+		if (p[0] != (char)(r + 1) || p[len - 1] != (char)(r + 1))
 			fprintf(stderr, "bench: data check failed\n");
-		munmap(p, len);
 	}
+	munmap(p, len);
 	{
 		double m = pct(mc, reps, 0.5), v;
 
@@ -339,6 +347,219 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 		add("5", name, "GB/s", v, reps, m, "memcpy GB/s", x / m, ">= 0.25", x / m >= 0.25);
 	}
 	bdev_destroy(d);
+}
+
+/* ---- peer: a minimal userfaultfd pager, as LLNL UMap serves a region ------------- */
+
+/*
+ * The peer: one handler thread that reads each fault and answers it with one
+ * UFFDIO_COPY of the faulting page from a store kept in memory (populated
+ * before the timed part), as UMap's fill workers do with a page size of one
+ * system page.  It is the cost floor of a user-space pager on this machine:
+ * uhmm's device-resident memory should come back not much slower.
+ */
+struct peer {
+	int uffd;
+	char *base, *store;
+	size_t len;
+	atomic_bool stop;
+};
+
+static void *peer_handler(void *arg)
+{
+	struct peer *pe = arg;
+	struct uffd_msg msg;
+
+	while (!atomic_load(&pe->stop)) {
+		struct pollfd pfd = { .fd = pe->uffd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 20) <= 0)
+			continue;
+		if (read(pe->uffd, &msg, sizeof(msg)) != sizeof(msg))
+			continue;
+		if (msg.event == UFFD_EVENT_PAGEFAULT) {
+			uint64_t a = msg.arg.pagefault.address & ~(uint64_t)(ps - 1);
+			struct uffdio_copy c = {
+				.dst = a, .src = (uintptr_t)pe->store + (a - (uintptr_t)pe->base),
+				.len = ps,
+			};
+
+			/* -EEXIST: another thread's fault on the page was served. */
+			if (ioctl(pe->uffd, UFFDIO_COPY, &c) && errno != EEXIST) {
+				struct uffdio_range w = { .start = a, .len = ps };
+
+				ioctl(pe->uffd, UFFDIO_WAKE, &w);
+			}
+		}
+	}
+	return NULL;
+}
+
+/* A fresh region of @len registered with a new pager serving it from @store. */
+static int peer_start(struct peer *pe, char *store, size_t len, pthread_t *th)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+
+	*pe = (struct peer){ .store = store, .len = len };
+	pe->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (pe->uffd < 0)
+		pe->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1);
+	if (pe->uffd < 0)
+		return -1;
+	pe->base = map(len);
+	if (!pe->base || ioctl(pe->uffd, UFFDIO_API, &api)) {
+		close(pe->uffd);
+		return -1;
+	}
+	madvise(pe->base, len, MADV_NOHUGEPAGE);
+	reg.range.start = (uintptr_t)pe->base;
+	reg.range.len = len;
+	if (ioctl(pe->uffd, UFFDIO_REGISTER, &reg) ||
+	    pthread_create(th, NULL, peer_handler, pe)) {
+		munmap(pe->base, len);
+		close(pe->uffd);
+		return -1;
+	}
+	return 0;
+}
+
+static void peer_stop(struct peer *pe, pthread_t th)
+{
+	atomic_store(&pe->stop, true);
+	pthread_join(th, NULL);
+	close(pe->uffd);
+	munmap(pe->base, pe->len);
+}
+
+/* The random touches: the same pages, in the same order, on both sides. */
+#define PEER_TOUCHES 4096
+
+static void touch_order(size_t *pg, size_t npages)
+{
+	uint64_t x = 0x9e3779b97f4a7c15u;
+
+	for (int i = 0; i < PEER_TOUCHES; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		pg[i] = (size_t)(x % npages);
+	}
+}
+
+/* CPU time of the whole process, ns: every thread's, service threads' too. */
+static uint64_t process_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * ns for one pass of @kind (0: scan every 64 bytes, 1: the random touches);
+ * the process CPU time it took in *@cpu (the pager's or uhmm's threads
+ * included: on a loaded machine the steadier figure).
+ */
+static double peer_pass(char *p, size_t len, int kind, const size_t *pg, double *cpu)
+{
+	volatile uint64_t sum = 0;
+	uint64_t c = process_ns(), t = now_ns();
+
+	if (kind == 0) {
+		for (size_t off = 0; off < len; off += 64)
+			sum += *(uint64_t *)(p + off);
+	} else {
+		for (int i = 0; i < PEER_TOUCHES; i++)
+			sum += *(volatile uint64_t *)(p + pg[i] * ps + (size_t)(i % 8) * 8);
+	}
+	(void)sum;
+	t = now_ns() - t;
+	*cpu = (double)(process_ns() - c);
+	return (double)t;
+}
+
+/*
+ * The sequential scan and PEER_TOUCHES random one-word reads of @len of
+ * device-resident memory (default fault-around), against the same on a
+ * region the peer serves; the two alternate which goes first.  Every
+ * repetition starts from fresh memory on both sides.
+ */
+static void bench_peer(struct uhmm_mm *mm, size_t len)
+{
+	struct bdev *d = bdev_create(mm, len / ps, 0);
+	char *store = map(len);
+	size_t *pg = calloc(PEER_TOUCHES, sizeof(*pg));
+	double u[2][16], b[2][16], ratio[2][16], uc[2][16], bc[2][16], rc[2][16];
+
+	if (!d || !store || !pg) {
+		fprintf(stderr, "bench: peer: no memory\n");
+		return;
+	}
+	memset(store, 9, len);
+	touch_order(pg, len / ps);
+	for (int kind = 0; kind < 2; kind++) {
+		for (int r = 0; r < reps; r++) {
+			for (int k = 0; k < 2; k++) {
+				if ((k == 0) == ((r & 1) == 0)) {
+					char *p = map(len);
+
+					madvise(p, len, MADV_NOHUGEPAGE);
+					memset(p, 9, len);
+					bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+					u[kind][r] = peer_pass(p, len, kind, pg, &uc[kind][r]);
+					munmap(p, len);
+				} else {
+					struct peer pe;
+					pthread_t th;
+
+					if (peer_start(&pe, store, len, &th)) {
+						fprintf(stderr, "bench: peer: no userfaultfd pager\n");
+						goto out;
+					}
+					b[kind][r] = peer_pass(pe.base, len, kind, pg, &bc[kind][r]);
+					peer_stop(&pe, th);
+				}
+			}
+			ratio[kind][r] = u[kind][r] / b[kind][r];
+			rc[kind][r] = uc[kind][r] / bc[kind][r];
+		}
+	}
+	{
+		char name[96];
+		double rs = pct(ratio[0], reps, 0.5), rr = pct(ratio[1], reps, 0.5);
+		double us[16], bs[16];
+
+		for (int r = 0; r < reps; r++) {
+			us[r] = (double)len / u[0][r];
+			bs[r] = (double)len / b[0][r];
+		}
+		snprintf(name, sizeof(name),
+			 "sequential scan of %zu MiB device-resident vs uffd pager (time)", len >> 20);
+		add("p-scan", name, "GB/s", us, reps, pct(bs, reps, 0.5), "pager GB/s", rs, "", -1);
+		for (int r = 0; r < reps; r++) {
+			us[r] = u[1][r] / 1e6;
+			bs[r] = b[1][r] / 1e6;
+		}
+		snprintf(name, sizeof(name),
+			 "%d random one-word reads of %zu MiB device-resident vs pager (time)",
+			 PEER_TOUCHES, len >> 20);
+		add("p-rand", name, "ms", us, reps, pct(bs, reps, 0.5), "pager ms", rr, "", -1);
+		for (int k = 0; k < 2; k++) {
+			for (int r = 0; r < reps; r++) {
+				us[r] = uc[k][r] / 1e6;
+				bs[r] = bc[k][r] / 1e6;
+			}
+			snprintf(name, sizeof(name), "%s, process CPU time",
+				 k ? "the random reads vs pager" : "the scan vs pager");
+			add(k ? "p-rand" : "p-scan", name, "ms", us, reps, pct(bs, reps, 0.5),
+			    "pager CPU ms", pct(rc[k], reps, 0.5), "", -1);
+		}
+	}
+out:
+	bdev_destroy(d);
+	munmap(store, len);
+	free(pg);
 }
 
 /* ---- 6: snapshot vs reading pagemap ---------------------------------------------- */
@@ -910,7 +1131,7 @@ static int write_svg(const char *path)
 	return 0;
 }
 
-static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "6", "7", "8", "9", "inv", "wrap" };
+static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap" };
 
 static void usage(FILE *f)
 {
@@ -918,7 +1139,8 @@ static void usage(FILE *f)
 		"usage: uhmm bench [--quick] [--json] [--plot FILE.svg] [--reps N] [--only LIST]\n"
 		"\n"
 		"Measures uhmm on this machine. Each figure is measured in the same run as\n"
-		"its baseline (memcpy, a bare userfaultfd round trip, a pagemap read,\n"
+		"its baseline (memcpy, a bare userfaultfd round trip, a minimal userfaultfd\n"
+		"pager as LLNL UMap, a pagemap read,\n"
 		"unmanaged memory, the mprotect+SIGSEGV way) and reported as a ratio, with\n"
 		"the median and the spread of N repetitions. Missed targets are marked.\n"
 		"The figures are only as steady as the machine: on a busy one, use more\n"
@@ -929,7 +1151,8 @@ static void usage(FILE *f)
 		"  --json         machine-readable output\n"
 		"  --plot FILE    also write the ratios as an SVG chart\n"
 		"  --reps N       repetitions per figure, 1..16 (default 5, 3 with --quick)\n"
-		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,6,7,8,9,inv,wrap)\n"
+		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,p-scan,p-rand,\n"
+		"                 6,7,8,9,inv,wrap; p-scan and p-rand run together)\n"
 		"\n"
 		"Exit status: 0 measured (a missed target is a figure, not a failure);\n"
 		"1 the chart could not be written; 2 bad command line; 77 no userfaultfd\n"
@@ -965,11 +1188,11 @@ static int check_only(const struct opts *o, const char *only)
 			if (!strcmp(t, figure_ids[k]))
 				break;
 		if (k == sizeof(figure_ids) / sizeof(figure_ids[0]))
-			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, inv and wrap)",
+			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, p-scan, p-rand, inv and wrap)",
 					      t);
 	}
 	if (!n)
-		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, inv and wrap)");
+		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, p-scan, p-rand, inv and wrap)");
 	return 0;
 }
 
@@ -1046,6 +1269,8 @@ int uhmm_bench_main(int argc, char **argv)
 		bench_faultback(mm);
 	if (want(only, "5"))
 		bench_scan(mm, big);
+	if (want(only, "p-scan") || want(only, "p-rand"))
+		bench_peer(mm, big);
 	if (want(only, "6"))
 		bench_snapshot(mm, quick ? (64u << 20) : (1u << 30), "6", true);
 	if (want(only, "7"))

@@ -307,19 +307,28 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
 
 /*
  * Adaptive fault-around, as the kernel's readahead, for pools added with
- * fault_around 0 (the default): a CPU fault on the page just after the
- * window the pool's previous fault of the same stream brought back is
- * sequential, and gets a window twice as large starting at that page, up
- * to FAULT_AROUND_MAX pages; any other fault gets the documented window,
- * the aligned UHMM_FAULT_AROUND_DEFAULT pages around the page.  (Nothing
- * is brought back ahead of the CPU, as asynchronous readahead would: the
- * CPU would then see pages of a migration still being finalized, their
- * device pages not yet freed.)  A pool
- * whose driver chose fault_around gets exactly that window every time.  A
- * few streams per pool are followed (STREAMS), forgotten when the pool id
- * is given to a new pool.
+ * fault_around 0 (the default): an isolated CPU fault brings back the
+ * aligned FAULT_AROUND_FIRST pages around the page; a fault on the page
+ * just after the window the pool's previous fault of the same stream
+ * brought back is sequential, and gets a window twice as large starting at
+ * that page, up to FAULT_AROUND_MAX pages.  (Nothing is brought back ahead
+ * of the CPU, as asynchronous readahead would: the CPU would then see
+ * pages of a migration still being finalized, their device pages not yet
+ * freed.)  A pool whose driver chose fault_around gets exactly that aligned
+ * window every time; eviction uses the pool's fault_around.  A few streams
+ * per pool are followed (STREAMS), forgotten when the pool id is given to
+ * a new pool.
+ *
+ * FAULT_AROUND_FIRST stays the documented UHMM_FAULT_AROUND_DEFAULT: one
+ * page (as the kernel's test driver and LLNL UMap fault) was measured
+ * (docs/PERFORMANCE.md, "Fault-around of isolated faults") and made 4,096
+ * random one-word reads of 256 MiB take 1.4x the CPU time: a fault's fixed
+ * cost (about 45 us of CPU here) is far above a window page's (about
+ * 1 us), so a window pays as soon as more than about 1 in 45 of its pages
+ * is touched later, as 1 in 16 is there.
  */
 #define FAULT_AROUND_MAX 2048	/* pages: 8 MiB with 4 KiB pages */
+#define FAULT_AROUND_FIRST UHMM_FAULT_AROUND_DEFAULT	/* pages, a power of two */
 #define STREAMS 4
 
 struct fa_stream {
@@ -341,22 +350,30 @@ static void fa_reset(unsigned int id, bool adaptive)
 	pthread_mutex_unlock(&fa_lock);
 }
 
-/* The window of a sequential fault at @addr (0 pages: not sequential). */
-static size_t fa_sequential(struct uhmm_devmem *pgmap, uintptr_t addr)
+/*
+ * The adaptive window of a CPU fault at @addr, in pages, and whether it is
+ * sequential (the window then starts at @addr; else it is aligned around
+ * it); 0 pages: the pool's window is fixed.
+ */
+static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 {
 	struct fa_stream *st;
 	size_t pages = 0;
 
+	*seq = false;
 	if (pgmap->id >= UHMM_MAX_POOLS)
 		return 0;
 	st = fa_streams[pgmap->id];
 	pthread_mutex_lock(&fa_lock);
-	for (int k = 0; k < STREAMS && fa_adaptive[pgmap->id]; k++)
-		if (st[k].pages && st[k].next == addr) {
-			pages = UHMM_MIN(2 * st[k].pages,
-					 UHMM_MAX((size_t)FAULT_AROUND_MAX, pgmap->fault_around));
-			break;
-		}
+	if (fa_adaptive[pgmap->id]) {
+		pages = FAULT_AROUND_FIRST;
+		for (int k = 0; k < STREAMS; k++)
+			if (st[k].pages && st[k].next == addr) {
+				pages = UHMM_MIN(2 * st[k].pages, (size_t)FAULT_AROUND_MAX);
+				*seq = true;
+				break;
+			}
+	}
 	pthread_mutex_unlock(&fa_lock);
 	return pages;
 }
@@ -408,13 +425,16 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 			 uintptr_t *ws, uintptr_t *we, bool adaptive)
 {
 	size_t span = pgmap->fault_around << uhmm__page_shift;
-	size_t seq = adaptive ? fa_sequential(pgmap, addr) : 0;
+	bool seq = false;
+	size_t pages = adaptive ? fa_window(pgmap, addr, &seq) : 0;
 	struct uhmm_vma v;
 	size_t n = 0;
 
+	if (pages)
+		span = pages << uhmm__page_shift;
 	if (seq) {
 		*ws = addr;
-		*we = addr + (seq << uhmm__page_shift);
+		*we = addr + span;
 	} else {
 		*ws = addr & ~(uintptr_t)(span - 1);
 		*we = *ws + span;
