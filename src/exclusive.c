@@ -427,12 +427,16 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	if (ret || n == 0 || v.start > start || v.end < end)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)start, (unsigned long)end);
+	if (v.flags & UHMM_VMA_HUGETLB)
+		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is hugetlbfs: huge pages "
+				 "cannot be taken exclusive (the kernel refuses hugetlb folios)",
+				 (unsigned long)start, (unsigned long)end);
 	if (!(v.flags & UHMM_VMA_READ))
 		return uhmm__err(EINVAL, "make exclusive: no access to [%#lx, %#lx)",
 				 (unsigned long)start, (unsigned long)end);
-	if (v.flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL))
-		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is hugetlbfs or an "
-				 "IO mapping", (unsigned long)start, (unsigned long)end);
+	if (v.flags & UHMM_VMA_SPECIAL)
+		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is an IO mapping",
+				 (unsigned long)start, (unsigned long)end);
 	if (!(v.flags & UHMM_VMA_WRITE))
 		return uhmm__err(EPERM, "make exclusive: [%#lx, %#lx) is not writable",
 				 (unsigned long)start, (unsigned long)end);

@@ -150,6 +150,7 @@ struct uhmm_vma {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
+	unsigned int order;	/* hugetlb: log2(huge page size / page size); else 0 */
 };
 
 /*
@@ -403,6 +404,14 @@ UHMM_HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
 
 /* ---- pagestate.c ------------------------------------------------------ */
+/*
+ * Internal bits of uhmm__page_state()'s words, above the public UHMM_PS_*
+ * (uhmm_page_state() clears them): the huge page order of a hugetlbfs
+ * mapping, on every page of it, present or not.
+ */
+#define UHMM__PS_ORDER_SHIFT	24
+#define UHMM__PS_ORDER_MASK	(0x1fu << UHMM__PS_ORDER_SHIFT)
+
 /*
  * The page-state walk shared by uhmm_page_state() and uhmm_range_fault():
  * fill @out[i] with UHMM_PS_* bits of page @start + i * page size.  When

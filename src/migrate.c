@@ -989,9 +989,14 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 	if (ret)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	if (!(v.flags & UHMM_VMA_READ) || (v.flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
+	if (v.flags & UHMM_VMA_HUGETLB)
+		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is hugetlbfs: huge pages "
+				 "are not migrated (as the kernel's migrate_vma_setup); a range "
+				 "fault mirrors them", (unsigned long)m->start,
+				 (unsigned long)m->end);
+	if (!(v.flags & UHMM_VMA_READ) || (v.flags & UHMM_VMA_SPECIAL))
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) has no access, or is "
-				 "hugetlbfs or an IO mapping",
+				 "an IO mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
 	anon = (v.flags & UHMM_VMA_ANON) && !(v.flags & UHMM_VMA_SHARED);
 

@@ -507,7 +507,9 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 					o[i] = 0;
 				continue;
 			}
-			vb = vma_bits(vmas[vi].flags);
+			vb = vma_bits(vmas[vi].flags) |
+			     (((uint32_t)vmas[vi].order << UHMM__PS_ORDER_SHIFT) &
+			      UHMM__PS_ORDER_MASK);
 			run_end = vmas[vi].end;
 			for (; i < n && cs + (i << ps) < run_end; i++) {
 				uint64_t e = pm[i];
@@ -571,7 +573,32 @@ static int pfns_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint6
 
 static bool pfns_bad_mapping(uint32_t vb)
 {
-	return !(vb & UHMM_PS_READ) || (vb & (UHMM_PS_HUGETLB | UHMM_PS_SPECIAL));
+	return !(vb & UHMM_PS_READ) || (vb & UHMM_PS_SPECIAL);
+}
+
+/*
+ * The words of a hugetlbfs mapping's pages [@i, @i + @n) of a chunk, as
+ * the kernel's hugetlb walk gives them: every page carries the huge page
+ * order, present or not; a present one is VALID (WRITE as for any page).
+ * Nothing to scan: the order is the mapping's, and there is no zero page.
+ * @o may be @pm.
+ */
+static void pfns_hugetlb(uintptr_t cs, const uint64_t *pm, uint64_t *o, size_t i, size_t n,
+			 uint32_t vb, unsigned int order)
+{
+	const unsigned int ps = uhmm__page_shift;
+	uint64_t wshared = (vb & UHMM_PS_MAYWRITE) && (vb & UHMM_PS_SHARED);
+	uint64_t wpriv = (vb & UHMM_PS_MAYWRITE) && !(vb & UHMM_PS_SHARED);
+	uint64_t ord = ((uint64_t)order << UHMM_PFN_ORDER_SHIFT) & UHMM_PFN_ORDER_MASK;
+
+	for (size_t k = i; k < i + n; k++) {
+		uint64_t e = pm[k], vpn = (cs >> ps) + k;
+		uint64_t pres = e >> 63, m = -pres;
+		uint64_t excl = (e >> 56) & 1, file = (e >> 61) & 1;
+		uint64_t w = wshared | (wpriv & excl & (file ^ 1));
+
+		o[k] = (m & (UHMM_PFN_VALID | vpn | (w << 62))) | ord;
+	}
 }
 
 /*
@@ -664,7 +691,15 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				run_end = vmas[vi].end;
 			}
 			rn = UHMM_MIN(n - i, (size_t)((UHMM_MIN(run_end, end) - a) >> ps));
-			if (!vb || pfns_bad_mapping(vb)) {
+			if (vb && !pfns_bad_mapping(vb) && (vb & UHMM_PS_HUGETLB)) {
+				if (run != SIZE_MAX &&
+				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
+					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+					goto out;
+				}
+				run = SIZE_MAX;
+				pfns_hugetlb(cs, pm, o, i, rn, vb, vmas[vi].order);
+			} else if (!vb || pfns_bad_mapping(vb)) {
 				for (size_t k = i; k < i + rn; k++)
 					o[k] = UHMM_PFN_ERROR;
 				if (run != SIZE_MAX &&
@@ -715,7 +750,11 @@ int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t
 	if (npages == 0 || npages > (UINTPTR_MAX >> uhmm__page_shift) ||
 	    start + (npages << uhmm__page_shift) <= start)
 		return uhmm__err(EINVAL, "uhmm_page_state: empty or wrapping range");
-	return uhmm__page_state(mm, start, npages, out, NULL, false);
+	int ret = uhmm__page_state(mm, start, npages, out, NULL, false);
+
+	for (size_t i = 0; !ret && i < npages; i++)
+		out[i] &= ~UHMM__PS_ORDER_MASK;
+	return ret;
 }
 
 int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *out)

@@ -137,20 +137,28 @@ static int fault_device_page(struct uhmm_mm *mm, uintptr_t a, bool write)
 	return 0;
 }
 
+/*
+ * The output word of a page from its state.  A page of a hugetlbfs mapping
+ * carries its huge page order whether present or not, as the kernel's
+ * hugetlb walk (hmm_vma_walk_hugetlb_entry) ORs the order into every word.
+ */
 static uint64_t output(uint32_t st, uintptr_t addr)
 {
+	uint64_t order = (st & UHMM__PS_ORDER_MASK) >> UHMM__PS_ORDER_SHIFT;
 	uint64_t pfn;
 
-	if (!(st & UHMM_PS_PRESENT) || !(st & UHMM_PS_READ))
+	if (!(st & UHMM_PS_READ) || !(st & UHMM_PS_MAPPED))
 		return 0;
+	if (!(st & UHMM_PS_PRESENT))
+		return order << UHMM_PFN_ORDER_SHIFT;
 	pfn = UHMM_PFN_VALID | (uint64_t)(addr >> uhmm__page_shift);
 	if (st & UHMM_PS_WRITABLE)
 		pfn |= UHMM_PFN_WRITE;
 	if (st & UHMM_PS_ZERO)
 		pfn |= UHMM_PFN_ZERO;
-	if (st & UHMM_PS_HUGE)
-		pfn |= (uint64_t)(21 - uhmm__page_shift) << UHMM_PFN_ORDER_SHIFT;
-	return pfn;
+	if (!order && (st & UHMM_PS_HUGE))
+		order = 21 - uhmm__page_shift;
+	return pfn | order << UHMM_PFN_ORDER_SHIFT;
 }
 
 /* Is @e a device-private entry of the range's owner? */
@@ -174,10 +182,13 @@ static uint64_t device_output(uint64_t e, uint32_t st)
 	return pfn;
 }
 
+/*
+ * Mappings a range fault cannot mirror: holes, no read access, IO/PFNMAP.
+ * hugetlbfs is mirrored, as the kernel's range fault does.
+ */
 static bool bad_mapping(uint32_t st)
 {
-	return !(st & UHMM_PS_MAPPED) || !(st & UHMM_PS_READ) ||
-	       (st & (UHMM_PS_HUGETLB | UHMM_PS_SPECIAL));
+	return !(st & UHMM_PS_MAPPED) || !(st & UHMM_PS_READ) || (st & UHMM_PS_SPECIAL);
 }
 
 #define SNAPSHOT_CHUNK	8192u	/* pages per page-state read of snapshot_only() */
@@ -377,7 +388,7 @@ again:
 			}
 			ret = uhmm__err(-err, "range fault: %s in [%#lx, %#lx)",
 					err == -EPERM ? "write to a read-only mapping"
-						      : "no mapping or no access",
+						      : "no mapping, no access or an IO mapping",
 					(unsigned long)range->start,
 					(unsigned long)range->end);
 			goto out;

@@ -52,17 +52,37 @@ static bool special_name(const char *name)
 	       strncmp(name, "/dev/shm/", 9);
 }
 
+/* log2(@size / page size) for a huge page size, 0 when not larger than a page. */
+static unsigned int size_order(unsigned long long size)
+{
+	unsigned int o = 0;
+
+	while (o < 31 && ((unsigned long long)uhmm__page_size << (o + 1)) <= size)
+		o++;
+	return o;
+}
+
+/*
+ * The kind of a mapping.  *@order gets the huge page order of a hugetlbfs
+ * mapping when it is known here: from @huge_pagesize (PROCMAP_QUERY's
+ * vma_page_size, the kernel's vma_kernel_pagesize()), or from the block
+ * size statfs() reports for a hugetlbfs file (the huge page size of its
+ * mount); 0 otherwise (the caller reads smaps for an anonymous one).
+ */
 static unsigned int classify(unsigned int prot_flags, bool has_file,
 			     unsigned int dev_major, const char *name,
-			     bool huge_pagesize)
+			     unsigned long long huge_pagesize, unsigned int *order)
 {
 	unsigned int f = prot_flags;
 	bool shared = f & UHMM_VMA_SHARED;
 
+	*order = 0;
 	if (name[0] && special_name(name))
 		return f | UHMM_VMA_SPECIAL;
-	if (huge_pagesize || strstr(name, "/anon_hugepage"))
+	if (huge_pagesize > uhmm__page_size || strstr(name, "/anon_hugepage")) {
+		*order = size_order(huge_pagesize);
 		return f | UHMM_VMA_HUGETLB | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
+	}
 	if (!has_file)
 		return f | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
 	if (shared && (!strncmp(name, "/dev/zero", 9) || !strncmp(name, "/SYSV", 5)))
@@ -76,8 +96,10 @@ static unsigned int classify(unsigned int prot_flags, bool has_file,
 		del = strstr(path, " (deleted)");
 		if (del)
 			*del = 0;
-		if (statfs(path, &sfs) == 0 && (unsigned long)sfs.f_type == HUGETLBFS_MAGIC)
+		if (statfs(path, &sfs) == 0 && (unsigned long)sfs.f_type == HUGETLBFS_MAGIC) {
+			*order = size_order((unsigned long long)sfs.f_bsize);
 			return f | UHMM_VMA_HUGETLB | UHMM_VMA_FILE;
+		}
 	}
 	return f | UHMM_VMA_FILE;
 }
@@ -133,7 +155,7 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
 			out[cnt].start = q.vma_start;
 			out[cnt].end = q.vma_end;
 			out[cnt].flags = classify(f, q.inode != 0, q.dev_major, name,
-						  q.vma_page_size > uhmm__page_size);
+						  q.vma_page_size, &out[cnt].order);
 		}
 		cnt++;
 		cur = q.vma_end;
@@ -190,13 +212,10 @@ static bool parse_maps_line(char *line, unsigned long *s, unsigned long *e, char
 static char *maps_text;
 static size_t maps_cap;
 
-static int read_maps(size_t *len)
+static int read_fd(int fd, size_t *len)
 {
-	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
-	if (fd < 0)
-		return -EIO;
 	for (;;) {
 		ssize_t r;
 
@@ -204,32 +223,98 @@ static int read_maps(size_t *len)
 			size_t nc = maps_cap ? maps_cap * 2 : 65536;
 			char *nb = uhmm__realloc(maps_text, nc);
 
-			if (!nb) {
-				close(fd);
+			if (!nb)
 				return -ENOMEM;
-			}
 			maps_text = nb;
 			maps_cap = nc;
 		}
 		r = read(fd, maps_text + n, maps_cap - n - 1);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0) {
-			close(fd);
+		if (r < 0)
 			return -EIO;
-		}
 		if (r == 0)
 			break;
 		n += (size_t)r;
 	}
-	close(fd);
 	maps_text[n] = 0;
 	*len = n;
 	return 0;
 }
 
+static int read_maps(size_t *len)
+{
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return -EIO;
+	ret = read_fd(fd, len);
+	close(fd);
+	return ret;
+}
+
+/*
+ * The huge page order of the hugetlbfs mappings classify() could not size
+ * (MAP_HUGETLB memory: "/anon_hugepage (deleted)" names no file), from the
+ * KernelPageSize line of each one in /proc/self/smaps, read into the same
+ * buffer as maps (its text is parsed already).  Only without PROCMAP_QUERY
+ * and only when such a mapping exists: smaps walks every page table.
+ */
+#define VMA_MAYBE_HUGETLB	(1u << 31)	/* reload_cache() to smaps_orders() */
+
+static int smaps_orders(void)
+{
+	size_t len, ci = 0;
+	uintptr_t cur = 0;
+	unsigned int o;
+	char *line, *next;
+	int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return -EIO;
+	ret = read_fd(fd, &len);
+	close(fd);
+	if (ret)
+		return ret;
+	for (line = maps_text; line < maps_text + len; line = next) {
+		char *nl = strchr(line, '\n'), *q;
+		unsigned long s, e;
+
+		next = nl ? nl + 1 : maps_text + len;
+		if (nl)
+			*nl = 0;
+		s = strtoul(line, &q, 16);
+		if (q != line && *q == '-') {
+			e = strtoul(q + 1, &q, 16);
+			if (*q == ' ' && e > s) {
+				cur = s;
+				continue;
+			}
+		}
+		if (strncmp(line, "KernelPageSize:", 15))
+			continue;
+		while (ci < cache_n && cache[ci].start < cur)
+			ci++;
+		if (ci >= cache_n || cache[ci].start != cur)
+			continue;
+		o = size_order(strtoull(line + 15, NULL, 10) * 1024);
+		if ((cache[ci].flags & UHMM_VMA_HUGETLB) && !cache[ci].order)
+			cache[ci].order = o;
+		else if ((cache[ci].flags & VMA_MAYBE_HUGETLB) && o) {
+			cache[ci].flags |= UHMM_VMA_HUGETLB;
+			cache[ci].order = o;
+		}
+	}
+	for (size_t i = 0; i < cache_n; i++)
+		cache[i].flags &= ~VMA_MAYBE_HUGETLB;
+	return 0;
+}
+
 static int reload_cache(void)
 {
+	bool need_smaps = false;
 	size_t len, n = 0;
 	char *line, *next;
 	int ret = read_maps(&len);
@@ -267,10 +352,28 @@ static int reload_cache(void)
 		}
 		cache[n].start = s;
 		cache[n].end = e;
-		cache[n].flags = classify(fl, ino != 0, maj, name, false);
+		cache[n].flags = classify(fl, ino != 0, maj, name, 0, &cache[n].order);
+		if ((cache[n].flags & UHMM_VMA_HUGETLB) && !cache[n].order)
+			need_smaps = true;
+		/*
+		 * A file of an internal mount with no path to statfs (a memfd,
+		 * a deleted file), both ends 2 MiB aligned: maybe hugetlbfs
+		 * (memfd_create(MFD_HUGETLB)); smaps says.
+		 */
+		if ((cache[n].flags & UHMM_VMA_FILE) && !(cache[n].flags & UHMM_VMA_HUGETLB) &&
+		    maj == 0 && (!strncmp(name, "/memfd:", 7) || strstr(name, " (deleted)")) &&
+		    !(s & ((2ul << 20) - 1)) && !(e & ((2ul << 20) - 1))) {
+			cache[n].flags |= VMA_MAYBE_HUGETLB;
+			need_smaps = true;
+		}
 		n++;
 	}
 	cache_n = n;
+	if (need_smaps && smaps_orders()) {
+		/* No sizes: hugetlbfs mappings report order 0, maybe-ones are files. */
+		for (size_t i = 0; i < cache_n; i++)
+			cache[i].flags &= ~VMA_MAYBE_HUGETLB;
+	}
 	return 0;
 }
 

@@ -71,7 +71,10 @@ struct uhmm_range {
  * an order of 9 (x86-64, 4 KiB pages) when mapped by a 2 MiB huge page; a
  * page of the caller's device-private memory gives VALID|DEVICE_PRIVATE and
  * its device page id; anything not present gives 0; no mapping, no read
- * access, hugetlbfs and VM_IO/PFNMAP-style mappings give ERROR.
+ * access and VM_IO/PFNMAP-style mappings give ERROR.  hugetlbfs memory is
+ * mirrored as the kernel mirrors it: every word of a hugetlbfs mapping,
+ * present or not, carries the huge page's order (9 for 2 MiB, 18 for 1 GiB
+ * pages on x86-64; read it with uhmm_pfn_to_map_order() on VALID words).
  * Pages with REQ_FAULT are made present as a CPU access would (REQ_WRITE:
  * as a CPU write, allocating or breaking copy-on-write); a page in another
  * owner's device memory is brought back to system memory first, from the
@@ -88,8 +91,8 @@ struct uhmm_range {
  *
  * Return: 0; -EBUSY if an invalidation of @range->notifier ran since
  * @range->notifier_seq (call uhmm_interval_read_begin() and retry); -EFAULT
- * if a faulting request hits no mapping, no access, hugetlbfs or an
- * IO/PFNMAP mapping; -EPERM if a write request hits a read-only mapping;
+ * if a faulting request hits no mapping, no access or an IO/PFNMAP
+ * mapping, or a hugetlbfs page cannot be allocated; -EPERM if a write request hits a read-only mapping;
  * -EINVAL for a NULL argument, a notifier that is not inserted (never, or
  * no longer: removed or released by teardown), an unaligned or empty range,
  * or a range not inside the notifier; -ENOMEM (also when a device page could
