@@ -17,6 +17,21 @@
 
 static void fa_reset(unsigned int id, bool adaptive);
 
+/*
+ * mm->pools[] is written under pool_lock with release stores and read
+ * anywhere (the fault path, eviction, stats) with acquire loads: every
+ * access goes through these two, never a plain read.
+ */
+static inline struct uhmm_devmem *pool_at(struct uhmm_mm *mm, unsigned int id)
+{
+	return __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
+}
+
+static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_devmem *pgmap)
+{
+	pool_set(mm, id, pgmap);
+}
+
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
 	struct uhmm_page *pages;
@@ -50,7 +65,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 				 pgmap->nr_pages);
 
 	pthread_mutex_lock(&mm->pool_lock);
-	for (id = 1; id < UHMM_MAX_POOLS && mm->pools[id]; id++)
+	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
 		;
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
@@ -69,7 +84,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	pgmap->id = id;
 	pgmap->mm = mm;
 	atomic_store(&pgmap->nr_resident, 0);
-	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
+	pool_set(mm, id, pgmap);
 	pthread_mutex_unlock(&mm->pool_lock);
 	if (!internal)
 		atomic_fetch_add(&mm->users, 1);	/* the pool holds a reference */
@@ -84,7 +99,7 @@ int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 {
 	pthread_mutex_lock(&mm->pool_lock);
-	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
+	pool_set(mm, pgmap->id, NULL);
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__free(pgmap->pages);
 	pgmap->pages = NULL;
@@ -98,7 +113,7 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	int ret;
 
 	if (!pgmap || !pgmap->pages || pgmap->mm != &uhmm__the_mm ||
-	    uhmm__the_mm.pools[pgmap->id] != pgmap)
+	    pool_at(&uhmm__the_mm, pgmap->id) != pgmap)
 		return uhmm__err(EINVAL, "devmem remove: pool not added");
 	if (uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
@@ -127,9 +142,12 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 {
 	uhmm__exclusive_teardown(mm);
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
-		if (mm->pools[id])
-			uhmm__pool_detach(mm, mm->pools[id]);
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
+
+		if (pgmap)
+			uhmm__pool_detach(mm, pgmap);
+	}
 }
 
 struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index)
@@ -154,7 +172,7 @@ struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 	idx = pfn & (MAX_POOL_PAGES - 1);
 	if (id == 0 || id >= UHMM_MAX_POOLS)
 		return NULL;
-	pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
+	pgmap = pool_at(mm, id);
 	if (!pgmap || idx >= pgmap->nr_pages)
 		return NULL;
 	return &pgmap->pages[idx];
@@ -507,9 +525,12 @@ static long resident_pages(struct uhmm_mm *mm, struct uhmm_devmem *only)
 {
 	long n = 0;
 
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
-		if (mm->pools[id] && (!only || mm->pools[id] == only))
-			n += atomic_load(&mm->pools[id]->nr_resident);
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
+
+		if (pgmap && (!only || pgmap == only))
+			n += atomic_load(&pgmap->nr_resident);
+	}
 	return n;
 }
 
@@ -523,7 +544,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 	int err = 0;
 
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
-		struct uhmm_devmem *pgmap = mm->pools[id];
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
 
 		if (!pgmap || (only && pgmap != only))
 			continue;

@@ -340,7 +340,8 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 	s.notifiers = (uint64_t)atomic_load(&mm->nr_notifiers);
 	pthread_mutex_lock(&mm->pool_lock);
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
-		struct uhmm_devmem *pgmap = mm->pools[id];
+		/* pools[] is only ever accessed atomically (src/devmem.c). */
+		struct uhmm_devmem *pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
 
 		if (!pgmap)
 			continue;
