@@ -29,7 +29,7 @@ static inline struct uhmm_devmem *pool_at(struct uhmm_mm *mm, unsigned int id)
 
 static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_devmem *pgmap)
 {
-	pool_set(mm, id, pgmap);
+	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
 }
 
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
