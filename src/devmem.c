@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
@@ -93,7 +94,13 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 
 int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 {
-	return uhmm__devmem_add(mm, pgmap, false);
+	int ret;
+
+	/* ownmem's and pool_lock: no handler may run while they are held (sigblock.h). */
+	uhmm__sig_enter();
+	ret = uhmm__devmem_add(mm, pgmap, false);
+	uhmm__sig_leave();
+	return ret;
 }
 
 void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
@@ -119,6 +126,11 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
 	mm = pgmap->mm;
 	/*
+	 * The eviction below runs migrate_to_ram with a device page locked and
+	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
+	 */
+	uhmm__sig_enter();
+	/*
 	 * As fork does: no CPU fault may still be using a page of the pool
 	 * (the fault path holds migrate_lock for reading until its last put).
 	 */
@@ -131,11 +143,13 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	pthread_rwlock_unlock(&mm->migrate_lock);
 	if (!ret)
 		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
+	if (!ret)
+		uhmm_mm_put(mm);
+	uhmm__sig_leave();
 	if (ret)
 		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
 				 "home; the pool stays added",
 				 atomic_load(&pgmap->nr_resident));
-	uhmm_mm_put(mm);
 	return 0;
 }
 
