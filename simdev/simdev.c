@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -138,6 +139,52 @@ struct uhmm_simdev {
 	size_t clock_hand;		/* eviction: next device page to consider */
 	pthread_mutex_t evict_lock;
 };
+
+/* ---- signals ------------------------------------------------------------------------ */
+
+/*
+ * A kernel driver holds its locks in kernel context, where no signal
+ * handler runs.  simdev runs on the caller's thread: a handler that touches
+ * device memory while this thread holds dev->lock (a copy, a page-table
+ * update, an eviction) faults into uhmm's worker, whose migrate_to_ram
+ * needs dev->lock: both wait forever.  So every public entry that takes a
+ * lock or calls uhmm keeps asynchronous signals blocked (the synchronous
+ * ones, which the kernel would turn into a kill if blocked, stay open), and
+ * compute threads inherit that mask from the launching thread for their
+ * whole life: a kernel function must not wait for a signal.  Regions nest;
+ * the outermost one restores the caller's mask.  The thread-local state is
+ * initial-exec: reading it never touches the thread's DTV, which glibc
+ * keeps in the heap, which the program may migrate.
+ */
+static sigset_t sd_async_set;
+static __thread __attribute__((tls_model("initial-exec"))) unsigned int sd_sig_depth;
+static __thread __attribute__((tls_model("initial-exec"))) sigset_t sd_sig_saved;
+
+__attribute__((constructor)) static void sd_sig_init(void)
+{
+	static const int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+
+	sigfillset(&sd_async_set);
+	for (size_t i = 0; i < sizeof(sync_sigs) / sizeof(sync_sigs[0]); i++)
+		sigdelset(&sd_async_set, sync_sigs[i]);
+}
+
+static void sd_sig_enter(void)
+{
+	if (sd_sig_depth++ == 0)
+		pthread_sigmask(SIG_BLOCK, &sd_async_set, &sd_sig_saved);
+}
+
+static void sd_sig_leave(int *unused)
+{
+	(void)unused;
+	if (sd_sig_depth && --sd_sig_depth == 0)
+		pthread_sigmask(SIG_SETMASK, &sd_sig_saved, NULL);
+}
+
+/* For the rest of the enclosing block (left on every return). */
+#define SD_NO_SIGNALS \
+	int sd_sig_region_ __attribute__((cleanup(sd_sig_leave), unused)) = (sd_sig_enter(), 0)
 
 /* ---- simdev's own memory ---------------------------------------------------------- */
 
@@ -653,6 +700,7 @@ static int check_range(struct uhmm_simdev *d, const void *addr, size_t npages)
 int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, void *out,
 		     struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
@@ -665,6 +713,7 @@ int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, voi
 int uhmm_simdev_write(struct uhmm_simdev *d, void *addr, size_t npages, const void *in,
 		      struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
@@ -925,6 +974,7 @@ static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg
 int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	struct to_dev td = { .alloc_failed = false };
 	uint64_t resident = 0;
@@ -950,6 +1000,7 @@ int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	uint64_t moved = 0;
 	int ret = check_range(d, addr, npages);
@@ -1025,6 +1076,7 @@ static uint8_t pfn_to_prot(struct uhmm_simdev *d, uint64_t pfn)
 int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages, uint8_t *prot,
 			 struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t start = (uintptr_t)addr, end;
 	size_t max;
 	uint64_t *pfns;
@@ -1062,6 +1114,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 			  struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	struct chunk *c0, *c;
 	void **held;
@@ -1125,6 +1178,7 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 
 int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	int ret = check_range(d, addr, npages);
 
@@ -1145,6 +1199,7 @@ int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages
 
 int uhmm_simdev_release(struct uhmm_simdev *d)
 {
+	SD_NO_SIGNALS;
 	size_t n = d ? d->pgmap.nr_pages : 0;
 	uint64_t *src, *dst;
 	uint64_t first;
@@ -1234,6 +1289,7 @@ int uhmm_simdev_get_counters(struct uhmm_simdev *d, struct uhmm_simdev_counters 
 
 int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
 {
+	SD_NO_SIGNALS;
 	if (!d || (flags & ~UHMM_SIMDEV_FAIL_ALLOC))
 		return uhmm_set_error(EINVAL, "simdev set flags: %s", !d ? "NULL device" :
 				      "unknown flags");
@@ -1536,6 +1592,7 @@ static void *worker(void *arg)
 int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel fn, void *arg,
 		       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	unsigned int nt;
 	struct uhmm_simdev_thread *ts;
 	struct launch *ls;
@@ -1615,6 +1672,7 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 
 int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev **out)
 {
+	SD_NO_SIGNALS;
 	struct uhmm_simdev *d;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int ret;
@@ -1699,6 +1757,7 @@ err_free:
 
 void uhmm_simdev_destroy(struct uhmm_simdev *d)
 {
+	SD_NO_SIGNALS;
 	if (!d)
 		return;
 	uhmm_simdev_release(d);		/* bulk eviction first */
