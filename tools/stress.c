@@ -2182,6 +2182,22 @@ static void op_heap(struct octx *c)
 			t->st.le[c->op][LE_SKIP]++;
 			return;
 		}
+		if (target == 1) {
+			/*
+			 * A thread arena is a 64 MiB-aligned heap of glibc's; the
+			 * kernel merges it with an adjacent anonymous mapping (a
+			 * thread's signal pages, reuse_addr's mapping), so the
+			 * mapping found may be more than the arena: stay inside
+			 * the arena's 64 MiB, or this would migrate another
+			 * operation's memory that it says nothing else touches.
+			 */
+			const uintptr_t hmax = (uintptr_t)64 << 20, lo = m.addr & ~(hmax - 1);
+
+			if (m.s < lo)
+				m.s = lo;
+			if (m.e > lo + hmax)
+				m.e = lo + hmax;
+		}
 		a = (m.addr & ~(uintptr_t)(G.ps - 1)) - (uintptr_t)((pos >> 8) % n) * G.ps;
 		if (a < m.s)
 			a = m.s;
