@@ -2197,6 +2197,21 @@ static void op_heap(struct octx *c)
 				m.s = lo;
 			if (m.e > lo + hmax)
 				m.e = lo + hmax;
+} else {
+			/*
+			 * A canary is a block in a mapping of its own (glibc's
+			 * mmap'd chunk, a sanitizer's region), which the kernel
+			 * merges with an adjacent anonymous mapping: stay on the
+			 * canary's own pages.
+			 */
+			const uintptr_t lo = m.addr & ~(uintptr_t)(G.ps - 1);
+			const uintptr_t hi = (m.addr + G.canary_len + G.ps - 1) &
+					     ~(uintptr_t)(G.ps - 1);
+
+			if (m.s < lo)
+				m.s = lo;
+			if (m.e > hi)
+				m.e = hi;
 		}
 		a = (m.addr & ~(uintptr_t)(G.ps - 1)) - (uintptr_t)((pos >> 8) % n) * G.ps;
 		if (a < m.s)
