@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -139,6 +140,169 @@ struct uhmm_simdev {
 	pthread_mutex_t evict_lock;
 };
 
+/* ---- signals ------------------------------------------------------------------------ */
+
+/*
+ * A kernel driver holds its locks in kernel context, where no signal
+ * handler runs.  simdev runs on the caller's thread: a handler that touches
+ * device memory while this thread holds dev->lock (a copy, a page-table
+ * update, an eviction) faults into uhmm's worker, whose migrate_to_ram
+ * needs dev->lock: both wait forever.  So every public entry that takes a
+ * lock or calls uhmm keeps asynchronous signals blocked (the synchronous
+ * ones, which the kernel would turn into a kill if blocked, stay open), and
+ * compute threads inherit that mask from the launching thread for their
+ * whole life: a kernel function must not wait for a signal.  Regions nest;
+ * the outermost one restores the caller's mask.  The thread-local state is
+ * initial-exec: reading it never touches the thread's DTV, which glibc
+ * keeps in the heap, which the program may migrate.
+ */
+static sigset_t sd_async_set;
+static __thread __attribute__((tls_model("initial-exec"))) unsigned int sd_sig_depth;
+static __thread __attribute__((tls_model("initial-exec"))) sigset_t sd_sig_saved;
+
+__attribute__((constructor)) static void sd_sig_init(void)
+{
+	static const int sync_sigs[] = { SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS };
+
+	sigfillset(&sd_async_set);
+	for (size_t i = 0; i < sizeof(sync_sigs) / sizeof(sync_sigs[0]); i++)
+		sigdelset(&sd_async_set, sync_sigs[i]);
+}
+
+static void sd_sig_enter(void)
+{
+	if (sd_sig_depth++ == 0)
+		pthread_sigmask(SIG_BLOCK, &sd_async_set, &sd_sig_saved);
+}
+
+static void sd_sig_leave(int *unused)
+{
+	(void)unused;
+	if (sd_sig_depth && --sd_sig_depth == 0)
+		pthread_sigmask(SIG_SETMASK, &sd_sig_saved, NULL);
+}
+
+/* For the rest of the enclosing block (left on every return). */
+#define SD_NO_SIGNALS \
+	int sd_sig_region_ __attribute__((cleanup(sd_sig_leave), unused)) = (sd_sig_enter(), 0)
+
+/* ---- simdev's own memory ---------------------------------------------------------- */
+
+/*
+ * Everything simdev's callbacks and compute threads touch (the device
+ * structure, its locks, the page-table nodes, the notifier chunks, the
+ * free list, the compute threads' state, the temporary pfn arrays) lives in
+ * memory simdev maps itself, never in the application's heap: a kernel
+ * driver's memory is kernel memory, which no migration ever takes, while
+ * the application may migrate any of its heap, and a migration running on
+ * one thread freezes the pages until its finalize.  With the device
+ * structure in a frozen [heap] chunk, the migrating thread's own callbacks
+ * would wait for themselves, and another thread would wait for the
+ * migration while holding dev->lock (docs/CONCURRENCY.md, "Frozen pages").
+ *
+ * Objects up to SD_SMALL bytes come from power-of-two size classes carved
+ * from 64 KiB slabs (never returned: simdev's small objects are few); larger
+ * ones are mappings of their own.  The caller gives the size back at free.
+ * All of it is zeroed on allocation.  sd_lock is a leaf lock in .bss.
+ */
+#define SD_MIN_SHIFT	4
+#define SD_CLASSES	8		/* 16 .. 2048 bytes */
+#define SD_SMALL	((size_t)1 << (SD_MIN_SHIFT + SD_CLASSES - 1))
+#define SD_SLAB		((size_t)64 << 10)
+
+struct sd_free {
+	struct sd_free *next;
+};
+
+static pthread_mutex_t sd_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sd_free *sd_free_list[SD_CLASSES];
+static char *sd_cur;
+static size_t sd_left;
+
+static unsigned int sd_class(size_t size)
+{
+	unsigned int c = 0;
+
+	while (((size_t)1 << (SD_MIN_SHIFT + c)) < size)
+		c++;
+	return c;
+}
+
+static size_t sd_big_len(size_t size)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (size + ps - 1) & ~(ps - 1);
+}
+
+static void *sd_alloc(size_t size)
+{
+	void *p;
+
+	if (size == 0)
+		size = 1;
+	if (size > SD_SMALL) {
+		p = mmap(NULL, sd_big_len(size), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		return p == MAP_FAILED ? NULL : p;
+	}
+	unsigned int c = sd_class(size);
+	size_t len = (size_t)1 << (SD_MIN_SHIFT + c);
+
+	pthread_mutex_lock(&sd_lock);
+	if (sd_free_list[c]) {
+		p = sd_free_list[c];
+		sd_free_list[c] = sd_free_list[c]->next;
+	} else {
+		/* Each object aligned to its size (a slab is page-aligned). */
+		size_t pad = (size_t)(-(uintptr_t)sd_cur & (len - 1));
+
+		if (!sd_cur || sd_left < pad + len) {
+			void *slab = mmap(NULL, SD_SLAB, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+			if (slab == MAP_FAILED) {
+				pthread_mutex_unlock(&sd_lock);
+				return NULL;
+			}
+			sd_cur = slab;		/* the rest of the old slab is not used */
+			sd_left = SD_SLAB;
+			pad = 0;
+		}
+		p = sd_cur + pad;
+		sd_cur += pad + len;
+		sd_left -= pad + len;
+	}
+	pthread_mutex_unlock(&sd_lock);
+	memset(p, 0, len);
+	return p;
+}
+
+static void *sd_calloc(size_t n, size_t size)
+{
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	return sd_alloc(n * size);
+}
+
+static void sd_free(void *p, size_t size)
+{
+	if (!p)
+		return;
+	if (size == 0)
+		size = 1;
+	if (size > SD_SMALL) {
+		munmap(p, sd_big_len(size));
+		return;
+	}
+	unsigned int c = sd_class(size);
+
+	pthread_mutex_lock(&sd_lock);
+	((struct sd_free *)p)->next = sd_free_list[c];
+	sd_free_list[c] = p;
+	pthread_mutex_unlock(&sd_lock);
+}
+
 /* ---- device page table ------------------------------------------------------ */
 
 static uint64_t *spt_slot(struct uhmm_simdev *d, uint64_t vpn, bool alloc)
@@ -151,7 +315,7 @@ static uint64_t *spt_slot(struct uhmm_simdev *d, uint64_t vpn, bool alloc)
 		if (!*node) {
 			if (!alloc)
 				return NULL;
-			*node = calloc(LVL_SIZE, sizeof(void *));
+			*node = sd_calloc(LVL_SIZE, sizeof(void *));
 			if (!*node)
 				return NULL;
 		}
@@ -203,7 +367,7 @@ static void spt_free_rec(void *node, int level)
 	if (level > 0)
 		for (unsigned int i = 0; i < LVL_SIZE; i++)
 			spt_free_rec(((void **)node)[i], level - 1);
-	free(node);
+	sd_free(node, LVL_SIZE * sizeof(void *));
 }
 
 static char *entry_ptr(uint64_t e)
@@ -319,14 +483,14 @@ static struct chunk *get_chunk(struct uhmm_simdev *d, uintptr_t addr)
 			break;
 		}
 	if (!c && d->nchunks < MAX_CHUNKS) {
-		c = calloc(1, sizeof(*c));
+		c = sd_calloc(1, sizeof(*c));
 		if (c) {
 			c->dev = d;
 			c->base = base;
 			if (uhmm_interval_notifier_insert(&c->mni, d->mm, base,
 							  (size_t)1 << CHUNK_SHIFT,
 							  &simdev_mni_ops)) {
-				free(c);
+				sd_free(c, sizeof(*c));
 				c = NULL;
 			} else {
 				d->chunks[d->nchunks++] = c;
@@ -417,7 +581,7 @@ static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t 
 
 	if (!c)
 		return -ENOMEM;
-	pfns = n <= BATCH_PAGES ? stack : malloc(n * sizeof(*pfns));
+	pfns = n <= BATCH_PAGES ? stack : sd_calloc(n, sizeof(*pfns));
 	if (!pfns)
 		return -ENOMEM;
 	r.notifier = &c->mni;
@@ -442,7 +606,7 @@ static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t 
 		break;
 	}
 	if (pfns != stack)
-		free(pfns);
+		sd_free(pfns, n * sizeof(*pfns));
 	return ret;
 }
 
@@ -536,6 +700,7 @@ static int check_range(struct uhmm_simdev *d, const void *addr, size_t npages)
 int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, void *out,
 		     struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
@@ -548,6 +713,7 @@ int uhmm_simdev_read(struct uhmm_simdev *d, const void *addr, size_t npages, voi
 int uhmm_simdev_write(struct uhmm_simdev *d, void *addr, size_t npages, const void *in,
 		      struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	int ret = check_range(d, addr, npages);
 
 	if (ret)
@@ -808,6 +974,7 @@ static long to_sys_cb(struct uhmm_simdev *d, uintptr_t s, uintptr_t e, void *arg
 int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	struct to_dev td = { .alloc_failed = false };
 	uint64_t resident = 0;
@@ -833,6 +1000,7 @@ int uhmm_simdev_migrate_to_dev(struct uhmm_simdev *d, void *addr, size_t npages,
 int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
 			       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	uint64_t moved = 0;
 	int ret = check_range(d, addr, npages);
@@ -908,6 +1076,7 @@ static uint8_t pfn_to_prot(struct uhmm_simdev *d, uint64_t pfn)
 int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages, uint8_t *prot,
 			 struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t start = (uintptr_t)addr, end;
 	size_t max;
 	uint64_t *pfns;
@@ -919,7 +1088,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 		return uhmm_set_error(EINVAL, "simdev snapshot: NULL output array");
 	end = start + npages * d->ps;
 	max = (size_t)1 << (CHUNK_SHIFT - d->shift);	/* one chunk at a time */
-	pfns = malloc((npages < max ? npages : max) * sizeof(*pfns));
+	pfns = sd_calloc(npages < max ? npages : max, sizeof(*pfns));
 	if (!pfns)
 		return uhmm_set_error(ENOMEM, "simdev snapshot: out of memory");
 	for (uintptr_t a = start; a < end && !ret;) {
@@ -932,7 +1101,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 			prot[off + i] = pfn_to_prot(d, pfns[i]);
 		a = e;
 	}
-	free(pfns);
+	sd_free(pfns, (npages < max ? npages : max) * sizeof(*pfns));
 	if (st) {
 		st->cpages = ret ? 0 : npages;
 		st->faults = 0;
@@ -945,6 +1114,7 @@ int uhmm_simdev_snapshot(struct uhmm_simdev *d, const void *addr, size_t npages,
 int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 			  struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	struct chunk *c0, *c;
 	void **held;
@@ -956,17 +1126,17 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 	c0 = get_chunk(d, s);
 	if (!c0)
 		return -ENOMEM;
-	held = calloc(npages, sizeof(*held));
+	held = sd_calloc(npages, sizeof(*held));
 	if (!held)
 		return -ENOMEM;
 	got = uhmm_make_exclusive(d->mm, s, npages, &d->owner, held);
 	if (got < 0) {
-		free(held);
+		sd_free(held, npages * sizeof(*held));
 		return (int)got;
 	}
 	c = get_chunk(d, s + (npages - 1) * d->ps);	/* a range may end in the next chunk */
 	if (!c) {
-		free(held);
+		sd_free(held, npages * sizeof(*held));
 		return -ENOMEM;
 	}
 	for (;;) {
@@ -994,7 +1164,7 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 		pthread_mutex_unlock(&d->lock);
 		break;
 	}
-	free(held);
+	sd_free(held, npages * sizeof(*held));
 	if (st) {
 		st->cpages = (uint64_t)got;
 		st->faults = 0;
@@ -1008,6 +1178,7 @@ int uhmm_simdev_exclusive(struct uhmm_simdev *d, void *addr, size_t npages,
 
 int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages)
 {
+	SD_NO_SIGNALS;
 	uintptr_t s = (uintptr_t)addr;
 	int ret = check_range(d, addr, npages);
 
@@ -1028,6 +1199,7 @@ int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages
 
 int uhmm_simdev_release(struct uhmm_simdev *d)
 {
+	SD_NO_SIGNALS;
 	size_t n = d ? d->pgmap.nr_pages : 0;
 	uint64_t *src, *dst;
 	uint64_t first;
@@ -1117,6 +1289,7 @@ int uhmm_simdev_get_counters(struct uhmm_simdev *d, struct uhmm_simdev_counters 
 
 int uhmm_simdev_set_flags(struct uhmm_simdev *d, unsigned int flags)
 {
+	SD_NO_SIGNALS;
 	if (!d || (flags & ~UHMM_SIMDEV_FAIL_ALLOC))
 		return uhmm_set_error(EINVAL, "simdev set flags: %s", !d ? "NULL device" :
 				      "unknown flags");
@@ -1419,6 +1592,7 @@ static void *worker(void *arg)
 int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel fn, void *arg,
 		       struct uhmm_simdev_stats *st)
 {
+	SD_NO_SIGNALS;
 	unsigned int nt;
 	struct uhmm_simdev_thread *ts;
 	struct launch *ls;
@@ -1431,21 +1605,21 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	nt = d->cfg.threads;
 	if (nitems < nt)
 		nt = nitems ? (unsigned int)nitems : 1;
-	ts = calloc(nt, sizeof(*ts));
-	ls = calloc(nt, sizeof(*ls));
-	th = calloc(nt, sizeof(*th));
+	ts = sd_calloc(nt, sizeof(*ts));
+	ls = sd_calloc(nt, sizeof(*ls));
+	th = sd_calloc(nt, sizeof(*th));
 	if (!ts || !ls || !th) {
-		free(ts);
-		free(ls);
-		free(th);
+		sd_free(ts, nt * sizeof(*ts));
+		sd_free(ls, nt * sizeof(*ls));
+		sd_free(th, nt * sizeof(*th));
 		return uhmm_set_error(ENOMEM, "simdev launch: out of memory");
 	}
 	pthread_mutex_lock(&d->lock);
 	if (d->workers) {
 		pthread_mutex_unlock(&d->lock);
-		free(ts);
-		free(ls);
-		free(th);
+		sd_free(ts, nt * sizeof(*ts));
+		sd_free(ls, nt * sizeof(*ls));
+		sd_free(th, nt * sizeof(*th));
 		return uhmm_set_error(EBUSY, "simdev launch: another launch is running "
 				      "on this device");	/* one launch at a time */
 	}
@@ -1488,9 +1662,9 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 	while (d->shootdowns)
 		pthread_cond_wait(&d->shootdown_done, &d->lock);
 	pthread_mutex_unlock(&d->lock);
-	free(ts);
-	free(ls);
-	free(th);
+	sd_free(ts, nt * sizeof(*ts));
+	sd_free(ls, nt * sizeof(*ls));
+	sd_free(th, nt * sizeof(*th));
 	return ret;
 }
 
@@ -1498,6 +1672,7 @@ int uhmm_simdev_launch(struct uhmm_simdev *d, size_t nitems, uhmm_simdev_kernel 
 
 int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev **out)
 {
+	SD_NO_SIGNALS;
 	struct uhmm_simdev *d;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int ret;
@@ -1509,7 +1684,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	if (cfg && cfg->capacity_pages >= (UINT64_C(1) << 32))
 		return uhmm_set_error(EINVAL, "simdev create: capacity of %zu pages is too big",
 				      cfg->capacity_pages);
-	d = calloc(1, sizeof(*d));
+	d = sd_calloc(1, sizeof(*d));
 	if (!d)
 		return uhmm_set_error(ENOMEM, "simdev create: out of memory");
 	if (cfg)
@@ -1526,7 +1701,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	    d->cfg.policy > UHMM_SIMDEV_POLICY_MIGRATE) {
 		bool bad_policy = d->cfg.policy > UHMM_SIMDEV_POLICY_MIGRATE;
 
-		free(d);
+		sd_free(d, sizeof(*d));
 		return uhmm_set_error(EINVAL, "simdev create: %s", bad_policy ?
 				      "unknown policy" : "migrate_window is not a power of two");
 	}
@@ -1548,7 +1723,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		uhmm_set_error(ENOMEM, "simdev create: no memory for the device arena");
 		goto err_mm;
 	}
-	d->free_list = malloc(d->cfg.capacity_pages * sizeof(size_t));
+	d->free_list = sd_calloc(d->cfg.capacity_pages, sizeof(size_t));
 	if (!d->free_list) {
 		uhmm_set_error(ENOMEM, "simdev create: no memory for the free list");
 		goto err_arena;
@@ -1568,7 +1743,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	return 0;
 
 err_list:
-	free(d->free_list);
+	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
 err_arena:
 	munmap(d->arena, d->cfg.capacity_pages * d->ps);
 err_mm:
@@ -1576,25 +1751,26 @@ err_mm:
 err_free:
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
-	free(d);
+	sd_free(d, sizeof(*d));
 	return ret;
 }
 
 void uhmm_simdev_destroy(struct uhmm_simdev *d)
 {
+	SD_NO_SIGNALS;
 	if (!d)
 		return;
 	uhmm_simdev_release(d);		/* bulk eviction first */
 	uhmm_devmem_remove(&d->pgmap);	/* anything left comes home too */
 	for (unsigned int i = 0; i < d->nchunks; i++) {
 		uhmm_interval_notifier_remove(&d->chunks[i]->mni);
-		free(d->chunks[i]);
+		sd_free(d->chunks[i], sizeof(*d->chunks[i]));
 	}
 	spt_free_rec(d->spt_root, LEVELS - 1);
 	munmap(d->arena, d->cfg.capacity_pages * d->ps);
-	free(d->free_list);
+	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
 	uhmm_mm_put(d->mm);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
-	free(d);
+	sd_free(d, sizeof(*d));
 }

@@ -11,11 +11,27 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
 static void fa_reset(unsigned int id, bool adaptive);
+
+/*
+ * mm->pools[] is written under pool_lock with release stores and read
+ * anywhere (the fault path, eviction, stats) with acquire loads: every
+ * access goes through these two, never a plain read.
+ */
+static inline struct uhmm_devmem *pool_at(struct uhmm_mm *mm, unsigned int id)
+{
+	return __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
+}
+
+static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_devmem *pgmap)
+{
+	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
+}
 
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
@@ -50,7 +66,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 				 pgmap->nr_pages);
 
 	pthread_mutex_lock(&mm->pool_lock);
-	for (id = 1; id < UHMM_MAX_POOLS && mm->pools[id]; id++)
+	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
 		;
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
@@ -69,7 +85,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	pgmap->id = id;
 	pgmap->mm = mm;
 	atomic_store(&pgmap->nr_resident, 0);
-	__atomic_store_n(&mm->pools[id], pgmap, __ATOMIC_RELEASE);
+	pool_set(mm, id, pgmap);
 	pthread_mutex_unlock(&mm->pool_lock);
 	if (!internal)
 		atomic_fetch_add(&mm->users, 1);	/* the pool holds a reference */
@@ -78,13 +94,19 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 
 int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 {
-	return uhmm__devmem_add(mm, pgmap, false);
+	int ret;
+
+	/* ownmem's and pool_lock: no handler may run while they are held (sigblock.h). */
+	uhmm__sig_enter();
+	ret = uhmm__devmem_add(mm, pgmap, false);
+	uhmm__sig_leave();
+	return ret;
 }
 
 void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 {
 	pthread_mutex_lock(&mm->pool_lock);
-	__atomic_store_n(&mm->pools[pgmap->id], NULL, __ATOMIC_RELEASE);
+	pool_set(mm, pgmap->id, NULL);
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__free(pgmap->pages);
 	pgmap->pages = NULL;
@@ -98,11 +120,16 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	int ret;
 
 	if (!pgmap || !pgmap->pages || pgmap->mm != &uhmm__the_mm ||
-	    uhmm__the_mm.pools[pgmap->id] != pgmap)
+	    pool_at(&uhmm__the_mm, pgmap->id) != pgmap)
 		return uhmm__err(EINVAL, "devmem remove: pool not added");
 	if (uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
 	mm = pgmap->mm;
+	/*
+	 * The eviction below runs migrate_to_ram with a device page locked and
+	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
+	 */
+	uhmm__sig_enter();
 	/*
 	 * As fork does: no CPU fault may still be using a page of the pool
 	 * (the fault path holds migrate_lock for reading until its last put).
@@ -116,20 +143,25 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	pthread_rwlock_unlock(&mm->migrate_lock);
 	if (!ret)
 		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
+	if (!ret)
+		uhmm_mm_put(mm);
+	uhmm__sig_leave();
 	if (ret)
 		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
 				 "home; the pool stays added",
 				 atomic_load(&pgmap->nr_resident));
-	uhmm_mm_put(mm);
 	return 0;
 }
 
 void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 {
 	uhmm__exclusive_teardown(mm);
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
-		if (mm->pools[id])
-			uhmm__pool_detach(mm, mm->pools[id]);
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
+
+		if (pgmap)
+			uhmm__pool_detach(mm, pgmap);
+	}
 }
 
 struct uhmm_page *uhmm_devmem_page(struct uhmm_devmem *pgmap, size_t index)
@@ -154,7 +186,7 @@ struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 	idx = pfn & (MAX_POOL_PAGES - 1);
 	if (id == 0 || id >= UHMM_MAX_POOLS)
 		return NULL;
-	pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
+	pgmap = pool_at(mm, id);
 	if (!pgmap || idx >= pgmap->nr_pages)
 		return NULL;
 	return &pgmap->pages[idx];
@@ -527,9 +559,12 @@ static long resident_pages(struct uhmm_mm *mm, struct uhmm_devmem *only)
 {
 	long n = 0;
 
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++)
-		if (mm->pools[id] && (!only || mm->pools[id] == only))
-			n += atomic_load(&mm->pools[id]->nr_resident);
+	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
+
+		if (pgmap && (!only || pgmap == only))
+			n += atomic_load(&pgmap->nr_resident);
+	}
 	return n;
 }
 
@@ -543,7 +578,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 	int err = 0;
 
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
-		struct uhmm_devmem *pgmap = mm->pools[id];
+		struct uhmm_devmem *pgmap = pool_at(mm, id);
 
 		if (!pgmap || (only && pgmap != only))
 			continue;

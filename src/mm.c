@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 struct uhmm_mm uhmm__the_mm = {
 	.ev_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -161,6 +162,8 @@ int uhmm_mm_get(struct uhmm_mm **mmp)
 		*mmp = mm;
 		return 0;
 	}
+	/* life_lock and the context's creation: no handler meanwhile (sigblock.h). */
+	uhmm__sig_enter();
 	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&mm->state) == UHMM_MM_LIVE) {
@@ -174,6 +177,7 @@ int uhmm_mm_get(struct uhmm_mm **mmp)
 		}
 	}
 	pthread_mutex_unlock(&life_lock);
+	uhmm__sig_leave();
 	if (!ret)
 		*mmp = mm;
 	return ret;
@@ -185,6 +189,8 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 		return;
 	if (atomic_fetch_sub_explicit(&mm->users, 1, memory_order_acq_rel) != 1)
 		return;
+	/* The teardown brings device pages home and calls callbacks (sigblock.h). */
+	uhmm__sig_enter();
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&mm->users) == 0 &&
 	    atomic_load(&mm->state) == UHMM_MM_LIVE) {
@@ -200,6 +206,7 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 		atomic_store(&mm->state, UHMM_MM_DEAD);
 	}
 	pthread_mutex_unlock(&life_lock);
+	uhmm__sig_leave();
 }
 
 /*
@@ -214,6 +221,13 @@ static void atfork_prepare(void)
 	struct uhmm_vma *vmas = NULL;
 	size_t n = 0, cap = 256;
 
+	/*
+	 * From here to atfork_parent / atfork_child the forking thread holds
+	 * migrate_lock, life_lock and nlock, and the eviction runs device
+	 * callbacks: no asynchronous handler may run (sigblock.h).  The child
+	 * inherits the depth and the saved mask, and leaves the same way.
+	 */
+	uhmm__sig_enter();
 	if (mm) {
 		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
 			for (;;) {
@@ -258,6 +272,7 @@ static void atfork_parent(void)
 		fork_held_migrate = false;
 		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
 	}
+	uhmm__sig_leave();
 }
 
 UHMM_HIDDEN void uhmm__vma_atfork_child(void);
@@ -309,6 +324,7 @@ static void atfork_child(void)
 	}
 	atomic_store(&mm->users, 0);
 	atomic_store(&mm->state, UHMM_MM_DEAD);
+	uhmm__sig_leave();	/* entered in atfork_prepare, on the parent's thread */
 }
 
 static void atfork_register(void)
@@ -338,9 +354,11 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 	s.special_entries = (uint64_t)atomic_load(&mm->ptable.nr_entries);
 	s.entry_table_bytes = (uint64_t)atomic_load(&mm->ptable.nr_nodes) * 4096;
 	s.notifiers = (uint64_t)atomic_load(&mm->nr_notifiers);
+	uhmm__sig_enter();	/* pool_lock (sigblock.h) */
 	pthread_mutex_lock(&mm->pool_lock);
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
-		struct uhmm_devmem *pgmap = mm->pools[id];
+		/* pools[] is only ever accessed atomically (src/devmem.c). */
+		struct uhmm_devmem *pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
 
 		if (!pgmap)
 			continue;
@@ -349,6 +367,7 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 		s.page_desc_bytes += pgmap->nr_pages * sizeof(struct uhmm_page);
 	}
 	pthread_mutex_unlock(&mm->pool_lock);
+	uhmm__sig_leave();
 	*out = s;
 	return 0;
 }

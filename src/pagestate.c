@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "sigblock.h"
 
 #define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
 #define SCAN_REGIONS	256u
@@ -740,6 +741,8 @@ out:
 
 int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t *out)
 {
+	int ret;
+
 	if (!mm || !out)
 		return uhmm__err(EINVAL, "uhmm_page_state: NULL argument");
 	if (mm != &uhmm__the_mm)
@@ -750,8 +753,14 @@ int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t
 	if (npages == 0 || npages > (UINTPTR_MAX >> uhmm__page_shift) ||
 	    start + (npages << uhmm__page_shift) <= start)
 		return uhmm__err(EINVAL, "uhmm_page_state: empty or wrapping range");
-	int ret = uhmm__page_state(mm, start, npages, out, NULL, false);
-
+	/*
+	 * vma_lock and pm_lock, which the worker's fault path takes too: a
+	 * handler touching device memory here would wait for this very thread
+	 * (sigblock.h).
+	 */
+	uhmm__sig_enter();
+	ret = uhmm__page_state(mm, start, npages, out, NULL, false);
+	uhmm__sig_leave();
 	for (size_t i = 0; !ret && i < npages; i++)
 		out[i] &= ~UHMM__PS_ORDER_MASK;
 	return ret;
@@ -761,12 +770,16 @@ int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *o
 {
 	struct uhmm_vma v;
 	size_t n = 0;
+	bool bad;
 
 	if (!mm || !out || mm != &uhmm__the_mm)
 		return uhmm__err(EINVAL, "uhmm_find_mapping: NULL argument or not a context");
-	if (uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false) ||
-	    ((n == 0 || v.start > addr) &&
-	     uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true)))
+	uhmm__sig_enter();	/* vma_lock, as uhmm_page_state() */
+	bad = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false) ||
+	      ((n == 0 || v.start > addr) &&
+	       uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true));
+	uhmm__sig_leave();
+	if (bad)
 		return uhmm__err(EIO, "uhmm_find_mapping: cannot read the mappings");
 	if (n == 0)
 		return uhmm__err(ENOENT, "uhmm_find_mapping: no mapping ends after %#lx",

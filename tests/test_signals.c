@@ -275,6 +275,44 @@ static void excl_op(void)
 	CHECK(n >= 0, "make exclusive: %ld", n);
 }
 
+/* ---- uhmm_page_state / uhmm_find_mapping (vma_lock, pm_lock) ------------ */
+
+static void state_setup(void)
+{
+	pbuf_setup();
+	region = map_anon(REGION_PAGES * page_size, PROT_READ | PROT_WRITE);
+	fill_pattern(region, REGION_PAGES, SEED);
+}
+
+static void state_op(void)
+{
+	uint32_t st[REGION_PAGES];
+	struct uhmm_mapping m;
+
+	pbuf_to_device();
+	CHECK_EQ(uhmm_page_state(mm, (uintptr_t)region, REGION_PAGES, st), 0);
+	CHECK_EQ(uhmm_find_mapping(mm, (uintptr_t)region, &m), 0);
+}
+
+static void state_teardown(void)
+{
+	region_teardown();
+	CHECK_EQ(check_pattern(pbuf, 1, SEED), -1);
+	munmap(pbuf, page_size);
+}
+
+/* ---- uhmm_devmem_remove evicting the page the handler reads ------------- */
+
+static void remove_op(void)
+{
+	uintptr_t s = (uintptr_t)region, e = s + REGION_PAGES * page_size;
+	struct tdev *d2 = tdev_create(mm, REGION_PAGES, 1);
+
+	d2->pgmap.ops = &locked_ops;	/* eviction's migrate_to_ram takes drv_lock */
+	tdev_to_dev(d2, s, e, NULL);
+	tdev_destroy(d2);		/* uhmm_devmem_remove brings the pages home */
+}
+
 static const struct scenario scenarios[] = {
 	{ "handler reads the range its thread migrates", migrate_setup, migrate_op,
 	  region_teardown },
@@ -285,6 +323,10 @@ static const struct scenario scenarios[] = {
 	{ "handler reads the page a range fault brings home", range_setup, range_op,
 	  range_teardown },
 	{ "handler reads the range being made exclusive", migrate_setup, excl_op,
+	  region_teardown },
+	{ "handler faults on device memory during uhmm_page_state / uhmm_find_mapping",
+	  state_setup, state_op, state_teardown },
+	{ "handler reads the pages uhmm_devmem_remove evicts", migrate_setup, remove_op,
 	  region_teardown },
 };
 

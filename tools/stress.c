@@ -159,7 +159,14 @@ struct thr {
 	struct tstats st;
 	char *buf;		/* scratch: max region pages */
 	uint8_t *snap[2];
-	uint64_t *vtmp;
+	/*
+	 * What a launched kernel reads besides device memory: in mappings of
+	 * the tool's own, never on the heap (heap_migrate may freeze it, and a
+	 * compute thread waiting on a frozen page keeps its epoch, which the
+	 * migration's eviction waits for; docs/STRESS.md).
+	 */
+	uint64_t *vtmp;		/* new versions (mmap) */
+	uint64_t *kold;		/* a copy of the range's versions for the kernel (mmap) */
 	char vmas[4096];
 	/* reuse_addr: the model of the op's own mapping (id 1000 + idx) */
 	struct region sr;
@@ -1055,7 +1062,7 @@ static void op_excl(struct octx *c)
 }
 
 struct kern {
-	const struct region *r;
+	unsigned int id;	/* the region's id: the kernel reads nothing on the heap */
 	char *base;		/* address of page p0 */
 	size_t p0;
 	const uint64_t *oldv, *newv;
@@ -1084,7 +1091,7 @@ static void kern_fn(struct uhmm_simdev_thread *t, size_t item, void *arg)
 	char *page = k->base + item * G.ps;
 	size_t pg = k->p0 + item;
 	uint64_t ov = k->oldv[item], nv = k->store ? k->newv[item] : 0;
-	unsigned int id = k->r->id;
+	unsigned int id = k->id;
 
 	for (size_t w = 0; w < G.ps / 8; w++) {
 		uint64_t *a = (uint64_t *)page + w;
@@ -1123,7 +1130,7 @@ static void op_launch(struct octx *c)
 {
 	struct region *r = c->r;
 	const bool store = c->op == OP_LAUNCH_RW;
-	struct kern k = { .r = r };
+	struct kern k = { .id = r->id };
 	unsigned int infl;
 	unsigned long st0;
 	int ret;
@@ -1133,7 +1140,8 @@ static void op_launch(struct octx *c)
 	c->dev = (int)(rnd(c->t) & 1);
 	k.base = page_addr(r, c->p0);
 	k.p0 = c->p0;
-	k.oldv = r->ver + c->p0;
+	memcpy(c->t->kold, r->ver + c->p0, c->n * sizeof(*c->t->kold));
+	k.oldv = c->t->kold;
 	k.newv = c->t->vtmp;
 	k.store = store;
 	if (store)
@@ -2086,8 +2094,10 @@ static void op_atomic(struct octx *c)
 			t->st.le[c->op][LE_EBUSY]++;	/* another thread's launch on device 2 */
 			return;
 		}
-		k = calloc(1, sizeof(*k));
-		if (!k)
+		/* Read by the kernel: not on the heap (see struct thr's vtmp). */
+		k = mmap(NULL, sizeof(*k), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+		if (k == MAP_FAILED)
 			fail(c, "out of memory");
 		k->p0 = p0;
 		k->per_word = per_word;
@@ -2108,7 +2118,7 @@ static void op_atomic(struct octx *c)
 			     "an earlier add was lost" : "another page's adds landed here");
 		t->st.pages_checked += n;
 		t->st.bytes_checked += n * G.ps;
-		free(k);
+		munmap(k, sizeof(*k));
 	} else {
 		for (unsigned int i = 0; i < reps; i++)
 			cnt_check(c, p0, n, false, "cpu read of the counters");
@@ -2171,6 +2181,37 @@ static void op_heap(struct octx *c)
 		if (!m.addr || !find_map(&m) || !m.rw_anon) {
 			t->st.le[c->op][LE_SKIP]++;
 			return;
+		}
+		if (target == 1) {
+			/*
+			 * A thread arena is a 64 MiB-aligned heap of glibc's; the
+			 * kernel merges it with an adjacent anonymous mapping (a
+			 * thread's signal pages, reuse_addr's mapping), so the
+			 * mapping found may be more than the arena: stay inside
+			 * the arena's 64 MiB, or this would migrate another
+			 * operation's memory that it says nothing else touches.
+			 */
+			const uintptr_t hmax = (uintptr_t)64 << 20, lo = m.addr & ~(hmax - 1);
+
+			if (m.s < lo)
+				m.s = lo;
+			if (m.e > lo + hmax)
+				m.e = lo + hmax;
+} else {
+			/*
+			 * A canary is a block in a mapping of its own (glibc's
+			 * mmap'd chunk, a sanitizer's region), which the kernel
+			 * merges with an adjacent anonymous mapping: stay on the
+			 * canary's own pages.
+			 */
+			const uintptr_t lo = m.addr & ~(uintptr_t)(G.ps - 1);
+			const uintptr_t hi = (m.addr + G.canary_len + G.ps - 1) &
+					     ~(uintptr_t)(G.ps - 1);
+
+			if (m.s < lo)
+				m.s = lo;
+			if (m.e > hi)
+				m.e = hi;
 		}
 		a = (m.addr & ~(uintptr_t)(G.ps - 1)) - (uintptr_t)((pos >> 8) % n) * G.ps;
 		if (a < m.s)
@@ -3037,7 +3078,12 @@ int uhmm_stress_main(int argc, char **argv)
 		t->buf = malloc((G.max_pages > REUSE_PAGES ? G.max_pages : REUSE_PAGES) * G.ps);
 		t->snap[0] = malloc(G.max_pages);
 		t->snap[1] = malloc(G.max_pages);
-		t->vtmp = malloc(G.max_pages * sizeof(uint64_t));
+		t->vtmp = mmap(NULL, 2 * G.max_pages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (t->vtmp == MAP_FAILED)
+			t->vtmp = NULL;
+		else
+			t->kold = t->vtmp + G.max_pages;
 		if (!t->buf || !t->snap[0] || !t->snap[1] || !t->vtmp ||
 		    pthread_create(&t->th, NULL, thread_main, t)) {
 			printf("uhmm stress: FAIL: cannot start thread %u\n", i);
@@ -3205,7 +3251,7 @@ int uhmm_stress_main(int argc, char **argv)
 		free(ts[i].buf);
 		free(ts[i].snap[0]);
 		free(ts[i].snap[1]);
-		free(ts[i].vtmp);
+		munmap(ts[i].vtmp, 2 * G.max_pages * sizeof(uint64_t));
 	}
 	free(ts);
 	free(fin.buf);
