@@ -1532,10 +1532,23 @@ static void migrate_private_(struct octx *c, int dev, void *a, size_t n, bool ma
 			     const char *what)
 {
 	struct uhmm_simdev_stats st = { 0 };
+	unsigned long dw0 = atomic_load(&G.dw_seq);
+	unsigned int dwa = atomic_load(&G.dw_active);
 	int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
 
 	if (ret == 0 && st.cpages > 0 && st.cpages <= n) {
 		c->t->st.migrated += st.cpages;
+		return;
+	}
+	/*
+	 * A device-wide operation meanwhile (a fork brings every device page
+	 * home, a release empties the device) may have taken the pages back
+	 * before simdev counted them: none is on the device afterwards, which
+	 * simdev reports as -ENOENT (cpages 0).
+	 */
+	if (ret == -ENOENT && st.cpages == 0 &&
+	    (dwa || atomic_load(&G.dw_active) || atomic_load(&G.dw_seq) != dw0)) {
+		c->t->st.le[c->op][LE_ENOENT]++;
 		return;
 	}
 	if ((dev == 1 || maybe_there) && ret == -ENOENT) {
