@@ -263,6 +263,22 @@ static long smaps_anon_huge_kb(uintptr_t addr)
 	return kb;
 }
 
+/* Is @addr in a hugetlbfs mapping of @vmas (sorted, @nv of them)? */
+static bool in_hugetlb(const struct uhmm_vma *vmas, size_t nv, uintptr_t addr)
+{
+	size_t lo = 0, hi = nv;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (vmas[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nv && vmas[lo].start <= addr && (vmas[lo].flags & UHMM_VMA_HUGETLB);
+}
+
 /*
  * Without PAGEMAP_SCAN (root only: frame numbers are needed): the zero page
  * by its frame number; a huge page as a 2 MiB-aligned block whose 512 pages
@@ -273,7 +289,7 @@ static long smaps_anon_huge_kb(uintptr_t addr)
  * not depend on the range asked about.
  */
 static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm,
-			   uint32_t *out)
+			   uint32_t *out, const struct uhmm_vma *vmas, size_t nv)
 {
 	const size_t huge_pages = (2u << 20) >> uhmm__page_shift;
 	const uintptr_t huge = 2u << 20;
@@ -302,6 +318,12 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		uint64_t pfn0;
 		bool ok;
 
+		/*
+		 * A hugetlbfs mapping's order is its own (uhmm__page_state()
+		 * takes it from the mapping): no smaps read per block for it.
+		 */
+		if (in_hugetlb(vmas, nv, b))
+			continue;
 		if (read_pagemap(fd, b, huge_pages, blk))
 			break;
 		pfn0 = blk[0] & PM_PFN_MASK;
@@ -492,7 +514,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				goto out;
 			}
 		} else {
-			pfn_categories(fd, cs, n, pm, o);
+			pfn_categories(fd, cs, n, pm, o, vmas, nv);
 		}
 		for (size_t i = 0; i < n;) {
 			uintptr_t a = cs + (i << ps);
