@@ -43,6 +43,7 @@ _Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page
 /* Record a reason for the calling thread and return -err. */
 UHMM_HIDDEN int uhmm__err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+UHMM_HIDDEN const char *uhmm__err_text(int err);
 UHMM_HIDDEN void uhmm__warn(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 

@@ -35,8 +35,13 @@ static bool log_enabled(void)
 	return enabled;
 }
 
-/* The untranslated description of @err, from static data. */
-static const char *err_text(int err)
+/*
+ * The untranslated description of @err, from libc's static table: unlike
+ * strerror it never translates, allocates or touches libc's locale state,
+ * so it may run under uhmm's locks, on the reader, and while pages are
+ * frozen (docs/CONCURRENCY.md, "Frozen pages").
+ */
+const char *uhmm__err_text(int err)
 {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
 	const char *d = strerrordesc_np(err);
@@ -85,7 +90,7 @@ static int verr(const char *prefix, int err, const char *fmt, va_list ap)
 	n = snprintf(errbuf, sizeof(errbuf), "%s", prefix);
 	vsnprintf(errbuf + n, sizeof(errbuf) - n, fmt, ap);
 	if (log_enabled())
-		put_line("%s (%s)", errbuf, err_text(err));
+		put_line("%s (%s)", errbuf, uhmm__err_text(err));
 	return -err;
 }
 

@@ -31,24 +31,6 @@
 #include "internal.h"
 #include "managed.h"
 
-/*
- * The untranslated description of @err, from libc's static table (as
- * log.c's): unlike strerror it never translates, allocates or touches
- * libc's locale state, so it may run under reg_lock, on the reader, and
- * while pages are frozen (docs/CONCURRENCY.md, "Frozen pages").
- */
-static const char *err_desc(int err)
-{
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-	const char *d = strerrordesc_np(err);
-
-	if (d)
-		return d;
-#endif
-	(void)err;
-	return "error";
-}
-
 #define MSG_BATCH 64
 
 /* ---- changes the wrappers already notified ---------------------------- */
@@ -225,7 +207,7 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 			pthread_mutex_unlock(&mm->reg_lock);
 			if (rerr)	/* after reg_lock: a warning writes to stderr */
 				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
-					   (unsigned long)s, (unsigned long)e, err_desc(rerr));
+					   (unsigned long)s, (unsigned long)e, uhmm__err_text(rerr));
 		}
 		if (n <= UHMM_ARRAY_SIZE(vmas))
 			return;
@@ -723,7 +705,7 @@ static void *reader_main(void *arg)
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			uhmm__warn("reader: poll: %s", err_desc(errno));
+			uhmm__warn("reader: poll: %s", uhmm__err_text(errno));
 			break;
 		}
 		if (pfd[1].revents) {
@@ -921,7 +903,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
 		mm->reader_stack = NULL;
 		return uhmm__err(EAGAIN, "cannot start the service threads: %s",
-				 err_desc(ret));
+				 uhmm__err_text(ret));
 	}
 	probe_create(mm);
 	/* The threads are running and set up before anyone uses the context. */
