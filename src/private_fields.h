@@ -43,7 +43,8 @@ struct uhmm_migrate_state;
 	struct uhmm_mm *mm;				\
 	unsigned int id;				\
 	struct uhmm_page *pages;			\
-	atomic_long nr_resident; /* pages holding process data */
+	atomic_long nr_resident; /* pages holding process data */	\
+	_Atomic uint32_t *folio_meta; /* UHMM_DEVMEM_COMPOUND: devmem.c */
 
 /* struct uhmm_interval_notifier */
 #define UHMM__NOTIFIER_PRIVATE				\
