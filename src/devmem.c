@@ -429,6 +429,7 @@ static int folio_page_init(struct uhmm_page *page)
 	size_t idx = page_idx(page);
 	int z = 0, ret = 0;
 
+	uhmm__sig_enter();	/* folio_lock: no handler may run while it is held */
 	pthread_mutex_lock(&folio_lock);
 	if ((atomic_load(&meta[idx]) & FM_DEFERRED) ||
 	    !atomic_compare_exchange_strong(&page->refcount, &z, 1)) {
@@ -441,6 +442,7 @@ static int folio_page_init(struct uhmm_page *page)
 		atomic_store(&page->addr, 0);
 	}
 	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
 	return ret;
 }
 
@@ -482,11 +484,13 @@ int uhmm_folio_init(struct uhmm_page *page, unsigned int order)
 	if ((head & (FOLIO_NR - 1)) || head + FOLIO_NR > pgmap->nr_pages)
 		return uhmm__err(EINVAL, "uhmm_folio_init: page %zu is not the aligned head "
 				 "of %u pages inside the pool", head, FOLIO_NR);
+	uhmm__sig_enter();
 	pthread_mutex_lock(&folio_lock);
 	for (size_t j = head; j < head + FOLIO_NR; j++)
 		if (atomic_load(&pgmap->pages[j].refcount) != 0 ||
 		    (atomic_load(&meta[j]) & FM_DEFERRED)) {
 			pthread_mutex_unlock(&folio_lock);
+			uhmm__sig_leave();
 			return uhmm__err(EBUSY, "uhmm_folio_init: device page %#llx of the "
 					 "compound page is in use: left unchanged",
 					 (unsigned long long)pgmap->pages[j].pfn);
@@ -499,6 +503,7 @@ int uhmm_folio_init(struct uhmm_page *page, unsigned int order)
 	}
 	atomic_store(&meta[head], UHMM_PMD_ORDER | ((uint32_t)FOLIO_NR << FM_LIVE_SHIFT));
 	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
 	return 0;
 }
 
@@ -516,9 +521,11 @@ static struct uhmm_page *folio_release(struct uhmm_page *page)
 
 	if (!(atomic_load(&meta[idx]) & FM_ORDER))
 		return page;
+	uhmm__sig_enter();	/* folio_lock (sigblock.h) */
 	pthread_mutex_lock(&folio_lock);
 	if (!(atomic_load(&meta[idx]) & FM_ORDER)) {
 		pthread_mutex_unlock(&folio_lock);
+		uhmm__sig_leave();
 		return page;
 	}
 	atomic_fetch_or(&meta[idx], FM_DEFERRED);
@@ -535,6 +542,7 @@ static struct uhmm_page *folio_release(struct uhmm_page *page)
 		ret = &pgmap->pages[head];
 	}
 	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
 	return ret;
 }
 
