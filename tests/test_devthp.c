@@ -27,6 +27,8 @@
 
 #include <uhmm/simdev.h>
 #include <uhmm/inject.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #define HUGE	(2u << 20)
 #define NR	512u
@@ -328,6 +330,104 @@ static void test_failures(void)
 	printf("%s: %ld injected failures (MOVE, COPY, malloc) lost no byte\n", test_name, injected);
 }
 
+/*
+ * Races: one thread migrates a 2 MiB block to the device whole again and
+ * again, one reads and writes words of it from the CPU (each fault brings
+ * a whole 2 MiB device page back, or a split one's window), one migrates
+ * 16 pages of it back (a split).  Every word is checked against what the
+ * writer wrote.
+ */
+struct race {
+	struct uhmm_simdev *d;
+	uint32_t *p;
+	pthread_barrier_t *go;
+	atomic_int stop;
+	int kind;
+	long ops;
+};
+
+static void *race_thread(void *arg)
+{
+	struct race *r = arg;
+	unsigned int seed = (unsigned int)r->kind * 7919u + 1;
+	const size_t words = HUGE / 4;
+
+	pthread_barrier_wait(r->go);
+	while (!atomic_load(&r->stop)) {
+		if (r->kind == 0) {
+			int ret = uhmm_simdev_migrate_to_dev(r->d, r->p, NR, NULL);
+
+			CHECK(ret == 0 || ret == -ENOENT || ret == -ENOMEM,
+			      "race: migrate to dev: %d (%s)", ret, uhmm_last_error());
+		} else if (r->kind == 1) {
+			size_t w = (size_t)rand_r(&seed) % words;
+
+			/* The word's value is its index plus a round count. */
+			CHECK(__atomic_load_n(&r->p[w], __ATOMIC_RELAXED) % words == w,
+			      "race: word %zu is %#x", w, r->p[w]);
+			__atomic_fetch_add(&r->p[w], (uint32_t)words, __ATOMIC_RELAXED);
+		} else {
+			size_t pg = ((size_t)rand_r(&seed) % (NR / 16)) * 16;
+			int ret = uhmm_simdev_migrate_to_sys(r->d, (char *)r->p + pg * page_size,
+							     16, NULL);
+
+			CHECK(ret == 0 || ret == -ENOENT, "race: migrate 16 back: %d", ret);
+		}
+		r->ops++;
+	}
+	return NULL;
+}
+
+static void test_races(void)
+{
+	const char *env = getenv("UHMM_TEST_ROUNDS");
+	int rounds = env ? atoi(env) : 20;
+	struct uhmm_simdev *d = dev_create(2);
+	long ops[3] = { 0 };
+
+	for (int round = 0; round < rounds; round++) {
+		bool thp;
+		uint32_t *p = (uint32_t *)(void *)thp_region(0, &thp);
+		pthread_barrier_t go;
+		struct race r[3];
+		pthread_t t[3];
+
+		for (size_t w = 0; w < HUGE / 4; w++)
+			p[w] = (uint32_t)w;
+		pthread_barrier_init(&go, NULL, 4);
+		for (int k = 0; k < 3; k++) {
+			r[k] = (struct race){ .d = d, .p = p, .go = &go, .kind = k };
+			CHECK_EQ(pthread_create(&t[k], NULL, race_thread, &r[k]), 0);
+		}
+		pthread_barrier_wait(&go);
+		/* Until each thread did some work (no timing: counts). */
+		for (;;) {
+			bool enough = true;
+
+			for (int k = 0; k < 3; k++)
+				enough &= __atomic_load_n(&r[k].ops, __ATOMIC_RELAXED) >= 20;
+			if (enough)
+				break;
+			sched_yield();
+		}
+		for (int k = 0; k < 3; k++)
+			atomic_store(&r[k].stop, 1);
+		for (int k = 0; k < 3; k++) {
+			CHECK_EQ(pthread_join(t[k], NULL), 0);
+			ops[k] += r[k].ops;
+		}
+		for (size_t w = 0; w < HUGE / 4; w++)
+			CHECK(p[w] % (HUGE / 4) == w, "round %d: word %zu is %#x", round, w, p[w]);
+		CHECK_EQ(uhmm_simdev_used_pages(d), 0);
+		pthread_barrier_destroy(&go);
+		munmap(p, HUGE);
+	}
+	uhmm_simdev_destroy(d);
+	printf("%s: races: %d rounds, %ld migrations to the device, %ld CPU accesses, "
+	       "%ld partial migrations back; every word right\n", test_name, rounds, ops[0],
+	       ops[1], ops[2]);
+}
+
 int main(void)
 {
 	struct uhmm_sysinfo si;
@@ -344,6 +444,7 @@ int main(void)
 	test_splits();
 	test_fallback();
 	test_failures();
+	test_races();
 	uhmm_mm_put(mm);
 	printf("test_devthp: PASS (THP %s)\n", variant.thp);
 	return 0;
