@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "sigblock.h"
+#include "staging.h"
 
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)

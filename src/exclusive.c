@@ -21,6 +21,7 @@
 
 #include "internal.h"
 #include "sigblock.h"
+#include "uffd.h"
 
 #define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
 /*

@@ -335,8 +335,6 @@ UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
 				      struct uhmm_selfop *op,
 				      uintptr_t start, uintptr_t end,
 				      unsigned int flags);
-/* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
-UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
 UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
 /* Best-effort write-protect-mode registration of [start, end) for events. */
 UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
@@ -391,18 +389,6 @@ UHMM_HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
 /* Move special entries of [from, from + len) to [to, to + len) (mremap). */
 UHMM_HIDDEN void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from,
 				      uintptr_t to, size_t len);
-/* [start, end) was unmapped: its cut points mean nothing any more. */
-UHMM_HIDDEN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
-/* Did uhmm's registration cut a mapping at @addr? */
-UHMM_HIDDEN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
-/* Unmap the staging cache of recycled system pages (context teardown). */
-UHMM_HIDDEN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
-/* ... and the entries whose pages went to @pool (the pool is being removed). */
-UHMM_HIDDEN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
-						  const struct uhmm_devmem *pool);
-/* Make sure [start, end) is registered for MISSING faults. */
-UHMM_HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
-					  uintptr_t end);
 
 /* ---- pagestate.c ------------------------------------------------------ */
 /*

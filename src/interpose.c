@@ -27,6 +27,7 @@
 #include "internal.h"
 #include "sigblock.h"
 #include "managed.h"
+#include "uffd.h"
 
 atomic_ulong uhmm__as_gen = 1;
 

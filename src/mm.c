@@ -21,6 +21,7 @@
 
 #include "internal.h"
 #include "sigblock.h"
+#include "staging.h"
 
 struct uhmm_mm uhmm__the_mm = {
 	.ev_lock = PTHREAD_MUTEX_INITIALIZER,

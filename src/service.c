@@ -30,6 +30,7 @@
 
 #include "internal.h"
 #include "managed.h"
+#include "uffd.h"
 
 #define MSG_BATCH 64
 
