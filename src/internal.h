@@ -77,14 +77,7 @@ extern unsigned int uhmm__page_shift UHMM_HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
 UHMM_HIDDEN int uhmm__uffd_open(uint64_t *features_out);
 
-/* ---- interpose.c: raw system calls that bypass uhmm's wrappers -------- */
-UHMM_HIDDEN int uhmm__sys_munmap(void *addr, size_t len);
-UHMM_HIDDEN int uhmm__sys_madvise(void *addr, size_t len, int advice);
-UHMM_HIDDEN int uhmm__sys_mprotect(void *addr, size_t len, int prot);
-UHMM_HIDDEN void *uhmm__sys_mmap(void *addr, size_t len, int prot,
-				     int flags, int fd, off_t off);
-/* Bumped whenever the mappings may have changed (vma cache generation). */
-extern atomic_ulong uhmm__as_gen UHMM_HIDDEN;
+#include "sys.h"
 
 /* ---- ptable.c: the sparse table of special page entries --------------- */
 /*
