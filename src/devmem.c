@@ -10,9 +10,20 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
 #include "sigblock.h"
 #include "staging.h"
+#include "uffd.h"
+#include "vma.h"
 
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
@@ -264,7 +275,7 @@ void uhmm_page_get(struct uhmm_page *page)
  * A reference on a page in use (reference count above 0), or false: the
  * page is free.  For a page found through an entry read with nothing held.
  */
-bool uhmm__page_tryget(struct uhmm_page *page)
+static bool page_tryget(struct uhmm_page *page)
 {
 	return page_ref_add(page, 1, NULL) != 0;
 }
@@ -283,7 +294,7 @@ bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
 {
 	uint64_t now;
 
-	if (!uhmm__page_tryget(page))
+	if (!page_tryget(page))
 		return false;
 	if (!uhmm_page_trylock(page)) {
 		uhmm_page_put(page);

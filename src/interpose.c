@@ -24,11 +24,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "sys.h"
-#include "sigblock.h"
+#include "base.h"
+#include "features_priv.h"
+#include "log.h"
 #include "managed.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ptable.h"
+#include "service.h"
+#include "sigblock.h"
+#include "sys.h"
 #include "uffd.h"
+#include "vma.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 

@@ -29,12 +29,24 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "sigblock.h"
-#include "managed.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
 #include "migrate_priv.h"
+#include "migrate_state.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
+#include "service.h"
+#include "sigblock.h"
 #include "staging.h"
+#include "sys.h"
 #include "uffd.h"
+#include "vma.h"
 
 __thread bool uhmm__holds_migrate_lock;
 __thread int uhmm__install_err;

@@ -5,9 +5,17 @@
  * migrate_device_finalize()): a driver evicts its pages by device pfn,
  * whatever address holds them.
  */
-#include "internal.h"
-#include "sigblock.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "log.h"
 #include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ptable.h"
+#include "range_priv.h"
+#include "service.h"
+#include "sigblock.h"
 #include "uffd.h"
 
 /* ---- device-range migration (eviction by device pfn) ------------------------ */

@@ -1,37 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * migrate.c's private side, for the files that work on a migration's state
- * with it: staging.c (the staging mapping and its cache) and
- * migrate_device.c (device-range migration).
+ * migrate.c (migrate_vma): what other files use of it.
  */
 #ifndef UHMM_MIGRATE_PRIV_H
 #define UHMM_MIGRATE_PRIV_H
 
-#include "internal.h"
+#include "base.h"
 
-/* What entry i of a migration holds. */
-enum kind { K_NONE = 0, K_SYS, K_DEV };
-
-struct uhmm_migrate_state {
-	char *staging;		/* page i of the range <-> staging + i pages */
-	void *map;		/* the staging mapping */
-	size_t map_len;
-	bool registered;	/* staging registered with the uffd */
-	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
-	bool locked;		/* took migrate_lock */
-	bool inv_active;	/* the MIGRATE invalidation is open */
-	uint8_t *kind;
-	uint64_t *orig;		/* the entry before the migration claimed it */
-	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
-	struct stage_entry *cache;	/* staging borrowed from the staging cache */
-};
-
-/*
- * Device -> system installs move staged pages into place (UFFDIO_MOVE)
- * unless UHMM_INSTALL=copy (migrate.c).
- */
-extern bool uhmm__install_by_move UHMM_HIDDEN;
-
+/* This thread holds mm->migrate_lock for reading (a migration is open). */
+extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN;
+/* The last hard error installing a page back in system memory (this thread). */
+extern __thread int uhmm__install_err UHMM_HIDDEN;
+/* Internal migrate flag: invalidate with UHMM_NOTIFY_EXCLUSIVE, not MIGRATE. */
+#define UHMM__MIGRATE_EXCLUSIVE (1u << 31)
+/* Wait until no migration holds a page in [start, end). */
+UHMM_HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
+					  uintptr_t end);
 /*
  * Store a migrated entry's final value; a device page whose address was
  * unmapped meanwhile (GONE) is dropped instead.

@@ -9,9 +9,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "migrate_priv.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "migrate_state.h"
+#include "mm_priv.h"
+#include "ownmem.h"
 #include "staging.h"
+#include "sys.h"
 
 /*
  * A staging mapping whose page i sits at the same 2 MiB offset as the

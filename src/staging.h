@@ -5,7 +5,7 @@
 #ifndef UHMM_STAGING_H
 #define UHMM_STAGING_H
 
-#include "internal.h"
+#include "base.h"
 
 /*
  * Map @m's staging (page i at the range's 2 MiB offset), registered for

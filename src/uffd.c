@@ -8,8 +8,13 @@
 #include <errno.h>
 #include <sched.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
 #include "managed.h"
+#include "mm_priv.h"
+#include "pagestate_priv.h"
 #include "uffd.h"
 
 void uhmm__eagain_backoff(struct uhmm_mm *mm)
