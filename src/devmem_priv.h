@@ -10,7 +10,7 @@
 #include "uffd.h"
 
 /* The window the last CPU fault on this thread offered (start/end used). */
-extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN;
+extern __thread struct uhmm__wake_defer uhmm__last_fault_window UHMM_HIDDEN;
 /* The page a device pfn names, or NULL. */
 UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */

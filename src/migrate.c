@@ -254,7 +254,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_selfop op;
+	struct uhmm__selfop op;
 	int ret = 0;
 
 	if (uhmm__is_service_thread)
@@ -274,7 +274,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 		a = m->start + (i << ps);
 		{
 			/* One mremap stays inside one piece of a split mapping. */
-			struct uhmm_vma pv;
+			struct uhmm__vma pv;
 			size_t pn = 0;
 
 			if (!uhmm__vma_find(a, a + uhmm__page_size, &pv, 1, &pn, true) && pn == 1 &&
@@ -312,12 +312,12 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
  * userfaultfd flags, so adjacent pieces with the same kind and protection
  * count as one.  0, or -EINVAL.
  */
-static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bool fresh)
+static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, bool fresh)
 {
 	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
 				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
 				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	size_t n = 0;
 
 	if (uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), &n, fresh) || n == 0 ||
@@ -350,7 +350,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	struct uhmm_mm *mm;
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;

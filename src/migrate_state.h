@@ -10,7 +10,7 @@
 #include "base.h"
 
 /* What entry i of a migration holds. */
-enum kind { K_NONE = 0, K_SYS, K_DEV };
+enum uhmm__entry_kind { K_NONE = 0, K_SYS, K_DEV };
 
 struct uhmm_migrate_state {
 	char *staging;		/* page i of the range <-> staging + i pages */
@@ -23,7 +23,7 @@ struct uhmm_migrate_state {
 	uint8_t *kind;
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
-	struct stage_entry *cache;	/* staging borrowed from the staging cache */
+	struct uhmm__stage_entry *cache;	/* staging borrowed from the staging cache */
 };
 
 /*

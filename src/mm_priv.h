@@ -7,18 +7,18 @@
 #include "itree.h"
 #include "ptable.h"
 
-enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
+enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 
 /* What the service thread skips for events inside a selfop's range. */
 #define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
 #define UHMM_SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
 #define UHMM_SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
 
-struct uhmm_selfop {
+struct uhmm__selfop {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
-	struct uhmm_selfop *next;
+	struct uhmm__selfop *next;
 };
 
 #define UHMM_MAX_POOLS 256
@@ -36,7 +36,7 @@ struct uhmm_mm {
 	int stop_fd;			/* eventfd: tells the service thread to stop */
 	pthread_t service;		/* the worker */
 	pthread_t reader;		/* reads the uffd into msgq */
-	struct uhmm_msgq *msgq;
+	struct uhmm__msgq *msgq;
 	void *reader_stack;
 	bool service_started;
 	/*
@@ -52,15 +52,15 @@ struct uhmm_mm {
 
 	/* Changes uhmm's wrappers already notified (not to notify twice). */
 	pthread_mutex_t selfop_lock;
-	struct uhmm_selfop *selfops;
+	struct uhmm__selfop *selfops;
 
 	/* Interval notifiers (notifier.c). */
 	pthread_mutex_t nlock;
 	pthread_cond_t ncond;
-	struct uhmm_itree tree;
+	struct uhmm__itree tree;
 	unsigned long invalidate_seq;	/* odd while invalidations run */
 	unsigned int active_invalidate;
-	struct uhmm_mni_node *deferred;
+	struct uhmm__mni_node *deferred;
 	atomic_int nr_notifiers;
 
 	/*
@@ -84,7 +84,7 @@ struct uhmm_mm {
 	size_t nsplit, split_cap;
 
 	/* Special entries. */
-	struct uhmm_ptable ptable;
+	struct uhmm__ptable ptable;
 
 	/* Device memory pools by id (devmem.c); pool_lock guards the table. */
 	pthread_mutex_t pool_lock;

@@ -6,10 +6,10 @@
 #include "base.h"
 #include "itree.h"
 
-struct uhmm_mni_node {
-	struct uhmm_itree_node it;
+struct uhmm__mni_node {
+	struct uhmm__itree_node it;
 	struct uhmm_interval_notifier *mni;
-	struct uhmm_mni_node *deferred_next;
+	struct uhmm__mni_node *deferred_next;
 	bool deferred_add;
 	bool free_on_apply;	/* removed from a callback: freed when applied */
 };

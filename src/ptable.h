@@ -31,30 +31,30 @@ static inline uint64_t uhmm__pte_payload(uint64_t e)
 	return e >> UHMM_PTE_PAYLOAD_SHIFT;
 }
 
-struct uhmm_ptable {
+struct uhmm__ptable {
 	_Atomic(void *) *top;		/* lazily mapped top level */
 	size_t top_entries;
 	atomic_long nr_entries;		/* non-zero leaf entries */
 	atomic_long nr_nodes;		/* nodes allocated (for accounting) */
 };
 
-UHMM_HIDDEN int uhmm__ptable_init(struct uhmm_ptable *pt);
-UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm_ptable *pt);
+UHMM_HIDDEN int uhmm__ptable_init(struct uhmm__ptable *pt);
+UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm__ptable *pt);
 /* Entry for @addr, 0 if none. Lock free. */
-UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr);
+UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm__ptable *pt, uintptr_t addr);
 /* Pointer to the slot for @addr, allocating nodes; NULL on -ENOMEM. */
-UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt,
+UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm__ptable *pt,
 						   uintptr_t addr, bool alloc);
 /* CAS an entry; keeps nr_entries right.  True on success. */
-UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt,
+UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm__ptable *pt,
 					 _Atomic uint64_t *slot,
 					 uint64_t *old, uint64_t new_val);
 /* Call @fn for every non-zero entry in [start, end). Stops on non-zero return. */
-typedef int (*uhmm_ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
+typedef int (*uhmm__ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
 			      uint64_t entry);
-UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start,
-				     uintptr_t end, uhmm_ptable_fn fn, void *arg);
-static inline bool uhmm__ptable_empty(struct uhmm_ptable *pt)
+UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm__ptable *pt, uintptr_t start,
+				     uintptr_t end, uhmm__ptable_fn fn, void *arg);
+static inline bool uhmm__ptable_empty(struct uhmm__ptable *pt)
 {
 	return atomic_load_explicit(&pt->nr_entries, memory_order_acquire) == 0;
 }

@@ -25,10 +25,10 @@ UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
 UHMM_HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
 UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
-				      struct uhmm_selfop *op,
+				      struct uhmm__selfop *op,
 				      uintptr_t start, uintptr_t end,
 				      unsigned int flags);
-UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
+UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
 /* Best-effort write-protect-mode registration of [start, end) for events. */
 UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
 					      uintptr_t start, uintptr_t end);

@@ -126,7 +126,7 @@ int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len
 	return 0;
 }
 
-__thread struct uhmm_wake_defer uhmm__wake_defer;
+__thread struct uhmm__wake_defer uhmm__wake_defer;
 
 void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {

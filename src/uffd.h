@@ -8,12 +8,12 @@
 #include "base.h"
 
 /* While serving a CPU fault, finalize leaves waking to the fault path. */
-struct uhmm_wake_defer {
+struct uhmm__wake_defer {
 	bool active;
 	uintptr_t start;
 	uintptr_t end;
 };
-extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN;
+extern __thread struct uhmm__wake_defer uhmm__wake_defer UHMM_HIDDEN;
 
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
 UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);

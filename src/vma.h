@@ -19,7 +19,7 @@
 #define UHMM_VMA_HUGETLB	(1u << 7)
 #define UHMM_VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
 
-struct uhmm_vma {
+struct uhmm__vma {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
@@ -32,7 +32,7 @@ struct uhmm_vma {
  * @fresh forces a re-read instead of the cached copy.
  */
 UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
-				  struct uhmm_vma *out, size_t max, size_t *n,
+				  struct uhmm__vma *out, size_t max, size_t *n,
 				  bool fresh);
 
 /*
