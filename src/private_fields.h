@@ -30,6 +30,7 @@ struct uhmm_mm;
 struct uhmm_page;
 struct uhmm_interval_notifier_ops;
 struct uhmm_migrate_state;
+struct uhmm__fault_around;
 
 /* struct uhmm_page: 24 bytes, exactly (README: 40 bytes per device page). */
 #define UHMM__PAGE_PRIVATE				\
@@ -43,7 +44,8 @@ struct uhmm_migrate_state;
 	struct uhmm_mm *mm;				\
 	unsigned int id;				\
 	struct uhmm_page *pages;			\
-	atomic_long nr_resident; /* pages holding process data */
+	atomic_long nr_resident; /* pages holding process data */ \
+	struct uhmm__fault_around *fa; /* the CPU faults' streams (devmem.c) */
 
 /* struct uhmm_interval_notifier */
 #define UHMM__NOTIFIER_PRIVATE				\
