@@ -6,6 +6,7 @@
 #include "base.h"
 #include "itree.h"
 #include "ptable.h"
+#include "staging.h"
 
 enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 
@@ -103,6 +104,9 @@ struct uhmm_mm {
 	/* The internal pool for device-exclusive pages (exclusive.c). */
 	pthread_mutex_t excl_lock;
 	struct uhmm_devmem *excl_pool;
+
+	/* The staging cache of recycled system pages (staging.c). */
+	struct uhmm__staging_cache staging_cache;
 
 	/* Faults the service thread must retry after reading events. */
 	struct uffd_msg retry[UHMM_RETRY_MAX];

@@ -134,34 +134,35 @@ struct uhmm__stage_entry {
 	bool dead;			/* dropped while in use: the last user frees */
 };
 
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct uhmm__stage_entry *cache_head;	/* newest first */
-static size_t cache_pages, cache_entries;
 /*
  * Entries emptied by a device->system migration, unmapped later by the next
  * uhmm__staging_cache_put() (or teardown): unregistering and unmapping would otherwise
  * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
  */
 #define CACHE_MAX_DEAD 16
-static struct uhmm__stage_entry *cache_dead;
-static size_t cache_ndead;
-static size_t cache_cap;		/* pages; SIZE_MAX until computed */
-static pid_t cache_pid;
 
 static void cache_atfork_child(void)
 {
+	struct uhmm__staging_cache *c = &uhmm__the_mm.staging_cache;
+
 	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
-	pthread_mutex_init(&cache_lock, NULL);
-	cache_head = NULL;
-	cache_pages = 0;
-	cache_entries = 0;
-	cache_dead = NULL;
-	cache_ndead = 0;
-	cache_pid = getpid();
+	pthread_mutex_init(&c->lock, NULL);
+	c->head = NULL;
+	c->pages = 0;
+	c->entries = 0;
+	c->dead = NULL;
+	c->ndead = 0;
+	c->pid = getpid();
 }
 
+/*
+ * The bound, from the environment, and the fork handler: at load time,
+ * for the one context (uhmm__the_mm, static and never freed), as neither
+ * has a context argument.
+ */
 __attribute__((constructor)) static void cache_init(void)
 {
+	struct uhmm__staging_cache *c = &uhmm__the_mm.staging_cache;
 	const char *v = getenv("UHMM_STAGING_CACHE_MIB");
 	long phys = sysconf(_SC_PHYS_PAGES);
 	size_t mib = 64;
@@ -171,12 +172,12 @@ __attribute__((constructor)) static void cache_init(void)
 			(size_t)phys / 64 * (size_t)sysconf(_SC_PAGESIZE) >> 20));
 	if (v && *v)
 		mib = strtoul(v, NULL, 0);
-	cache_cap = (mib << 20) / (size_t)sysconf(_SC_PAGESIZE);
-	cache_pid = getpid();
+	c->cap = (mib << 20) / (size_t)sysconf(_SC_PAGESIZE);
+	c->pid = getpid();
 	pthread_atfork(NULL, NULL, cache_atfork_child);
 }
 
-/* Unmap an entry taken off the list (cache_lock not held). */
+/* Unmap an entry taken off the list (c->lock not held). */
 static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 {
 	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
@@ -191,16 +192,17 @@ static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 }
 
 /*
- * Unlink the entry at *@pp (cache_lock held) and, unless a migration uses
+ * Unlink the entry at *@pp (c->lock held) and, unless a migration uses
  * it (its last user frees it then), add it to @victims for entry_destroy().
  */
-static void entry_unlink(struct uhmm__stage_entry **pp, struct uhmm__stage_entry **victims)
+static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry **pp,
+			 struct uhmm__stage_entry **victims)
 {
 	struct uhmm__stage_entry *e = *pp;
 
 	*pp = e->next;
-	cache_pages -= e->pages;
-	cache_entries--;
+	c->pages -= e->pages;
+	c->entries--;
 	e->pages = 0;
 	if (e->users) {
 		e->dead = true;
@@ -210,36 +212,38 @@ static void entry_unlink(struct uhmm__stage_entry **pp, struct uhmm__stage_entry
 	*victims = e;
 }
 
-/* Drop entries of another context or process (cache_lock held). */
+/* Drop entries of another context or process (c->lock held). */
 static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **victims)
 {
-	if (cache_pid != getpid()) {
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+
+	if (c->pid != getpid()) {
 		/* A child made without pthread_atfork: nothing here is ours. */
-		cache_head = cache_dead = NULL;
-		cache_pages = cache_entries = cache_ndead = 0;
-		cache_pid = getpid();
+		c->head = c->dead = NULL;
+		c->pages = c->entries = c->ndead = 0;
+		c->pid = getpid();
 		return;
 	}
-	for (struct uhmm__stage_entry **pp = &cache_head, *e; (e = *pp);) {
+	for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 		if (e->gen != mm->generation) {
-			entry_unlink(pp, victims);
+			entry_unlink(c, pp, victims);
 			continue;
 		}
 		pp = &e->next;
 	}
 }
 
-/* Take the emptied entries waiting to be unmapped (cache_lock held). */
-static void take_dead(struct uhmm__stage_entry **victims)
+/* Take the emptied entries waiting to be unmapped (c->lock held). */
+static void take_dead(struct uhmm__staging_cache *c, struct uhmm__stage_entry **victims)
 {
-	while (cache_dead) {
-		struct uhmm__stage_entry *e = cache_dead;
+	while (c->dead) {
+		struct uhmm__stage_entry *e = c->dead;
 
-		cache_dead = e->next;
+		c->dead = e->next;
 		e->next = *victims;
 		*victims = e;
 	}
-	cache_ndead = 0;
+	c->ndead = 0;
 }
 
 static void destroy_victims(struct uhmm_mm *mm, struct uhmm__stage_entry *v)
@@ -258,13 +262,14 @@ static void destroy_victims(struct uhmm_mm *mm, struct uhmm__stage_entry *v)
  */
 void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 {
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
 	struct uhmm_migrate_state *s = m->state;
 	struct uhmm__stage_entry *e, *victims = NULL;
 	const struct uhmm_devmem *pool = NULL;
 	size_t pages = 0;
 
 	if (!s->map || !s->registered || s->by_mremap || s->cache || !uhmm__install_by_move ||
-	    !uhmm__has(UHMM_FEAT_MOVE) || !cache_cap)
+	    !uhmm__has(UHMM_FEAT_MOVE) || !c->cap)
 		return;
 	for (size_t i = 0; i < m->npages; i++) {
 		if (s->kind[i] != K_SYS ||
@@ -278,7 +283,7 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 			pool = pg ? pg->pgmap : NULL;
 		}
 	}
-	if (!pages || pages > cache_cap)
+	if (!pages || pages > c->cap)
 		return;
 	e = uhmm__calloc(1, sizeof(*e));
 	if (!e)
@@ -289,33 +294,33 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 		.gen = m->mm->generation, .registered = true,
 	};
 	s->map = NULL;		/* the entry owns the mapping now */
-	pthread_mutex_lock(&cache_lock);
+	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
-	take_dead(&victims);
+	take_dead(c, &victims);
 	/* Entries inside this range are superseded: their slots are stale. */
-	for (struct uhmm__stage_entry **pp = &cache_head, *o; (o = *pp);) {
+	for (struct uhmm__stage_entry **pp = &c->head, *o; (o = *pp);) {
 		if (o->start >= e->start && o->end <= e->end) {
-			entry_unlink(pp, &victims);
+			entry_unlink(c, pp, &victims);
 			continue;
 		}
 		pp = &o->next;
 	}
-	e->next = cache_head;
-	cache_head = e;
-	cache_pages += pages;
-	cache_entries++;
+	e->next = c->head;
+	c->head = e;
+	c->pages += pages;
+	c->entries++;
 	/* Over the bound: the oldest entries not in use go. */
-	while (cache_pages > cache_cap || cache_entries > CACHE_MAX_ENTRIES) {
+	while (c->pages > c->cap || c->entries > CACHE_MAX_ENTRIES) {
 		struct uhmm__stage_entry **pp = NULL, **last = NULL;
 
-		for (pp = &cache_head; *pp; pp = &(*pp)->next)
+		for (pp = &c->head; *pp; pp = &(*pp)->next)
 			if (!(*pp)->users && *pp != e)
 				last = pp;
 		if (!last)
 			break;
-		entry_unlink(last, &victims);
+		entry_unlink(c, last, &victims);
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&c->lock);
 	destroy_victims(m->mm, victims);
 }
 
@@ -325,13 +330,14 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
  */
 bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 {
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm__stage_entry *victims = NULL, *found = NULL;
 	size_t lo = m->npages, hi = 0;
 	uintptr_t a_lo, a_hi;
 
-	if (!cache_cap || !uhmm__install_by_move || !uhmm__has(UHMM_FEAT_MOVE))
+	if (!c->cap || !uhmm__install_by_move || !uhmm__has(UHMM_FEAT_MOVE))
 		return false;
 	for (size_t i = 0; i < m->npages; i++)
 		if (s->kind[i] == K_DEV) {
@@ -342,9 +348,9 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 		return false;
 	a_lo = m->start + (lo << ps);
 	a_hi = m->start + (hi << ps);
-	pthread_mutex_lock(&cache_lock);
+	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
-	for (struct uhmm__stage_entry *e = cache_head; e && !found; e = e->next)
+	for (struct uhmm__stage_entry *e = c->head; e && !found; e = e->next)
 		if (e->start <= a_lo && a_hi <= e->end)
 			found = e;
 	if (found) {
@@ -355,7 +361,7 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 		s->map = found->map;
 		s->map_len = found->map_len;
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&c->lock);
 	destroy_victims(m->mm, victims);
 	return found != NULL;
 }
@@ -363,67 +369,70 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 /* Give back a borrowed entry; @moved slots were moved out into the range. */
 void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved)
 {
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
 	struct uhmm_migrate_state *s = m->state;
 	struct uhmm__stage_entry *e = s->cache, *victim = NULL;
 
 	s->cache = NULL;
 	s->map = NULL;		/* the entry's mapping, not ours to unmap */
-	pthread_mutex_lock(&cache_lock);
+	pthread_mutex_lock(&c->lock);
 	e->users--;
 	if (!e->dead) {
 		moved = UHMM_MIN(moved, e->pages);
 		e->pages -= moved;
-		cache_pages -= moved;
+		c->pages -= moved;
 		if (!e->pages) {
-			for (struct uhmm__stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
+			for (struct uhmm__stage_entry **pp = &c->head; *pp; pp = &(*pp)->next)
 				if (*pp == e) {
-					entry_unlink(pp, &victim);
+					entry_unlink(c, pp, &victim);
 					break;
 				}
 		}
 	} else if (!e->users) {
 		victim = e;
 	}
-	if (victim && cache_ndead < CACHE_MAX_DEAD) {
-		victim->next = cache_dead;
-		cache_dead = victim;
-		cache_ndead++;
+	if (victim && c->ndead < CACHE_MAX_DEAD) {
+		victim->next = c->dead;
+		c->dead = victim;
+		c->ndead++;
 		victim = NULL;
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&c->lock);
 	if (victim)
 		entry_destroy(m->mm, victim);
 }
 
 void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 {
+	struct uhmm__staging_cache *c = &mm->staging_cache;
 	struct uhmm__stage_entry *victims = NULL;
 
-	pthread_mutex_lock(&cache_lock);
-	if (cache_pid == getpid()) {
-		take_dead(&victims);
-		while (cache_head)
-			entry_unlink(&cache_head, &victims);
+	pthread_mutex_lock(&c->lock);
+	if (c->pid == getpid()) {
+		take_dead(c, &victims);
+		while (c->head)
+			entry_unlink(c, &c->head, &victims);
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&c->lock);
 	destroy_victims(mm, victims);
 }
 
 void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pool)
 {
+	struct uhmm__staging_cache *c = &mm->staging_cache;
 	struct uhmm__stage_entry *victims = NULL;
 
-	pthread_mutex_lock(&cache_lock);
-	if (cache_pid == getpid()) {
-		take_dead(&victims);
-		for (struct uhmm__stage_entry **pp = &cache_head, *e; (e = *pp);) {
+	pthread_mutex_lock(&c->lock);
+	if (c->pid == getpid()) {
+		take_dead(c, &victims);
+		for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 			if (e->pool == pool) {
-				entry_unlink(pp, &victims);
+				entry_unlink(c, pp, &victims);
 				continue;
 			}
 			pp = &e->next;
 		}
 	}
-	pthread_mutex_unlock(&cache_lock);
+	pthread_mutex_unlock(&c->lock);
 	destroy_victims(mm, victims);
 }

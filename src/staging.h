@@ -7,6 +7,24 @@
 
 #include "base.h"
 
+struct uhmm__stage_entry;
+
+/*
+ * The staging cache's state, owned by the context (mm->staging_cache):
+ * lock guards the rest.  Cleared in a fork child (the mappings are
+ * MADV_DONTFORK); pid tells entries of a child made without
+ * pthread_atfork from its parent's.
+ */
+struct uhmm__staging_cache {
+	pthread_mutex_t lock;
+	struct uhmm__stage_entry *head;	/* newest first */
+	size_t pages, entries;		/* pages and entries on the list */
+	struct uhmm__stage_entry *dead;	/* emptied, to unmap (CACHE_MAX_DEAD) */
+	size_t ndead;
+	size_t cap;			/* the bound in pages; 0: no caching */
+	pid_t pid;			/* the process the entries are of */
+};
+
 /*
  * Map @m's staging (page i at the range's 2 MiB offset), registered for
  * write-protect events when @reg; 0 or -errno.
