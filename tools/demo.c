@@ -388,12 +388,12 @@ int uhmm_demo_main(int argc, char **argv)
 		printf("  policy:        mirror: the device reads and writes system memory in\n"
 		       "                 place through its page table; no page moves\n");
 	if (have_model)
-		printf("  cost model:    %s: %s; link %.0f GB/s, %.1f us per\n"
-		       "                 transfer; %.0f us per device fault batch (up to %u faults);\n"
-		       "                 device memory %.0f GB/s (docs/PERFORMANCE.md, \"Cost model\")\n",
-		       model.name, model.desc, model.h2d_gbps, (double)model.h2d_latency_ns / 1e3,
-		       (double)model.fault_service_ns / 1e3, model.fault_batch_size,
-		       model.mem_gbps);
+		printf("  cost model:    %s: %s\n"
+		       "                 link %.0f / %.0f GB/s, %.2f us per transfer; device faults\n"
+		       "                 %.0f us per batch of up to %u; device memory %.0f GB/s\n",
+		       model.name, model.desc, model.h2d_gbps, model.d2h_gbps,
+		       (double)model.h2d_latency_ns / 1e3, (double)model.fault_service_ns / 1e3,
+		       model.fault_batch_size, model.mem_gbps);
 	if (fault_around)
 		printf("  fault-around:  each CPU fault on device memory brings back the aligned\n"
 		       "                 %zu pages around it\n", fault_around);
