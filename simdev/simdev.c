@@ -1837,6 +1837,7 @@ void uhmm_simdev_destroy(struct uhmm_simdev *d)
 
 int uhmm_simdev_set_model(struct uhmm_simdev *d, const struct uhmm_simdev_model *m)
 {
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
 	if (!d)
 		return uhmm_set_error(EINVAL, "simdev set model: NULL device");
 	return sd_cost_set(&d->cost, m);
@@ -1861,6 +1862,7 @@ int uhmm_simdev_get_cost(struct uhmm_simdev *d, struct uhmm_simdev_cost *out)
 
 int uhmm_simdev_reset_cost(struct uhmm_simdev *d)
 {
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
 	if (!d)
 		return uhmm_set_error(EINVAL, "simdev reset cost: NULL device");
 	sd_cost_reset(&d->cost);
