@@ -290,7 +290,11 @@ struct uhmm_simdev_cost {
 UHMM_API int uhmm_simdev_model_preset(const char *name, struct uhmm_simdev_model *out);
 
 /**
- * uhmm_simdev_model_name() - the name of preset @i (0, 1, ...), NULL past the last
+ * uhmm_simdev_model_name() - the name of preset @i (0, 1, ...)
+ * @i: the preset's index
+ *
+ * Context: any thread; no device needed.
+ * Return: a static string, or NULL past the last preset (not an error).
  */
 UHMM_API const char *uhmm_simdev_model_name(unsigned int i);
 
@@ -311,13 +315,18 @@ UHMM_API int uhmm_simdev_set_model(struct uhmm_simdev *dev, const struct uhmm_si
 
 /**
  * uhmm_simdev_get_model() - the device's current model
+ * @dev: the device
+ * @out: a copy of the figures in use
  *
+ * Context: any thread, at any time.
  * Return: 0; -EINVAL for a NULL argument; -ENOENT when it has none.
  */
 UHMM_API int uhmm_simdev_get_model(struct uhmm_simdev *dev, struct uhmm_simdev_model *out);
 
 /**
  * uhmm_simdev_get_cost() - the simulated time accrued, with its parts
+ * @dev: the device
+ * @out: the figures
  *
  * Context: any thread, at any time; the components are read one by one, so
  * while operations run the figures may be of slightly different moments
@@ -329,9 +338,11 @@ UHMM_API int uhmm_simdev_get_cost(struct uhmm_simdev *dev, struct uhmm_simdev_co
 
 /**
  * uhmm_simdev_reset_cost() - set the simulated time and its counts to zero
+ * @dev: the device
  *
- * Also closes the open fault batch.  Operations running meanwhile may be
- * counted on either side.  Return: 0; -EINVAL for a NULL @dev.
+ * Also closes the open fault batch.  Context: any thread; operations
+ * running meanwhile may be counted on either side.
+ * Return: 0; -EINVAL for a NULL @dev.
  */
 UHMM_API int uhmm_simdev_reset_cost(struct uhmm_simdev *dev);
 
