@@ -1201,10 +1201,7 @@ static int write_svg(const char *path)
 	return 0;
 }
 
-<<<<<<< HEAD
-static const char *const figure_ids[] = { "1", "2", "3", "thp", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap" };
-=======
-static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap", "sim" };
+static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap", "sim", "thp" };
 
 /* ---- sim: simdev with a cost model ------------------------------------------------ */
 
@@ -1247,7 +1244,6 @@ static void bench_model(const struct uhmm_simdev_model *m, size_t len)
 	add("sim", name, "ms", f.sim_ms, f.n, pct(f.wall_ms, f.n, 0.5), "wall ms here",
 	    pct(f.sim_ms, f.n, 0.5) / pct(f.wall_ms, f.n, 0.5), "", -1);
 }
->>>>>>> main
 
 static void usage(FILE *f)
 {
@@ -1268,16 +1264,11 @@ static void usage(FILE *f)
 		"  --json         machine-readable output\n"
 		"  --plot FILE    also write the ratios as an SVG chart\n"
 		"  --reps N       repetitions per figure, 1..16 (default 5, 3 with --quick)\n"
-<<<<<<< HEAD
 		"  --only LIST    comma-separated figure ids to run (1,2,3,thp,4,5,p-scan,\n"
-		"                 p-rand,6,7,8,9,inv,wrap; p-scan and p-rand run together)\n"
-=======
-		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,p-scan,p-rand,\n"
-		"                 6,7,8,9,inv,wrap,sim; p-scan and p-rand run together)\n"
+		"                 p-rand,6,7,8,9,inv,wrap,sim; p-scan and p-rand run together)\n"
 		"  --model NAME   run figure sim (simdev with a cost model: modelled time and\n"
 		"                 bandwidth next to the wall time here) with the preset NAME:\n"
 		"                 pcie4, cxl or c2c (default with --only sim: pcie4)\n"
->>>>>>> main
 		"\n"
 		"Exit status: 0 measured (a missed target is a figure, not a failure);\n"
 		"1 the chart could not be written; 2 bad command line; 77 no userfaultfd\n"
@@ -1313,19 +1304,11 @@ static int check_only(const struct opts *o, const char *only)
 			if (!strcmp(t, figure_ids[k]))
 				break;
 		if (k == sizeof(figure_ids) / sizeof(figure_ids[0]))
-<<<<<<< HEAD
-			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, thp, p-scan, p-rand, inv and wrap)",
+			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, p-scan, p-rand, inv, wrap, sim and thp)",
 					      t);
 	}
 	if (!n)
-		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, thp, p-scan, p-rand, inv and wrap)");
-=======
-			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, p-scan, p-rand, inv, wrap and sim)",
-					      t);
-	}
-	if (!n)
-		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, p-scan, p-rand, inv, wrap and sim)");
->>>>>>> main
+		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, p-scan, p-rand, inv, wrap, sim and thp)");
 	return 0;
 }
 
