@@ -225,6 +225,7 @@ static struct {
 	int reuse_how;		/* --reuse-variant, or -1 */
 	/* the watchdog */
 	double hang_s;
+	double hang_hold_s;	/* --hang-hold: keep a hung process for a debugger */
 	atomic_bool wd_quit;
 	_Atomic uint64_t main_start;	/* the main thread's final phase, since */
 	/* dev_atomic: device 2 and its counters */
@@ -2461,6 +2462,15 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 		}
 	}
 	wd_each_pid("/proc", wd_kill_child);
+	if (G.hang_hold_s > 0) {
+		/* --hang-hold: the hung threads stay as they are for gdb -p */
+		struct timespec d = { (time_t)G.hang_hold_s, 0 };
+
+		wd_say("  holding the hung process %d for %.0f s (--hang-hold)\n", (int)getpid(),
+		       G.hang_hold_s);
+		while (syscall(SYS_nanosleep, &d, &d) < 0 && errno == EINTR)
+			;
+	}
 	ops_option(off, sizeof(off));
 	wd_say("  after %llu operations; seed %llu: replay with: uhmm stress --seed %llu --threads "
 	       "%u --regions %u%s%s\n", (unsigned long long)atomic_load(&G.ops_done),
@@ -2656,6 +2666,8 @@ static void usage(FILE *f)
 "  --hang-seconds S  an operation (or the final checks) running longer than S\n"
 "                seconds is reported as a hang, exit 1 (default 30; 45 under a\n"
 "                sanitizer)\n"
+"  --hang-hold S  on a hang, keep the process (its threads as they hung) S\n"
+"                seconds after the report before exiting, for gdb -p\n"
 "  --reuse-variant munmap|raw|free|fixed  reuse_addr removes the old mapping\n"
 "                only this way (default: each at random)\n"
 "  -h, --help    this text\n"
@@ -2847,6 +2859,9 @@ int uhmm_stress_main(int argc, char **argv)
 			}
 		} else if (opts_is(&opt, "--hang-seconds")) {
 			if (opts_double(&opt, 1, 1e9, &G.hang_s))
+				goto bad;
+		} else if (opts_is(&opt, "--hang-hold")) {
+			if (opts_double(&opt, 0, 1e9, &G.hang_hold_s))
 				goto bad;
 		} else if (opts_is(&opt, "--ops")) {
 			if (opts_u64(&opt, 0, UINT64_MAX, &v))
