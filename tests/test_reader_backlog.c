@@ -138,9 +138,13 @@ int main(void)
 	for (int c = 0; c < 2; c++) {
 		pid[c] = fork();
 		CHECK(pid[c] >= 0, "fork: %s", strerror(errno));
-		if (pid[c] == 0)
-			_exit(run_rounds(one_round, NULL, ROUNDS, "events behind a held worker") ?
-				      1 : 0);
+		if (pid[c] == 0) {
+			int bad_rounds = run_rounds(one_round, NULL, ROUNDS,
+						    "events behind a held worker");
+
+			fflush(stdout);
+			_exit(bad_rounds ? 1 : 0);
+		}
 	}
 	for (int c = 0; c < 2; c++) {
 		CHECK(waitpid(pid[c], &status[c], 0) == pid[c], "waitpid");
