@@ -603,6 +603,7 @@ struct uhmm_msgq {
 	struct uffd_msg *msg;
 	unsigned long *seq;		/* the read each message came from */
 	size_t head, count;
+	struct retired_ring *retired;	/* outgrown rings, for the worker to unmap */
 	unsigned long last_seq;		/* ev_read of the last read pushed */
 	bool stop;
 	pthread_mutex_t lock;
@@ -683,6 +684,19 @@ static void *rescue_main(void *arg)
 	return NULL;
 }
 
+/*
+ * An outgrown ring, written over its own first bytes.  The reader never
+ * unmaps it: a notifier may have registered the mapping for events (a
+ * driver watching a whole aligned gigabyte, as simdev does, registers
+ * every anonymous mapping in it, uhmm's own included), and the reader
+ * would then sleep until it read its own UNMAP event.  The worker unmaps
+ * it; its event is read by the reader.
+ */
+struct retired_ring {
+	struct retired_ring *next;
+	size_t len;
+};
+
 static size_t ring_bytes(size_t cap)
 {
 	return cap * (sizeof(struct uffd_msg) + sizeof(unsigned long));
@@ -727,10 +741,29 @@ static bool queue_grow(struct uhmm_msgq *q)
 	q->seq = nseq;
 	q->cap = ncap;
 	q->head = 0;
-	pthread_mutex_unlock(&q->lock);
-	uhmm__sys_munmap(old, olen);	/* never registered: no event */
-	pthread_mutex_lock(&q->lock);
+	((struct retired_ring *)old)->next = q->retired;
+	((struct retired_ring *)old)->len = olen;
+	q->retired = old;
+	pthread_cond_signal(&q->nonempty);	/* the worker unmaps it */
 	return true;
+}
+
+/*
+ * Unmap rings the reader outgrew, on the worker (see struct retired_ring);
+ * unregistered first, as staging is, so no event says so.
+ */
+static void rings_unmap(struct uhmm_mm *mm, struct retired_ring *r)
+{
+	while (r) {
+		struct retired_ring *next = r->next;
+		struct uffdio_range ur = { .start = (uintptr_t)r, .len = r->len };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &ur);
+		pthread_mutex_unlock(&mm->reg_lock);
+		uhmm__sys_munmap(r, ur.len);
+		r = next;
+	}
 }
 
 /* Room for one more message (q->lock held); waits only if no memory can be had. */
@@ -912,6 +945,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_unlock(&q->lock);
 	service_thread_ready(q);
 	for (;;) {
+		struct retired_ring *retired;
 		unsigned long seq;
 		size_t n = 0;
 
@@ -944,9 +978,12 @@ static void *worker_main(void *arg)
 		}
 		/* Everything read up to last_seq is in this batch or done. */
 		seq = q->count ? 0 : q->last_seq;
+		retired = q->retired;
+		q->retired = NULL;
 		pthread_cond_signal(&q->nonfull);
 		pthread_mutex_unlock(&q->lock);
 
+		rings_unmap(mm, retired);
 		process_msgs(mm, batch, batch_seq, n);
 		if (seq)
 			events_done(mm, seq);
@@ -1118,6 +1155,7 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
 	pthread_cond_destroy(&mm->msgq->ready);
+	rings_unmap(mm, mm->msgq->retired);	/* nothing is registered any more */
 	uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 	mm->msgq = NULL;
