@@ -1538,14 +1538,22 @@ static void migrate_private_(struct octx *c, int dev, void *a, size_t n, bool ma
 	int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
 
 	/*
-	 * The kernel merges a fresh private mapping with its anonymous
-	 * neighbours, and another thread's CPU fault on a device page there
-	 * brings back the aligned window around it (uhmm's fault-around):
-	 * what this call just moved may be home again before simdev counts
-	 * it.  An -ENOENT with no device-wide operation was seen once in six
-	 * niced runs of seed 9101 (a one-page posix_spawn argument); that
-	 * fault-around was its cause is likely, not verified.  Such a page is
-	 * in system memory with its data, so the migration is tried once more.
+	 * "Nothing else touches it" does not hold for the mapping: the
+	 * kernel merges a fresh private mapping with its anonymous
+	 * neighbours (other threads' reuse_addr mappings, the threads'
+	 * adjacent signal-page mappings), and another thread's CPU fault on
+	 * a device page of its own there brings back a fault-around window
+	 * clipped only to the merged mapping; a sequential reader's window
+	 * grows (up to 2048 pages) past the end of its own memory.  Checked:
+	 * two adjacent 128-page mappings on simdev, the lower read page by
+	 * page, and 96 of the upper's 128 pages came home.  The kernel's
+	 * migrate_to_ram may migrate any range of the vma too, so this is
+	 * no library bug: what this call moved may be home again before
+	 * simdev counts it (-ENOENT, cpages 0).  Such a page is in system
+	 * memory with its data; the migration is tried once more.  (Naming
+	 * each thread's mappings, PR_SET_VMA_ANON_NAME, would stop the
+	 * merging, but kernels without CONFIG_ANON_VMA_NAME refuse it, as
+	 * the development machine's does.)
 	 */
 	if (ret == -ENOENT && st.cpages == 0)
 		ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
