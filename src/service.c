@@ -589,6 +589,8 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
  * the reader could no longer read) stopped both for good: the 2026-12-07
  * soak hang (docs/STRESS.md; tests/test_reader_backlog.c).  Only if no
  * memory can be had does it wait, a millisecond at a time, for either.
+ * A ring is never shrunk: it stays the size of the largest backlog seen
+ * (40 bytes a message; 4096 messages to start with).
  */
 
 #define QUEUE_CAP 4096	/* the first ring; it doubles when full */
