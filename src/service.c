@@ -731,7 +731,7 @@ static void *ring_map(size_t cap)
  * The queue is full (q->lock held, dropped meanwhile): move it to a ring
  * twice as large.  False if no memory could be had.
  */
-static bool queue_grow(struct uhmm_msgq *q)
+static bool queue_grow(struct uhmm__msgq *q)
 {
 	size_t ncap = 2 * q->cap;
 	struct uffd_msg *nmsg;
@@ -783,7 +783,7 @@ static void rings_unmap(struct uhmm_mm *mm, struct retired_ring *r)
 }
 
 /* Room for one more message (q->lock held); waits only if no memory can be had. */
-static void queue_make_room(struct uhmm_msgq *q)
+static void queue_make_room(struct uhmm__msgq *q)
 {
 	static bool warned;
 
