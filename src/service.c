@@ -580,6 +580,9 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 			if (page)
 				atomic_store(&page->addr, to + off);
+			/* A compound device page moves whole only 2 MiB aligned. */
+			if (((from | to | len) & ((2u << 20) - 1)))
+				uhmm__folio_split(page);
 		}
 	}
 }
