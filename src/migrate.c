@@ -34,6 +34,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
+#include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "migrate_state.h"
 #include "mm_priv.h"
@@ -47,9 +48,6 @@
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
-
-__thread bool uhmm__holds_migrate_lock;
-__thread int uhmm__install_err;
 
 /*
  * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
@@ -96,10 +94,8 @@ static void state_free(struct uhmm_migrate_vma *m)
 		return;
 	if (s->inv_active)
 		uhmm__invalidate_end(m->mm);
-	if (s->locked) {
-		uhmm__holds_migrate_lock = false;
-		pthread_rwlock_unlock(&m->mm->migrate_lock);
-	}
+	if (s->locked)
+		uhmm__migrate_unlock(m->mm);
 	if (s->cache)
 		uhmm__staging_cache_release(m, moved_from_cache(m));
 	uhmm__staging_destroy(m->mm, s);
@@ -126,7 +122,7 @@ static int has_migrating(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_
 
 void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	if (uhmm__ptable_empty(&mm->ptable) || uhmm__is_service_thread)
+	if (uhmm__ptable_empty(&mm->ptable) || uhmm__on_service_thread())
 		return;
 	pthread_mutex_lock(&mm->mig_lock);
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
@@ -257,7 +253,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 	struct uhmm__selfop op;
 	int ret = 0;
 
-	if (uhmm__is_service_thread)
+	if (uhmm__on_service_thread())
 		return -EDEADLK;	/* keep the worker free of REMAP waits */
 	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
 	for (size_t i = 0; i < m->npages && !ret;) {
@@ -377,7 +373,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(EINVAL, "migrate setup: unknown flags %#x", m->flags);
 	if (m->fault_page && uhmm__pfn_to_page(mm, m->fault_page->pfn) != m->fault_page)
 		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
-	if (uhmm__callback_depth > 0)
+	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	/* The unmaps of the addresses' earlier tenants are done with first. */
 	uhmm__events_catch_up(mm);
@@ -406,6 +402,8 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
 	uhmm__sig_enter();	/* left by state_free() */
+	/* Run for a CPU fault: finalize leaves it the waking. */
+	s->fault = m->fault_page ? uhmm__fault_of(m->fault_page) : NULL;
 	s->kind = uhmm__calloc(m->npages, 1);
 	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
 	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
@@ -415,9 +413,8 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		ret = uhmm__err(ENOMEM, "migrate setup: out of memory");
 		goto fail;
 	}
-	if (!uhmm__holds_migrate_lock) {
-		pthread_rwlock_rdlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
+	if (!uhmm__migrate_lock_held()) {
+		uhmm__migrate_lock_read(mm);
 		s->locked = true;
 	}
 
@@ -866,7 +863,8 @@ static void install_runs(struct uhmm_migrate_vma *m)
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);
 					m->src[k] &= ~UHMM_MIGRATE_PFN_MIGRATE;
-					uhmm__install_err = err;
+					if (s->fault)
+						s->fault->install_err = err;
 				}
 		}
 		i = j;
@@ -874,6 +872,25 @@ static void install_runs(struct uhmm_migrate_vma *m)
 }
 
 static void migrate_vma_finalize(struct uhmm_migrate_vma *m);
+
+/*
+ * Wake the threads faulting in the range, or, for a migration a CPU fault
+ * runs, leave it to the fault path, which wakes when all is done.
+ */
+static void wake(struct uhmm_migrate_vma *m)
+{
+	struct uhmm__fault *f = m->state->fault;
+
+	if (!f) {
+		uhmm__uffd_wake(m->mm, m->start, m->end);
+	} else if (f->wake_end == 0) {
+		f->wake_start = m->start;
+		f->wake_end = m->end;
+	} else {
+		f->wake_start = UHMM_MIN(f->wake_start, m->start);
+		f->wake_end = UHMM_MAX(f->wake_end, m->end);
+	}
+}
 
 /* The region setup entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
@@ -967,7 +984,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		}
 		uhmm__migrate_commit_entry(mm, slot, e, final);
 	}
-	uhmm__uffd_wake(mm, m->start, m->end);
+	wake(m);
 	uhmm__staging_cache_put(m);		/* system->device: keep staging for the way back */
 	state_free(m);
 	uhmm__migrate_done_broadcast(mm);

@@ -24,6 +24,7 @@ struct uhmm_migrate_state {
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
 	struct uhmm__stage_entry *cache;	/* staging borrowed from the staging cache */
+	struct uhmm__fault *fault;	/* the CPU fault on fault_page, if any */
 };
 
 /*

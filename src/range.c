@@ -132,12 +132,13 @@ static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool wr
  */
 static int fault_device_page(struct uhmm_mm *mm, uintptr_t a, bool write)
 {
+	struct uhmm__fault f = { .vmf = { .mm = mm, .address = a, .write = write } };
 	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
 	int ret;
 
 	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
 		return 0;		/* changed since the snapshot */
-	ret = uhmm__fault_device(mm, a, e, write);
+	ret = uhmm__fault_device(&f, e);
 	if (ret == -EAGAIN) {
 		sched_yield();
 		return 0;

@@ -37,7 +37,7 @@ static __thread sigset_t sig_saved;
 
 void uhmm__sig_enter(void)
 {
-	if (uhmm__is_service_thread)
+	if (uhmm__on_service_thread())
 		return;		/* everything is blocked there for good */
 	if (sig_depth++ == 0)
 		pthread_sigmask(SIG_BLOCK, &async_set, &sig_saved);
@@ -45,7 +45,7 @@ void uhmm__sig_enter(void)
 
 void uhmm__sig_leave(void)
 {
-	if (uhmm__is_service_thread || sig_depth == 0)
+	if (uhmm__on_service_thread() || sig_depth == 0)
 		return;
 	if (--sig_depth == 0)
 		pthread_sigmask(SIG_SETMASK, &sig_saved, NULL);
@@ -53,5 +53,5 @@ void uhmm__sig_leave(void)
 
 bool uhmm__sig_blocked(void)
 {
-	return uhmm__is_service_thread || sig_depth > 0;
+	return uhmm__on_service_thread() || sig_depth > 0;
 }
