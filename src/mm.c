@@ -78,21 +78,10 @@ __attribute__((constructor)) static void proc_pid_setup(void)
 }
 
 /*
- * Who this thread is, for re-entrancy detection (private to this file):
- * one of uhmm's service threads, and how deep in invalidate callbacks.
+ * How deep this thread is in invalidate callbacks, for re-entrancy
+ * detection (private to this file).
  */
 static __thread int callback_depth;
-static __thread bool service_thread;
-
-void uhmm__set_service_thread(void)
-{
-	service_thread = true;
-}
-
-bool uhmm__on_service_thread(void)
-{
-	return service_thread;
-}
 
 void uhmm__callback_enter(void)
 {
@@ -111,7 +100,7 @@ bool uhmm__in_invalidate_callback(void)
 
 bool uhmm__in_callback(void)
 {
-	return callback_depth > 0 || service_thread;
+	return callback_depth > 0 || uhmm__on_service_thread();
 }
 
 struct uhmm_mm *uhmm__mm_tryget(void)

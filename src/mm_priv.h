@@ -122,8 +122,6 @@ UHMM_HIDDEN bool uhmm__in_callback(void);
 UHMM_HIDDEN bool uhmm__in_invalidate_callback(void);
 UHMM_HIDDEN void uhmm__callback_enter(void);
 UHMM_HIDDEN void uhmm__callback_leave(void);
-/* On one of uhmm's service threads (each says so when it starts). */
-UHMM_HIDDEN bool uhmm__on_service_thread(void);
-UHMM_HIDDEN void uhmm__set_service_thread(void);
+
 
 #endif /* UHMM_MM_PRIV_H */

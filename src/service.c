@@ -39,6 +39,7 @@
 #include "notifier_priv.h"
 #include "ptable.h"
 #include "service.h"
+#include "sigblock.h"
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"

@@ -11,7 +11,6 @@
 #include <signal.h>
 
 #include "base.h"
-#include "mm_priv.h"
 #include "sigblock.h"
 
 static sigset_t async_set;
@@ -34,6 +33,18 @@ __attribute__((constructor)) static void sig_set_init(void)
 
 static __thread unsigned int sig_depth;
 static __thread sigset_t sig_saved;
+/* One of uhmm's service threads: every signal blocked for its life. */
+static __thread bool service_thread;
+
+void uhmm__set_service_thread(void)
+{
+	service_thread = true;
+}
+
+bool uhmm__on_service_thread(void)
+{
+	return service_thread;
+}
 
 void uhmm__sig_enter(void)
 {
