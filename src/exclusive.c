@@ -263,7 +263,7 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 		int ret;
 
 		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE:
+		case UHMM_PTE_DEVICE: {
 			struct uhmm__fault f = {
 				.vmf = { .mm = mm, .address = a, .write = true },
 			};
@@ -272,6 +272,7 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 			if (ret != -EAGAIN)
 				return ret;
 			break;		/* busy (fork, another fault): look again */
+		}
 		case UHMM_PTE_MIGRATING:
 			uhmm__wait_migrations(mm, a, a + uhmm__page_size);
 			continue;
