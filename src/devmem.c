@@ -16,7 +16,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
-#include "migrate_priv.h"
+#include "migrate_lock.h"
 #include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
@@ -28,8 +28,8 @@
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
-static struct uhmm__fault_around *fa_new(bool adaptive);
-static void fa_free(struct uhmm__fault_around *fa);
+static struct uhmm__pool_faults *fa_new(bool adaptive);
+static void fa_free(struct uhmm__pool_faults *fa);
 
 /*
  * mm->pools[] is written under pool_lock with release stores and read
@@ -48,7 +48,7 @@ static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_dev
 
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
-	struct uhmm__fault_around *fa;
+	struct uhmm__pool_faults *fa;
 	struct uhmm_page *pages;
 	unsigned int id;
 
@@ -114,7 +114,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (!pgmap->fault_around)
 		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 	pgmap->pages = pages;
-	pgmap->fa = fa;
+	pgmap->faults = fa;
 	pgmap->id = id;
 	pgmap->mm = mm;
 	atomic_store(&pgmap->nr_resident, 0);
@@ -145,8 +145,8 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	uhmm__free((void *)pgmap->folio_meta);
 	pgmap->folio_meta = NULL;
 	pgmap->pages = NULL;
-	fa_free(pgmap->fa);
-	pgmap->fa = NULL;
+	fa_free(pgmap->faults);
+	pgmap->faults = NULL;
 	pgmap->mm = NULL;
 	pgmap->id = 0;
 }
@@ -171,13 +171,11 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	 * As fork does: no CPU fault may still be using a page of the pool
 	 * (the fault path holds migrate_lock for reading until its last put).
 	 */
-	pthread_rwlock_wrlock(&mm->migrate_lock);
-	uhmm__holds_migrate_lock = true;
+	uhmm__migrate_lock_write(mm);
 	ret = uhmm__evict_all(mm, pgmap);
 	if (!ret)
 		uhmm__pool_detach(mm, pgmap);
-	uhmm__holds_migrate_lock = false;
-	pthread_rwlock_unlock(&mm->migrate_lock);
+	uhmm__migrate_unlock(mm);
 	if (!ret)
 		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
 	if (!ret)
@@ -635,7 +633,7 @@ unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e)
  * pages of a migration still being finalized, their device pages not yet
  * freed.)  A pool whose driver chose fault_around gets exactly that aligned
  * window every time; eviction uses the pool's fault_around.  A few streams
- * per pool are followed (STREAMS), in the pool's own state (pgmap->fa,
+ * per pool are followed (STREAMS), in the pool's own state (pgmap->faults,
  * made with the pool's pages and freed with them).
  *
  * FAULT_AROUND_FIRST stays the documented UHMM_FAULT_AROUND_DEFAULT: one
@@ -656,17 +654,23 @@ struct fa_stream {
 	unsigned long used;	/* for replacing the least recent */
 };
 
-/* A pool's fault-around state (pgmap->fa), as long as its pages array. */
-struct uhmm__fault_around {
+/*
+ * A pool's CPU-fault state (pgmap->faults), made and freed with its pages
+ * array: the fault-around streams, and the faults in flight, for the
+ * migration a driver's migrate_to_ram runs to find its fault by its
+ * fault_page (uhmm__fault_of()).  lock is a leaf lock.
+ */
+struct uhmm__pool_faults {
 	pthread_mutex_t lock;
 	struct fa_stream streams[STREAMS];
 	bool adaptive;		/* the default window: it adapts */
 	unsigned long clock;	/* for fa_stream.used */
+	struct uhmm__fault *inflight;	/* linked by next */
 };
 
-static struct uhmm__fault_around *fa_new(bool adaptive)
+static struct uhmm__pool_faults *fa_new(bool adaptive)
 {
-	struct uhmm__fault_around *fa = uhmm__calloc(1, sizeof(*fa));
+	struct uhmm__pool_faults *fa = uhmm__calloc(1, sizeof(*fa));
 
 	if (fa) {
 		pthread_mutex_init(&fa->lock, NULL);
@@ -675,7 +679,7 @@ static struct uhmm__fault_around *fa_new(bool adaptive)
 	return fa;
 }
 
-static void fa_free(struct uhmm__fault_around *fa)
+static void fa_free(struct uhmm__pool_faults *fa)
 {
 	if (fa) {
 		pthread_mutex_destroy(&fa->lock);
@@ -690,7 +694,7 @@ static void fa_free(struct uhmm__fault_around *fa)
  */
 static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 {
-	struct uhmm__fault_around *fa = pgmap->fa;
+	struct uhmm__pool_faults *fa = pgmap->faults;
 	struct fa_stream *st = fa->streams;
 	size_t pages = 0;
 
@@ -720,7 +724,7 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 {
 	size_t pages = (we - ws) >> uhmm__page_shift;
 	bool dense = returned > 0 && 2 * (size_t)returned >= pages;
-	struct uhmm__fault_around *fa = pgmap->fa;
+	struct uhmm__pool_faults *fa = pgmap->faults;
 	struct fa_stream *st = fa->streams, *v;
 
 	pthread_mutex_lock(&fa->lock);
@@ -800,39 +804,72 @@ static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, 
 	       v.start <= *ws && v.end >= *we;
 }
 
-__thread struct uhmm__wake_defer uhmm__last_fault_window;
-
-int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
+/* A fault is in flight on its page (from grab to put): findable by the page. */
+static void fault_enter(struct uhmm__fault *f)
 {
+	struct uhmm__pool_faults *pf = f->vmf.page->pgmap->faults;
+
+	pthread_mutex_lock(&pf->lock);
+	f->next = pf->inflight;
+	pf->inflight = f;
+	pthread_mutex_unlock(&pf->lock);
+}
+
+static void fault_leave(struct uhmm__fault *f)
+{
+	struct uhmm__pool_faults *pf = f->vmf.page->pgmap->faults;
+
+	pthread_mutex_lock(&pf->lock);
+	for (struct uhmm__fault **pp = &pf->inflight; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	pthread_mutex_unlock(&pf->lock);
+}
+
+struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page)
+{
+	struct uhmm__pool_faults *pf = fault_page->pgmap->faults;
+	struct uhmm__fault *f;
+
+	pthread_mutex_lock(&pf->lock);
+	for (f = pf->inflight; f && f->vmf.page != fault_page; f = f->next)
+		;
+	pthread_mutex_unlock(&pf->lock);
+	return f;
+}
+
+int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
+{
+	struct uhmm_mm *mm = f->vmf.mm;
+	uintptr_t addr = f->vmf.address;
 	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-	struct uhmm_vm_fault vmf = {
-		.address = addr, .write = write, .mm = mm,
-	};
 	long resident;
 	int ret;
 
 	if (!page)
 		return -EFAULT;
-	if (pthread_rwlock_tryrdlock(&mm->migrate_lock))
+	if (!uhmm__migrate_trylock_read(mm))
 		return -EAGAIN;		/* fork is bringing pages home */
 	/* @e was read with nothing held. */
 	if (!uhmm__page_grab(mm, page, addr)) {
-		pthread_rwlock_unlock(&mm->migrate_lock);
+		uhmm__migrate_unlock(mm);
 		return -EAGAIN;
 	}
-	uhmm__holds_migrate_lock = true;
-	vmf.page = page;
-	if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
-		fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
-	uhmm__wake_defer = (struct uhmm__wake_defer){ .active = true };
-	uhmm__last_fault_window.start = vmf.window_start;
-	uhmm__last_fault_window.end = vmf.window_end;
-	uhmm__install_err = 0;
+	f->vmf.page = page;
+	if (!folio_window(page, addr, &f->vmf.window_start, &f->vmf.window_end))
+		fault_window(page->pgmap, addr, &f->vmf.window_start, &f->vmf.window_end,
+			     true);
+	f->wake_start = f->wake_end = 0;
+	f->install_err = 0;
+	fault_enter(f);
 	resident = atomic_load(&page->pgmap->nr_resident);
-	ret = page->pgmap->ops->migrate_to_ram(&vmf);
-	fa_note(page->pgmap, addr, vmf.window_start, vmf.window_end,
+	ret = page->pgmap->ops->migrate_to_ram(&f->vmf);
+	fa_note(page->pgmap, addr, f->vmf.window_start, f->vmf.window_end,
 		resident - atomic_load(&page->pgmap->nr_resident));
-	if (!ret && uhmm__install_err) {
+	fault_leave(f);
+	if (!ret && f->install_err) {
 		/*
 		 * The driver copied the page but it could not be put back
 		 * (it stays on the device, intact): a failed fault, as the
@@ -842,23 +879,14 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 
 		if ((now & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
 		    uhmm__pte_payload(now) == page->pfn)
-			ret = uhmm__install_err;
+			ret = f->install_err;
 	}
 	uhmm_page_unlock(page);
 	uhmm_page_put(page);
-	uhmm__holds_migrate_lock = false;
-	pthread_rwlock_unlock(&mm->migrate_lock);
+	uhmm__migrate_unlock(mm);
 	/* Like the kernel's fault path: the thread resumes when all is done. */
-	{
-		struct uffdio_range r;
-
-		uhmm__wake_defer.active = false;
-		if (uhmm__wake_defer.end) {
-			r.start = uhmm__wake_defer.start;
-			r.len = uhmm__wake_defer.end - uhmm__wake_defer.start;
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
-		}
-	}
+	if (f->wake_end)
+		uhmm__uffd_wake(mm, f->wake_start, f->wake_end);
 	return ret;
 }
 
@@ -905,7 +933,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			struct uhmm_page *page = &pgmap->pages[i];
 			uintptr_t addr = atomic_load(&page->addr);
 			struct uhmm_vm_fault vmf = { .page = page, .address = addr, .mm = mm };
-			bool held = uhmm__holds_migrate_lock;
+			bool held;
 			uint64_t e;
 			int ret;
 
@@ -922,9 +950,9 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
 				fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end,
 					     false);
-			uhmm__holds_migrate_lock = true;
+			held = uhmm__migrate_lock_assume(true);
 			ret = pgmap->ops->migrate_to_ram(&vmf);
-			uhmm__holds_migrate_lock = held;
+			uhmm__migrate_lock_assume(held);
 			uhmm_page_unlock(page);
 			uhmm_page_put(page);
 			e = uhmm__ptable_get(&mm->ptable, addr);

@@ -34,6 +34,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
+#include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "migrate_state.h"
 #include "mm_priv.h"
@@ -47,9 +48,6 @@
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
-
-__thread bool uhmm__holds_migrate_lock;
-__thread int uhmm__install_err;
 
 /*
  * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
@@ -112,10 +110,8 @@ static void state_free(struct uhmm_migrate_vma *m)
 		return;
 	if (s->inv_active)
 		uhmm__invalidate_end(m->mm);
-	if (s->locked) {
-		uhmm__holds_migrate_lock = false;
-		pthread_rwlock_unlock(&m->mm->migrate_lock);
-	}
+	if (s->locked)
+		uhmm__migrate_unlock(m->mm);
 	if (s->cache)
 		uhmm__staging_cache_release(m, moved_from_cache(m));
 	uhmm__staging_destroy(m->mm, s);
@@ -146,7 +142,7 @@ static int has_migrating(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_
 
 void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	if (uhmm__ptable_empty(&mm->ptable) || uhmm__is_service_thread)
+	if (uhmm__ptable_empty(&mm->ptable) || uhmm__on_service_thread())
 		return;
 	pthread_mutex_lock(&mm->mig_lock);
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
@@ -459,7 +455,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 	struct uhmm__selfop op;
 	int ret = 0;
 
-	if (uhmm__is_service_thread)
+	if (uhmm__on_service_thread())
 		return -EDEADLK;	/* keep the worker free of REMAP waits */
 	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
 	for (size_t i = 0; i < m->npages && !ret;) {
@@ -548,23 +544,29 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	return ret;
 }
 
-static int migrate_vma_setup(struct uhmm_migrate_vma *m)
+/*
+ * What setup reads of the range before it claims anything: each page's
+ * special entry, and (system pages) whether pagemap has data for it.
+ */
+struct setup_scan {
+	uint64_t *ent;		/* the special entry of page i, or 0 */
+	uint8_t *data;		/* 1 present, 2 swapped out, 0 no data */
+	size_t nsys;		/* system pages claimed */
+	bool any_present;	/* one of them had data when looked at */
+};
+
+static void scan_free(struct setup_scan *sc)
 {
-	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_migrate_state *s;
-	struct uhmm__vma v;
-	struct uhmm_mm *mm;
-	uint32_t *st = NULL;
-	uint64_t *ent = NULL;
-	size_t nsys = 0;
-	bool anon, any_present = false;
+	uhmm__free(sc->ent);
+	uhmm__free(sc->data);
+}
+
+/* The arguments, the context and the mapping: 0 or the error to return. */
+static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
+{
+	struct uhmm_mm *mm = m->mm;
 	int ret;
 
-	if (!m || !m->mm || !m->src || !m->dst)
-		return uhmm__err(EINVAL, "migrate setup: NULL argument");
-	mm = m->mm;
-	m->cpages = 0;
-	m->state = NULL;
 	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
 		return uhmm__err(EINVAL, "migrate setup: context is not live");
 	if (!uhmm__page_aligned(m->start) || !uhmm__page_aligned(m->end) ||
@@ -579,28 +581,43 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(EINVAL, "migrate setup: unknown flags %#x", m->flags);
 	if (m->fault_page && uhmm__pfn_to_page(mm, m->fault_page->pfn) != m->fault_page)
 		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
-	if (uhmm__callback_depth > 0)
+	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	/* The unmaps of the addresses' earlier tenants are done with first. */
 	uhmm__events_catch_up(mm);
-	ret = find_mapping(m->start, m->end, &v, false);
+	ret = find_mapping(m->start, m->end, v, false);
 	if (ret)
-		ret = find_mapping(m->start, m->end, &v, true);
+		ret = find_mapping(m->start, m->end, v, true);
 	if (ret)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	if (v.flags & UHMM_VMA_HUGETLB)
+	if (v->flags & UHMM_VMA_HUGETLB)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is hugetlbfs: huge pages "
 				 "are not migrated (as the kernel's migrate_vma_setup); a range "
 				 "fault mirrors them", (unsigned long)m->start,
 				 (unsigned long)m->end);
-	if (!(v.flags & UHMM_VMA_READ) || (v.flags & UHMM_VMA_SPECIAL))
+	if (!(v->flags & UHMM_VMA_READ) || (v->flags & UHMM_VMA_SPECIAL))
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) has no access, or is "
 				 "an IO mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	anon = (v.flags & UHMM_VMA_ANON) && !(v.flags & UHMM_VMA_SHARED);
+	return 0;
+}
 
-	m->npages = (m->end - m->start) >> ps;
+/* Private anonymous memory: the only system pages uhmm migrates. */
+static bool vma_anon(const struct uhmm__vma *v)
+{
+	return (v->flags & UHMM_VMA_ANON) && !(v->flags & UHMM_VMA_SHARED);
+}
+
+/*
+ * The migration's state (m->state, freed by state_free()) and the scan
+ * buffers; migrate_lock for reading unless this thread holds it.
+ */
+static int setup_state(struct uhmm_migrate_vma *m, struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s;
+
+	m->npages = (m->end - m->start) >> uhmm__page_shift;
 	memset(m->src, 0, m->npages * sizeof(*m->src));
 	memset(m->dst, 0, m->npages * sizeof(*m->dst));
 	s = uhmm__calloc(1, sizeof(*s));
@@ -608,213 +625,256 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
 	uhmm__sig_enter();	/* left by state_free() */
+	/* Run for a CPU fault: finalize leaves it the waking. */
+	s->fault = m->fault_page ? uhmm__fault_of(m->fault_page) : NULL;
 	s->kind = uhmm__calloc(m->npages, 1);
 	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
 	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
-	st = uhmm__malloc(m->npages * sizeof(*st));
-	ent = uhmm__malloc(m->npages * sizeof(*ent));
-	if (!s->kind || !s->orig || !s->dst_given || !st || !ent) {
-		ret = uhmm__err(ENOMEM, "migrate setup: out of memory");
-		goto fail;
-	}
-	if (!uhmm__holds_migrate_lock) {
-		pthread_rwlock_rdlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
+	sc->data = uhmm__malloc(m->npages);
+	sc->ent = uhmm__malloc(m->npages * sizeof(*sc->ent));
+	if (!s->kind || !s->orig || !s->dst_given || !sc->data || !sc->ent)
+		return uhmm__err(ENOMEM, "migrate setup: out of memory");
+	if (!uhmm__migrate_lock_held()) {
+		uhmm__migrate_lock_read(m->mm);
 		s->locked = true;
 	}
+	return 0;
+}
 
-	/*
-	 * Device mirrors drop the range first (the owner may skip its own);
-	 * the invalidation stays open until the pages are frozen.
-	 */
-	s->inv_active = uhmm__invalidate_start(mm, m->start, m->end,
+/*
+ * Device mirrors drop the range first (the owner may skip its own); the
+ * invalidation stays open until the pages are frozen.  System pages of an
+ * anonymous range: the range is registered for MISSING faults, exactly:
+ * the kernel may have merged memory the caller never gave uhmm (libc's, a
+ * runtime's, uhmm's own) into the same mapping, and a missing fault there
+ * could wait for the very thread that takes it.  The split this makes is
+ * seen through by find_mapping(), and moves are done piece by piece.
+ */
+static int setup_start(struct uhmm_migrate_vma *m, const struct uhmm__vma *v)
+{
+	int ret;
+
+	m->state->inv_active = uhmm__invalidate_start(m->mm, m->start, m->end,
 			(m->flags & UHMM__MIGRATE_EXCLUSIVE) ? UHMM_NOTIFY_EXCLUSIVE
 							      : UHMM_NOTIFY_MIGRATE,
 			0, m->pgmap_owner);
+	if (!vma_anon(v) || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+		return 0;
+	ret = uhmm__register_missing(m->mm, m->start, m->end);
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
+				 "with userfaultfd", (unsigned long)m->start,
+				 (unsigned long)m->end);
+	return 0;
+}
 
-	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
-		/*
-		 * Register exactly the range: the kernel may have merged memory
-		 * the caller never gave uhmm (libc's, a runtime's, uhmm's own)
-		 * into the same mapping, and a missing fault there could wait
-		 * for the very thread that takes it.  The split this makes is
-		 * seen through by find_mapping(), and moves are done piece by
-		 * piece.
-		 */
-		ret = uhmm__register_missing(mm, m->start, m->end);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
-					"with userfaultfd", (unsigned long)m->start,
-					(unsigned long)m->end);
-			goto fail;
+/*
+ * Collect: uhmm's own entries, and for system pages which ones are
+ * present or swapped: that is all the claim needs (the protection is the
+ * mapping's, one for the whole range), and PAGEMAP_SCAN gives it a run at
+ * a time.  Device pages only: their CPU entries are empty.
+ */
+static int collect(struct uhmm_migrate_vma *m, struct setup_scan *sc)
+{
+	memset(sc->ent, 0, m->npages * sizeof(*sc->ent));
+	uhmm__ptable_walk(&m->mm->ptable, m->start, m->end, collect_entry,
+			  &(struct collect_ctx){ .start = m->start, .ent = sc->ent });
+	if ((m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) &&
+	    uhmm__pagemap_has_data(m->start, m->npages, sc->data))
+		return uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
+	return 0;
+}
+
+/* Claim device page i (entry @e) of the caller's pool: MIGRATING. */
+static void claim_device(struct uhmm_migrate_vma *m, size_t i, uint64_t e)
+{
+	struct uhmm_mm *mm = m->mm;
+	uintptr_t a = m->start + (i << uhmm__page_shift);
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	uint64_t orig = e;
+	_Atomic uint64_t *slot;
+
+	if (!page || page->pgmap->owner != m->pgmap_owner)
+		return;
+	/* Found with nothing held (the fault page is the caller's). */
+	if (page != m->fault_page && !uhmm__page_grab(mm, page, a))
+		return;
+	slot = slot_of(mm, a);
+	if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
+			(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+		if (page != m->fault_page) {
+			uhmm_page_unlock(page);
+			uhmm_page_put(page);
 		}
+		return;
 	}
+	/* The entry's reference keeps it now: drop the grab's. */
+	if (page != m->fault_page)
+		uhmm_page_put(page);
+	m->state->orig[i] = orig;
+	m->state->kind[i] = K_DEV;
+	m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
+	if (e & UHMM_PTE_WRITE)
+		m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+	m->cpages++;
+}
+
+/*
+ * Claim system page i (no special entry, or a zero fill in flight):
+ * MIGRATING, WRITE if the mapping is writable.  True if claimed.
+ */
+static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
+{
+	uint64_t w = writable ? UHMM_PTE_WRITE : 0, zero;
+	_Atomic uint64_t *slot = slot_of(m->mm, m->start + (i << uhmm__page_shift));
+
+	if (!slot)
+		return false;
 	/*
-	 * uhmm's own entries, and for system pages which ones are present or
-	 * swapped: that is all the claim needs (the protection is the
-	 * mapping's, one for the whole range), and PAGEMAP_SCAN gives it a
-	 * run at a time.  Device pages only: their CPU entries are empty.
+	 * A zero fill in flight (BUSY) lasts one ioctl on the worker, which
+	 * never waits in between: wait it out.
 	 */
-	memset(ent, 0, m->npages * sizeof(*ent));
-	uhmm__ptable_walk(&mm->ptable, m->start, m->end, collect_entry,
-			  &(struct collect_ctx){ .start = m->start, .ent = ent });
-	if (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) {
-		ret = uhmm__pagemap_has_data(m->start, m->npages, (uint8_t *)st);
-		if (ret) {
-			ret = uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
-			goto fail;
-		}
+	for (;;) {
+		zero = 0;
+		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, UHMM_PTE_MIGRATING | w) ||
+		    zero != UHMM_PTE_BUSY)
+			break;
+		sched_yield();
 	}
+	if (zero != 0)
+		return false;
+	m->state->orig[i] = 0;
+	m->state->kind[i] = K_SYS;
+	m->src[i] = UHMM_MIGRATE_PFN_MIGRATE;
+	if (w)
+		m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+	return true;
+}
+
+/* The per-page decision: which pages the migration takes. */
+static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
+		  struct setup_scan *sc)
+{
+	bool sys = vma_anon(v) && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM);
 
 	for (size_t i = 0; i < m->npages; i++) {
-		uintptr_t a = m->start + (i << ps);
-		uint64_t e = ent[i];
-		_Atomic uint64_t *slot;
-
-		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE: {
-			struct uhmm_page *page;
-
-			if (!(m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
-				break;
-			page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-			if (!page || page->pgmap->owner != m->pgmap_owner)
-				break;
-			/* Found with nothing held (the fault page is the caller's). */
-			if (page != m->fault_page && !uhmm__page_grab(mm, page, a))
-				break;
-			slot = slot_of(mm, a);
-			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-					(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
-				if (page != m->fault_page) {
-					uhmm_page_unlock(page);
-					uhmm_page_put(page);
-				}
-				break;
-			}
-			/* The entry's reference keeps it now: drop the grab's. */
-			if (page != m->fault_page)
-				uhmm_page_put(page);
-			s->orig[i] = ent[i];
-			s->kind[i] = K_DEV;
-			m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
-			if (e & UHMM_PTE_WRITE)
-				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
-			m->cpages++;
+		switch (sc->ent[i] & UHMM_PTE_TYPE_MASK) {
+		case UHMM_PTE_DEVICE:
+			if (m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)
+				claim_device(m, i, sc->ent[i]);
 			break;
-		}
-		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out below */
-		case 0: {
-			uint64_t w, zero = 0;
-
-			if (!anon || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out */
+		case 0:
+			/* Swapped out: the kernel does not migrate it. */
+			if (!sys || sc->data[i] == 2 ||
+			    !claim_system(m, i, (v->flags & UHMM_VMA_WRITE) != 0))
 				break;
-			if (((uint8_t *)st)[i] == 2)
-				break;	/* swapped out: the kernel does not migrate it */
-			w = (v.flags & UHMM_VMA_WRITE) ? UHMM_PTE_WRITE : 0;
-			slot = slot_of(mm, a);
-			if (!slot)
-				break;
-			/*
-			 * A zero fill in flight (BUSY) lasts one ioctl on the
-			 * worker, which never waits in between: wait it out.
-			 */
-			for (;;) {
-				zero = 0;
-				if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
-							 UHMM_PTE_MIGRATING | w) ||
-				    zero != UHMM_PTE_BUSY)
-					break;
-				sched_yield();
-			}
-			if (zero != 0)
-				break;
-			s->orig[i] = 0;
-			s->kind[i] = K_SYS;
-			m->src[i] = UHMM_MIGRATE_PFN_MIGRATE;
-			if (w)
-				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
-			nsys++;
-			any_present |= ((uint8_t *)st)[i] == 1;
+			sc->nsys++;
+			sc->any_present |= sc->data[i] == 1;
 			break;
-		}
 		default:
 			break;	/* another migration, a fault in flight, exclusive */
 		}
 	}
+}
 
-	if (nsys) {
-		bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+/*
+ * Freeze the claimed system pages into staging (unmap, in the kernel's
+ * words): every claimed page, present or not when looked at, as a page
+ * can be filled between that look and the claim, and only the staging
+ * page table tells for sure what has data.  Anything it holds counts (a
+ * zero page too: copying zeroes is harmless; calling data "empty" would
+ * lose it).
+ */
+static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
+			    struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s = m->state;
+	bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+	int ret = uhmm__staging_create(m, use_move);
 
-		ret = uhmm__staging_create(m, use_move);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: no memory for staging");
-			goto fail_claimed;
-		}
-		/*
-		 * Freeze every claimed page, present or not when we looked: a
-		 * page can be filled between that look and the claim, and only
-		 * the staging page table tells for sure what has data.
-		 */
-		ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
-		if (ret == -EINVAL)
-			ret = freeze_mremap(m);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
-					(unsigned long)m->start, (unsigned long)m->end);
-			goto fail_claimed;
-		}
-		/*
-		 * Which frozen pages have data?  Anything the staging page table
-		 * holds counts (a zero page too: copying zeroes is harmless;
-		 * calling data "empty" would lose it).
-		 */
-		ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages,
-					     (uint8_t *)st);
-		if (ret)
-			goto fail_claimed;
-		for (size_t i = 0; i < m->npages; i++) {
-			bool data = ((uint8_t *)st)[i];
-
-			if (s->kind[i] != K_SYS)
-				continue;
-			if (data)
-				m->src[i] |= UHMM_MIGRATE_PFN_VALID |
-					     (((uint64_t)((uintptr_t)s->staging >> ps) + i)
-					      << UHMM_MIGRATE_PFN_SHIFT);
-			m->cpages++;
-		}
-	}
-	uhmm__free(st);
-	uhmm__free(ent);
-	compound_collect(m);
-	if (s->inv_active) {
-		uhmm__invalidate_end(mm);
-		s->inv_active = false;
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: no memory for staging");
+	ret = use_move ? freeze_move(m, (v->flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
+	if (ret == -EINVAL)
+		ret = freeze_mremap(m);
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages, sc->data);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < m->npages; i++) {
+		if (s->kind[i] != K_SYS)
+			continue;
+		if (sc->data[i])
+			m->src[i] |= UHMM_MIGRATE_PFN_VALID |
+				     (((uint64_t)((uintptr_t)s->staging >> uhmm__page_shift) + i)
+				      << UHMM_MIGRATE_PFN_SHIFT);
+		m->cpages++;
 	}
 	return 0;
+}
 
-fail_claimed:
-	/*
-	 * Give everything back as it was.  Whatever was frozen is restored
-	 * from staging (a page that was empty restores as zeroes: the same
-	 * content).
-	 */
+/*
+ * Setup failed after claiming: give everything back as it was.  Whatever
+ * was frozen is restored from staging (a page that was empty restores as
+ * zeroes: the same content).
+ */
+static void setup_unwind(struct uhmm_migrate_vma *m, const struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s = m->state;
+
 	for (size_t i = 0; i < m->npages; i++)
-		if (s->kind[i] == K_SYS && (any_present || s->by_mremap))
+		if (s->kind[i] == K_SYS && (sc->any_present || s->by_mremap))
 			m->src[i] |= UHMM_MIGRATE_PFN_VALID;
 	uhmm_migrate_vma_pages(m);
 	for (size_t i = 0; i < m->npages; i++)
 		m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	uhmm_migrate_vma_finalize(m);
-	uhmm__free(st);
-	uhmm__free(ent);
-	return ret;
-fail:
-	state_free(m);
-	uhmm__free(st);
-	uhmm__free(ent);
-	return ret;
+}
+
+/*
+ * As the kernel's: check, collect the pages, then claim and freeze
+ * (unmap) them; the invalidation opened at the start closes once they
+ * are frozen.
+ */
+static int migrate_vma_setup(struct uhmm_migrate_vma *m)
+{
+	struct setup_scan sc = { 0 };
+	struct uhmm__vma v;
+	int ret;
+
+	if (!m || !m->mm || !m->src || !m->dst)
+		return uhmm__err(EINVAL, "migrate setup: NULL argument");
+	m->cpages = 0;
+	m->state = NULL;
+	ret = setup_check(m, &v);
+	if (ret)
+		return ret;
+	ret = setup_state(m, &sc);
+	if (!ret)
+		ret = setup_start(m, &v);
+	if (!ret)
+		ret = collect(m, &sc);
+	if (ret) {
+		state_free(m);
+		scan_free(&sc);
+		return ret;
+	}
+	claim(m, &v, &sc);
+	ret = sc.nsys ? stage_and_freeze(m, &v, &sc) : 0;
+	if (ret)
+		setup_unwind(m, &sc);
+	scan_free(&sc);
+	if (ret)
+		return ret;
+	compound_collect(m);
+	if (m->state->inv_active) {
+		uhmm__invalidate_end(m->mm);
+		m->state->inv_active = false;
+	}
+	return 0;
 }
 
 /* ---- driver helpers -------------------------------------------------------- */
@@ -1103,7 +1163,8 @@ static void install_runs(struct uhmm_migrate_vma *m)
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);
 					m->src[k] &= ~UHMM_MIGRATE_PFN_MIGRATE;
-					uhmm__install_err = err;
+					if (s->fault)
+						s->fault->install_err = err;
 				}
 		}
 		i = j;
@@ -1111,6 +1172,25 @@ static void install_runs(struct uhmm_migrate_vma *m)
 }
 
 static void migrate_vma_finalize(struct uhmm_migrate_vma *m);
+
+/*
+ * Wake the threads faulting in the range, or, for a migration a CPU fault
+ * runs, leave it to the fault path, which wakes when all is done.
+ */
+static void wake(struct uhmm_migrate_vma *m)
+{
+	struct uhmm__fault *f = m->state->fault;
+
+	if (!f) {
+		uhmm__uffd_wake(m->mm, m->start, m->end);
+	} else if (f->wake_end == 0) {
+		f->wake_start = m->start;
+		f->wake_end = m->end;
+	} else {
+		f->wake_start = UHMM_MIN(f->wake_start, m->start);
+		f->wake_end = UHMM_MAX(f->wake_end, m->end);
+	}
+}
 
 /* The region setup entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
@@ -1205,7 +1285,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		}
 		uhmm__migrate_commit_entry(mm, slot, e, final);
 	}
-	uhmm__uffd_wake(mm, m->start, m->end);
+	wake(m);
 	uhmm__staging_cache_put(m);		/* system->device: keep staging for the way back */
 	state_free(m);
 	uhmm__migrate_done_broadcast(mm);
