@@ -211,7 +211,7 @@ static void budget_case(void)
 	struct uhmm_policy_stats st;
 	pthread_t th;
 	uint64_t total = 0;
-	const size_t items = 20000;
+	const size_t items = 1500;
 	int ret;
 
 	b.p = map_aligned_2m(4 * BLK, RW);
