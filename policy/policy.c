@@ -1413,7 +1413,8 @@ void uhmm_policy_cpu_fault(struct uhmm_policy *pol, int d, uintptr_t fault_addr,
 		uintptr_t s = start > r->start ? start : r->start;
 		uintptr_t e = end < r->end ? end : r->end;
 
-		if (fault_addr && fault_addr >= r->start && fault_addr < r->end)
+		/* Once per fault: the call whose window holds the faulting address. */
+		if (fault_addr >= s && fault_addr < e)
 			r->st.cpu_faults++;
 		if (s >= e)
 			continue;
