@@ -413,8 +413,10 @@ static int report(const struct fig *f, struct run *a, struct run *b)
 {
 	struct run ma = median(a, reps), mb = median(b, reps);
 	double tr = ma.ms > 0 ? mb.ms / ma.ms : 0;
-	double mr = ma.moved ? (double)mb.moved / (double)ma.moved : (mb.moved ? 1e9 : 1);
-	double fr = ma.dev_faults ? (double)mb.dev_faults / (double)ma.dev_faults : 0;
+	/* Nothing moved (or faulted) by the first: the ratio is unbounded. */
+	double mr = ma.moved ? (double)mb.moved / (double)ma.moved : (mb.moved ? 1.0 / 0.0 : 1);
+	double fr = ma.dev_faults ? (double)mb.dev_faults / (double)ma.dev_faults :
+		    (mb.dev_faults ? 1.0 / 0.0 : 1);
 	bool met = (!f->time_target || tr >= f->time_target) &&
 		   (!f->moved_target || mr >= f->moved_target) &&
 		   (!f->fault_target || fr >= f->fault_target);

@@ -695,8 +695,15 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 	gen = pm->gen;
 	pthread_mutex_unlock(&pol->lock);
 	copy = b->copy_area + (a & (BLOCK_SIZE - 1));
-	/* The page is write-protected: no one changes it while it is copied. */
-	memcpy(copy, (const void *)a, pol->ps);
+	/*
+	 * The page is write-protected: no one changes it while it is copied.
+	 * Word by word with relaxed atomic loads, as a device reads memory
+	 * the CPU may have written just before the protection (a sanitizer
+	 * cannot see that mprotect orders them).
+	 */
+	for (size_t w = 0; w < pol->ps / 8; w++)
+		((uint64_t *)(void *)copy)[w] =
+			__atomic_load_n((const uint64_t *)a + w, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&pol->lock);
 	pol->devs[d].reserved--;
 	pol->tenants[r->attr.tenant].reserved[d]--;
