@@ -361,11 +361,36 @@ static void discard_case(void)
 	munmap(p, BLK);
 }
 
+/*
+ * "test_policy_migrate budget N": the budget case alone, N rounds, each in
+ * a child of its own; prints how many rounds failed (the reproducer of the
+ * out-of-order snapshots, docs/CONCURRENCY.md "The policy layer").
+ */
+static int budget_rounds(int rounds)
+{
+	int failed = 0;
+
+	for (int i = 0; i < rounds; i++) {
+		pid_t pid = fork();
+		int status;
+
+		CHECK(pid >= 0, "fork");
+		if (pid == 0) {
+			budget_case();
+			_exit(0);
+		}
+		CHECK_EQ(waitpid(pid, &status, 0), pid);
+		failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	printf("%s: budget: %d of %d rounds failed\n", test_name, failed, rounds);
+	return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	test_init("test_policy_migrate");
-	(void)argc;
-	(void)argv;
+	if (argc == 3 && !strcmp(argv[1], "budget"))
+		return budget_rounds(atoi(argv[2]));
 	density_case(false);
 	density_case(true);
 	lru_case();
