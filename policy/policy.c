@@ -736,6 +736,9 @@ static struct sigaction old_segv;
 static pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool segv_installed;
 
+static __thread __attribute__((tls_model("initial-exec"))) uintptr_t segv_last;
+static __thread __attribute__((tls_model("initial-exec"))) unsigned int segv_repeat;
+
 static void pol_segv(int sig, siginfo_t *si, void *uc)
 {
 	uintptr_t a = (uintptr_t)si->si_addr;
@@ -757,10 +760,28 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 			}
 			pthread_mutex_unlock(&pol->lock);
 			if (rm) {
+				bool ours;
+
 				pthread_mutex_lock(&r->rm_lock);
+				pthread_mutex_lock(&pol->lock);
+				ours = r->rm_prot[g];
+				pthread_mutex_unlock(&pol->lock);
 				collapse(r, g);
 				pthread_mutex_unlock(&r->rm_lock);
-				return;		/* the write is retried */
+				/*
+				 * Not protected by the layer: another thread's
+				 * collapse made it writable meanwhile (retry), or
+				 * the program protected it itself (the same write
+				 * faults again: then it is not ours).
+				 */
+				if (ours || segv_last != a || ++segv_repeat < 2) {
+					if (segv_last != a)
+						segv_repeat = 0;
+					segv_last = ours ? 0 : a;
+					return;		/* the write is retried */
+				}
+				segv_last = 0;
+				break;
 			}
 		}
 	}
