@@ -1324,6 +1324,9 @@ int uhmm_bench_main(int argc, char **argv)
 	size_t big;
 	int ret;
 
+	/* The policy layer's figures have their own options (bench/policy_bench.c). */
+	if (argc > 1 && !strcmp(argv[1], "--policy"))
+		return uhmm_bench_policy_main(argc - 1, argv + 1);
 	opts_init(&o, "uhmm bench", argc, argv);
 	while (opts_next(&o)) {
 		if (opts_is(&o, "--quick")) {

@@ -37,6 +37,7 @@
 
 #include <uhmm/simdev.h>
 
+#include "simdev_hooks.h"
 #include "cost.h"
 
 #define SPT_VALID	UINT64_C(0x1)
@@ -147,6 +148,7 @@ struct uhmm_simdev {
 		      c_dev_faults;
 	size_t clock_hand;		/* eviction: next device page to consider */
 	pthread_mutex_t evict_lock;
+	const struct uhmm_simdev__hooks *hooks;	/* a policy layer (simdev_policy.c) */
 	struct sd_cost cost;		/* simulated time (cost.c) */
 };
 
@@ -1123,6 +1125,8 @@ int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
 					  "range is in this device's memory");
 }
 
+static void hooks_pages_home(struct uhmm_simdev *d, uintptr_t fault, uintptr_t s, uintptr_t e);
+
 static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 {
 	struct uhmm_simdev *d = vmf->page->pgmap->driver_data;
@@ -1141,6 +1145,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 		if (r < 0)
 			return (int)r;
 		atomic_fetch_add(&d->c_cpu_fault_pages, (unsigned long long)r);
+		hooks_pages_home(d, vmf->address, s, e);
 		s = e;
 	}
 	return 0;
@@ -1544,6 +1549,8 @@ static void cost_fill(struct uhmm_simdev *d, uint64_t e, bool write)
  * touch.  Returns the host pointer (the thread holding an epoch in which
  * it is valid), or NULL with t->err set.
  */
+static bool hooks_fault(struct uhmm_simdev *d, uintptr_t page, bool write);
+
 static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
 	struct uhmm_simdev *d = t->dev;
@@ -1587,7 +1594,10 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
 			uintptr_t ws = page & ~(uintptr_t)(w * d->ps - 1), we = ws + w * d->ps;
 			int ret;
 
-			if (policy_migrate(d) && !(e & SPT_DEV)) {
+			if (__atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE)) {
+				if (hooks_fault(d, page, write))
+					continue;	/* a copy was mapped: translate again */
+			} else if (policy_migrate(d) && !(e & SPT_DEV)) {
 				struct uhmm_mapping map;
 				bool af = false;
 				long m;
@@ -1935,6 +1945,64 @@ void uhmm_simdev_destroy(struct uhmm_simdev *d)
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
+}
+
+/* ---- a policy layer's hooks (simdev/simdev_hooks.h) ---------------------------------- */
+
+void uhmm_simdev__set_hooks(struct uhmm_simdev *d, const struct uhmm_simdev__hooks *h)
+{
+	__atomic_store_n(&d->hooks, h, __ATOMIC_RELEASE);
+}
+
+/* Drop the device page-table entries of [addr, addr + npages pages). */
+int uhmm_simdev__unmap(struct uhmm_simdev *d, uintptr_t addr, size_t npages)
+{
+	SD_NO_SIGNALS;
+	uintptr_t end = addr + npages * d->ps;
+
+	pthread_mutex_lock(&d->lock);
+	inval_blocks(d, addr, end, 1);	/* a migration in flight does not map them */
+	spt_clear_rec(d->spt_root, LEVELS - 1, 0, addr >> d->shift, end >> d->shift);
+	flush_and_unlock(d);
+	return 0;
+}
+
+const void *uhmm_simdev__owner(struct uhmm_simdev *d)
+{
+	return &d->owner;
+}
+
+size_t uhmm_simdev__capacity(struct uhmm_simdev *d)
+{
+	return d->cfg.capacity_pages;
+}
+
+static void hooks_pages_home(struct uhmm_simdev *d, uintptr_t fault, uintptr_t s, uintptr_t e)
+{
+	const struct uhmm_simdev__hooks *h = __atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE);
+
+	if (h)
+		h->pages_home(h->arg, fault, s, e);
+}
+
+/*
+ * A compute thread's device fault, with no lock and no epoch held: the
+ * layer migrates what it decides; true when it gave a read-only copy that
+ * is now mapped (or went stale meanwhile): the caller translates again.
+ */
+static bool hooks_fault(struct uhmm_simdev *d, uintptr_t page, bool write)
+{
+	const struct uhmm_simdev__hooks *h = __atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE);
+	const void *copy = NULL;
+	uint64_t cookie = 0;
+
+	if (!h->device_fault(h->arg, page, write, &copy, &cookie))
+		return false;
+	pthread_mutex_lock(&d->lock);
+	if (h->copy_valid(h->arg, page, cookie))
+		spt_set(d, page >> d->shift, (uint64_t)(uintptr_t)copy | SPT_VALID);
+	pthread_mutex_unlock(&d->lock);
+	return true;
 }
 
 /* ---- cost model (cost.c) ------------------------------------------------------------ */

@@ -186,6 +186,35 @@ UHMM_API int uhmm_simdev_get_counters(struct uhmm_simdev *dev,
 /** uhmm_simdev_used_pages() - device pages holding process data (for tests) */
 UHMM_API size_t uhmm_simdev_used_pages(struct uhmm_simdev *dev);
 
+/* ---- the policy layer ---------------------------------------------------- */
+
+struct uhmm_policy;
+
+/**
+ * uhmm_simdev_attach_policy() - let a policy decide the device's kernel faults
+ * @dev: the device
+ * @pol: a policy (include/uhmm/policy.h) of the same process; NULL detaches
+ * @name: the device's name in the policy's output (NULL: "dev<N>")
+ * @id: if not NULL, the device's id in @pol
+ *
+ * Adds @dev to @pol as a device (its capacity, its owner, its migrations)
+ * and from then on every device fault of a compute kernel launched on
+ * @dev goes to uhmm_policy_device_fault() instead of the @policy of the
+ * device's configuration, and its migrate_to_ram reports to
+ * uhmm_policy_cpu_fault().  uhmm_simdev_read() / _write() are not
+ * affected.  Attach before launching, once per device.  Tear down in this
+ * order: detach (@pol NULL, with no launch running), uhmm_policy_destroy(),
+ * uhmm_simdev_destroy(): the policy's destroy drops copies through the
+ * device, and the device's destroy brings pages home.  Do not
+ * combine with @evict_when_full or explicit migrations of memory under the
+ * policy: the layer evicts and migrates itself.
+ *
+ * Return: 0; -EINVAL for NULL arguments; -ENOMEM; the errors of
+ * uhmm_policy_dev_add().
+ */
+UHMM_API int uhmm_simdev_attach_policy(struct uhmm_simdev *dev, struct uhmm_policy *pol,
+				       const char *name, int *id);
+
 /* ---- cost model ------------------------------------------------------------ */
 
 /**
