@@ -438,10 +438,39 @@ UHMM_HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npag
 				   void *arg);
 
 /*
- * From pagemap alone: out[i] = 1 when page i is present, 2 when swapped
- * out (or a marker), 0 when it has no data.
+ * From pagemap alone: out[i] = UHMM__PM_PRESENT when page i is present,
+ * UHMM__PM_SWAPPED when it is swapped out (a swap entry: data),
+ * UHMM__PM_MARKER for a userfaultfd write-protect marker (no data: a
+ * device page's picture, or a stale one; wpmarker.c), UHMM__PM_NONE when
+ * the entry is empty.  Only for memory uhmm registered (where nothing else
+ * write-protects a page, so PM_SWAP with PM_UFFD_WP is a marker).
  */
+#define UHMM__PM_NONE		0
+#define UHMM__PM_PRESENT	1
+#define UHMM__PM_SWAPPED	2
+#define UHMM__PM_MARKER		3
 UHMM_HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
+/* A pagemap entry of memory uhmm registered: is it a uffd-wp marker? */
+static inline bool uhmm__pm_is_marker(uint64_t pm)
+{
+	return (pm & (PM_PRESENT | PM_SWAP | PM_UFFD_WP)) == (PM_SWAP | PM_UFFD_WP);
+}
+
+/* ---- wpmarker.c: device-resident pages shown as swap entries ---------- */
+/*
+ * Are uffd-wp markers put on device-resident pages (WP_UNPOPULATED and
+ * uffd write-protect active, and the context's userfaultfd has both)?
+ */
+UHMM_HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
+/*
+ * Put markers on the empty entries of [start, end) (pages uhmm holds
+ * MIGRATING and is about to commit as device pages), or drop the markers
+ * of [start, end) without waking (before a UFFDIO_MOVE installs there, or
+ * a stale one).  Best effort: 0 or -errno, and nothing depends on the
+ * result (wpmarker.c).  No-ops when markers are off.
+ */
+UHMM_HIDDEN int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+UHMM_HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

@@ -104,9 +104,14 @@ static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
 		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
 		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
 			break;
-		for (size_t i = 0; i < k; i++, n++)
-			if (sv[i] || (!d[i] && !holes))
+		for (size_t i = 0; i < k; i++, n++) {
+			/* A uffd-wp marker holds no data (wpmarker.c). */
+			bool sdata = sv[i] && sv[i] != UHMM__PM_MARKER;
+			bool ddata = d[i] && d[i] != UHMM__PM_MARKER;
+
+			if (sdata || (!ddata && !holes))
 				return n << ps;
+		}
 	}
 	return n << ps;
 }
@@ -736,6 +741,65 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&mm->mig_lock);
 }
 
+/* ---- uffd-wp markers on device-resident pages (wpmarker.c) ---------------- */
+
+/*
+ * Claimed system pages whose entry is a marker without a device page (a
+ * stale picture): a marker cannot be moved (-EFAULT), so drop it before
+ * the page is frozen; the page is empty, as the kernel would see it.
+ */
+static void clear_stale_markers(struct uhmm_migrate_vma *m, const uint8_t *st)
+{
+	const unsigned int ps = uhmm__page_shift;
+
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+
+		while (j < m->npages && m->state->kind[j] == K_SYS && st[j] == UHMM__PM_MARKER)
+			j++;
+		if (j == i) {
+			i++;
+			continue;
+		}
+		uhmm__marker_clear(m->mm, m->start + (i << ps), m->start + (j << ps));
+		i = j;
+	}
+}
+
+/* Would finalize commit page @i, a system page, as a device page? */
+static bool becomes_device(struct uhmm_migrate_vma *m, size_t i)
+{
+	return m->state->kind[i] == K_SYS && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
+	       !(uhmm__ptable_get(&m->mm->ptable, m->start + (i << uhmm__page_shift)) &
+		 UHMM_PTE_GONE);
+}
+
+/*
+ * Before finalize commits system pages as device pages: their entries,
+ * empty since they were frozen, get a marker, one ioctl per run, while
+ * they are still MIGRATING (nobody else fills or marks them then), so
+ * pagemap shows them swapped, as the kernel shows device-private pages.
+ */
+static void mark_device_runs(struct uhmm_migrate_vma *m)
+{
+	const unsigned int ps = uhmm__page_shift;
+
+	if (!uhmm__markers_on(m->mm))
+		return;
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+
+		while (j < m->npages && becomes_device(m, j))
+			j++;
+		if (j == i) {
+			i++;
+			continue;
+		}
+		uhmm__marker_set(m->mm, m->start + (i << ps), m->start + (j << ps));
+		i = j;
+	}
+}
+
 /* ---- setup ------------------------------------------------------------- */
 
 struct collect_ctx {
@@ -1109,7 +1173,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 
 			if (!anon || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
 				break;
-			if (((uint8_t *)st)[i] == 2)
+			if (((uint8_t *)st)[i] == UHMM__PM_SWAPPED)
 				break;	/* swapped out: the kernel does not migrate it */
 			w = (v.flags & UHMM_VMA_WRITE) ? UHMM_PTE_WRITE : 0;
 			slot = slot_of(mm, a);
@@ -1135,7 +1199,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 			if (w)
 				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
 			nsys++;
-			any_present |= ((uint8_t *)st)[i] == 1;
+			any_present |= ((uint8_t *)st)[i] == UHMM__PM_PRESENT;
 			break;
 		}
 		default:
@@ -1145,6 +1209,8 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 
 	if (nsys) {
 		bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+
+		clear_stale_markers(m, (const uint8_t *)st);
 
 		ret = staging_create(m, use_move);
 		if (ret) {
@@ -1174,7 +1240,8 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		if (ret)
 			goto fail_claimed;
 		for (size_t i = 0; i < m->npages; i++) {
-			bool data = ((uint8_t *)st)[i];
+			bool data = ((uint8_t *)st)[i] &&
+				    ((uint8_t *)st)[i] != UHMM__PM_MARKER;
 
 			if (s->kind[i] != K_SYS)
 				continue;
@@ -1457,6 +1524,8 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			src0 = (uintptr_t)s->staging + (i << ps);
 			staged = true;
 		}
+		if (staged)	/* a UFFDIO_MOVE destination must be empty */
+			uhmm__marker_clear(m->mm, a0, a0 + ((j - i) << ps));
 		err = install_sys(m, a0, src0, (j - i) << ps, staged);
 		if (err) {
 			/* Page by page, to find which ones cannot be installed. */
@@ -1507,6 +1576,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		    (s->kind[i] == K_NONE || !dst_ok(m, i)))
 			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	install_runs(m);
+	mark_device_runs(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << ps);
 		uintptr_t stage = (uintptr_t)s->staging + (i << ps);

@@ -226,6 +226,18 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 
 	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
+	if (errno == EEXIST && uhmm__markers_on(mm)) {
+		/*
+		 * A uffd-wp marker whose device page is gone (wpmarker.c): an
+		 * empty page to the kernel's fault path, but not to ZEROPAGE.
+		 * Drop it and fill (dropping the marker of a page populated
+		 * meanwhile changes nothing: uhmm write-protects no page).
+		 */
+		uhmm__marker_clear(mm, page, page + uhmm__page_size);
+		z.zeropage = 0;
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+			return 0;
+	}
 	if (errno == EEXIST || errno == ENOENT) {
 		/*
 		 * Populated meanwhile (a migration put it back), or the

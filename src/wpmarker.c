@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Device-resident pages in /proc/self/pagemap as the kernel shows them.
+ *
+ * The kernel's CPU page table holds a swap-type entry for a device-private
+ * page: pagemap reports it as PM_SWAP, not present (fs/proc/task_mmu.c,
+ * pte_to_pagemap_entry), and so does PAGEMAP_SCAN (PAGE_IS_SWAPPED).  uhmm
+ * takes the page out of the CPU page table, which leaves an empty entry.
+ * Where the kernel offers UFFD_FEATURE_WP_UNPOPULATED (6.4), uhmm puts a
+ * userfaultfd write-protect marker there instead: UFFDIO_WRITEPROTECT on an
+ * empty entry of an anonymous mapping registered MISSING|WP.  pagemap shows
+ * a marker as PM_SWAP|PM_UFFD_WP (root also sees swap type 31, the
+ * marker type, offset 1), PAGEMAP_SCAN as SWAPPED without WRITTEN, and a
+ * CPU access to it raises a MISSING fault, as an empty entry does
+ * (mm/memory.c: handle_pte_marker -> pte_marker_handle_uffd_wp ->
+ * do_pte_missing), so the fault path is the same.  Measured on 6.18:
+ * MISSING fault with flags 0 on a read, WRITE on a write.
+ *
+ * What the kernel does with a marker, and what uhmm does about it:
+ *  - UFFDIO_COPY installs over a marker; UFFDIO_ZEROPAGE and a UFFDIO_MOVE
+ *    destination need a truly empty entry (-EEXIST), and a marker as a
+ *    MOVE source is -EFAULT.  So a fault-back that installs by MOVE clears
+ *    the run's markers first (UFFDIO_WRITEPROTECT without MODE_WP drops
+ *    them, one ioctl per run); installs by COPY need nothing.
+ *  - MADV_DONTNEED (and munmap) drop markers of anonymous memory, as they
+ *    drop device-private entries; MADV_FREE keeps both; mprotect keeps
+ *    markers; mremap moves them with the mapping (uhmm uses EVENT_REMAP);
+ *    fork drops them in the child (its mapping is not registered), where
+ *    uhmm brought every device page home before anyway.
+ *
+ * The markers are a picture, never the truth: uhmm's special-entry table
+ * says which pages are on a device.  A device page without a marker
+ * (the ioctl failed, UHMM_DISABLE=wp_unpopulated, an older kernel) works
+ * exactly as before, and a marker whose page is no longer on a device (a
+ * raw MADV_FREE dropped the device entry, a race with an unmap) counts as
+ * an empty entry everywhere: pagemap decoding (pagestate.c), a fault's
+ * zero fill (service.c clears it and fills), a migration's claim (migrate.c
+ * clears it before freezing the page).  Nothing depends on a marker being
+ * there, so nothing is lost when one is missing or stale.
+ */
+#include "internal.h"
+
+bool uhmm__markers_on(const struct uhmm_mm *mm)
+{
+	const uint64_t need = UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+
+	return uhmm__has(UHMM_FEAT_WP_UNPOPULATED) && uhmm__has(UHMM_FEAT_UFFD_WP) &&
+	       (mm->uffd_features & need) == need;
+}
+
+/* UFFDIO_WRITEPROTECT over [start, end), retrying while an event is pending. */
+static int writeprotect(struct uhmm_mm *mm, uintptr_t start, uintptr_t end, uint64_t mode)
+{
+	for (;;) {
+		struct uffdio_writeprotect wp = {
+			.range = { .start = start, .len = end - start },
+			.mode = mode,
+		};
+
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+			return 0;
+		if (errno != EAGAIN)
+			return -errno;
+		uhmm__eagain_backoff(mm);
+	}
+}
+
+int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	if (start >= end || !uhmm__markers_on(mm))
+		return 0;
+	return writeprotect(mm, start, end, UFFDIO_WRITEPROTECT_MODE_WP);
+}
+
+int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	if (start >= end || !uhmm__markers_on(mm))
+		return 0;
+	/* Waking is the caller's business (finalize wakes once all is done). */
+	return writeprotect(mm, start, end, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+}
