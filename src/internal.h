@@ -211,11 +211,20 @@ enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 #define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
 #define UHMM_SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
 #define UHMM_SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
+/*
+ * Allocated (uhmm__malloc), never ended by its maker: the worker frees it
+ * at the first event it handles once every batch up to @done_seq (the
+ * event read sequence after the change returned; 0 while it runs) is
+ * processed.  For a change the worker itself makes, which cannot wait for
+ * its own events (wpmarker.c).
+ */
+#define UHMM_SELFOP_ONESHOT	(1u << 3)
 
 struct uhmm_selfop {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
+	unsigned long done_seq;	/* UHMM_SELFOP_ONESHOT only */
 	struct uhmm_selfop *next;
 };
 
@@ -471,6 +480,14 @@ UHMM_HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
  */
 UHMM_HIDDEN int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 UHMM_HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+/*
+ * Before a UFFDIO_MOVE from staging installs [start, end), pages uhmm holds
+ * MIGRATING whose entries may be markers: free the page tables the markers
+ * needed under every whole 2 MiB block of it, so a huge page can be moved
+ * in as one PMD (a destination PMD with a page table splits it).
+ */
+UHMM_HIDDEN void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start,
+					       uintptr_t end);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

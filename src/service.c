@@ -41,6 +41,7 @@ int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
 	op->start = start;
 	op->end = end;
 	op->flags = flags;
+	op->done_seq = 0;
 	pthread_mutex_lock(&mm->selfop_lock);
 	op->next = mm->selfops;
 	mm->selfops = op;
@@ -65,14 +66,29 @@ void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
 /* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	struct uhmm_selfop *op;
+	unsigned long done = atomic_load_explicit(&mm->ev_done, memory_order_acquire);
+	struct uhmm_selfop *op, **pp, *dead = NULL;
 	unsigned int ret = 0;
 
 	pthread_mutex_lock(&mm->selfop_lock);
-	for (op = mm->selfops; op; op = op->next)
+	for (pp = &mm->selfops; (op = *pp);) {
+		/* A one-shot change whose events were all handled: gone. */
+		if ((op->flags & UHMM_SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
+			*pp = op->next;
+			op->next = dead;
+			dead = op;
+			continue;
+		}
 		if (op->start <= start && end <= op->end)
 			ret |= op->flags;
+		pp = &op->next;
+	}
 	pthread_mutex_unlock(&mm->selfop_lock);
+	while (dead) {
+		op = dead->next;
+		uhmm__free(dead);
+		dead = op;
+	}
 	return ret;
 }
 

@@ -38,6 +38,9 @@
  * clears it before freezing the page).  Nothing depends on a marker being
  * there, so nothing is lost when one is missing or stale.
  */
+#include <string.h>
+#include <sys/mman.h>
+
 #include "internal.h"
 
 bool uhmm__markers_on(const struct uhmm_mm *mm)
@@ -78,4 +81,39 @@ int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 		return 0;
 	/* Waking is the caller's business (finalize wakes once all is done). */
 	return writeprotect(mm, start, end, UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+}
+
+/*
+ * Markers need a page table under them: where a huge page left for the
+ * device (its PMD moved whole to staging), marking its pages allocated
+ * one, and a UFFDIO_MOVE of the huge page back finds a PMD that is not
+ * empty and splits the page (measured: a 2 MiB THP round trip came back
+ * as 512 small pages).  MADV_DONTNEED of the whole blocks drops their
+ * markers and, with CONFIG_PT_RECLAIM (6.14), frees the empty page tables,
+ * after which the move installs one PMD again.  Every page of such a block
+ * is held MIGRATING by the caller and has no CPU data (its data is in
+ * staging), so the discard loses nothing.  Its UFFD_EVENT_REMOVE is uhmm's
+ * own: a one-shot selfop makes the worker ignore it, and is freed once the
+ * worker has handled it; the caller may be the worker itself (a CPU
+ * fault's migrate_to_ram), which could not wait for its own event.
+ */
+void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	const uintptr_t huge = 2u << 20;
+	uintptr_t hs = (start + huge - 1) & ~(huge - 1), he = end & ~(huge - 1);
+	struct uhmm_selfop *op;
+
+	if (hs >= he || hs < start || !uhmm__markers_on(mm) ||
+	    !strcmp(uhmm__sysinfo()->thp, "never") ||
+	    !strcmp(uhmm__sysinfo()->thp, "unavailable"))
+		return;
+	op = uhmm__malloc(sizeof(*op));
+	if (!op)
+		return;		/* the move splits the huge page: slower, nothing lost */
+	uhmm__selfop_begin(mm, op, hs, he, UHMM_SELFOP_INTERNAL | UHMM_SELFOP_ONESHOT);
+	uhmm__sys_madvise((void *)hs, he - hs, MADV_DONTNEED);
+	/* Its events (if any) were read before madvise returned. */
+	pthread_mutex_lock(&mm->selfop_lock);
+	op->done_seq = UHMM_MAX(atomic_load(&mm->ev_read), 1ul);
+	pthread_mutex_unlock(&mm->selfop_lock);
 }

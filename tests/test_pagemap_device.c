@@ -310,6 +310,34 @@ static void t_selftest_thp(void)
 	bad = check_pattern(p, n, 7);
 	CHECK(bad < 0, "selftest THP: word %ld wrong after the fault-back", bad);
 	munmap(p, huge);
+
+	/*
+	 * A huge page migrated back whole comes back as one PMD where pages
+	 * return by UFFDIO_MOVE: the markers' page table must not be in the
+	 * way (a destination PMD with a page table splits the huge page).
+	 */
+	p = map_aligned_2m(huge, PROT_READ | PROT_WRITE);
+	madvise(p, huge, MADV_HUGEPAGE);
+	fill_pattern(p, n, 12);
+	if (madvise(p, huge, MADV_COLLAPSE) == 0 && (page_state_of(mm, p) & UHMM_PS_HUGE) &&
+	    (variant.active & UHMM_FEAT_MOVE)) {
+		long back;
+
+		to_dev("THP round trip", p, n);
+		expect_device("THP round trip", p, n);
+		back = tdev_to_sys(dev, (uintptr_t)p, (uintptr_t)p + huge, NULL);
+		CHECK(back == (long)n, "THP round trip: %ld of %zu back", back, n);
+		CHECK(page_state_of(mm, p) & UHMM_PS_HUGE,
+		      "THP round trip: the huge page came back split (state %#x)",
+		      page_state_of(mm, p));
+		bad = check_pattern(p, n, 12);
+		CHECK(bad < 0, "THP round trip: word %ld wrong", bad);
+		printf("%s: THP round trip: back as one huge page\n", test_name);
+	} else {
+		printf("%s: THP round trip: no huge page or no UFFDIO_MOVE here, not checked\n",
+		       test_name);
+	}
+	munmap(p, huge);
 }
 
 /*
