@@ -369,6 +369,12 @@ static void t_stale_marker(void)
 			printf("%s: stale marker case: pagemap %#llx after a raw MADV_FREE\n",
 			       test_name, (unsigned long long)e);
 	}
+	/* Untouched stale pages migrate (as empty pages: zeroes). */
+	moved = tdev_to_dev(dev, (uintptr_t)p + 8 * page_size, (uintptr_t)p + n * page_size, NULL);
+	CHECK(moved == (long)(n - 8), "stale: %ld of %zu empty pages under markers migrated",
+	      moved, n - 8);
+	expect_device("stale, migrated", p + 8 * page_size, n - 8);
+	CHECK_EQ(((volatile uint32_t *)(p + 8 * page_size))[0], 0);
 	/* Page 0 is touched (zeroes: the device page was dropped). */
 	CHECK_EQ(((volatile uint32_t *)p)[0], 0);
 	expect_home("stale, touched", p, 1, true);
