@@ -459,6 +459,13 @@ UHMM_HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npag
 #define UHMM__PM_SWAPPED	2
 #define UHMM__PM_MARKER		3
 UHMM_HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
+/*
+ * The span [*lo, *hi) from the first to the last page of [start, end) that
+ * a huge page maps (PMD-mapped THP): 0, 1 when none is, -1 when it cannot
+ * be told (no PAGEMAP_SCAN).
+ */
+UHMM_HIDDEN int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
+					   uintptr_t *hi);
 /* A pagemap entry of memory uhmm registered: is it a uffd-wp marker? */
 static inline bool uhmm__pm_is_marker(uint64_t pm)
 {
@@ -481,13 +488,14 @@ UHMM_HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
 UHMM_HIDDEN int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 UHMM_HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 /*
- * Before a UFFDIO_MOVE from staging installs [start, end), pages uhmm holds
- * MIGRATING whose entries may be markers: free the page tables the markers
- * needed under every whole 2 MiB block of it, so a huge page can be moved
- * in as one PMD (a destination PMD with a page table splits it).
+ * Before a UFFDIO_MOVE from staging at @src installs [start, end), pages
+ * uhmm holds MIGRATING whose entries may be markers: free the page tables
+ * the markers needed under the whole 2 MiB blocks whose staging is a huge
+ * page, so it can be moved in as one PMD (a destination PMD with a page
+ * table splits it).
  */
 UHMM_HIDDEN void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start,
-					       uintptr_t end);
+					       uintptr_t end, uintptr_t src);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

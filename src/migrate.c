@@ -1525,7 +1525,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			staged = true;
 		}
 		if (staged) {	/* a UFFDIO_MOVE destination must be empty */
-			uhmm__marker_make_pmd_room(m->mm, a0, a0 + ((j - i) << ps));
+			uhmm__marker_make_pmd_room(m->mm, a0, a0 + ((j - i) << ps), src0);
 			uhmm__marker_clear(m->mm, a0, a0 + ((j - i) << ps));
 		}
 		err = install_sys(m, a0, src0, (j - i) << ps, staged);

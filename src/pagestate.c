@@ -404,6 +404,36 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 	return 0;
 }
 
+int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
+{
+	struct page_region regs[SCAN_REGIONS];
+	uintptr_t cur = start;
+	int fd, found = 0;
+
+	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN) || (fd = get_pagemap_fd()) < 0)
+		return -1;
+	while (cur < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg), .start = cur, .end = end,
+			.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
+			.category_mask = PAGE_IS_HUGE, .return_mask = PAGE_IS_HUGE,
+		};
+		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
+
+		if (got < 0)
+			return -1;
+		for (long r = 0; r < got; r++) {
+			if (!found++)
+				*lo = regs[r].start;
+			*hi = regs[r].end;
+		}
+		if (arg.walk_end <= cur)
+			break;
+		cur = arg.walk_end;
+	}
+	return found ? 0 : 1;
+}
+
 struct special_ctx {
 	struct uhmm_mm *mm;
 	uintptr_t start;

@@ -97,16 +97,34 @@ int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
  * worker has handled it; the caller may be the worker itself (a CPU
  * fault's migrate_to_ram), which could not wait for its own event.
  */
-void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
+				uintptr_t src)
 {
 	const uintptr_t huge = 2u << 20;
 	uintptr_t hs = (start + huge - 1) & ~(huge - 1), he = end & ~(huge - 1);
+	uintptr_t lo, hi;
 	struct uhmm_selfop *op;
 
 	if (hs >= he || hs < start || !uhmm__markers_on(mm) ||
 	    !strcmp(uhmm__sysinfo()->thp, "never") ||
 	    !strcmp(uhmm__sysinfo()->thp, "unavailable"))
 		return;
+	/*
+	 * Only blocks whose staging is a huge page can come back as one: for
+	 * small pages the discard would cost an event and the page table
+	 * would be allocated again by the move.  Staging sits at the same
+	 * offsets within 2 MiB as the range.
+	 */
+	switch (uhmm__pagemap_huge_span(src + (hs - start), src + (he - start), &lo, &hi)) {
+	case 1:
+		return;
+	case 0:
+		hs += (lo - src) - (hs - start);
+		he = hs + (hi - lo);
+		break;
+	default:
+		break;	/* cannot tell: discard every whole block */
+	}
 	op = uhmm__malloc(sizeof(*op));
 	if (!op)
 		return;		/* the move splits the huge page: slower, nothing lost */
