@@ -459,7 +459,7 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	size_t span = pgmap->fault_around << uhmm__page_shift;
 	bool seq = false;
 	size_t pages = adaptive ? fa_window(pgmap, addr, &seq) : 0;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	size_t n = 0;
 
 	if (pages)
@@ -483,7 +483,7 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	*we = UHMM_MIN(*we, v.end);
 }
 
-__thread struct uhmm_wake_defer uhmm__last_fault_window;
+__thread struct uhmm__wake_defer uhmm__last_fault_window;
 
 int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
 {
@@ -506,7 +506,7 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__holds_migrate_lock = true;
 	vmf.page = page;
 	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
-	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
+	uhmm__wake_defer = (struct uhmm__wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
 	uhmm__install_err = 0;

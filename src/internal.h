@@ -108,30 +108,30 @@ static inline uint64_t uhmm__pte_payload(uint64_t e)
 	return e >> UHMM_PTE_PAYLOAD_SHIFT;
 }
 
-struct uhmm_ptable {
+struct uhmm__ptable {
 	_Atomic(void *) *top;		/* lazily mapped top level */
 	size_t top_entries;
 	atomic_long nr_entries;		/* non-zero leaf entries */
 	atomic_long nr_nodes;		/* nodes allocated (for accounting) */
 };
 
-UHMM_HIDDEN int uhmm__ptable_init(struct uhmm_ptable *pt);
-UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm_ptable *pt);
+UHMM_HIDDEN int uhmm__ptable_init(struct uhmm__ptable *pt);
+UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm__ptable *pt);
 /* Entry for @addr, 0 if none. Lock free. */
-UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr);
+UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm__ptable *pt, uintptr_t addr);
 /* Pointer to the slot for @addr, allocating nodes; NULL on -ENOMEM. */
-UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt,
+UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm__ptable *pt,
 						   uintptr_t addr, bool alloc);
 /* CAS an entry; keeps nr_entries right.  True on success. */
-UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt,
+UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm__ptable *pt,
 					 _Atomic uint64_t *slot,
 					 uint64_t *old, uint64_t new_val);
 /* Call @fn for every non-zero entry in [start, end). Stops on non-zero return. */
-typedef int (*uhmm_ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
+typedef int (*uhmm__ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
 			      uint64_t entry);
-UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start,
-				     uintptr_t end, uhmm_ptable_fn fn, void *arg);
-static inline bool uhmm__ptable_empty(struct uhmm_ptable *pt)
+UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm__ptable *pt, uintptr_t start,
+				     uintptr_t end, uhmm__ptable_fn fn, void *arg);
+static inline bool uhmm__ptable_empty(struct uhmm__ptable *pt)
 {
 	return atomic_load_explicit(&pt->nr_entries, memory_order_acquire) == 0;
 }
@@ -147,7 +147,7 @@ static inline bool uhmm__ptable_empty(struct uhmm_ptable *pt)
 #define UHMM_VMA_HUGETLB	(1u << 7)
 #define UHMM_VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
 
-struct uhmm_vma {
+struct uhmm__vma {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
@@ -160,7 +160,7 @@ struct uhmm_vma {
  * @fresh forces a re-read instead of the cached copy.
  */
 UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
-				  struct uhmm_vma *out, size_t max, size_t *n,
+				  struct uhmm__vma *out, size_t max, size_t *n,
 				  bool fresh);
 
 /*
@@ -172,10 +172,10 @@ UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 UHMM_HIDDEN void uhmm__pin_module(const void *addr);
 
 /* ---- notifier.c ------------------------------------------------------- */
-struct uhmm_mni_node {
-	struct uhmm_itree_node it;
+struct uhmm__mni_node {
+	struct uhmm__itree_node it;
 	struct uhmm_interval_notifier *mni;
-	struct uhmm_mni_node *deferred_next;
+	struct uhmm__mni_node *deferred_next;
 	bool deferred_add;
 	bool free_on_apply;	/* removed from a callback: freed when applied */
 };
@@ -205,7 +205,7 @@ UHMM_HIDDEN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
 UHMM_HIDDEN void uhmm__notifier_release_all(struct uhmm_mm *mm);
 
 /* ---- mm.c: the context ------------------------------------------------ */
-enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
+enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 
 /* What the service thread skips for events inside a selfop's range. */
 #define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
@@ -220,12 +220,12 @@ enum uhmm_mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
  */
 #define UHMM_SELFOP_ONESHOT	(1u << 3)
 
-struct uhmm_selfop {
+struct uhmm__selfop {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
 	unsigned long done_seq;	/* UHMM_SELFOP_ONESHOT only */
-	struct uhmm_selfop *next;
+	struct uhmm__selfop *next;
 };
 
 #define UHMM_MAX_POOLS 256
@@ -243,7 +243,7 @@ struct uhmm_mm {
 	int stop_fd;			/* eventfd: tells the service thread to stop */
 	pthread_t service;		/* the worker */
 	pthread_t reader;		/* reads the uffd into msgq */
-	struct uhmm_msgq *msgq;
+	struct uhmm__msgq *msgq;
 	void *reader_stack;
 	bool service_started;
 	/*
@@ -259,15 +259,15 @@ struct uhmm_mm {
 
 	/* Changes uhmm's wrappers already notified (not to notify twice). */
 	pthread_mutex_t selfop_lock;
-	struct uhmm_selfop *selfops;
+	struct uhmm__selfop *selfops;
 
 	/* Interval notifiers (notifier.c). */
 	pthread_mutex_t nlock;
 	pthread_cond_t ncond;
-	struct uhmm_itree tree;
+	struct uhmm__itree tree;
 	unsigned long invalidate_seq;	/* odd while invalidations run */
 	unsigned int active_invalidate;
-	struct uhmm_mni_node *deferred;
+	struct uhmm__mni_node *deferred;
 	atomic_int nr_notifiers;
 
 	/*
@@ -291,7 +291,7 @@ struct uhmm_mm {
 	size_t nsplit, split_cap;
 
 	/* Special entries. */
-	struct uhmm_ptable ptable;
+	struct uhmm__ptable ptable;
 
 	/* Device memory pools by id (devmem.c); pool_lock guards the table. */
 	pthread_mutex_t pool_lock;
@@ -341,12 +341,12 @@ UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
 UHMM_HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
 /* Record / forget a change whose notifiers the wrappers already ran. */
 UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
-				      struct uhmm_selfop *op,
+				      struct uhmm__selfop *op,
 				      uintptr_t start, uintptr_t end,
 				      unsigned int flags);
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
 UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
-UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op);
+UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
 /* Best-effort write-protect-mode registration of [start, end) for events. */
 UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
 					      uintptr_t start, uintptr_t end);
@@ -356,14 +356,14 @@ extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN;
 /* The last hard error installing a page back in system memory (this thread). */
 extern __thread int uhmm__install_err UHMM_HIDDEN;
 /* While serving a CPU fault, finalize leaves waking to the fault path. */
-struct uhmm_wake_defer {
+struct uhmm__wake_defer {
 	bool active;
 	uintptr_t start;
 	uintptr_t end;
 };
-extern __thread struct uhmm_wake_defer uhmm__wake_defer UHMM_HIDDEN;
+extern __thread struct uhmm__wake_defer uhmm__wake_defer UHMM_HIDDEN;
 /* The window the last CPU fault on this thread offered (start/end used). */
-extern __thread struct uhmm_wake_defer uhmm__last_fault_window UHMM_HIDDEN;
+extern __thread struct uhmm__wake_defer uhmm__last_fault_window UHMM_HIDDEN;
 /* The page a device pfn names, or NULL. */
 UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /* A device-private entry's mapping is gone: drop its page. */

@@ -80,7 +80,7 @@ static __thread bool as_lock_held;
 
 struct wrap {
 	struct uhmm_mm *mm;
-	struct uhmm_selfop op;
+	struct uhmm__selfop op;
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
 	bool as_locked;		/* holds as_lock for writing */
@@ -290,7 +290,7 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
  */
 static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {
-	struct uhmm_vma v[32];
+	struct uhmm__vma v[32];
 	size_t n = 0;
 	bool ours = false;
 
@@ -308,7 +308,7 @@ static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 /* Does changing [s, e) to @prot take away read or write access anywhere? */
 static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 {
-	struct uhmm_vma v[32];
+	struct uhmm__vma v[32];
 	size_t n = 0;
 
 	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE))

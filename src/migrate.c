@@ -53,7 +53,7 @@ __attribute__((constructor)) static void install_mode_init(void)
 		install_by_move = false;
 }
 
-enum kind { K_NONE = 0, K_SYS, K_DEV };
+enum uhmm__entry_kind { K_NONE = 0, K_SYS, K_DEV };
 
 struct uhmm_migrate_state {
 	char *staging;		/* page i of the range <-> staging + i pages */
@@ -66,7 +66,7 @@ struct uhmm_migrate_state {
 	uint8_t *kind;
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
-	struct stage_entry *cache;	/* staging borrowed from the staging cache */
+	struct uhmm__stage_entry *cache;	/* staging borrowed from the staging cache */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -190,7 +190,7 @@ static int do_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
 	return 0;
 }
 
-__thread struct uhmm_wake_defer uhmm__wake_defer;
+__thread struct uhmm__wake_defer uhmm__wake_defer;
 
 static void wake_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {
@@ -375,8 +375,8 @@ static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
  */
 #define CACHE_MAX_ENTRIES 256
 
-struct stage_entry {
-	struct stage_entry *next;
+struct uhmm__stage_entry {
+	struct uhmm__stage_entry *next;
 	uintptr_t start, end;		/* the range the slots mirror */
 	uintptr_t staging;		/* slot of start */
 	void *map;
@@ -390,7 +390,7 @@ struct stage_entry {
 };
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct stage_entry *cache_head;	/* newest first */
+static struct uhmm__stage_entry *cache_head;	/* newest first */
 static size_t cache_pages, cache_entries;
 /*
  * Entries emptied by a device->system migration, unmapped later by the next
@@ -398,7 +398,7 @@ static size_t cache_pages, cache_entries;
  * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
  */
 #define CACHE_MAX_DEAD 16
-static struct stage_entry *cache_dead;
+static struct uhmm__stage_entry *cache_dead;
 static size_t cache_ndead;
 static size_t cache_cap;		/* pages; SIZE_MAX until computed */
 static pid_t cache_pid;
@@ -432,7 +432,7 @@ __attribute__((constructor)) static void cache_init(void)
 }
 
 /* Unmap an entry taken off the list (cache_lock not held). */
-static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
+static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 {
 	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
 		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
@@ -449,9 +449,9 @@ static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
  * Unlink the entry at *@pp (cache_lock held) and, unless a migration uses
  * it (its last user frees it then), add it to @victims for entry_destroy().
  */
-static void entry_unlink(struct stage_entry **pp, struct stage_entry **victims)
+static void entry_unlink(struct uhmm__stage_entry **pp, struct uhmm__stage_entry **victims)
 {
-	struct stage_entry *e = *pp;
+	struct uhmm__stage_entry *e = *pp;
 
 	*pp = e->next;
 	cache_pages -= e->pages;
@@ -466,7 +466,7 @@ static void entry_unlink(struct stage_entry **pp, struct stage_entry **victims)
 }
 
 /* Drop entries of another context or process (cache_lock held). */
-static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
+static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **victims)
 {
 	if (cache_pid != getpid()) {
 		/* A child made without pthread_atfork: nothing here is ours. */
@@ -475,7 +475,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
 		cache_pid = getpid();
 		return;
 	}
-	for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
+	for (struct uhmm__stage_entry **pp = &cache_head, *e; (e = *pp);) {
 		if (e->gen != mm->generation) {
 			entry_unlink(pp, victims);
 			continue;
@@ -485,10 +485,10 @@ static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
 }
 
 /* Take the emptied entries waiting to be unmapped (cache_lock held). */
-static void take_dead(struct stage_entry **victims)
+static void take_dead(struct uhmm__stage_entry **victims)
 {
 	while (cache_dead) {
-		struct stage_entry *e = cache_dead;
+		struct uhmm__stage_entry *e = cache_dead;
 
 		cache_dead = e->next;
 		e->next = *victims;
@@ -497,10 +497,10 @@ static void take_dead(struct stage_entry **victims)
 	cache_ndead = 0;
 }
 
-static void destroy_victims(struct uhmm_mm *mm, struct stage_entry *v)
+static void destroy_victims(struct uhmm_mm *mm, struct uhmm__stage_entry *v)
 {
 	while (v) {
-		struct stage_entry *n = v->next;
+		struct uhmm__stage_entry *n = v->next;
 
 		entry_destroy(mm, v);
 		v = n;
@@ -514,7 +514,7 @@ static void destroy_victims(struct uhmm_mm *mm, struct stage_entry *v)
 static void cache_put(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
-	struct stage_entry *e, *victims = NULL;
+	struct uhmm__stage_entry *e, *victims = NULL;
 	const struct uhmm_devmem *pool = NULL;
 	size_t pages = 0;
 
@@ -538,7 +538,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 	e = uhmm__calloc(1, sizeof(*e));
 	if (!e)
 		return;		/* staging is unmapped as without a cache */
-	*e = (struct stage_entry){
+	*e = (struct uhmm__stage_entry){
 		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
 		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
 		.gen = m->mm->generation, .registered = true,
@@ -548,7 +548,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 	cache_check_owner(m->mm, &victims);
 	take_dead(&victims);
 	/* Entries inside this range are superseded: their slots are stale. */
-	for (struct stage_entry **pp = &cache_head, *o; (o = *pp);) {
+	for (struct uhmm__stage_entry **pp = &cache_head, *o; (o = *pp);) {
 		if (o->start >= e->start && o->end <= e->end) {
 			entry_unlink(pp, &victims);
 			continue;
@@ -561,7 +561,7 @@ static void cache_put(struct uhmm_migrate_vma *m)
 	cache_entries++;
 	/* Over the bound: the oldest entries not in use go. */
 	while (cache_pages > cache_cap || cache_entries > CACHE_MAX_ENTRIES) {
-		struct stage_entry **pp = NULL, **last = NULL;
+		struct uhmm__stage_entry **pp = NULL, **last = NULL;
 
 		for (pp = &cache_head; *pp; pp = &(*pp)->next)
 			if (!(*pp)->users && *pp != e)
@@ -582,7 +582,7 @@ static bool cache_take(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
-	struct stage_entry *victims = NULL, *found = NULL;
+	struct uhmm__stage_entry *victims = NULL, *found = NULL;
 	size_t lo = m->npages, hi = 0;
 	uintptr_t a_lo, a_hi;
 
@@ -599,7 +599,7 @@ static bool cache_take(struct uhmm_migrate_vma *m)
 	a_hi = m->start + (hi << ps);
 	pthread_mutex_lock(&cache_lock);
 	cache_check_owner(m->mm, &victims);
-	for (struct stage_entry *e = cache_head; e && !found; e = e->next)
+	for (struct uhmm__stage_entry *e = cache_head; e && !found; e = e->next)
 		if (e->start <= a_lo && a_hi <= e->end)
 			found = e;
 	if (found) {
@@ -619,7 +619,7 @@ static bool cache_take(struct uhmm_migrate_vma *m)
 static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
 {
 	struct uhmm_migrate_state *s = m->state;
-	struct stage_entry *e = s->cache, *victim = NULL;
+	struct uhmm__stage_entry *e = s->cache, *victim = NULL;
 
 	s->cache = NULL;
 	s->map = NULL;		/* the entry's mapping, not ours to unmap */
@@ -630,7 +630,7 @@ static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
 		e->pages -= moved;
 		cache_pages -= moved;
 		if (!e->pages) {
-			for (struct stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
+			for (struct uhmm__stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
 				if (*pp == e) {
 					entry_unlink(pp, &victim);
 					break;
@@ -652,7 +652,7 @@ static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
 
 void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 {
-	struct stage_entry *victims = NULL;
+	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&cache_lock);
 	if (cache_pid == getpid()) {
@@ -666,12 +666,12 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 
 void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pool)
 {
-	struct stage_entry *victims = NULL;
+	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&cache_lock);
 	if (cache_pid == getpid()) {
 		take_dead(&victims);
-		for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
+		for (struct uhmm__stage_entry **pp = &cache_head, *e; (e = *pp);) {
 			if (e->pool == pool) {
 				entry_unlink(pp, &victims);
 				continue;
@@ -920,7 +920,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_selfop op;
+	struct uhmm__selfop op;
 	int ret = 0;
 
 	if (uhmm__is_service_thread)
@@ -940,7 +940,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 		a = m->start + (i << ps);
 		{
 			/* One mremap stays inside one piece of a split mapping. */
-			struct uhmm_vma pv;
+			struct uhmm__vma pv;
 			size_t pn = 0;
 
 			if (!uhmm__vma_find(a, a + uhmm__page_size, &pv, 1, &pn, true) && pn == 1 &&
@@ -978,12 +978,12 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
  * userfaultfd flags, so adjacent pieces with the same kind and protection
  * count as one.  0, or -EINVAL.
  */
-static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bool fresh)
+static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, bool fresh)
 {
 	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
 				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
 				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	size_t n = 0;
 
 	if (uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), &n, fresh) || n == 0 ||
@@ -1016,7 +1016,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	struct uhmm_mm *mm;
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;

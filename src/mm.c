@@ -218,7 +218,7 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 static void atfork_prepare(void)
 {
 	struct uhmm_mm *mm = uhmm__mm_tryget();
-	struct uhmm_vma *vmas = NULL;
+	struct uhmm__vma *vmas = NULL;
 	size_t n = 0, cap = 256;
 
 	/*

@@ -35,7 +35,7 @@
 
 /* ---- changes the wrappers already notified ---------------------------- */
 
-int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
+int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
 		       uintptr_t start, uintptr_t end, unsigned int flags)
 {
 	op->start = start;
@@ -49,9 +49,9 @@ int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
 	return 0;
 }
 
-void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
+void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op)
 {
-	struct uhmm_selfop **pp;
+	struct uhmm__selfop **pp;
 
 	pthread_mutex_lock(&mm->selfop_lock);
 	for (pp = &mm->selfops; *pp; pp = &(*pp)->next) {
@@ -67,7 +67,7 @@ void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	unsigned long done = atomic_load_explicit(&mm->ev_done, memory_order_acquire);
-	struct uhmm_selfop *op, **pp, *dead = NULL;
+	struct uhmm__selfop *op, **pp, *dead = NULL;
 	unsigned int ret = 0;
 
 	pthread_mutex_lock(&mm->selfop_lock);
@@ -194,7 +194,7 @@ static void events_done(struct uhmm_mm *mm, unsigned long seq)
 
 void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	struct uhmm_vma vmas[64];
+	struct uhmm__vma vmas[64];
 	size_t n = 0;
 
 	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
@@ -613,7 +613,7 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
 #define RESCUE_CAP 64
 #define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
-struct uhmm_msgq {
+struct uhmm__msgq {
 	pid_t worker_tid;
 	struct uffd_msg msg[QUEUE_CAP];
 	unsigned long seq[QUEUE_CAP];	/* the read each message came from */
@@ -645,7 +645,7 @@ struct uhmm_msgq {
  * them, so none of that happens later, at a time the application may be
  * punching holes into its own memory that such a mapping could land in.
  */
-static void service_thread_ready(struct uhmm_msgq *q)
+static void service_thread_ready(struct uhmm__msgq *q)
 {
 	pthread_mutex_lock(&q->lock);
 	q->nready++;
@@ -662,7 +662,7 @@ static void service_thread_ready(struct uhmm_msgq *q)
 static void *rescue_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	sigset_t all;
 
 	sigfillset(&all);
@@ -712,7 +712,7 @@ static bool reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
 static void *reader_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg buf[MSG_BATCH];
 	sigset_t all;
 
@@ -791,7 +791,7 @@ static void *reader_main(void *arg)
 static void *worker_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
 	struct uffd_msg retry[UHMM_RETRY_MAX];
@@ -950,7 +950,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
  */
 static void unregister_all(struct uhmm_mm *mm)
 {
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	uintptr_t cur = 0;
 	size_t n;
 

@@ -103,7 +103,7 @@ void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start, uintptr_t e
 	const uintptr_t huge = 2u << 20;
 	uintptr_t hs = (start + huge - 1) & ~(huge - 1), he = end & ~(huge - 1);
 	uintptr_t lo, hi;
-	struct uhmm_selfop *op;
+	struct uhmm__selfop *op;
 
 	if (hs >= he || hs < start || !uhmm__markers_on(mm) ||
 	    !strcmp(uhmm__sysinfo()->thp, "never") ||
