@@ -27,6 +27,7 @@
 
 #include "bench.h"
 #include "bench_dev.h"
+#include "bench_sim.h"
 #include "opts.h"
 
 static size_t ps;
@@ -1131,12 +1132,55 @@ static int write_svg(const char *path)
 	return 0;
 }
 
-static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap" };
+static const char *const figure_ids[] = { "1", "2", "3", "4", "5", "p-scan", "p-rand", "6", "7", "8", "9", "inv", "wrap", "sim" };
+
+/* ---- sim: simdev with a cost model ------------------------------------------------ */
+
+static void bench_model(const struct uhmm_simdev_model *m, size_t len)
+{
+	struct sim_figures f;
+	char name[96];
+	double ex, back;
+
+	if (bench_sim(m, len, reps, &f) || f.n == 0)
+		return;
+	ex = pct(f.explicit_gbs, f.n, 0.5);
+	back = pct(f.explicit_back_gbs, f.n, 0.5);
+	snprintf(name, sizeof(name), "modelled on %s: migrate system->device, %zu MiB", m->name,
+		 len >> 20);
+	add("sim", name, "GB/s", f.explicit_gbs, f.n, m->h2d_gbps, "link GB/s", ex / m->h2d_gbps,
+	    "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: migrate device->system, %zu MiB", m->name,
+		 len >> 20);
+	add("sim", name, "GB/s", f.explicit_back_gbs, f.n, m->d2h_gbps, "link GB/s",
+	    back / m->d2h_gbps, "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: on demand (device faults), 64 KiB a fault",
+		 m->name);
+	add("sim", name, "GB/s", f.ondemand64_gbs, f.n, ex, "explicit GB/s",
+	    pct(f.ondemand64_gbs, f.n, 0.5) / ex, "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: on demand (device faults), 2 MiB a fault",
+		 m->name);
+	add("sim", name, "GB/s", f.ondemand2m_gbs, f.n, ex, "explicit GB/s",
+	    pct(f.ondemand2m_gbs, f.n, 0.5) / ex, "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: one device fault batch (64 KiB a fault)",
+		 m->name);
+	add("sim", name, "us", f.batch_us, f.n, 0, "", 0, "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: device faults per batch", m->name);
+	add("sim", name, "faults", f.faults_per_batch, f.n, 0, "", 0, "", -1);
+	snprintf(name, sizeof(name), "modelled on %s: CPU read-back by CPU faults", m->name);
+	add("sim", name, "GB/s", f.readback_gbs, f.n, m->d2h_gbps, "link GB/s",
+	    pct(f.readback_gbs, f.n, 0.5) / m->d2h_gbps, "", -1);
+	snprintf(name, sizeof(name), "the sim workload: modelled time on %s, vs wall time here",
+		 m->name);
+	add("sim", name, "ms", f.sim_ms, f.n, pct(f.wall_ms, f.n, 0.5), "wall ms here",
+	    pct(f.sim_ms, f.n, 0.5) / pct(f.wall_ms, f.n, 0.5), "", -1);
+}
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uhmm bench [--quick] [--json] [--plot FILE.svg] [--reps N] [--only LIST]\n"
+		"                  [--model NAME]\n"
 		"\n"
 		"Measures uhmm on this machine. Each figure is measured in the same run as\n"
 		"its baseline (memcpy, a bare userfaultfd round trip, a minimal userfaultfd\n"
@@ -1152,7 +1196,10 @@ static void usage(FILE *f)
 		"  --plot FILE    also write the ratios as an SVG chart\n"
 		"  --reps N       repetitions per figure, 1..16 (default 5, 3 with --quick)\n"
 		"  --only LIST    comma-separated figure ids to run (1,2,3,4,5,p-scan,p-rand,\n"
-		"                 6,7,8,9,inv,wrap; p-scan and p-rand run together)\n"
+		"                 6,7,8,9,inv,wrap,sim; p-scan and p-rand run together)\n"
+		"  --model NAME   run figure sim (simdev with a cost model: modelled time and\n"
+		"                 bandwidth next to the wall time here) with the preset NAME:\n"
+		"                 pcie4, cxl or c2c (default with --only sim: pcie4)\n"
 		"\n"
 		"Exit status: 0 measured (a missed target is a figure, not a failure);\n"
 		"1 the chart could not be written; 2 bad command line; 77 no userfaultfd\n"
@@ -1188,17 +1235,19 @@ static int check_only(const struct opts *o, const char *only)
 			if (!strcmp(t, figure_ids[k]))
 				break;
 		if (k == sizeof(figure_ids) / sizeof(figure_ids[0]))
-			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, p-scan, p-rand, inv and wrap)",
+			return opts_bad_value(o, only, "no figure '%s' (the ids are 1 to 9, p-scan, p-rand, inv, wrap and sim)",
 					      t);
 	}
 	if (!n)
-		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, p-scan, p-rand, inv and wrap)");
+		return opts_bad_value(o, only, "names no figure (the ids are 1 to 9, p-scan, p-rand, inv, wrap and sim)");
 	return 0;
 }
 
 int uhmm_bench_main(int argc, char **argv)
 {
 	const char *plot = NULL, *only = NULL;
+	struct uhmm_simdev_model model;
+	bool have_model = false;
 	struct uhmm_mm *mm;
 	bool json = false, reps_set = false;
 	unsigned int r;
@@ -1227,6 +1276,15 @@ int uhmm_bench_main(int argc, char **argv)
 		} else if (opts_is(&o, "--only")) {
 			if (opts_str(&o, &only) || check_only(&o, only))
 				return TOOL_EXIT_USAGE;
+		} else if (opts_is(&o, "--model")) {
+			const char *name;
+
+			if (opts_str(&o, &name))
+				return TOOL_EXIT_USAGE;
+			if (uhmm_simdev_model_preset(name, &model))
+				return opts_bad_value(&o, name, "not a model (pcie4, cxl or c2c)"),
+				       TOOL_EXIT_USAGE;
+			have_model = true;
 		} else if (opts_is(&o, "-h") || opts_is(&o, "--help")) {
 			if (opts_flag(&o))
 				return TOOL_EXIT_USAGE;
@@ -1283,6 +1341,11 @@ int uhmm_bench_main(int argc, char **argv)
 		bench_invalidate(mm);
 	if (want(only, "wrap"))
 		bench_wrappers(mm);
+	/* sim runs with a model: --model's, or pcie4 when asked for by --only. */
+	if (only && want(only, "sim") && !have_model)
+		have_model = !uhmm_simdev_model_preset("pcie4", &model);
+	if (have_model && want(only, "sim"))
+		bench_model(&model, big);
 	uhmm_mm_put(mm);
 	if (json)
 		print_json(stdout);

@@ -37,6 +37,8 @@
 
 #include <uhmm/simdev.h>
 
+#include "cost.h"
+
 #define SPT_VALID	UINT64_C(0x1)
 #define SPT_WRITE	UINT64_C(0x2)
 #define SPT_DEV		UINT64_C(0x4)	/* device memory page */
@@ -138,6 +140,7 @@ struct uhmm_simdev {
 		      c_dev_faults;
 	size_t clock_hand;		/* eviction: next device page to consider */
 	pthread_mutex_t evict_lock;
+	struct sd_cost cost;		/* simulated time (cost.c) */
 };
 
 /* ---- signals ------------------------------------------------------------------------ */
@@ -510,7 +513,8 @@ static struct uhmm_page *dev_alloc(struct uhmm_simdev *d)
 	pthread_mutex_lock(&d->lock);
 	if (d->flags & UHMM_SIMDEV_FAIL_ALLOC) {
 		d->flags &= ~UHMM_SIMDEV_FAIL_ALLOC;
-	} else if (d->nr_free) {
+	} else if (d->nr_free && !sd_cost_full(&d->cost, d->cfg.capacity_pages - d->nr_free,
+						 d->ps)) {
 		p = uhmm_devmem_page(&d->pgmap, d->free_list[--d->nr_free]);
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -595,6 +599,7 @@ static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t 
 			break;
 		(*faults)++;
 		atomic_fetch_add(&d->c_dev_faults, 1);
+		sd_cost_device_fault(&d->cost);
 		pthread_mutex_lock(&d->lock);
 		if (uhmm_interval_read_retry(&c->mni, r.notifier_seq)) {
 			pthread_mutex_unlock(&d->lock);
@@ -631,6 +636,16 @@ static bool entry_ok(uint64_t e, bool write)
 }
 
 /*
+ * The simulated time of a device copy: its device-memory pages over device
+ * memory, its system-memory pages as one transfer over the link.
+ */
+static void cost_copy(struct uhmm_simdev *d, size_t local, size_t sys, bool write)
+{
+	sd_cost_access(&d->cost, true, write, (uint64_t)local * d->ps);
+	sd_cost_transfer(&d->cost, !write, (uint64_t)sys * d->ps);
+}
+
+/*
  * Device access of a whole range: fault in what is missing, then copy with
  * the lock held and every entry verified.  @out / @in: one of them.
  */
@@ -653,15 +668,19 @@ static int device_copy(struct uhmm_simdev *d, uintptr_t start, size_t npages, vo
 			}
 		}
 		if (!miss) {
+			size_t local = 0;
+
 			for (size_t i = 0; i < npages; i++) {
 				uint64_t e = spt_get(d, (start >> d->shift) + i);
 
+				local += (e & SPT_DEV) != 0;
 				if (write)
 					memcpy(entry_ptr(e), (const char *)in + i * d->ps, d->ps);
 				else
 					memcpy((char *)out + i * d->ps, entry_ptr(e), d->ps);
 			}
 			pthread_mutex_unlock(&d->lock);
+			cost_copy(d, local, npages - local, write);
 			break;
 		}
 		pthread_mutex_unlock(&d->lock);
@@ -739,6 +758,7 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	unsigned long gen;
 	bool map;
 	long moved = 0;
+	size_t copied = 0;
 	int ret;
 
 	/* The device will map these pages: it must hear of their changes. */
@@ -775,12 +795,15 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 			continue;
 		}
 		from = uhmm_migrate_pfn_addr(&m, i);
-		if (from)
+		if (from) {
 			memcpy(page_mem(d, p), from, d->ps);
-		else
+			copied++;
+		} else {
 			memset(page_mem(d, p), 0, d->ps);
+		}
 		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | (src[i] & UHMM_MIGRATE_PFN_WRITE);
 	}
+	sd_cost_transfer(&d->cost, true, (uint64_t)copied * d->ps);	/* one DMA batch */
 	uhmm_migrate_vma_pages(&m);
 	/*
 	 * Map the new device pages in the device page table, unless an
@@ -853,6 +876,7 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	uhmm_migrate_vma_pages(&m);
 	for (size_t i = 0; i < n; i++)
 		moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+	sd_cost_transfer(&d->cost, false, (uint64_t)moved * d->ps);
 	uhmm_migrate_vma_finalize(&m);
 	return moved;
 }
@@ -1024,6 +1048,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 	uintptr_t s = vmf->window_start;
 
 	atomic_fetch_add(&d->c_cpu_faults, 1);
+	sd_cost_cpu_fault(&d->cost);
 	while (s < vmf->window_end) {
 		uintptr_t e = vmf->window_end;
 		long r;
@@ -1197,6 +1222,21 @@ int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages
 
 /* ---- release: evict by device page range ------------------------------------------ */
 
+/*
+ * The simulated time of an eviction of @n device pages: one transfer per
+ * batch of BATCH_PAGES migrated (the copy engine's descriptors).
+ */
+static void cost_evicted(struct uhmm_simdev *d, const uint64_t *src, size_t n)
+{
+	for (size_t b = 0; b < n; b += BATCH_PAGES) {
+		size_t moved = 0;
+
+		for (size_t i = b; i < n && i < b + BATCH_PAGES; i++)
+			moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		sd_cost_transfer(&d->cost, false, (uint64_t)moved * d->ps);
+	}
+}
+
 int uhmm_simdev_release(struct uhmm_simdev *d)
 {
 	SD_NO_SIGNALS;
@@ -1225,6 +1265,7 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 				dst[i] = uhmm_migrate_pfn((uintptr_t)(d->arena + i * d->ps) >>
 							  d->shift);
 		uhmm_migrate_device_pages(d->mm, src, dst, n);
+		cost_evicted(d, src, n);
 		for (size_t i = 0; i < n; i++)
 			if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
 				atomic_fetch_add(&d->c_evicted, 1);
@@ -1267,6 +1308,7 @@ static size_t evict_some(struct uhmm_simdev *d, size_t want)
 		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
 	}
 	uhmm_migrate_device_pages(d->mm, src, dst, got);
+	cost_evicted(d, src, got);
 	for (size_t i = 0; i < got; i++)
 		done += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
 	uhmm_migrate_device_finalize(d->mm, src, dst, got);
@@ -1405,6 +1447,15 @@ static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, boo
 }
 
 /*
+ * The simulated time of a TLB fill: the thread will stream the page once,
+ * over device memory or, for system memory accessed in place, the link.
+ */
+static void cost_fill(struct uhmm_simdev *d, uint64_t e, bool write)
+{
+	sd_cost_access(&d->cost, (e & SPT_DEV) != 0, write, d->ps);
+}
+
+/*
  * The slow path: walk the device page table, device fault, migrate on
  * touch.  Returns the host pointer (the thread holding an epoch in which
  * it is valid), or NULL with t->err set.
@@ -1440,6 +1491,7 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
 			t->tlb[si][way] = (struct tlb_entry){ .vpn = vpn, .e = e };
 			t->lru[si] = (uint8_t)way;
 			pthread_mutex_unlock(&d->lock);
+			cost_fill(d, e, write);
 			return use_entry(t, vpn, e, addr, write);
 		}
 		pthread_mutex_unlock(&d->lock);
@@ -1711,6 +1763,10 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	pthread_mutex_init(&d->chunk_lock, NULL);
 	pthread_mutex_init(&d->evict_lock, NULL);
 	pthread_cond_init(&d->shootdown_done, NULL);
+	sd_cost_init(&d->cost);
+	ret = sd_cost_from_env(&d->cost);
+	if (ret)
+		goto err_free;
 	/* A thread's active = 0 means "no access": generations start at 1. */
 	atomic_store(&d->gen, 1);
 	ret = uhmm_mm_get(&d->mm);
@@ -1749,6 +1805,7 @@ err_arena:
 err_mm:
 	uhmm_mm_put(d->mm);
 err_free:
+	sd_cost_fini(&d->cost);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
@@ -1770,7 +1827,44 @@ void uhmm_simdev_destroy(struct uhmm_simdev *d)
 	munmap(d->arena, d->cfg.capacity_pages * d->ps);
 	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
 	uhmm_mm_put(d->mm);
+	sd_cost_fini(&d->cost);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
+}
+
+/* ---- cost model (cost.c) ------------------------------------------------------------ */
+
+int uhmm_simdev_set_model(struct uhmm_simdev *d, const struct uhmm_simdev_model *m)
+{
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
+	if (!d)
+		return uhmm_set_error(EINVAL, "simdev set model: NULL device");
+	return sd_cost_set(&d->cost, m);
+}
+
+int uhmm_simdev_get_model(struct uhmm_simdev *d, struct uhmm_simdev_model *out)
+{
+	if (!d || !out)
+		return uhmm_set_error(EINVAL, "simdev get model: NULL argument");
+	if (sd_cost_model(&d->cost, out))
+		return uhmm_set_error(ENOENT, "simdev get model: the device has no model");
+	return 0;
+}
+
+int uhmm_simdev_get_cost(struct uhmm_simdev *d, struct uhmm_simdev_cost *out)
+{
+	if (!d || !out)
+		return uhmm_set_error(EINVAL, "simdev get cost: NULL argument");
+	sd_cost_get(&d->cost, out);
+	return 0;
+}
+
+int uhmm_simdev_reset_cost(struct uhmm_simdev *d)
+{
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
+	if (!d)
+		return uhmm_set_error(EINVAL, "simdev reset cost: NULL device");
+	sd_cost_reset(&d->cost);
+	return 0;
 }

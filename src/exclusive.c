@@ -19,8 +19,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
+#include "range_priv.h"
 #include "sigblock.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 #define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
 /*

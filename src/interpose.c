@@ -24,38 +24,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "sigblock.h"
+#include "base.h"
+#include "features_priv.h"
+#include "log.h"
 #include "managed.h"
-
-atomic_ulong uhmm__as_gen = 1;
-
-/* ---- raw system calls --------------------------------------------------- */
-
-int uhmm__sys_munmap(void *addr, size_t len)
-{
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return (int)syscall(SYS_munmap, addr, len);
-}
-
-int uhmm__sys_madvise(void *addr, size_t len, int advice)
-{
-	return (int)syscall(SYS_madvise, addr, len, advice);
-}
-
-int uhmm__sys_mprotect(void *addr, size_t len, int prot)
-{
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return (int)syscall(SYS_mprotect, addr, len, prot);
-}
-
-void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return p;
-}
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ptable.h"
+#include "service.h"
+#include "sigblock.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 

@@ -13,8 +13,19 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
 #include "sigblock.h"
+#include "sys.h"
+#include "vma.h"
 
 #define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
 #define SCAN_REGIONS	256u

@@ -15,7 +15,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
 
 #define LVL_BITS	9
 #define LVL_SIZE	(1u << LVL_BITS)

@@ -28,8 +28,22 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
 #include "managed.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
+#include "service.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
+#include "wpmarker.h"
 
 #define MSG_BATCH 64
 
@@ -492,6 +506,8 @@ static void drop_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e, bool keep_d
 	uhmm__ptable_walk(&mm->ptable, s, e, drop_entry, &c);
 }
 
+static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len);
+
 static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t s, e;
@@ -535,7 +551,7 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		if (!(self & UHMM_SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		uhmm__ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
+		ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
 		break;
 	default:
 		break;
@@ -568,7 +584,7 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 }
 
 /* mremap moved a range: its special entries move with it. */
-void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
+static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
 {
 	for (size_t off = 0; off < len; off += uhmm__page_size) {
 		_Atomic uint64_t *os = uhmm__ptable_slot(&mm->ptable, from + off, false);

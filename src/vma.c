@@ -16,7 +16,11 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "sys.h"
+#include "vma.h"
 
 #ifndef HUGETLBFS_MAGIC
 #define HUGETLBFS_MAGIC 0x958458f6

@@ -41,7 +41,15 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "mm_priv.h"
+#include "pagestate_priv.h"
+#include "service.h"
+#include "sys.h"
+#include "uffd.h"
+#include "wpmarker.h"
 
 bool uhmm__markers_on(const struct uhmm_mm *mm)
 {
