@@ -47,6 +47,13 @@ enum uhmm_simdev_policy {
  * @evict_when_full: with the MIGRATE policy, evict device pages (oldest
  *	first) to make room when device memory is full, instead of accessing
  *	the rest in place
+ * @huge_pages: 2 MiB device pages, in addition to the @capacity_pages
+ *	small ones (default 0; 4 KiB pages only).  With them the device
+ *	migrates whole 2 MiB aligned blocks (a transparent huge page) to one
+ *	2 MiB device page and back (%UHMM_MIGRATE_VMA_SELECT_COMPOUND), falls
+ *	back to 512 small pages when no 2 MiB page is free, and its snapshot
+ *	shows such pages with %UHMM_SIMDEV_PROT_PMD, as the kernel's test
+ *	device does
  */
 struct uhmm_simdev_config {
 	size_t capacity_pages;
@@ -55,6 +62,7 @@ struct uhmm_simdev_config {
 	unsigned int policy;
 	size_t migrate_window;
 	bool evict_when_full;
+	size_t huge_pages;
 };
 
 /**
@@ -83,7 +91,12 @@ struct uhmm_simdev_stats {
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_LOCAL	0x40
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_REMOTE	0x50
 
-#define UHMM_SIMDEV_FAIL_ALLOC	0x1u	/* the next device page allocation of a migration fails */
+/*
+ * The next device page allocation of a migration fails: a small page stays
+ * behind in system memory; a 2 MiB one makes the device fall back to 512
+ * small pages, so the block still migrates (lib/test_hmm.c's FAIL_ALLOC).
+ */
+#define UHMM_SIMDEV_FAIL_ALLOC	0x1u
 
 /**
  * uhmm_simdev_create() - create a device (NULL @cfg = defaults)
