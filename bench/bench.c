@@ -26,12 +26,20 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "bench_dev.h"
+#include "tdev.h"	/* testdev/: the device the benchmarks migrate to */
 #include "opts.h"
 
 static size_t ps;
 static bool quick;
 static int reps = 5;
+
+/* The device the benchmarks migrate to (testdev/tdev.h), or NULL. */
+static struct tdev *bench_dev(struct uhmm_mm *mm, size_t nr_pages, size_t fault_around)
+{
+	struct tdev *d = NULL;
+
+	return tdev_open(mm, nr_pages, fault_around, NULL, TDEV_NEXT_FIT, &d) ? NULL : d;
+}
 
 static uint64_t now_ns(void)
 {
@@ -136,7 +144,7 @@ static double memcpy_gbs(size_t len)
 static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *id_to,
 			  const char *id_back)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0);
 	double to[16], back[16], mc[16];
 	char name[96];
 
@@ -150,7 +158,7 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 	if (!d || !p) {
 		fprintf(stderr, "bench: cannot create the device\n");
 		if (d)
-			bdev_destroy(d);
+			tdev_close(d);
 		return;
 	}
 	if (thp)
@@ -164,12 +172,12 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 		memset(p, r + 1, len);
 		mc[r] = memcpy_gbs(len);
 		t = now_ns();
-		n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		n = tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		to[r] = (double)len / (double)(now_ns() - t);
 		if (n != (long)(len / ps))
 			fprintf(stderr, "bench: migrated %ld of %zu pages\n", n, len / ps);
 		t = now_ns();
-		n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL);
+		n = tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL, NULL);
 		back[r] = (double)len / (double)(now_ns() - t);
 		if (p[0] != (char)(r + 1) || p[len - 1] != (char)(r + 1))
 			fprintf(stderr, "bench: data check failed\n");
@@ -188,7 +196,7 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 		add(id_back, name, "GB/s", back, reps, m, "memcpy GB/s", v / m, ">= 0.5",
 		    v / m >= 0.5);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- 4: single-page fault-back latency vs a bare userfaultfd round trip ---------- */
@@ -263,7 +271,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 {
 	int n = quick ? 200 : 2000;
 	double *lat = calloc((size_t)n, sizeof(double)), *bare = calloc((size_t)n, sizeof(double));
-	struct bdev *d = bdev_create(mm, 64, 0);
+	struct tdev *d = bench_dev(mm, 64, 0);
 	/* One device-resident page in each 32-page window: one page per fault. */
 	size_t stride = 32 * ps, len = (size_t)n * stride;
 	char *p = map(len);
@@ -277,7 +285,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 		uint64_t t;
 
 		pg[0] = 1;
-		bdev_migrate(d, (uintptr_t)pg, (uintptr_t)pg + ps, true, NULL);
+		tdev_migrate(d, (uintptr_t)pg, (uintptr_t)pg + ps, true, NULL, NULL);
 		t = now_ns();
 		(void)*(volatile char *)pg;
 		lat[i] = (double)(now_ns() - t) / 1000.0;
@@ -307,7 +315,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 		r->hi = pct(l3, n, 0.99);	/* spread shown as min .. p99 */
 	}
 	munmap(p, len);
-	bdev_destroy(d);
+	tdev_close(d);
 	free(lat);
 	free(bare);
 }
@@ -316,7 +324,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 
 static void bench_scan(struct uhmm_mm *mm, size_t len)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0);
 	double v[16], mc[16];
 
 	if (!d)
@@ -328,7 +336,7 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 
 		madvise(p, len, MADV_NOHUGEPAGE);
 		memset(p, 3, len);
-		bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		mc[r] = memcpy_gbs(len);
 		t = now_ns();
 		for (size_t off = 0; off < len; off += 64)
@@ -346,7 +354,7 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 			 len >> 20);
 		add("5", name, "GB/s", v, reps, m, "memcpy GB/s", x / m, ">= 0.25", x / m >= 0.25);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- peer: a minimal userfaultfd pager, as LLNL UMap serves a region ------------- */
@@ -487,7 +495,7 @@ static double peer_pass(char *p, size_t len, int kind, const size_t *pg, double 
  */
 static void bench_peer(struct uhmm_mm *mm, size_t len)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0);
 	char *store = map(len);
 	size_t *pg = calloc(PEER_TOUCHES, sizeof(*pg));
 	double u[2][16], b[2][16], ratio[2][16], uc[2][16], bc[2][16], rc[2][16];
@@ -506,7 +514,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 
 					madvise(p, len, MADV_NOHUGEPAGE);
 					memset(p, 9, len);
-					bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+					tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 					u[kind][r] = peer_pass(p, len, kind, pg, &uc[kind][r]);
 					munmap(p, len);
 				} else {
@@ -557,7 +565,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 		}
 	}
 out:
-	bdev_destroy(d);
+	tdev_close(d);
 	munmap(store, len);
 	free(pg);
 }
@@ -712,7 +720,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 {
 	struct sigaction sa = { .sa_sigaction = naive_segv, .sa_flags = SA_SIGINFO }, old;
 	double nv[16], uh[16];
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0);
 
 	if (!d)
 		return;
@@ -737,7 +745,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 
 		madvise(p, len, MADV_NOHUGEPAGE);
 		memset(p, 5, len);
-		bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		t = now_ns();
 		for (size_t off = 0; off < len; off += 64)
 			sum += *(volatile uint64_t *)(p + off);
@@ -755,7 +763,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 			 len >> 20);
 		add("8", name, "GB/s", uh, reps, b, "naive GB/s", x / b, "", -1);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- 9: scaling -------------------------------------------------------------------- */
@@ -774,7 +782,7 @@ static void bench_scaling(struct uhmm_mm *mm)
 			.notifier = &mni, .start = (uintptr_t)p, .end = (uintptr_t)p + len,
 			.hmm_pfns = pfns,
 		};
-		struct bdev *d = bdev_create(mm, n, 0);
+		struct tdev *d = bench_dev(mm, n, 0);
 		double rf[16], mg[16];
 		char name[96];
 
@@ -793,8 +801,8 @@ static void bench_scaling(struct uhmm_mm *mm)
 			} while (ret == -EBUSY);
 			rf[r] = (double)(now_ns() - t) / (double)n;
 			t = now_ns();
-			bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
-			bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL);
+			tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
+			tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL, NULL);
 			mg[r] = (double)(now_ns() - t) / (double)n / 2;
 		}
 		snprintf(name, sizeof(name), "scaling: range fault snapshot, %zu MiB", mib[k]);
@@ -802,7 +810,7 @@ static void bench_scaling(struct uhmm_mm *mm)
 		snprintf(name, sizeof(name), "scaling: migration one way, %zu MiB", mib[k]);
 		add("9", name, "ns/page", mg, reps, 0, "", 0, "", -1);
 		uhmm_interval_notifier_remove(&mni);
-		bdev_destroy(d);
+		tdev_close(d);
 		munmap(p, len);
 		free(pfns);
 	}
@@ -923,7 +931,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 {
 	int n = quick ? 2000 : 20000;
 	size_t len = 64 * ps;
-	struct bdev *d = bdev_create(mm, 64, 1);
+	struct tdev *d = bench_dev(mm, 64, 1);
 	struct uhmm_interval_notifier mni = { 0 };
 	double libc[16], raw[16], ratio[16];
 	char *buf = map(len);
@@ -932,7 +940,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 		return;
 	memset(buf, 1, len);
 	uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)buf, len, &nop_ops);
-	bdev_migrate(d, (uintptr_t)buf, (uintptr_t)buf + len / 2, true, NULL);
+	tdev_migrate(d, (uintptr_t)buf, (uintptr_t)buf + len / 2, true, NULL, NULL);
 	wrap_cycle_libc(n / 10);	/* warm up */
 	wrap_cycle_raw(n / 10);
 	for (int r = 0; r < reps; r++) {
@@ -971,7 +979,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 	}
 	uhmm_interval_notifier_remove(&mni);
 	munmap(buf, len);
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- output ------------------------------------------------------------------------ */

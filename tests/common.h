@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared helpers of the test programs: checks, skips, memory helpers. */
+/*
+ * Shared helpers of the test programs: the start of every program
+ * (test_main(): named cases, the variant probe), checks, skips, memory
+ * helpers, and the test device (testdev/tdev.h) with checks around it.
+ */
 #ifndef UHMM_TEST_COMMON_H
 #define UHMM_TEST_COMMON_H
 
@@ -19,6 +23,9 @@
 #include <unistd.h>
 
 #include <uhmm/uhmm.h>
+
+#include "cases.h"
+#include "tdev.h"	/* testdev/: the device the tests migrate to */
 
 /* PAGEMAP_SCAN and pagemap bits where the system headers predate them. */
 #include "../src/compat.h"
@@ -388,6 +395,80 @@ static inline int count_uffds(void)
 	}
 	closedir(dir);
 	return n;
+}
+
+/*
+ * main() of a test program: run the cases argv names, or all of them, after
+ * test_init(); `--list` prints their names (tests/cases.h).  @start and
+ * @finish as in struct test_suite.
+ */
+static inline int test_main(int argc, char **argv, const char *name,
+			    const struct test_case *cases, size_t nr_cases,
+			    void (*start)(void), int (*finish)(void))
+{
+	struct test_suite s = {
+		.name = name, .cases = cases, .nr_cases = nr_cases,
+		.init = test_init, .start = start, .finish = finish,
+	};
+
+	test_name = name;
+	return test_run(argc, argv, &s);
+}
+
+/* ---- the test device (testdev/tdev.h), with its failures checked ---- */
+
+static inline struct tdev *tdev_create_ops(struct uhmm_mm *mm, size_t nr_pages,
+					   size_t fault_around,
+					   const struct uhmm_devmem_ops *ops)
+{
+	struct tdev *d = NULL;
+	int ret = tdev_open(mm, nr_pages, fault_around, ops, 0, &d);
+
+	CHECK(ret == 0, "tdev_open(%zu pages): %d", nr_pages, ret);
+	return d;
+}
+
+static inline struct tdev *tdev_create(struct uhmm_mm *mm, size_t nr_pages,
+				       size_t fault_around)
+{
+	return tdev_create_ops(mm, nr_pages, fault_around, NULL);
+}
+
+/* Remove the pool; every device page must have gone home (been freed). */
+static inline void tdev_destroy(struct tdev *d)
+{
+	int ret = tdev_close(d);
+
+	CHECK(ret != -ENOTEMPTY, "device pages still allocated after uhmm_devmem_remove");
+	CHECK_EQ(ret, 0);
+}
+
+/* Fill [p, p + n pages) with a pattern derived from @seed and the offset. */
+static inline void fill_pattern(void *p, size_t n, uint32_t seed)
+{
+	uint32_t *w = p;
+
+	for (size_t i = 0; i < n * page_size / 4; i++)
+		w[i] = seed * 2654435761u + (uint32_t)i;
+}
+
+/* Index of the first wrong 32-bit word, or -1. */
+static inline long check_pattern(const void *p, size_t n, uint32_t seed)
+{
+	const uint32_t *w = p;
+
+	for (size_t i = 0; i < n * page_size / 4; i++)
+		if (w[i] != seed * 2654435761u + (uint32_t)i)
+			return (long)i;
+	return -1;
+}
+
+static inline uint32_t page_state_of(struct uhmm_mm *mm, const void *p)
+{
+	uint32_t st = 0;
+
+	CHECK_EQ(uhmm_page_state(mm, (uintptr_t)p, 1, &st), 0);
+	return st;
 }
 
 #endif
