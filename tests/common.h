@@ -50,6 +50,14 @@ static const char *test_name = "test";
 	CHECK((long long)(a) == (long long)(b), "%s = %lld, expected %s = %lld", \
 	      #a, (long long)(a), #b, (long long)(b))
 
+/* A check passed: "NAME: ok: what" on stdout. */
+#define OK(...)                                                               \
+	do {                                                                  \
+		printf("%s: ok: ", test_name);                                \
+		printf(__VA_ARGS__);                                          \
+		printf("\n");                                                 \
+	} while (0)
+
 #define SKIP(...)                                                             \
 	do {                                                                  \
 		printf("%s: SKIP: ", test_name);                              \
@@ -414,6 +422,30 @@ static inline int test_main(int argc, char **argv, const char *name,
 	test_name = name;
 	return test_run(argc, argv, &s);
 }
+
+/*
+ * main() of a program whose cases are in `cases[]` and that needs nothing
+ * before test_main(): TEST_MAIN("test_x", start, finish).
+ */
+#define TEST_MAIN(name, start, finish)                                        \
+	int main(int argc, char **argv)                                       \
+	{                                                                     \
+		return test_main(argc, argv, name, TEST_CASES(cases), start,  \
+				 finish);                                     \
+	}
+
+/*
+ * A case (named case_FN) that takes the program's context, the static
+ * `mm`, first if it has none: for programs whose first cases must run
+ * without one (test_mm() then happens where the cases run in order).
+ */
+#define MM_CASE(fn)                                                           \
+	static void case_##fn(void)                                           \
+	{                                                                     \
+		if (!mm)                                                      \
+			mm = test_mm();                                       \
+		fn();                                                         \
+	}
 
 /* ---- the test device (testdev/tdev.h), with its failures checked ---- */
 

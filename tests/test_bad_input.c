@@ -1707,18 +1707,6 @@ static void test_child_calls(void)
 	ok("fork child: the parent's context refused (EINVAL); vfork child: ECHILD");
 }
 
-/*
- * The context: test_stale_context() makes its own (and leaves the program
- * a fresh one); a case run without it takes one first.
- */
-#define MM_CASE(fn)                                                           \
-	static void case_##fn(void)                                           \
-	{                                                                     \
-		if (!mm)                                                      \
-			mm = test_mm();                                       \
-		fn();                                                         \
-	}
-
 /* A 2 MiB hugetlbfs mapping, asked for once, by the first case using it. */
 static char *huge;
 static bool huge_tried;
@@ -1768,6 +1756,10 @@ static void hugetlb_range(void)
 	drop_huge();
 }
 
+/*
+ * The context: test_stale_context() makes its own (and leaves the program
+ * a fresh one); a case run without it takes one first (MM_CASE).
+ */
 MM_CASE(test_context_calls)
 MM_CASE(test_notifier_calls)
 MM_CASE(test_pagestate_calls)
@@ -1817,7 +1809,4 @@ static const struct test_case cases[] = {
 	{ "child_calls", case_test_child_calls },
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_bad_input", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_bad_input", start, finish)

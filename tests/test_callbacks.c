@@ -198,7 +198,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_device_callbacks),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, NAME, TEST_CASES(cases), start, finish);
-}
+TEST_MAIN(NAME, start, finish)

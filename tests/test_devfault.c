@@ -917,18 +917,6 @@ static void test_kernel_access(void)
 		kernel_access_user_only(mm);
 }
 
-/*
- * The context is taken by the first case that needs it: kernel_access_user_only_child
- * forks its child before this process has one.
- */
-#define MM_CASE(fn)                                                           \
-	static void case_##fn(void)                                           \
-	{                                                                     \
-		if (!mm)                                                      \
-			mm = test_mm();                                       \
-		fn();                                                         \
-	}
-
 static void window_two_mappings_early(void)
 {
 	window_two_mappings(false);
@@ -939,6 +927,10 @@ static void window_two_mappings_late(void)
 	window_two_mappings(true);
 }
 
+/*
+ * The context is taken by the first case that needs it (MM_CASE):
+ * kernel_access_user_only_child forks its child before this process has one.
+ */
 MM_CASE(test_any_thread)
 MM_CASE(test_same_page)
 MM_CASE(test_different_pages)

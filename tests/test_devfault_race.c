@@ -228,7 +228,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_fault_vs_migration_home),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_devfault_race", TEST_CASES(cases), NULL, NULL);
-}
+TEST_MAIN("test_devfault_race", NULL, NULL)

@@ -1125,7 +1125,4 @@ static const struct test_case cases[] = {
 	{ "teardown", case_teardown },
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_devmem_vm", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_devmem_vm", start, finish)

@@ -39,13 +39,6 @@
 #define HUGE_1G ((size_t)1 << 30)
 #define RW (PROT_READ | PROT_WRITE)
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 static struct uhmm_mm *mm;
 static unsigned int pshift;
 
@@ -410,7 +403,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(mirror_1g),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_hugetlb", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_hugetlb", start, finish)

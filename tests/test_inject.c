@@ -438,7 +438,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(to_dev_half),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, NAME, TEST_CASES(cases), start, finish);
-}
+TEST_MAIN(NAME, start, finish)

@@ -321,7 +321,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_overhead),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_migrate", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_migrate", start, finish)

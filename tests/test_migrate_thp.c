@@ -109,7 +109,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_windows_of_one_thp),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_migrate_thp", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_migrate_thp", start, finish)

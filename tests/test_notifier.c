@@ -919,7 +919,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_read_begin_mid_change),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_notifier", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_notifier", start, finish)

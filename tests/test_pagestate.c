@@ -1130,7 +1130,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_large),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_pagestate", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_pagestate", start, finish)

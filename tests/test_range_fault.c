@@ -55,13 +55,6 @@
 static struct uhmm_mm *mm;
 static struct uhmm_sysinfo si;
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 /*
  * CHECK for the threads of the concurrent test: exit(3) would run uhmm's exit
  * handler, whose RELEASE callback needs the device lock that the failing
@@ -1350,7 +1343,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_concurrent),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_range_fault", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_range_fault", start, finish)

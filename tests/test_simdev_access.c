@@ -1571,7 +1571,4 @@ static const struct test_case cases[] = {
 	{ "teardown", case_teardown },
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, NAME, TEST_CASES(cases), start, finish);
-}
+TEST_MAIN(NAME, start, finish)

@@ -150,7 +150,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_destroy_under_faults),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, NAME, TEST_CASES(cases), NULL, NULL);
-}
+TEST_MAIN(NAME, NULL, NULL)

@@ -54,13 +54,6 @@ static int soft_failures;
 		soft_failures++;                                              \
 	} while (0)
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 /* ---- helpers ------------------------------------------------------------------ */
 
 static char *pg(void *p, size_t i)
@@ -865,7 +858,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_bad_input),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_simdev_migrate", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_simdev_migrate", start, finish)

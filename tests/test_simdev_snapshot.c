@@ -782,7 +782,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_two_processes),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_simdev_snapshot", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_simdev_snapshot", start, finish)

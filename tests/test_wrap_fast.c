@@ -176,7 +176,4 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_reuse),
 };
 
-int main(int argc, char **argv)
-{
-	return test_main(argc, argv, "test_wrap_fast", TEST_CASES(cases), start, finish);
-}
+TEST_MAIN("test_wrap_fast", start, finish)
