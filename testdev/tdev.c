@@ -242,7 +242,7 @@ const struct uhmm_devmem_ops tdev_ops = {
 	.migrate_to_ram = tdev_migrate_to_ram,
 };
 
-static void tdev_free(struct tdev *d)
+void tdev_free(struct tdev *d)
 {
 	if (d->arena && d->arena != MAP_FAILED)
 		munmap(d->arena, d->nr_pages * d->page_size);

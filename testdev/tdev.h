@@ -77,6 +77,9 @@ int tdev_close(struct tdev *d);
  */
 struct uhmm_page *tdev_alloc(struct tdev *d);
 
+/* Free a device whose pool the caller removed already (or never added). */
+void tdev_free(struct tdev *d);
+
 /* Device pages allocated now. */
 size_t tdev_used(struct tdev *d);
 
