@@ -4,7 +4,7 @@
  * inline functions before the public structures hid those fields (see
  * private_fields.h): out of line, so a release can change the fields.
  */
-#include "internal.h"
+#include "base.h"
 
 UHMM_API const char *uhmm_version(void)
 {

@@ -10,13 +10,26 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
 #include "sigblock.h"
+#include "staging.h"
+#include "uffd.h"
+#include "vma.h"
 
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
-static void fa_reset(unsigned int id, bool adaptive);
+static struct uhmm__fault_around *fa_new(bool adaptive);
+static void fa_free(struct uhmm__fault_around *fa);
 
 /*
  * mm->pools[] is written under pool_lock with release stores and read
@@ -35,6 +48,7 @@ static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_dev
 
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
+	struct uhmm__fault_around *fa;
 	struct uhmm_page *pages;
 	unsigned int id;
 
@@ -61,9 +75,13 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		uhmm__pin_module((const void *)pgmap->ops->page_free);
 	}
 	pages = uhmm__calloc(pgmap->nr_pages, sizeof(*pages));
-	if (!pages)
+	/* The default window adapts; one the driver chose does not. */
+	fa = pages ? fa_new(!pgmap->fault_around) : NULL;
+	if (!fa) {
+		uhmm__free(pages);
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
 				 pgmap->nr_pages);
+	}
 
 	pthread_mutex_lock(&mm->pool_lock);
 	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
@@ -71,17 +89,17 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
 		uhmm__free(pages);
+		fa_free(fa);
 		return uhmm__err(ENOSPC, "devmem add: too many pools");
 	}
 	for (size_t i = 0; i < pgmap->nr_pages; i++) {
 		pages[i].pgmap = pgmap;
 		pages[i].pfn = UHMM_DEVICE_PFN_BASE | ((uint64_t)id << POOL_SHIFT) | i;
 	}
-	/* The default window adapts; one the driver chose does not. */
-	fa_reset(id, !pgmap->fault_around);
 	if (!pgmap->fault_around)
 		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 	pgmap->pages = pages;
+	pgmap->fa = fa;
 	pgmap->id = id;
 	pgmap->mm = mm;
 	atomic_store(&pgmap->nr_resident, 0);
@@ -110,6 +128,8 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__free(pgmap->pages);
 	pgmap->pages = NULL;
+	fa_free(pgmap->fa);
+	pgmap->fa = NULL;
 	pgmap->mm = NULL;
 	pgmap->id = 0;
 }
@@ -263,7 +283,7 @@ void uhmm_page_get(struct uhmm_page *page)
  * A reference on a page in use (reference count above 0), or false: the
  * page is free.  For a page found through an entry read with nothing held.
  */
-bool uhmm__page_tryget(struct uhmm_page *page)
+static bool page_tryget(struct uhmm_page *page)
 {
 	return page_ref_add(page, 1, NULL) != 0;
 }
@@ -282,7 +302,7 @@ bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
 {
 	uint64_t now;
 
-	if (!uhmm__page_tryget(page))
+	if (!page_tryget(page))
 		return false;
 	if (!uhmm_page_trylock(page)) {
 		uhmm_page_put(page);
@@ -348,8 +368,8 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
  * pages of a migration still being finalized, their device pages not yet
  * freed.)  A pool whose driver chose fault_around gets exactly that aligned
  * window every time; eviction uses the pool's fault_around.  A few streams
- * per pool are followed (STREAMS), forgotten when the pool id is given to
- * a new pool.
+ * per pool are followed (STREAMS), in the pool's own state (pgmap->fa,
+ * made with the pool's pages and freed with them).
  *
  * FAULT_AROUND_FIRST stays the documented UHMM_FAULT_AROUND_DEFAULT: one
  * page (as the kernel's test driver and LLNL UMap fault) was measured
@@ -369,17 +389,31 @@ struct fa_stream {
 	unsigned long used;	/* for replacing the least recent */
 };
 
-static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct fa_stream fa_streams[UHMM_MAX_POOLS][STREAMS];
-static bool fa_adaptive[UHMM_MAX_POOLS];
-static unsigned long fa_clock;
+/* A pool's fault-around state (pgmap->fa), as long as its pages array. */
+struct uhmm__fault_around {
+	pthread_mutex_t lock;
+	struct fa_stream streams[STREAMS];
+	bool adaptive;		/* the default window: it adapts */
+	unsigned long clock;	/* for fa_stream.used */
+};
 
-static void fa_reset(unsigned int id, bool adaptive)
+static struct uhmm__fault_around *fa_new(bool adaptive)
 {
-	pthread_mutex_lock(&fa_lock);
-	memset(fa_streams[id], 0, sizeof(fa_streams[id]));
-	fa_adaptive[id] = adaptive;
-	pthread_mutex_unlock(&fa_lock);
+	struct uhmm__fault_around *fa = uhmm__calloc(1, sizeof(*fa));
+
+	if (fa) {
+		pthread_mutex_init(&fa->lock, NULL);
+		fa->adaptive = adaptive;
+	}
+	return fa;
+}
+
+static void fa_free(struct uhmm__fault_around *fa)
+{
+	if (fa) {
+		pthread_mutex_destroy(&fa->lock);
+		uhmm__free(fa);
+	}
 }
 
 /*
@@ -389,15 +423,13 @@ static void fa_reset(unsigned int id, bool adaptive)
  */
 static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 {
-	struct fa_stream *st;
+	struct uhmm__fault_around *fa = pgmap->fa;
+	struct fa_stream *st = fa->streams;
 	size_t pages = 0;
 
 	*seq = false;
-	if (pgmap->id >= UHMM_MAX_POOLS)
-		return 0;
-	st = fa_streams[pgmap->id];
-	pthread_mutex_lock(&fa_lock);
-	if (fa_adaptive[pgmap->id]) {
+	pthread_mutex_lock(&fa->lock);
+	if (fa->adaptive) {
 		pages = FAULT_AROUND_FIRST;
 		for (int k = 0; k < STREAMS; k++)
 			if (st[k].pages && st[k].next == addr) {
@@ -406,7 +438,7 @@ static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 				break;
 			}
 	}
-	pthread_mutex_unlock(&fa_lock);
+	pthread_mutex_unlock(&fa->lock);
 	return pages;
 }
 
@@ -421,14 +453,12 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 {
 	size_t pages = (we - ws) >> uhmm__page_shift;
 	bool dense = returned > 0 && 2 * (size_t)returned >= pages;
-	struct fa_stream *st, *v;
+	struct uhmm__fault_around *fa = pgmap->fa;
+	struct fa_stream *st = fa->streams, *v;
 
-	if (pgmap->id >= UHMM_MAX_POOLS)
-		return;
-	st = fa_streams[pgmap->id];
-	pthread_mutex_lock(&fa_lock);
-	if (!fa_adaptive[pgmap->id]) {
-		pthread_mutex_unlock(&fa_lock);
+	pthread_mutex_lock(&fa->lock);
+	if (!fa->adaptive) {
+		pthread_mutex_unlock(&fa->lock);
 		return;
 	}
 	v = &st[0];
@@ -444,9 +474,9 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 		/* A sparse window ends the stream it continued. */
 		v->next = dense ? we : 0;
 		v->pages = dense ? pages : 0;
-		v->used = ++fa_clock;
+		v->used = ++fa->clock;
 	}
-	pthread_mutex_unlock(&fa_lock);
+	pthread_mutex_unlock(&fa->lock);
 }
 
 /*
@@ -459,7 +489,7 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	size_t span = pgmap->fault_around << uhmm__page_shift;
 	bool seq = false;
 	size_t pages = adaptive ? fa_window(pgmap, addr, &seq) : 0;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	size_t n = 0;
 
 	if (pages)
@@ -483,7 +513,7 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	*we = UHMM_MIN(*we, v.end);
 }
 
-__thread struct uhmm_wake_defer uhmm__last_fault_window;
+__thread struct uhmm__wake_defer uhmm__last_fault_window;
 
 int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
 {
@@ -506,7 +536,7 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	uhmm__holds_migrate_lock = true;
 	vmf.page = page;
 	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
-	uhmm__wake_defer = (struct uhmm_wake_defer){ .active = true };
+	uhmm__wake_defer = (struct uhmm__wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
 	uhmm__install_err = 0;

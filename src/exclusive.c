@@ -19,8 +19,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
+#include "range_priv.h"
 #include "sigblock.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 #define EXCL_PAGES (UINT64_C(1) << 18)	/* 1 GiB of holding address space */
 /*
@@ -193,12 +206,12 @@ static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const
  * registration split off (a migration registers exactly its range) count
  * as one, as they do for migration; *@n = 0 if the range is not in one.
  */
-static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, size_t *n)
+static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, size_t *n)
 {
 	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
 				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
 				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	int ret;
 
 	for (int tries = 0;; tries++) {
@@ -271,7 +284,7 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 /* Fault [a, b) in writable from this thread, as a CPU write would. */
 static void excl_populate(struct uhmm_mm *mm, uintptr_t a, uintptr_t b)
 {
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	size_t n = 0;
 
 	if (uhmm__has(UHMM_FEAT_MADV_POPULATE)) {
@@ -404,7 +417,7 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct excl_pool *x;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	uint64_t *src, *dst;
 	size_t n = 0;
 	long held = 0;

@@ -11,7 +11,10 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "log.h"
+#include "sys.h"
 
 size_t uhmm__page_size = 4096;
 unsigned int uhmm__page_shift = 12;

@@ -10,7 +10,11 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "ownmem.h"
 #include <uhmm/inject.h>
 
 struct inject_point {

@@ -24,38 +24,19 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "sigblock.h"
+#include "base.h"
+#include "features_priv.h"
+#include "log.h"
 #include "managed.h"
-
-atomic_ulong uhmm__as_gen = 1;
-
-/* ---- raw system calls --------------------------------------------------- */
-
-int uhmm__sys_munmap(void *addr, size_t len)
-{
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return (int)syscall(SYS_munmap, addr, len);
-}
-
-int uhmm__sys_madvise(void *addr, size_t len, int advice)
-{
-	return (int)syscall(SYS_madvise, addr, len, advice);
-}
-
-int uhmm__sys_mprotect(void *addr, size_t len, int prot)
-{
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return (int)syscall(SYS_mprotect, addr, len, prot);
-}
-
-void *uhmm__sys_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	void *p = (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
-
-	atomic_fetch_add(&uhmm__as_gen, 1);
-	return p;
-}
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ptable.h"
+#include "service.h"
+#include "sigblock.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -80,7 +61,7 @@ static __thread bool as_lock_held;
 
 struct wrap {
 	struct uhmm_mm *mm;
-	struct uhmm_selfop op;
+	struct uhmm__selfop op;
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
 	bool as_locked;		/* holds as_lock for writing */
@@ -290,7 +271,7 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
  */
 static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {
-	struct uhmm_vma v[32];
+	struct uhmm__vma v[32];
 	size_t n = 0;
 	bool ours = false;
 
@@ -308,7 +289,7 @@ static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 /* Does changing [s, e) to @prot take away read or write access anywhere? */
 static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 {
-	struct uhmm_vma v[32];
+	struct uhmm__vma v[32];
 	size_t n = 0;
 
 	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE))

@@ -28,18 +28,18 @@ UHMM_HIDDEN unsigned long uhmm_itree_debug_visits;
 #define ITREE_VISIT()	do { } while (0)
 #endif
 
-static inline bool is_red(const struct uhmm_itree_node *n)
+static inline bool is_red(const struct uhmm__itree_node *n)
 {
 	return n && n->color_or_height == ITREE_RED;
 }
 
-static inline bool is_black(const struct uhmm_itree_node *n)
+static inline bool is_black(const struct uhmm__itree_node *n)
 {
 	return !is_red(n);
 }
 
 /* Largest last in n's subtree, assuming both children are up to date. */
-static inline uintptr_t compute_subtree_last(const struct uhmm_itree_node *n)
+static inline uintptr_t compute_subtree_last(const struct uhmm__itree_node *n)
 {
 	uintptr_t max = n->last;
 
@@ -51,17 +51,17 @@ static inline uintptr_t compute_subtree_last(const struct uhmm_itree_node *n)
 }
 
 /* Recompute subtree_last on n and every ancestor of n. */
-static void propagate_up(struct uhmm_itree_node *n)
+static void propagate_up(struct uhmm__itree_node *n)
 {
 	for (; n; n = n->parent)
 		n->subtree_last = compute_subtree_last(n);
 }
 
 /* Make whatever pointed at old (its parent or the root) point at new. */
-static inline void replace_child(struct uhmm_itree *t,
-				 struct uhmm_itree_node *parent,
-				 struct uhmm_itree_node *old,
-				 struct uhmm_itree_node *new)
+static inline void replace_child(struct uhmm__itree *t,
+				 struct uhmm__itree_node *parent,
+				 struct uhmm__itree_node *old,
+				 struct uhmm__itree_node *new)
 {
 	if (!parent)
 		t->root = new;
@@ -82,9 +82,9 @@ static inline void replace_child(struct uhmm_itree *t,
  *      / \         / \
  *     b   c       a   b
  */
-static void rotate_left(struct uhmm_itree *t, struct uhmm_itree_node *x)
+static void rotate_left(struct uhmm__itree *t, struct uhmm__itree_node *x)
 {
-	struct uhmm_itree_node *y = x->right;
+	struct uhmm__itree_node *y = x->right;
 
 	x->right = y->left;
 	if (y->left)
@@ -98,9 +98,9 @@ static void rotate_left(struct uhmm_itree *t, struct uhmm_itree_node *x)
 	x->subtree_last = compute_subtree_last(x);
 }
 
-static void rotate_right(struct uhmm_itree *t, struct uhmm_itree_node *x)
+static void rotate_right(struct uhmm__itree *t, struct uhmm__itree_node *x)
 {
-	struct uhmm_itree_node *y = x->left;
+	struct uhmm__itree_node *y = x->left;
 
 	x->left = y->right;
 	if (y->right)
@@ -114,16 +114,16 @@ static void rotate_right(struct uhmm_itree *t, struct uhmm_itree_node *x)
 	x->subtree_last = compute_subtree_last(x);
 }
 
-void uhmm_itree_init(struct uhmm_itree *t)
+void uhmm_itree_init(struct uhmm__itree *t)
 {
 	t->root = NULL;
 	t->count = 0;
 }
 
 /* Restore the red-black rules after linking the red node n. */
-static void insert_fixup(struct uhmm_itree *t, struct uhmm_itree_node *n)
+static void insert_fixup(struct uhmm__itree *t, struct uhmm__itree_node *n)
 {
-	struct uhmm_itree_node *parent, *grand, *uncle;
+	struct uhmm__itree_node *parent, *grand, *uncle;
 
 	while ((parent = n->parent) && is_red(parent)) {
 		/* A red parent is never the root, so grand exists. */
@@ -170,9 +170,9 @@ static void insert_fixup(struct uhmm_itree *t, struct uhmm_itree_node *n)
 	t->root->color_or_height = ITREE_BLACK;
 }
 
-void uhmm_itree_insert(struct uhmm_itree *t, struct uhmm_itree_node *node)
+void uhmm_itree_insert(struct uhmm__itree *t, struct uhmm__itree_node *node)
 {
-	struct uhmm_itree_node *parent = NULL, **link = &t->root;
+	struct uhmm__itree_node *parent = NULL, **link = &t->root;
 
 	/* Walk down, raising the maxima the new node will sit under. */
 	while (*link) {
@@ -201,10 +201,10 @@ void uhmm_itree_insert(struct uhmm_itree *t, struct uhmm_itree_node *node)
  * NULL) sits where the removed black was and carries an extra unit of
  * blackness; parent is its parent, needed because n may be NULL.
  */
-static void remove_fixup(struct uhmm_itree *t, struct uhmm_itree_node *n,
-			 struct uhmm_itree_node *parent)
+static void remove_fixup(struct uhmm__itree *t, struct uhmm__itree_node *n,
+			 struct uhmm__itree_node *parent)
 {
-	struct uhmm_itree_node *sib;
+	struct uhmm__itree_node *sib;
 
 	while (n != t->root && is_black(n)) {
 		/*
@@ -271,9 +271,9 @@ static void remove_fixup(struct uhmm_itree *t, struct uhmm_itree_node *n,
 		n->color_or_height = ITREE_BLACK;
 }
 
-void uhmm_itree_remove(struct uhmm_itree *t, struct uhmm_itree_node *node)
+void uhmm_itree_remove(struct uhmm__itree *t, struct uhmm__itree_node *node)
 {
-	struct uhmm_itree_node *child, *parent, *succ;
+	struct uhmm__itree_node *child, *parent, *succ;
 	int removed_color;
 
 	if (!node->left || !node->right) {
@@ -338,8 +338,8 @@ void uhmm_itree_remove(struct uhmm_itree *t, struct uhmm_itree_node *node)
  * such node in that subtree begins after last, so does everything after it,
  * and nothing in the whole tree can overlap past this point.
  */
-static struct uhmm_itree_node *
-subtree_first(struct uhmm_itree_node *n, uintptr_t start, uintptr_t last)
+static struct uhmm__itree_node *
+subtree_first(struct uhmm__itree_node *n, uintptr_t start, uintptr_t last)
 {
 	for (;;) {
 		ITREE_VISIT();
@@ -361,23 +361,23 @@ subtree_first(struct uhmm_itree_node *n, uintptr_t start, uintptr_t last)
 	}
 }
 
-struct uhmm_itree_node *
-uhmm_itree_iter_first(const struct uhmm_itree *t, uintptr_t start,
+struct uhmm__itree_node *
+uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
 		      uintptr_t last)
 {
-	struct uhmm_itree_node *root = t->root;
+	struct uhmm__itree_node *root = t->root;
 
 	if (!root || root->subtree_last < start)
 		return NULL;
 	return subtree_first(root, start, last);
 }
 
-struct uhmm_itree_node *
-uhmm_itree_iter_next(const struct uhmm_itree_node *node, uintptr_t start,
+struct uhmm__itree_node *
+uhmm_itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
 		     uintptr_t last)
 {
-	const struct uhmm_itree_node *from;
-	struct uhmm_itree_node *n, *right = node->right;
+	const struct uhmm__itree_node *from;
+	struct uhmm__itree_node *n, *right = node->right;
 
 	for (;;) {
 		/* Anything after node inside its right subtree comes first. */

@@ -9,7 +9,7 @@
  * k overlapping nodes is O(log n) per step, and usually far less (each
  * subtree the walk enters holds at least one match).
  *
- * The tree never allocates: the caller embeds struct uhmm_itree_node in its
+ * The tree never allocates: the caller embeds struct uhmm__itree_node in its
  * own object and recovers the object with container_of().  The tree does no
  * locking either: the caller must serialize every call on a given tree
  * (read-only queries may run concurrently with each other, but not with
@@ -25,7 +25,7 @@
 #include "hidden.h"
 
 /**
- * struct uhmm_itree_node - one interval, embedded in the user's object
+ * struct uhmm__itree_node - one interval, embedded in the user's object
  * @start: first byte covered
  * @last: last byte covered (inclusive); must satisfy @last >= @start
  * @subtree_last: private, largest @last in the subtree rooted here
@@ -37,22 +37,22 @@
  * @start and @last must not be changed while the node is in a tree; to move
  * an interval, remove it, update the bounds and insert it again.
  */
-struct uhmm_itree_node {
+struct uhmm__itree_node {
 	uintptr_t start;
 	uintptr_t last;
 	/* private: */
 	uintptr_t subtree_last;
-	struct uhmm_itree_node *parent, *left, *right;
+	struct uhmm__itree_node *parent, *left, *right;
 	int color_or_height;
 };
 
 /**
- * struct uhmm_itree - root of an interval tree
+ * struct uhmm__itree - root of an interval tree
  * @root: topmost node, NULL when the tree is empty
  * @count: number of nodes currently in the tree
  */
-struct uhmm_itree {
-	struct uhmm_itree_node *root;
+struct uhmm__itree {
+	struct uhmm__itree_node *root;
 	size_t count;
 };
 
@@ -72,7 +72,7 @@ extern unsigned long uhmm_itree_debug_visits;
  *
  * Context: the caller must own @t exclusively.
  */
-UHMM_HIDDEN void uhmm_itree_init(struct uhmm_itree *t);
+UHMM_HIDDEN void uhmm_itree_init(struct uhmm__itree *t);
 
 /**
  * uhmm_itree_insert() - add an interval to a tree
@@ -86,8 +86,8 @@ UHMM_HIDDEN void uhmm_itree_init(struct uhmm_itree *t);
  *
  * Context: the caller serializes all access to @t (no internal locking).
  */
-UHMM_HIDDEN void uhmm_itree_insert(struct uhmm_itree *t,
-				   struct uhmm_itree_node *node);
+UHMM_HIDDEN void uhmm_itree_insert(struct uhmm__itree *t,
+				   struct uhmm__itree_node *node);
 
 /**
  * uhmm_itree_remove() - take an interval out of a tree
@@ -99,8 +99,8 @@ UHMM_HIDDEN void uhmm_itree_insert(struct uhmm_itree *t,
  *
  * Context: the caller serializes all access to @t (no internal locking).
  */
-UHMM_HIDDEN void uhmm_itree_remove(struct uhmm_itree *t,
-				   struct uhmm_itree_node *node);
+UHMM_HIDDEN void uhmm_itree_remove(struct uhmm__itree *t,
+				   struct uhmm__itree_node *node);
 
 /**
  * uhmm_itree_iter_first() - find the first node overlapping a range
@@ -116,8 +116,8 @@ UHMM_HIDDEN void uhmm_itree_remove(struct uhmm_itree *t,
  * Context: the caller must keep @t from being modified during the call and
  * for as long as it iterates from the returned node.
  */
-UHMM_HIDDEN struct uhmm_itree_node *
-uhmm_itree_iter_first(const struct uhmm_itree *t, uintptr_t start,
+UHMM_HIDDEN struct uhmm__itree_node *
+uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
 		      uintptr_t last);
 
 /**
@@ -137,8 +137,8 @@ uhmm_itree_iter_first(const struct uhmm_itree *t, uintptr_t start,
  * first call and the last one; in particular @node must not be removed while
  * it is still needed to continue the walk.
  */
-UHMM_HIDDEN struct uhmm_itree_node *
-uhmm_itree_iter_next(const struct uhmm_itree_node *node, uintptr_t start,
+UHMM_HIDDEN struct uhmm__itree_node *
+uhmm_itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
 		     uintptr_t last);
 
 #endif /* UHMM_ITREE_H */

@@ -17,7 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "log.h"
 
 static __thread char errbuf[256];
 

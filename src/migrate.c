@@ -29,9 +29,24 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "migrate_state.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
+#include "service.h"
 #include "sigblock.h"
-#include "managed.h"
+#include "staging.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 __thread bool uhmm__holds_migrate_lock;
 __thread int uhmm__install_err;
@@ -42,7 +57,7 @@ __thread int uhmm__install_err;
  * by page; UFFDIO_COPY allocates and copies.  UHMM_INSTALL=copy|move picks
  * (default move); docs/PERFORMANCE.md has the measurements.
  */
-static bool install_by_move = true;
+bool uhmm__install_by_move = true;
 #define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
 
 __attribute__((constructor)) static void install_mode_init(void)
@@ -50,24 +65,8 @@ __attribute__((constructor)) static void install_mode_init(void)
 	const char *v = getenv("UHMM_INSTALL");
 
 	if (v && !strcmp(v, "copy"))
-		install_by_move = false;
+		uhmm__install_by_move = false;
 }
-
-enum kind { K_NONE = 0, K_SYS, K_DEV };
-
-struct uhmm_migrate_state {
-	char *staging;		/* page i of the range <-> staging + i pages */
-	void *map;		/* the staging mapping */
-	size_t map_len;
-	bool registered;	/* staging registered with the uffd */
-	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
-	bool locked;		/* took migrate_lock */
-	bool inv_active;	/* the MIGRATE invalidation is open */
-	uint8_t *kind;
-	uint64_t *orig;		/* the entry before the migration claimed it */
-	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
-	struct stage_entry *cache;	/* staging borrowed from the staging cache */
-};
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -76,607 +75,6 @@ static _Atomic uint64_t *slot_of(struct uhmm_mm *mm, uintptr_t a)
 	return uhmm__ptable_slot(&mm->ptable, a, true);
 }
 
-void uhmm__eagain_backoff(struct uhmm_mm *mm)
-{
-	/* The reader thread reads the pending event whoever we are. */
-	(void)mm;
-	sched_yield();
-}
-
-/*
- * How many of the pages at [@src, @src + @len) a failed UFFDIO_MOVE did move
- * to @dst after all, counted from the start.  Linux 6.18 can move a whole
- * run out of a PTE-mapped THP that another thread is splitting and still
- * report -EEXIST (tests/test_migrate_thp.c shows it): the page tables
- * are the truth.  Both ends are uhmm's alone here (fresh or cached staging,
- * or an address held MIGRATING), so data at @dst with none left at @src is
- * the page that moved; with @holes, an empty pair is a hole moved.
- */
-static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
-{
-	const unsigned int ps = uhmm__page_shift;
-	uint8_t d[512], sv[512];
-	size_t n = 0, npages = len >> ps;
-
-	while (n < npages) {
-		size_t k = UHMM_MIN((size_t)512, npages - n);
-
-		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
-		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
-			break;
-		for (size_t i = 0; i < k; i++, n++)
-			if (sv[i] || (!d[i] && !holes))
-				return n << ps;
-	}
-	return n << ps;
-}
-
-/* UFFDIO_MOVE [src, src+len) -> dst; returns bytes moved and -errno in *err. */
-static size_t do_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len,
-		      bool holes, int *err)
-{
-	size_t done = 0;
-
-	*err = 0;
-	while (done < len) {
-		struct uffdio_move mv = {
-			.dst = dst + done, .src = src + done, .len = len - done,
-			/* Waiters are woken by finalize, after the bookkeeping. */
-			.mode = UFFDIO_MOVE_MODE_DONTWAKE |
-				(holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0),
-		};
-
-		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_MOVE, &mv) == 0) {
-			done = len;
-			break;
-		}
-		if (mv.move > 0)
-			done += (size_t)mv.move;
-		if (errno == EAGAIN) {
-			if (mv.move <= 0)
-				uhmm__eagain_backoff(mm);
-			continue;
-		}
-		*err = -errno;
-		{
-			size_t more = moved_anyway(dst + done, src + done, len - done, holes);
-
-			if (more) {
-				/* Moved after all: go on from the first page that did not. */
-				done += more;
-				*err = 0;
-				continue;
-			}
-		}
-		break;
-	}
-	return done;
-}
-
-/* UFFDIO_COPY one run; retries EAGAIN. */
-static int do_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		struct uffdio_copy c = {
-			.dst = dst + done, .src = src + done, .len = len - done,
-			.mode = UFFDIO_COPY_MODE_DONTWAKE,
-		};
-
-		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_COPY, &c) == 0)
-			return 0;
-		if (c.copy > 0)
-			done += (size_t)c.copy;
-		if (errno == EAGAIN) {
-			if (c.copy <= 0)
-				uhmm__eagain_backoff(mm);
-			continue;
-		}
-		if (errno == EEXIST && c.copy <= 0) {
-			/* Populated under a frozen page: a bug; never overwrite. */
-			uhmm__warn("UFFDIO_COPY: %#lx already populated",
-				   (unsigned long)(dst + done));
-			done += uhmm__page_size;
-			continue;
-		}
-		return -errno;
-	}
-	return 0;
-}
-
-__thread struct uhmm_wake_defer uhmm__wake_defer;
-
-static void wake_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
-{
-	struct uffdio_range r = { .start = s, .len = e - s };
-
-	if (uhmm__wake_defer.active) {
-		/* Serving a CPU fault: wake once the fault path is done. */
-		if (uhmm__wake_defer.end == 0) {
-			uhmm__wake_defer.start = s;
-			uhmm__wake_defer.end = e;
-		} else {
-			uhmm__wake_defer.start = UHMM_MIN(uhmm__wake_defer.start, s);
-			uhmm__wake_defer.end = UHMM_MAX(uhmm__wake_defer.end, e);
-		}
-		return;
-	}
-	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
-}
-
-/* Remember a boundary a registration may cut a mapping at (reg_lock held). */
-static void note_split(struct uhmm_mm *mm, uintptr_t a)
-{
-	for (size_t i = 0; i < mm->nsplit; i++)
-		if (mm->split[i] == a)
-			return;
-	if (mm->nsplit == mm->split_cap) {
-		size_t cap = mm->split_cap ? mm->split_cap * 2 : 64;
-		uintptr_t *n = uhmm__realloc(mm->split, cap * sizeof(*n));
-
-		if (!n)
-			return;
-		mm->split = n;
-		mm->split_cap = cap;
-	}
-	mm->split[mm->nsplit++] = a;
-}
-
-int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
-{
-	struct uffdio_register reg = {
-		.range = { .start = start, .len = end - start },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
-	};
-	int ret = 0;
-
-	if (uhmm__has(UHMM_FEAT_UFFD_WP))
-		reg.mode |= UFFDIO_REGISTER_MODE_WP;
-	uhmm__managed_registered(start, end);	/* the wrappers' fast check */
-	pthread_mutex_lock(&mm->reg_lock);
-	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0) {
-		ret = -errno;
-	} else {
-		note_split(mm, start);
-		note_split(mm, end);
-	}
-	pthread_mutex_unlock(&mm->reg_lock);
-	return ret;
-}
-
-void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
-{
-	pthread_mutex_lock(&mm->reg_lock);
-	for (size_t i = 0; i < mm->nsplit;) {
-		if (mm->split[i] >= start && mm->split[i] <= end)
-			mm->split[i] = mm->split[--mm->nsplit];
-		else
-			i++;
-	}
-	pthread_mutex_unlock(&mm->reg_lock);
-}
-
-bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
-{
-	bool ret = false;
-
-	pthread_mutex_lock(&mm->reg_lock);
-	for (size_t i = 0; i < mm->nsplit && !ret; i++)
-		ret = mm->split[i] == addr;
-	pthread_mutex_unlock(&mm->reg_lock);
-	return ret;
-}
-
-
-/*
- * A staging mapping whose page i sits at the same 2 MiB offset as the
- * range's, so that a whole huge page can move with one PMD.  The mapping
- * is registered whole, not only the slots: it stays one VMA (a registered
- * middle would make three), which matters for the staging cache's count of
- * mappings.
- */
-static int staging_create(struct uhmm_migrate_vma *m, bool reg)
-{
-	struct uhmm_migrate_state *s = m->state;
-	const size_t huge = 2u << 20;
-	size_t len = m->end - m->start;
-	uintptr_t base, want;
-	char *p;
-
-	s->map_len = len + huge;
-	p = uhmm__sys_mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -ENOMEM;
-	base = (uintptr_t)p;
-	want = (base & ~(uintptr_t)(huge - 1)) + (m->start & (huge - 1));
-	if (want < base)
-		want += huge;
-	s->map = p;
-	s->staging = (char *)want;
-	{
-		/*
-		 * Under mlockall(MCL_FUTURE) the new mapping is VM_LOCKED and
-		 * already populated, and UFFDIO_MOVE needs an empty
-		 * destination whose VM_LOCKED matches the source's (which
-		 * mlockall(MCL_CURRENT) locked too): empty it and keep it
-		 * locked, on fault only.  The kernel migrates mlocked pages
-		 * (mlock pins in RAM, not in place).
-		 */
-		unsigned char v = 0;
-
-		if (mincore(p, uhmm__page_size, &v) == 0 && (v & 1) &&
-		    munlock(p, s->map_len) == 0) {
-			uhmm__sys_madvise(p, s->map_len, MADV_DONTNEED);
-			mlock2(p, s->map_len, MLOCK_ONFAULT);
-		}
-	}
-	/* Staging (and the staging cache) is never the child's business. */
-	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
-	if (reg) {
-		struct uffdio_register r = {
-			.range = { .start = base, .len = s->map_len },
-			.mode = UFFDIO_REGISTER_MODE_WP,
-		};
-
-		pthread_mutex_lock(&m->mm->reg_lock);
-		if (uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_REGISTER, &r) == 0)
-			s->registered = true;
-		pthread_mutex_unlock(&m->mm->reg_lock);
-		if (!s->registered)
-			return -errno;
-	}
-	return 0;
-}
-
-static void staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
-{
-	if (!s->map)
-		return;
-	if (s->registered) {
-		struct uffdio_range r = { .start = (uintptr_t)s->map, .len = s->map_len };
-
-		pthread_mutex_lock(&mm->reg_lock);
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
-		pthread_mutex_unlock(&mm->reg_lock);
-	}
-	uhmm__sys_munmap(s->map, s->map_len);
-	s->map = NULL;
-}
-
-/* ---- the staging cache: system pages recycled for device->system ---------- */
-
-/*
- * After a system->device migration, staging holds the old system copies of
- * pages whose data is now on the device.  The kernel frees such pages; here
- * they are kept, up to a bound, for the device->system migration that
- * brings the same addresses back: the data is copied into pages that exist
- * already (no allocation, zeroing, memcg charge or LRU insertion) and
- * finalize moves them into place with UFFDIO_MOVE, whole PMDs at a time
- * for 2 MiB-aligned THP staging.  Slot i of an entry mirrors address
- * start + i pages, so a migration of any part of [start, end) finds its
- * pages at the same offsets.  A slot's old content is never given out as
- * data: the driver (or uhmm, from the driver's buffer) overwrites the page
- * before it is installed.
- *
- * Bound: UHMM_STAGING_CACHE_MIB of pages handed in (default 1/64 of the
- * RAM, clamped to 64 MiB .. 1 GiB; 0 turns recycling off), at most
- * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  An entry goes
- * as soon as its pages have been moved out, when a newer entry covers its
- * range, when the pool its pages went to is removed, and at context
- * teardown.  Staging is MADV_DONTFORK: a fork child
- * forgets the cache without touching it.
- */
-#define CACHE_MAX_ENTRIES 256
-
-struct stage_entry {
-	struct stage_entry *next;
-	uintptr_t start, end;		/* the range the slots mirror */
-	uintptr_t staging;		/* slot of start */
-	void *map;
-	size_t map_len;
-	size_t pages;			/* populated slots it still accounts for */
-	const struct uhmm_devmem *pool;	/* where the pages went */
-	unsigned long gen;		/* context generation it was made in */
-	int users;			/* migrations using it now */
-	bool registered;		/* [map, +map_len) registered WP */
-	bool dead;			/* dropped while in use: the last user frees */
-};
-
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct stage_entry *cache_head;	/* newest first */
-static size_t cache_pages, cache_entries;
-/*
- * Entries emptied by a device->system migration, unmapped later by the next
- * cache_put() (or teardown): unregistering and unmapping would otherwise
- * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
- */
-#define CACHE_MAX_DEAD 16
-static struct stage_entry *cache_dead;
-static size_t cache_ndead;
-static size_t cache_cap;		/* pages; SIZE_MAX until computed */
-static pid_t cache_pid;
-
-static void cache_atfork_child(void)
-{
-	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
-	pthread_mutex_init(&cache_lock, NULL);
-	cache_head = NULL;
-	cache_pages = 0;
-	cache_entries = 0;
-	cache_dead = NULL;
-	cache_ndead = 0;
-	cache_pid = getpid();
-}
-
-__attribute__((constructor)) static void cache_init(void)
-{
-	const char *v = getenv("UHMM_STAGING_CACHE_MIB");
-	long phys = sysconf(_SC_PHYS_PAGES);
-	size_t mib = 64;
-
-	if (phys > 0)
-		mib = UHMM_MIN((size_t)1024, UHMM_MAX((size_t)64,
-			(size_t)phys / 64 * (size_t)sysconf(_SC_PAGESIZE) >> 20));
-	if (v && *v)
-		mib = strtoul(v, NULL, 0);
-	cache_cap = (mib << 20) / (size_t)sysconf(_SC_PAGESIZE);
-	cache_pid = getpid();
-	pthread_atfork(NULL, NULL, cache_atfork_child);
-}
-
-/* Unmap an entry taken off the list (cache_lock not held). */
-static void entry_destroy(struct uhmm_mm *mm, struct stage_entry *e)
-{
-	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
-		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
-
-		pthread_mutex_lock(&mm->reg_lock);
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
-		pthread_mutex_unlock(&mm->reg_lock);
-	}
-	uhmm__sys_munmap(e->map, e->map_len);
-	uhmm__free(e);
-}
-
-/*
- * Unlink the entry at *@pp (cache_lock held) and, unless a migration uses
- * it (its last user frees it then), add it to @victims for entry_destroy().
- */
-static void entry_unlink(struct stage_entry **pp, struct stage_entry **victims)
-{
-	struct stage_entry *e = *pp;
-
-	*pp = e->next;
-	cache_pages -= e->pages;
-	cache_entries--;
-	e->pages = 0;
-	if (e->users) {
-		e->dead = true;
-		return;
-	}
-	e->next = *victims;
-	*victims = e;
-}
-
-/* Drop entries of another context or process (cache_lock held). */
-static void cache_check_owner(struct uhmm_mm *mm, struct stage_entry **victims)
-{
-	if (cache_pid != getpid()) {
-		/* A child made without pthread_atfork: nothing here is ours. */
-		cache_head = cache_dead = NULL;
-		cache_pages = cache_entries = cache_ndead = 0;
-		cache_pid = getpid();
-		return;
-	}
-	for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
-		if (e->gen != mm->generation) {
-			entry_unlink(pp, victims);
-			continue;
-		}
-		pp = &e->next;
-	}
-}
-
-/* Take the emptied entries waiting to be unmapped (cache_lock held). */
-static void take_dead(struct stage_entry **victims)
-{
-	while (cache_dead) {
-		struct stage_entry *e = cache_dead;
-
-		cache_dead = e->next;
-		e->next = *victims;
-		*victims = e;
-	}
-	cache_ndead = 0;
-}
-
-static void destroy_victims(struct uhmm_mm *mm, struct stage_entry *v)
-{
-	while (v) {
-		struct stage_entry *n = v->next;
-
-		entry_destroy(mm, v);
-		v = n;
-	}
-}
-
-/*
- * A system->device migration is done: keep its staging (the slots of the
- * pages that migrated with data) in the cache instead of unmapping it.
- */
-static void cache_put(struct uhmm_migrate_vma *m)
-{
-	struct uhmm_migrate_state *s = m->state;
-	struct stage_entry *e, *victims = NULL;
-	const struct uhmm_devmem *pool = NULL;
-	size_t pages = 0;
-
-	if (!s->map || !s->registered || s->by_mremap || s->cache || !install_by_move ||
-	    !uhmm__has(UHMM_FEAT_MOVE) || !cache_cap)
-		return;
-	for (size_t i = 0; i < m->npages; i++) {
-		if (s->kind[i] != K_SYS ||
-		    (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) !=
-			    (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID))
-			continue;
-		if (!pages++) {
-			struct uhmm_page *pg = uhmm__pfn_to_page(m->mm,
-					uhmm_migrate_pfn_to_pfn(m->dst[i]));
-
-			pool = pg ? pg->pgmap : NULL;
-		}
-	}
-	if (!pages || pages > cache_cap)
-		return;
-	e = uhmm__calloc(1, sizeof(*e));
-	if (!e)
-		return;		/* staging is unmapped as without a cache */
-	*e = (struct stage_entry){
-		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
-		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
-		.gen = m->mm->generation, .registered = true,
-	};
-	s->map = NULL;		/* the entry owns the mapping now */
-	pthread_mutex_lock(&cache_lock);
-	cache_check_owner(m->mm, &victims);
-	take_dead(&victims);
-	/* Entries inside this range are superseded: their slots are stale. */
-	for (struct stage_entry **pp = &cache_head, *o; (o = *pp);) {
-		if (o->start >= e->start && o->end <= e->end) {
-			entry_unlink(pp, &victims);
-			continue;
-		}
-		pp = &o->next;
-	}
-	e->next = cache_head;
-	cache_head = e;
-	cache_pages += pages;
-	cache_entries++;
-	/* Over the bound: the oldest entries not in use go. */
-	while (cache_pages > cache_cap || cache_entries > CACHE_MAX_ENTRIES) {
-		struct stage_entry **pp = NULL, **last = NULL;
-
-		for (pp = &cache_head; *pp; pp = &(*pp)->next)
-			if (!(*pp)->users && *pp != e)
-				last = pp;
-		if (!last)
-			break;
-		entry_unlink(last, &victims);
-	}
-	pthread_mutex_unlock(&cache_lock);
-	destroy_victims(m->mm, victims);
-}
-
-/*
- * A device->system migration needs staging: borrow the newest cache entry
- * whose slots cover every device page it migrates.  true if one was found.
- */
-static bool cache_take(struct uhmm_migrate_vma *m)
-{
-	struct uhmm_migrate_state *s = m->state;
-	const unsigned int ps = uhmm__page_shift;
-	struct stage_entry *victims = NULL, *found = NULL;
-	size_t lo = m->npages, hi = 0;
-	uintptr_t a_lo, a_hi;
-
-	if (!cache_cap || !install_by_move || !uhmm__has(UHMM_FEAT_MOVE))
-		return false;
-	for (size_t i = 0; i < m->npages; i++)
-		if (s->kind[i] == K_DEV) {
-			lo = UHMM_MIN(lo, i);
-			hi = i + 1;
-		}
-	if (lo >= hi)
-		return false;
-	a_lo = m->start + (lo << ps);
-	a_hi = m->start + (hi << ps);
-	pthread_mutex_lock(&cache_lock);
-	cache_check_owner(m->mm, &victims);
-	for (struct stage_entry *e = cache_head; e && !found; e = e->next)
-		if (e->start <= a_lo && a_hi <= e->end)
-			found = e;
-	if (found) {
-		found->users++;
-		s->cache = found;
-		/* Slot of m->start (it may lie before the entry: never touched). */
-		s->staging = (char *)(found->staging + (m->start - found->start));
-		s->map = found->map;
-		s->map_len = found->map_len;
-	}
-	pthread_mutex_unlock(&cache_lock);
-	destroy_victims(m->mm, victims);
-	return found != NULL;
-}
-
-/* Give back a borrowed entry; @moved slots were moved out into the range. */
-static void cache_release(struct uhmm_migrate_vma *m, size_t moved)
-{
-	struct uhmm_migrate_state *s = m->state;
-	struct stage_entry *e = s->cache, *victim = NULL;
-
-	s->cache = NULL;
-	s->map = NULL;		/* the entry's mapping, not ours to unmap */
-	pthread_mutex_lock(&cache_lock);
-	e->users--;
-	if (!e->dead) {
-		moved = UHMM_MIN(moved, e->pages);
-		e->pages -= moved;
-		cache_pages -= moved;
-		if (!e->pages) {
-			for (struct stage_entry **pp = &cache_head; *pp; pp = &(*pp)->next)
-				if (*pp == e) {
-					entry_unlink(pp, &victim);
-					break;
-				}
-		}
-	} else if (!e->users) {
-		victim = e;
-	}
-	if (victim && cache_ndead < CACHE_MAX_DEAD) {
-		victim->next = cache_dead;
-		cache_dead = victim;
-		cache_ndead++;
-		victim = NULL;
-	}
-	pthread_mutex_unlock(&cache_lock);
-	if (victim)
-		entry_destroy(m->mm, victim);
-}
-
-void uhmm__staging_cache_drop(struct uhmm_mm *mm)
-{
-	struct stage_entry *victims = NULL;
-
-	pthread_mutex_lock(&cache_lock);
-	if (cache_pid == getpid()) {
-		take_dead(&victims);
-		while (cache_head)
-			entry_unlink(&cache_head, &victims);
-	}
-	pthread_mutex_unlock(&cache_lock);
-	destroy_victims(mm, victims);
-}
-
-void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pool)
-{
-	struct stage_entry *victims = NULL;
-
-	pthread_mutex_lock(&cache_lock);
-	if (cache_pid == getpid()) {
-		take_dead(&victims);
-		for (struct stage_entry **pp = &cache_head, *e; (e = *pp);) {
-			if (e->pool == pool) {
-				entry_unlink(pp, &victims);
-				continue;
-			}
-			pp = &e->next;
-		}
-	}
-	pthread_mutex_unlock(&cache_lock);
-	destroy_victims(mm, victims);
-}
 
 /* Slots of a borrowed entry that finalize moved into the range. */
 static size_t moved_from_cache(struct uhmm_migrate_vma *m)
@@ -703,8 +101,8 @@ static void state_free(struct uhmm_migrate_vma *m)
 		pthread_rwlock_unlock(&m->mm->migrate_lock);
 	}
 	if (s->cache)
-		cache_release(m, moved_from_cache(m));
-	staging_destroy(m->mm, s);
+		uhmm__staging_cache_release(m, moved_from_cache(m));
+	uhmm__staging_destroy(m->mm, s);
 	uhmm__free(s->kind);
 	uhmm__free(s->orig);
 	uhmm__free(s->dst_given);
@@ -713,7 +111,7 @@ static void state_free(struct uhmm_migrate_vma *m)
 	uhmm__sig_leave();	/* entered with the state, in setup */
 }
 
-static void mig_done_broadcast(struct uhmm_mm *mm)
+void uhmm__migrate_done_broadcast(struct uhmm_mm *mm)
 {
 	pthread_mutex_lock(&mm->mig_lock);
 	pthread_cond_broadcast(&mm->mig_cond);
@@ -788,10 +186,10 @@ static int move_one(struct uhmm_migrate_vma *m, size_t i, bool writable)
 	uintptr_t st = (uintptr_t)m->state->staging + (i << ps);
 	int err;
 
-	do_move(m->mm, st, a, uhmm__page_size, true, &err);
+	uhmm__uffd_move(m->mm, st, a, uhmm__page_size, true, &err);
 	if (err == -EBUSY && writable &&
 	    uhmm__sys_madvise((void *)a, uhmm__page_size, MADV_POPULATE_WRITE) == 0)
-		do_move(m->mm, st, a, uhmm__page_size, true, &err);
+		uhmm__uffd_move(m->mm, st, a, uhmm__page_size, true, &err);
 	return err;
 }
 
@@ -812,7 +210,7 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 		}
 		while (j < m->npages && s->kind[j] == K_SYS)
 			j++;
-		done = do_move(m->mm, (uintptr_t)s->staging + (i << ps), m->start + (i << ps),
+		done = uhmm__uffd_move(m->mm, (uintptr_t)s->staging + (i << ps), m->start + (i << ps),
 			       (j - i) << ps, true, &err);
 		if (!err) {
 			moved_any = true;
@@ -856,7 +254,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_selfop op;
+	struct uhmm__selfop op;
 	int ret = 0;
 
 	if (uhmm__is_service_thread)
@@ -876,7 +274,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 		a = m->start + (i << ps);
 		{
 			/* One mremap stays inside one piece of a split mapping. */
-			struct uhmm_vma pv;
+			struct uhmm__vma pv;
 			size_t pn = 0;
 
 			if (!uhmm__vma_find(a, a + uhmm__page_size, &pv, 1, &pn, true) && pn == 1 &&
@@ -914,12 +312,12 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
  * userfaultfd flags, so adjacent pieces with the same kind and protection
  * count as one.  0, or -EINVAL.
  */
-static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm_vma *out, bool fresh)
+static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, bool fresh)
 {
 	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
 				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
 				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	size_t n = 0;
 
 	if (uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), &n, fresh) || n == 0 ||
@@ -952,7 +350,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 {
 	const unsigned int ps = uhmm__page_shift;
 	struct uhmm_migrate_state *s;
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	struct uhmm_mm *mm;
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;
@@ -1146,7 +544,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 	if (nsys) {
 		bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
 
-		ret = staging_create(m, use_move);
+		ret = uhmm__staging_create(m, use_move);
 		if (ret) {
 			ret = uhmm__err(-ret, "migrate setup: no memory for staging");
 			goto fail_claimed;
@@ -1259,8 +657,8 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			  "selected to migrate", i);
 		return NULL;
 	}
-	if (!s->map && !cache_take(m)) {
-		if (staging_create(m, false)) {
+	if (!s->map && !uhmm__staging_cache_take(m)) {
+		if (uhmm__staging_create(m, false)) {
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
 		}
@@ -1341,8 +739,8 @@ static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
 {
 	int err = 0;
 
-	if (may_move && uhmm__has(UHMM_FEAT_MOVE) && install_by_move) {
-		size_t done = do_move(m->mm, a, src, len, false, &err);
+	if (may_move && uhmm__has(UHMM_FEAT_MOVE) && uhmm__install_by_move) {
+		size_t done = uhmm__uffd_move(m->mm, a, src, len, false, &err);
 
 		if (!err)
 			return 0;
@@ -1350,7 +748,7 @@ static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
 		src += done;
 		len -= done;
 	}
-	return do_copy(m->mm, a, src, len);
+	return uhmm__uffd_copy(m->mm, a, src, len);
 }
 
 /*
@@ -1358,7 +756,7 @@ static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
  * entry meanwhile (it sets GONE): then a device page that was about to be
  * mapped there is dropped instead.
  */
-static void commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
+void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
 			 uint64_t final)
 {
 	while (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, final)) {
@@ -1381,7 +779,7 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 {
 	for (unsigned long tries = 0;; tries++) {
 		int err = m->state->by_mremap ?
-			do_copy(m->mm, a, stage, uhmm__page_size) :
+			uhmm__uffd_copy(m->mm, a, stage, uhmm__page_size) :
 			install_sys(m, a, stage, uhmm__page_size, true);
 
 		if (!err)
@@ -1411,7 +809,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 	uintptr_t stage_lo, stage_hi;
 
 	if (!s->map)
-		cache_take(m);	/* recycled pages for a driver that copies from its buffer */
+		uhmm__staging_cache_take(m);	/* recycled pages for a driver that copies from its buffer */
 	stage_lo = (uintptr_t)s->staging;
 	stage_hi = stage_lo + (m->end - m->start);
 
@@ -1567,219 +965,10 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 					uhmm_page_unlock(old);
 			}
 		}
-		commit_entry(mm, slot, e, final);
+		uhmm__migrate_commit_entry(mm, slot, e, final);
 	}
-	wake_range(mm, m->start, m->end);
-	cache_put(m);		/* system->device: keep staging for the way back */
+	uhmm__uffd_wake(mm, m->start, m->end);
+	uhmm__staging_cache_put(m);		/* system->device: keep staging for the way back */
 	state_free(m);
-	mig_done_broadcast(mm);
-}
-
-/* ---- device-range migration (eviction by device pfn) ------------------------ */
-
-/*
- * A device-range migration holds migrate_lock for reading from collection
- * to uhmm_migrate_device_finalize(), as a migrate_vma does from setup to
- * finalize: fork's prepare handler (which takes it for writing) must not
- * find device pages locked by one half done, or it cannot bring them home
- * and the child reads zeroes there.
- */
-static __thread bool devmig_locked;
-
-static void devmig_unlock(struct uhmm_mm *mm)
-{
-	if (devmig_locked) {
-		devmig_locked = false;
-		uhmm__holds_migrate_lock = false;
-		pthread_rwlock_unlock(&mm->migrate_lock);
-		uhmm__sig_leave();
-	}
-}
-
-static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
-				 uint64_t start_pfn, unsigned long npages);
-
-/* No signal handler on this thread from here to finalize (sigblock.h). */
-static int collect_device(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
-			  uint64_t start_pfn, unsigned long npages)
-{
-	int ret;
-
-	uhmm__sig_enter();
-	ret = collect_device_locked(mm, src, pfns, start_pfn, npages);
-	uhmm__sig_leave();	/* the lock's own region lasts to finalize */
-	return ret;
-}
-
-static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64_t *pfns,
-				 uint64_t start_pfn, unsigned long npages)
-{
-	if (!mm || !src || npages == 0)
-		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM_MM_DEAD)
-		return uhmm__err(EINVAL, "migrate device: context is not live");
-	if (uhmm__callback_depth > 0)
-		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
-	/* A page's address may be a freed mapping's whose unmap is not done. */
-	uhmm__events_catch_up(mm);
-	/*
-	 * The caller's array is written below while pages are frozen: a page
-	 * of it in device memory (a heap block the program migrated and
-	 * freed) would be collected and frozen here, in pfn order, and the
-	 * next write to it would wait for this very migration.  Fault it in
-	 * first, while nothing is frozen.
-	 */
-	for (uintptr_t a = uhmm__page_align_down((uintptr_t)src);
-	     a < (uintptr_t)(src + npages); a += uhmm__page_size)
-		uhmm__touch_one(a, true);
-	/* Every pfn is checked before any page is claimed. */
-	for (unsigned long i = 0; i < npages; i++) {
-		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
-
-		if (!uhmm__pfn_to_page(mm, pfn))
-			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
-					 (unsigned long long)pfn);
-	}
-	if (!uhmm__holds_migrate_lock) {
-		pthread_rwlock_rdlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
-		devmig_locked = true;
-		uhmm__sig_enter();	/* until uhmm_migrate_device_finalize() */
-	}
-	for (unsigned long i = 0; i < npages; i++) {
-		uint64_t pfn = pfns ? pfns[i] : start_pfn + i;
-		struct uhmm_page *page = uhmm__pfn_to_page(mm, pfn);
-		_Atomic uint64_t *slot;
-		bool inv, ok;
-		uintptr_t a;
-		uint64_t e;
-
-		src[i] = 0;
-		if (!page)
-			continue;	/* its pool was removed meanwhile */
-		a = atomic_load(&page->addr);
-		if (!a || !uhmm__page_grab(mm, page, a))
-			continue;
-		/* Mirrors of the page's address drop it before it is frozen. */
-		inv = uhmm__invalidate_start(mm, a, a + uhmm__page_size,
-					     UHMM_NOTIFY_MIGRATE, 0, NULL);
-		slot = uhmm__ptable_slot(&mm->ptable, a, false);
-		e = slot ? atomic_load(slot) : 0;
-		ok = (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
-		     uhmm__pte_payload(e) == pfn &&
-		     uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-					  (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING);
-		if (inv)
-			uhmm__invalidate_end(mm);
-		if (!ok) {
-			uhmm_page_unlock(page);
-			uhmm_page_put(page);
-			continue;
-		}
-		uhmm_page_put(page);	/* the entry's reference keeps it now */
-		src[i] = uhmm_migrate_pfn(pfn) | UHMM_MIGRATE_PFN_MIGRATE;
-		if (e & UHMM_PTE_WRITE)
-			src[i] |= UHMM_MIGRATE_PFN_WRITE;
-	}
-	return 0;
-}
-
-int uhmm_migrate_device_range(struct uhmm_mm *mm, uint64_t *src, uint64_t start_pfn,
-			      unsigned long npages)
-{
-	return collect_device(mm, src, NULL, start_pfn, npages);
-}
-
-int uhmm_migrate_device_pfns(struct uhmm_mm *mm, uint64_t *src, unsigned long npages)
-{
-	if (!mm || !src || npages == 0)
-		return uhmm__err(EINVAL, "migrate device pfns: NULL argument or no pages");
-	/*
-	 * No copy of the pfns: collection reads entry i before it writes it,
-	 * and allocating (and freeing, with pages frozen) is what it must not
-	 * do.
-	 */
-	return collect_device(mm, src, src, 0, npages);
-}
-
-void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
-			       unsigned long npages)
-{
-	if (!mm || !src || !dst) {
-		uhmm__err(EINVAL, "migrate device pages: NULL argument");
-		return;
-	}
-	for (unsigned long i = 0; i < npages; i++)
-		if ((src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
-		    (!(dst[i] & UHMM_MIGRATE_PFN_VALID) || uhmm_migrate_pfn_is_device(dst[i])))
-			src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
-}
-
-static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
-				    unsigned long npages);
-
-/* The region collection entered ends after the last lock (sigblock.h). */
-void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
-				  unsigned long npages)
-{
-	uhmm__sig_enter();
-	migrate_device_finalize(mm, src, dst, npages);
-	uhmm__sig_leave();
-}
-
-static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
-				    unsigned long npages)
-{
-	if (!mm || !src || !dst) {
-		if (mm == &uhmm__the_mm)
-			devmig_unlock(mm);
-		uhmm__err(EINVAL, "migrate device finalize: NULL argument");
-		return;
-	}
-	for (unsigned long i = 0; i < npages; i++) {
-		struct uhmm_page *page;
-		_Atomic uint64_t *slot;
-		uintptr_t a;
-		uint64_t e, final;
-
-		if (!(src[i] & UHMM_MIGRATE_PFN_VALID))
-			continue;
-		page = uhmm__pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
-		if (!page)
-			continue;
-		a = atomic_load(&page->addr);
-		slot = uhmm__ptable_slot(&mm->ptable, a, false);
-		e = slot ? atomic_load(slot) : 0;
-		if (!slot || (e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_MIGRATING) {
-			uhmm_page_unlock(page);
-			continue;
-		}
-		final = (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_DEVICE;
-		if (e & UHMM_PTE_GONE) {
-			final = 0;
-			atomic_fetch_sub(&page->pgmap->nr_resident, 1);
-			uhmm_page_unlock(page);
-			uhmm_page_put(page);
-		} else if (src[i] & UHMM_MIGRATE_PFN_MIGRATE) {
-			uintptr_t from = (uintptr_t)(uhmm_migrate_pfn_to_pfn(dst[i]) <<
-						     uhmm__page_shift);
-
-			if (do_copy(mm, a, from, uhmm__page_size) == 0) {
-				final = 0;
-				atomic_fetch_sub(&page->pgmap->nr_resident, 1);
-				uhmm_page_unlock(page);
-				uhmm_page_put(page);
-			} else {
-				uhmm__warn("migrate device: cannot install %#lx",
-					   (unsigned long)a);
-				uhmm_page_unlock(page);
-			}
-		} else {
-			uhmm_page_unlock(page);
-		}
-		commit_entry(mm, slot, e, final);
-		wake_range(mm, a, a + uhmm__page_size);
-	}
-	devmig_unlock(mm);
-	mig_done_broadcast(mm);
+	uhmm__migrate_done_broadcast(mm);
 }

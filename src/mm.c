@@ -19,8 +19,21 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
+#include "service.h"
 #include "sigblock.h"
+#include "staging.h"
+#include "vma.h"
 
 struct uhmm_mm uhmm__the_mm = {
 	.ev_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -34,6 +47,7 @@ struct uhmm_mm uhmm__the_mm = {
 	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.as_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
+	.staging_cache.lock = PTHREAD_MUTEX_INITIALIZER,
 	.mig_cond = PTHREAD_COND_INITIALIZER,
 	.uffd = -1,
 	.stop_fd = -1,
@@ -218,7 +232,7 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 static void atfork_prepare(void)
 {
 	struct uhmm_mm *mm = uhmm__mm_tryget();
-	struct uhmm_vma *vmas = NULL;
+	struct uhmm__vma *vmas = NULL;
 	size_t n = 0, cap = 256;
 
 	/*
@@ -275,9 +289,6 @@ static void atfork_parent(void)
 	uhmm__sig_leave();
 }
 
-UHMM_HIDDEN void uhmm__vma_atfork_child(void);
-UHMM_HIDDEN void uhmm__pagestate_atfork_child(void);
-UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm);
 
 static void atfork_child(void)
 {

@@ -13,13 +13,22 @@
  */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "itree.h"
+#include "log.h"
 #include "managed.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ownmem.h"
+#include "service.h"
 #include "sigblock.h"
+#include "vma.h"
 
-static struct uhmm_mni_node *to_node(struct uhmm_itree_node *it)
+static struct uhmm__mni_node *to_node(struct uhmm__itree_node *it)
 {
-	return (struct uhmm_mni_node *)((char *)it - offsetof(struct uhmm_mni_node, it));
+	return (struct uhmm__mni_node *)((char *)it - offsetof(struct uhmm__mni_node, it));
 }
 
 bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
@@ -38,7 +47,7 @@ bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 /* Apply deferred inserts and removes; nlock held, no invalidation active. */
 static void apply_deferred(struct uhmm_mm *mm)
 {
-	struct uhmm_mni_node *n = mm->deferred, *next;
+	struct uhmm__mni_node *n = mm->deferred, *next;
 
 	mm->deferred = NULL;
 	for (; n; n = next) {
@@ -77,7 +86,7 @@ static void inv_end(struct uhmm_mm *mm)
 	pthread_mutex_unlock(&mm->nlock);
 }
 
-static void call_one(struct uhmm_mni_node *n, const struct uhmm_notifier_range *r,
+static void call_one(struct uhmm__mni_node *n, const struct uhmm_notifier_range *r,
 		     unsigned long seq)
 {
 	struct uhmm_interval_notifier *mni = n->mni;
@@ -94,7 +103,7 @@ bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
 	struct uhmm_notifier_range r = {
 		.start = start, .end = end, .event = ev, .flags = flags, .owner = owner,
 	};
-	struct uhmm_itree_node *it;
+	struct uhmm__itree_node *it;
 	unsigned long seq;
 
 	if (end <= start || !uhmm__notifier_overlaps(mm, start, end))
@@ -122,7 +131,7 @@ void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
 
 void uhmm__notifier_release_all(struct uhmm_mm *mm)
 {
-	struct uhmm_itree_node *it;
+	struct uhmm__itree_node *it;
 	unsigned long seq;
 
 	if (atomic_load(&mm->nr_notifiers) == 0)
@@ -138,7 +147,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 	seq = inv_begin(mm);
 	for (it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX); it;
 	     it = uhmm_itree_iter_next(it, 0, UINTPTR_MAX)) {
-		struct uhmm_mni_node *n = to_node(it);
+		struct uhmm__mni_node *n = to_node(it);
 		struct uhmm_notifier_range r = {
 			.start = n->mni->start, .end = n->mni->end,
 			.event = UHMM_NOTIFY_RELEASE,
@@ -153,7 +162,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 	while (mm->active_invalidate)
 		pthread_cond_wait(&mm->ncond, &mm->nlock);
 	while ((it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX))) {
-		struct uhmm_mni_node *n = to_node(it);
+		struct uhmm__mni_node *n = to_node(it);
 
 		uhmm_itree_remove(&mm->tree, it);
 		n->mni->mm = NULL;
@@ -168,8 +177,8 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 /* In a fork child: the parent's notifiers do not exist here. */
 UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 {
-	struct uhmm_itree_node *it;
-	struct uhmm_mni_node *n, *next;
+	struct uhmm__itree_node *it;
+	struct uhmm__mni_node *n, *next;
 
 	for (n = mm->deferred; n; n = next) {
 		next = n->deferred_next;
@@ -197,7 +206,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 				  size_t length,
 				  const struct uhmm_interval_notifier_ops *ops)
 {
-	struct uhmm_mni_node *n;
+	struct uhmm__mni_node *n;
 	uintptr_t s, e;
 
 	if (!mni || !mm || !ops || !ops->invalidate)
@@ -254,7 +263,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 {
 	struct uhmm_mm *mm;
-	struct uhmm_mni_node *n;
+	struct uhmm__mni_node *n;
 	unsigned long seq = 0;
 	bool wait = false;
 
@@ -272,7 +281,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	}
 	n = mni->node;
 	if (mm->active_invalidate) {
-		struct uhmm_mni_node **pp;
+		struct uhmm__mni_node **pp;
 		bool was_pending_add = false;
 
 		for (pp = &mm->deferred; *pp; pp = &(*pp)->deferred_next) {

@@ -24,7 +24,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "ownmem.h"
+#include "sys.h"
 
 #define OWN_MIN_SHIFT	5		/* 32-byte blocks */
 #define OWN_MAX_SHIFT	18		/* 256 KiB blocks */

@@ -13,8 +13,19 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "exclusive_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
 #include "sigblock.h"
+#include "sys.h"
+#include "vma.h"
 
 #define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
 #define SCAN_REGIONS	256u
@@ -264,7 +275,7 @@ static long smaps_anon_huge_kb(uintptr_t addr)
 }
 
 /* Is @addr in a hugetlbfs mapping of @vmas (sorted, @nv of them)? */
-static bool in_hugetlb(const struct uhmm_vma *vmas, size_t nv, uintptr_t addr)
+static bool in_hugetlb(const struct uhmm__vma *vmas, size_t nv, uintptr_t addr)
 {
 	size_t lo = 0, hi = nv;
 
@@ -289,7 +300,7 @@ static bool in_hugetlb(const struct uhmm_vma *vmas, size_t nv, uintptr_t addr)
  * not depend on the range asked about.
  */
 static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm,
-			   uint32_t *out, const struct uhmm_vma *vmas, size_t nv)
+			   uint32_t *out, const struct uhmm__vma *vmas, size_t nv)
 {
 	const size_t huge_pages = (2u << 20) >> uhmm__page_shift;
 	const uintptr_t huge = 2u << 20;
@@ -451,15 +462,15 @@ static uint32_t vma_bits(unsigned int f)
  * heap array left in *@vmas when there are more; the caller frees *@vmas
  * when it is not @stackv, also on failure.  0 or -errno with a reason.
  */
-static int vmas_of(uintptr_t start, uintptr_t end, struct uhmm_vma *stackv, size_t nstack,
-		   struct uhmm_vma **vmas, size_t *nv, bool fresh)
+static int vmas_of(uintptr_t start, uintptr_t end, struct uhmm__vma *stackv, size_t nstack,
+		   struct uhmm__vma **vmas, size_t *nv, bool fresh)
 {
 	int ret = uhmm__vma_find(start, end, stackv, nstack, nv, fresh);
 
 	*vmas = stackv;
 	if (!ret && *nv > nstack) {
 		size_t cap = *nv + 16;
-		struct uhmm_vma *v = uhmm__malloc(cap * sizeof(*v));
+		struct uhmm__vma *v = uhmm__malloc(cap * sizeof(*v));
 
 		if (!v)
 			return uhmm__err(ENOMEM, "page state: out of memory");
@@ -478,7 +489,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 {
 	const unsigned int ps = uhmm__page_shift;
 	uintptr_t end = start + (npages << ps);
-	struct uhmm_vma stackv[16], *vmas = stackv;
+	struct uhmm__vma stackv[16], *vmas = stackv;
 	size_t nv = 0, vi = 0;
 	uint64_t *pm = NULL;
 	int fd, ret;
@@ -677,7 +688,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 {
 	const unsigned int ps = uhmm__page_shift;
 	uintptr_t end = start + (npages << ps);
-	struct uhmm_vma stackv[16], *vmas = stackv;
+	struct uhmm__vma stackv[16], *vmas = stackv;
 	size_t nv = 0, vi = 0;
 	int fd, ret;
 
@@ -790,7 +801,7 @@ int uhmm_page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint32_t
 
 int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *out)
 {
-	struct uhmm_vma v;
+	struct uhmm__vma v;
 	size_t n = 0;
 	bool bad;
 

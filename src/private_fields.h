@@ -10,16 +10,16 @@
  * union also holds an anonymous struct of the private fields, under their
  * usual names, so the sources use pgmap->pages, page->refcount... as
  * before.  The union keeps the size and layout the caller compiled against;
- * internal.h checks with _Static_assert that the private fields fit.
+ * base.h checks with _Static_assert that the private fields fit.
  *
  * The public headers therefore need no <stdatomic.h> and compile as C++.
- * Include this (through internal.h) before any <uhmm/...> header.
+ * Include this (through base.h) before any <uhmm/...> header.
  */
 #ifndef UHMM_PRIVATE_FIELDS_H
 #define UHMM_PRIVATE_FIELDS_H
 
 #if defined(UHMM_DEVMEM_H) || defined(UHMM_NOTIFIER_H) || defined(UHMM_MIGRATE_H)
-#error "src/private_fields.h (internal.h) must come before every public header"
+#error "src/private_fields.h (base.h) must come before every public header"
 #endif
 
 #include <stdatomic.h>
@@ -30,6 +30,7 @@ struct uhmm_mm;
 struct uhmm_page;
 struct uhmm_interval_notifier_ops;
 struct uhmm_migrate_state;
+struct uhmm__fault_around;
 
 /* struct uhmm_page: 24 bytes, exactly (README: 40 bytes per device page). */
 #define UHMM__PAGE_PRIVATE				\
@@ -43,7 +44,8 @@ struct uhmm_migrate_state;
 	struct uhmm_mm *mm;				\
 	unsigned int id;				\
 	struct uhmm_page *pages;			\
-	atomic_long nr_resident; /* pages holding process data */
+	atomic_long nr_resident; /* pages holding process data */ \
+	struct uhmm__fault_around *fa; /* the CPU faults' streams (devmem.c) */
 
 /* struct uhmm_interval_notifier */
 #define UHMM__NOTIFIER_PRIVATE				\

@@ -15,7 +15,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "ownmem.h"
+#include "ptable.h"
 
 #define LVL_BITS	9
 #define LVL_SIZE	(1u << LVL_BITS)
@@ -27,7 +31,7 @@ static unsigned int top_shift(void)
 	return 3 * LVL_BITS;	/* vpn bits below the top level */
 }
 
-int uhmm__ptable_init(struct uhmm_ptable *pt)
+int uhmm__ptable_init(struct uhmm__ptable *pt)
 {
 	unsigned int bits = VA_BITS - uhmm__page_shift - top_shift();
 	void *top;
@@ -59,7 +63,7 @@ static void free_level(void *node, int level)
 	uhmm__free(node);
 }
 
-void uhmm__ptable_destroy(struct uhmm_ptable *pt)
+void uhmm__ptable_destroy(struct uhmm__ptable *pt)
 {
 	if (!pt->top)
 		return;
@@ -76,7 +80,7 @@ void uhmm__ptable_destroy(struct uhmm_ptable *pt)
 }
 
 /* Get or create the child at @slot. */
-static void *child(struct uhmm_ptable *pt, _Atomic(void *) *slot, bool alloc)
+static void *child(struct uhmm__ptable *pt, _Atomic(void *) *slot, bool alloc)
 {
 	void *n = atomic_load_explicit(slot, memory_order_acquire);
 	void *expected = NULL;
@@ -96,7 +100,7 @@ static void *child(struct uhmm_ptable *pt, _Atomic(void *) *slot, bool alloc)
 	return n;
 }
 
-_Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt, uintptr_t addr,
+_Atomic uint64_t *uhmm__ptable_slot(struct uhmm__ptable *pt, uintptr_t addr,
 				    bool alloc)
 {
 	uint64_t vpn = (uint64_t)addr >> uhmm__page_shift;
@@ -118,7 +122,7 @@ _Atomic uint64_t *uhmm__ptable_slot(struct uhmm_ptable *pt, uintptr_t addr,
 	return &leaf[vpn & LVL_MASK];
 }
 
-uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr)
+uint64_t uhmm__ptable_get(struct uhmm__ptable *pt, uintptr_t addr)
 {
 	_Atomic uint64_t *slot;
 
@@ -128,7 +132,7 @@ uint64_t uhmm__ptable_get(struct uhmm_ptable *pt, uintptr_t addr)
 	return slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
 }
 
-bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt, _Atomic uint64_t *slot,
+bool uhmm__ptable_cmpxchg(struct uhmm__ptable *pt, _Atomic uint64_t *slot,
 			  uint64_t *old, uint64_t new_val)
 {
 	uint64_t was = *old;
@@ -144,8 +148,8 @@ bool uhmm__ptable_cmpxchg(struct uhmm_ptable *pt, _Atomic uint64_t *slot,
 	return true;
 }
 
-int uhmm__ptable_walk(struct uhmm_ptable *pt, uintptr_t start, uintptr_t end,
-		      uhmm_ptable_fn fn, void *arg)
+int uhmm__ptable_walk(struct uhmm__ptable *pt, uintptr_t start, uintptr_t end,
+		      uhmm__ptable_fn fn, void *arg)
 {
 	const unsigned int ps = uhmm__page_shift;
 	uint64_t vpn = (uint64_t)start >> ps, vend = (uint64_t)end >> ps;

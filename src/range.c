@@ -15,8 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "pagestate_priv.h"
+#include "ptable.h"
+#include "range_priv.h"
+#include "service.h"
 #include "sigblock.h"
+#include "sys.h"
 
 #define MAX_PASSES 8
 

@@ -28,14 +28,26 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "log.h"
 #include "managed.h"
+#include "migrate_priv.h"
+#include "mm_priv.h"
+#include "notifier_priv.h"
+#include "ptable.h"
+#include "service.h"
+#include "sys.h"
+#include "uffd.h"
+#include "vma.h"
 
 #define MSG_BATCH 64
 
 /* ---- changes the wrappers already notified ---------------------------- */
 
-int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
+int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
 		       uintptr_t start, uintptr_t end, unsigned int flags)
 {
 	op->start = start;
@@ -48,9 +60,9 @@ int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm_selfop *op,
 	return 0;
 }
 
-void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
+void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op)
 {
-	struct uhmm_selfop **pp;
+	struct uhmm__selfop **pp;
 
 	pthread_mutex_lock(&mm->selfop_lock);
 	for (pp = &mm->selfops; *pp; pp = &(*pp)->next) {
@@ -65,7 +77,7 @@ void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm_selfop *op)
 /* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	struct uhmm_selfop *op;
+	struct uhmm__selfop *op;
 	unsigned int ret = 0;
 
 	pthread_mutex_lock(&mm->selfop_lock);
@@ -178,7 +190,7 @@ static void events_done(struct uhmm_mm *mm, unsigned long seq)
 
 void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	struct uhmm_vma vmas[64];
+	struct uhmm__vma vmas[64];
 	size_t n = 0;
 
 	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
@@ -464,6 +476,8 @@ static void drop_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e, bool keep_d
 	uhmm__ptable_walk(&mm->ptable, s, e, drop_entry, &c);
 }
 
+static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len);
+
 static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t s, e;
@@ -507,7 +521,7 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		if (!(self & UHMM_SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		uhmm__ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
+		ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
 		break;
 	default:
 		break;
@@ -540,7 +554,7 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 }
 
 /* mremap moved a range: its special entries move with it. */
-void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
+static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
 {
 	for (size_t off = 0; off < len; off += uhmm__page_size) {
 		_Atomic uint64_t *os = uhmm__ptable_slot(&mm->ptable, from + off, false);
@@ -585,7 +599,7 @@ void uhmm__ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t 
 #define RESCUE_CAP 64
 #define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
-struct uhmm_msgq {
+struct uhmm__msgq {
 	pid_t worker_tid;
 	struct uffd_msg msg[QUEUE_CAP];
 	unsigned long seq[QUEUE_CAP];	/* the read each message came from */
@@ -617,7 +631,7 @@ struct uhmm_msgq {
  * them, so none of that happens later, at a time the application may be
  * punching holes into its own memory that such a mapping could land in.
  */
-static void service_thread_ready(struct uhmm_msgq *q)
+static void service_thread_ready(struct uhmm__msgq *q)
 {
 	pthread_mutex_lock(&q->lock);
 	q->nready++;
@@ -634,7 +648,7 @@ static void service_thread_ready(struct uhmm_msgq *q)
 static void *rescue_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	sigset_t all;
 
 	sigfillset(&all);
@@ -684,7 +698,7 @@ static bool reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
 static void *reader_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg buf[MSG_BATCH];
 	sigset_t all;
 
@@ -763,7 +777,7 @@ static void *reader_main(void *arg)
 static void *worker_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
-	struct uhmm_msgq *q = mm->msgq;
+	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
 	struct uffd_msg retry[UHMM_RETRY_MAX];
@@ -922,7 +936,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
  */
 static void unregister_all(struct uhmm_mm *mm)
 {
-	struct uhmm_vma v[64];
+	struct uhmm__vma v[64];
 	uintptr_t cur = 0;
 	size_t n;
 

@@ -10,7 +10,8 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include "internal.h"
+#include "base.h"
+#include "mm_priv.h"
 #include "sigblock.h"
 
 static sigset_t async_set;

@@ -16,7 +16,11 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "base.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "sys.h"
+#include "vma.h"
 
 #ifndef HUGETLBFS_MAGIC
 #define HUGETLBFS_MAGIC 0x958458f6
@@ -24,7 +28,7 @@
 
 static pthread_mutex_t vma_lock = PTHREAD_MUTEX_INITIALIZER;
 static int maps_fd = -1;		/* for PROCMAP_QUERY; reopened after fork */
-static struct uhmm_vma *cache;
+static struct uhmm__vma *cache;
 static size_t cache_n, cache_cap;
 static unsigned long cache_gen;
 
@@ -106,7 +110,7 @@ static unsigned int classify(unsigned int prot_flags, bool has_file,
 
 /* ---- fast path: PROCMAP_QUERY ---------------------------------------------- */
 
-static int query_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 		      size_t max, size_t *n)
 {
 	char name[4096];
@@ -343,7 +347,7 @@ static int reload_cache(void)
 			fl |= UHMM_VMA_SHARED;
 		if (n == cache_cap) {
 			size_t nc = cache_cap ? cache_cap * 2 : 256;
-			struct uhmm_vma *nv = uhmm__realloc(cache, nc * sizeof(*nv));
+			struct uhmm__vma *nv = uhmm__realloc(cache, nc * sizeof(*nv));
 
 			if (!nv)
 				return -ENOMEM;
@@ -377,7 +381,7 @@ static int reload_cache(void)
 	return 0;
 }
 
-static int cache_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+static int cache_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 		      size_t max, size_t *n, bool fresh)
 {
 	unsigned long gen = atomic_load(&uhmm__as_gen);
@@ -408,7 +412,7 @@ static int cache_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
 	return 0;
 }
 
-int uhmm__vma_find(uintptr_t start, uintptr_t end, struct uhmm_vma *out,
+int uhmm__vma_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 		   size_t max, size_t *n, bool fresh)
 {
 	int ret;

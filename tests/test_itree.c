@@ -42,7 +42,7 @@
 	((type *)((char *)(ptr) - offsetof(type, member)))
 
 struct item {
-	struct uhmm_itree_node node;
+	struct uhmm__itree_node node;
 	bool in_tree;
 	unsigned int seen;	/* query stamp, catches repeated results */
 	unsigned int id;
@@ -94,8 +94,8 @@ struct check_state {
  * Check the subtree at n, returning its black height (counting the missing
  * children below leaves as one).  Records problems in st->ok.
  */
-static int check_subtree(const struct uhmm_itree_node *n,
-			 const struct uhmm_itree_node *parent,
+static int check_subtree(const struct uhmm__itree_node *n,
+			 const struct uhmm__itree_node *parent,
 			 struct check_state *st, int depth, int *max_depth)
 {
 	int lh, rh;
@@ -158,7 +158,7 @@ static int check_subtree(const struct uhmm_itree_node *n,
 }
 
 /* Full invariant check; returns the height (root at depth 1) or -1. */
-static int check_tree(const struct uhmm_itree *t)
+static int check_tree(const struct uhmm__itree *t)
 {
 	struct check_state st = { .ok = true };
 	int height = 0;
@@ -207,10 +207,10 @@ static bool overlaps(const struct item *it, uintptr_t s, uintptr_t l)
 }
 
 /* Run one query both ways; returns the number of matches. */
-static size_t check_query(const struct uhmm_itree *t, struct item *items,
+static size_t check_query(const struct uhmm__itree *t, struct item *items,
 			  size_t nitems, uintptr_t s, uintptr_t l)
 {
-	struct uhmm_itree_node *n;
+	struct uhmm__itree_node *n;
 	size_t got = 0, want = 0, i;
 	uintptr_t prev = 0;
 	bool first = true;
@@ -316,8 +316,8 @@ static void rand_range(uintptr_t *s, uintptr_t *l)
 static void test_fixed(void)
 {
 	static struct item it[8];
-	struct uhmm_itree t;
-	struct uhmm_itree_node *n;
+	struct uhmm__itree t;
+	struct uhmm__itree_node *n;
 	static const uintptr_t b[][2] = {
 		{ 0, 0 },
 		{ 0, 9 },
@@ -388,7 +388,7 @@ static void test_fixed(void)
 static void test_random(void)
 {
 	static struct item it[RAND_POOL];
-	struct uhmm_itree t;
+	struct uhmm__itree t;
 	size_t i, live = 0, max_live = 0, matches = 0;
 	unsigned long op, inserts = 0, removes = 0, queries = 0;
 	int h, worst_excess = -1000;
@@ -476,10 +476,10 @@ static void test_random(void)
 static struct item big[BIG_N];
 
 /* Count visits of one query and check the result against the layout. */
-static unsigned long big_query(const struct uhmm_itree *t, uintptr_t s,
+static unsigned long big_query(const struct uhmm__itree *t, uintptr_t s,
 			       uintptr_t l, size_t *nres)
 {
-	struct uhmm_itree_node *n;
+	struct uhmm__itree_node *n;
 	size_t k = 0;
 
 	uhmm_itree_debug_visits = 0;
@@ -509,7 +509,7 @@ static size_t big_expected(uintptr_t s, uintptr_t l)
 
 static void test_big(void)
 {
-	struct uhmm_itree t;
+	struct uhmm__itree t;
 	static unsigned int perm[BIG_N];
 	size_t i, k, total_k = 0;
 	unsigned long v, worst_small = 0, worst_gap = 0, worst_wide_v = 0;

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * devmem.c: device memory pools, device pages, and serving a CPU fault on a
+ * device-private entry.
+ */
+#ifndef UHMM_DEVMEM_PRIV_H
+#define UHMM_DEVMEM_PRIV_H
+
+#include "base.h"
+#include "uffd.h"
+
+/* The window the last CPU fault on this thread offered (start/end used). */
+extern __thread struct uhmm__wake_defer uhmm__last_fault_window UHMM_HIDDEN;
+/* The page a device pfn names, or NULL. */
+UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+/* A device-private entry's mapping is gone: drop its page. */
+UHMM_HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+/* Reference and lock the device page still mapped at @addr, or hold nothing. */
+UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
+				    uintptr_t addr);
+/* Serve a CPU fault on a device-private entry (service thread). */
+UHMM_HIDDEN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
+				      bool write);
+/* Bring every device-resident page home (fork, teardown); 0 or -errno. */
+UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
+/* Add a pool to the context (@internal: uhmm's own, for exclusive.c). */
+UHMM_HIDDEN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
+				    bool internal);
+/* Take a pool out of the context's table. */
+UHMM_HIDDEN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
+/* Teardown: detach all pools. */
+UHMM_HIDDEN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
+
+#endif /* UHMM_DEVMEM_PRIV_H */

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/* exclusive.c: device-exclusive access and the internal pool it uses. */
+#ifndef UHMM_EXCLUSIVE_PRIV_H
+#define UHMM_EXCLUSIVE_PRIV_H
+
+#include "base.h"
+
+/* Is @pgmap the internal pool that holds device-exclusive pages? */
+UHMM_HIDDEN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
+/* Teardown: restore every exclusive page and remove the internal pool. */
+UHMM_HIDDEN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
+
+#endif /* UHMM_EXCLUSIVE_PRIV_H */

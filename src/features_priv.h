@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/* features.c: what the kernel offers (the probe) and the page size. */
+#ifndef UHMM_FEATURES_PRIV_H
+#define UHMM_FEATURES_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base.h"
+
+UHMM_HIDDEN const struct uhmm_sysinfo *uhmm__sysinfo(void);
+static inline bool uhmm__has(unsigned int feat)
+{
+	return (uhmm__sysinfo()->active & feat) != 0;
+}
+extern size_t uhmm__page_size UHMM_HIDDEN;
+extern unsigned int uhmm__page_shift UHMM_HIDDEN;
+/* Open a userfaultfd the way the probe found works; -errno on failure. */
+UHMM_HIDDEN int uhmm__uffd_open(uint64_t *features_out);
+
+static inline uintptr_t uhmm__page_align_down(uintptr_t a)
+{
+	return a & ~(uintptr_t)(uhmm__page_size - 1);
+}
+static inline bool uhmm__page_aligned(uintptr_t a)
+{
+	return (a & (uhmm__page_size - 1)) == 0;
+}
+
+#endif /* UHMM_FEATURES_PRIV_H */

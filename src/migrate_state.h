@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The state of one migrate_vma between setup and finalize (migrate.c),
+ * shared with staging.c, which maps its staging and lends it the staging
+ * cache's.
+ */
+#ifndef UHMM_MIGRATE_STATE_H
+#define UHMM_MIGRATE_STATE_H
+
+#include "base.h"
+
+/* What entry i of a migration holds. */
+enum uhmm__entry_kind { K_NONE = 0, K_SYS, K_DEV };
+
+struct uhmm_migrate_state {
+	char *staging;		/* page i of the range <-> staging + i pages */
+	void *map;		/* the staging mapping */
+	size_t map_len;
+	bool registered;	/* staging registered with the uffd */
+	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
+	bool locked;		/* took migrate_lock */
+	bool inv_active;	/* the MIGRATE invalidation is open */
+	uint8_t *kind;
+	uint64_t *orig;		/* the entry before the migration claimed it */
+	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
+	struct uhmm__stage_entry *cache;	/* staging borrowed from the staging cache */
+};
+
+/*
+ * Device -> system installs move staged pages into place (UFFDIO_MOVE)
+ * unless UHMM_INSTALL=copy (migrate.c).
+ */
+extern bool uhmm__install_by_move UHMM_HIDDEN;
+
+#endif /* UHMM_MIGRATE_STATE_H */

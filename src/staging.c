@@ -1,0 +1,438 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Staging: the mappings a migration freezes system pages into (system to
+ * device) or the driver copies device data into (device to system), and
+ * the staging cache that keeps a system->device migration's staging for the
+ * device->system migration that brings the same addresses back.
+ */
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "base.h"
+#include "devmem_priv.h"
+#include "features_priv.h"
+#include "inject_priv.h"
+#include "migrate_state.h"
+#include "mm_priv.h"
+#include "ownmem.h"
+#include "staging.h"
+#include "sys.h"
+
+/*
+ * A staging mapping whose page i sits at the same 2 MiB offset as the
+ * range's, so that a whole huge page can move with one PMD.  The mapping
+ * is registered whole, not only the slots: it stays one VMA (a registered
+ * middle would make three), which matters for the staging cache's count of
+ * mappings.
+ */
+int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const size_t huge = 2u << 20;
+	size_t len = m->end - m->start;
+	uintptr_t base, want;
+	char *p;
+
+	s->map_len = len + huge;
+	p = uhmm__sys_mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	base = (uintptr_t)p;
+	want = (base & ~(uintptr_t)(huge - 1)) + (m->start & (huge - 1));
+	if (want < base)
+		want += huge;
+	s->map = p;
+	s->staging = (char *)want;
+	{
+		/*
+		 * Under mlockall(MCL_FUTURE) the new mapping is VM_LOCKED and
+		 * already populated, and UFFDIO_MOVE needs an empty
+		 * destination whose VM_LOCKED matches the source's (which
+		 * mlockall(MCL_CURRENT) locked too): empty it and keep it
+		 * locked, on fault only.  The kernel migrates mlocked pages
+		 * (mlock pins in RAM, not in place).
+		 */
+		unsigned char v = 0;
+
+		if (mincore(p, uhmm__page_size, &v) == 0 && (v & 1) &&
+		    munlock(p, s->map_len) == 0) {
+			uhmm__sys_madvise(p, s->map_len, MADV_DONTNEED);
+			mlock2(p, s->map_len, MLOCK_ONFAULT);
+		}
+	}
+	/* Staging (and the staging cache) is never the child's business. */
+	uhmm__sys_madvise(p, s->map_len, MADV_DONTFORK);
+	if (reg) {
+		struct uffdio_register r = {
+			.range = { .start = base, .len = s->map_len },
+			.mode = UFFDIO_REGISTER_MODE_WP,
+		};
+
+		pthread_mutex_lock(&m->mm->reg_lock);
+		if (uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_REGISTER, &r) == 0)
+			s->registered = true;
+		pthread_mutex_unlock(&m->mm->reg_lock);
+		if (!s->registered)
+			return -errno;
+	}
+	return 0;
+}
+
+void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
+{
+	if (!s->map)
+		return;
+	if (s->registered) {
+		struct uffdio_range r = { .start = (uintptr_t)s->map, .len = s->map_len };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		pthread_mutex_unlock(&mm->reg_lock);
+	}
+	uhmm__sys_munmap(s->map, s->map_len);
+	s->map = NULL;
+}
+
+/* ---- the staging cache: system pages recycled for device->system ---------- */
+
+/*
+ * After a system->device migration, staging holds the old system copies of
+ * pages whose data is now on the device.  The kernel frees such pages; here
+ * they are kept, up to a bound, for the device->system migration that
+ * brings the same addresses back: the data is copied into pages that exist
+ * already (no allocation, zeroing, memcg charge or LRU insertion) and
+ * finalize moves them into place with UFFDIO_MOVE, whole PMDs at a time
+ * for 2 MiB-aligned THP staging.  Slot i of an entry mirrors address
+ * start + i pages, so a migration of any part of [start, end) finds its
+ * pages at the same offsets.  A slot's old content is never given out as
+ * data: the driver (or uhmm, from the driver's buffer) overwrites the page
+ * before it is installed.
+ *
+ * Bound: UHMM_STAGING_CACHE_MIB of pages handed in (default 1/64 of the
+ * RAM, clamped to 64 MiB .. 1 GiB; 0 turns recycling off), at most
+ * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  An entry goes
+ * as soon as its pages have been moved out, when a newer entry covers its
+ * range, when the pool its pages went to is removed, and at context
+ * teardown.  Staging is MADV_DONTFORK: a fork child
+ * forgets the cache without touching it.
+ */
+#define CACHE_MAX_ENTRIES 256
+
+struct uhmm__stage_entry {
+	struct uhmm__stage_entry *next;
+	uintptr_t start, end;		/* the range the slots mirror */
+	uintptr_t staging;		/* slot of start */
+	void *map;
+	size_t map_len;
+	size_t pages;			/* populated slots it still accounts for */
+	const struct uhmm_devmem *pool;	/* where the pages went */
+	unsigned long gen;		/* context generation it was made in */
+	int users;			/* migrations using it now */
+	bool registered;		/* [map, +map_len) registered WP */
+	bool dead;			/* dropped while in use: the last user frees */
+};
+
+/*
+ * Entries emptied by a device->system migration, unmapped later by the next
+ * uhmm__staging_cache_put() (or teardown): unregistering and unmapping would otherwise
+ * add to a CPU fault's latency.  At most CACHE_MAX_DEAD wait.
+ */
+#define CACHE_MAX_DEAD 16
+
+static void cache_atfork_child(void)
+{
+	struct uhmm__staging_cache *c = &uhmm__the_mm.staging_cache;
+
+	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
+	pthread_mutex_init(&c->lock, NULL);
+	c->head = NULL;
+	c->pages = 0;
+	c->entries = 0;
+	c->dead = NULL;
+	c->ndead = 0;
+	c->pid = getpid();
+}
+
+/*
+ * The bound, from the environment, and the fork handler: at load time,
+ * for the one context (uhmm__the_mm, static and never freed), as neither
+ * has a context argument.
+ */
+__attribute__((constructor)) static void cache_init(void)
+{
+	struct uhmm__staging_cache *c = &uhmm__the_mm.staging_cache;
+	const char *v = getenv("UHMM_STAGING_CACHE_MIB");
+	long phys = sysconf(_SC_PHYS_PAGES);
+	size_t mib = 64;
+
+	if (phys > 0)
+		mib = UHMM_MIN((size_t)1024, UHMM_MAX((size_t)64,
+			(size_t)phys / 64 * (size_t)sysconf(_SC_PAGESIZE) >> 20));
+	if (v && *v)
+		mib = strtoul(v, NULL, 0);
+	c->cap = (mib << 20) / (size_t)sysconf(_SC_PAGESIZE);
+	c->pid = getpid();
+	pthread_atfork(NULL, NULL, cache_atfork_child);
+}
+
+/* Unmap an entry taken off the list (c->lock not held). */
+static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
+{
+	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
+		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+		pthread_mutex_unlock(&mm->reg_lock);
+	}
+	uhmm__sys_munmap(e->map, e->map_len);
+	uhmm__free(e);
+}
+
+/*
+ * Unlink the entry at *@pp (c->lock held) and, unless a migration uses
+ * it (its last user frees it then), add it to @victims for entry_destroy().
+ */
+static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry **pp,
+			 struct uhmm__stage_entry **victims)
+{
+	struct uhmm__stage_entry *e = *pp;
+
+	*pp = e->next;
+	c->pages -= e->pages;
+	c->entries--;
+	e->pages = 0;
+	if (e->users) {
+		e->dead = true;
+		return;
+	}
+	e->next = *victims;
+	*victims = e;
+}
+
+/* Drop entries of another context or process (c->lock held). */
+static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **victims)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+
+	if (c->pid != getpid()) {
+		/* A child made without pthread_atfork: nothing here is ours. */
+		c->head = c->dead = NULL;
+		c->pages = c->entries = c->ndead = 0;
+		c->pid = getpid();
+		return;
+	}
+	for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
+		if (e->gen != mm->generation) {
+			entry_unlink(c, pp, victims);
+			continue;
+		}
+		pp = &e->next;
+	}
+}
+
+/* Take the emptied entries waiting to be unmapped (c->lock held). */
+static void take_dead(struct uhmm__staging_cache *c, struct uhmm__stage_entry **victims)
+{
+	while (c->dead) {
+		struct uhmm__stage_entry *e = c->dead;
+
+		c->dead = e->next;
+		e->next = *victims;
+		*victims = e;
+	}
+	c->ndead = 0;
+}
+
+static void destroy_victims(struct uhmm_mm *mm, struct uhmm__stage_entry *v)
+{
+	while (v) {
+		struct uhmm__stage_entry *n = v->next;
+
+		entry_destroy(mm, v);
+		v = n;
+	}
+}
+
+/*
+ * A system->device migration is done: keep its staging (the slots of the
+ * pages that migrated with data) in the cache instead of unmapping it.
+ */
+void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
+{
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
+	struct uhmm_migrate_state *s = m->state;
+	struct uhmm__stage_entry *e, *victims = NULL;
+	const struct uhmm_devmem *pool = NULL;
+	size_t pages = 0;
+
+	if (!s->map || !s->registered || s->by_mremap || s->cache || !uhmm__install_by_move ||
+	    !uhmm__has(UHMM_FEAT_MOVE) || !c->cap)
+		return;
+	for (size_t i = 0; i < m->npages; i++) {
+		if (s->kind[i] != K_SYS ||
+		    (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) !=
+			    (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID))
+			continue;
+		if (!pages++) {
+			struct uhmm_page *pg = uhmm__pfn_to_page(m->mm,
+					uhmm_migrate_pfn_to_pfn(m->dst[i]));
+
+			pool = pg ? pg->pgmap : NULL;
+		}
+	}
+	if (!pages || pages > c->cap)
+		return;
+	e = uhmm__calloc(1, sizeof(*e));
+	if (!e)
+		return;		/* staging is unmapped as without a cache */
+	*e = (struct uhmm__stage_entry){
+		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
+		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
+		.gen = m->mm->generation, .registered = true,
+	};
+	s->map = NULL;		/* the entry owns the mapping now */
+	pthread_mutex_lock(&c->lock);
+	cache_check_owner(m->mm, &victims);
+	take_dead(c, &victims);
+	/* Entries inside this range are superseded: their slots are stale. */
+	for (struct uhmm__stage_entry **pp = &c->head, *o; (o = *pp);) {
+		if (o->start >= e->start && o->end <= e->end) {
+			entry_unlink(c, pp, &victims);
+			continue;
+		}
+		pp = &o->next;
+	}
+	e->next = c->head;
+	c->head = e;
+	c->pages += pages;
+	c->entries++;
+	/* Over the bound: the oldest entries not in use go. */
+	while (c->pages > c->cap || c->entries > CACHE_MAX_ENTRIES) {
+		struct uhmm__stage_entry **pp = NULL, **last = NULL;
+
+		for (pp = &c->head; *pp; pp = &(*pp)->next)
+			if (!(*pp)->users && *pp != e)
+				last = pp;
+		if (!last)
+			break;
+		entry_unlink(c, last, &victims);
+	}
+	pthread_mutex_unlock(&c->lock);
+	destroy_victims(m->mm, victims);
+}
+
+/*
+ * A device->system migration needs staging: borrow the newest cache entry
+ * whose slots cover every device page it migrates.  true if one was found.
+ */
+bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
+{
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	struct uhmm__stage_entry *victims = NULL, *found = NULL;
+	size_t lo = m->npages, hi = 0;
+	uintptr_t a_lo, a_hi;
+
+	if (!c->cap || !uhmm__install_by_move || !uhmm__has(UHMM_FEAT_MOVE))
+		return false;
+	for (size_t i = 0; i < m->npages; i++)
+		if (s->kind[i] == K_DEV) {
+			lo = UHMM_MIN(lo, i);
+			hi = i + 1;
+		}
+	if (lo >= hi)
+		return false;
+	a_lo = m->start + (lo << ps);
+	a_hi = m->start + (hi << ps);
+	pthread_mutex_lock(&c->lock);
+	cache_check_owner(m->mm, &victims);
+	for (struct uhmm__stage_entry *e = c->head; e && !found; e = e->next)
+		if (e->start <= a_lo && a_hi <= e->end)
+			found = e;
+	if (found) {
+		found->users++;
+		s->cache = found;
+		/* Slot of m->start (it may lie before the entry: never touched). */
+		s->staging = (char *)(found->staging + (m->start - found->start));
+		s->map = found->map;
+		s->map_len = found->map_len;
+	}
+	pthread_mutex_unlock(&c->lock);
+	destroy_victims(m->mm, victims);
+	return found != NULL;
+}
+
+/* Give back a borrowed entry; @moved slots were moved out into the range. */
+void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved)
+{
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
+	struct uhmm_migrate_state *s = m->state;
+	struct uhmm__stage_entry *e = s->cache, *victim = NULL;
+
+	s->cache = NULL;
+	s->map = NULL;		/* the entry's mapping, not ours to unmap */
+	pthread_mutex_lock(&c->lock);
+	e->users--;
+	if (!e->dead) {
+		moved = UHMM_MIN(moved, e->pages);
+		e->pages -= moved;
+		c->pages -= moved;
+		if (!e->pages) {
+			for (struct uhmm__stage_entry **pp = &c->head; *pp; pp = &(*pp)->next)
+				if (*pp == e) {
+					entry_unlink(c, pp, &victim);
+					break;
+				}
+		}
+	} else if (!e->users) {
+		victim = e;
+	}
+	if (victim && c->ndead < CACHE_MAX_DEAD) {
+		victim->next = c->dead;
+		c->dead = victim;
+		c->ndead++;
+		victim = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (victim)
+		entry_destroy(m->mm, victim);
+}
+
+void uhmm__staging_cache_drop(struct uhmm_mm *mm)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+	struct uhmm__stage_entry *victims = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->pid == getpid()) {
+		take_dead(c, &victims);
+		while (c->head)
+			entry_unlink(c, &c->head, &victims);
+	}
+	pthread_mutex_unlock(&c->lock);
+	destroy_victims(mm, victims);
+}
+
+void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pool)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+	struct uhmm__stage_entry *victims = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->pid == getpid()) {
+		take_dead(c, &victims);
+		for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
+			if (e->pool == pool) {
+				entry_unlink(c, pp, &victims);
+				continue;
+			}
+			pp = &e->next;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	destroy_victims(mm, victims);
+}

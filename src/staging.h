@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * staging.c: a migration's staging mapping and the staging cache.
+ */
+#ifndef UHMM_STAGING_H
+#define UHMM_STAGING_H
+
+#include "base.h"
+
+struct uhmm__stage_entry;
+
+/*
+ * The staging cache's state, owned by the context (mm->staging_cache):
+ * lock guards the rest.  Cleared in a fork child (the mappings are
+ * MADV_DONTFORK); pid tells entries of a child made without
+ * pthread_atfork from its parent's.
+ */
+struct uhmm__staging_cache {
+	pthread_mutex_t lock;
+	struct uhmm__stage_entry *head;	/* newest first */
+	size_t pages, entries;		/* pages and entries on the list */
+	struct uhmm__stage_entry *dead;	/* emptied, to unmap (CACHE_MAX_DEAD) */
+	size_t ndead;
+	size_t cap;			/* the bound in pages; 0: no caching */
+	pid_t pid;			/* the process the entries are of */
+};
+
+/*
+ * Map @m's staging (page i at the range's 2 MiB offset), registered for
+ * write-protect events when @reg; 0 or -errno.
+ */
+UHMM_HIDDEN int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg);
+/* Unregister and unmap a staging mapping uhmm__staging_create() made. */
+UHMM_HIDDEN void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s);
+/* A system->device migration is done: keep its staging in the cache. */
+UHMM_HIDDEN void uhmm__staging_cache_put(struct uhmm_migrate_vma *m);
+/* A device->system migration borrows cached staging; true if it found one. */
+UHMM_HIDDEN bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m);
+/* Give back a borrowed entry; @moved of its slots went into the range. */
+UHMM_HIDDEN void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved);
+/* Unmap the staging cache of recycled system pages (context teardown). */
+UHMM_HIDDEN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
+/* ... and the entries whose pages went to @pool (the pool is being removed). */
+UHMM_HIDDEN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
+						  const struct uhmm_devmem *pool);
+
+#endif /* UHMM_STAGING_H */

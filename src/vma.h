@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* vma.c: the process's mappings (read from /proc/self/maps, cached). */
+#ifndef UHMM_VMA_H
+#define UHMM_VMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hidden.h"
+
+#define UHMM_VMA_READ		(1u << 0)
+#define UHMM_VMA_WRITE		(1u << 1)
+#define UHMM_VMA_EXEC		(1u << 2)
+#define UHMM_VMA_SHARED		(1u << 3)
+#define UHMM_VMA_FILE		(1u << 4)	/* file-backed (incl. shmem files) */
+#define UHMM_VMA_ANON		(1u << 5)	/* private anonymous (heap, stack, mmap) */
+#define UHMM_VMA_SHMEM		(1u << 6)	/* shared anonymous / shmem */
+#define UHMM_VMA_HUGETLB	(1u << 7)
+#define UHMM_VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
+
+struct uhmm__vma {
+	uintptr_t start;
+	uintptr_t end;
+	unsigned int flags;
+	unsigned int order;	/* hugetlb: log2(huge page size / page size); else 0 */
+};
+
+/*
+ * Fill @out with the mappings intersecting [start, end), in address order,
+ * at most @max of them; *@n gets how many intersect (may exceed @max).
+ * @fresh forces a re-read instead of the cached copy.
+ */
+UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
+				  struct uhmm__vma *out, size_t max, size_t *n,
+				  bool fresh);
+
+/*
+ * Keep the shared object holding @addr (a driver's callback) loaded for
+ * the life of the process, as the kernel keeps a module whose device
+ * memory or notifier is in use: a dlclose() of it would leave uhmm's
+ * service threads calling unmapped code.  Not while pages are frozen.
+ */
+UHMM_HIDDEN void uhmm__pin_module(const void *addr);
+
+/* A fork child re-reads the mappings (mm.c's atfork handler). */
+UHMM_HIDDEN void uhmm__vma_atfork_child(void);
+
+#endif /* UHMM_VMA_H */
