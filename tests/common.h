@@ -447,6 +447,18 @@ static inline int test_main(int argc, char **argv, const char *name,
 		fn();                                                         \
 	}
 
+/*
+ * UHMM_TEST_COLD=1: a case that warms up first, to start from the state it
+ * had when the program ran every case in order, runs without it (where
+ * that difference showed a bug, the case's comment says which).
+ */
+static inline bool test_cold(void)
+{
+	const char *e = getenv("UHMM_TEST_COLD");
+
+	return e && *e && strcmp(e, "0");
+}
+
 /* ---- the test device (testdev/tdev.h), with its failures checked ---- */
 
 static inline struct tdev *tdev_create_ops(struct uhmm_mm *mm, size_t nr_pages,

@@ -405,15 +405,15 @@ OP_CASE(range_fault, OP_RANGE_FAULT)
 /*
  * As when the cases run in order (after to_dev, to_sys, cpu_fault and
  * range_fault): the library has looked the process's mappings up before
- * the first failure is injected.  Run cold (UHMM_TEST_INJECT_COLD=1, the
- * case alone, UHMM_DISABLE=all), the malloc failure in that first look-up
+ * the first failure is injected.  Run cold (UHMM_TEST_COLD=1, the case
+ * alone, UHMM_DISABLE=all), the malloc failure in that first look-up
  * comes back from uhmm_make_exclusive() as -EINVAL ("not inside one
  * mapping") instead of -ENOMEM: a library bug (src/exclusive.c turns the
  * look-up's error into -EINVAL), left to src/'s owners.
  */
 static void exclusive(void)
 {
-	if (!getenv("UHMM_TEST_INJECT_COLD")) {
+	if (!test_cold()) {
 		char *p = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
 		void *held[NPAGES];
 
