@@ -37,6 +37,8 @@
 
 #include <uhmm/simdev.h>
 
+#include "cost.h"
+
 #define SPT_VALID	UINT64_C(0x1)
 #define SPT_WRITE	UINT64_C(0x2)
 #define SPT_DEV		UINT64_C(0x4)	/* device memory page */
@@ -111,6 +113,13 @@ struct uhmm_simdev {
 	void *spt_root;			/* radix tree of uint64_t entries */
 	size_t *free_list;
 	size_t nr_free;
+	/*
+	 * 2 MiB device pages (cfg.huge_pages): pool pages [0, huge * 512),
+	 * heads on free_huge; the small pages follow.  total: the pool.
+	 */
+	size_t *free_huge;
+	size_t nr_free_huge;
+	size_t total;
 	atomic_size_t used;
 	unsigned int flags;
 	/*
@@ -138,6 +147,7 @@ struct uhmm_simdev {
 		      c_dev_faults;
 	size_t clock_hand;		/* eviction: next device page to consider */
 	pthread_mutex_t evict_lock;
+	struct sd_cost cost;		/* simulated time (cost.c) */
 };
 
 /* ---- signals ------------------------------------------------------------------------ */
@@ -510,13 +520,40 @@ static struct uhmm_page *dev_alloc(struct uhmm_simdev *d)
 	pthread_mutex_lock(&d->lock);
 	if (d->flags & UHMM_SIMDEV_FAIL_ALLOC) {
 		d->flags &= ~UHMM_SIMDEV_FAIL_ALLOC;
-	} else if (d->nr_free) {
+	} else if (d->nr_free && !sd_cost_full(&d->cost, d->cfg.capacity_pages - d->nr_free,
+						 d->ps)) {
 		p = uhmm_devmem_page(&d->pgmap, d->free_list[--d->nr_free]);
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (p) {
 		uhmm_page_init(p);
 		atomic_fetch_add(&d->used, 1);
+	}
+	return p;
+}
+
+/*
+ * A 2 MiB device page (its head), or NULL: none free, or FAIL_ALLOC, which
+ * fails the next allocation of either size (lib/test_hmm.c's flag); the
+ * caller then falls back to 512 small pages.
+ */
+static struct uhmm_page *dev_alloc_huge(struct uhmm_simdev *d)
+{
+	struct uhmm_page *p = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->flags & UHMM_SIMDEV_FAIL_ALLOC) {
+		d->flags &= ~UHMM_SIMDEV_FAIL_ALLOC;
+	} else if (d->nr_free_huge) {
+		p = uhmm_devmem_page(&d->pgmap, d->free_huge[--d->nr_free_huge]);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (p) {
+		if (uhmm_folio_init(p, UHMM_PMD_ORDER)) {
+			/* Cannot happen: the pages are free.  Keep them out of use. */
+			return NULL;
+		}
+		atomic_fetch_add(&d->used, 512);
 	}
 	return p;
 }
@@ -529,11 +566,15 @@ static char *page_mem(struct uhmm_simdev *d, struct uhmm_page *p)
 static void simdev_page_free(struct uhmm_page *p)
 {
 	struct uhmm_simdev *d = p->pgmap->driver_data;
+	bool huge = uhmm_page_order(p) != 0;	/* a 2 MiB page, freed whole */
 
 	pthread_mutex_lock(&d->lock);
-	d->free_list[d->nr_free++] = uhmm_page_index(p);
+	if (huge)
+		d->free_huge[d->nr_free_huge++] = uhmm_page_index(p);
+	else
+		d->free_list[d->nr_free++] = uhmm_page_index(p);
 	pthread_mutex_unlock(&d->lock);
-	atomic_fetch_sub(&d->used, 1);
+	atomic_fetch_sub(&d->used, huge ? 512 : 1);
 }
 
 /* ---- range fault into the device page table -------------------------------------- */
@@ -595,6 +636,7 @@ static int device_fault_chunk(struct uhmm_simdev *d, uintptr_t start, uintptr_t 
 			break;
 		(*faults)++;
 		atomic_fetch_add(&d->c_dev_faults, 1);
+		sd_cost_device_fault(&d->cost);
 		pthread_mutex_lock(&d->lock);
 		if (uhmm_interval_read_retry(&c->mni, r.notifier_seq)) {
 			pthread_mutex_unlock(&d->lock);
@@ -631,6 +673,16 @@ static bool entry_ok(uint64_t e, bool write)
 }
 
 /*
+ * The simulated time of a device copy: its device-memory pages over device
+ * memory, its system-memory pages as one transfer over the link.
+ */
+static void cost_copy(struct uhmm_simdev *d, size_t local, size_t sys, bool write)
+{
+	sd_cost_access(&d->cost, true, write, (uint64_t)local * d->ps);
+	sd_cost_transfer(&d->cost, !write, (uint64_t)sys * d->ps);
+}
+
+/*
  * Device access of a whole range: fault in what is missing, then copy with
  * the lock held and every entry verified.  @out / @in: one of them.
  */
@@ -653,15 +705,19 @@ static int device_copy(struct uhmm_simdev *d, uintptr_t start, size_t npages, vo
 			}
 		}
 		if (!miss) {
+			size_t local = 0;
+
 			for (size_t i = 0; i < npages; i++) {
 				uint64_t e = spt_get(d, (start >> d->shift) + i);
 
+				local += (e & SPT_DEV) != 0;
 				if (write)
 					memcpy(entry_ptr(e), (const char *)in + i * d->ps, d->ps);
 				else
 					memcpy((char *)out + i * d->ps, entry_ptr(e), d->ps);
 			}
 			pthread_mutex_unlock(&d->lock);
+			cost_copy(d, local, npages - local, write);
 			break;
 		}
 		pthread_mutex_unlock(&d->lock);
@@ -733,12 +789,14 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
-		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM |
+			(d->cfg.huge_pages ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 	};
 	struct chunk *c0 = get_chunk(d, s), *c1 = get_chunk(d, e - 1);
 	unsigned long gen;
 	bool map;
 	long moved = 0;
+	size_t copied = 0;
 	int ret;
 
 	/* The device will map these pages: it must hear of their changes. */
@@ -769,18 +827,54 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
+		from = uhmm_migrate_pfn_addr(&m, i);
+		if (src[i] & UHMM_MIGRATE_PFN_COMPOUND) {
+			/* A whole 2 MiB block: a 2 MiB device page, or 512 small ones. */
+			p = dev_alloc_huge(d);
+			if (p) {
+				if (from) {
+					memcpy(page_mem(d, p), from, 512 * d->ps);
+					copied += 512;
+				} else {
+					memset(page_mem(d, p), 0, 512 * d->ps);
+				}
+				dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+					 (src[i] & UHMM_MIGRATE_PFN_WRITE) |
+					 UHMM_MIGRATE_PFN_COMPOUND;
+				continue;
+			}
+			for (size_t k = 0; k < 512 && i + k < n; k++) {
+				p = dev_alloc(d);
+				if (!p) {
+					*alloc_failed = true;
+					continue;
+				}
+				if (from) {
+					memcpy(page_mem(d, p), (const char *)from + k * d->ps, d->ps);
+					copied++;
+				} else {
+					memset(page_mem(d, p), 0, d->ps);
+				}
+				dst[i + k] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+					     (src[i] & UHMM_MIGRATE_PFN_WRITE);
+			}
+			i += 511;
+			continue;
+		}
 		p = dev_alloc(d);
 		if (!p) {
 			*alloc_failed = true;
 			continue;
 		}
-		from = uhmm_migrate_pfn_addr(&m, i);
-		if (from)
+		if (from) {
 			memcpy(page_mem(d, p), from, d->ps);
-		else
+			copied++;
+		} else {
 			memset(page_mem(d, p), 0, d->ps);
+		}
 		dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | (src[i] & UHMM_MIGRATE_PFN_WRITE);
 	}
+	sd_cost_transfer(&d->cost, true, (uint64_t)copied * d->ps);	/* one DMA batch */
 	uhmm_migrate_vma_pages(&m);
 	/*
 	 * Map the new device pages in the device page table, unless an
@@ -791,14 +885,16 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	pthread_mutex_lock(&d->lock);
 	map = inval_blocks(d, s, e, 0) == gen;
 	for (size_t i = 0; i < n; i++) {
+		size_t nr = (dst[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512 : 1;
+		char *mem;
+
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
-		moved++;
-		if (map)
-			spt_set(d, (s >> d->shift) + i,
-				(uint64_t)(uintptr_t)page_mem(d, uhmm_pfn_to_page(d->mm,
-					uhmm_migrate_pfn_to_pfn(dst[i]))) |
-				SPT_VALID | SPT_DEV |
+		moved += (long)nr;
+		mem = page_mem(d, uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(dst[i])));
+		for (size_t k = 0; map && k < nr; k++)
+			spt_set(d, (s >> d->shift) + i + k,
+				(uint64_t)(uintptr_t)(mem + k * d->ps) | SPT_VALID | SPT_DEV |
 				((src[i] & UHMM_MIGRATE_PFN_WRITE) ? SPT_WRITE : 0));
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -815,7 +911,8 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
-		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
+			(d->cfg.huge_pages ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 		.fault_page = fault_page,
 	};
 	long moved = 0;
@@ -837,7 +934,9 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < n; i++)
 		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
-			spt_set(d, (s >> d->shift) + i, 0);
+			for (size_t k = 0; k < ((src[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512u : 1u);
+			     k++)
+				spt_set(d, (s >> d->shift) + i + k, 0);
 	flush_and_unlock(d);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
@@ -847,12 +946,18 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(src[i]));
 		if (!p)
 			continue;
-		/* Device memory is host memory here: uhmm copies it into place. */
-		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
+		/*
+		 * Device memory is host memory here: uhmm copies it into place
+		 * (a 2 MiB device page is 2 MiB of the arena: one destination).
+		 */
+		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift) |
+			 (src[i] & UHMM_MIGRATE_PFN_COMPOUND);
 	}
 	uhmm_migrate_vma_pages(&m);
 	for (size_t i = 0; i < n; i++)
-		moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+			moved += (src[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512 : 1;
+	sd_cost_transfer(&d->cost, false, (uint64_t)moved * d->ps);
 	uhmm_migrate_vma_finalize(&m);
 	return moved;
 }
@@ -1024,6 +1129,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 	uintptr_t s = vmf->window_start;
 
 	atomic_fetch_add(&d->c_cpu_faults, 1);
+	sd_cost_cpu_fault(&d->cost);
 	while (s < vmf->window_end) {
 		uintptr_t e = vmf->window_end;
 		long r;
@@ -1060,6 +1166,9 @@ static uint8_t pfn_to_prot(struct uhmm_simdev *d, uint64_t pfn)
 
 		prot = p && p->pgmap == &d->pgmap ? UHMM_SIMDEV_PROT_DEV_PRIVATE_LOCAL
 						   : UHMM_SIMDEV_PROT_DEV_PRIVATE_REMOTE;
+		/* A 2 MiB device page mapped whole, as the kernel's device-private PMD. */
+		if (uhmm_pfn_to_map_order(pfn) == 21 - d->shift)
+			prot |= UHMM_SIMDEV_PROT_PMD;
 	} else {
 		prot = 0;
 		if (pfn & UHMM_PFN_ZERO)
@@ -1197,6 +1306,21 @@ int uhmm_simdev_check_exclusive(struct uhmm_simdev *d, void *addr, size_t npages
 
 /* ---- release: evict by device page range ------------------------------------------ */
 
+/*
+ * The simulated time of an eviction of @n device pages: one transfer per
+ * batch of BATCH_PAGES migrated (the copy engine's descriptors).
+ */
+static void cost_evicted(struct uhmm_simdev *d, const uint64_t *src, size_t n)
+{
+	for (size_t b = 0; b < n; b += BATCH_PAGES) {
+		size_t moved = 0;
+
+		for (size_t i = b; i < n && i < b + BATCH_PAGES; i++)
+			moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		sd_cost_transfer(&d->cost, false, (uint64_t)moved * d->ps);
+	}
+}
+
 int uhmm_simdev_release(struct uhmm_simdev *d)
 {
 	SD_NO_SIGNALS;
@@ -1225,6 +1349,7 @@ int uhmm_simdev_release(struct uhmm_simdev *d)
 				dst[i] = uhmm_migrate_pfn((uintptr_t)(d->arena + i * d->ps) >>
 							  d->shift);
 		uhmm_migrate_device_pages(d->mm, src, dst, n);
+		cost_evicted(d, src, n);
 		for (size_t i = 0; i < n; i++)
 			if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
 				atomic_fetch_add(&d->c_evicted, 1);
@@ -1267,6 +1392,7 @@ static size_t evict_some(struct uhmm_simdev *d, size_t want)
 		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
 	}
 	uhmm_migrate_device_pages(d->mm, src, dst, got);
+	cost_evicted(d, src, got);
 	for (size_t i = 0; i < got; i++)
 		done += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
 	uhmm_migrate_device_finalize(d->mm, src, dst, got);
@@ -1405,6 +1531,15 @@ static inline char *tlb_lookup(struct uhmm_simdev_thread *t, uintptr_t addr, boo
 }
 
 /*
+ * The simulated time of a TLB fill: the thread will stream the page once,
+ * over device memory or, for system memory accessed in place, the link.
+ */
+static void cost_fill(struct uhmm_simdev *d, uint64_t e, bool write)
+{
+	sd_cost_access(&d->cost, (e & SPT_DEV) != 0, write, d->ps);
+}
+
+/*
  * The slow path: walk the device page table, device fault, migrate on
  * touch.  Returns the host pointer (the thread holding an epoch in which
  * it is valid), or NULL with t->err set.
@@ -1440,6 +1575,7 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
 			t->tlb[si][way] = (struct tlb_entry){ .vpn = vpn, .e = e };
 			t->lru[si] = (uint8_t)way;
 			pthread_mutex_unlock(&d->lock);
+			cost_fill(d, e, write);
 			return use_entry(t, vpn, e, addr, write);
 		}
 		pthread_mutex_unlock(&d->lock);
@@ -1691,6 +1827,13 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		d->cfg = *cfg;
 	if (!d->cfg.capacity_pages)
 		d->cfg.capacity_pages = 65536;
+	if (d->cfg.huge_pages > ((UINT64_C(1) << 32) - d->cfg.capacity_pages) / 512 ||
+	    (d->cfg.huge_pages && sysconf(_SC_PAGESIZE) != 4096)) {
+		sd_free(d, sizeof(*d));
+		return uhmm_set_error(EINVAL, "simdev create: %zu huge pages: too many, or "
+				      "the page size is not 4 KiB", cfg->huge_pages);
+	}
+	d->total = d->cfg.huge_pages * 512 + d->cfg.capacity_pages;
 	if (!d->cfg.threads)
 		d->cfg.threads = ncpu > 0 ? (unsigned int)(ncpu < 8 ? ncpu : 8) : 2;
 	if (d->cfg.threads > MAX_THREADS)
@@ -1711,13 +1854,17 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	pthread_mutex_init(&d->chunk_lock, NULL);
 	pthread_mutex_init(&d->evict_lock, NULL);
 	pthread_cond_init(&d->shootdown_done, NULL);
+	sd_cost_init(&d->cost);
+	ret = sd_cost_from_env(&d->cost);
+	if (ret)
+		goto err_free;
 	/* A thread's active = 0 means "no access": generations start at 1. */
 	atomic_store(&d->gen, 1);
 	ret = uhmm_mm_get(&d->mm);
 	if (ret)
 		goto err_free;
 	ret = -ENOMEM;
-	d->arena = mmap(NULL, d->cfg.capacity_pages * d->ps, PROT_READ | PROT_WRITE,
+	d->arena = mmap(NULL, d->total * d->ps, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (d->arena == MAP_FAILED) {
 		uhmm_set_error(ENOMEM, "simdev create: no memory for the device arena");
@@ -1729,11 +1876,22 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		goto err_arena;
 	}
 	for (size_t i = 0; i < d->cfg.capacity_pages; i++)
-		d->free_list[i] = d->cfg.capacity_pages - 1 - i;
+		d->free_list[i] = d->total - 1 - i;
 	d->nr_free = d->cfg.capacity_pages;
+	if (d->cfg.huge_pages) {
+		d->free_huge = sd_calloc(d->cfg.huge_pages, sizeof(size_t));
+		if (!d->free_huge) {
+			uhmm_set_error(ENOMEM, "simdev create: no memory for the free list");
+			goto err_list;
+		}
+		for (size_t i = 0; i < d->cfg.huge_pages; i++)
+			d->free_huge[i] = (d->cfg.huge_pages - 1 - i) * 512;
+		d->nr_free_huge = d->cfg.huge_pages;
+		d->pgmap.flags = UHMM_DEVMEM_COMPOUND;
+	}
 	d->pgmap.ops = &simdev_ops;
 	d->pgmap.owner = &d->owner;
-	d->pgmap.nr_pages = d->cfg.capacity_pages;
+	d->pgmap.nr_pages = d->total;
 	d->pgmap.fault_around = d->cfg.fault_around;
 	d->pgmap.driver_data = d;
 	ret = uhmm_devmem_add(d->mm, &d->pgmap);
@@ -1743,12 +1901,14 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	return 0;
 
 err_list:
+	sd_free(d->free_huge, d->cfg.huge_pages * sizeof(size_t));
 	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
 err_arena:
-	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+	munmap(d->arena, d->total * d->ps);
 err_mm:
 	uhmm_mm_put(d->mm);
 err_free:
+	sd_cost_fini(&d->cost);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
@@ -1767,10 +1927,48 @@ void uhmm_simdev_destroy(struct uhmm_simdev *d)
 		sd_free(d->chunks[i], sizeof(*d->chunks[i]));
 	}
 	spt_free_rec(d->spt_root, LEVELS - 1);
-	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+	munmap(d->arena, d->total * d->ps);
 	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
+	sd_free(d->free_huge, d->cfg.huge_pages * sizeof(size_t));
 	uhmm_mm_put(d->mm);
+	sd_cost_fini(&d->cost);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
+}
+
+/* ---- cost model (cost.c) ------------------------------------------------------------ */
+
+int uhmm_simdev_set_model(struct uhmm_simdev *d, const struct uhmm_simdev_model *m)
+{
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
+	if (!d)
+		return uhmm_set_error(EINVAL, "simdev set model: NULL device");
+	return sd_cost_set(&d->cost, m);
+}
+
+int uhmm_simdev_get_model(struct uhmm_simdev *d, struct uhmm_simdev_model *out)
+{
+	if (!d || !out)
+		return uhmm_set_error(EINVAL, "simdev get model: NULL argument");
+	if (sd_cost_model(&d->cost, out))
+		return uhmm_set_error(ENOENT, "simdev get model: the device has no model");
+	return 0;
+}
+
+int uhmm_simdev_get_cost(struct uhmm_simdev *d, struct uhmm_simdev_cost *out)
+{
+	if (!d || !out)
+		return uhmm_set_error(EINVAL, "simdev get cost: NULL argument");
+	sd_cost_get(&d->cost, out);
+	return 0;
+}
+
+int uhmm_simdev_reset_cost(struct uhmm_simdev *d)
+{
+	SD_NO_SIGNALS;	/* the cost model's lock (see "signals") */
+	if (!d)
+		return uhmm_set_error(EINVAL, "simdev reset cost: NULL device");
+	sd_cost_reset(&d->cost);
+	return 0;
 }

@@ -67,6 +67,9 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 				 pgmap->fault_around);
 	if (pgmap->pages)
 		return uhmm__err(EINVAL, "devmem add: pool already added");
+	if (pgmap->flags & ~UHMM_DEVMEM_COMPOUND)
+		return uhmm__err(EINVAL, "devmem add: unknown flags %#llx",
+				 (unsigned long long)pgmap->flags);
 	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
 	if (!internal && pgmap->ops) {
@@ -82,6 +85,16 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
 				 pgmap->nr_pages);
 	}
+	pgmap->folio_meta = NULL;
+	if (pgmap->flags & UHMM_DEVMEM_COMPOUND) {
+		pgmap->folio_meta = uhmm__calloc(pgmap->nr_pages, sizeof(*pgmap->folio_meta));
+		if (!pgmap->folio_meta) {
+			uhmm__free(pages);
+			fa_free(fa);
+			return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
+					 pgmap->nr_pages);
+		}
+	}
 
 	pthread_mutex_lock(&mm->pool_lock);
 	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
@@ -89,6 +102,8 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
 		uhmm__free(pages);
+		uhmm__free((void *)pgmap->folio_meta);
+		pgmap->folio_meta = NULL;
 		fa_free(fa);
 		return uhmm__err(ENOSPC, "devmem add: too many pools");
 	}
@@ -127,6 +142,8 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pool_set(mm, pgmap->id, NULL);
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__free(pgmap->pages);
+	uhmm__free((void *)pgmap->folio_meta);
+	pgmap->folio_meta = NULL;
 	pgmap->pages = NULL;
 	fa_free(pgmap->fa);
 	pgmap->fa = NULL;
@@ -227,12 +244,18 @@ struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 	return page;
 }
 
+static int folio_page_init(struct uhmm_page *page);
+
 void uhmm_page_init(struct uhmm_page *page)
 {
 	int z = 0;
 
 	if (!page) {
 		uhmm__err(EINVAL, "uhmm_page_init: NULL page");
+		return;
+	}
+	if (page->pgmap->folio_meta) {
+		folio_page_init(page);	/* a page of a compound pool */
 		return;
 	}
 	/* Only a free page: re-initialising one in use would lose its references. */
@@ -318,9 +341,16 @@ bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
 	return true;
 }
 
+static struct uhmm_page *folio_release(struct uhmm_page *page);
+
 void uhmm_page_put(struct uhmm_page *page)
 {
 	if (page_ref_add(page, -1, "uhmm_page_put") == 1) {
+		if (page->pgmap->folio_meta) {
+			page = folio_release(page);
+			if (!page)
+				return;	/* the rest of its compound page is in use */
+		}
 		atomic_store(&page->addr, 0);
 		page->pgmap->ops->page_free(page);
 	}
@@ -353,8 +383,245 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
 
 	if (!page)
 		return;
+	/* Part of a compound page unmapped: the rest is mapped page by page. */
+	uhmm__folio_split(page);
 	atomic_fetch_sub(&page->pgmap->nr_resident, 1);
 	uhmm_page_put(page);
+}
+
+/* ---- compound device pages (UHMM_DEVMEM_COMPOUND) ---------------------- */
+
+/*
+ * A compound device page is 512 consecutive, aligned descriptors of a pool
+ * added with UHMM_DEVMEM_COMPOUND: each keeps its own reference count,
+ * lock and address (every entry of the special-entry table names one
+ * page, as before), and a 32-bit word of pgmap->folio_meta:
+ *
+ *   bits 0-4	the order of the compound page the page belongs to (0 or 9)
+ *   DEFERRED	the page's last reference went while its compound page was
+ *		in use: page_free waits for the rest of it
+ *   SPLIT	(head) the compound page is no longer mapped whole at one
+ *		2 MiB aligned address: reported and migrated page by page
+ *   bits 16-31	(head) pages of it still in use
+ *
+ * Orders, DEFERRED and the live count change under folio_lock; SPLIT is
+ * set by an atomic or; readers load the words with nothing held.  When the
+ * last page of a compound page is put, page_free runs once, for the head,
+ * which still says order 9, so the driver takes its 2 MiB back whole (the
+ * kernel splits the folio at a partial unmap or migration and frees the
+ * pieces; docs/LIMITATIONS.md).
+ */
+#define FM_ORDER	UINT32_C(0x1f)
+#define FM_DEFERRED	UINT32_C(0x20)
+#define FM_SPLIT	UINT32_C(0x40)
+#define FM_LIVE_SHIFT	16
+#define FOLIO_NR	(1u << UHMM_PMD_ORDER)
+
+static pthread_mutex_t folio_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline size_t page_idx(const struct uhmm_page *page)
+{
+	return (size_t)(page->pfn & (MAX_POOL_PAGES - 1));
+}
+
+static inline uint32_t meta_of(const struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta = page->pgmap->folio_meta;
+
+	return meta ? atomic_load_explicit(&meta[page_idx(page)], memory_order_acquire) : 0;
+}
+
+unsigned int uhmm_page_order(const struct uhmm_page *page)
+{
+	return page ? (unsigned int)(meta_of(page) & FM_ORDER) : 0;
+}
+
+struct uhmm_page *uhmm_page_folio(struct uhmm_page *page)
+{
+	if (!page || !(meta_of(page) & FM_ORDER))
+		return page;
+	return &page->pgmap->pages[page_idx(page) & ~(size_t)(FOLIO_NR - 1)];
+}
+
+/* uhmm_page_init() of a page of a compound pool: order 0 from now on. */
+static int folio_page_init(struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta = page->pgmap->folio_meta;
+	size_t idx = page_idx(page);
+	int z = 0, ret = 0;
+
+	uhmm__sig_enter();	/* folio_lock: no handler may run while it is held */
+	pthread_mutex_lock(&folio_lock);
+	if ((atomic_load(&meta[idx]) & FM_DEFERRED) ||
+	    !atomic_compare_exchange_strong(&page->refcount, &z, 1)) {
+		ret = uhmm__err(EBUSY, "uhmm_page_init: device page %#llx is in use "
+				"(reference count %d, or its compound page is): left unchanged",
+				(unsigned long long)page->pfn, z);
+	} else {
+		atomic_store(&meta[idx], 0);
+		atomic_store(&page->locked, 1);
+		atomic_store(&page->addr, 0);
+	}
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return ret;
+}
+
+int uhmm_folio_init(struct uhmm_page *page, unsigned int order)
+{
+	struct uhmm_devmem *pgmap;
+	_Atomic uint32_t *meta;
+	size_t head;
+
+	if (!page)
+		return uhmm__err(EINVAL, "uhmm_folio_init: NULL page");
+	pgmap = page->pgmap;
+	if (order == 0) {
+		if (pgmap->folio_meta)
+			return folio_page_init(page);
+		{
+			int z = 0;
+
+			if (!atomic_compare_exchange_strong(&page->refcount, &z, 1))
+				return uhmm__err(EBUSY, "uhmm_folio_init: device page %#llx is "
+						 "in use: left unchanged",
+						 (unsigned long long)page->pfn);
+			atomic_store(&page->locked, 1);
+			atomic_store(&page->addr, 0);
+			return 0;
+		}
+	}
+	if (order != UHMM_PMD_ORDER)
+		return uhmm__err(EINVAL, "uhmm_folio_init: order %u is neither 0 nor %u",
+				 order, UHMM_PMD_ORDER);
+	meta = pgmap->folio_meta;
+	if (!meta)
+		return uhmm__err(EINVAL, "uhmm_folio_init: the pool was added without "
+				 "UHMM_DEVMEM_COMPOUND");
+	if (uhmm__page_shift != 12)
+		return uhmm__err(EINVAL, "uhmm_folio_init: compound device pages need 4 KiB "
+				 "pages (the page size is %zu)", uhmm__page_size);
+	head = page_idx(page);
+	if ((head & (FOLIO_NR - 1)) || head + FOLIO_NR > pgmap->nr_pages)
+		return uhmm__err(EINVAL, "uhmm_folio_init: page %zu is not the aligned head "
+				 "of %u pages inside the pool", head, FOLIO_NR);
+	uhmm__sig_enter();
+	pthread_mutex_lock(&folio_lock);
+	for (size_t j = head; j < head + FOLIO_NR; j++)
+		if (atomic_load(&pgmap->pages[j].refcount) != 0 ||
+		    (atomic_load(&meta[j]) & FM_DEFERRED)) {
+			pthread_mutex_unlock(&folio_lock);
+			uhmm__sig_leave();
+			return uhmm__err(EBUSY, "uhmm_folio_init: device page %#llx of the "
+					 "compound page is in use: left unchanged",
+					 (unsigned long long)pgmap->pages[j].pfn);
+		}
+	for (size_t j = head; j < head + FOLIO_NR; j++) {
+		atomic_store(&pgmap->pages[j].refcount, 1);
+		atomic_store(&pgmap->pages[j].locked, 1);
+		atomic_store(&pgmap->pages[j].addr, 0);
+		atomic_store(&meta[j], UHMM_PMD_ORDER);
+	}
+	atomic_store(&meta[head], UHMM_PMD_ORDER | ((uint32_t)FOLIO_NR << FM_LIVE_SHIFT));
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return 0;
+}
+
+/*
+ * @page's last reference is gone (a compound pool): the page to give to
+ * page_free, or NULL while the rest of its compound page is in use.
+ */
+static struct uhmm_page *folio_release(struct uhmm_page *page)
+{
+	struct uhmm_devmem *pgmap = page->pgmap;
+	_Atomic uint32_t *meta = pgmap->folio_meta;
+	size_t idx = page_idx(page), head = idx & ~(size_t)(FOLIO_NR - 1);
+	struct uhmm_page *ret = NULL;
+	uint32_t hm, live;
+
+	if (!(atomic_load(&meta[idx]) & FM_ORDER))
+		return page;
+	uhmm__sig_enter();	/* folio_lock (sigblock.h) */
+	pthread_mutex_lock(&folio_lock);
+	if (!(atomic_load(&meta[idx]) & FM_ORDER)) {
+		pthread_mutex_unlock(&folio_lock);
+		uhmm__sig_leave();
+		return page;
+	}
+	atomic_fetch_or(&meta[idx], FM_DEFERRED);
+	atomic_store(&page->addr, 0);
+	hm = atomic_load(&meta[head]);
+	live = hm >> FM_LIVE_SHIFT;
+	live = live ? live - 1 : 0;
+	atomic_store(&meta[head], (hm & ((UINT32_C(1) << FM_LIVE_SHIFT) - 1)) |
+				  (live << FM_LIVE_SHIFT));
+	if (live == 0) {
+		/* The whole compound page is free: it goes back whole. */
+		for (size_t j = head; j < head + FOLIO_NR; j++)
+			atomic_store(&meta[j], UHMM_PMD_ORDER);
+		ret = &pgmap->pages[head];
+	}
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return ret;
+}
+
+void uhmm__folio_split(struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta;
+	size_t head;
+
+	if (!page || !(meta_of(page) & FM_ORDER))
+		return;
+	meta = page->pgmap->folio_meta;
+	head = page_idx(page) & ~(size_t)(FOLIO_NR - 1);
+	if (!(atomic_load(&meta[head]) & FM_SPLIT))
+		atomic_fetch_or(&meta[head], FM_SPLIT);
+}
+
+bool uhmm__folio_intact(const struct uhmm_page *page)
+{
+	uint32_t m = meta_of(page), hm;
+	size_t idx, head;
+
+	if (!(m & FM_ORDER))
+		return false;
+	idx = page_idx(page);
+	head = idx & ~(size_t)(FOLIO_NR - 1);
+	hm = atomic_load_explicit(&page->pgmap->folio_meta[head], memory_order_acquire);
+	return !(hm & FM_SPLIT) && (hm >> FM_LIVE_SHIFT) == FOLIO_NR &&
+	       ((atomic_load(&page->addr) >> uhmm__page_shift) & (FOLIO_NR - 1)) ==
+		       (idx & (FOLIO_NR - 1));
+}
+
+/* A change of [s, e) that splits a PMD at an unaligned edge. */
+void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
+{
+	const uintptr_t huge = (uintptr_t)FOLIO_NR << uhmm__page_shift;
+	const uintptr_t edges[2] = { s, e };
+
+	if (uhmm__ptable_empty(&mm->ptable))
+		return;
+	for (int k = 0; k < 2; k++) {
+		if (!(edges[k] & (huge - 1)))
+			continue;	/* an aligned edge splits nothing */
+		for (int side = 0; side < 2; side++) {
+			uint64_t ent = uhmm__ptable_get(&mm->ptable,
+					edges[k] - (side ? 0 : uhmm__page_size));
+			uint64_t type = ent & UHMM_PTE_TYPE_MASK;
+
+			if (type == UHMM_PTE_DEVICE || type == UHMM_PTE_MIGRATING)
+				uhmm__folio_split(uhmm__pfn_to_page(mm, uhmm__pte_payload(ent)));
+		}
+	}
+}
+
+unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e)
+{
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+
+	return page && uhmm__folio_intact(page) ? UHMM_PMD_ORDER : 0;
 }
 
 /*
@@ -513,6 +780,26 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	*we = UHMM_MIN(*we, v.end);
 }
 
+/*
+ * A CPU fault on a page of a whole compound device page brings the whole
+ * 2 MiB back, as the kernel's fault on a device-private PMD migrates the
+ * folio (lib/test_hmm.c's fault handler aligns its range to the folio):
+ * the window is exactly that 2 MiB when it lies in one mapping.
+ */
+static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, uintptr_t *we)
+{
+	const uintptr_t huge = (uintptr_t)FOLIO_NR << uhmm__page_shift;
+	struct uhmm__vma v;
+	size_t n = 0;
+
+	if (!uhmm__folio_intact(page))
+		return false;
+	*ws = addr & ~(huge - 1);
+	*we = *ws + huge;
+	return !uhmm__vma_find(*ws, *we, &v, 1, &n, false) && n == 1 &&
+	       v.start <= *ws && v.end >= *we;
+}
+
 __thread struct uhmm__wake_defer uhmm__last_fault_window;
 
 int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
@@ -535,7 +822,8 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 	}
 	uhmm__holds_migrate_lock = true;
 	vmf.page = page;
-	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
+	if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
+		fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
 	uhmm__wake_defer = (struct uhmm__wake_defer){ .active = true };
 	uhmm__last_fault_window.start = vmf.window_start;
 	uhmm__last_fault_window.end = vmf.window_end;
@@ -631,7 +919,9 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 				err = err ? err : -EBUSY;
 				continue;
 			}
-			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, false);
+			if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
+				fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end,
+					     false);
 			uhmm__holds_migrate_lock = true;
 			ret = pgmap->ops->migrate_to_ram(&vmf);
 			uhmm__holds_migrate_lock = held;

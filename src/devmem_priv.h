@@ -13,6 +13,17 @@
 extern __thread struct uhmm__wake_defer uhmm__last_fault_window UHMM_HIDDEN;
 /* The page a device pfn names, or NULL. */
 UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+/*
+ * Compound device pages (UHMM_DEVMEM_COMPOUND): mark @page's compound page
+ * split (no longer mapped whole: reported and migrated page by page); is
+ * it whole, with @page at its place in one 2 MiB aligned mapping; split
+ * those a change of [s, e) cuts at an unaligned edge (mprotect); the map
+ * order of a device entry for a range fault (9 for a whole compound page).
+ */
+UHMM_HIDDEN void uhmm__folio_split(struct uhmm_page *page);
+UHMM_HIDDEN bool uhmm__folio_intact(const struct uhmm_page *page);
+UHMM_HIDDEN void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
+UHMM_HIDDEN unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e);
 /* A device-private entry's mapping is gone: drop its page. */
 UHMM_HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
 /* Reference and lock the device page still mapped at @addr, or hold nothing. */

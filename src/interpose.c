@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "devmem_priv.h"
 #include "features_priv.h"
 #include "log.h"
 #include "managed.h"
@@ -327,6 +328,8 @@ static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
 	}
 	if (w.mm && uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_PROTECTION);
+	if (w.mm)
+		uhmm__folio_split_edges(w.mm, s, e);	/* the kernel splits such a PMD */
 	if (pkey)
 		ret = (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
 	else

@@ -68,6 +68,22 @@ __attribute__((constructor)) static void install_mode_init(void)
 		uhmm__install_by_move = false;
 }
 
+static inline bool bit_test(const uint64_t *map, size_t i)
+{
+	return map && (map[i / 64] & (UINT64_C(1) << (i % 64)));
+}
+
+static inline void bit_set(uint64_t *map, size_t i)
+{
+	map[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static inline void bit_clear(uint64_t *map, size_t i)
+{
+	if (map)
+		map[i / 64] &= ~(UINT64_C(1) << (i % 64));
+}
+
 /* ---- small helpers ----------------------------------------------------- */
 
 static _Atomic uint64_t *slot_of(struct uhmm_mm *mm, uintptr_t a)
@@ -106,6 +122,10 @@ static void state_free(struct uhmm_migrate_vma *m)
 	uhmm__free(s->kind);
 	uhmm__free(s->orig);
 	uhmm__free(s->dst_given);
+	uhmm__free(s->full_src);
+	uhmm__free(s->csrc);
+	uhmm__free(s->chead);
+	uhmm__free(s->cwhole);
 	uhmm__free(s);
 	m->state = NULL;
 	uhmm__sig_leave();	/* entered with the state, in setup */
@@ -132,6 +152,188 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
 		pthread_cond_wait(&mm->mig_cond, &mm->mig_lock);
 	pthread_mutex_unlock(&mm->mig_lock);
+}
+
+/* ---- compound entries (UHMM_MIGRATE_PFN_COMPOUND) ------------------------ */
+
+/*
+ * The kernel's src/dst arrays stay one entry per page, but a block that
+ * migrates whole is shown as one entry: its first, with
+ * MIGRATE_PFN_COMPOUND, and 511 zeroes.  Inside uhmm every path works page
+ * by page (the special-entry table, staging, the device page
+ * descriptors), so the block's per-page entries are kept aside
+ * (full_src) and put back ("expanded") wherever uhmm needs them: in
+ * uhmm_migrate_vma_pages(), which shows the block as one entry again when
+ * all of it migrates to a compound destination (or leaves it split when
+ * the driver gave pages one by one), and at the start of finalize.
+ */
+#define CNR	512u				/* pages of a compound block */
+
+static bool compound_alloc(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	size_t words = (m->npages + 63) / 64;
+
+	if (s->full_src)
+		return true;
+	s->full_src = uhmm__calloc(m->npages, sizeof(*s->full_src));
+	s->csrc = uhmm__calloc(m->npages, sizeof(*s->csrc));
+	s->chead = uhmm__calloc(words, sizeof(uint64_t));
+	s->cwhole = uhmm__calloc(words, sizeof(uint64_t));
+	if (s->full_src && s->csrc && s->chead && s->cwhole)
+		return true;
+	uhmm__free(s->full_src);
+	uhmm__free(s->csrc);
+	uhmm__free(s->chead);
+	uhmm__free(s->cwhole);
+	s->full_src = s->csrc = s->chead = s->cwhole = NULL;
+	return false;
+}
+
+/* Can the aligned block at entry @b migrate as one entry? */
+static bool compound_block_ok(struct uhmm_migrate_vma *m, size_t b)
+{
+	struct uhmm_migrate_state *s = m->state;
+	uint8_t kind = s->kind[b];
+	struct uhmm_page *head;
+
+	if (kind != K_SYS && kind != K_DEV)
+		return false;
+	for (size_t i = b; i < b + CNR; i++)
+		if (s->kind[i] != kind || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			return false;
+	if (kind == K_SYS)
+		return true;
+	/* A whole compound device page, page i at its place. */
+	head = uhmm__pfn_to_page(m->mm, uhmm_migrate_pfn_to_pfn(m->src[b]));
+	if (!head || uhmm_page_folio(head) != head || !uhmm__folio_intact(head))
+		return false;
+	for (size_t i = 1; i < CNR; i++)
+		if (uhmm_migrate_pfn_to_pfn(m->src[b + i]) != head->pfn + i)
+			return false;
+	return true;
+}
+
+/*
+ * End of setup: with SELECT_COMPOUND, show each whole block as one entry;
+ * device pages collected alone split their compound page.
+ */
+static void compound_collect(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	const uintptr_t huge = (uintptr_t)CNR << ps;
+
+	if ((m->flags & UHMM_MIGRATE_VMA_SELECT_COMPOUND) && ps == 12) {
+		for (uintptr_t a = (m->start + huge - 1) & ~(huge - 1);
+		     a >= m->start && a + huge <= m->end; a += huge) {
+			size_t b = (a - m->start) >> ps;
+			uint64_t head = 0;
+
+			if (!compound_block_ok(m, b) || !compound_alloc(m))
+				continue;
+			memcpy(s->full_src + b, m->src + b, CNR * sizeof(*m->src));
+			if (s->kind[b] == K_SYS) {
+				bool data = false;
+
+				for (size_t i = b; i < b + CNR && !data; i++)
+					data = (m->src[i] & UHMM_MIGRATE_PFN_VALID) != 0;
+				head = UHMM_MIGRATE_PFN_MIGRATE | (m->src[b] & UHMM_MIGRATE_PFN_WRITE);
+				if (data)
+					head |= uhmm_migrate_pfn(((uintptr_t)s->staging >> ps) + b);
+			} else {
+				head = m->src[b];
+			}
+			head |= UHMM_MIGRATE_PFN_COMPOUND;
+			s->csrc[b] = head;
+			m->src[b] = head;
+			memset(m->src + b + 1, 0, (CNR - 1) * sizeof(*m->src));
+			bit_set(s->chead, b);
+			m->cpages -= CNR - 1;
+		}
+	}
+	for (size_t i = 0; i < m->npages; i++)
+		if (s->kind[i] == K_DEV && !bit_test(s->chead, i) &&
+		    (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			uhmm__folio_split(uhmm__pfn_to_page(m->mm,
+					uhmm_migrate_pfn_to_pfn(m->src[i])));
+}
+
+/*
+ * Show the block at head @b page by page again.  A compound dst becomes
+ * 512 consecutive destinations and the block is marked migrating whole
+ * (cwhole); any other dst is the driver's split: its per-page dst entries
+ * stand.
+ */
+static void compound_expand(struct uhmm_migrate_vma *m, size_t b)
+{
+	struct uhmm_migrate_state *s = m->state;
+	uint64_t d = m->dst[b];
+	uint64_t mig = m->src[b] & UHMM_MIGRATE_PFN_MIGRATE;
+	bool whole = false;
+
+	bit_clear(s->chead, b);
+	for (size_t i = b; i < b + CNR; i++)
+		m->src[i] = (s->full_src[i] & ~UHMM_MIGRATE_PFN_MIGRATE) | mig;
+	if ((d & UHMM_MIGRATE_PFN_COMPOUND) && (d & UHMM_MIGRATE_PFN_VALID)) {
+		uint64_t pfn = uhmm_migrate_pfn_to_pfn(d);
+
+		if (s->kind[b] == K_SYS) {
+			struct uhmm_page *pg = uhmm__pfn_to_page(m->mm, pfn);
+
+			whole = pg && uhmm_page_folio(pg) == pg &&
+				uhmm_page_order(pg) == UHMM_PMD_ORDER;
+		} else {
+			whole = !uhmm_migrate_pfn_is_device(d);
+		}
+		if (whole) {
+			for (size_t i = 0; i < CNR; i++)
+				m->dst[b + i] = uhmm_migrate_pfn(pfn + i) |
+						(d & UHMM_MIGRATE_PFN_WRITE);
+			bit_set(s->cwhole, b);
+		} else {
+			/* Not a 2 MiB destination: only its own page is released. */
+			m->dst[b] = d & ~UHMM_MIGRATE_PFN_COMPOUND;
+			for (size_t i = b; i < b + CNR; i++)
+				m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+		}
+	}
+	if (!whole && s->kind[b] == K_DEV)	/* migrating in pieces */
+		uhmm__folio_split(uhmm__pfn_to_page(m->mm,
+				uhmm_migrate_pfn_to_pfn(s->full_src[b])));
+}
+
+static void compound_expand_all(struct uhmm_migrate_vma *m)
+{
+	if (!m->state->chead)
+		return;
+	for (size_t b = 0; b < m->npages; b++)
+		if (bit_test(m->state->chead, b))
+			compound_expand(m, b);
+}
+
+/* After pages(): a block that migrates whole is one entry again. */
+static void compound_compress(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+
+	if (!s->cwhole)
+		return;
+	for (size_t b = 0; b < m->npages; b++) {
+		bool all = true;
+
+		if (!bit_test(s->cwhole, b))
+			continue;
+		for (size_t i = b; i < b + CNR && all; i++)
+			all = (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		if (!all)
+			continue;	/* partly gone meanwhile: shown page by page */
+		m->src[b] = s->csrc[b] | UHMM_MIGRATE_PFN_MIGRATE;
+		memset(m->src + b + 1, 0, (CNR - 1) * sizeof(*m->src));
+		m->dst[b] |= UHMM_MIGRATE_PFN_COMPOUND;
+		memset(m->dst + b + 1, 0, (CNR - 1) * sizeof(*m->dst));
+		bit_set(s->chead, b);
+	}
 }
 
 /* ---- setup ------------------------------------------------------------- */
@@ -373,7 +575,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 			  UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)))
 		return uhmm__err(EINVAL, "migrate setup: no selection flag");
 	if (m->flags & ~(UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
-			 UHMM__MIGRATE_EXCLUSIVE))
+			 UHMM_MIGRATE_VMA_SELECT_COMPOUND | UHMM__MIGRATE_EXCLUSIVE))
 		return uhmm__err(EINVAL, "migrate setup: unknown flags %#x", m->flags);
 	if (m->fault_page && uhmm__pfn_to_page(mm, m->fault_page->pfn) != m->fault_page)
 		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
@@ -585,6 +787,7 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 	}
 	uhmm__free(st);
 	uhmm__free(ent);
+	compound_collect(m);
 	if (s->inv_active) {
 		uhmm__invalidate_end(mm);
 		s->inv_active = false;
@@ -662,11 +865,19 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
 		}
+		/* 2 MiB destinations: transparent huge pages where there are any. */
+		if (s->chead)
+			uhmm__sys_madvise(s->map, s->map_len, MADV_HUGEPAGE);
 		populate_staging(m);	/* recycled slots need none */
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
 	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);
 	m->dst[i] = uhmm_migrate_pfn((uintptr_t)p >> uhmm__page_shift);
+	if (bit_test(s->chead, i)) {
+		for (size_t k = i; k < i + CNR; k++)
+			s->dst_given[k / 64] |= UINT64_C(1) << (k % 64);
+		m->dst[i] |= UHMM_MIGRATE_PFN_COMPOUND;
+	}
 	return p;
 }
 
@@ -704,6 +915,7 @@ void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 		uhmm__err(EINVAL, "migrate pages: no migration between setup and finalize");
 		return;
 	}
+	compound_expand_all(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << uhmm__page_shift);
 
@@ -713,6 +925,7 @@ void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 		    (uhmm__ptable_get(&m->mm->ptable, a) & UHMM_PTE_GONE))
 			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	}
+	compound_compress(m);
 }
 
 /* Release the driver's destination page of an entry that did not migrate. */
@@ -797,6 +1010,19 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 	}
 }
 
+/* Fresh staging for 2 MiB installs, in transparent huge pages if any. */
+static bool huge_staging(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+
+	if (s->map)
+		return true;
+	if (uhmm__staging_create(m, false))
+		return false;
+	uhmm__sys_madvise(s->map, s->map_len, MADV_HUGEPAGE);
+	return true;
+}
+
 /*
  * Install the data of device entries that migrated to system memory, in
  * runs whose sources are consecutive (staging always is; a driver buffer
@@ -843,7 +1069,18 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 */
 		if (staged && j - i < MOVE_MIN_PAGES)
 			staged = false;
-		else if (!staged && s->cache && j - i >= MOVE_MIN_PAGES) {
+		else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
+			 uhmm__has(UHMM_FEAT_MOVE) && huge_staging(m)) {
+			/*
+			 * A 2 MiB destination from the driver's buffer and no
+			 * recycled pages: UFFDIO_COPY would map 512 small
+			 * pages.  Copy into a transparent huge page of staging
+			 * instead and move it into place as one PMD.
+			 */
+			memcpy(s->staging + (i << ps), (const void *)src0, (j - i) << ps);
+			src0 = (uintptr_t)s->staging + (i << ps);
+			staged = true;
+		} else if (!staged && s->cache && j - i >= MOVE_MIN_PAGES) {
 			/*
 			 * The driver's own buffer, and recycled pages for these
 			 * addresses: copy into them and move them into place
@@ -895,6 +1132,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 	}
 	s = m->state;
 	mm = m->mm;
+	compound_expand_all(m);		/* page by page from here on */
 	/*
 	 * What uhmm_migrate_vma_pages() drops, dropped again: a driver that
 	 * skipped it (or changed dst since) must not get an invalid

@@ -376,6 +376,8 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 		s.pools++;
 		s.device_pages += (uint64_t)atomic_load(&pgmap->nr_resident);
 		s.page_desc_bytes += pgmap->nr_pages * sizeof(struct uhmm_page);
+		if (pgmap->folio_meta)	/* UHMM_DEVMEM_COMPOUND: a word per page */
+			s.page_desc_bytes += pgmap->nr_pages * sizeof(*pgmap->folio_meta);
 	}
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__sig_leave();

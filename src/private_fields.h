@@ -45,7 +45,8 @@ struct uhmm__fault_around;
 	unsigned int id;				\
 	struct uhmm_page *pages;			\
 	atomic_long nr_resident; /* pages holding process data */ \
-	struct uhmm__fault_around *fa; /* the CPU faults' streams (devmem.c) */
+	struct uhmm__fault_around *fa; /* the CPU faults' streams (devmem.c) */ \
+	_Atomic uint32_t *folio_meta; /* UHMM_DEVMEM_COMPOUND: devmem.c */
 
 /* struct uhmm_interval_notifier */
 #define UHMM__NOTIFIER_PRIVATE				\

@@ -185,13 +185,14 @@ static bool own_device(struct uhmm_mm *mm, const struct uhmm_range *range, uint6
 }
 
 /* As the kernel, which makes device-private entries read-only on mprotect. */
-static uint64_t device_output(uint64_t e, uint32_t st)
+static uint64_t device_output(struct uhmm_mm *mm, uint64_t e, uint32_t st)
 {
 	uint64_t pfn = UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE | uhmm__pte_payload(e);
 
 	if ((e & UHMM_PTE_WRITE) && (st & UHMM_PS_MAYWRITE))
 		pfn |= UHMM_PFN_WRITE;
-	return pfn;
+	/* A whole compound device page: its order, as the kernel's PMD entry. */
+	return pfn | (uint64_t)uhmm__device_order(mm, e) << UHMM_PFN_ORDER_SHIFT;
 }
 
 /*
@@ -211,7 +212,7 @@ static void snapshot_special(void *arg, uint64_t *pfn, uint64_t e, uint32_t vma_
 	struct uhmm_range *range = arg;
 
 	if (own_device(range->notifier->mm, range, e))
-		*pfn = device_output(e, vma_bits);
+		*pfn = device_output(range->notifier->mm, e, vma_bits);
 }
 
 /*
@@ -262,7 +263,7 @@ static int snapshot_only(struct uhmm_range *range, size_t npages)
 			if (bad_mapping(st[i]))
 				o[i] = UHMM_PFN_ERROR;
 			else if (own_device(mm, range, ent[i]))
-				o[i] = device_output(ent[i], st[i]);
+				o[i] = device_output(mm, ent[i], st[i]);
 			else
 				o[i] = output(st[i], cs + (i << uhmm__page_shift));
 		}
@@ -420,7 +421,7 @@ again:
 				range->hmm_pfns[i] = bad_mapping(st[i]) ? UHMM_PFN_ERROR
 									: output(st[i], a);
 				if (own_device(mm, range, ent[i]) && !bad_mapping(st[i]))
-					range->hmm_pfns[i] = device_output(ent[i], st[i]);
+					range->hmm_pfns[i] = device_output(mm, ent[i], st[i]);
 			}
 			break;
 		}

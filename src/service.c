@@ -580,6 +580,9 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 			if (page)
 				atomic_store(&page->addr, to + off);
+			/* A compound device page moves whole only 2 MiB aligned. */
+			if (((from | to | len) & ((2u << 20) - 1)))
+				uhmm__folio_split(page);
 		}
 	}
 }
@@ -588,22 +591,38 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 /*
  * Two threads serve the userfaultfd.  The reader only reads messages into a
- * queue: it never runs device code, allocates, unmaps or takes a lock other
- * than the queue's, so a thread the kernel makes wait until its event is
- * read (munmap, mremap, MADV_DONTNEED of registered memory) is released
- * promptly, whoever it is: even the worker, whose device callbacks may free
- * memory that libc then trims.  The worker handles the messages.
+ * queue: it never runs device code, never touches registered memory and
+ * never waits for the worker, so a thread the kernel makes wait until its
+ * event is read (munmap, mremap, MADV_DONTNEED of registered memory) is
+ * released promptly, whoever it is: even the worker, whose own munmap or
+ * MADV_DONTNEED of registered staging, and whose next COPY or MOVE after
+ * any event, need the reader.  The worker handles the messages.
+ *
+ * So the queue has no fixed size: when it is full the reader maps a ring
+ * twice as large (memory of its own, never registered, populated) and
+ * moves the messages there.  It used to wait for the worker to make room,
+ * and a worker waiting for the reader at that moment (its own event
+ * unread, or its MOVE failing with EAGAIN on another thread's event that
+ * the reader could no longer read) stopped both for good: the 2026-12-07
+ * soak hang (docs/STRESS.md; tests/test_reader_backlog.c).  Only if no
+ * memory can be had does it wait, a millisecond at a time, for either.
+ * A ring is never shrunk: it stays the size of the largest backlog seen
+ * (40 bytes a message; 4096 messages to start with).
  */
 
-#define QUEUE_CAP 4096
+#define QUEUE_CAP 4096	/* the first ring; it doubles when full */
 #define RESCUE_CAP 64
 #define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
 struct uhmm__msgq {
 	pid_t worker_tid;
-	struct uffd_msg msg[QUEUE_CAP];
-	unsigned long seq[QUEUE_CAP];	/* the read each message came from */
+	/* The ring: @cap messages and their seqs, in the mapping @ring. */
+	void *ring;
+	size_t cap;
+	struct uffd_msg *msg;
+	unsigned long *seq;		/* the read each message came from */
 	size_t head, count;
+	struct retired_ring *retired;	/* outgrown rings, for the worker to unmap */
 	unsigned long last_seq;		/* ev_read of the last read pushed */
 	bool stop;
 	pthread_mutex_t lock;
@@ -684,15 +703,149 @@ static void *rescue_main(void *arg)
 	return NULL;
 }
 
-/* Zero-fill a fault on a page uhmm holds nothing for; false if it does. */
-static bool reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
+/*
+ * An outgrown ring, written over its own first bytes.  The reader never
+ * unmaps it: a notifier may have registered the mapping for events (a
+ * driver watching a whole aligned gigabyte, as simdev does, registers
+ * every anonymous mapping in it, uhmm's own included), and the reader
+ * would then sleep until it read its own UNMAP event.  The worker unmaps
+ * it; its event is read by the reader.
+ */
+struct retired_ring {
+	struct retired_ring *next;
+	size_t len;
+};
+
+static size_t ring_bytes(size_t cap)
+{
+	return cap * (sizeof(struct uffd_msg) + sizeof(unsigned long));
+}
+
+/* A populated ring of @cap messages, never registered; NULL if none. */
+static void *ring_map(size_t cap)
+{
+	void *p = uhmm__sys_mmap(NULL, ring_bytes(cap), PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * The queue is full (q->lock held, dropped meanwhile): move it to a ring
+ * twice as large.  False if no memory could be had.
+ */
+static bool queue_grow(struct uhmm__msgq *q)
+{
+	size_t ncap = 2 * q->cap;
+	struct uffd_msg *nmsg;
+	unsigned long *nseq;
+	void *old = q->ring;
+	size_t olen = ring_bytes(q->cap);
+	void *p;
+
+	/* Only the reader changes the ring: the worker takes from it meanwhile. */
+	pthread_mutex_unlock(&q->lock);
+	p = ring_map(ncap);
+	pthread_mutex_lock(&q->lock);
+	if (!p)
+		return false;
+	nmsg = p;
+	nseq = (unsigned long *)(nmsg + ncap);
+	for (size_t i = 0; i < q->count; i++) {
+		nmsg[i] = q->msg[(q->head + i) % q->cap];
+		nseq[i] = q->seq[(q->head + i) % q->cap];
+	}
+	q->ring = p;
+	q->msg = nmsg;
+	q->seq = nseq;
+	q->cap = ncap;
+	q->head = 0;
+	((struct retired_ring *)old)->next = q->retired;
+	((struct retired_ring *)old)->len = olen;
+	q->retired = old;
+	pthread_cond_signal(&q->nonempty);	/* the worker unmaps it */
+	return true;
+}
+
+/*
+ * Unmap rings the reader outgrew, on the worker (see struct retired_ring);
+ * unregistered first, as staging is, so no event says so.
+ */
+static void rings_unmap(struct uhmm_mm *mm, struct retired_ring *r)
+{
+	while (r) {
+		struct retired_ring *next = r->next;
+		struct uffdio_range ur = { .start = (uintptr_t)r, .len = r->len };
+
+		pthread_mutex_lock(&mm->reg_lock);
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &ur);
+		pthread_mutex_unlock(&mm->reg_lock);
+		uhmm__sys_munmap(r, ur.len);
+		r = next;
+	}
+}
+
+/* Room for one more message (q->lock held); waits only if no memory can be had. */
+static void queue_make_room(struct uhmm__msgq *q)
+{
+	static bool warned;
+
+	while (q->count == q->cap && !q->stop && !queue_grow(q)) {
+		struct timespec ts;
+
+		if (!warned) {
+			warned = true;
+			uhmm__warn("reader: no memory to grow the message queue past %zu",
+				   q->cap);
+		}
+		/* The worker may make room meanwhile, or memory come back. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&q->nonfull, &q->lock, &ts);
+	}
+}
+
+enum { FILL_NOT_MINE, FILL_DONE, FILL_LATER };
+
+/*
+ * Zero-fill a fault of the worker on a page uhmm holds nothing for:
+ * FILL_NOT_MINE if uhmm holds something there (the rescue thread's), else
+ * FILL_DONE, or FILL_LATER when UFFDIO_ZEROPAGE said EAGAIN (an event is
+ * pending): the fault is neither filled nor woken, and the reader tries
+ * again once it has read on.  (It used to be dropped: the worker then
+ * waited in that fault for good.)
+ */
+static int reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
 
 	if (uhmm__ptable_get(&mm->ptable, page) != 0)
-		return false;
-	fault_fill_zero(mm, page);
-	return true;
+		return FILL_NOT_MINE;
+	return fault_fill_zero(mm, page) == -EAGAIN ? FILL_LATER : FILL_DONE;
+}
+
+/*
+ * Try a held fault of the worker again: filled, or woken when uhmm now
+ * holds something at the page (the worker faults again, and the new
+ * message goes to the rescue thread).  True when it is done with.
+ */
+static bool reader_fill_retry(struct uhmm_mm *mm, const struct uffd_msg *msg)
+{
+	int r = reader_fill(mm, msg);
+
+	if (r == FILL_NOT_MINE) {
+		struct uffdio_range wr = {
+			.start = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address),
+			.len = uhmm__page_size,
+		};
+
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &wr);
+	}
+	return r != FILL_LATER;
 }
 
 static void *reader_main(void *arg)
@@ -700,6 +853,8 @@ static void *reader_main(void *arg)
 	struct uhmm_mm *mm = arg;
 	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg buf[MSG_BATCH];
+	struct uffd_msg held;		/* a fault of the worker to fill later */
+	bool holding = false;
 	sigset_t all;
 
 	sigfillset(&all);
@@ -715,8 +870,15 @@ static void *reader_main(void *arg)
 		unsigned long seq;
 		ssize_t got;
 		size_t n;
+		int pr;
 
-		if (poll(pfd, 2, -1) < 0) {
+		/*
+		 * A held fault is tried again every millisecond: the event
+		 * that made it EAGAIN is read below, and its thread ends the
+		 * kernel's "changing" state without telling the userfaultfd.
+		 */
+		pr = poll(pfd, 2, holding ? 1 : -1);
+		if (pr < 0) {
 			if (errno == EINTR)
 				continue;
 			uhmm__warn("reader: poll: %s", uhmm__err_text(errno));
@@ -728,13 +890,16 @@ static void *reader_main(void *arg)
 				uhmm__warn("reader: stop (%#x)", pfd[1].revents);
 			break;
 		}
+		if (holding && reader_fill_retry(mm, &held))
+			holding = false;
+		if (pr == 0)
+			continue;
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
 		got = read(mm->uffd, buf, sizeof(buf));
 		n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
 		pthread_mutex_lock(&q->lock);
 		for (size_t i = 0; i < n; i++) {
-			while (q->count == QUEUE_CAP && !q->stop)
-				pthread_cond_wait(&q->nonfull, &q->lock);
+			queue_make_room(q);
 			if (q->stop)
 				break;
 			/*
@@ -745,7 +910,14 @@ static void *reader_main(void *arg)
 			 */
 			if (buf[i].event == UFFD_EVENT_PAGEFAULT &&
 			    (pid_t)buf[i].arg.pagefault.feat.ptid == q->worker_tid) {
-				if (reader_fill(mm, &buf[i]))
+				int f = reader_fill(mm, &buf[i]);
+
+				if (f == FILL_LATER) {
+					/* The worker has one fault at a time: the newest. */
+					held = buf[i];
+					holding = true;
+				}
+				if (f != FILL_NOT_MINE)
 					continue;
 				/* On a page uhmm holds: the rescue thread serves it. */
 				if (q->rcount < RESCUE_CAP) {
@@ -763,8 +935,8 @@ static void *reader_main(void *arg)
 				}
 				continue;
 			}
-			q->msg[(q->head + q->count) % QUEUE_CAP] = buf[i];
-			q->seq[(q->head + q->count) % QUEUE_CAP] = seq;
+			q->msg[(q->head + q->count) % q->cap] = buf[i];
+			q->seq[(q->head + q->count) % q->cap] = seq;
 			q->count++;
 		}
 		q->last_seq = seq;
@@ -792,6 +964,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_unlock(&q->lock);
 	service_thread_ready(q);
 	for (;;) {
+		struct retired_ring *retired;
 		unsigned long seq;
 		size_t n = 0;
 
@@ -819,14 +992,17 @@ static void *worker_main(void *arg)
 		while (q->count && n < MSG_BATCH) {
 			batch_seq[n] = q->seq[q->head];
 			batch[n++] = q->msg[q->head];
-			q->head = (q->head + 1) % QUEUE_CAP;
+			q->head = (q->head + 1) % q->cap;
 			q->count--;
 		}
 		/* Everything read up to last_seq is in this batch or done. */
 		seq = q->count ? 0 : q->last_seq;
+		retired = q->retired;
+		q->retired = NULL;
 		pthread_cond_signal(&q->nonfull);
 		pthread_mutex_unlock(&q->lock);
 
+		rings_unmap(mm, retired);
 		process_msgs(mm, batch, batch_seq, n);
 		if (seq)
 			events_done(mm, seq);
@@ -867,6 +1043,15 @@ int uhmm__service_start(struct uhmm_mm *mm)
 		mm->msgq = NULL;
 		return uhmm__err(ENOMEM, "cannot allocate the message queue");
 	}
+	mm->msgq->cap = QUEUE_CAP;
+	mm->msgq->ring = ring_map(QUEUE_CAP);
+	if (!mm->msgq->ring) {
+		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
+		mm->msgq = NULL;
+		return uhmm__err(ENOMEM, "cannot allocate the message queue");
+	}
+	mm->msgq->msg = mm->msgq->ring;
+	mm->msgq->seq = (unsigned long *)(mm->msgq->msg + QUEUE_CAP);
 	pthread_mutex_init(&mm->msgq->lock, NULL);
 	pthread_cond_init(&mm->msgq->nonempty, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
@@ -883,6 +1068,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 					  -1, 0);
 	if (mm->reader_stack == MAP_FAILED) {
 		mm->reader_stack = NULL;
+		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
 		return uhmm__err(ENOMEM, "cannot allocate the reader's stack");
@@ -912,6 +1098,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	}
 	pthread_attr_destroy(&attr);
 	if (ret) {
+		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
 		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
@@ -987,6 +1174,8 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
 	pthread_cond_destroy(&mm->msgq->ready);
+	rings_unmap(mm, mm->msgq->retired);	/* nothing is registered any more */
+	uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 	mm->msgq = NULL;
 	mm->service_started = false;

@@ -74,6 +74,9 @@ t 2 "$UHMM" bench --only 99; has err "--only '99'"; has err "no figure '99'"; em
 t 2 "$UHMM" bench --only=1,x; has err "no figure 'x'"; empty out; done_
 t 2 "$UHMM" bench --only; has err "--only needs a value"; done_
 t 2 "$UHMM" bench --reps 0; has err "--reps '0'"; done_
+t 2 "$UHMM" demo --model pcie9; has err "--model 'pcie9': not a model"; empty out; done_
+t 2 "$UHMM" bench --model; has err "--model needs a value"; done_
+t 2 "$UHMM" bench --model=nvlink; has err "--model 'nvlink'"; empty out; done_
 t 2 "$UHMM" bench --reps=17; has err "--reps '17'"; done_
 t 2 "$UHMM" bench --reps abc; has err "--reps 'abc'"; done_
 t 2 "$UHMM" bench --plot "$T/no/such/dir/x.svg"; has err "--plot"; done_

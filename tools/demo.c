@@ -134,6 +134,45 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
+static double ms(uint64_t ps)
+{
+	return (double)ps / 1e9;
+}
+
+/*
+ * The simulated time of the run (the device kernel: @k0..@k1; the CPU's
+ * read-back: @k1..@k2) next to the wall time it took here.
+ */
+static void print_cost(const struct uhmm_simdev_model *m, const struct uhmm_simdev_cost *k0,
+		       const struct uhmm_simdev_cost *k1, const struct uhmm_simdev_cost *k2,
+		       double kernel_ms, double readback_ms)
+{
+	double mib = 1 << 20;
+
+	printf("\nsimulated time on %s (%s)\n", m->desc, m->name);
+	printf("  on it this run would take    %10.2f ms   (here: %.1f ms of wall time)\n",
+	       ms(k2->total_ps - k0->total_ps), kernel_ms + readback_ms);
+	printf("    the device kernel          %10.2f ms   (here: %.1f ms)\n",
+	       ms(k1->total_ps - k0->total_ps), kernel_ms);
+	printf("    the CPU's read-back        %10.2f ms   (here: %.1f ms)\n",
+	       ms(k2->total_ps - k1->total_ps), readback_ms);
+	printf("  of which\n");
+	printf("    link system->device        %10.2f ms   %.1f MiB in %llu transfers\n",
+	       ms(k2->h2d_ps), (double)k2->h2d_bytes / mib,
+	       (unsigned long long)k2->h2d_transfers);
+	printf("    link device->system        %10.2f ms   %.1f MiB in %llu transfers\n",
+	       ms(k2->d2h_ps), (double)k2->d2h_bytes / mib,
+	       (unsigned long long)k2->d2h_transfers);
+	printf("    device fault service       %10.2f ms   %llu faults in %llu batches\n",
+	       ms(k2->fault_ps), (unsigned long long)k2->faults,
+	       (unsigned long long)k2->fault_batches);
+	printf("    CPU fault service          %10.2f ms   %llu faults\n", ms(k2->cpu_fault_ps),
+	       (unsigned long long)k2->cpu_faults);
+	printf("    device memory traffic      %10.2f ms   %.1f MiB\n", ms(k2->mem_ps),
+	       (double)k2->mem_bytes / mib);
+	printf("  (a serial device: nothing overlaps; the sum is an upper bound)\n");
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -170,6 +209,10 @@ static void usage(FILE *f)
 		"                    accesses system memory in place through its page table\n"
 		"  --threads N       device compute threads, 1..64 (default: the number of\n"
 		"                    CPUs, at most 8)\n"
+		"  --model NAME      also report the simulated time of the run on a modelled\n"
+		"                    device: pcie4 (a PCIe 4.0 x16 GPU), cxl (a CXL memory\n"
+		"                    expander), c2c (a chip-to-chip coherent link, GH200);\n"
+		"                    default: none, or UHMM_SIMDEV_MODEL's preset\n"
 		"  --quick           a 16 MiB run (for smoke tests; --size wins)\n"
 		"  -h, --help        this text\n"
 		"\n"
@@ -203,7 +246,8 @@ static int parse_fault_around(struct opts *o, size_t *out)
 
 /* The command line into the demo's settings; TOOL_EXIT_* or -1 to go on. */
 static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
-		      size_t *fault_around, unsigned int *threads, int *policy)
+		      size_t *fault_around, unsigned int *threads, int *policy,
+		      struct uhmm_simdev_model *model, bool *have_model)
 {
 	bool quick = false, size_set = false;
 	struct opts o;
@@ -235,6 +279,15 @@ static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
 		} else if (opts_is(&o, "--threads")) {
 			if (opts_uint(&o, 1, 64, threads))
 				return TOOL_EXIT_USAGE;
+		} else if (opts_is(&o, "--model")) {
+			const char *name;
+
+			if (opts_str(&o, &name))
+				return TOOL_EXIT_USAGE;
+			if (uhmm_simdev_model_preset(name, model))
+				return opts_bad_value(&o, name, "not a model (pcie4, cxl or c2c)"),
+				       TOOL_EXIT_USAGE;
+			*have_model = true;
 		} else if (opts_is(&o, "--policy")) {
 			const char *p;
 
@@ -265,6 +318,9 @@ int uhmm_demo_main(int argc, char **argv)
 	long pages_total = sysconf(_SC_PHYS_PAGES), ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	struct uhmm_simdev_config cfg = { 0 };
 	struct uhmm_simdev_counters c0, c2;
+	struct uhmm_simdev_model model;
+	struct uhmm_simdev_cost k0, k1, k2;
+	bool have_model = false;
 	struct uhmm_simdev_stats st = { 0 };
 	struct uhmm_simdev *dev;
 	struct progress prog = { 0 };
@@ -281,7 +337,8 @@ int uhmm_demo_main(int argc, char **argv)
 		size_mib = (size_t)pages_total * ps / 16 >> 20;
 	if (size_mib == 0)
 		size_mib = 1;
-	ret = parse_args(argc, argv, &size_mib, &cap_mib, &fault_around, &threads, &policy);
+	ret = parse_args(argc, argv, &size_mib, &cap_mib, &fault_around, &threads, &policy,
+			 &model, &have_model);
 	if (ret >= 0)
 		return ret;
 	ret = tool_need_uffd("uhmm demo");
@@ -308,6 +365,11 @@ int uhmm_demo_main(int argc, char **argv)
 			uhmm_last_error());
 		return TOOL_EXIT_FAIL;
 	}
+	if (have_model && (ret = uhmm_simdev_set_model(dev, &model))) {
+		fprintf(stderr, "uhmm demo: cannot set the model: %s\n", uhmm_last_error());
+		return TOOL_EXIT_FAIL;
+	}
+	have_model = uhmm_simdev_get_model(dev, &model) == 0;	/* UHMM_SIMDEV_MODEL too */
 	if (!threads)
 		threads = ncpu > 0 ? (unsigned int)(ncpu < 8 ? ncpu : 8) : 2;
 
@@ -325,6 +387,13 @@ int uhmm_demo_main(int argc, char **argv)
 	else
 		printf("  policy:        mirror: the device reads and writes system memory in\n"
 		       "                 place through its page table; no page moves\n");
+	if (have_model)
+		printf("  cost model:    %s: %s\n"
+		       "                 link %.0f / %.0f GB/s, %.2f us per transfer; device faults\n"
+		       "                 %.0f us per batch of up to %u; device memory %.0f GB/s\n",
+		       model.name, model.desc, model.h2d_gbps, model.d2h_gbps,
+		       (double)model.h2d_latency_ns / 1e3, (double)model.fault_service_ns / 1e3,
+		       model.fault_batch_size, model.mem_gbps);
 	if (fault_around)
 		printf("  fault-around:  each CPU fault on device memory brings back the aligned\n"
 		       "                 %zu pages around it\n", fault_around);
@@ -371,6 +440,8 @@ int uhmm_demo_main(int argc, char **argv)
 
 	/* 2. The device computes. */
 	uhmm_simdev_get_counters(dev, &c0);
+	uhmm_simdev_reset_cost(dev);
+	uhmm_simdev_get_cost(dev, &k0);
 	prog.w = &w;
 	prog.items = (w.n + ITEM - 1) / ITEM;
 	prog.tty = isatty(STDERR_FILENO);
@@ -378,6 +449,7 @@ int uhmm_demo_main(int argc, char **argv)
 	t0 = now_ns();
 	ret = uhmm_simdev_launch(dev, prog.items, kernel, &w, &st);
 	t1 = now_ns();
+	uhmm_simdev_get_cost(dev, &k1);
 	atomic_store(&prog.stop, true);
 	pthread_join(pt, NULL);
 	if (ret) {
@@ -418,6 +490,7 @@ int uhmm_demo_main(int argc, char **argv)
 		(void)*(volatile uint32_t *)&w.in[i];	/* the input comes home too */
 	t3 = now_ns();
 	uhmm_simdev_get_counters(dev, &c2);
+	uhmm_simdev_get_cost(dev, &k2);
 
 	{
 		uint64_t faults = c2.cpu_faults - c0.cpu_faults;
@@ -472,6 +545,8 @@ int uhmm_demo_main(int argc, char **argv)
 		}
 		printf("  check against the CPU        %s\n", mism ? "FAILED" : "ok");
 	}
+	if (have_model)
+		print_cost(&model, &k0, &k1, &k2, (double)(t1 - t0) / 1e6, (double)(t3 - t2) / 1e6);
 	if (mism)
 		fprintf(stderr, "uhmm demo: %zu results differ from the CPU computation\n", mism);
 	uhmm_simdev_destroy(dev);

@@ -225,6 +225,7 @@ static struct {
 	int reuse_how;		/* --reuse-variant, or -1 */
 	/* the watchdog */
 	double hang_s;
+	double hang_hold_s;	/* --hang-hold: keep a hung process for a debugger */
 	atomic_bool wd_quit;
 	_Atomic uint64_t main_start;	/* the main thread's final phase, since */
 	/* dev_atomic: device 2 and its counters */
@@ -1537,14 +1538,22 @@ static void migrate_private_(struct octx *c, int dev, void *a, size_t n, bool ma
 	int ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
 
 	/*
-	 * The kernel merges a fresh private mapping with its anonymous
-	 * neighbours, and another thread's CPU fault on a device page there
-	 * brings back the aligned window around it (uhmm's fault-around):
-	 * what this call just moved may be home again before simdev counts
-	 * it.  An -ENOENT with no device-wide operation was seen once in six
-	 * niced runs of seed 9101 (a one-page posix_spawn argument); that
-	 * fault-around was its cause is likely, not verified.  Such a page is
-	 * in system memory with its data, so the migration is tried once more.
+	 * "Nothing else touches it" does not hold for the mapping: the
+	 * kernel merges a fresh private mapping with its anonymous
+	 * neighbours (other threads' reuse_addr mappings, the threads'
+	 * adjacent signal-page mappings), and another thread's CPU fault on
+	 * a device page of its own there brings back a fault-around window
+	 * clipped only to the merged mapping; a sequential reader's window
+	 * grows (up to 2048 pages) past the end of its own memory.  Checked:
+	 * two adjacent 128-page mappings on simdev, the lower read page by
+	 * page, and 96 of the upper's 128 pages came home.  The kernel's
+	 * migrate_to_ram may migrate any range of the vma too, so this is
+	 * no library bug: what this call moved may be home again before
+	 * simdev counts it (-ENOENT, cpages 0).  Such a page is in system
+	 * memory with its data; the migration is tried once more.  (Naming
+	 * each thread's mappings, PR_SET_VMA_ANON_NAME, would stop the
+	 * merging, but kernels without CONFIG_ANON_VMA_NAME refuse it, as
+	 * the development machine's does.)
 	 */
 	if (ret == -ENOENT && st.cpages == 0)
 		ret = uhmm_simdev_migrate_to_dev(G.dev[dev], a, n, &st);
@@ -2461,6 +2470,15 @@ static __attribute__((noreturn)) void wd_report(const char *who, int op, unsigne
 		}
 	}
 	wd_each_pid("/proc", wd_kill_child);
+	if (G.hang_hold_s > 0) {
+		/* --hang-hold: the hung threads stay as they are for gdb -p */
+		struct timespec d = { (time_t)G.hang_hold_s, 0 };
+
+		wd_say("  holding the hung process %d for %.0f s (--hang-hold)\n", (int)getpid(),
+		       G.hang_hold_s);
+		while (syscall(SYS_nanosleep, &d, &d) < 0 && errno == EINTR)
+			;
+	}
 	ops_option(off, sizeof(off));
 	wd_say("  after %llu operations; seed %llu: replay with: uhmm stress --seed %llu --threads "
 	       "%u --regions %u%s%s\n", (unsigned long long)atomic_load(&G.ops_done),
@@ -2656,6 +2674,8 @@ static void usage(FILE *f)
 "  --hang-seconds S  an operation (or the final checks) running longer than S\n"
 "                seconds is reported as a hang, exit 1 (default 30; 45 under a\n"
 "                sanitizer)\n"
+"  --hang-hold S  on a hang, keep the process (its threads as they hung) S\n"
+"                seconds after the report before exiting, for gdb -p\n"
 "  --reuse-variant munmap|raw|free|fixed  reuse_addr removes the old mapping\n"
 "                only this way (default: each at random)\n"
 "  -h, --help    this text\n"
@@ -2847,6 +2867,9 @@ int uhmm_stress_main(int argc, char **argv)
 			}
 		} else if (opts_is(&opt, "--hang-seconds")) {
 			if (opts_double(&opt, 1, 1e9, &G.hang_s))
+				goto bad;
+		} else if (opts_is(&opt, "--hang-hold")) {
+			if (opts_double(&opt, 0, 1e9, &G.hang_hold_s))
 				goto bad;
 		} else if (opts_is(&opt, "--ops")) {
 			if (opts_u64(&opt, 0, UINT64_MAX, &v))

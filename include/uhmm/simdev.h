@@ -47,6 +47,13 @@ enum uhmm_simdev_policy {
  * @evict_when_full: with the MIGRATE policy, evict device pages (oldest
  *	first) to make room when device memory is full, instead of accessing
  *	the rest in place
+ * @huge_pages: 2 MiB device pages, in addition to the @capacity_pages
+ *	small ones (default 0; 4 KiB pages only).  With them the device
+ *	migrates whole 2 MiB aligned blocks (a transparent huge page) to one
+ *	2 MiB device page and back (%UHMM_MIGRATE_VMA_SELECT_COMPOUND), falls
+ *	back to 512 small pages when no 2 MiB page is free, and its snapshot
+ *	shows such pages with %UHMM_SIMDEV_PROT_PMD, as the kernel's test
+ *	device does
  */
 struct uhmm_simdev_config {
 	size_t capacity_pages;
@@ -55,6 +62,7 @@ struct uhmm_simdev_config {
 	unsigned int policy;
 	size_t migrate_window;
 	bool evict_when_full;
+	size_t huge_pages;
 };
 
 /**
@@ -83,7 +91,12 @@ struct uhmm_simdev_stats {
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_LOCAL	0x40
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_REMOTE	0x50
 
-#define UHMM_SIMDEV_FAIL_ALLOC	0x1u	/* the next device page allocation of a migration fails */
+/*
+ * The next device page allocation of a migration fails: a small page stays
+ * behind in system memory; a 2 MiB one makes the device fall back to 512
+ * small pages, so the block still migrates (lib/test_hmm.c's FAIL_ALLOC).
+ */
+#define UHMM_SIMDEV_FAIL_ALLOC	0x1u
 
 /**
  * uhmm_simdev_create() - create a device (NULL @cfg = defaults)
@@ -172,6 +185,179 @@ UHMM_API int uhmm_simdev_get_counters(struct uhmm_simdev *dev,
 
 /** uhmm_simdev_used_pages() - device pages holding process data (for tests) */
 UHMM_API size_t uhmm_simdev_used_pages(struct uhmm_simdev *dev);
+
+/* ---- cost model ------------------------------------------------------------ */
+
+/**
+ * DOC: cost model
+ *
+ * simdev runs at the speed of the host's CPU and memory; a cost model says
+ * how long the same work would take on a real device.  With a model set,
+ * every operation accrues *simulated time* on the device (picoseconds,
+ * exact integers), which uhmm_simdev_get_cost() reports:
+ *
+ *  - a migration to the device: one transfer per migrate_vma batch (at
+ *    most 512 pages): @h2d_latency_ns + the bytes copied / @h2d_gbps
+ *    (pages that had no data, migrated as zero pages, cross no link);
+ *  - a migration to system memory (explicit, eviction, release, the pages
+ *    a CPU fault brings back): @d2h_latency_ns + bytes / @d2h_gbps per batch;
+ *  - a CPU fault on device memory: @cpu_fault_ns, plus its transfers;
+ *  - a device fault (a device page-table miss filled by a range fault):
+ *    @fault_service_ns per *batch*.  The device's clock is the sum of
+ *    everything accrued so far; a fault joins the open batch when that
+ *    batch holds fewer than @fault_batch_size faults and was opened at most
+ *    @fault_batch_window_ns of simulated time before; otherwise it opens a
+ *    new batch and pays the service cost;
+ *  - a device kernel: for each page a compute thread translates (a TLB
+ *    fill: once per page per thread, again after an invalidation), one
+ *    page of traffic: over device memory at @mem_gbps for a page in device
+ *    memory, over the link (h2d for a read, d2h for a write, no latency)
+ *    for system memory accessed in place;
+ *  - uhmm_simdev_read() / _write(): device-memory pages at @mem_gbps, the
+ *    system-memory pages as one transfer over the link.
+ *
+ * Nothing is modelled as overlapping: simulated time is the sum (a serial
+ * device: one link, one fault engine), an upper bound for a device that
+ * overlaps transfers with compute.  Accounting happens per page or per run
+ * of pages, never per load or store, with atomics outside the inline
+ * access path.  A bandwidth of 0 means that part costs nothing.
+ *
+ * A model is set with uhmm_simdev_set_model(), or by the environment:
+ * UHMM_SIMDEV_MODEL=<preset name> gives every device created afterwards
+ * that preset (an unknown name makes uhmm_simdev_create() fail with
+ * -EINVAL).  docs/PERFORMANCE.md lists the presets, where each figure
+ * comes from, and how the model compares with published measurements.
+ */
+
+#define UHMM_SIMDEV_MODEL_NAME_LEN	16
+#define UHMM_SIMDEV_MODEL_DESC_LEN	96
+
+/**
+ * struct uhmm_simdev_model - a device's link and memory, for the cost model
+ * @name: short name (the presets: "pcie4", "cxl", "c2c")
+ * @desc: what it models, one line
+ * @h2d_gbps: link bandwidth system->device, GB/s (10^9 bytes/s); 0: free
+ * @d2h_gbps: link bandwidth device->system, GB/s; 0: free
+ * @h2d_latency_ns: fixed cost of one transfer system->device
+ * @d2h_latency_ns: fixed cost of one transfer device->system
+ * @fault_service_ns: service cost of one batch of device faults
+ * @fault_batch_window_ns: a fault arriving at most this long (simulated
+ *	time) after its batch opened joins it
+ * @fault_batch_size: faults per batch at most (>= 1)
+ * @cpu_fault_ns: service cost of one CPU fault on device memory
+ * @mem_gbps: device memory bandwidth (device kernels' traffic), GB/s; 0: free
+ * @capacity_bytes: the modelled device's memory; the simulated device uses
+ *	at most this much of its own (a smaller model makes it evict or refuse
+ *	sooner); 0: no limit beyond uhmm_simdev_config.capacity_pages
+ */
+struct uhmm_simdev_model {
+	char name[UHMM_SIMDEV_MODEL_NAME_LEN];
+	char desc[UHMM_SIMDEV_MODEL_DESC_LEN];
+	double h2d_gbps, d2h_gbps;
+	uint64_t h2d_latency_ns, d2h_latency_ns;
+	uint64_t fault_service_ns;
+	uint64_t fault_batch_window_ns;
+	uint32_t fault_batch_size;
+	uint64_t cpu_fault_ns;
+	double mem_gbps;
+	uint64_t capacity_bytes;
+};
+
+/**
+ * struct uhmm_simdev_cost - simulated time accrued since the device was
+ *	created (or uhmm_simdev_reset_cost())
+ * @total_ps: the device's simulated time, picoseconds: the sum of the five
+ *	components below (exact)
+ * @h2d_ps: link transfers system->device (latencies included)
+ * @d2h_ps: link transfers device->system (latencies included)
+ * @fault_ps: device fault service (one cost per batch)
+ * @cpu_fault_ps: CPU fault service
+ * @mem_ps: device memory traffic
+ * @h2d_bytes: bytes over the link system->device
+ * @d2h_bytes: bytes over the link device->system
+ * @mem_bytes: bytes of device memory traffic
+ * @h2d_transfers: transfers system->device (each paid its latency)
+ * @d2h_transfers: transfers device->system
+ * @faults: device faults
+ * @fault_batches: batches they were serviced in
+ * @cpu_faults: CPU faults on device memory
+ */
+struct uhmm_simdev_cost {
+	uint64_t total_ps;
+	uint64_t h2d_ps, d2h_ps, fault_ps, cpu_fault_ps, mem_ps;
+	uint64_t h2d_bytes, d2h_bytes, mem_bytes;
+	uint64_t h2d_transfers, d2h_transfers;
+	uint64_t faults, fault_batches, cpu_faults;
+};
+
+/**
+ * uhmm_simdev_model_preset() - a named preset model
+ * @name: "pcie4" (a PCIe 4.0 x16 discrete GPU: NVIDIA A100 40GB PCIe),
+ *	"cxl" (a CXL Type-3 memory expander on a PCIe 5.0 x8 link), "c2c" (a
+ *	cache-coherent chip-to-chip link: NVIDIA GH200, NVLink-C2C)
+ * @out: the preset's figures
+ *
+ * Context: any thread; no device needed.
+ * Return: 0; -EINVAL for a NULL argument; -ENOENT for an unknown name.
+ */
+UHMM_API int uhmm_simdev_model_preset(const char *name, struct uhmm_simdev_model *out);
+
+/**
+ * uhmm_simdev_model_name() - the name of preset @i (0, 1, ...)
+ * @i: the preset's index
+ *
+ * Context: any thread; no device needed.
+ * Return: a static string, or NULL past the last preset (not an error).
+ */
+UHMM_API const char *uhmm_simdev_model_name(unsigned int i);
+
+/**
+ * uhmm_simdev_set_model() - set, replace (or with NULL, remove) the device's model
+ * @dev: the device
+ * @model: the figures (copied); NULL: no model, nothing accrues
+ *
+ * What accrued so far stays (uhmm_simdev_reset_cost() clears it).  May be
+ * called while other threads use the device: each operation accrues under
+ * the model it read when it ran.  Each model set stays allocated (a few
+ * hundred bytes) until the device is destroyed.
+ *
+ * Return: 0; -EINVAL for a NULL @dev, a negative or non-finite bandwidth,
+ * a batch size of 0, or a name or description without its NUL; -ENOMEM.
+ */
+UHMM_API int uhmm_simdev_set_model(struct uhmm_simdev *dev, const struct uhmm_simdev_model *model);
+
+/**
+ * uhmm_simdev_get_model() - the device's current model
+ * @dev: the device
+ * @out: a copy of the figures in use
+ *
+ * Context: any thread, at any time.
+ * Return: 0; -EINVAL for a NULL argument; -ENOENT when it has none.
+ */
+UHMM_API int uhmm_simdev_get_model(struct uhmm_simdev *dev, struct uhmm_simdev_model *out);
+
+/**
+ * uhmm_simdev_get_cost() - the simulated time accrued, with its parts
+ * @dev: the device
+ * @out: the figures
+ *
+ * Context: any thread, at any time; the components are read one by one, so
+ * while operations run the figures may be of slightly different moments
+ * (@total_ps is always the sum of the components returned).  All zero when
+ * no model was ever set.
+ * Return: 0; -EINVAL for a NULL argument.
+ */
+UHMM_API int uhmm_simdev_get_cost(struct uhmm_simdev *dev, struct uhmm_simdev_cost *out);
+
+/**
+ * uhmm_simdev_reset_cost() - set the simulated time and its counts to zero
+ * @dev: the device
+ *
+ * Also closes the open fault batch.  Context: any thread; operations
+ * running meanwhile may be counted on either side.
+ * Return: 0; -EINVAL for a NULL @dev.
+ */
+UHMM_API int uhmm_simdev_reset_cost(struct uhmm_simdev *dev);
 
 /* ---- device compute ------------------------------------------------------ */
 
