@@ -16,7 +16,7 @@
  */
 #include <sys/syscall.h>
 
-#include "tdev.h"
+#include "common.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
