@@ -22,6 +22,7 @@
  */
 #include "policy_common.h"
 
+#include <ctype.h>
 #include <semaphore.h>
 
 static void fill(char *p, size_t len, uint64_t seed)
@@ -406,10 +407,13 @@ static const struct test_case cases[] = {
 	{ "discard", discard_case },
 };
 
-/* `test_policy_migrate budget ROUNDS`: the budget scenario's rounds alone. */
+/*
+ * `test_policy_migrate budget ROUNDS`: the budget scenario's rounds alone
+ * (a number second; `budget` alone, or with other case names, is the case).
+ */
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "budget")) {
+	if (argc == 3 && !strcmp(argv[1], "budget") && isdigit((unsigned char)argv[2][0])) {
 		test_init("test_policy_migrate");
 		return budget_rounds(atoi(argv[2]));
 	}
