@@ -23,6 +23,7 @@ struct bdev {
 	pthread_mutex_t lock;
 	uint8_t *used;			/* per device page */
 	size_t cursor, nr_free;		/* next-fit allocation */
+	bool compound;			/* 2 MiB device pages for 2 MiB blocks */
 	int owner;
 };
 
@@ -35,10 +36,34 @@ static void bdev_page_free(struct uhmm_page *p)
 {
 	struct bdev *d = p->pgmap->driver_data;
 
+	size_t nr = (size_t)1 << uhmm_page_order(p);	/* a 2 MiB page is freed whole */
+
 	pthread_mutex_lock(&d->lock);
-	d->used[uhmm_page_index(p)] = 0;
-	d->nr_free++;
+	memset(d->used + uhmm_page_index(p), 0, nr);
+	d->nr_free += nr;
 	pthread_mutex_unlock(&d->lock);
+}
+
+/*
+ * The head of 512 free pages, aligned, for a 2 MiB device page, or
+ * SIZE_MAX (d->lock held).
+ */
+static inline size_t bdev_alloc_huge(struct bdev *d)
+{
+	const size_t nr = (size_t)1 << UHMM_PMD_ORDER;
+
+	for (size_t h = 0; h + nr <= d->nr_pages; h += nr) {
+		size_t k = 0;
+
+		while (k < nr && !d->used[h + k])
+			k++;
+		if (k == nr) {
+			memset(d->used + h, 1, nr);
+			d->nr_free -= nr;
+			return h;
+		}
+	}
+	return SIZE_MAX;
 }
 
 /*
@@ -92,8 +117,9 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
 		.pgmap_owner = &d->owner, .fault_page = fault_page,
-		.flags = to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
-				: UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+		.flags = (to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
+				 : UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE) |
+			 (d->compound ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 	};
 	struct bdev_run run = { 0 };
 	long moved = 0;
@@ -121,6 +147,20 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 
 			if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 				continue;
+			if (src[i] & UHMM_MIGRATE_PFN_COMPOUND) {
+				size_t h = bdev_alloc_huge(d);
+
+				if (h != SIZE_MAX) {
+					p = uhmm_devmem_page(&d->pgmap, h);
+					uhmm_folio_init(p, UHMM_PMD_ORDER);
+					dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+						 (src[i] & UHMM_MIGRATE_PFN_WRITE) |
+						 UHMM_MIGRATE_PFN_COMPOUND;
+					moved += 1 << UHMM_PMD_ORDER;
+					continue;
+				}
+				/* No 2 MiB page: this block's head only (a split). */
+			}
 			if (!d->nr_free)
 				break;
 			p = uhmm_devmem_page(&d->pgmap, bdev_alloc_index(d));
@@ -131,6 +171,8 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 		}
 		pthread_mutex_unlock(&d->lock);
 		for (size_t i = 0; i < n; i++) {
+			size_t len = (dst[i] & UHMM_MIGRATE_PFN_COMPOUND) ?
+				     d->page_size << UHMM_PMD_ORDER : d->page_size;
 			char *to;
 			const void *from;
 
@@ -139,10 +181,10 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 			to = bdev_mem(d, uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(dst[i])));
 			from = uhmm_migrate_pfn_addr(&m, i);
 			if (from) {
-				bdev_run_add(&run, to, from, d->page_size);
+				bdev_run_add(&run, to, from, len);
 			} else {
 				bdev_run_flush(&run);
-				memset(to, 0, d->page_size);
+				memset(to, 0, len);
 			}
 		}
 		bdev_run_flush(&run);
@@ -164,6 +206,12 @@ static long bdev_migrate(struct bdev *d, uintptr_t s, uintptr_t e, bool to_dev,
 			to = uhmm_migrate_alloc_sys(&m, i);
 			if (!to)
 				continue;
+			if (src[i] & UHMM_MIGRATE_PFN_COMPOUND) {
+				bdev_run_add(&run, to, bdev_mem(d, p),
+					     d->page_size << UHMM_PMD_ORDER);
+				moved += 1 << UHMM_PMD_ORDER;
+				continue;
+			}
 			bdev_run_add(&run, to, bdev_mem(d, p), d->page_size);
 			moved++;
 		}
@@ -189,8 +237,8 @@ static const struct uhmm_devmem_ops bdev_ops = {
 	.migrate_to_ram = bdev_migrate_to_ram,
 };
 
-static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
-				       size_t fault_around)
+static inline struct bdev *bdev_create_ex(struct uhmm_mm *mm, size_t nr_pages,
+					  size_t fault_around, bool compound)
 {
 	struct bdev *d = calloc(1, sizeof(*d));
 
@@ -214,6 +262,8 @@ static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
 	d->pgmap.nr_pages = nr_pages;
 	d->pgmap.fault_around = fault_around;
 	d->pgmap.driver_data = d;
+	d->compound = compound;
+	d->pgmap.flags = compound ? UHMM_DEVMEM_COMPOUND : 0;
 	if (uhmm_devmem_add(mm, &d->pgmap)) {
 		munmap(d->arena, nr_pages * d->page_size);
 		free(d->used);
@@ -221,6 +271,12 @@ static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
 		return NULL;
 	}
 	return d;
+}
+
+static inline struct bdev *bdev_create(struct uhmm_mm *mm, size_t nr_pages,
+				       size_t fault_around)
+{
+	return bdev_create_ex(mm, nr_pages, fault_around, false);
 }
 
 static inline void bdev_destroy(struct bdev *d)

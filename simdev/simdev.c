@@ -37,6 +37,7 @@
 
 #include <uhmm/simdev.h>
 
+#include "simdev_hooks.h"
 #include "cost.h"
 
 #define SPT_VALID	UINT64_C(0x1)
@@ -113,6 +114,13 @@ struct uhmm_simdev {
 	void *spt_root;			/* radix tree of uint64_t entries */
 	size_t *free_list;
 	size_t nr_free;
+	/*
+	 * 2 MiB device pages (cfg.huge_pages): pool pages [0, huge * 512),
+	 * heads on free_huge; the small pages follow.  total: the pool.
+	 */
+	size_t *free_huge;
+	size_t nr_free_huge;
+	size_t total;
 	atomic_size_t used;
 	unsigned int flags;
 	/*
@@ -140,6 +148,7 @@ struct uhmm_simdev {
 		      c_dev_faults;
 	size_t clock_hand;		/* eviction: next device page to consider */
 	pthread_mutex_t evict_lock;
+	const struct uhmm_simdev__hooks *hooks;	/* a policy layer (simdev_policy.c) */
 	struct sd_cost cost;		/* simulated time (cost.c) */
 };
 
@@ -525,6 +534,32 @@ static struct uhmm_page *dev_alloc(struct uhmm_simdev *d)
 	return p;
 }
 
+/*
+ * A 2 MiB device page (its head), or NULL: none free, or FAIL_ALLOC, which
+ * fails the next allocation of either size (lib/test_hmm.c's flag); the
+ * caller then falls back to 512 small pages.
+ */
+static struct uhmm_page *dev_alloc_huge(struct uhmm_simdev *d)
+{
+	struct uhmm_page *p = NULL;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->flags & UHMM_SIMDEV_FAIL_ALLOC) {
+		d->flags &= ~UHMM_SIMDEV_FAIL_ALLOC;
+	} else if (d->nr_free_huge) {
+		p = uhmm_devmem_page(&d->pgmap, d->free_huge[--d->nr_free_huge]);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (p) {
+		if (uhmm_folio_init(p, UHMM_PMD_ORDER)) {
+			/* Cannot happen: the pages are free.  Keep them out of use. */
+			return NULL;
+		}
+		atomic_fetch_add(&d->used, 512);
+	}
+	return p;
+}
+
 static char *page_mem(struct uhmm_simdev *d, struct uhmm_page *p)
 {
 	return d->arena + uhmm_page_index(p) * d->ps;
@@ -533,11 +568,15 @@ static char *page_mem(struct uhmm_simdev *d, struct uhmm_page *p)
 static void simdev_page_free(struct uhmm_page *p)
 {
 	struct uhmm_simdev *d = p->pgmap->driver_data;
+	bool huge = uhmm_page_order(p) != 0;	/* a 2 MiB page, freed whole */
 
 	pthread_mutex_lock(&d->lock);
-	d->free_list[d->nr_free++] = uhmm_page_index(p);
+	if (huge)
+		d->free_huge[d->nr_free_huge++] = uhmm_page_index(p);
+	else
+		d->free_list[d->nr_free++] = uhmm_page_index(p);
 	pthread_mutex_unlock(&d->lock);
-	atomic_fetch_sub(&d->used, 1);
+	atomic_fetch_sub(&d->used, huge ? 512 : 1);
 }
 
 /* ---- range fault into the device page table -------------------------------------- */
@@ -752,7 +791,8 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
-		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_SYSTEM |
+			(d->cfg.huge_pages ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 	};
 	struct chunk *c0 = get_chunk(d, s), *c1 = get_chunk(d, e - 1);
 	unsigned long gen;
@@ -789,12 +829,45 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
+		from = uhmm_migrate_pfn_addr(&m, i);
+		if (src[i] & UHMM_MIGRATE_PFN_COMPOUND) {
+			/* A whole 2 MiB block: a 2 MiB device page, or 512 small ones. */
+			p = dev_alloc_huge(d);
+			if (p) {
+				if (from) {
+					memcpy(page_mem(d, p), from, 512 * d->ps);
+					copied += 512;
+				} else {
+					memset(page_mem(d, p), 0, 512 * d->ps);
+				}
+				dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+					 (src[i] & UHMM_MIGRATE_PFN_WRITE) |
+					 UHMM_MIGRATE_PFN_COMPOUND;
+				continue;
+			}
+			for (size_t k = 0; k < 512 && i + k < n; k++) {
+				p = dev_alloc(d);
+				if (!p) {
+					*alloc_failed = true;
+					continue;
+				}
+				if (from) {
+					memcpy(page_mem(d, p), (const char *)from + k * d->ps, d->ps);
+					copied++;
+				} else {
+					memset(page_mem(d, p), 0, d->ps);
+				}
+				dst[i + k] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+					     (src[i] & UHMM_MIGRATE_PFN_WRITE);
+			}
+			i += 511;
+			continue;
+		}
 		p = dev_alloc(d);
 		if (!p) {
 			*alloc_failed = true;
 			continue;
 		}
-		from = uhmm_migrate_pfn_addr(&m, i);
 		if (from) {
 			memcpy(page_mem(d, p), from, d->ps);
 			copied++;
@@ -814,14 +887,16 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	pthread_mutex_lock(&d->lock);
 	map = inval_blocks(d, s, e, 0) == gen;
 	for (size_t i = 0; i < n; i++) {
+		size_t nr = (dst[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512 : 1;
+		char *mem;
+
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
-		moved++;
-		if (map)
-			spt_set(d, (s >> d->shift) + i,
-				(uint64_t)(uintptr_t)page_mem(d, uhmm_pfn_to_page(d->mm,
-					uhmm_migrate_pfn_to_pfn(dst[i]))) |
-				SPT_VALID | SPT_DEV |
+		moved += (long)nr;
+		mem = page_mem(d, uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(dst[i])));
+		for (size_t k = 0; map && k < nr; k++)
+			spt_set(d, (s >> d->shift) + i + k,
+				(uint64_t)(uintptr_t)(mem + k * d->ps) | SPT_VALID | SPT_DEV |
 				((src[i] & UHMM_MIGRATE_PFN_WRITE) ? SPT_WRITE : 0));
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -838,7 +913,8 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	uint64_t src[BATCH_PAGES], dst[BATCH_PAGES];
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = s, .end = e, .src = src, .dst = dst,
-		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+		.pgmap_owner = &d->owner, .flags = UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
+			(d->cfg.huge_pages ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 		.fault_page = fault_page,
 	};
 	long moved = 0;
@@ -860,7 +936,9 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < n; i++)
 		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
-			spt_set(d, (s >> d->shift) + i, 0);
+			for (size_t k = 0; k < ((src[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512u : 1u);
+			     k++)
+				spt_set(d, (s >> d->shift) + i + k, 0);
 	flush_and_unlock(d);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
@@ -870,12 +948,17 @@ static long migrate_piece_to_sys(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(src[i]));
 		if (!p)
 			continue;
-		/* Device memory is host memory here: uhmm copies it into place. */
-		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift);
+		/*
+		 * Device memory is host memory here: uhmm copies it into place
+		 * (a 2 MiB device page is 2 MiB of the arena: one destination).
+		 */
+		dst[i] = uhmm_migrate_pfn((uintptr_t)page_mem(d, p) >> d->shift) |
+			 (src[i] & UHMM_MIGRATE_PFN_COMPOUND);
 	}
 	uhmm_migrate_vma_pages(&m);
 	for (size_t i = 0; i < n; i++)
-		moved += (src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		if (src[i] & UHMM_MIGRATE_PFN_MIGRATE)
+			moved += (src[i] & UHMM_MIGRATE_PFN_COMPOUND) ? 512 : 1;
 	sd_cost_transfer(&d->cost, false, (uint64_t)moved * d->ps);
 	uhmm_migrate_vma_finalize(&m);
 	return moved;
@@ -1042,6 +1125,8 @@ int uhmm_simdev_migrate_to_sys(struct uhmm_simdev *d, void *addr, size_t npages,
 					  "range is in this device's memory");
 }
 
+static void hooks_pages_home(struct uhmm_simdev *d, uintptr_t fault, uintptr_t s, uintptr_t e);
+
 static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 {
 	struct uhmm_simdev *d = vmf->page->pgmap->driver_data;
@@ -1060,6 +1145,7 @@ static int simdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
 		if (r < 0)
 			return (int)r;
 		atomic_fetch_add(&d->c_cpu_fault_pages, (unsigned long long)r);
+		hooks_pages_home(d, vmf->address, s, e);
 		s = e;
 	}
 	return 0;
@@ -1085,6 +1171,9 @@ static uint8_t pfn_to_prot(struct uhmm_simdev *d, uint64_t pfn)
 
 		prot = p && p->pgmap == &d->pgmap ? UHMM_SIMDEV_PROT_DEV_PRIVATE_LOCAL
 						   : UHMM_SIMDEV_PROT_DEV_PRIVATE_REMOTE;
+		/* A 2 MiB device page mapped whole, as the kernel's device-private PMD. */
+		if (uhmm_pfn_to_map_order(pfn) == 21 - d->shift)
+			prot |= UHMM_SIMDEV_PROT_PMD;
 	} else {
 		prot = 0;
 		if (pfn & UHMM_PFN_ZERO)
@@ -1460,6 +1549,8 @@ static void cost_fill(struct uhmm_simdev *d, uint64_t e, bool write)
  * touch.  Returns the host pointer (the thread holding an epoch in which
  * it is valid), or NULL with t->err set.
  */
+static bool hooks_fault(struct uhmm_simdev *d, uintptr_t page, bool write);
+
 static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool write)
 {
 	struct uhmm_simdev *d = t->dev;
@@ -1503,7 +1594,10 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
 			uintptr_t ws = page & ~(uintptr_t)(w * d->ps - 1), we = ws + w * d->ps;
 			int ret;
 
-			if (policy_migrate(d) && !(e & SPT_DEV)) {
+			if (__atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE)) {
+				if (hooks_fault(d, page, write))
+					continue;	/* a copy was mapped: translate again */
+			} else if (policy_migrate(d) && !(e & SPT_DEV)) {
 				struct uhmm_mapping map;
 				bool af = false;
 				long m;
@@ -1743,6 +1837,13 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		d->cfg = *cfg;
 	if (!d->cfg.capacity_pages)
 		d->cfg.capacity_pages = 65536;
+	if (d->cfg.huge_pages > ((UINT64_C(1) << 32) - d->cfg.capacity_pages) / 512 ||
+	    (d->cfg.huge_pages && sysconf(_SC_PAGESIZE) != 4096)) {
+		sd_free(d, sizeof(*d));
+		return uhmm_set_error(EINVAL, "simdev create: %zu huge pages: too many, or "
+				      "the page size is not 4 KiB", cfg->huge_pages);
+	}
+	d->total = d->cfg.huge_pages * 512 + d->cfg.capacity_pages;
 	if (!d->cfg.threads)
 		d->cfg.threads = ncpu > 0 ? (unsigned int)(ncpu < 8 ? ncpu : 8) : 2;
 	if (d->cfg.threads > MAX_THREADS)
@@ -1773,7 +1874,7 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	if (ret)
 		goto err_free;
 	ret = -ENOMEM;
-	d->arena = mmap(NULL, d->cfg.capacity_pages * d->ps, PROT_READ | PROT_WRITE,
+	d->arena = mmap(NULL, d->total * d->ps, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (d->arena == MAP_FAILED) {
 		uhmm_set_error(ENOMEM, "simdev create: no memory for the device arena");
@@ -1785,11 +1886,22 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 		goto err_arena;
 	}
 	for (size_t i = 0; i < d->cfg.capacity_pages; i++)
-		d->free_list[i] = d->cfg.capacity_pages - 1 - i;
+		d->free_list[i] = d->total - 1 - i;
 	d->nr_free = d->cfg.capacity_pages;
+	if (d->cfg.huge_pages) {
+		d->free_huge = sd_calloc(d->cfg.huge_pages, sizeof(size_t));
+		if (!d->free_huge) {
+			uhmm_set_error(ENOMEM, "simdev create: no memory for the free list");
+			goto err_list;
+		}
+		for (size_t i = 0; i < d->cfg.huge_pages; i++)
+			d->free_huge[i] = (d->cfg.huge_pages - 1 - i) * 512;
+		d->nr_free_huge = d->cfg.huge_pages;
+		d->pgmap.flags = UHMM_DEVMEM_COMPOUND;
+	}
 	d->pgmap.ops = &simdev_ops;
 	d->pgmap.owner = &d->owner;
-	d->pgmap.nr_pages = d->cfg.capacity_pages;
+	d->pgmap.nr_pages = d->total;
 	d->pgmap.fault_around = d->cfg.fault_around;
 	d->pgmap.driver_data = d;
 	ret = uhmm_devmem_add(d->mm, &d->pgmap);
@@ -1799,9 +1911,10 @@ int uhmm_simdev_create(const struct uhmm_simdev_config *cfg, struct uhmm_simdev 
 	return 0;
 
 err_list:
+	sd_free(d->free_huge, d->cfg.huge_pages * sizeof(size_t));
 	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
 err_arena:
-	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+	munmap(d->arena, d->total * d->ps);
 err_mm:
 	uhmm_mm_put(d->mm);
 err_free:
@@ -1824,13 +1937,72 @@ void uhmm_simdev_destroy(struct uhmm_simdev *d)
 		sd_free(d->chunks[i], sizeof(*d->chunks[i]));
 	}
 	spt_free_rec(d->spt_root, LEVELS - 1);
-	munmap(d->arena, d->cfg.capacity_pages * d->ps);
+	munmap(d->arena, d->total * d->ps);
 	sd_free(d->free_list, d->cfg.capacity_pages * sizeof(size_t));
+	sd_free(d->free_huge, d->cfg.huge_pages * sizeof(size_t));
 	uhmm_mm_put(d->mm);
 	sd_cost_fini(&d->cost);
 	pthread_mutex_destroy(&d->lock);
 	pthread_mutex_destroy(&d->chunk_lock);
 	sd_free(d, sizeof(*d));
+}
+
+/* ---- a policy layer's hooks (simdev/simdev_hooks.h) ---------------------------------- */
+
+void uhmm_simdev__set_hooks(struct uhmm_simdev *d, const struct uhmm_simdev__hooks *h)
+{
+	__atomic_store_n(&d->hooks, h, __ATOMIC_RELEASE);
+}
+
+/* Drop the device page-table entries of [addr, addr + npages pages). */
+int uhmm_simdev__unmap(struct uhmm_simdev *d, uintptr_t addr, size_t npages)
+{
+	SD_NO_SIGNALS;
+	uintptr_t end = addr + npages * d->ps;
+
+	pthread_mutex_lock(&d->lock);
+	inval_blocks(d, addr, end, 1);	/* a migration in flight does not map them */
+	spt_clear_rec(d->spt_root, LEVELS - 1, 0, addr >> d->shift, end >> d->shift);
+	flush_and_unlock(d);
+	return 0;
+}
+
+const void *uhmm_simdev__owner(struct uhmm_simdev *d)
+{
+	return &d->owner;
+}
+
+size_t uhmm_simdev__capacity(struct uhmm_simdev *d)
+{
+	return d->cfg.capacity_pages;
+}
+
+static void hooks_pages_home(struct uhmm_simdev *d, uintptr_t fault, uintptr_t s, uintptr_t e)
+{
+	const struct uhmm_simdev__hooks *h = __atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE);
+
+	if (h)
+		h->pages_home(h->arg, fault, s, e);
+}
+
+/*
+ * A compute thread's device fault, with no lock and no epoch held: the
+ * layer migrates what it decides; true when it gave a read-only copy that
+ * is now mapped (or went stale meanwhile): the caller translates again.
+ */
+static bool hooks_fault(struct uhmm_simdev *d, uintptr_t page, bool write)
+{
+	const struct uhmm_simdev__hooks *h = __atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE);
+	const void *copy = NULL;
+	uint64_t cookie = 0;
+
+	if (!h->device_fault(h->arg, page, write, &copy, &cookie))
+		return false;
+	pthread_mutex_lock(&d->lock);
+	if (h->copy_valid(h->arg, page, cookie))
+		spt_set(d, page >> d->shift, (uint64_t)(uintptr_t)copy | SPT_VALID);
+	pthread_mutex_unlock(&d->lock);
+	return true;
 }
 
 /* ---- cost model (cost.c) ------------------------------------------------------------ */

@@ -16,7 +16,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
-#include "migrate_priv.h"
+#include "migrate_lock.h"
 #include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
@@ -28,8 +28,8 @@
 #define POOL_SHIFT 32
 #define MAX_POOL_PAGES (UINT64_C(1) << POOL_SHIFT)
 
-static struct uhmm__fault_around *fa_new(bool adaptive);
-static void fa_free(struct uhmm__fault_around *fa);
+static struct uhmm__pool_faults *fa_new(bool adaptive);
+static void fa_free(struct uhmm__pool_faults *fa);
 
 /*
  * mm->pools[] is written under pool_lock with release stores and read
@@ -48,7 +48,7 @@ static inline void pool_set(struct uhmm_mm *mm, unsigned int id, struct uhmm_dev
 
 int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool internal)
 {
-	struct uhmm__fault_around *fa;
+	struct uhmm__pool_faults *fa;
 	struct uhmm_page *pages;
 	unsigned int id;
 
@@ -67,6 +67,9 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 				 pgmap->fault_around);
 	if (pgmap->pages)
 		return uhmm__err(EINVAL, "devmem add: pool already added");
+	if (pgmap->flags & ~UHMM_DEVMEM_COMPOUND)
+		return uhmm__err(EINVAL, "devmem add: unknown flags %#llx",
+				 (unsigned long long)pgmap->flags);
 	if (!internal && uhmm__in_callback())
 		return uhmm__err(EDEADLK, "devmem add from a uhmm callback");
 	if (!internal && pgmap->ops) {
@@ -82,6 +85,16 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 		return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
 				 pgmap->nr_pages);
 	}
+	pgmap->folio_meta = NULL;
+	if (pgmap->flags & UHMM_DEVMEM_COMPOUND) {
+		pgmap->folio_meta = uhmm__calloc(pgmap->nr_pages, sizeof(*pgmap->folio_meta));
+		if (!pgmap->folio_meta) {
+			uhmm__free(pages);
+			fa_free(fa);
+			return uhmm__err(ENOMEM, "devmem add: out of memory for %zu pages",
+					 pgmap->nr_pages);
+		}
+	}
 
 	pthread_mutex_lock(&mm->pool_lock);
 	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
@@ -89,6 +102,8 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (id == UHMM_MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
 		uhmm__free(pages);
+		uhmm__free((void *)pgmap->folio_meta);
+		pgmap->folio_meta = NULL;
 		fa_free(fa);
 		return uhmm__err(ENOSPC, "devmem add: too many pools");
 	}
@@ -99,7 +114,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (!pgmap->fault_around)
 		pgmap->fault_around = UHMM_FAULT_AROUND_DEFAULT;
 	pgmap->pages = pages;
-	pgmap->fa = fa;
+	pgmap->faults = fa;
 	pgmap->id = id;
 	pgmap->mm = mm;
 	atomic_store(&pgmap->nr_resident, 0);
@@ -127,9 +142,11 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pool_set(mm, pgmap->id, NULL);
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__free(pgmap->pages);
+	uhmm__free((void *)pgmap->folio_meta);
+	pgmap->folio_meta = NULL;
 	pgmap->pages = NULL;
-	fa_free(pgmap->fa);
-	pgmap->fa = NULL;
+	fa_free(pgmap->faults);
+	pgmap->faults = NULL;
 	pgmap->mm = NULL;
 	pgmap->id = 0;
 }
@@ -154,13 +171,11 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 	 * As fork does: no CPU fault may still be using a page of the pool
 	 * (the fault path holds migrate_lock for reading until its last put).
 	 */
-	pthread_rwlock_wrlock(&mm->migrate_lock);
-	uhmm__holds_migrate_lock = true;
+	uhmm__migrate_lock_write(mm);
 	ret = uhmm__evict_all(mm, pgmap);
 	if (!ret)
 		uhmm__pool_detach(mm, pgmap);
-	uhmm__holds_migrate_lock = false;
-	pthread_rwlock_unlock(&mm->migrate_lock);
+	uhmm__migrate_unlock(mm);
 	if (!ret)
 		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
 	if (!ret)
@@ -227,12 +242,18 @@ struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 	return page;
 }
 
+static int folio_page_init(struct uhmm_page *page);
+
 void uhmm_page_init(struct uhmm_page *page)
 {
 	int z = 0;
 
 	if (!page) {
 		uhmm__err(EINVAL, "uhmm_page_init: NULL page");
+		return;
+	}
+	if (page->pgmap->folio_meta) {
+		folio_page_init(page);	/* a page of a compound pool */
 		return;
 	}
 	/* Only a free page: re-initialising one in use would lose its references. */
@@ -318,9 +339,16 @@ bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
 	return true;
 }
 
+static struct uhmm_page *folio_release(struct uhmm_page *page);
+
 void uhmm_page_put(struct uhmm_page *page)
 {
 	if (page_ref_add(page, -1, "uhmm_page_put") == 1) {
+		if (page->pgmap->folio_meta) {
+			page = folio_release(page);
+			if (!page)
+				return;	/* the rest of its compound page is in use */
+		}
 		atomic_store(&page->addr, 0);
 		page->pgmap->ops->page_free(page);
 	}
@@ -353,8 +381,245 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
 
 	if (!page)
 		return;
+	/* Part of a compound page unmapped: the rest is mapped page by page. */
+	uhmm__folio_split(page);
 	atomic_fetch_sub(&page->pgmap->nr_resident, 1);
 	uhmm_page_put(page);
+}
+
+/* ---- compound device pages (UHMM_DEVMEM_COMPOUND) ---------------------- */
+
+/*
+ * A compound device page is 512 consecutive, aligned descriptors of a pool
+ * added with UHMM_DEVMEM_COMPOUND: each keeps its own reference count,
+ * lock and address (every entry of the special-entry table names one
+ * page, as before), and a 32-bit word of pgmap->folio_meta:
+ *
+ *   bits 0-4	the order of the compound page the page belongs to (0 or 9)
+ *   DEFERRED	the page's last reference went while its compound page was
+ *		in use: page_free waits for the rest of it
+ *   SPLIT	(head) the compound page is no longer mapped whole at one
+ *		2 MiB aligned address: reported and migrated page by page
+ *   bits 16-31	(head) pages of it still in use
+ *
+ * Orders, DEFERRED and the live count change under folio_lock; SPLIT is
+ * set by an atomic or; readers load the words with nothing held.  When the
+ * last page of a compound page is put, page_free runs once, for the head,
+ * which still says order 9, so the driver takes its 2 MiB back whole (the
+ * kernel splits the folio at a partial unmap or migration and frees the
+ * pieces; docs/LIMITATIONS.md).
+ */
+#define FM_ORDER	UINT32_C(0x1f)
+#define FM_DEFERRED	UINT32_C(0x20)
+#define FM_SPLIT	UINT32_C(0x40)
+#define FM_LIVE_SHIFT	16
+#define FOLIO_NR	(1u << UHMM_PMD_ORDER)
+
+static pthread_mutex_t folio_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline size_t page_idx(const struct uhmm_page *page)
+{
+	return (size_t)(page->pfn & (MAX_POOL_PAGES - 1));
+}
+
+static inline uint32_t meta_of(const struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta = page->pgmap->folio_meta;
+
+	return meta ? atomic_load_explicit(&meta[page_idx(page)], memory_order_acquire) : 0;
+}
+
+unsigned int uhmm_page_order(const struct uhmm_page *page)
+{
+	return page ? (unsigned int)(meta_of(page) & FM_ORDER) : 0;
+}
+
+struct uhmm_page *uhmm_page_folio(struct uhmm_page *page)
+{
+	if (!page || !(meta_of(page) & FM_ORDER))
+		return page;
+	return &page->pgmap->pages[page_idx(page) & ~(size_t)(FOLIO_NR - 1)];
+}
+
+/* uhmm_page_init() of a page of a compound pool: order 0 from now on. */
+static int folio_page_init(struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta = page->pgmap->folio_meta;
+	size_t idx = page_idx(page);
+	int z = 0, ret = 0;
+
+	uhmm__sig_enter();	/* folio_lock: no handler may run while it is held */
+	pthread_mutex_lock(&folio_lock);
+	if ((atomic_load(&meta[idx]) & FM_DEFERRED) ||
+	    !atomic_compare_exchange_strong(&page->refcount, &z, 1)) {
+		ret = uhmm__err(EBUSY, "uhmm_page_init: device page %#llx is in use "
+				"(reference count %d, or its compound page is): left unchanged",
+				(unsigned long long)page->pfn, z);
+	} else {
+		atomic_store(&meta[idx], 0);
+		atomic_store(&page->locked, 1);
+		atomic_store(&page->addr, 0);
+	}
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return ret;
+}
+
+int uhmm_folio_init(struct uhmm_page *page, unsigned int order)
+{
+	struct uhmm_devmem *pgmap;
+	_Atomic uint32_t *meta;
+	size_t head;
+
+	if (!page)
+		return uhmm__err(EINVAL, "uhmm_folio_init: NULL page");
+	pgmap = page->pgmap;
+	if (order == 0) {
+		if (pgmap->folio_meta)
+			return folio_page_init(page);
+		{
+			int z = 0;
+
+			if (!atomic_compare_exchange_strong(&page->refcount, &z, 1))
+				return uhmm__err(EBUSY, "uhmm_folio_init: device page %#llx is "
+						 "in use: left unchanged",
+						 (unsigned long long)page->pfn);
+			atomic_store(&page->locked, 1);
+			atomic_store(&page->addr, 0);
+			return 0;
+		}
+	}
+	if (order != UHMM_PMD_ORDER)
+		return uhmm__err(EINVAL, "uhmm_folio_init: order %u is neither 0 nor %u",
+				 order, UHMM_PMD_ORDER);
+	meta = pgmap->folio_meta;
+	if (!meta)
+		return uhmm__err(EINVAL, "uhmm_folio_init: the pool was added without "
+				 "UHMM_DEVMEM_COMPOUND");
+	if (uhmm__page_shift != 12)
+		return uhmm__err(EINVAL, "uhmm_folio_init: compound device pages need 4 KiB "
+				 "pages (the page size is %zu)", uhmm__page_size);
+	head = page_idx(page);
+	if ((head & (FOLIO_NR - 1)) || head + FOLIO_NR > pgmap->nr_pages)
+		return uhmm__err(EINVAL, "uhmm_folio_init: page %zu is not the aligned head "
+				 "of %u pages inside the pool", head, FOLIO_NR);
+	uhmm__sig_enter();
+	pthread_mutex_lock(&folio_lock);
+	for (size_t j = head; j < head + FOLIO_NR; j++)
+		if (atomic_load(&pgmap->pages[j].refcount) != 0 ||
+		    (atomic_load(&meta[j]) & FM_DEFERRED)) {
+			pthread_mutex_unlock(&folio_lock);
+			uhmm__sig_leave();
+			return uhmm__err(EBUSY, "uhmm_folio_init: device page %#llx of the "
+					 "compound page is in use: left unchanged",
+					 (unsigned long long)pgmap->pages[j].pfn);
+		}
+	for (size_t j = head; j < head + FOLIO_NR; j++) {
+		atomic_store(&pgmap->pages[j].refcount, 1);
+		atomic_store(&pgmap->pages[j].locked, 1);
+		atomic_store(&pgmap->pages[j].addr, 0);
+		atomic_store(&meta[j], UHMM_PMD_ORDER);
+	}
+	atomic_store(&meta[head], UHMM_PMD_ORDER | ((uint32_t)FOLIO_NR << FM_LIVE_SHIFT));
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return 0;
+}
+
+/*
+ * @page's last reference is gone (a compound pool): the page to give to
+ * page_free, or NULL while the rest of its compound page is in use.
+ */
+static struct uhmm_page *folio_release(struct uhmm_page *page)
+{
+	struct uhmm_devmem *pgmap = page->pgmap;
+	_Atomic uint32_t *meta = pgmap->folio_meta;
+	size_t idx = page_idx(page), head = idx & ~(size_t)(FOLIO_NR - 1);
+	struct uhmm_page *ret = NULL;
+	uint32_t hm, live;
+
+	if (!(atomic_load(&meta[idx]) & FM_ORDER))
+		return page;
+	uhmm__sig_enter();	/* folio_lock (sigblock.h) */
+	pthread_mutex_lock(&folio_lock);
+	if (!(atomic_load(&meta[idx]) & FM_ORDER)) {
+		pthread_mutex_unlock(&folio_lock);
+		uhmm__sig_leave();
+		return page;
+	}
+	atomic_fetch_or(&meta[idx], FM_DEFERRED);
+	atomic_store(&page->addr, 0);
+	hm = atomic_load(&meta[head]);
+	live = hm >> FM_LIVE_SHIFT;
+	live = live ? live - 1 : 0;
+	atomic_store(&meta[head], (hm & ((UINT32_C(1) << FM_LIVE_SHIFT) - 1)) |
+				  (live << FM_LIVE_SHIFT));
+	if (live == 0) {
+		/* The whole compound page is free: it goes back whole. */
+		for (size_t j = head; j < head + FOLIO_NR; j++)
+			atomic_store(&meta[j], UHMM_PMD_ORDER);
+		ret = &pgmap->pages[head];
+	}
+	pthread_mutex_unlock(&folio_lock);
+	uhmm__sig_leave();
+	return ret;
+}
+
+void uhmm__folio_split(struct uhmm_page *page)
+{
+	_Atomic uint32_t *meta;
+	size_t head;
+
+	if (!page || !(meta_of(page) & FM_ORDER))
+		return;
+	meta = page->pgmap->folio_meta;
+	head = page_idx(page) & ~(size_t)(FOLIO_NR - 1);
+	if (!(atomic_load(&meta[head]) & FM_SPLIT))
+		atomic_fetch_or(&meta[head], FM_SPLIT);
+}
+
+bool uhmm__folio_intact(const struct uhmm_page *page)
+{
+	uint32_t m = meta_of(page), hm;
+	size_t idx, head;
+
+	if (!(m & FM_ORDER))
+		return false;
+	idx = page_idx(page);
+	head = idx & ~(size_t)(FOLIO_NR - 1);
+	hm = atomic_load_explicit(&page->pgmap->folio_meta[head], memory_order_acquire);
+	return !(hm & FM_SPLIT) && (hm >> FM_LIVE_SHIFT) == FOLIO_NR &&
+	       ((atomic_load(&page->addr) >> uhmm__page_shift) & (FOLIO_NR - 1)) ==
+		       (idx & (FOLIO_NR - 1));
+}
+
+/* A change of [s, e) that splits a PMD at an unaligned edge. */
+void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
+{
+	const uintptr_t huge = (uintptr_t)FOLIO_NR << uhmm__page_shift;
+	const uintptr_t edges[2] = { s, e };
+
+	if (uhmm__ptable_empty(&mm->ptable))
+		return;
+	for (int k = 0; k < 2; k++) {
+		if (!(edges[k] & (huge - 1)))
+			continue;	/* an aligned edge splits nothing */
+		for (int side = 0; side < 2; side++) {
+			uint64_t ent = uhmm__ptable_get(&mm->ptable,
+					edges[k] - (side ? 0 : uhmm__page_size));
+			uint64_t type = ent & UHMM_PTE_TYPE_MASK;
+
+			if (type == UHMM_PTE_DEVICE || type == UHMM_PTE_MIGRATING)
+				uhmm__folio_split(uhmm__pfn_to_page(mm, uhmm__pte_payload(ent)));
+		}
+	}
+}
+
+unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e)
+{
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+
+	return page && uhmm__folio_intact(page) ? UHMM_PMD_ORDER : 0;
 }
 
 /*
@@ -368,7 +633,7 @@ void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
  * pages of a migration still being finalized, their device pages not yet
  * freed.)  A pool whose driver chose fault_around gets exactly that aligned
  * window every time; eviction uses the pool's fault_around.  A few streams
- * per pool are followed (STREAMS), in the pool's own state (pgmap->fa,
+ * per pool are followed (STREAMS), in the pool's own state (pgmap->faults,
  * made with the pool's pages and freed with them).
  *
  * FAULT_AROUND_FIRST stays the documented UHMM_FAULT_AROUND_DEFAULT: one
@@ -389,17 +654,23 @@ struct fa_stream {
 	unsigned long used;	/* for replacing the least recent */
 };
 
-/* A pool's fault-around state (pgmap->fa), as long as its pages array. */
-struct uhmm__fault_around {
+/*
+ * A pool's CPU-fault state (pgmap->faults), made and freed with its pages
+ * array: the fault-around streams, and the faults in flight, for the
+ * migration a driver's migrate_to_ram runs to find its fault by its
+ * fault_page (uhmm__fault_of()).  lock is a leaf lock.
+ */
+struct uhmm__pool_faults {
 	pthread_mutex_t lock;
 	struct fa_stream streams[STREAMS];
 	bool adaptive;		/* the default window: it adapts */
 	unsigned long clock;	/* for fa_stream.used */
+	struct uhmm__fault *inflight;	/* linked by next */
 };
 
-static struct uhmm__fault_around *fa_new(bool adaptive)
+static struct uhmm__pool_faults *fa_new(bool adaptive)
 {
-	struct uhmm__fault_around *fa = uhmm__calloc(1, sizeof(*fa));
+	struct uhmm__pool_faults *fa = uhmm__calloc(1, sizeof(*fa));
 
 	if (fa) {
 		pthread_mutex_init(&fa->lock, NULL);
@@ -408,7 +679,7 @@ static struct uhmm__fault_around *fa_new(bool adaptive)
 	return fa;
 }
 
-static void fa_free(struct uhmm__fault_around *fa)
+static void fa_free(struct uhmm__pool_faults *fa)
 {
 	if (fa) {
 		pthread_mutex_destroy(&fa->lock);
@@ -423,7 +694,7 @@ static void fa_free(struct uhmm__fault_around *fa)
  */
 static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 {
-	struct uhmm__fault_around *fa = pgmap->fa;
+	struct uhmm__pool_faults *fa = pgmap->faults;
 	struct fa_stream *st = fa->streams;
 	size_t pages = 0;
 
@@ -453,7 +724,7 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 {
 	size_t pages = (we - ws) >> uhmm__page_shift;
 	bool dense = returned > 0 && 2 * (size_t)returned >= pages;
-	struct uhmm__fault_around *fa = pgmap->fa;
+	struct uhmm__pool_faults *fa = pgmap->faults;
 	struct fa_stream *st = fa->streams, *v;
 
 	pthread_mutex_lock(&fa->lock);
@@ -513,38 +784,92 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	*we = UHMM_MIN(*we, v.end);
 }
 
-__thread struct uhmm__wake_defer uhmm__last_fault_window;
-
-int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool write)
+/*
+ * A CPU fault on a page of a whole compound device page brings the whole
+ * 2 MiB back, as the kernel's fault on a device-private PMD migrates the
+ * folio (lib/test_hmm.c's fault handler aligns its range to the folio):
+ * the window is exactly that 2 MiB when it lies in one mapping.
+ */
+static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, uintptr_t *we)
 {
+	const uintptr_t huge = (uintptr_t)FOLIO_NR << uhmm__page_shift;
+	struct uhmm__vma v;
+	size_t n = 0;
+
+	if (!uhmm__folio_intact(page))
+		return false;
+	*ws = addr & ~(huge - 1);
+	*we = *ws + huge;
+	return !uhmm__vma_find(*ws, *we, &v, 1, &n, false) && n == 1 &&
+	       v.start <= *ws && v.end >= *we;
+}
+
+/* A fault is in flight on its page (from grab to put): findable by the page. */
+static void fault_enter(struct uhmm__fault *f)
+{
+	struct uhmm__pool_faults *pf = f->vmf.page->pgmap->faults;
+
+	pthread_mutex_lock(&pf->lock);
+	f->next = pf->inflight;
+	pf->inflight = f;
+	pthread_mutex_unlock(&pf->lock);
+}
+
+static void fault_leave(struct uhmm__fault *f)
+{
+	struct uhmm__pool_faults *pf = f->vmf.page->pgmap->faults;
+
+	pthread_mutex_lock(&pf->lock);
+	for (struct uhmm__fault **pp = &pf->inflight; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	pthread_mutex_unlock(&pf->lock);
+}
+
+struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page)
+{
+	struct uhmm__pool_faults *pf = fault_page->pgmap->faults;
+	struct uhmm__fault *f;
+
+	pthread_mutex_lock(&pf->lock);
+	for (f = pf->inflight; f && f->vmf.page != fault_page; f = f->next)
+		;
+	pthread_mutex_unlock(&pf->lock);
+	return f;
+}
+
+int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
+{
+	struct uhmm_mm *mm = f->vmf.mm;
+	uintptr_t addr = f->vmf.address;
 	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-	struct uhmm_vm_fault vmf = {
-		.address = addr, .write = write, .mm = mm,
-	};
 	long resident;
 	int ret;
 
 	if (!page)
 		return -EFAULT;
-	if (pthread_rwlock_tryrdlock(&mm->migrate_lock))
+	if (!uhmm__migrate_trylock_read(mm))
 		return -EAGAIN;		/* fork is bringing pages home */
 	/* @e was read with nothing held. */
 	if (!uhmm__page_grab(mm, page, addr)) {
-		pthread_rwlock_unlock(&mm->migrate_lock);
+		uhmm__migrate_unlock(mm);
 		return -EAGAIN;
 	}
-	uhmm__holds_migrate_lock = true;
-	vmf.page = page;
-	fault_window(page->pgmap, addr, &vmf.window_start, &vmf.window_end, true);
-	uhmm__wake_defer = (struct uhmm__wake_defer){ .active = true };
-	uhmm__last_fault_window.start = vmf.window_start;
-	uhmm__last_fault_window.end = vmf.window_end;
-	uhmm__install_err = 0;
+	f->vmf.page = page;
+	if (!folio_window(page, addr, &f->vmf.window_start, &f->vmf.window_end))
+		fault_window(page->pgmap, addr, &f->vmf.window_start, &f->vmf.window_end,
+			     true);
+	f->wake_start = f->wake_end = 0;
+	f->install_err = 0;
+	fault_enter(f);
 	resident = atomic_load(&page->pgmap->nr_resident);
-	ret = page->pgmap->ops->migrate_to_ram(&vmf);
-	fa_note(page->pgmap, addr, vmf.window_start, vmf.window_end,
+	ret = page->pgmap->ops->migrate_to_ram(&f->vmf);
+	fa_note(page->pgmap, addr, f->vmf.window_start, f->vmf.window_end,
 		resident - atomic_load(&page->pgmap->nr_resident));
-	if (!ret && uhmm__install_err) {
+	fault_leave(f);
+	if (!ret && f->install_err) {
 		/*
 		 * The driver copied the page but it could not be put back
 		 * (it stays on the device, intact): a failed fault, as the
@@ -554,23 +879,14 @@ int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t addr, uint64_t e, bool writ
 
 		if ((now & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
 		    uhmm__pte_payload(now) == page->pfn)
-			ret = uhmm__install_err;
+			ret = f->install_err;
 	}
 	uhmm_page_unlock(page);
 	uhmm_page_put(page);
-	uhmm__holds_migrate_lock = false;
-	pthread_rwlock_unlock(&mm->migrate_lock);
+	uhmm__migrate_unlock(mm);
 	/* Like the kernel's fault path: the thread resumes when all is done. */
-	{
-		struct uffdio_range r;
-
-		uhmm__wake_defer.active = false;
-		if (uhmm__wake_defer.end) {
-			r.start = uhmm__wake_defer.start;
-			r.len = uhmm__wake_defer.end - uhmm__wake_defer.start;
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
-		}
-	}
+	if (f->wake_end)
+		uhmm__uffd_wake(mm, f->wake_start, f->wake_end);
 	return ret;
 }
 
@@ -617,7 +933,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			struct uhmm_page *page = &pgmap->pages[i];
 			uintptr_t addr = atomic_load(&page->addr);
 			struct uhmm_vm_fault vmf = { .page = page, .address = addr, .mm = mm };
-			bool held = uhmm__holds_migrate_lock;
+			bool held;
 			uint64_t e;
 			int ret;
 
@@ -631,10 +947,12 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 				err = err ? err : -EBUSY;
 				continue;
 			}
-			fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end, false);
-			uhmm__holds_migrate_lock = true;
+			if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
+				fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end,
+					     false);
+			held = uhmm__migrate_lock_assume(true);
 			ret = pgmap->ops->migrate_to_ram(&vmf);
-			uhmm__holds_migrate_lock = held;
+			uhmm__migrate_lock_assume(held);
 			uhmm_page_unlock(page);
 			uhmm_page_put(page);
 			e = uhmm__ptable_get(&mm->ptable, addr);

@@ -7,20 +7,50 @@
 #define UHMM_DEVMEM_PRIV_H
 
 #include "base.h"
-#include "uffd.h"
 
-/* The window the last CPU fault on this thread offered (start/end used). */
-extern __thread struct uhmm__wake_defer uhmm__last_fault_window UHMM_HIDDEN;
+/*
+ * One CPU fault on a device page, passed explicitly from the fault message
+ * to the page being back, the way the kernel passes struct vm_fault: the
+ * caller fills vmf.mm, vmf.address and vmf.write; uhmm__fault_device()
+ * sets vmf.page and the window and hands &vmf to the driver's
+ * migrate_to_ram.  The migration the driver runs with fault_page =
+ * vmf.page finds the fault (uhmm__fault_of()) and leaves it the range to
+ * wake once the fault is done (the faulting thread resumes when all is
+ * done, as in the kernel) and an install error.
+ */
+struct uhmm__fault {
+	struct uhmm_vm_fault vmf;
+	uintptr_t wake_start, wake_end;	/* to wake at the end; wake_end 0: none */
+	int install_err;	/* the driver copied a page that could not be put back */
+	struct uhmm__fault *next;	/* the pool's faults in flight */
+};
 /* The page a device pfn names, or NULL. */
 UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+/*
+ * Compound device pages (UHMM_DEVMEM_COMPOUND): mark @page's compound page
+ * split (no longer mapped whole: reported and migrated page by page); is
+ * it whole, with @page at its place in one 2 MiB aligned mapping; split
+ * those a change of [s, e) cuts at an unaligned edge (mprotect); the map
+ * order of a device entry for a range fault (9 for a whole compound page).
+ */
+UHMM_HIDDEN void uhmm__folio_split(struct uhmm_page *page);
+UHMM_HIDDEN bool uhmm__folio_intact(const struct uhmm_page *page);
+UHMM_HIDDEN void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
+UHMM_HIDDEN unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e);
 /* A device-private entry's mapping is gone: drop its page. */
 UHMM_HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
 /* Reference and lock the device page still mapped at @addr, or hold nothing. */
 UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
 				    uintptr_t addr);
-/* Serve a CPU fault on a device-private entry (service thread). */
-UHMM_HIDDEN int uhmm__fault_device(struct uhmm_mm *mm, uintptr_t page, uint64_t e,
-				      bool write);
+/*
+ * Serve the CPU fault @f on the device-private entry @e (read with nothing
+ * held): 0 when the driver's migrate_to_ram returned 0 and the page could
+ * be put back, -EAGAIN to look again (fork or a pool removal runs, the
+ * page changed), -EFAULT when @e names no page, or the driver's error.
+ */
+UHMM_HIDDEN int uhmm__fault_device(struct uhmm__fault *f, uint64_t e);
+/* The fault in flight whose page is @fault_page (locked by it), or NULL. */
+UHMM_HIDDEN struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page);
 /* Bring every device-resident page home (fork, teardown); 0 or -errno. */
 UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
 /* Add a pool to the context (@internal: uhmm's own, for exclusive.c). */

@@ -263,11 +263,16 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 		int ret;
 
 		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE:
-			ret = uhmm__fault_device(mm, a, e, true);
+		case UHMM_PTE_DEVICE: {
+			struct uhmm__fault f = {
+				.vmf = { .mm = mm, .address = a, .write = true },
+			};
+
+			ret = uhmm__fault_device(&f, e);
 			if (ret != -EAGAIN)
 				return ret;
 			break;		/* busy (fork, another fault): look again */
+		}
 		case UHMM_PTE_MIGRATING:
 			uhmm__wait_migrations(mm, a, a + uhmm__page_size);
 			continue;

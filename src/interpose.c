@@ -25,9 +25,11 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "devmem_priv.h"
 #include "features_priv.h"
 #include "log.h"
 #include "managed.h"
+#include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "mm_priv.h"
 #include "notifier_priv.h"
@@ -117,7 +119,7 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 	if (notify) {
 		w->active = uhmm__invalidate_start(w->mm, s, e, ev, 0, NULL);
 		/* Not again when nested (a callback of an outer wrapper). */
-		if (!uhmm__is_service_thread && !as_lock_held) {
+		if (!uhmm__on_service_thread() && !as_lock_held) {
 			pthread_rwlock_wrlock(&w->mm->as_lock);
 			w->as_locked = true;
 			as_lock_held = true;
@@ -236,8 +238,8 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	 * as_lock for reading while it touches pages, and a touched page may
 	 * wait for a migration that waits for migrate_lock.
 	 */
-	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__holds_migrate_lock &&
-	    !uhmm__is_service_thread && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
+	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__migrate_lock_held() &&
+	    !uhmm__on_service_thread() && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
 		/* A handler's fault would wait for the lock forever. */
 		uhmm__sig_enter();
 		pthread_rwlock_wrlock(&w.mm->migrate_lock);
@@ -327,6 +329,8 @@ static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
 	}
 	if (w.mm && uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_PROTECTION);
+	if (w.mm)
+		uhmm__folio_split_edges(w.mm, s, e);	/* the kernel splits such a PMD */
 	if (pkey)
 		ret = (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
 	else
@@ -385,7 +389,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		 * collected before the move would put its page back at the
 		 * old address (which MREMAP_DONTUNMAP keeps mapped).
 		 */
-		bool mig = !uhmm__holds_migrate_lock && !uhmm__is_service_thread &&
+		bool mig = !uhmm__migrate_lock_held() && !uhmm__on_service_thread() &&
 			   uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL);
 
 		if (mig)

@@ -34,6 +34,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
+#include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "migrate_state.h"
 #include "mm_priv.h"
@@ -47,9 +48,6 @@
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
-
-__thread bool uhmm__holds_migrate_lock;
-__thread int uhmm__install_err;
 
 /*
  * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
@@ -66,6 +64,22 @@ __attribute__((constructor)) static void install_mode_init(void)
 
 	if (v && !strcmp(v, "copy"))
 		uhmm__install_by_move = false;
+}
+
+static inline bool bit_test(const uint64_t *map, size_t i)
+{
+	return map && (map[i / 64] & (UINT64_C(1) << (i % 64)));
+}
+
+static inline void bit_set(uint64_t *map, size_t i)
+{
+	map[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static inline void bit_clear(uint64_t *map, size_t i)
+{
+	if (map)
+		map[i / 64] &= ~(UINT64_C(1) << (i % 64));
 }
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -96,16 +110,18 @@ static void state_free(struct uhmm_migrate_vma *m)
 		return;
 	if (s->inv_active)
 		uhmm__invalidate_end(m->mm);
-	if (s->locked) {
-		uhmm__holds_migrate_lock = false;
-		pthread_rwlock_unlock(&m->mm->migrate_lock);
-	}
+	if (s->locked)
+		uhmm__migrate_unlock(m->mm);
 	if (s->cache)
 		uhmm__staging_cache_release(m, moved_from_cache(m));
 	uhmm__staging_destroy(m->mm, s);
 	uhmm__free(s->kind);
 	uhmm__free(s->orig);
 	uhmm__free(s->dst_given);
+	uhmm__free(s->full_src);
+	uhmm__free(s->csrc);
+	uhmm__free(s->chead);
+	uhmm__free(s->cwhole);
 	uhmm__free(s);
 	m->state = NULL;
 	uhmm__sig_leave();	/* entered with the state, in setup */
@@ -126,12 +142,194 @@ static int has_migrating(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_
 
 void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	if (uhmm__ptable_empty(&mm->ptable) || uhmm__is_service_thread)
+	if (uhmm__ptable_empty(&mm->ptable) || uhmm__on_service_thread())
 		return;
 	pthread_mutex_lock(&mm->mig_lock);
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
 		pthread_cond_wait(&mm->mig_cond, &mm->mig_lock);
 	pthread_mutex_unlock(&mm->mig_lock);
+}
+
+/* ---- compound entries (UHMM_MIGRATE_PFN_COMPOUND) ------------------------ */
+
+/*
+ * The kernel's src/dst arrays stay one entry per page, but a block that
+ * migrates whole is shown as one entry: its first, with
+ * MIGRATE_PFN_COMPOUND, and 511 zeroes.  Inside uhmm every path works page
+ * by page (the special-entry table, staging, the device page
+ * descriptors), so the block's per-page entries are kept aside
+ * (full_src) and put back ("expanded") wherever uhmm needs them: in
+ * uhmm_migrate_vma_pages(), which shows the block as one entry again when
+ * all of it migrates to a compound destination (or leaves it split when
+ * the driver gave pages one by one), and at the start of finalize.
+ */
+#define CNR	512u				/* pages of a compound block */
+
+static bool compound_alloc(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	size_t words = (m->npages + 63) / 64;
+
+	if (s->full_src)
+		return true;
+	s->full_src = uhmm__calloc(m->npages, sizeof(*s->full_src));
+	s->csrc = uhmm__calloc(m->npages, sizeof(*s->csrc));
+	s->chead = uhmm__calloc(words, sizeof(uint64_t));
+	s->cwhole = uhmm__calloc(words, sizeof(uint64_t));
+	if (s->full_src && s->csrc && s->chead && s->cwhole)
+		return true;
+	uhmm__free(s->full_src);
+	uhmm__free(s->csrc);
+	uhmm__free(s->chead);
+	uhmm__free(s->cwhole);
+	s->full_src = s->csrc = s->chead = s->cwhole = NULL;
+	return false;
+}
+
+/* Can the aligned block at entry @b migrate as one entry? */
+static bool compound_block_ok(struct uhmm_migrate_vma *m, size_t b)
+{
+	struct uhmm_migrate_state *s = m->state;
+	uint8_t kind = s->kind[b];
+	struct uhmm_page *head;
+
+	if (kind != K_SYS && kind != K_DEV)
+		return false;
+	for (size_t i = b; i < b + CNR; i++)
+		if (s->kind[i] != kind || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			return false;
+	if (kind == K_SYS)
+		return true;
+	/* A whole compound device page, page i at its place. */
+	head = uhmm__pfn_to_page(m->mm, uhmm_migrate_pfn_to_pfn(m->src[b]));
+	if (!head || uhmm_page_folio(head) != head || !uhmm__folio_intact(head))
+		return false;
+	for (size_t i = 1; i < CNR; i++)
+		if (uhmm_migrate_pfn_to_pfn(m->src[b + i]) != head->pfn + i)
+			return false;
+	return true;
+}
+
+/*
+ * End of setup: with SELECT_COMPOUND, show each whole block as one entry;
+ * device pages collected alone split their compound page.
+ */
+static void compound_collect(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	const uintptr_t huge = (uintptr_t)CNR << ps;
+
+	if ((m->flags & UHMM_MIGRATE_VMA_SELECT_COMPOUND) && ps == 12) {
+		for (uintptr_t a = (m->start + huge - 1) & ~(huge - 1);
+		     a >= m->start && a + huge <= m->end; a += huge) {
+			size_t b = (a - m->start) >> ps;
+			uint64_t head = 0;
+
+			if (!compound_block_ok(m, b) || !compound_alloc(m))
+				continue;
+			memcpy(s->full_src + b, m->src + b, CNR * sizeof(*m->src));
+			if (s->kind[b] == K_SYS) {
+				bool data = false;
+
+				for (size_t i = b; i < b + CNR && !data; i++)
+					data = (m->src[i] & UHMM_MIGRATE_PFN_VALID) != 0;
+				head = UHMM_MIGRATE_PFN_MIGRATE | (m->src[b] & UHMM_MIGRATE_PFN_WRITE);
+				if (data)
+					head |= uhmm_migrate_pfn(((uintptr_t)s->staging >> ps) + b);
+			} else {
+				head = m->src[b];
+			}
+			head |= UHMM_MIGRATE_PFN_COMPOUND;
+			s->csrc[b] = head;
+			m->src[b] = head;
+			memset(m->src + b + 1, 0, (CNR - 1) * sizeof(*m->src));
+			bit_set(s->chead, b);
+			m->cpages -= CNR - 1;
+		}
+	}
+	for (size_t i = 0; i < m->npages; i++)
+		if (s->kind[i] == K_DEV && !bit_test(s->chead, i) &&
+		    (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			uhmm__folio_split(uhmm__pfn_to_page(m->mm,
+					uhmm_migrate_pfn_to_pfn(m->src[i])));
+}
+
+/*
+ * Show the block at head @b page by page again.  A compound dst becomes
+ * 512 consecutive destinations and the block is marked migrating whole
+ * (cwhole); any other dst is the driver's split: its per-page dst entries
+ * stand.
+ */
+static void compound_expand(struct uhmm_migrate_vma *m, size_t b)
+{
+	struct uhmm_migrate_state *s = m->state;
+	uint64_t d = m->dst[b];
+	uint64_t mig = m->src[b] & UHMM_MIGRATE_PFN_MIGRATE;
+	bool whole = false;
+
+	bit_clear(s->chead, b);
+	for (size_t i = b; i < b + CNR; i++)
+		m->src[i] = (s->full_src[i] & ~UHMM_MIGRATE_PFN_MIGRATE) | mig;
+	if ((d & UHMM_MIGRATE_PFN_COMPOUND) && (d & UHMM_MIGRATE_PFN_VALID)) {
+		uint64_t pfn = uhmm_migrate_pfn_to_pfn(d);
+
+		if (s->kind[b] == K_SYS) {
+			struct uhmm_page *pg = uhmm__pfn_to_page(m->mm, pfn);
+
+			whole = pg && uhmm_page_folio(pg) == pg &&
+				uhmm_page_order(pg) == UHMM_PMD_ORDER;
+		} else {
+			whole = !uhmm_migrate_pfn_is_device(d);
+		}
+		if (whole) {
+			for (size_t i = 0; i < CNR; i++)
+				m->dst[b + i] = uhmm_migrate_pfn(pfn + i) |
+						(d & UHMM_MIGRATE_PFN_WRITE);
+			bit_set(s->cwhole, b);
+		} else {
+			/* Not a 2 MiB destination: only its own page is released. */
+			m->dst[b] = d & ~UHMM_MIGRATE_PFN_COMPOUND;
+			for (size_t i = b; i < b + CNR; i++)
+				m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+		}
+	}
+	if (!whole && s->kind[b] == K_DEV)	/* migrating in pieces */
+		uhmm__folio_split(uhmm__pfn_to_page(m->mm,
+				uhmm_migrate_pfn_to_pfn(s->full_src[b])));
+}
+
+static void compound_expand_all(struct uhmm_migrate_vma *m)
+{
+	if (!m->state->chead)
+		return;
+	for (size_t b = 0; b < m->npages; b++)
+		if (bit_test(m->state->chead, b))
+			compound_expand(m, b);
+}
+
+/* After pages(): a block that migrates whole is one entry again. */
+static void compound_compress(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+
+	if (!s->cwhole)
+		return;
+	for (size_t b = 0; b < m->npages; b++) {
+		bool all = true;
+
+		if (!bit_test(s->cwhole, b))
+			continue;
+		for (size_t i = b; i < b + CNR && all; i++)
+			all = (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
+		if (!all)
+			continue;	/* partly gone meanwhile: shown page by page */
+		m->src[b] = s->csrc[b] | UHMM_MIGRATE_PFN_MIGRATE;
+		memset(m->src + b + 1, 0, (CNR - 1) * sizeof(*m->src));
+		m->dst[b] |= UHMM_MIGRATE_PFN_COMPOUND;
+		memset(m->dst + b + 1, 0, (CNR - 1) * sizeof(*m->dst));
+		bit_set(s->chead, b);
+	}
 }
 
 /* ---- setup ------------------------------------------------------------- */
@@ -257,7 +455,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 	struct uhmm__selfop op;
 	int ret = 0;
 
-	if (uhmm__is_service_thread)
+	if (uhmm__on_service_thread())
 		return -EDEADLK;	/* keep the worker free of REMAP waits */
 	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
 	for (size_t i = 0; i < m->npages && !ret;) {
@@ -346,23 +544,29 @@ int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *m)
 	return ret;
 }
 
-static int migrate_vma_setup(struct uhmm_migrate_vma *m)
+/*
+ * What setup reads of the range before it claims anything: each page's
+ * special entry, and (system pages) whether pagemap has data for it.
+ */
+struct setup_scan {
+	uint64_t *ent;		/* the special entry of page i, or 0 */
+	uint8_t *data;		/* 1 present, 2 swapped out, 0 no data */
+	size_t nsys;		/* system pages claimed */
+	bool any_present;	/* one of them had data when looked at */
+};
+
+static void scan_free(struct setup_scan *sc)
 {
-	const unsigned int ps = uhmm__page_shift;
-	struct uhmm_migrate_state *s;
-	struct uhmm__vma v;
-	struct uhmm_mm *mm;
-	uint32_t *st = NULL;
-	uint64_t *ent = NULL;
-	size_t nsys = 0;
-	bool anon, any_present = false;
+	uhmm__free(sc->ent);
+	uhmm__free(sc->data);
+}
+
+/* The arguments, the context and the mapping: 0 or the error to return. */
+static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
+{
+	struct uhmm_mm *mm = m->mm;
 	int ret;
 
-	if (!m || !m->mm || !m->src || !m->dst)
-		return uhmm__err(EINVAL, "migrate setup: NULL argument");
-	mm = m->mm;
-	m->cpages = 0;
-	m->state = NULL;
 	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
 		return uhmm__err(EINVAL, "migrate setup: context is not live");
 	if (!uhmm__page_aligned(m->start) || !uhmm__page_aligned(m->end) ||
@@ -373,32 +577,47 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 			  UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)))
 		return uhmm__err(EINVAL, "migrate setup: no selection flag");
 	if (m->flags & ~(UHMM_MIGRATE_VMA_SELECT_SYSTEM | UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE |
-			 UHMM__MIGRATE_EXCLUSIVE))
+			 UHMM_MIGRATE_VMA_SELECT_COMPOUND | UHMM__MIGRATE_EXCLUSIVE))
 		return uhmm__err(EINVAL, "migrate setup: unknown flags %#x", m->flags);
 	if (m->fault_page && uhmm__pfn_to_page(mm, m->fault_page->pfn) != m->fault_page)
 		return uhmm__err(EINVAL, "migrate setup: fault_page is not a page of a live pool");
-	if (uhmm__callback_depth > 0)
+	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	/* The unmaps of the addresses' earlier tenants are done with first. */
 	uhmm__events_catch_up(mm);
-	ret = find_mapping(m->start, m->end, &v, false);
+	ret = find_mapping(m->start, m->end, v, false);
 	if (ret)
-		ret = find_mapping(m->start, m->end, &v, true);
+		ret = find_mapping(m->start, m->end, v, true);
 	if (ret)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	if (v.flags & UHMM_VMA_HUGETLB)
+	if (v->flags & UHMM_VMA_HUGETLB)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is hugetlbfs: huge pages "
 				 "are not migrated (as the kernel's migrate_vma_setup); a range "
 				 "fault mirrors them", (unsigned long)m->start,
 				 (unsigned long)m->end);
-	if (!(v.flags & UHMM_VMA_READ) || (v.flags & UHMM_VMA_SPECIAL))
+	if (!(v->flags & UHMM_VMA_READ) || (v->flags & UHMM_VMA_SPECIAL))
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) has no access, or is "
 				 "an IO mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	anon = (v.flags & UHMM_VMA_ANON) && !(v.flags & UHMM_VMA_SHARED);
+	return 0;
+}
 
-	m->npages = (m->end - m->start) >> ps;
+/* Private anonymous memory: the only system pages uhmm migrates. */
+static bool vma_anon(const struct uhmm__vma *v)
+{
+	return (v->flags & UHMM_VMA_ANON) && !(v->flags & UHMM_VMA_SHARED);
+}
+
+/*
+ * The migration's state (m->state, freed by state_free()) and the scan
+ * buffers; migrate_lock for reading unless this thread holds it.
+ */
+static int setup_state(struct uhmm_migrate_vma *m, struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s;
+
+	m->npages = (m->end - m->start) >> uhmm__page_shift;
 	memset(m->src, 0, m->npages * sizeof(*m->src));
 	memset(m->dst, 0, m->npages * sizeof(*m->dst));
 	s = uhmm__calloc(1, sizeof(*s));
@@ -406,212 +625,256 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
 		return uhmm__err(ENOMEM, "migrate setup: out of memory");
 	m->state = s;
 	uhmm__sig_enter();	/* left by state_free() */
+	/* Run for a CPU fault: finalize leaves it the waking. */
+	s->fault = m->fault_page ? uhmm__fault_of(m->fault_page) : NULL;
 	s->kind = uhmm__calloc(m->npages, 1);
 	s->orig = uhmm__calloc(m->npages, sizeof(*s->orig));
 	s->dst_given = uhmm__calloc((m->npages + 63) / 64, sizeof(uint64_t));
-	st = uhmm__malloc(m->npages * sizeof(*st));
-	ent = uhmm__malloc(m->npages * sizeof(*ent));
-	if (!s->kind || !s->orig || !s->dst_given || !st || !ent) {
-		ret = uhmm__err(ENOMEM, "migrate setup: out of memory");
-		goto fail;
-	}
-	if (!uhmm__holds_migrate_lock) {
-		pthread_rwlock_rdlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
+	sc->data = uhmm__malloc(m->npages);
+	sc->ent = uhmm__malloc(m->npages * sizeof(*sc->ent));
+	if (!s->kind || !s->orig || !s->dst_given || !sc->data || !sc->ent)
+		return uhmm__err(ENOMEM, "migrate setup: out of memory");
+	if (!uhmm__migrate_lock_held()) {
+		uhmm__migrate_lock_read(m->mm);
 		s->locked = true;
 	}
+	return 0;
+}
 
-	/*
-	 * Device mirrors drop the range first (the owner may skip its own);
-	 * the invalidation stays open until the pages are frozen.
-	 */
-	s->inv_active = uhmm__invalidate_start(mm, m->start, m->end,
+/*
+ * Device mirrors drop the range first (the owner may skip its own); the
+ * invalidation stays open until the pages are frozen.  System pages of an
+ * anonymous range: the range is registered for MISSING faults, exactly:
+ * the kernel may have merged memory the caller never gave uhmm (libc's, a
+ * runtime's, uhmm's own) into the same mapping, and a missing fault there
+ * could wait for the very thread that takes it.  The split this makes is
+ * seen through by find_mapping(), and moves are done piece by piece.
+ */
+static int setup_start(struct uhmm_migrate_vma *m, const struct uhmm__vma *v)
+{
+	int ret;
+
+	m->state->inv_active = uhmm__invalidate_start(m->mm, m->start, m->end,
 			(m->flags & UHMM__MIGRATE_EXCLUSIVE) ? UHMM_NOTIFY_EXCLUSIVE
 							      : UHMM_NOTIFY_MIGRATE,
 			0, m->pgmap_owner);
+	if (!vma_anon(v) || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+		return 0;
+	ret = uhmm__register_missing(m->mm, m->start, m->end);
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
+				 "with userfaultfd", (unsigned long)m->start,
+				 (unsigned long)m->end);
+	return 0;
+}
 
-	if (anon && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM)) {
-		/*
-		 * Register exactly the range: the kernel may have merged memory
-		 * the caller never gave uhmm (libc's, a runtime's, uhmm's own)
-		 * into the same mapping, and a missing fault there could wait
-		 * for the very thread that takes it.  The split this makes is
-		 * seen through by find_mapping(), and moves are done piece by
-		 * piece.
-		 */
-		ret = uhmm__register_missing(mm, m->start, m->end);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: cannot register [%#lx, %#lx) "
-					"with userfaultfd", (unsigned long)m->start,
-					(unsigned long)m->end);
-			goto fail;
+/*
+ * Collect: uhmm's own entries, and for system pages which ones are
+ * present or swapped: that is all the claim needs (the protection is the
+ * mapping's, one for the whole range), and PAGEMAP_SCAN gives it a run at
+ * a time.  Device pages only: their CPU entries are empty.
+ */
+static int collect(struct uhmm_migrate_vma *m, struct setup_scan *sc)
+{
+	memset(sc->ent, 0, m->npages * sizeof(*sc->ent));
+	uhmm__ptable_walk(&m->mm->ptable, m->start, m->end, collect_entry,
+			  &(struct collect_ctx){ .start = m->start, .ent = sc->ent });
+	if ((m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) &&
+	    uhmm__pagemap_has_data(m->start, m->npages, sc->data))
+		return uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
+	return 0;
+}
+
+/* Claim device page i (entry @e) of the caller's pool: MIGRATING. */
+static void claim_device(struct uhmm_migrate_vma *m, size_t i, uint64_t e)
+{
+	struct uhmm_mm *mm = m->mm;
+	uintptr_t a = m->start + (i << uhmm__page_shift);
+	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	uint64_t orig = e;
+	_Atomic uint64_t *slot;
+
+	if (!page || page->pgmap->owner != m->pgmap_owner)
+		return;
+	/* Found with nothing held (the fault page is the caller's). */
+	if (page != m->fault_page && !uhmm__page_grab(mm, page, a))
+		return;
+	slot = slot_of(mm, a);
+	if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
+			(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+		if (page != m->fault_page) {
+			uhmm_page_unlock(page);
+			uhmm_page_put(page);
 		}
+		return;
 	}
+	/* The entry's reference keeps it now: drop the grab's. */
+	if (page != m->fault_page)
+		uhmm_page_put(page);
+	m->state->orig[i] = orig;
+	m->state->kind[i] = K_DEV;
+	m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
+	if (e & UHMM_PTE_WRITE)
+		m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+	m->cpages++;
+}
+
+/*
+ * Claim system page i (no special entry, or a zero fill in flight):
+ * MIGRATING, WRITE if the mapping is writable.  True if claimed.
+ */
+static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
+{
+	uint64_t w = writable ? UHMM_PTE_WRITE : 0, zero;
+	_Atomic uint64_t *slot = slot_of(m->mm, m->start + (i << uhmm__page_shift));
+
+	if (!slot)
+		return false;
 	/*
-	 * uhmm's own entries, and for system pages which ones are present or
-	 * swapped: that is all the claim needs (the protection is the
-	 * mapping's, one for the whole range), and PAGEMAP_SCAN gives it a
-	 * run at a time.  Device pages only: their CPU entries are empty.
+	 * A zero fill in flight (BUSY) lasts one ioctl on the worker, which
+	 * never waits in between: wait it out.
 	 */
-	memset(ent, 0, m->npages * sizeof(*ent));
-	uhmm__ptable_walk(&mm->ptable, m->start, m->end, collect_entry,
-			  &(struct collect_ctx){ .start = m->start, .ent = ent });
-	if (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) {
-		ret = uhmm__pagemap_has_data(m->start, m->npages, (uint8_t *)st);
-		if (ret) {
-			ret = uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
-			goto fail;
-		}
+	for (;;) {
+		zero = 0;
+		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, UHMM_PTE_MIGRATING | w) ||
+		    zero != UHMM_PTE_BUSY)
+			break;
+		sched_yield();
 	}
+	if (zero != 0)
+		return false;
+	m->state->orig[i] = 0;
+	m->state->kind[i] = K_SYS;
+	m->src[i] = UHMM_MIGRATE_PFN_MIGRATE;
+	if (w)
+		m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
+	return true;
+}
+
+/* The per-page decision: which pages the migration takes. */
+static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
+		  struct setup_scan *sc)
+{
+	bool sys = vma_anon(v) && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM);
 
 	for (size_t i = 0; i < m->npages; i++) {
-		uintptr_t a = m->start + (i << ps);
-		uint64_t e = ent[i];
-		_Atomic uint64_t *slot;
-
-		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE: {
-			struct uhmm_page *page;
-
-			if (!(m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE))
-				break;
-			page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-			if (!page || page->pgmap->owner != m->pgmap_owner)
-				break;
-			/* Found with nothing held (the fault page is the caller's). */
-			if (page != m->fault_page && !uhmm__page_grab(mm, page, a))
-				break;
-			slot = slot_of(mm, a);
-			if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-					(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
-				if (page != m->fault_page) {
-					uhmm_page_unlock(page);
-					uhmm_page_put(page);
-				}
-				break;
-			}
-			/* The entry's reference keeps it now: drop the grab's. */
-			if (page != m->fault_page)
-				uhmm_page_put(page);
-			s->orig[i] = ent[i];
-			s->kind[i] = K_DEV;
-			m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
-			if (e & UHMM_PTE_WRITE)
-				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
-			m->cpages++;
+		switch (sc->ent[i] & UHMM_PTE_TYPE_MASK) {
+		case UHMM_PTE_DEVICE:
+			if (m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)
+				claim_device(m, i, sc->ent[i]);
 			break;
-		}
-		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out below */
-		case 0: {
-			uint64_t w, zero = 0;
-
-			if (!anon || !(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out */
+		case 0:
+			/* Swapped out: the kernel does not migrate it. */
+			if (!sys || sc->data[i] == 2 ||
+			    !claim_system(m, i, (v->flags & UHMM_VMA_WRITE) != 0))
 				break;
-			if (((uint8_t *)st)[i] == 2)
-				break;	/* swapped out: the kernel does not migrate it */
-			w = (v.flags & UHMM_VMA_WRITE) ? UHMM_PTE_WRITE : 0;
-			slot = slot_of(mm, a);
-			if (!slot)
-				break;
-			/*
-			 * A zero fill in flight (BUSY) lasts one ioctl on the
-			 * worker, which never waits in between: wait it out.
-			 */
-			for (;;) {
-				zero = 0;
-				if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &zero,
-							 UHMM_PTE_MIGRATING | w) ||
-				    zero != UHMM_PTE_BUSY)
-					break;
-				sched_yield();
-			}
-			if (zero != 0)
-				break;
-			s->orig[i] = 0;
-			s->kind[i] = K_SYS;
-			m->src[i] = UHMM_MIGRATE_PFN_MIGRATE;
-			if (w)
-				m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
-			nsys++;
-			any_present |= ((uint8_t *)st)[i] == 1;
+			sc->nsys++;
+			sc->any_present |= sc->data[i] == 1;
 			break;
-		}
 		default:
 			break;	/* another migration, a fault in flight, exclusive */
 		}
 	}
+}
 
-	if (nsys) {
-		bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+/*
+ * Freeze the claimed system pages into staging (unmap, in the kernel's
+ * words): every claimed page, present or not when looked at, as a page
+ * can be filled between that look and the claim, and only the staging
+ * page table tells for sure what has data.  Anything it holds counts (a
+ * zero page too: copying zeroes is harmless; calling data "empty" would
+ * lose it).
+ */
+static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
+			    struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s = m->state;
+	bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
+	int ret = uhmm__staging_create(m, use_move);
 
-		ret = uhmm__staging_create(m, use_move);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: no memory for staging");
-			goto fail_claimed;
-		}
-		/*
-		 * Freeze every claimed page, present or not when we looked: a
-		 * page can be filled between that look and the claim, and only
-		 * the staging page table tells for sure what has data.
-		 */
-		ret = use_move ? freeze_move(m, (v.flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
-		if (ret == -EINVAL)
-			ret = freeze_mremap(m);
-		if (ret) {
-			ret = uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
-					(unsigned long)m->start, (unsigned long)m->end);
-			goto fail_claimed;
-		}
-		/*
-		 * Which frozen pages have data?  Anything the staging page table
-		 * holds counts (a zero page too: copying zeroes is harmless;
-		 * calling data "empty" would lose it).
-		 */
-		ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages,
-					     (uint8_t *)st);
-		if (ret)
-			goto fail_claimed;
-		for (size_t i = 0; i < m->npages; i++) {
-			bool data = ((uint8_t *)st)[i];
-
-			if (s->kind[i] != K_SYS)
-				continue;
-			if (data)
-				m->src[i] |= UHMM_MIGRATE_PFN_VALID |
-					     (((uint64_t)((uintptr_t)s->staging >> ps) + i)
-					      << UHMM_MIGRATE_PFN_SHIFT);
-			m->cpages++;
-		}
-	}
-	uhmm__free(st);
-	uhmm__free(ent);
-	if (s->inv_active) {
-		uhmm__invalidate_end(mm);
-		s->inv_active = false;
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: no memory for staging");
+	ret = use_move ? freeze_move(m, (v->flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
+	if (ret == -EINVAL)
+		ret = freeze_mremap(m);
+	if (ret)
+		return uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages, sc->data);
+	if (ret)
+		return ret;
+	for (size_t i = 0; i < m->npages; i++) {
+		if (s->kind[i] != K_SYS)
+			continue;
+		if (sc->data[i])
+			m->src[i] |= UHMM_MIGRATE_PFN_VALID |
+				     (((uint64_t)((uintptr_t)s->staging >> uhmm__page_shift) + i)
+				      << UHMM_MIGRATE_PFN_SHIFT);
+		m->cpages++;
 	}
 	return 0;
+}
 
-fail_claimed:
-	/*
-	 * Give everything back as it was.  Whatever was frozen is restored
-	 * from staging (a page that was empty restores as zeroes: the same
-	 * content).
-	 */
+/*
+ * Setup failed after claiming: give everything back as it was.  Whatever
+ * was frozen is restored from staging (a page that was empty restores as
+ * zeroes: the same content).
+ */
+static void setup_unwind(struct uhmm_migrate_vma *m, const struct setup_scan *sc)
+{
+	struct uhmm_migrate_state *s = m->state;
+
 	for (size_t i = 0; i < m->npages; i++)
-		if (s->kind[i] == K_SYS && (any_present || s->by_mremap))
+		if (s->kind[i] == K_SYS && (sc->any_present || s->by_mremap))
 			m->src[i] |= UHMM_MIGRATE_PFN_VALID;
 	uhmm_migrate_vma_pages(m);
 	for (size_t i = 0; i < m->npages; i++)
 		m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	uhmm_migrate_vma_finalize(m);
-	uhmm__free(st);
-	uhmm__free(ent);
-	return ret;
-fail:
-	state_free(m);
-	uhmm__free(st);
-	uhmm__free(ent);
-	return ret;
+}
+
+/*
+ * As the kernel's: check, collect the pages, then claim and freeze
+ * (unmap) them; the invalidation opened at the start closes once they
+ * are frozen.
+ */
+static int migrate_vma_setup(struct uhmm_migrate_vma *m)
+{
+	struct setup_scan sc = { 0 };
+	struct uhmm__vma v;
+	int ret;
+
+	if (!m || !m->mm || !m->src || !m->dst)
+		return uhmm__err(EINVAL, "migrate setup: NULL argument");
+	m->cpages = 0;
+	m->state = NULL;
+	ret = setup_check(m, &v);
+	if (ret)
+		return ret;
+	ret = setup_state(m, &sc);
+	if (!ret)
+		ret = setup_start(m, &v);
+	if (!ret)
+		ret = collect(m, &sc);
+	if (ret) {
+		state_free(m);
+		scan_free(&sc);
+		return ret;
+	}
+	claim(m, &v, &sc);
+	ret = sc.nsys ? stage_and_freeze(m, &v, &sc) : 0;
+	if (ret)
+		setup_unwind(m, &sc);
+	scan_free(&sc);
+	if (ret)
+		return ret;
+	compound_collect(m);
+	if (m->state->inv_active) {
+		uhmm__invalidate_end(m->mm);
+		m->state->inv_active = false;
+	}
+	return 0;
 }
 
 /* ---- driver helpers -------------------------------------------------------- */
@@ -662,11 +925,19 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
 		}
+		/* 2 MiB destinations: transparent huge pages where there are any. */
+		if (s->chead)
+			uhmm__sys_madvise(s->map, s->map_len, MADV_HUGEPAGE);
 		populate_staging(m);	/* recycled slots need none */
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
 	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);
 	m->dst[i] = uhmm_migrate_pfn((uintptr_t)p >> uhmm__page_shift);
+	if (bit_test(s->chead, i)) {
+		for (size_t k = i; k < i + CNR; k++)
+			s->dst_given[k / 64] |= UINT64_C(1) << (k % 64);
+		m->dst[i] |= UHMM_MIGRATE_PFN_COMPOUND;
+	}
 	return p;
 }
 
@@ -704,6 +975,7 @@ void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 		uhmm__err(EINVAL, "migrate pages: no migration between setup and finalize");
 		return;
 	}
+	compound_expand_all(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << uhmm__page_shift);
 
@@ -713,6 +985,7 @@ void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 		    (uhmm__ptable_get(&m->mm->ptable, a) & UHMM_PTE_GONE))
 			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	}
+	compound_compress(m);
 }
 
 /* Release the driver's destination page of an entry that did not migrate. */
@@ -797,6 +1070,19 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 	}
 }
 
+/* Fresh staging for 2 MiB installs, in transparent huge pages if any. */
+static bool huge_staging(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+
+	if (s->map)
+		return true;
+	if (uhmm__staging_create(m, false))
+		return false;
+	uhmm__sys_madvise(s->map, s->map_len, MADV_HUGEPAGE);
+	return true;
+}
+
 /*
  * Install the data of device entries that migrated to system memory, in
  * runs whose sources are consecutive (staging always is; a driver buffer
@@ -843,7 +1129,18 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 */
 		if (staged && j - i < MOVE_MIN_PAGES)
 			staged = false;
-		else if (!staged && s->cache && j - i >= MOVE_MIN_PAGES) {
+		else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
+			 uhmm__has(UHMM_FEAT_MOVE) && huge_staging(m)) {
+			/*
+			 * A 2 MiB destination from the driver's buffer and no
+			 * recycled pages: UFFDIO_COPY would map 512 small
+			 * pages.  Copy into a transparent huge page of staging
+			 * instead and move it into place as one PMD.
+			 */
+			memcpy(s->staging + (i << ps), (const void *)src0, (j - i) << ps);
+			src0 = (uintptr_t)s->staging + (i << ps);
+			staged = true;
+		} else if (!staged && s->cache && j - i >= MOVE_MIN_PAGES) {
 			/*
 			 * The driver's own buffer, and recycled pages for these
 			 * addresses: copy into them and move them into place
@@ -866,7 +1163,8 @@ static void install_runs(struct uhmm_migrate_vma *m)
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);
 					m->src[k] &= ~UHMM_MIGRATE_PFN_MIGRATE;
-					uhmm__install_err = err;
+					if (s->fault)
+						s->fault->install_err = err;
 				}
 		}
 		i = j;
@@ -874,6 +1172,25 @@ static void install_runs(struct uhmm_migrate_vma *m)
 }
 
 static void migrate_vma_finalize(struct uhmm_migrate_vma *m);
+
+/*
+ * Wake the threads faulting in the range, or, for a migration a CPU fault
+ * runs, leave it to the fault path, which wakes when all is done.
+ */
+static void wake(struct uhmm_migrate_vma *m)
+{
+	struct uhmm__fault *f = m->state->fault;
+
+	if (!f) {
+		uhmm__uffd_wake(m->mm, m->start, m->end);
+	} else if (f->wake_end == 0) {
+		f->wake_start = m->start;
+		f->wake_end = m->end;
+	} else {
+		f->wake_start = UHMM_MIN(f->wake_start, m->start);
+		f->wake_end = UHMM_MAX(f->wake_end, m->end);
+	}
+}
 
 /* The region setup entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_vma_finalize(struct uhmm_migrate_vma *m)
@@ -895,6 +1212,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 	}
 	s = m->state;
 	mm = m->mm;
+	compound_expand_all(m);		/* page by page from here on */
 	/*
 	 * What uhmm_migrate_vma_pages() drops, dropped again: a driver that
 	 * skipped it (or changed dst since) must not get an invalid
@@ -967,7 +1285,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		}
 		uhmm__migrate_commit_entry(mm, slot, e, final);
 	}
-	uhmm__uffd_wake(mm, m->start, m->end);
+	wake(m);
 	uhmm__staging_cache_put(m);		/* system->device: keep staging for the way back */
 	state_free(m);
 	uhmm__migrate_done_broadcast(mm);

@@ -9,6 +9,7 @@
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "log.h"
+#include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "mm_priv.h"
 #include "notifier_priv.h"
@@ -33,8 +34,7 @@ static void devmig_unlock(struct uhmm_mm *mm)
 {
 	if (devmig_locked) {
 		devmig_locked = false;
-		uhmm__holds_migrate_lock = false;
-		pthread_rwlock_unlock(&mm->migrate_lock);
+		uhmm__migrate_unlock(mm);
 		uhmm__sig_leave();
 	}
 }
@@ -61,7 +61,7 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
 	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM_MM_DEAD)
 		return uhmm__err(EINVAL, "migrate device: context is not live");
-	if (uhmm__callback_depth > 0)
+	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
 	/* A page's address may be a freed mapping's whose unmap is not done. */
 	uhmm__events_catch_up(mm);
@@ -83,9 +83,8 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 			return uhmm__err(EINVAL, "migrate device: pfn %#llx names no device page",
 					 (unsigned long long)pfn);
 	}
-	if (!uhmm__holds_migrate_lock) {
-		pthread_rwlock_rdlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
+	if (!uhmm__migrate_lock_held()) {
+		uhmm__migrate_lock_read(mm);
 		devmig_locked = true;
 		uhmm__sig_enter();	/* until uhmm_migrate_device_finalize() */
 	}

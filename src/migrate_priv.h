@@ -7,10 +7,6 @@
 
 #include "base.h"
 
-/* This thread holds mm->migrate_lock for reading (a migration is open). */
-extern __thread bool uhmm__holds_migrate_lock UHMM_HIDDEN;
-/* The last hard error installing a page back in system memory (this thread). */
-extern __thread int uhmm__install_err UHMM_HIDDEN;
 /* Internal migrate flag: invalidate with UHMM_NOTIFY_EXCLUSIVE, not MIGRATE. */
 #define UHMM__MIGRATE_EXCLUSIVE (1u << 31)
 /* Wait until no migration holds a page in [start, end). */

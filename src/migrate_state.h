@@ -24,6 +24,12 @@ struct uhmm_migrate_state {
 	uint64_t *orig;		/* the entry before the migration claimed it */
 	uint64_t *dst_given;	/* alloc_sys pages handed out (bitmap) */
 	struct uhmm__stage_entry *cache;	/* staging borrowed from the staging cache */
+	/* Compound entries (migrate.c, "compound entries"); NULL without any. */
+	uint64_t *full_src;	/* the per-page src entries of compound blocks */
+	uint64_t *csrc;		/* the compound src entry at each head */
+	uint64_t *chead;	/* bitmap: head of a block shown as one entry now */
+	uint64_t *cwhole;	/* bitmap: head of a block migrating whole */
+	struct uhmm__fault *fault;	/* the CPU fault on fault_page, if any */
 };
 
 /*

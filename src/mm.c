@@ -24,7 +24,7 @@
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
-#include "migrate_priv.h"
+#include "migrate_lock.h"
 #include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
@@ -77,12 +77,30 @@ __attribute__((constructor)) static void proc_pid_setup(void)
 	pthread_atfork(NULL, NULL, proc_pid_init);
 }
 
-__thread int uhmm__callback_depth;
-__thread bool uhmm__is_service_thread;
+/*
+ * How deep this thread is in invalidate callbacks, for re-entrancy
+ * detection (private to this file).
+ */
+static __thread int callback_depth;
+
+void uhmm__callback_enter(void)
+{
+	callback_depth++;
+}
+
+void uhmm__callback_leave(void)
+{
+	callback_depth--;
+}
+
+bool uhmm__in_invalidate_callback(void)
+{
+	return callback_depth > 0;
+}
 
 bool uhmm__in_callback(void)
 {
-	return uhmm__callback_depth > 0 || uhmm__is_service_thread;
+	return callback_depth > 0 || uhmm__on_service_thread();
 }
 
 struct uhmm_mm *uhmm__mm_tryget(void)
@@ -265,12 +283,12 @@ static void atfork_prepare(void)
 		 * The child must see every page's data: bring device-resident
 		 * pages home, and hold new migrations off until the fork is done.
 		 */
-		pthread_rwlock_wrlock(&mm->migrate_lock);
-		uhmm__holds_migrate_lock = true;
+		uhmm__migrate_lock_write(mm);
 		if (uhmm__evict_all(mm, NULL))
 			uhmm__warn("fork: some device pages could not be brought home; "
 				   "the child reads zeroes there");
-		uhmm__holds_migrate_lock = false;
+		/* Held until the parent and child handlers, but not acted under. */
+		uhmm__migrate_lock_assume(false);
 		fork_held_migrate = true;
 		uhmm_mm_put(mm);
 	}
@@ -376,6 +394,8 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 		s.pools++;
 		s.device_pages += (uint64_t)atomic_load(&pgmap->nr_resident);
 		s.page_desc_bytes += pgmap->nr_pages * sizeof(struct uhmm_page);
+		if (pgmap->folio_meta)	/* UHMM_DEVMEM_COMPOUND: a word per page */
+			s.page_desc_bytes += pgmap->nr_pages * sizeof(*pgmap->folio_meta);
 	}
 	pthread_mutex_unlock(&mm->pool_lock);
 	uhmm__sig_leave();

@@ -118,7 +118,10 @@ UHMM_HIDDEN extern struct uhmm_mm uhmm__the_mm;
 UHMM_HIDDEN struct uhmm_mm *uhmm__mm_tryget(void);
 /* True on uhmm's service thread, or inside an invalidate callback. */
 UHMM_HIDDEN bool uhmm__in_callback(void);
-extern __thread int uhmm__callback_depth UHMM_HIDDEN;
-extern __thread bool uhmm__is_service_thread UHMM_HIDDEN;
+/* In an invalidate callback (notifier.c enters and leaves them). */
+UHMM_HIDDEN bool uhmm__in_invalidate_callback(void);
+UHMM_HIDDEN void uhmm__callback_enter(void);
+UHMM_HIDDEN void uhmm__callback_leave(void);
+
 
 #endif /* UHMM_MM_PRIV_H */

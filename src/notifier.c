@@ -91,9 +91,9 @@ static void call_one(struct uhmm__mni_node *n, const struct uhmm_notifier_range 
 {
 	struct uhmm_interval_notifier *mni = n->mni;
 
-	uhmm__callback_depth++;
+	uhmm__callback_enter();
 	mni->ops->invalidate(mni, r, seq);
-	uhmm__callback_depth--;
+	uhmm__callback_leave();
 }
 
 bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
@@ -216,7 +216,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 	if (length == 0 || start + length - 1 < start)
 		return uhmm__err(EINVAL, "notifier insert: empty or wrapping range "
 				 "[%#lx, +%#zx)", (unsigned long)start, length);
-	if (uhmm__callback_depth > 0)
+	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "notifier insert from an invalidate callback");
 	if (mni->node || mni->mm)
 		return uhmm__err(EINVAL, "notifier insert: notifier already inserted");
@@ -306,7 +306,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 	atomic_fetch_sub(&mm->nr_notifiers, 1);
 	uhmm__managed_notifier_del(n->it.start, n->it.last);
 	if (wait) {
-		if (uhmm__callback_depth > 0 || uhmm__is_service_thread) {
+		if (uhmm__in_invalidate_callback() || uhmm__on_service_thread()) {
 			/*
 			 * Called from a callback: waiting for the running
 			 * invalidation would wait for ourselves.  The removal
@@ -341,7 +341,7 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 	seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	/* Wait out an invalidation of this notifier that is still running. */
 	while (mni->mm == mm && (seq & 1) && seq == mm->invalidate_seq &&
-	       uhmm__callback_depth == 0 && !uhmm__is_service_thread) {
+	       !uhmm__in_invalidate_callback() && !uhmm__on_service_thread()) {
 		pthread_cond_wait(&mm->ncond, &mm->nlock);
 		seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	}

@@ -30,7 +30,7 @@ struct uhmm_mm;
 struct uhmm_page;
 struct uhmm_interval_notifier_ops;
 struct uhmm_migrate_state;
-struct uhmm__fault_around;
+struct uhmm__pool_faults;
 
 /* struct uhmm_page: 24 bytes, exactly (README: 40 bytes per device page). */
 #define UHMM__PAGE_PRIVATE				\
@@ -45,7 +45,8 @@ struct uhmm__fault_around;
 	unsigned int id;				\
 	struct uhmm_page *pages;			\
 	atomic_long nr_resident; /* pages holding process data */ \
-	struct uhmm__fault_around *fa; /* the CPU faults' streams (devmem.c) */
+	struct uhmm__pool_faults *faults; /* CPU faults: streams, in flight (devmem.c) */ \
+	_Atomic uint32_t *folio_meta; /* UHMM_DEVMEM_COMPOUND: devmem.c */
 
 /* struct uhmm_interval_notifier */
 #define UHMM__NOTIFIER_PRIVATE				\

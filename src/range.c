@@ -32,9 +32,13 @@
 
 #define MAX_PASSES 8
 
-/* What a page needs; the DEVICE kinds are another owner's device pages. */
+/*
+ * What a page needs; the DEVICE kinds are another owner's device pages.
+ * WAIT: a migration holds it; EFAULT, EPERM: its request cannot be met.
+ */
 enum need {
-	NEED_NONE = 0, NEED_READ, NEED_WRITE, NEED_DEVICE_READ, NEED_DEVICE_WRITE
+	NEED_NONE = 0, NEED_READ, NEED_WRITE, NEED_DEVICE_READ, NEED_DEVICE_WRITE,
+	NEED_WAIT, NEED_EFAULT, NEED_EPERM
 };
 
 uintptr_t uhmm_pfn_to_addr(uint64_t pfn)
@@ -132,12 +136,13 @@ static int fault_run(struct uhmm_range *range, uintptr_t s, uintptr_t e, bool wr
  */
 static int fault_device_page(struct uhmm_mm *mm, uintptr_t a, bool write)
 {
+	struct uhmm__fault f = { .vmf = { .mm = mm, .address = a, .write = write } };
 	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
 	int ret;
 
 	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
 		return 0;		/* changed since the snapshot */
-	ret = uhmm__fault_device(mm, a, e, write);
+	ret = uhmm__fault_device(&f, e);
 	if (ret == -EAGAIN) {
 		sched_yield();
 		return 0;
@@ -185,13 +190,14 @@ static bool own_device(struct uhmm_mm *mm, const struct uhmm_range *range, uint6
 }
 
 /* As the kernel, which makes device-private entries read-only on mprotect. */
-static uint64_t device_output(uint64_t e, uint32_t st)
+static uint64_t device_output(struct uhmm_mm *mm, uint64_t e, uint32_t st)
 {
 	uint64_t pfn = UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE | uhmm__pte_payload(e);
 
 	if ((e & UHMM_PTE_WRITE) && (st & UHMM_PS_MAYWRITE))
 		pfn |= UHMM_PFN_WRITE;
-	return pfn;
+	/* A whole compound device page: its order, as the kernel's PMD entry. */
+	return pfn | (uint64_t)uhmm__device_order(mm, e) << UHMM_PFN_ORDER_SHIFT;
 }
 
 /*
@@ -211,7 +217,7 @@ static void snapshot_special(void *arg, uint64_t *pfn, uint64_t e, uint32_t vma_
 	struct uhmm_range *range = arg;
 
 	if (own_device(range->notifier->mm, range, e))
-		*pfn = device_output(e, vma_bits);
+		*pfn = device_output(range->notifier->mm, e, vma_bits);
 }
 
 /*
@@ -262,7 +268,7 @@ static int snapshot_only(struct uhmm_range *range, size_t npages)
 			if (bad_mapping(st[i]))
 				o[i] = UHMM_PFN_ERROR;
 			else if (own_device(mm, range, ent[i]))
-				o[i] = device_output(ent[i], st[i]);
+				o[i] = device_output(mm, ent[i], st[i]);
 			else
 				o[i] = output(st[i], cs + (i << uhmm__page_shift));
 		}
@@ -276,16 +282,29 @@ out:
 	return ret;
 }
 
-int uhmm_range_fault(struct uhmm_range *range)
+/* A page's request (hmm_pfns[i] under the mask, or the default), decoded. */
+#define WANT_FAULT	(1u << 0)
+#define WANT_WRITE	(1u << 1)
+
+/* One range fault's walk over its pages, repeated until nothing is needed. */
+struct walk {
+	struct uhmm_range *range;
+	struct uhmm_mm *mm;
+	size_t npages;
+	uint8_t *want;		/* WANT_* of page i, decoded once */
+	uint32_t *st;		/* page state of page i */
+	uint64_t *ent;		/* special entry of page i */
+	uint8_t *need;		/* enum need of page i */
+	bool any_fault;		/* some page needs a fault */
+	bool wait_mig;		/* some page waits for a migration */
+	int err;		/* the first request that cannot be met */
+};
+
+/* The arguments and the context: 0 or the error to return. */
+static int range_check(struct uhmm_range *range)
 {
 	struct uhmm_interval_notifier *mni;
 	struct uhmm_mm *mm;
-	uint32_t *st = NULL;
-	uint64_t *ent = NULL;
-	uint8_t *need = NULL;
-	bool sig = false;
-	size_t npages;
-	int ret = 0;
 
 	if (!range || !range->notifier || !range->hmm_pfns)
 		return uhmm__err(EINVAL, "range fault: NULL range, notifier or hmm_pfns");
@@ -304,171 +323,228 @@ int uhmm_range_fault(struct uhmm_range *range)
 		return uhmm__err(EDEADLK, "range fault from a uhmm callback would deadlock");
 	/* No entry of a freed mapping's is reported for its successor. */
 	uhmm__events_catch_up(mm);
+	return 0;
+}
 
+/* Decode every page's request once: the walk's passes do not change it. */
+static void decode_requests(struct walk *w)
+{
+	const struct uhmm_range *range = w->range;
+
+	for (size_t i = 0; i < w->npages; i++) {
+		uint64_t req = (range->hmm_pfns[i] & range->pfn_flags_mask) |
+			       range->default_flags;
+
+		w->want[i] = ((req & UHMM_PFN_REQ_FAULT) ? WANT_FAULT : 0) |
+			     ((req & UHMM_PFN_REQ_WRITE) ? WANT_WRITE : 0);
+	}
+}
+
+/* The per-page decision (the kernel's hmm_pte_need_fault). */
+static enum need need_fault(const struct walk *w, size_t i)
+{
+	unsigned int want = w->want[i];
+	bool write = want & WANT_WRITE;
+	uint32_t s = w->st[i];
+	uint64_t e = w->ent[i], type = e & UHMM_PTE_TYPE_MASK;
+
+	if (!(want & WANT_FAULT))
+		return NEED_NONE;
+	if (bad_mapping(s))
+		return NEED_EFAULT;
+	if (write && !(s & UHMM_PS_MAYWRITE))
+		return NEED_EPERM;
+	/*
+	 * As the kernel's migration entry wait: let the migration end and
+	 * look again (faulting now could pull back a page it is giving to us).
+	 */
+	if (type == UHMM_PTE_MIGRATING || type == UHMM_PTE_BUSY)
+		return NEED_WAIT;
+	/* Ours: valid in place unless a write needs a writable entry. */
+	if (own_device(w->mm, w->range, e))
+		return write && !(e & UHMM_PTE_WRITE) ? NEED_WRITE : NEED_NONE;
+	if (type == UHMM_PTE_DEVICE)
+		return write ? NEED_DEVICE_WRITE : NEED_DEVICE_READ;
+	if (!(s & UHMM_PS_PRESENT))
+		return write ? NEED_WRITE : NEED_READ;
+	if (write && !(s & UHMM_PS_WRITABLE))
+		return NEED_WRITE;
+	return NEED_NONE;
+}
+
+/*
+ * Read the pages' state and decide what each needs.  A request that
+ * cannot be met reads the mappings again, not from the cache, once; what
+ * the first read found stays counted (err, wait_mig, any_fault).
+ */
+static int walk_decide(struct walk *w)
+{
+	w->err = 0;
+	w->any_fault = w->wait_mig = false;
+	for (bool fresh = false;; fresh = true) {
+		int ret = uhmm__page_state(w->mm, w->range->start, w->npages, w->st,
+					   w->ent, fresh);
+
+		if (ret)
+			return ret;
+		for (size_t i = 0; i < w->npages; i++) {
+			w->need[i] = need_fault(w, i);
+			if (w->need[i] == NEED_EFAULT || w->need[i] == NEED_EPERM)
+				w->err = w->err ? w->err :
+					 w->need[i] == NEED_EPERM ? -EPERM : -EFAULT;
+			else if (w->need[i] == NEED_WAIT)
+				w->wait_mig = true;
+			else
+				w->any_fault |= w->need[i] != NEED_NONE;
+		}
+		if (!w->err || fresh)
+			return 0;
+	}
+}
+
+/* Nothing faulted: report which requests failed, the rest as they are. */
+static int report_errors(struct walk *w)
+{
+	struct uhmm_range *range = w->range;
+
+	for (size_t i = 0; i < w->npages; i++) {
+		bool bad = w->need[i] == NEED_EFAULT || w->need[i] == NEED_EPERM;
+
+		range->hmm_pfns[i] = bad || bad_mapping(w->st[i]) ? UHMM_PFN_ERROR :
+			output(w->st[i], range->start + (i << uhmm__page_shift));
+	}
+	return uhmm__err(-w->err, "range fault: %s in [%#lx, %#lx)",
+			 w->err == -EPERM ? "write to a read-only mapping"
+					  : "no mapping, no access or an IO mapping",
+			 (unsigned long)range->start, (unsigned long)range->end);
+}
+
+/* Every request is met: write the output words. */
+static void write_output(struct walk *w)
+{
+	struct uhmm_range *range = w->range;
+
+	for (size_t i = 0; i < w->npages; i++) {
+		uintptr_t a = range->start + (i << uhmm__page_shift);
+
+		range->hmm_pfns[i] = bad_mapping(w->st[i]) ? UHMM_PFN_ERROR
+							   : output(w->st[i], a);
+		if (own_device(w->mm, range, w->ent[i]) && !bad_mapping(w->st[i]))
+			range->hmm_pfns[i] = device_output(w->mm, w->ent[i], w->st[i]);
+	}
+}
+
+/* Fault what the pages need: another owner's device pages one by one, runs of the rest. */
+static int fault_pages(struct walk *w)
+{
+	struct uhmm_range *range = w->range;
+	const unsigned int ps = uhmm__page_shift;
+	int ret;
+
+	for (size_t i = 0, j; i < w->npages; i = j) {
+		j = i + 1;
+		if (w->need[i] == NEED_NONE)
+			continue;
+		if (w->need[i] == NEED_DEVICE_READ || w->need[i] == NEED_DEVICE_WRITE) {
+			ret = fault_device_page(w->mm, range->start + (i << ps),
+						w->need[i] == NEED_DEVICE_WRITE);
+			if (ret)
+				return ret;
+			continue;
+		}
+		while (j < w->npages && w->need[j] == w->need[i])
+			j++;
+		ret = fault_run(range, range->start + (i << ps), range->start + (j << ps),
+				w->need[i] == NEED_WRITE);
+		if (ret == -EBUSY)
+			return ret;
+		if (ret)
+			return uhmm__err(-ret, "range fault: fault at [%#lx, %#lx) failed",
+					 (unsigned long)(range->start + (i << ps)),
+					 (unsigned long)(range->start + (j << ps)));
+	}
+	return 0;
+}
+
+/*
+ * The walk, repeated while pages needed a fault (the kernel's
+ * hmm_range_fault repeats its walk while it returns -EBUSY): decide,
+ * fault, look again, until every request is met, one cannot be, or the
+ * notifier's sequence moved (-EBUSY).
+ */
+static int walk_passes(struct walk *w)
+{
+	struct uhmm_interval_notifier *mni = w->range->notifier;
+	int ret;
+
+	for (int pass = 0;; pass++) {
+		if (uhmm_interval_check_retry(mni, w->range->notifier_seq))
+			return -EBUSY;
+		ret = walk_decide(w);
+		if (ret)
+			return ret;
+		if (w->err)
+			return report_errors(w);
+		if (w->wait_mig) {
+			if (pass >= MAX_PASSES)
+				return -EBUSY;
+			uhmm__wait_migrations(w->mm, w->range->start, w->range->end);
+			continue;
+		}
+		if (!w->any_fault) {
+			write_output(w);
+			return uhmm_interval_check_retry(mni, w->range->notifier_seq) ? -EBUSY : 0;
+		}
+		if (pass >= MAX_PASSES)
+			return -EBUSY;	/* pages keep changing under us */
+		ret = fault_pages(w);
+		if (ret)
+			return ret;
+	}
+}
+
+/* The general path: some page requests a fault. */
+static int range_walk(struct uhmm_range *range, size_t npages)
+{
+	struct walk w = {
+		.range = range, .mm = range->notifier->mm, .npages = npages,
+		.want = uhmm__malloc(npages),
+		.st = uhmm__malloc(npages * sizeof(*w.st)),
+		.ent = uhmm__malloc(npages * sizeof(*w.ent)),
+		.need = uhmm__malloc(npages),
+	};
+	int ret;
+
+	if (!w.want || !w.st || !w.ent || !w.need) {
+		ret = uhmm__err(ENOMEM, "range fault: out of memory");
+	} else {
+		decode_requests(&w);
+		ret = walk_passes(&w);
+	}
+	uhmm__free(w.want);
+	uhmm__free(w.st);
+	uhmm__free(w.ent);
+	uhmm__free(w.need);
+	return ret;
+}
+
+int uhmm_range_fault(struct uhmm_range *range)
+{
+	size_t npages;
+	int ret = range_check(range);
+
+	if (ret)
+		return ret;
 	npages = (range->end - range->start) >> uhmm__page_shift;
 	/*
 	 * The walk and the faults hold locks the service thread's fault path
 	 * takes too, and device pages: no handler here (sigblock.h).
 	 */
 	uhmm__sig_enter();
-	sig = true;
 	ret = snapshot_only(range, npages);
-	if (ret <= 0)
-		goto out;
-	ret = 0;
-	st = uhmm__malloc(npages * sizeof(*st));
-	need = uhmm__malloc(npages);
-	ent = uhmm__malloc(npages * sizeof(*ent));
-	if (!st || !need || !ent) {
-		ret = uhmm__err(ENOMEM, "range fault: out of memory");
-		goto out;
-	}
-
-	for (int pass = 0;; pass++) {
-		bool any_fault = false, fresh = false, wait_mig = false;
-		int err = 0;
-
-		if (uhmm_interval_check_retry(mni, range->notifier_seq)) {
-			ret = -EBUSY;
-			goto out;
-		}
-again:
-		ret = uhmm__page_state(mm, range->start, npages, st, ent, fresh);
-		if (ret)
-			goto out;
-		for (size_t i = 0; i < npages; i++) {
-			uint64_t req = ((range->hmm_pfns[i] & range->pfn_flags_mask) |
-					range->default_flags);
-			uint32_t s = st[i];
-
-			need[i] = NEED_NONE;
-			if (!(req & UHMM_PFN_REQ_FAULT))
-				continue;
-			if (bad_mapping(s)) {
-				err = err ? err : -EFAULT;
-				continue;
-			}
-			if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_MAYWRITE)) {
-				err = err ? err : -EPERM;
-				continue;
-			}
-			if ((ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_MIGRATING ||
-			    (ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_BUSY) {
-				/*
-				 * As the kernel's migration entry wait: let the
-				 * migration end and look again (faulting now
-				 * could pull back a page it is giving to us).
-				 */
-				wait_mig = true;
-				continue;
-			}
-			if (own_device(mm, range, ent[i])) {
-				/* Ours: valid in place unless a write needs a writable entry. */
-				if ((req & UHMM_PFN_REQ_WRITE) && !(ent[i] & UHMM_PTE_WRITE))
-					need[i] = NEED_WRITE;
-				any_fault |= need[i] != NEED_NONE;
-				continue;
-			}
-			if ((ent[i] & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE)
-				need[i] = (req & UHMM_PFN_REQ_WRITE) ? NEED_DEVICE_WRITE
-								     : NEED_DEVICE_READ;
-			else if (!(s & UHMM_PS_PRESENT))
-				need[i] = (req & UHMM_PFN_REQ_WRITE) ? NEED_WRITE : NEED_READ;
-			else if ((req & UHMM_PFN_REQ_WRITE) && !(s & UHMM_PS_WRITABLE))
-				need[i] = NEED_WRITE;
-			any_fault |= need[i] != NEED_NONE;
-		}
-		if (err && !fresh) {
-			/* The cached mappings list may be stale: read it again. */
-			fresh = true;
-			goto again;
-		}
-		if (err) {
-			/* Nothing faulted: report which requests failed. */
-			for (size_t i = 0; i < npages; i++) {
-				uint64_t req = ((range->hmm_pfns[i] & range->pfn_flags_mask) |
-						range->default_flags);
-				uint32_t s = st[i];
-				bool bad = (req & UHMM_PFN_REQ_FAULT) &&
-					   (bad_mapping(s) ||
-					    ((req & UHMM_PFN_REQ_WRITE) &&
-					     !(s & UHMM_PS_MAYWRITE)));
-
-				range->hmm_pfns[i] = bad ? UHMM_PFN_ERROR :
-					bad_mapping(s) ? UHMM_PFN_ERROR :
-					output(s, range->start + (i << uhmm__page_shift));
-			}
-			ret = uhmm__err(-err, "range fault: %s in [%#lx, %#lx)",
-					err == -EPERM ? "write to a read-only mapping"
-						      : "no mapping, no access or an IO mapping",
-					(unsigned long)range->start,
-					(unsigned long)range->end);
-			goto out;
-		}
-		if (wait_mig) {
-			if (pass >= MAX_PASSES) {
-				ret = -EBUSY;
-				goto out;
-			}
-			uhmm__wait_migrations(mm, range->start, range->end);
-			continue;
-		}
-		if (!any_fault) {
-			for (size_t i = 0; i < npages; i++) {
-				uintptr_t a = range->start + (i << uhmm__page_shift);
-
-				range->hmm_pfns[i] = bad_mapping(st[i]) ? UHMM_PFN_ERROR
-									: output(st[i], a);
-				if (own_device(mm, range, ent[i]) && !bad_mapping(st[i]))
-					range->hmm_pfns[i] = device_output(ent[i], st[i]);
-			}
-			break;
-		}
-		if (pass >= MAX_PASSES) {
-			ret = -EBUSY;	/* pages keep changing under us */
-			goto out;
-		}
-		for (size_t i = 0; i < npages;) {
-			size_t j = i + 1;
-			uintptr_t s;
-
-			if (need[i] == NEED_NONE) {
-				i++;
-				continue;
-			}
-			if (need[i] == NEED_DEVICE_READ || need[i] == NEED_DEVICE_WRITE) {
-				ret = fault_device_page(mm, range->start + (i << uhmm__page_shift),
-							need[i] == NEED_DEVICE_WRITE);
-				if (ret)
-					goto out;
-				i++;
-				continue;
-			}
-			while (j < npages && need[j] == need[i])
-				j++;
-			s = range->start + (i << uhmm__page_shift);
-			ret = fault_run(range, s, range->start + (j << uhmm__page_shift),
-					need[i] == NEED_WRITE);
-			if (ret == -EBUSY)
-				goto out;
-			if (ret) {
-				ret = uhmm__err(-ret, "range fault: fault at [%#lx, %#lx) failed",
-						(unsigned long)s,
-						(unsigned long)(range->start +
-								(j << uhmm__page_shift)));
-				goto out;
-			}
-			i = j;
-		}
-	}
-	if (uhmm_interval_check_retry(mni, range->notifier_seq))
-		ret = -EBUSY;
-out:
-	if (sig)
-		uhmm__sig_leave();
-	uhmm__free(st);
-	uhmm__free(ent);
-	uhmm__free(need);
+	if (ret > 0)
+		ret = range_walk(range, npages);
+	uhmm__sig_leave();
 	if (ret == -EBUSY)
 		uhmm__err(EBUSY, "range fault: [%#lx, %#lx) changed since the sequence was "
 			  "read: read it again and retry", (unsigned long)range->start,

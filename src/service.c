@@ -34,11 +34,12 @@
 #include "inject_priv.h"
 #include "log.h"
 #include "managed.h"
-#include "migrate_priv.h"
+#include "migrate_lock.h"
 #include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ptable.h"
 #include "service.h"
+#include "sigblock.h"
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
@@ -95,7 +96,7 @@ void uhmm__events_sync(struct uhmm_mm *mm)
 	unsigned long r = atomic_load_explicit(&mm->ev_read, memory_order_acquire);
 
 	if (atomic_load_explicit(&mm->ev_done, memory_order_acquire) >= r ||
-	    uhmm__is_service_thread)
+	    uhmm__on_service_thread())
 		return;
 	pthread_mutex_lock(&mm->ev_lock);
 	while (atomic_load_explicit(&mm->ev_done, memory_order_acquire) < r)
@@ -170,7 +171,7 @@ static bool event_pending(struct uhmm_mm *mm)
 
 void uhmm__events_catch_up(struct uhmm_mm *mm)
 {
-	if (uhmm__holds_migrate_lock || uhmm__is_service_thread)
+	if (uhmm__migrate_lock_held() || uhmm__on_service_thread())
 		return;
 	while (event_pending(mm))
 		uhmm__eagain_backoff(mm);
@@ -408,11 +409,14 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 			return 0;
 		}
-		ret = uhmm__fault_device(mm, page, e,
-					 (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+		struct uhmm__fault f = { .vmf = {
+			.mm = mm, .address = page,
+			.write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,
+		} };
+
+		ret = uhmm__fault_device(&f, e);
 		if (!ret && !in_rescue)
-			note_served(mm, uhmm__last_fault_window.start,
-				    uhmm__last_fault_window.end);
+			note_served(mm, f.vmf.window_start, f.vmf.window_end);
 		if (ret == -EAGAIN)
 			return -EAGAIN;
 		if (ret) {
@@ -580,6 +584,9 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 			if (page)
 				atomic_store(&page->addr, to + off);
+			/* A compound device page moves whole only 2 MiB aligned. */
+			if (((from | to | len) & ((2u << 20) - 1)))
+				uhmm__folio_split(page);
 		}
 	}
 }
@@ -669,7 +676,7 @@ static void *rescue_main(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__is_service_thread = true;
+	uhmm__set_service_thread();
 	in_rescue = true;
 	pthread_setname_np(pthread_self(), "uhmm-rescue");
 	service_thread_ready(q);
@@ -856,7 +863,7 @@ static void *reader_main(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__is_service_thread = true;
+	uhmm__set_service_thread();
 	pthread_setname_np(pthread_self(), "uhmm-reader");
 	service_thread_ready(q);
 	for (;;) {
@@ -954,7 +961,7 @@ static void *worker_main(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__is_service_thread = true;
+	uhmm__set_service_thread();
 	pthread_setname_np(pthread_self(), "uhmm-worker");
 	pthread_mutex_lock(&q->lock);
 	q->worker_tid = (pid_t)syscall(SYS_gettid);

@@ -11,7 +11,6 @@
 #include <signal.h>
 
 #include "base.h"
-#include "mm_priv.h"
 #include "sigblock.h"
 
 static sigset_t async_set;
@@ -34,10 +33,22 @@ __attribute__((constructor)) static void sig_set_init(void)
 
 static __thread unsigned int sig_depth;
 static __thread sigset_t sig_saved;
+/* One of uhmm's service threads: every signal blocked for its life. */
+static __thread bool service_thread;
+
+void uhmm__set_service_thread(void)
+{
+	service_thread = true;
+}
+
+bool uhmm__on_service_thread(void)
+{
+	return service_thread;
+}
 
 void uhmm__sig_enter(void)
 {
-	if (uhmm__is_service_thread)
+	if (uhmm__on_service_thread())
 		return;		/* everything is blocked there for good */
 	if (sig_depth++ == 0)
 		pthread_sigmask(SIG_BLOCK, &async_set, &sig_saved);
@@ -45,7 +56,7 @@ void uhmm__sig_enter(void)
 
 void uhmm__sig_leave(void)
 {
-	if (uhmm__is_service_thread || sig_depth == 0)
+	if (uhmm__on_service_thread() || sig_depth == 0)
 		return;
 	if (--sig_depth == 0)
 		pthread_sigmask(SIG_SETMASK, &sig_saved, NULL);
@@ -53,5 +64,5 @@ void uhmm__sig_leave(void)
 
 bool uhmm__sig_blocked(void)
 {
-	return uhmm__is_service_thread || sig_depth > 0;
+	return uhmm__on_service_thread() || sig_depth > 0;
 }

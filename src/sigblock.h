@@ -29,5 +29,11 @@ UHMM_HIDDEN void uhmm__sig_enter(void);
 UHMM_HIDDEN void uhmm__sig_leave(void);
 /* Is the calling thread inside a region (for assertions and tests)? */
 UHMM_HIDDEN bool uhmm__sig_blocked(void);
+/*
+ * On one of uhmm's service threads, which block every signal for good
+ * (each says so when it starts, before it runs anything else).
+ */
+UHMM_HIDDEN bool uhmm__on_service_thread(void);
+UHMM_HIDDEN void uhmm__set_service_thread(void);
 
 #endif /* UHMM_SIGBLOCK_H */

@@ -126,23 +126,10 @@ int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len
 	return 0;
 }
 
-__thread struct uhmm__wake_defer uhmm__wake_defer;
-
 void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {
 	struct uffdio_range r = { .start = s, .len = e - s };
 
-	if (uhmm__wake_defer.active) {
-		/* Serving a CPU fault: wake once the fault path is done. */
-		if (uhmm__wake_defer.end == 0) {
-			uhmm__wake_defer.start = s;
-			uhmm__wake_defer.end = e;
-		} else {
-			uhmm__wake_defer.start = UHMM_MIN(uhmm__wake_defer.start, s);
-			uhmm__wake_defer.end = UHMM_MAX(uhmm__wake_defer.end, e);
-		}
-		return;
-	}
 	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 

@@ -7,14 +7,6 @@
 
 #include "base.h"
 
-/* While serving a CPU fault, finalize leaves waking to the fault path. */
-struct uhmm__wake_defer {
-	bool active;
-	uintptr_t start;
-	uintptr_t end;
-};
-extern __thread struct uhmm__wake_defer uhmm__wake_defer UHMM_HIDDEN;
-
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
 UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
 /*
@@ -27,7 +19,7 @@ UHMM_HIDDEN size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t 
 /* UFFDIO_COPY [@src, +@len) to @dst (waking nobody); 0 or -errno. */
 UHMM_HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				   size_t len);
-/* Wake the threads faulting in [@s, @e) (deferred while serving a CPU fault). */
+/* Wake the threads faulting in [@s, @e). */
 UHMM_HIDDEN void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
 /* Make sure [start, end) is registered for MISSING faults. */
 UHMM_HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,

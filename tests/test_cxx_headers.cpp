@@ -17,6 +17,7 @@
 #include <uhmm/inject.h>
 #include <uhmm/version.h>
 #include <uhmm/simdev.h>
+#include <uhmm/policy.h>
 #include <uhmm/uhmm.h>
 
 #include <cerrno>
@@ -38,6 +39,8 @@ static_assert(c_like<uhmm_range>(), "uhmm_range");
 static_assert(c_like<struct uhmm_sysinfo>(), "uhmm_sysinfo");
 static_assert(c_like<struct uhmm_mm_stats>(), "uhmm_mm_stats");
 static_assert(c_like<uhmm_simdev_config>(), "uhmm_simdev_config");
+static_assert(c_like<uhmm_policy_config>() && c_like<uhmm_policy_attr>() &&
+	      c_like<uhmm_policy_stats>() && c_like<uhmm_policy_fault>(), "policy");
 static_assert(sizeof(uhmm_page) == 40, "README: 40 bytes per device page");
 static_assert(UHMM_VERSION_NUMBER == ((UHMM_VERSION_MAJOR << 16) |
 	      (UHMM_VERSION_MINOR << 8) | UHMM_VERSION_PATCH), "version");

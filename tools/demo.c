@@ -33,6 +33,7 @@
 #include <uhmm/simdev.h>
 
 #include "demo.h"
+#include "demo_policy.h"
 #include "opts.h"
 
 #define ITEM 1024			/* elements per work item */
@@ -206,7 +207,8 @@ static void usage(FILE *f)
 		"                    up to %d pages while the CPU faults sequentially)\n"
 		"  --policy P        migrate (default): pages move to the device on first\n"
 		"                    device touch, %d pages at a time; mirror: the device\n"
-		"                    accesses system memory in place through its page table\n"
+		"                    accesses system memory in place through its page table;\n"
+		"                    or the policy layer decides (uhmm/policy.h): %s\n"
 		"  --threads N       device compute threads, 1..64 (default: the number of\n"
 		"                    CPUs, at most 8)\n"
 		"  --model NAME      also report the simulated time of the run on a modelled\n"
@@ -218,7 +220,8 @@ static void usage(FILE *f)
 		"\n"
 		"Exit status: 0 results correct; 1 a result differs or the run failed;\n"
 		"2 bad command line; 77 no userfaultfd here (see 'uhmm info').\n",
-		FAULT_AROUND_MAX, UHMM_FAULT_AROUND_DEFAULT, FAULT_AROUND_MAX, MIGRATE_WINDOW);
+		FAULT_AROUND_MAX, UHMM_FAULT_AROUND_DEFAULT, FAULT_AROUND_MAX, MIGRATE_WINDOW,
+		demo_policy_names());
 }
 
 /* --fault-around: "adaptive" (0) or a power of two 1..FAULT_AROUND_MAX. */
@@ -297,8 +300,11 @@ static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
 				*policy = UHMM_SIMDEV_POLICY_MIGRATE;
 			else if (!strcmp(p, "mirror"))
 				*policy = UHMM_SIMDEV_POLICY_MIRROR;
+			else if (demo_policy_parse(p) >= 0)
+				*policy = demo_policy_parse(p);
 			else
-				return opts_bad_value(&o, p, "not a policy (migrate or mirror)"),
+				return opts_bad_value(&o, p, "not a policy (migrate, mirror, %s)",
+						      demo_policy_names()),
 				       TOOL_EXIT_USAGE;
 		} else {
 			opts_unknown(&o);
@@ -324,6 +330,7 @@ int uhmm_demo_main(int argc, char **argv)
 	struct uhmm_simdev_stats st = { 0 };
 	struct uhmm_simdev *dev;
 	struct progress prog = { 0 };
+	struct demo_policy *dpol = NULL;
 	struct work w = { 0 };
 	uint32_t *ref_out;
 	uint64_t ref_bins[256] = { 0 };
@@ -356,9 +363,9 @@ int uhmm_demo_main(int argc, char **argv)
 	cfg.capacity_pages = cap_mib ? (cap_mib << 20) / ps : (2 * bytes + HUGE) / ps;
 	cfg.threads = threads;
 	cfg.fault_around = fault_around;
-	cfg.policy = (unsigned int)policy;
+	cfg.policy = policy >= DEMO_POLICY_BASE ? UHMM_SIMDEV_POLICY_MIRROR : (unsigned int)policy;
 	cfg.migrate_window = MIGRATE_WINDOW;
-	cfg.evict_when_full = true;
+	cfg.evict_when_full = policy < DEMO_POLICY_BASE;	/* the layer evicts itself */
 	ret = uhmm_simdev_create(&cfg, &dev);
 	if (ret) {
 		fprintf(stderr, "uhmm demo: cannot create the device: %s\n%s\n", strerror(-ret),
@@ -379,7 +386,9 @@ int uhmm_demo_main(int argc, char **argv)
 	printf("  device:        %zu MiB of device memory, %u compute threads (CPU threads\n"
 	       "                 translating every access in software: a simulator)\n",
 	       cfg.capacity_pages * ps >> 20, threads);
-	if (policy == UHMM_SIMDEV_POLICY_MIGRATE)
+	if (policy >= DEMO_POLICY_BASE)
+		demo_policy_describe(policy, stdout);
+	else if (policy == UHMM_SIMDEV_POLICY_MIGRATE)
 		printf("  policy:        migrate: a page moves into device memory when the device\n"
 		       "                 first touches it, %d pages at a time%s\n", MIGRATE_WINDOW,
 		       cap_mib ? "; the oldest are evicted\n"
@@ -434,7 +443,12 @@ int uhmm_demo_main(int argc, char **argv)
 		}
 	}
 	printf("\n1. the CPU wrote %zu input elements and computed the expected answer\n", w.n);
-	printf("2. the device computes%s\n", policy == UHMM_SIMDEV_POLICY_MIGRATE ?
+	if (policy >= DEMO_POLICY_BASE) {
+		dpol = demo_policy_start(policy, dev, w.in, w.out, w.bins, bytes, HUGE);
+		if (!dpol)
+			return TOOL_EXIT_FAIL;
+	}
+	printf("2. the device computes%s\n", policy != UHMM_SIMDEV_POLICY_MIRROR ?
 	       " (pages move to it as it touches them)" : " (on system memory, in place)");
 	fflush(stdout);
 
@@ -547,8 +561,11 @@ int uhmm_demo_main(int argc, char **argv)
 	}
 	if (have_model)
 		print_cost(&model, &k0, &k1, &k2, (double)(t1 - t0) / 1e6, (double)(t3 - t2) / 1e6);
+	if (dpol)
+		demo_policy_report(dpol);
 	if (mism)
 		fprintf(stderr, "uhmm demo: %zu results differ from the CPU computation\n", mism);
+	demo_policy_end(dpol);
 	uhmm_simdev_destroy(dev);
 	munmap(w.in, bytes);
 	munmap(w.out, bytes);

@@ -98,6 +98,8 @@ struct uhmm_devmem_ops {
  *	and, as readahead, a window doubling up to 2048 pages from a fault
  *	on the page just after the previous window
  * @driver_data: for the driver
+ * @flags: %UHMM_DEVMEM_COMPOUND or 0 (carved out of the reserved bytes: 0
+ *	is the behaviour of a pool without the field)
  *
  * The caller allocates the pool (usually embedded in its device structure)
  * and must zero it first (``= {0}``, calloc or memset): the reserved bytes
@@ -110,8 +112,9 @@ struct uhmm_devmem {
 	size_t nr_pages;
 	size_t fault_around;
 	void *driver_data;
+	uint64_t flags;
 	union {
-		uint64_t uhmm_reserved[8];		/* private, zero */
+		uint64_t uhmm_reserved[7];		/* private, zero */
 #ifdef UHMM__DEVMEM_PRIVATE
 		struct { UHMM__DEVMEM_PRIVATE };
 #endif
@@ -119,6 +122,20 @@ struct uhmm_devmem {
 };
 
 #define UHMM_FAULT_AROUND_DEFAULT 32
+
+/*
+ * Pool flag: the pool can hand out compound device pages ("device THP",
+ * the kernel's device-private folios of order HPAGE_PMD_ORDER):
+ * uhmm_folio_init() makes 2^UHMM_PMD_ORDER consecutive pages of it one
+ * 2 MiB device page.  It costs 4 bytes per page of the pool.
+ */
+#define UHMM_DEVMEM_COMPOUND	(UINT64_C(1) << 0)
+
+/*
+ * The order of a compound device page: a PMD's worth of pages (2 MiB with
+ * 4 KiB pages).  Compound pages need 4 KiB pages (uhmm_folio_init()).
+ */
+#define UHMM_PMD_ORDER		9
 
 /**
  * uhmm_devmem_add() - register a pool of device pages (memremap_pages)
@@ -198,6 +215,56 @@ UHMM_API struct uhmm_page *uhmm_pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
  * references).
  */
 UHMM_API void uhmm_page_init(struct uhmm_page *page);
+
+/**
+ * uhmm_folio_init() - prepare free device pages as one device page of @order
+ *	(zone_device_folio_init)
+ * @page: the first page (the head): its index in the pool a multiple of
+ *	2^@order
+ * @order: 0 (as uhmm_page_init()) or %UHMM_PMD_ORDER
+ *
+ * For %UHMM_PMD_ORDER the 512 pages from @page on become one compound
+ * device page, a 2 MiB destination for a migration that keeps a
+ * transparent huge page whole (%UHMM_MIGRATE_PFN_COMPOUND in the dst entry
+ * of the head): each page gets a reference count of 1 and is locked, as
+ * uhmm_page_init() does for one page.  The pages keep one descriptor each;
+ * pages of it that are freed (an address unmapped, part of it migrated
+ * back alone) wait until the last page of the compound page is free, and
+ * @pgmap->ops->page_free is then called once, for the head, with
+ * uhmm_page_order() still giving @order: the driver takes the 2 MiB back
+ * whole.  A compound page that is no longer mapped whole at one 2 MiB
+ * aligned address (part of it unmapped, moved, protected differently, or
+ * migrated alone) is split: it is reported and migrated page by page from
+ * then on, and freed as above.
+ *
+ * Context: any thread; the pages must be free (reference count 0) and the
+ * driver's own.
+ *
+ * Return: 0; -EINVAL for a NULL @page, an @order other than 0 and
+ * %UHMM_PMD_ORDER, a pool added without %UHMM_DEVMEM_COMPOUND, a page size
+ * other than 4 KiB, an unaligned head or one whose compound page would run
+ * past the pool's end; -EBUSY when a page of it is in use (nothing is
+ * changed).
+ */
+UHMM_API int uhmm_folio_init(struct uhmm_page *page, unsigned int order);
+
+/**
+ * uhmm_page_order() - the order of the device page @page belongs to
+ * @page: a descriptor of an added pool (not NULL)
+ *
+ * Thread safe, lock free.  Return: %UHMM_PMD_ORDER for a page of a compound
+ * device page (in use, or being freed: in page_free), else 0.
+ */
+UHMM_API unsigned int uhmm_page_order(const struct uhmm_page *page);
+
+/**
+ * uhmm_page_folio() - the head of the device page @page belongs to
+ * @page: a descriptor of an added pool (not NULL)
+ *
+ * Thread safe, lock free.  Return: the first page of @page's compound
+ * device page, or @page itself for a page of order 0.
+ */
+UHMM_API struct uhmm_page *uhmm_page_folio(struct uhmm_page *page);
 
 /**
  * uhmm_page_get() - take a reference on a device page

@@ -37,6 +37,21 @@ extern "C" {
 #define UHMM_MIGRATE_PFN_VALID		(UINT64_C(1) << 0)
 #define UHMM_MIGRATE_PFN_MIGRATE	(UINT64_C(1) << 1)
 #define UHMM_MIGRATE_PFN_WRITE		(UINT64_C(1) << 3)
+/*
+ * A compound entry (the kernel's MIGRATE_PFN_COMPOUND): the entry of the
+ * first page of a 2 MiB aligned block stands for all 512 pages of it, and
+ * the next 511 entries are 0.  In src (setup with
+ * %UHMM_MIGRATE_VMA_SELECT_COMPOUND): the block migrates whole; its system
+ * data is 2 MiB at uhmm_migrate_pfn_addr() of the entry, or the pfn is the
+ * head of a compound device page (uhmm_folio_init()).  In dst: the
+ * destination is 2 MiB too, the head of a compound device page (system to
+ * device) or 2 MiB of system memory (uhmm_migrate_alloc_sys() gives it;
+ * a buffer of the driver's must be 2 MiB contiguous).  A driver that has no
+ * 2 MiB destination fills the 512 dst entries page by page instead, without
+ * the flag: uhmm_migrate_vma_pages() then splits the src entry into 512
+ * (the kernel's migrate_vma_split_unmapped_folio).
+ */
+#define UHMM_MIGRATE_PFN_COMPOUND	(UINT64_C(1) << 4)
 #define UHMM_MIGRATE_PFN_SHIFT		6
 
 static inline uint64_t uhmm_migrate_pfn(uint64_t pfn)
@@ -58,6 +73,16 @@ static inline bool uhmm_migrate_pfn_is_device(uint64_t mpfn)
 /* Selection flags. */
 #define UHMM_MIGRATE_VMA_SELECT_SYSTEM		(1u << 0)
 #define UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE	(1u << 1)
+/*
+ * Select 2 MiB aligned blocks whole (the kernel's MIGRATE_VMA_SELECT_COMPOUND):
+ * with SELECT_SYSTEM, a block whose 512 pages all migrate (a PMD-mapped
+ * transparent huge page, an empty block, or any aligned run of private
+ * anonymous pages) gets one %UHMM_MIGRATE_PFN_COMPOUND src entry; with
+ * SELECT_DEVICE_PRIVATE, a whole compound device page mapped at one 2 MiB
+ * aligned address does.  4 KiB pages only (elsewhere the flag selects
+ * nothing more).
+ */
+#define UHMM_MIGRATE_VMA_SELECT_COMPOUND	(1u << 3)
 
 struct uhmm_migrate_state;
 
@@ -69,7 +94,8 @@ struct uhmm_migrate_state;
  * @src: npages entries, filled by setup
  * @dst: npages entries, zeroed by setup, filled by the driver
  * @npages: set by setup
- * @cpages: set by setup: pages that can migrate, empty ones included
+ * @cpages: set by setup: entries that can migrate, empty pages included (a
+ *	%UHMM_MIGRATE_PFN_COMPOUND entry counts once, as in the kernel)
  * @pgmap_owner: owner of the device memory involved: passed to the
  *	%UHMM_NOTIFY_MIGRATE invalidation, and selects which device pages
  *	%UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE collects
@@ -111,6 +137,11 @@ struct uhmm_migrate_vma {
  * are not (src entry without MIGRATE).  Overlapping notifiers receive a
  * %UHMM_NOTIFY_MIGRATE invalidation with @pgmap_owner.
  *
+ * With %UHMM_MIGRATE_VMA_SELECT_COMPOUND, blocks that can migrate whole get
+ * one %UHMM_MIGRATE_PFN_COMPOUND entry (see there).  A page of a compound
+ * device page collected alone (a range that covers part of it, or no
+ * SELECT_COMPOUND) splits that compound page.
+ *
  * On success the caller must call uhmm_migrate_vma_pages() and
  * uhmm_migrate_vma_finalize(), even when @cpages is 0.
  *
@@ -142,6 +173,11 @@ UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);
  * held this address's data before it went to the device; see
  * UHMM_STAGING_CACHE_MIB in docs/PERFORMANCE.md), so copy the whole page.
  *
+ * For a %UHMM_MIGRATE_PFN_COMPOUND src entry the page is 2 MiB (a
+ * transparent huge page where the system gives one), dst gets the flag
+ * too, and finalize installs it as one PMD where the kernel can (an
+ * UFFDIO_MOVE of 2 MiB aligned whole).
+ *
  * Return: the address to copy to, or NULL (with a reason in
  * uhmm_last_error()) when @args is not between setup and finalize, @i is
  * out of range, entry @i is not a device page selected to migrate, or no
@@ -165,7 +201,11 @@ UHMM_API const void *uhmm_migrate_pfn_addr(struct uhmm_migrate_vma *args,
  * uhmm_migrate_vma_pages() - commit the migration of each entry
  * @args: after setup and the driver's copy
  *
- * Entries whose @dst is not valid lose their MIGRATE flag.  With no
+ * Entries whose @dst is not valid lose their MIGRATE flag.  A compound src
+ * entry whose dst is not compound is split first: its 512 src entries are
+ * filled in, each with its own data and flags, and each migrates to its own
+ * dst entry (the 511 the driver left 0 do not migrate); one whose dst is
+ * compound stays one entry.  With no
  * migration between setup and finalize (NULL, never set up, finalized
  * already) it does nothing but record a reason in uhmm_last_error().
  */
@@ -179,7 +219,8 @@ UHMM_API void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *args);
  * entries (their reference moves to the mapping; they are unlocked), system
  * pages are mapped at their address; old device pages are unlocked and their
  * reference dropped.  Entries that did not migrate are restored exactly.
- * CPU threads waiting on the range are woken.  An entry whose @dst is not
+ * CPU threads waiting on the range are woken.  Afterwards @src and @dst
+ * hold one entry per page (compound entries expanded).  An entry whose @dst is not
  * valid is restored even if uhmm_migrate_vma_pages() was skipped.  A second
  * finalize, or one with no migration set up, does nothing but record a
  * reason in uhmm_last_error().

@@ -145,6 +145,7 @@ UHMM_API void uhmm_mm_put(struct uhmm_mm *mm);
  *	per node; a leaf covers 512 pages of address space); the top level, a
  *	reservation the kernel backs only where it is touched, is not counted
  * @page_desc_bytes: memory of the device page descriptors of every pool
+ *	(40 bytes per page, 44 in a pool with %UHMM_DEVMEM_COMPOUND)
  *	(one struct uhmm_page per device page, resident or not)
  * @pools: device memory pools added and not removed
  * @notifiers: interval notifiers inserted

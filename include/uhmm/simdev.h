@@ -47,6 +47,13 @@ enum uhmm_simdev_policy {
  * @evict_when_full: with the MIGRATE policy, evict device pages (oldest
  *	first) to make room when device memory is full, instead of accessing
  *	the rest in place
+ * @huge_pages: 2 MiB device pages, in addition to the @capacity_pages
+ *	small ones (default 0; 4 KiB pages only).  With them the device
+ *	migrates whole 2 MiB aligned blocks (a transparent huge page) to one
+ *	2 MiB device page and back (%UHMM_MIGRATE_VMA_SELECT_COMPOUND), falls
+ *	back to 512 small pages when no 2 MiB page is free, and its snapshot
+ *	shows such pages with %UHMM_SIMDEV_PROT_PMD, as the kernel's test
+ *	device does
  */
 struct uhmm_simdev_config {
 	size_t capacity_pages;
@@ -55,6 +62,7 @@ struct uhmm_simdev_config {
 	unsigned int policy;
 	size_t migrate_window;
 	bool evict_when_full;
+	size_t huge_pages;
 };
 
 /**
@@ -83,7 +91,12 @@ struct uhmm_simdev_stats {
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_LOCAL	0x40
 #define UHMM_SIMDEV_PROT_DEV_COHERENT_REMOTE	0x50
 
-#define UHMM_SIMDEV_FAIL_ALLOC	0x1u	/* the next device page allocation of a migration fails */
+/*
+ * The next device page allocation of a migration fails: a small page stays
+ * behind in system memory; a 2 MiB one makes the device fall back to 512
+ * small pages, so the block still migrates (lib/test_hmm.c's FAIL_ALLOC).
+ */
+#define UHMM_SIMDEV_FAIL_ALLOC	0x1u
 
 /**
  * uhmm_simdev_create() - create a device (NULL @cfg = defaults)
@@ -172,6 +185,35 @@ UHMM_API int uhmm_simdev_get_counters(struct uhmm_simdev *dev,
 
 /** uhmm_simdev_used_pages() - device pages holding process data (for tests) */
 UHMM_API size_t uhmm_simdev_used_pages(struct uhmm_simdev *dev);
+
+/* ---- the policy layer ---------------------------------------------------- */
+
+struct uhmm_policy;
+
+/**
+ * uhmm_simdev_attach_policy() - let a policy decide the device's kernel faults
+ * @dev: the device
+ * @pol: a policy (include/uhmm/policy.h) of the same process; NULL detaches
+ * @name: the device's name in the policy's output (NULL: "dev<N>")
+ * @id: if not NULL, the device's id in @pol
+ *
+ * Adds @dev to @pol as a device (its capacity, its owner, its migrations)
+ * and from then on every device fault of a compute kernel launched on
+ * @dev goes to uhmm_policy_device_fault() instead of the @policy of the
+ * device's configuration, and its migrate_to_ram reports to
+ * uhmm_policy_cpu_fault().  uhmm_simdev_read() / _write() are not
+ * affected.  Attach before launching, once per device.  Tear down in this
+ * order: detach (@pol NULL, with no launch running), uhmm_policy_destroy(),
+ * uhmm_simdev_destroy(): the policy's destroy drops copies through the
+ * device, and the device's destroy brings pages home.  Do not
+ * combine with @evict_when_full or explicit migrations of memory under the
+ * policy: the layer evicts and migrates itself.
+ *
+ * Return: 0; -EINVAL for NULL arguments; -ENOMEM; the errors of
+ * uhmm_policy_dev_add().
+ */
+UHMM_API int uhmm_simdev_attach_policy(struct uhmm_simdev *dev, struct uhmm_policy *pol,
+				       const char *name, int *id);
 
 /* ---- cost model ------------------------------------------------------------ */
 
