@@ -415,10 +415,10 @@ static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *
  *
  * Also given up, after EXCL_STUCK_TRIES rounds, when the page is in the
  * CPU page table (uhmm has no entry for it) before and after a migration
- * that did not select it: nothing of uhmm's moved it away, the kernel
- * refused to move it (UFFDIO_MOVE -EBUSY: a piece of a THP whose split
- * fails while the folio has extra references, e.g. shared with a forked
- * child or pinned), and every further round would be refused alike.  Such
+ * that did not select it: nothing of uhmm's moved it away, the freeze's
+ * UFFDIO_MOVE refused it (seen on pieces of THPs under the stress mix; a
+ * large folio the kernel cannot split, e.g. with extra references), and
+ * further rounds were refused alike (issue 12: up to 1000 each).  Such
  * a page is returned not taken (its pages[] entry NULL), as the kernel's
  * make_device_exclusive leaves a page it cannot take.
  */
