@@ -38,7 +38,10 @@ const char *uhmm_feature_name(unsigned int feature)
 	return "unknown";
 }
 
-/* UHMM_DISABLE=name[,name...] or "all"; "uffd_full" forces user-mode-only. */
+/*
+ * UHMM_DISABLE=name[,name...] or "all"; "uffd_full" forces user-mode-only;
+ * "wpmarker" is another name for "wp_unpopulated" (wpmarker.c).
+ */
 static unsigned int parse_disable(bool *no_full)
 {
 	const char *env = getenv("UHMM_DISABLE");
@@ -58,6 +61,11 @@ static unsigned int parse_disable(bool *no_full)
 		}
 		if (!strcmp(tok, "uffd_full")) {
 			*no_full = true;
+			continue;
+		}
+		if (!strcmp(tok, "wpmarker")) {
+			/* What wp_unpopulated is used for: device pages as markers. */
+			mask |= UHMM_FEAT_WP_UNPOPULATED;
 			continue;
 		}
 		for (unsigned int i = 0; i < UHMM_FEAT_COUNT; i++) {

@@ -48,6 +48,7 @@
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
+#include "wpmarker.h"
 
 /*
  * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
@@ -148,6 +149,65 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
 		pthread_cond_wait(&mm->mig_cond, &mm->mig_lock);
 	pthread_mutex_unlock(&mm->mig_lock);
+}
+
+/* ---- uffd-wp markers on device-resident pages (wpmarker.c) ---------------- */
+
+/*
+ * Claimed system pages whose entry is a marker without a device page (a
+ * stale picture): a marker cannot be moved (-EFAULT), so drop it before
+ * the page is frozen; the page is empty, as the kernel would see it.
+ */
+static void clear_stale_markers(struct uhmm_migrate_vma *m, const uint8_t *st)
+{
+	const unsigned int ps = uhmm__page_shift;
+
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+
+		while (j < m->npages && m->state->kind[j] == K_SYS && st[j] == UHMM__PM_MARKER)
+			j++;
+		if (j == i) {
+			i++;
+			continue;
+		}
+		uhmm__marker_clear(m->mm, m->start + (i << ps), m->start + (j << ps));
+		i = j;
+	}
+}
+
+/* Would finalize commit page @i, a system page, as a device page? */
+static bool becomes_device(struct uhmm_migrate_vma *m, size_t i)
+{
+	return m->state->kind[i] == K_SYS && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
+	       !(uhmm__ptable_get(&m->mm->ptable, m->start + (i << uhmm__page_shift)) &
+		 UHMM_PTE_GONE);
+}
+
+/*
+ * Before finalize commits system pages as device pages: their entries,
+ * empty since they were frozen, get a marker, one ioctl per run, while
+ * they are still MIGRATING (nobody else fills or marks them then), so
+ * pagemap shows them swapped, as the kernel shows device-private pages.
+ */
+static void mark_device_runs(struct uhmm_migrate_vma *m)
+{
+	const unsigned int ps = uhmm__page_shift;
+
+	if (!uhmm__markers_on(m->mm))
+		return;
+	for (size_t i = 0; i < m->npages;) {
+		size_t j = i;
+
+		while (j < m->npages && becomes_device(m, j))
+			j++;
+		if (j == i) {
+			i++;
+			continue;
+		}
+		uhmm__marker_set(m->mm, m->start + (i << ps), m->start + (j << ps));
+		i = j;
+	}
 }
 
 /* ---- compound entries (UHMM_MIGRATE_PFN_COMPOUND) ------------------------ */
@@ -766,11 +826,11 @@ static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
 		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out */
 		case 0:
 			/* Swapped out: the kernel does not migrate it. */
-			if (!sys || sc->data[i] == 2 ||
+			if (!sys || sc->data[i] == UHMM__PM_SWAPPED ||
 			    !claim_system(m, i, (v->flags & UHMM_VMA_WRITE) != 0))
 				break;
 			sc->nsys++;
-			sc->any_present |= sc->data[i] == 1;
+			sc->any_present |= sc->data[i] == UHMM__PM_PRESENT;
 			break;
 		default:
 			break;	/* another migration, a fault in flight, exclusive */
@@ -791,8 +851,10 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 {
 	struct uhmm_migrate_state *s = m->state;
 	bool use_move = uhmm__has(UHMM_FEAT_MOVE) && uhmm__has(UHMM_FEAT_UFFD_WP);
-	int ret = uhmm__staging_create(m, use_move);
+	int ret;
 
+	clear_stale_markers(m, sc->data);
+	ret = uhmm__staging_create(m, use_move);
 	if (ret)
 		return uhmm__err(-ret, "migrate setup: no memory for staging");
 	ret = use_move ? freeze_move(m, (v->flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
@@ -807,7 +869,7 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 	for (size_t i = 0; i < m->npages; i++) {
 		if (s->kind[i] != K_SYS)
 			continue;
-		if (sc->data[i])
+		if (sc->data[i] && sc->data[i] != UHMM__PM_MARKER)
 			m->src[i] |= UHMM_MIGRATE_PFN_VALID |
 				     (((uint64_t)((uintptr_t)s->staging >> uhmm__page_shift) + i)
 				      << UHMM_MIGRATE_PFN_SHIFT);
@@ -1152,6 +1214,10 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			src0 = (uintptr_t)s->staging + (i << ps);
 			staged = true;
 		}
+		if (staged) {	/* a UFFDIO_MOVE destination must be empty */
+			uhmm__marker_make_pmd_room(m->mm, a0, a0 + ((j - i) << ps), src0);
+			uhmm__marker_clear(m->mm, a0, a0 + ((j - i) << ps));
+		}
 		err = install_sys(m, a0, src0, (j - i) << ps, staged);
 		if (err) {
 			/* Page by page, to find which ones cannot be installed. */
@@ -1223,6 +1289,7 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		    (s->kind[i] == K_NONE || !dst_ok(m, i)))
 			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	install_runs(m);
+	mark_device_runs(m);
 	for (size_t i = 0; i < m->npages; i++) {
 		uintptr_t a = m->start + (i << ps);
 		uintptr_t stage = (uintptr_t)s->staging + (i << ps);

@@ -14,11 +14,20 @@ enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
 #define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
 #define UHMM_SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
 #define UHMM_SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
+/*
+ * Allocated (uhmm__malloc), never ended by its maker: the worker frees it
+ * at the first event it handles once every batch up to @done_seq (the
+ * event read sequence after the change returned; 0 while it runs) is
+ * processed.  For a change the worker itself makes, which cannot wait for
+ * its own events (wpmarker.c).
+ */
+#define UHMM_SELFOP_ONESHOT	(1u << 3)
 
 struct uhmm__selfop {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
+	unsigned long done_seq;	/* UHMM_SELFOP_ONESHOT only */
 	struct uhmm__selfop *next;
 };
 

@@ -375,14 +375,23 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 				.size = sizeof(arg), .start = cur, .end = end,
 				.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
 				.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-				.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+				/*
+				 * WRITTEN tells a uffd-wp marker (SWAPPED, not
+				 * WRITTEN) from a swap entry: uhmm write-protects
+				 * no page of its own, so no swapped one either.
+				 */
+				.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
+					       PAGE_IS_WRITTEN,
 			};
 			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
 
 			if (got < 0)
 				return -EIO;
 			for (long r = 0; r < got; r++) {
-				uint8_t v = (regs[r].categories & PAGE_IS_PRESENT) ? 1 : 2;
+				uint64_t c = regs[r].categories;
+				uint8_t v = (c & PAGE_IS_PRESENT) ? UHMM__PM_PRESENT :
+					    (c & PAGE_IS_WRITTEN) ? UHMM__PM_SWAPPED :
+								    UHMM__PM_MARKER;
 
 				memset(out + ((regs[r].start - start) >> uhmm__page_shift), v,
 				       (regs[r].end - regs[r].start) >> uhmm__page_shift);
@@ -399,9 +408,41 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 		if (read_pagemap(fd, start + (base << uhmm__page_shift), n, buf))
 			return -EIO;
 		for (size_t i = 0; i < n; i++)
-			out[base + i] = (buf[i] & PM_PRESENT) ? 1 : (buf[i] & PM_SWAP) ? 2 : 0;
+			out[base + i] = (buf[i] & PM_PRESENT) ? UHMM__PM_PRESENT :
+					uhmm__pm_is_marker(buf[i]) ? UHMM__PM_MARKER :
+					(buf[i] & PM_SWAP) ? UHMM__PM_SWAPPED : UHMM__PM_NONE;
 	}
 	return 0;
+}
+
+int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
+{
+	struct page_region regs[SCAN_REGIONS];
+	uintptr_t cur = start;
+	int fd, found = 0;
+
+	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN) || (fd = get_pagemap_fd()) < 0)
+		return -1;
+	while (cur < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg), .start = cur, .end = end,
+			.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
+			.category_mask = PAGE_IS_HUGE, .return_mask = PAGE_IS_HUGE,
+		};
+		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
+
+		if (got < 0)
+			return -1;
+		for (long r = 0; r < got; r++) {
+			if (!found++)
+				*lo = regs[r].start;
+			*hi = regs[r].end;
+		}
+		if (arg.walk_end <= cur)
+			break;
+		cur = arg.walk_end;
+	}
+	return found ? 0 : 1;
 }
 
 struct special_ctx {
@@ -436,6 +477,26 @@ static int mark_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint6
 	if (c->entries)
 		c->entries[i] = e;
 	return 0;
+}
+
+/*
+ * Is this pagemap entry a swapped-out page?  Not a uffd-wp marker, which
+ * pagemap shows as PM_SWAP too: uhmm's picture of a device-resident page
+ * (wpmarker.c), or a stale one, which has no data.  A marker carries
+ * PM_UFFD_WP; so would a swapped page that a userfaultfd write-protected,
+ * which uhmm never does, but a program's own userfaultfd may on memory
+ * uhmm does not register.  Where the swap type is visible (root), the
+ * marker's own type (31, the last of the 5-bit field) tells them apart.
+ */
+static bool pm_swapped(uint64_t e)
+{
+	const uint64_t type_mask = (UINT64_C(1) << 5) - 1;
+
+	if (!(e & PM_SWAP) || (e & PM_PRESENT))
+		return false;
+	if (!(e & PM_UFFD_WP))
+		return true;
+	return (e & PM_PFN_MASK) != 0 && (e & type_mask) != type_mask;
 }
 
 static uint32_t vma_bits(unsigned int f)
@@ -559,7 +620,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 						b |= UHMM_PS_WRITABLE;
 				} else {
 					b &= ~(UHMM_PS_ZERO | UHMM_PS_HUGE);
-					if (e & PM_SWAP)
+					if (pm_swapped(e))
 						b |= UHMM_PS_SWAPPED;
 				}
 				if (e & PM_SOFT_DIRTY)

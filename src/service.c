@@ -37,12 +37,14 @@
 #include "migrate_lock.h"
 #include "mm_priv.h"
 #include "notifier_priv.h"
+#include "ownmem.h"
 #include "ptable.h"
 #include "service.h"
 #include "sigblock.h"
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
+#include "wpmarker.h"
 
 #define MSG_BATCH 64
 
@@ -54,6 +56,7 @@ int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
 	op->start = start;
 	op->end = end;
 	op->flags = flags;
+	op->done_seq = 0;
 	pthread_mutex_lock(&mm->selfop_lock);
 	op->next = mm->selfops;
 	mm->selfops = op;
@@ -78,14 +81,29 @@ void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op)
 /* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
-	struct uhmm__selfop *op;
+	unsigned long done = atomic_load_explicit(&mm->ev_done, memory_order_acquire);
+	struct uhmm__selfop *op, **pp, *dead = NULL;
 	unsigned int ret = 0;
 
 	pthread_mutex_lock(&mm->selfop_lock);
-	for (op = mm->selfops; op; op = op->next)
+	for (pp = &mm->selfops; (op = *pp);) {
+		/* A one-shot change whose events were all handled: gone. */
+		if ((op->flags & UHMM_SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
+			*pp = op->next;
+			op->next = dead;
+			dead = op;
+			continue;
+		}
 		if (op->start <= start && end <= op->end)
 			ret |= op->flags;
+		pp = &op->next;
+	}
 	pthread_mutex_unlock(&mm->selfop_lock);
+	while (dead) {
+		op = dead->next;
+		uhmm__free(dead);
+		dead = op;
+	}
 	return ret;
 }
 
@@ -239,6 +257,18 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 
 	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
 		return 0;
+	if (errno == EEXIST && uhmm__markers_on(mm)) {
+		/*
+		 * A uffd-wp marker whose device page is gone (wpmarker.c): an
+		 * empty page to the kernel's fault path, but not to ZEROPAGE.
+		 * Drop it and fill (dropping the marker of a page populated
+		 * meanwhile changes nothing: uhmm write-protects no page).
+		 */
+		uhmm__marker_clear(mm, page, page + uhmm__page_size);
+		z.zeropage = 0;
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+			return 0;
+	}
 	if (errno == EEXIST || errno == ENOENT) {
 		/*
 		 * Populated meanwhile (a migration put it back), or the

@@ -45,9 +45,14 @@ static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
 		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
 		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
 			break;
-		for (size_t i = 0; i < k; i++, n++)
-			if (sv[i] || (!d[i] && !holes))
+		for (size_t i = 0; i < k; i++, n++) {
+			/* A uffd-wp marker holds no data (wpmarker.c). */
+			bool sdata = sv[i] && sv[i] != UHMM__PM_MARKER;
+			bool ddata = d[i] && d[i] != UHMM__PM_MARKER;
+
+			if (sdata || (!ddata && !holes))
 				return n << ps;
+		}
 	}
 	return n << ps;
 }

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared helpers of the test programs: checks, skips, memory helpers. */
+/*
+ * Shared helpers of the test programs: the start of every program
+ * (test_main(): named cases, the variant probe), checks, skips, memory
+ * helpers, and the test device (testdev/tdev.h) with checks around it.
+ */
 #ifndef UHMM_TEST_COMMON_H
 #define UHMM_TEST_COMMON_H
 
@@ -19,6 +23,9 @@
 #include <unistd.h>
 
 #include <uhmm/uhmm.h>
+
+#include "cases.h"
+#include "tdev.h"	/* testdev/: the device the tests migrate to */
 
 /* PAGEMAP_SCAN and pagemap bits where the system headers predate them. */
 #include "../src/compat.h"
@@ -42,6 +49,14 @@ static const char *test_name = "test";
 #define CHECK_EQ(a, b)                                                        \
 	CHECK((long long)(a) == (long long)(b), "%s = %lld, expected %s = %lld", \
 	      #a, (long long)(a), #b, (long long)(b))
+
+/* A check passed: "NAME: ok: what" on stdout. */
+#define OK(...)                                                               \
+	do {                                                                  \
+		printf("%s: ok: ", test_name);                                \
+		printf(__VA_ARGS__);                                          \
+		printf("\n");                                                 \
+	} while (0)
 
 #define SKIP(...)                                                             \
 	do {                                                                  \
@@ -388,6 +403,116 @@ static inline int count_uffds(void)
 	}
 	closedir(dir);
 	return n;
+}
+
+/*
+ * main() of a test program: run the cases argv names, or all of them, after
+ * test_init(); `--list` prints their names (tests/cases.h).  @start and
+ * @finish as in struct test_suite.
+ */
+static inline int test_main(int argc, char **argv, const char *name,
+			    const struct test_case *cases, size_t nr_cases,
+			    void (*start)(void), int (*finish)(void))
+{
+	struct test_suite s = {
+		.name = name, .cases = cases, .nr_cases = nr_cases,
+		.init = test_init, .start = start, .finish = finish,
+	};
+
+	test_name = name;
+	return test_run(argc, argv, &s);
+}
+
+/*
+ * main() of a program whose cases are in `cases[]` and that needs nothing
+ * before test_main(): TEST_MAIN("test_x", start, finish).
+ */
+#define TEST_MAIN(name, start, finish)                                        \
+	int main(int argc, char **argv)                                       \
+	{                                                                     \
+		return test_main(argc, argv, name, TEST_CASES(cases), start,  \
+				 finish);                                     \
+	}
+
+/*
+ * A case (named case_FN) that takes the program's context, the static
+ * `mm`, first if it has none: for programs whose first cases must run
+ * without one (test_mm() then happens where the cases run in order).
+ */
+#define MM_CASE(fn)                                                           \
+	static void case_##fn(void)                                           \
+	{                                                                     \
+		if (!mm)                                                      \
+			mm = test_mm();                                       \
+		fn();                                                         \
+	}
+
+/*
+ * UHMM_TEST_COLD=1: a case that warms up first, to start from the state it
+ * had when the program ran every case in order, runs without it (where
+ * that difference showed a bug, the case's comment says which).
+ */
+static inline bool test_cold(void)
+{
+	const char *e = getenv("UHMM_TEST_COLD");
+
+	return e && *e && strcmp(e, "0");
+}
+
+/* ---- the test device (testdev/tdev.h), with its failures checked ---- */
+
+static inline struct tdev *tdev_create_ops(struct uhmm_mm *mm, size_t nr_pages,
+					   size_t fault_around,
+					   const struct uhmm_devmem_ops *ops)
+{
+	struct tdev *d = NULL;
+	int ret = tdev_open(mm, nr_pages, fault_around, ops, 0, &d);
+
+	CHECK(ret == 0, "tdev_open(%zu pages): %d", nr_pages, ret);
+	return d;
+}
+
+static inline struct tdev *tdev_create(struct uhmm_mm *mm, size_t nr_pages,
+				       size_t fault_around)
+{
+	return tdev_create_ops(mm, nr_pages, fault_around, NULL);
+}
+
+/* Remove the pool; every device page must have gone home (been freed). */
+static inline void tdev_destroy(struct tdev *d)
+{
+	int ret = tdev_close(d);
+
+	CHECK(ret != -ENOTEMPTY, "device pages still allocated after uhmm_devmem_remove");
+	CHECK_EQ(ret, 0);
+}
+
+/* Fill [p, p + n pages) with a pattern derived from @seed and the offset. */
+static inline void fill_pattern(void *p, size_t n, uint32_t seed)
+{
+	uint32_t *w = p;
+
+	for (size_t i = 0; i < n * page_size / 4; i++)
+		w[i] = seed * 2654435761u + (uint32_t)i;
+}
+
+/* Index of the first wrong 32-bit word, or -1. */
+static inline long check_pattern(const void *p, size_t n, uint32_t seed)
+{
+	const uint32_t *w = p;
+
+	for (size_t i = 0; i < n * page_size / 4; i++)
+		if (w[i] != seed * 2654435761u + (uint32_t)i)
+			return (long)i;
+	return -1;
+}
+
+static inline uint32_t page_state_of(struct uhmm_mm *mm, const void *p)
+{
+	uint32_t st = 0;
+
+	CHECK_EQ(uhmm_page_state(mm, (uintptr_t)p, 1, &st), 0);
+	return st;
 }
 
 #endif

@@ -411,16 +411,15 @@ static void worker(int id, long rounds, unsigned vmask, int out)
 	CHECK(write(out, &t, sizeof(t)) == (ssize_t)sizeof(t), "write");
 }
 
-int main(void)
+/* Rounds of the variants in @vmask, in two workers at once. */
+static void run_variants(unsigned vmask)
 {
-	const char *e = getenv("UHMM_TEST_ROUNDS"), *vs = getenv("UHMM_TEST_VARIANTS");
+	const char *e = getenv("UHMM_TEST_ROUNDS");
 	long rounds = e ? atol(e) : ROUNDS_DEFAULT;
-	unsigned vmask = vs ? (unsigned)strtoul(vs, NULL, 0) : (1u << V_COUNT) - 1;
 	struct tally sum = { 0 };
 	long failed = 0;
 	int pfd[2];
 
-	test_init("test_addr_reuse");
 #if SANITIZED
 	if (!e)
 		rounds = ROUNDS_DEFAULT / 8;	/* each round is a slow process start */
@@ -466,5 +465,48 @@ int main(void)
 		CHECK(sum.noreuse[v] < sum.rounds[v] || !sum.rounds[v],
 		      "%s: the new mapping never reused the old addresses", vname[v]);
 	}
-	return failed ? 1 : 0;
+	CHECK(!failed, "%ld rounds failed", failed);
+}
+
+/* One case per variant; UHMM_TEST_VARIANTS (a mask of them) still selects. */
+static void run_variant(enum variant v)
+{
+	const char *vs = getenv("UHMM_TEST_VARIANTS");
+
+	if (vs && !((unsigned)strtoul(vs, NULL, 0) & (1u << v)))
+		SKIP_CASE("%s: %s: not in UHMM_TEST_VARIANTS=%s", test_name, vname[v], vs);
+	run_variants(1u << v);
+}
+
+#define VARIANT_CASE(name, v)                                                 \
+	static void name(void)                                                \
+	{                                                                     \
+		run_variant(v);                                               \
+	}
+VARIANT_CASE(case_munmap, V_MUNMAP)
+VARIANT_CASE(case_free, V_FREE)
+VARIANT_CASE(case_fixed, V_FIXED)
+VARIANT_CASE(case_mremap, V_MREMAP)
+VARIANT_CASE(case_heap, V_HEAP)
+VARIANT_CASE(case_brk, V_BRK)
+VARIANT_CASE(case_raw_munmap, V_RAW_MUNMAP)
+VARIANT_CASE(case_raw_discard, V_RAW_DISCARD)
+VARIANT_CASE(case_race, V_RACE)
+
+static const struct test_case cases[] = {
+	{ "munmap", case_munmap },
+	{ "free", case_free },
+	{ "fixed", case_fixed },
+	{ "mremap", case_mremap },
+	{ "heap", case_heap },
+	{ "brk", case_brk },
+	{ "raw_munmap", case_raw_munmap },
+	{ "raw_discard", case_raw_discard },
+	{ "race", case_race },
+};
+
+int main(int argc, char **argv)
+{
+	_Static_assert(sizeof(cases) / sizeof(cases[0]) == V_COUNT, "one case per variant");
+	return test_main(argc, argv, "test_addr_reuse", TEST_CASES(cases), NULL, NULL);
 }

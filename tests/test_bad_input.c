@@ -17,7 +17,7 @@
  * thread (-EDEADLK), a fork child and a vfork child using the parent's
  * context.
  */
-#include "tdev.h"
+#include "common.h"
 
 #include <limits.h>
 #include <sys/file.h>
@@ -1707,37 +1707,106 @@ static void test_child_calls(void)
 	ok("fork child: the parent's context refused (EINVAL); vfork child: ECHILD");
 }
 
-int main(void)
+/* A 2 MiB hugetlbfs mapping, asked for once, by the first case using it. */
+static char *huge;
+static bool huge_tried;
+
+static char *need_huge(void)
 {
 	char why[160] = "";
-	char *huge;
 
-	test_init("test_bad_input");
-	pshift = (unsigned int)__builtin_ctzl(page_size);
-	test_stale_context();
-	test_context_calls();
-	test_notifier_calls();
-	test_pagestate_calls();
-	test_range_calls();
-	test_devmem_calls();
+	if (huge_tried)
+		return huge;
+	huge_tried = true;
 	huge = get_huge(why, sizeof(why));
 	if (!huge)
 		printf("%s: SKIP rows: hugetlbfs: %s\n", test_name, why);
-	test_migrate_calls(huge);
-	test_migrate_device_calls();
-	test_exclusive_calls(huge);
-	test_inject_calls();
-	test_simdev_calls(huge);
+	return huge;
+}
+
+static void drop_huge(void)
+{
 	if (huge) {
-		test_hugetlb_range(huge);
 		munmap(huge, HUGE_SZ);
 		restore_hugepages();
+		huge = NULL;
 	}
-	test_io_mapping();
-	test_callback_calls();
-	test_service_thread_calls();
-	test_child_calls();
-	uhmm_mm_put(mm);
+}
+
+static void migrate_calls(void)
+{
+	test_migrate_calls(need_huge());
+}
+
+static void exclusive_calls(void)
+{
+	test_exclusive_calls(need_huge());
+}
+
+static void simdev_calls(void)
+{
+	test_simdev_calls(need_huge());
+}
+
+static void hugetlb_range(void)
+{
+	if (!need_huge())
+		SKIP_CASE("%s: hugetlb range: no hugetlbfs page", test_name);
+	test_hugetlb_range(huge);
+	drop_huge();
+}
+
+/*
+ * The context: test_stale_context() makes its own (and leaves the program
+ * a fresh one); a case run without it takes one first (MM_CASE).
+ */
+MM_CASE(test_context_calls)
+MM_CASE(test_notifier_calls)
+MM_CASE(test_pagestate_calls)
+MM_CASE(test_range_calls)
+MM_CASE(test_devmem_calls)
+MM_CASE(migrate_calls)
+MM_CASE(test_migrate_device_calls)
+MM_CASE(exclusive_calls)
+MM_CASE(test_inject_calls)
+MM_CASE(simdev_calls)
+MM_CASE(hugetlb_range)
+MM_CASE(test_io_mapping)
+MM_CASE(test_callback_calls)
+MM_CASE(test_service_thread_calls)
+MM_CASE(test_child_calls)
+
+static void start(void)
+{
+	pshift = (unsigned int)__builtin_ctzl(page_size);
+}
+
+static int finish(void)
+{
+	drop_huge();
+	if (mm)
+		uhmm_mm_put(mm);
 	printf("%s: %lu refusals checked\n", test_name, nrows);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_stale_context),
+	{ "context_calls", case_test_context_calls },
+	{ "notifier_calls", case_test_notifier_calls },
+	{ "pagestate_calls", case_test_pagestate_calls },
+	{ "range_calls", case_test_range_calls },
+	{ "devmem_calls", case_test_devmem_calls },
+	{ "migrate_calls", case_migrate_calls },
+	{ "migrate_device_calls", case_test_migrate_device_calls },
+	{ "exclusive_calls", case_exclusive_calls },
+	{ "inject_calls", case_test_inject_calls },
+	{ "simdev_calls", case_simdev_calls },
+	{ "hugetlb_range", case_hugetlb_range },
+	{ "io_mapping", case_test_io_mapping },
+	{ "callback_calls", case_test_callback_calls },
+	{ "service_thread_calls", case_test_service_thread_calls },
+	{ "child_calls", case_test_child_calls },
+};
+
+TEST_MAIN("test_bad_input", start, finish)

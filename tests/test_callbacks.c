@@ -13,7 +13,7 @@
  */
 #include <sys/syscall.h>
 
-#include "tdev.h"
+#include "common.h"
 
 #define NAME "test_callbacks"
 #define N 8
@@ -76,11 +76,10 @@ static void test_invalidate(bool raw)
 
 		uhmm_sysinfo(&si);
 		if (!(si.active & UHMM_FEAT_UFFD_WP)) {
-			printf("%s: invalidate on the worker: not seen without uffd "
-			       "write-protect (fallback): skipped\n", NAME);
 			uhmm_interval_notifier_remove(&mni);
 			CHECK_EQ(munmap(p, 4 * page_size), 0);
-			return;
+			SKIP_CASE("%s: invalidate on the worker: not seen without uffd "
+				  "write-protect (fallback)", NAME);
 		}
 		CHECK_EQ(syscall(SYS_munmap, p + page_size, page_size), 0);
 		/* A wrapped call after it waits for the event to be processed. */
@@ -166,22 +165,37 @@ static void test_device_callbacks(void)
 	tdev_destroy(other);
 }
 
-int main(void)
+static void case_invalidate_calling_thread(void)
 {
-	test_init(NAME);
+	test_invalidate(false);
+}
+
+static void case_invalidate_worker(void)
+{
+	test_invalidate(true);
+}
+
+static void start(void)
+{
 	mm = test_mm();
 	dev = tdev_create(mm, 64, 1);
 	victim = map_anon(N * page_size, PROT_READ | PROT_WRITE);
 	fill_pattern(victim, N, 77);
+}
 
-	test_invalidate(false);
-	test_invalidate(true);
-	test_device_callbacks();
-
+static int finish(void)
+{
 	CHECK_EQ(check_pattern(victim, N, 77), -1);
 	CHECK_EQ(munmap(victim, N * page_size), 0);
 	tdev_destroy(dev);
 	uhmm_mm_put(mm);
-	printf("%s: PASS\n", NAME);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	{ "invalidate_calling_thread", case_invalidate_calling_thread },
+	{ "invalidate_worker", case_invalidate_worker },
+	TEST_CASE(test_device_callbacks),
+};
+
+TEST_MAIN(NAME, start, finish)

@@ -171,18 +171,14 @@ static void test_user_mode_only(void)
 {
 	int st;
 
-	if (geteuid() != 0) {
-		printf("%s: not root: user-mode-only is what this run already uses\n",
-		       test_name);
-		return;
-	}
+	if (geteuid() != 0)
+		SKIP_CASE("%s: not root: user-mode-only is what this run already uses",
+			  test_name);
 	st = run_child(child_user_mode, NULL);
-	if (st == 78) {
-		printf("%s: note: unprivileged processes get full userfaultfd here "
-		       "(vm.unprivileged_userfaultfd=1): user-mode-only not exercised\n",
-		       test_name);
-		return;
-	}
+	if (st == 78)
+		SKIP_CASE("%s: unprivileged processes get full userfaultfd here "
+			  "(vm.unprivileged_userfaultfd=1): user-mode-only not exercised",
+			  test_name);
 	CHECK(st == 0 || st == 77, "unprivileged child failed with %d", st);
 }
 
@@ -310,6 +306,15 @@ static void test_exec_no_leak(void)
 	       "(userfaultfd, eventfd, pagemap, maps): ok\n");
 }
 
+static const struct test_case cases[] = {
+	TEST_CASE(test_user_mode_only),
+	TEST_CASE(test_no_uffd),
+	TEST_CASE(test_sysinfo),
+	TEST_CASE(test_refcount),
+	TEST_CASE(test_teardown_with_notifiers),
+	TEST_CASE(test_exec_no_leak),
+};
+
 int main(int argc, char **argv)
 {
 	test_name = "test_context";
@@ -321,13 +326,5 @@ int main(int argc, char **argv)
 		return exec_no_uffd();
 	if (argc > 1 && !strcmp(argv[1], "fd-check"))
 		return exec_fd_check();
-	test_init("test_context");
-	test_user_mode_only();
-	test_no_uffd();
-	test_sysinfo();
-	test_refcount();
-	test_teardown_with_notifiers();
-	test_exec_no_leak();
-	printf("test_context: PASS\n");
-	return 0;
+	return test_main(argc, argv, "test_context", TEST_CASES(cases), NULL, NULL);
 }

@@ -22,7 +22,7 @@
  *    EFAULT (or a short count), data intact, with a user-mode-only one (an
  *    unprivileged child that exec's this program to probe afresh).
  */
-#include "tdev.h"
+#include "common.h"
 
 #include <grp.h>
 #include <sys/syscall.h>
@@ -890,22 +890,16 @@ static void test_kernel_access_user_only_child(void)
 {
 	int st;
 
-	if (geteuid() != 0) {
-		printf("not root: no unprivileged child (this process's own mode is "
-		       "tested below)\n");
-		return;
-	}
+	if (geteuid() != 0)
+		SKIP_CASE("not root: no unprivileged child (this process's own mode is "
+			  "tested by kernel_access)");
 	st = run_child(child_user_mode, NULL);
-	if (st == 78) {
-		printf("note: unprivileged processes get a full userfaultfd here: "
-		       "user-mode-only kernel access not exercised\n");
-		return;
-	}
-	if (st == 77) {
-		printf("note: the child could not drop privileges or has no "
-		       "userfaultfd: user-mode-only kernel access not exercised\n");
-		return;
-	}
+	if (st == 78)
+		SKIP_CASE("unprivileged processes get a full userfaultfd here: "
+			  "user-mode-only kernel access not exercised");
+	if (st == 77)
+		SKIP_CASE("the child could not drop privileges or has no "
+			  "userfaultfd: user-mode-only kernel access not exercised");
 	CHECK(st == 0, "unprivileged child failed with %d", st);
 	printf("kernel-mode access, user-mode-only userfaultfd (unprivileged child): ok\n");
 }
@@ -923,6 +917,50 @@ static void test_kernel_access(void)
 		kernel_access_user_only(mm);
 }
 
+static void window_two_mappings_early(void)
+{
+	window_two_mappings(false);
+}
+
+static void window_two_mappings_late(void)
+{
+	window_two_mappings(true);
+}
+
+/*
+ * The context is taken by the first case that needs it (MM_CASE):
+ * kernel_access_user_only_child forks its child before this process has one.
+ */
+MM_CASE(test_any_thread)
+MM_CASE(test_same_page)
+MM_CASE(test_different_pages)
+MM_CASE(test_write_vs_migrate)
+MM_CASE(test_fault_around)
+MM_CASE(window_two_mappings_early)
+MM_CASE(window_two_mappings_late)
+MM_CASE(window_two_owners)
+MM_CASE(test_kernel_access)
+
+static int finish(void)
+{
+	if (mm)
+		uhmm_mm_put(mm);
+	return 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_kernel_access_user_only_child),
+	{ "any_thread", case_test_any_thread },
+	{ "same_page", case_test_same_page },
+	{ "different_pages", case_test_different_pages },
+	{ "write_vs_migrate", case_test_write_vs_migrate },
+	{ "fault_around", case_test_fault_around },
+	{ "window_two_mappings_early", case_window_two_mappings_early },
+	{ "window_two_mappings_late", case_window_two_mappings_late },
+	{ "window_two_owners", case_window_two_owners },
+	{ "kernel_access", case_test_kernel_access },
+};
+
 int main(int argc, char **argv)
 {
 	test_name = "test_devfault";
@@ -930,19 +968,5 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IONBF, 0);
 	if (argc > 1 && !strcmp(argv[1], "user-mode"))
 		return exec_user_mode();
-	test_init("test_devfault");
-	test_kernel_access_user_only_child();
-	mm = test_mm();
-	test_any_thread();
-	test_same_page();
-	test_different_pages();
-	test_write_vs_migrate();
-	test_fault_around();
-	window_two_mappings(false);
-	window_two_mappings(true);
-	window_two_owners();
-	test_kernel_access();
-	uhmm_mm_put(mm);
-	printf("test_devfault: PASS\n");
-	return 0;
+	return test_main(argc, argv, "test_devfault", TEST_CASES(cases), NULL, finish);
 }

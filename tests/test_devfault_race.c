@@ -28,7 +28,7 @@
  * whatever the interleaving; without it, the first bad call shows within a
  * few thousand rounds on a 2-CPU machine.
  */
-#include "tdev.h"
+#include "common.h"
 
 #include <sched.h>
 
@@ -181,17 +181,13 @@ static void *cpu_thread(void *arg)
 	return NULL;
 }
 
-int main(void)
+static void test_fault_vs_migration_home(void)
 {
 	pthread_t rt[NRF], ct;
 	int rounds;
 
-	test_init("test_devfault_race");
 	mm = test_mm();
-	dev = tdev_create(mm, NPAGES, 1);
-	CHECK_EQ(uhmm_devmem_remove(&dev->pgmap), 0);
-	dev->pgmap.ops = &vdev_ops;
-	CHECK_EQ(uhmm_devmem_add(mm, &dev->pgmap), 0);
+	dev = tdev_create_ops(mm, NPAGES, 1, &vdev_ops);
 
 	region = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
 	for (size_t i = 0; i < NPAGES; i++)
@@ -224,7 +220,12 @@ int main(void)
 	CHECK_EQ(munmap(region, NPAGES * page_size), 0);
 	tdev_destroy(dev);
 	uhmm_mm_put(mm);
-	printf("test_devfault_race: PASS (%d rounds, %ld migrate_to_ram calls)\n", rounds,
+	printf("test_devfault_race: %d rounds, %ld migrate_to_ram calls\n", rounds,
 	       atomic_load(&calls));
-	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_fault_vs_migration_home),
+};
+
+TEST_MAIN("test_devfault_race", NULL, NULL)

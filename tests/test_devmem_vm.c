@@ -33,7 +33,7 @@
  *    works); after removal the context is gone and a fresh one works (also
  *    removing the device right after a CPU fault-back).
  */
-#include "tdev.h"
+#include "common.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -190,28 +190,7 @@ static const struct uhmm_devmem_ops vdev_ops = {
 
 static struct tdev *vdev_create(struct uhmm_mm *m, size_t nr_pages)
 {
-	struct tdev *d = calloc(1, sizeof(*d));
-
-	CHECK(d, "calloc");
-	d->mm = m;
-	d->nr_pages = nr_pages;
-	d->arena = mmap(NULL, nr_pages * page_size, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(d->arena != MAP_FAILED, "arena");
-	d->free_list = calloc(nr_pages, sizeof(size_t));
-	CHECK(d->free_list, "free list");
-	for (size_t i = 0; i < nr_pages; i++)
-		d->free_list[i] = nr_pages - 1 - i;
-	d->nr_free = nr_pages;
-	pthread_mutex_init(&d->lock, NULL);
-	atomic_store(&d->fail_alloc_after, -1);
-	atomic_store(&d->fail_copy_after, -1);
-	d->pgmap.ops = &vdev_ops;
-	d->pgmap.owner = &d->owner_token;
-	d->pgmap.nr_pages = nr_pages;
-	d->pgmap.driver_data = d;
-	CHECK_EQ(uhmm_devmem_add(m, &d->pgmap), 0);
-	return d;
+	return tdev_create_ops(m, nr_pages, 0, &vdev_ops);
 }
 
 /*
@@ -1105,27 +1084,45 @@ static void test_teardown(void)
 	printf("a fresh context after teardown: device and migration work: ok\n");
 }
 
-int main(void)
+/* Runs with no other context reference held: the program's own is dropped. */
+static void case_teardown(void)
 {
-	test_init("test_devmem_vm");
-	mm = test_mm();
-	test_munmap_full();
-	test_munmap_partial();
-	test_munmap_raw();
-	test_mremap_move();
-	test_mremap_dontunmap();
-	test_mremap_subrange();
-	test_madv_dontneed();
-	test_madv_free();
-	test_fork();
-	test_devmem_remove();
-	test_split_region();
-	uhmm_mm_put(mm);
+	if (mm) {
+		uhmm_mm_put(mm);
+		mm = NULL;
+	}
 	test_teardown();
+}
+
+static void start(void)
+{
+	mm = test_mm();
+}
+
+static int finish(void)
+{
+	if (mm)
+		uhmm_mm_put(mm);
 	if (soft_failures) {
 		printf("test_devmem_vm: FAIL (%d checks failed, see above)\n", soft_failures);
 		return 1;
 	}
-	printf("test_devmem_vm: PASS\n");
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_munmap_full),
+	TEST_CASE(test_munmap_partial),
+	TEST_CASE(test_munmap_raw),
+	TEST_CASE(test_mremap_move),
+	TEST_CASE(test_mremap_dontunmap),
+	TEST_CASE(test_mremap_subrange),
+	TEST_CASE(test_madv_dontneed),
+	TEST_CASE(test_madv_free),
+	TEST_CASE(test_fork),
+	TEST_CASE(test_devmem_remove),
+	TEST_CASE(test_split_region),
+	{ "teardown", case_teardown },
+};
+
+TEST_MAIN("test_devmem_vm", start, finish)

@@ -23,7 +23,7 @@
  *  - a failure half-way (UFFDIO_MOVE and UFFDIO_COPY failing on the way
  *    back, the staging allocation failing on the way out) loses nothing.
  */
-#include "tdev.h"
+#include "common.h"
 
 #include <uhmm/simdev.h>
 #include <uhmm/inject.h>

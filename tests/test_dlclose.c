@@ -21,6 +21,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cases.h"
+
 #define NAME "test_dlclose"
 #define NPAGES 32
 #define ROUNDS 4
@@ -68,23 +70,22 @@ static int round_child(void)
 	return 0;
 }
 
-int main(void)
+static void test_dlclose_live_context(void)
 {
 	int failed = 0;
 
-	setvbuf(stdout, NULL, _IONBF, 0);
 	for (int r = 0; r < ROUNDS; r++) {
 		pid_t pid = fork();
 		int st;
 
 		if (pid < 0)
-			return 1;
+			exit(1);
 		if (pid == 0)
 			_exit(round_child());
 		if (waitpid(pid, &st, 0) != pid)
-			return 1;
+			exit(1);
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
-			return 77;
+			exit(77);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			fprintf(stderr, "%s: round %d: %s %d\n", NAME, r,
 				WIFSIGNALED(st) ? "killed by signal" : "exit",
@@ -93,5 +94,20 @@ int main(void)
 		}
 	}
 	printf("%s: %d rounds, %d failed\n", NAME, ROUNDS, failed);
-	return failed ? 1 : 0;
+	if (failed)
+		exit(1);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_dlclose_live_context),
+};
+
+int main(int argc, char **argv)
+{
+	struct test_suite s = {
+		.name = NAME, .cases = cases, .nr_cases = sizeof(cases) / sizeof(cases[0]),
+	};
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	return test_run(argc, argv, &s);
 }

@@ -12,7 +12,7 @@
  * device-page scenario also runs with a user-mode-only userfaultfd (a child
  * run with UHMM_DISABLE=uffd_full), the mode an unprivileged process gets.
  */
-#include "tdev.h"
+#include "common.h"
 
 struct rec {
 	struct uhmm_interval_notifier mni;
@@ -229,7 +229,27 @@ static void test_user_mode_only(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "user-mode-only child: status %#x", st);
 }
 
-int main(void)
+/* Forked before this process has a context (and threads). */
+static void test_device_pages(void)
+{
+	CHECK_EQ(run_child(device_pages_child, NULL), 0);
+}
+
+static void test_user_mode_only_child(void)
+{
+	struct uhmm_sysinfo si;
+
+	uhmm_sysinfo(&si);
+	if (si.uffd_mode != UHMM_UFFD_FULL)
+		SKIP_CASE("this process has a user-mode-only userfaultfd already");
+	test_user_mode_only();
+}
+
+/*
+ * Take, device atomics, CPU read and write revoke, fork, mprotect, bad
+ * input, munmap: one sequence on the same pages.
+ */
+static void test_lifecycle(void)
 {
 	struct uhmm_mm *mm;
 	const size_t n = 4;
@@ -237,20 +257,6 @@ int main(void)
 	void *held[4];
 	struct rec r = { 0 };
 	long got;
-
-	test_init("test_exclusive");
-	if (getenv("TEST_EXCLUSIVE_DEVICE_ONLY"))
-		return run_child(device_pages_child, NULL);
-	/* Forked before this process has a context (and threads). */
-	CHECK_EQ(run_child(device_pages_child, NULL), 0);
-	test_race_rounds();
-	{
-		struct uhmm_sysinfo si;
-
-		uhmm_sysinfo(&si);
-		if (si.uffd_mode == UHMM_UFFD_FULL)
-			test_user_mode_only();
-	}
 
 	mm = test_mm();
 	p = map_anon(n * page_size, PROT_READ | PROT_WRITE);
@@ -329,6 +335,20 @@ int main(void)
 	uhmm_interval_notifier_remove(&r.mni);
 	CHECK_EQ(munmap(p, n * page_size), 0);
 	uhmm_mm_put(mm);
-	printf("test_exclusive: PASS\n");
-	return 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_device_pages),
+	TEST_CASE(test_race_rounds),
+	TEST_CASE(test_user_mode_only_child),
+	TEST_CASE(test_lifecycle),
+};
+
+int main(int argc, char **argv)
+{
+	if (getenv("TEST_EXCLUSIVE_DEVICE_ONLY")) {
+		test_init("test_exclusive");
+		return run_child(device_pages_child, NULL);
+	}
+	return test_main(argc, argv, "test_exclusive", TEST_CASES(cases), NULL, NULL);
 }

@@ -473,15 +473,14 @@ static int run_round(int round)
 	return WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
-int main(int argc, char **argv)
+static int rounds = ROUNDS;
+static bool keep_going;	/* rounds given on the command line: run them all */
+
+static void test_heap_frozen_by_own_migration(void)
 {
-	int rounds = argc > 1 ? atoi(argv[1]) : ROUNDS;
 	int failed = 0, hung = 0;
 	sigset_t set;
 
-	test_init(NAME);
-	if (argc > 2)
-		watchdog_s = atoi(argv[2]);
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &set, NULL);
@@ -490,9 +489,30 @@ int main(int argc, char **argv)
 
 		failed += res == 1;
 		hung += res == 2;
-		if (res && argc <= 1)
+		if (res && !keep_going)
 			break;
 	}
 	printf("%s: %d rounds, %d failed, %d hung\n", NAME, rounds, failed, hung);
-	return failed || hung ? 1 : 0;
+	CHECK(!failed && !hung, "%d rounds failed, %d hung", failed, hung);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_heap_frozen_by_own_migration),
+};
+
+int main(int argc, char **argv)
+{
+	/* `test_frozen_self N [S]`: N rounds, each given S seconds, all of them run. */
+	if (argc > 1 && argv[1][0] >= '0' && argv[1][0] <= '9') {
+		int n = 1;
+
+		rounds = atoi(argv[1]);
+		keep_going = true;
+		if (argc > 2 && argv[2][0] >= '0' && argv[2][0] <= '9')
+			watchdog_s = atoi(argv[n++ + 1]);
+		argv[n] = argv[0];
+		argv += n;
+		argc -= n;
+	}
+	return test_main(argc, argv, NAME, TEST_CASES(cases), NULL, NULL);
 }

@@ -39,13 +39,6 @@
 #define HUGE_1G ((size_t)1 << 30)
 #define RW (PROT_READ | PROT_WRITE)
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 static struct uhmm_mm *mm;
 static unsigned int pshift;
 
@@ -327,19 +320,19 @@ static void shared_hugetlb(void)
 
 	CHECK(pfns, "out of memory");
 	if (fd < 0) {
-		printf("%s: note: memfd_create(MFD_HUGETLB): %s: shared case not run\n",
-		       test_name, strerror(errno));
 		free(pfns);
-		return;
+		SKIP_CASE("%s: memfd_create(MFD_HUGETLB): %s: shared case not run",
+			  test_name, strerror(errno));
 	}
 	CHECK_EQ(ftruncate(fd, (off_t)HUGE_2M), 0);
 	h = mmap(NULL, HUGE_2M, RW, MAP_SHARED, fd, 0);
 	if (h == MAP_FAILED) {
-		printf("%s: note: mmap of a hugetlb memfd: %s: shared case not run\n",
-		       test_name, strerror(errno));
+		int err = errno;
+
 		close(fd);
 		free(pfns);
-		return;
+		SKIP_CASE("%s: mmap of a hugetlb memfd: %s: shared case not run",
+			  test_name, strerror(err));
 	}
 	memset(&n, 0, sizeof(n));
 	CHECK_EQ(uhmm_interval_notifier_insert(&n.mni, mm, (uintptr_t)h, HUGE_2M, &ntf_ops), 0);
@@ -354,39 +347,60 @@ static void shared_hugetlb(void)
 	OK("MAP_SHARED hugetlb (memfd): snapshot order 9, read fault VALID|WRITE");
 }
 
-int main(void)
+static struct uhmm_simdev *dev;
+static char *h2m;	/* two 2 MiB pages: the first mirrored, the second written */
+
+static void mirror_2m(void)
 {
-	struct uhmm_simdev_config cfg = { .capacity_pages = 64, .threads = 1 };
-	struct uhmm_simdev *dev;
+	mirror_private(dev, h2m, HUGE_2M, HUGE_2M, 21 - pshift, UHMM_SIMDEV_PROT_PMD);
+}
+
+static void device_write_2m(void)
+{
+	device_write(dev, h2m + HUGE_2M);
+}
+
+static void mirror_1g(void)
+{
 	char *h;
 
-	test_init("test_hugetlb");
+	if (free_huge("hugepages-1048576kB") <= 0 || (h = map_huge(HUGE_1G, 30)) == MAP_FAILED)
+		SKIP_CASE("%s: no free 1 GiB huge page: the PUD case is not run "
+			  "(echo 1 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages)",
+			  test_name);
+	mirror_private(dev, h, HUGE_1G, HUGE_2M, 30 - pshift, UHMM_SIMDEV_PROT_PUD);
+}
+
+static void start(void)
+{
+	struct uhmm_simdev_config cfg = { .capacity_pages = 64, .threads = 1 };
+
 	pshift = (unsigned int)__builtin_ctzl(page_size);
 	/*
 	 * Both 2 MiB pages at once: mmap reserves them, so no other program
 	 * taking the pool's pages meanwhile can fail a fault half-way.
 	 */
-	h = map_huge(2 * HUGE_2M, 21);
-	if (h == MAP_FAILED)
+	h2m = map_huge(2 * HUGE_2M, 21);
+	if (h2m == MAP_FAILED)
 		SKIP("no free hugetlb pages: echo N > /proc/sys/vm/nr_hugepages "
 		     "(two 2 MiB pages needed; mmap MAP_HUGETLB: %s; free 2 MiB pages: %ld)",
 		     strerror(errno), free_huge("hugepages-2048kB"));
 	mm = test_mm();
 	CHECK_EQ(uhmm_simdev_create(&cfg, &dev), 0);
+}
 
-	mirror_private(dev, h, HUGE_2M, HUGE_2M, 21 - pshift, UHMM_SIMDEV_PROT_PMD);
-	device_write(dev, h + HUGE_2M);
-	shared_hugetlb();
-
-	if (free_huge("hugepages-1048576kB") > 0 && (h = map_huge(HUGE_1G, 30)) != MAP_FAILED) {
-		mirror_private(dev, h, HUGE_1G, HUGE_2M, 30 - pshift, UHMM_SIMDEV_PROT_PUD);
-	} else {
-		printf("%s: note: no free 1 GiB huge page: the PUD case is not run "
-		       "(echo 1 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages)\n",
-		       test_name);
-	}
+static int finish(void)
+{
 	uhmm_simdev_destroy(dev);
 	uhmm_mm_put(mm);
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(mirror_2m),
+	TEST_CASE(device_write_2m),
+	TEST_CASE(shared_hugetlb),
+	TEST_CASE(mirror_1g),
+};
+
+TEST_MAIN("test_hugetlb", start, finish)

@@ -844,11 +844,9 @@ static void test_raw_procmap_off(void)
 	const unsigned int both = UHMM_FEAT_UFFD_WP | UHMM_FEAT_PROCMAP_QUERY;
 	int st;
 
-	if ((si.active & both) != both) {
-		printf("%s: raw syscalls without procmap_query: not run (this mode does "
-		       "not have both uffd_wp and procmap_query active)\n", test_name);
-		return;
-	}
+	if ((si.active & both) != both)
+		SKIP_CASE("%s: raw syscalls without procmap_query: this mode does not have "
+			  "both uffd_wp and procmap_query active", test_name);
 	st = run_child(child_procmap_off, NULL);
 	if (st != 0) {
 		/* Go on with the other checks; fail at the end. */
@@ -1021,44 +1019,71 @@ static void release_round(void)
 
 static void test_release_during_invalidation(void)
 {
-	if (!(si.active & UHMM_FEAT_UFFD_WP)) {
-		printf("%s: teardown during a service-thread invalidation: not exercised "
-		       "(uffd_wp backstop off in this mode)\n", test_name);
-		return;
-	}
+	if (!(si.active & UHMM_FEAT_UFFD_WP))
+		SKIP_CASE("%s: teardown during a service-thread invalidation: not exercised "
+			  "(uffd_wp backstop off in this mode)", test_name);
 	for (int i = 0; i < RELEASE_ROUNDS; i++)
 		release_round();
 	ok("teardown while a service-thread invalidation runs: a notifier inserted "
 	   "during it still gets its RELEASE");
 }
 
-int main(int argc, char **argv)
+static void case_raw_syscalls(void)
 {
-	if (argc > 1 && !strcmp(argv[1], "procmap-off"))
-		return exec_procmap_off();
-	test_init("test_invalidate_sources");
+	test_raw_syscalls(true);
+}
+
+/*
+ * The release cases need the program's own reference gone, so that theirs
+ * is the last one (test_release() drops it itself when the cases run in order).
+ */
+static void case_release_during_invalidation(void)
+{
+	if (mm) {
+		uhmm_mm_put(mm);
+		mm = NULL;
+	}
+	test_release_during_invalidation();
+}
+
+static void start(void)
+{
 	uhmm_sysinfo(&si);
 	mm = test_mm();
 	printf("%s: uffd_wp backstop %s\n", test_name,
 	       si.active & UHMM_FEAT_UFFD_WP ? "active" : "off");
-	test_munmap();
-	test_mremap_grow();
-	test_mremap_shrink();
-	test_mremap_fixed();
-	test_mremap_dontunmap();
-	test_madvise();
-	test_mprotect();
-	test_mmap_fixed();
-	test_sbrk();
-	test_fork();
-	test_selection();
-	test_raw_syscalls(true);
-	test_release();
+}
+
+static int finish(void)
+{
+	if (mm)		/* test_release() drops the last reference itself */
+		uhmm_mm_put(mm);
+	return failed_later ? 1 : 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_munmap),
+	TEST_CASE(test_mremap_grow),
+	TEST_CASE(test_mremap_shrink),
+	TEST_CASE(test_mremap_fixed),
+	TEST_CASE(test_mremap_dontunmap),
+	TEST_CASE(test_madvise),
+	TEST_CASE(test_mprotect),
+	TEST_CASE(test_mmap_fixed),
+	TEST_CASE(test_sbrk),
+	TEST_CASE(test_fork),
+	TEST_CASE(test_selection),
+	{ "raw_syscalls", case_raw_syscalls },
+	TEST_CASE(test_release),
 	/* Last: these expose library bugs (see the header comment). */
-	test_raw_procmap_off();
-	test_release_during_invalidation();
-	if (failed_later)
-		return 1;
-	printf("%s: PASS\n", test_name);
-	return 0;
+	TEST_CASE(test_raw_procmap_off),
+	{ "release_during_invalidation", case_release_during_invalidation },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "procmap-off"))
+		return exec_procmap_off();
+	return test_main(argc, argv, "test_invalidate_sources", TEST_CASES(cases), start,
+			 finish);
 }

@@ -27,6 +27,7 @@
  */
 #define UHMM_ITREE_DEBUG 1
 #include "../src/itree.h"
+#include "cases.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -632,28 +633,59 @@ static void test_big(void)
 	       "results)\n", t.count, h, worst_wide_v, worst_wide_k);
 }
 
-int main(int argc, char **argv)
-{
-	uint64_t seed = UINT64_C(0x5eed1234abcd9876);
+static uint64_t seed = UINT64_C(0x5eed1234abcd9876);
 
-	if (argc > 1)
-		seed = strtoull(argv[1], NULL, 0);
+static void start(void)
+{
 	if (!seed)
 		seed = 1;	/* xorshift must not start at zero */
 	rng_state = seed;
 	printf("test_itree: seed %#" PRIx64 ", uintptr_t is %zu bits\n",
 	       seed, sizeof(uintptr_t) * 8);
+}
 
-	test_fixed();
+/* After a failure, the cases that follow it do not run. */
+static void case_random(void)
+{
 	if (!failures)
 		test_random();
+}
+
+static void case_big(void)
+{
 	if (!failures)
 		test_big();
+}
 
+static int finish(void)
+{
 	if (failures) {
 		printf("test_itree: FAILED (%lu failed checks)\n", failures);
 		return 1;
 	}
-	printf("test_itree: all tests passed\n");
 	return 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_fixed),
+	{ "random", case_random },
+	{ "big", case_big },
+};
+
+int main(int argc, char **argv)
+{
+	struct test_suite s = {
+		.name = "test_itree", .cases = cases,
+		.nr_cases = sizeof(cases) / sizeof(cases[0]),
+		.start = start, .finish = finish,
+	};
+
+	/* `test_itree SEED`: every case, from that seed. */
+	if (argc > 1 && argv[1][0] >= '0' && argv[1][0] <= '9') {
+		seed = strtoull(argv[1], NULL, 0);
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
+	return test_run(argc, argv, &s);
 }

@@ -5,7 +5,7 @@
  * allocation and copy failures half-way with every byte intact, eviction by
  * device page range, range-fault reporting of device pages.
  */
-#include "tdev.h"
+#include "common.h"
 
 static struct uhmm_mm *mm;
 
@@ -300,18 +300,25 @@ static void test_overhead(void)
 	tdev_destroy(d);
 }
 
-int main(void)
+static void start(void)
 {
-	test_init("test_migrate");
 	mm = test_mm();
-	test_roundtrip();
-	test_empty_and_zero();
-	test_failures();
-	test_evict_range();
-	test_range_fault_device();
-	test_bad_input();
-	test_overhead();
+}
+
+static int finish(void)
+{
 	uhmm_mm_put(mm);
-	printf("test_migrate: PASS\n");
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_roundtrip),
+	TEST_CASE(test_empty_and_zero),
+	TEST_CASE(test_failures),
+	TEST_CASE(test_evict_range),
+	TEST_CASE(test_range_fault_device),
+	TEST_CASE(test_bad_input),
+	TEST_CASE(test_overhead),
+};
+
+TEST_MAIN("test_migrate", start, finish)

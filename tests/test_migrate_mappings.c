@@ -133,10 +133,8 @@ static int kernel_read_part(void *arg)
 
 	(void)arg;
 	uhmm_sysinfo(&si);
-	if (si.uffd_mode != UHMM_UFFD_FULL) {
-		printf("%s: user-mode-only userfaultfd: kernel-read part skipped\n", NAME);
-		return 0;
-	}
+	if (si.uffd_mode != UHMM_UFFD_FULL)
+		return TEST_SKIP;	/* user-mode-only userfaultfd */
 	fill(buf, NPAGES, 31);
 	CHECK_EQ(uhmm_simdev_create(&cfg, &dev), 0);
 	CHECK_EQ(uhmm_simdev_migrate_to_dev(dev, buf, NPAGES, &st), 0);
@@ -148,18 +146,40 @@ static int kernel_read_part(void *arg)
 	return 0;
 }
 
-int main(void)
+static void test_mlockall(void)
 {
-	test_init(NAME);
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 	/* mlockall(MCL_CURRENT) would populate the sanitizer's shadow. */
-	printf("%s: mlockall part skipped under a sanitizer\n", NAME);
+	SKIP_CASE("%s: mlockall part skipped under a sanitizer", NAME);
 #else
 	CHECK_EQ(run_child(locked_part, (void *)1), 0);
 #endif
-	CHECK_EQ(run_child(locked_part, NULL), 0);
-	CHECK_EQ(run_child(memfd_part, NULL), 0);
-	CHECK_EQ(run_child(kernel_read_part, NULL), 0);
-	printf("%s: PASS\n", NAME);
-	return 0;
 }
+
+static void test_mlock(void)
+{
+	CHECK_EQ(run_child(locked_part, NULL), 0);
+}
+
+static void test_memfd_private(void)
+{
+	CHECK_EQ(run_child(memfd_part, NULL), 0);
+}
+
+static void test_kernel_read(void)
+{
+	int st = run_child(kernel_read_part, NULL);
+
+	if (st == TEST_SKIP)
+		SKIP_CASE("%s: user-mode-only userfaultfd: kernel-read part skipped", NAME);
+	CHECK_EQ(st, 0);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_mlockall),
+	TEST_CASE(test_mlock),
+	TEST_CASE(test_memfd_private),
+	TEST_CASE(test_kernel_read),
+};
+
+TEST_MAIN(NAME, NULL, NULL)

@@ -8,7 +8,7 @@
  * window's data (it stays in staging that is then freed).  Every byte is
  * checked after the pages come back.
  */
-#include "tdev.h"
+#include "common.h"
 
 #define WINDOW_PAGES 16
 #define THREADS 2
@@ -87,19 +87,26 @@ static void test_windows_of_one_thp(void)
 	       huge_rounds, migrated, huge_rounds * (long)npages);
 }
 
-int main(void)
+static void start(void)
 {
 	FILE *f;
 	char mode[128] = "";
 
-	test_init("test_migrate_thp");
 	f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
 	if (!f || !fgets(mode, sizeof(mode), f) || strstr(mode, "[never]"))
 		SKIP("transparent huge pages are off (%s)", f ? "enabled = never" : "no sysfs file");
 	fclose(f);
 	mm = test_mm();
-	test_windows_of_one_thp();
+}
+
+static int finish(void)
+{
 	uhmm_mm_put(mm);
-	printf("test_migrate_thp: PASS\n");
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_windows_of_one_thp),
+};
+
+TEST_MAIN("test_migrate_thp", start, finish)

@@ -894,22 +894,29 @@ static void test_many(void)
 	   "one callback, of three pages exactly three");
 }
 
-int main(void)
+static void start(void)
 {
-	test_init("test_notifier");
 	uhmm_sysinfo(&si);
 	mm = test_mm();
-	test_api();
-	test_boundaries();
-	test_seq();
-	test_read_begin_waits();
-	test_concurrent();
-	test_remove_in_callback();
-	test_deadlock_calls();
-	test_many();
-	/* Last: it exposes a library bug (see the header comment). */
-	test_read_begin_mid_change();
+}
+
+static int finish(void)
+{
 	uhmm_mm_put(mm);
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_api),
+	TEST_CASE(test_boundaries),
+	TEST_CASE(test_seq),
+	TEST_CASE(test_read_begin_waits),
+	TEST_CASE(test_concurrent),
+	TEST_CASE(test_remove_in_callback),
+	TEST_CASE(test_deadlock_calls),
+	TEST_CASE(test_many),
+	/* Last: it exposes a library bug (see the header comment). */
+	TEST_CASE(test_read_begin_mid_change),
+};
+
+TEST_MAIN("test_notifier", start, finish)

@@ -1078,41 +1078,56 @@ static void test_large(void)
 	ok("large range (64 MiB): PRESENT on every page, pfn VALID|WRITE");
 }
 
-int main(void)
-{
-	int fd;
+static int file_fd = -1;	/* a two-page temporary file (tmp_file()) */
 
-	test_init("test_pagestate");
+static void case_file(void)
+{
+	test_file(file_fd);
+}
+
+static void case_mixed(void)
+{
+	test_mixed(file_fd);
+}
+
+static void start(void)
+{
 	CHECK_EQ(uhmm_sysinfo(&si), 0);
 	printf("%s: active features %#x, zero_page %d, thp %s, euid %d\n", test_name,
 	       si.active, si.zero_page, si.thp, (int)geteuid());
 	mm = test_mm();
-	fd = tmp_file(2);
+	file_fd = tmp_file(2);
+}
 
-	test_hole();
-	test_prot_none();
-	test_untouched();
-	test_zero_page();
-	test_read_only();
-	test_writable();
-	test_cow_fork();
-	test_thp();
-	test_file(fd);
-	test_shared_anon();
-	test_special();
-	test_mixed(fd);
-	test_many_vmas();
-	test_no_side_effects();
-	test_bad_input();
-	test_large();
-
-	close(fd);
+static int finish(void)
+{
+	close(file_fd);
 	uhmm_mm_put(mm);
 	if (failures) {
 		printf("%s: FAIL: %d sub-check(s) failed (see above)\n", test_name,
 		       failures);
 		return 1;
 	}
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_hole),
+	TEST_CASE(test_prot_none),
+	TEST_CASE(test_untouched),
+	TEST_CASE(test_zero_page),
+	TEST_CASE(test_read_only),
+	TEST_CASE(test_writable),
+	TEST_CASE(test_cow_fork),
+	TEST_CASE(test_thp),
+	{ "file", case_file },
+	TEST_CASE(test_shared_anon),
+	TEST_CASE(test_special),
+	{ "mixed", case_mixed },
+	TEST_CASE(test_many_vmas),
+	TEST_CASE(test_no_side_effects),
+	TEST_CASE(test_bad_input),
+	TEST_CASE(test_large),
+};
+
+TEST_MAIN("test_pagestate", start, finish)

@@ -55,13 +55,6 @@
 static struct uhmm_mm *mm;
 static struct uhmm_sysinfo si;
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 /*
  * CHECK for the threads of the concurrent test: exit(3) would run uhmm's exit
  * handler, whose RELEASE callback needs the device lock that the failing
@@ -1321,28 +1314,33 @@ static void test_concurrent(void)
 	pthread_mutex_destroy(&dev.lock);
 }
 
-int main(void)
+static void start(void)
 {
-	test_init("test_range_fault");
 	mm = test_mm();
 	CHECK_EQ(uhmm_sysinfo(&si), 0);
 	printf("%s: active features %#x, zero page %d, THP %s, euid %d\n", test_name,
 	       si.active, si.zero_page, si.thp, (int)geteuid());
+}
 
-	test_read_fault();
-	test_write_fault();
-	test_per_page();
-	test_cow_break();
-	test_efault();
-	test_eperm();
-	test_einval();
-	test_ebusy();
-	test_edeadlk();
-	test_thp();
-	test_new_mapping();
-	test_concurrent();
-
+static int finish(void)
+{
 	uhmm_mm_put(mm);
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_read_fault),
+	TEST_CASE(test_write_fault),
+	TEST_CASE(test_per_page),
+	TEST_CASE(test_cow_break),
+	TEST_CASE(test_efault),
+	TEST_CASE(test_eperm),
+	TEST_CASE(test_einval),
+	TEST_CASE(test_ebusy),
+	TEST_CASE(test_edeadlk),
+	TEST_CASE(test_thp),
+	TEST_CASE(test_new_mapping),
+	TEST_CASE(test_concurrent),
+};
+
+TEST_MAIN("test_range_fault", start, finish)

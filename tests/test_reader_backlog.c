@@ -30,7 +30,7 @@
  */
 #include <sys/syscall.h>
 
-#include "tdev.h"
+#include "common.h"
 #include "watchdog.h"
 
 #define ROUNDS 3

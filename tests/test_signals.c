@@ -19,7 +19,6 @@
 #include <sched.h>
 #include <signal.h>
 
-#include "tdev.h"
 #include "watchdog.h"
 
 #define SIGNALS_PER_ROUND 400	/* UHMM_TEST_SIGNALS overrides */
@@ -362,24 +361,57 @@ static int round_fn(void *arg)
 	return 0;
 }
 
-int main(int argc, char **argv)
-{
-	const char *only = argc > 1 ? argv[1] : NULL;
-	int bad = 0;
+static int bad;	/* rounds failed or hung: the program fails at the end */
 
-	test_init("test_signals");
+static void run_scenario(size_t i)
+{
+	bad += run_rounds(round_fn, (void *)&scenarios[i], ROUNDS, scenarios[i].name);
+}
+
+#define SCENARIO_CASE(name, i)                                                \
+	static void name(void)                                                \
+	{                                                                     \
+		run_scenario(i);                                              \
+	}
+SCENARIO_CASE(migrate, 0)
+SCENARIO_CASE(wrapped_calls, 1)
+SCENARIO_CASE(madv_dontneed, 2)
+SCENARIO_CASE(range_fault, 3)
+SCENARIO_CASE(make_exclusive, 4)
+SCENARIO_CASE(page_state, 5)
+SCENARIO_CASE(devmem_remove, 6)
+
+static void start(void)
+{
 	if (getenv("UHMM_TEST_SIGNALS") && atol(getenv("UHMM_TEST_SIGNALS")) > 0)
 		nsignals = atol(getenv("UHMM_TEST_SIGNALS"));
-	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
-		char id[8];
+}
 
-		snprintf(id, sizeof(id), "%zu", i);
-		if (only && strcmp(only, id))
-			continue;
-		bad += run_rounds(round_fn, (void *)&scenarios[i], ROUNDS, scenarios[i].name);
+static int finish(void)
+{
+	return bad ? 1 : 0;
+}
+
+/* In the order of scenarios[]: `test_signals N` runs scenario N (as before). */
+static const struct test_case cases[] = {
+	TEST_CASE(migrate),
+	TEST_CASE(wrapped_calls),
+	TEST_CASE(madv_dontneed),
+	TEST_CASE(range_fault),
+	TEST_CASE(make_exclusive),
+	TEST_CASE(page_state),
+	TEST_CASE(devmem_remove),
+};
+
+int main(int argc, char **argv)
+{
+	_Static_assert(sizeof(cases) / sizeof(cases[0]) ==
+		       sizeof(scenarios) / sizeof(scenarios[0]), "one case per scenario");
+	if (argc == 2 && argv[1][0] >= '0' && argv[1][0] <= '9') {
+		size_t i = strtoul(argv[1], NULL, 10);
+
+		if (i < sizeof(cases) / sizeof(cases[0]))
+			argv[1] = (char *)test_case_name(&cases[i]);
 	}
-	if (bad)
-		return 1;
-	printf("test_signals: PASS\n");
-	return 0;
+	return test_main(argc, argv, "test_signals", TEST_CASES(cases), start, finish);
 }

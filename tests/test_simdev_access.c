@@ -1506,41 +1506,83 @@ static void test_teardown(struct uhmm_mm *hold)
 	printf("%s: teardown: a new device after it works (fresh context): ok\n", NAME);
 }
 
-int main(void)
-{
-	struct uhmm_mm *hold;
+/*
+ * A context reference held for the whole program, so that closing the last
+ * device of a scenario does not tear the context down: that is the
+ * teardown case's subject alone (it drops this reference).
+ */
+static struct uhmm_mm *hold;
 
-	test_init(NAME);
+/*
+ * As when the cases run in order: a device was opened and closed before.
+ * Run cold (UHMM_TEST_COLD=1: the case alone, UHMM_DISABLE=all), the first
+ * round's read can return 0 with wrong data while the other half is
+ * unmapped (3 of 5, then 1 of 5 runs failed): a bug below this test, left to the
+ * library's and simdev's owners.
+ */
+static void case_read_vs_unmap(void)
+{
+	if (!test_cold())
+		test_open_close();
+	test_read_vs_unmap();
+}
+
+static void case_compute_errors_mirror(void)
+{
+	test_compute_errors(UHMM_SIMDEV_POLICY_MIRROR, "mirror");
+}
+
+static void case_compute_errors_migrate(void)
+{
+	test_compute_errors(UHMM_SIMDEV_POLICY_MIGRATE, "migrate");
+}
+
+static void case_compute_migrate(void)
+{
+	compute_migrate(4, 8, 20);
+}
+
+static void case_teardown(void)
+{
+	test_teardown(hold);
+	hold = NULL;
+}
+
+static void start(void)
+{
 	uhmm_sysinfo(&si);
-	/*
-	 * Hold a context reference, so that closing the last device of a
-	 * scenario does not tear the context down: that is test_teardown()'s
-	 * subject alone.
-	 */
 	hold = test_mm();
 	printf("%s: zero page %d, THP \"%s\", active features %#x\n", NAME, si.zero_page,
 	       si.thp, si.active);
+}
 
-	test_open_close();
-	test_anon_read();
-	test_prot_none_read();
-	test_write();
-	test_write_read_only();
-	test_fork();
-	test_thp_write();
-	test_file_shared();
-	test_read_many();
-	test_read_vs_unmap();
-	test_compute();
-	test_compute_errors(UHMM_SIMDEV_POLICY_MIRROR, "mirror");
-	test_bad_input();
-	test_compute_vs_invalidation();
-	test_device_resident_prot();
-	test_mirror_loses_access();
-	test_compute_errors(UHMM_SIMDEV_POLICY_MIGRATE, "migrate");
-	compute_migrate(4, 8, 20);
-	test_teardown(hold);
-
-	printf("%s: PASS\n", NAME);
+static int finish(void)
+{
+	if (hold)
+		uhmm_mm_put(hold);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_open_close),
+	TEST_CASE(test_anon_read),
+	TEST_CASE(test_prot_none_read),
+	TEST_CASE(test_write),
+	TEST_CASE(test_write_read_only),
+	TEST_CASE(test_fork),
+	TEST_CASE(test_thp_write),
+	TEST_CASE(test_file_shared),
+	TEST_CASE(test_read_many),
+	{ "read_vs_unmap", case_read_vs_unmap },
+	TEST_CASE(test_compute),
+	{ "compute_errors_mirror", case_compute_errors_mirror },
+	TEST_CASE(test_bad_input),
+	TEST_CASE(test_compute_vs_invalidation),
+	TEST_CASE(test_device_resident_prot),
+	TEST_CASE(test_mirror_loses_access),
+	{ "compute_errors_migrate", case_compute_errors_migrate },
+	{ "compute_migrate", case_compute_migrate },
+	{ "teardown", case_teardown },
+};
+
+TEST_MAIN(NAME, start, finish)

@@ -149,12 +149,12 @@ static int scenario(unsigned int variant)
 #define DEFAULT_ROUNDS	6
 #endif
 
-int main(int argc, char **argv)
-{
-	int rounds = argc > 1 ? atoi(argv[1]) : DEFAULT_ROUNDS, failed = 0;
+static int rounds = DEFAULT_ROUNDS;
 
-	test_init(NAME);
-	CHECK(rounds > 0, "rounds: %s", argv[1]);
+static void test_two_copies(void)
+{
+	int failed = 0;
+
 	for (int round = 0; round < rounds; round++) {
 		pid_t pid[2];
 		bool bad = false;
@@ -183,6 +183,24 @@ int main(int argc, char **argv)
 	       "misplaced adds\n", NAME, failed, rounds, LAUNCHES, NPAGES * COUNTERS);
 	CHECK(failed == 0, "device atomic adds lost or misplaced in %d of %d rounds", failed,
 	      rounds);
-	printf("%s: PASS\n", NAME);
-	return 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_two_copies),
+};
+
+int main(int argc, char **argv)
+{
+	/* `test_simdev_atomic_race ROUNDS`: the case with that many rounds. */
+	if (argc > 1 && argv[1][0] >= '0' && argv[1][0] <= '9') {
+		rounds = atoi(argv[1]);
+		if (rounds <= 0) {
+			fprintf(stderr, "%s: rounds: %s\n", NAME, argv[1]);
+			return 1;
+		}
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
+	return test_main(argc, argv, NAME, TEST_CASES(cases), NULL, NULL);
 }

@@ -84,14 +84,13 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-int main(void)
+static void test_destroy_under_faults(void)
 {
 	struct uhmm_simdev_config cfg = { .capacity_pages = NPAGES, .fault_around = 4 };
 	struct uhmm_simdev_stats st;
 	pthread_t th[READERS];
 	uint8_t *prot = malloc(NPAGES);
 
-	test_init(NAME);
 	CHECK(prot, "malloc");
 	mem = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
 	for (int i = 0; i < READERS; i++)
@@ -141,9 +140,14 @@ int main(void)
 		pthread_join(th[i], NULL);
 	CHECK_EQ(atomic_load(&bad), 0);
 	printf("%s: %d rounds, %d readers faulting while the device was destroyed: %ld reads, "
-	       "all right, nothing left on a device: PASS\n", NAME, ROUNDS, READERS,
+	       "all right, nothing left on a device\n", NAME, ROUNDS, READERS,
 	       atomic_load(&reads));
 	CHECK_EQ(munmap(mem, NPAGES * page_size), 0);
 	free(prot);
-	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_destroy_under_faults),
+};
+
+TEST_MAIN(NAME, NULL, NULL)

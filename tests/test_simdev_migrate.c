@@ -54,13 +54,6 @@ static int soft_failures;
 		soft_failures++;                                              \
 	} while (0)
 
-#define OK(...)                                                               \
-	do {                                                                  \
-		printf("%s: ok: ", test_name);                                \
-		printf(__VA_ARGS__);                                          \
-		printf("\n");                                                 \
-	} while (0)
-
 /* ---- helpers ------------------------------------------------------------------ */
 
 static char *pg(void *p, size_t i)
@@ -826,31 +819,17 @@ static void test_bad_input(void)
 	   "no access, NULL buffers, unknown flags): -EINVAL, nothing changed");
 }
 
-int main(void)
+static void start(void)
 {
-	test_init("test_simdev_migrate");
 	uhmm_sysinfo(&si);
 	printf("%s: kernel %s, active features %#x, zero page %d, THP \"%s\"\n", test_name,
 	       si.kernel_release, si.active, si.zero_page, si.thp);
 	d0 = new_dev(0, 0);
 	d1 = new_dev(0, 0);
+}
 
-	test_migrate();
-	test_private_file();
-	test_fault_half();
-	test_cpages_again();
-	test_release();
-	test_shared();
-	test_mixed();
-	test_many_rounds();
-	test_two_devices();
-	test_thp();
-	test_munmap();
-	test_mremap();
-	test_fail_alloc();
-	test_capacity();
-	test_bad_input();
-
+static int finish(void)
+{
 	uhmm_simdev_destroy(d1);
 	uhmm_simdev_destroy(d0);	/* the last context reference: teardown */
 	if (soft_failures) {
@@ -858,6 +837,25 @@ int main(void)
 			soft_failures);
 		return 1;
 	}
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_migrate),
+	TEST_CASE(test_private_file),
+	TEST_CASE(test_fault_half),
+	TEST_CASE(test_cpages_again),
+	TEST_CASE(test_release),
+	TEST_CASE(test_shared),
+	TEST_CASE(test_mixed),
+	TEST_CASE(test_many_rounds),
+	TEST_CASE(test_two_devices),
+	TEST_CASE(test_thp),
+	TEST_CASE(test_munmap),
+	TEST_CASE(test_mremap),
+	TEST_CASE(test_fail_alloc),
+	TEST_CASE(test_capacity),
+	TEST_CASE(test_bad_input),
+};
+
+TEST_MAIN("test_simdev_migrate", start, finish)

@@ -752,29 +752,34 @@ static void test_two_processes(void)
 		       "ThreadSanitizer cannot start threads after a multi-threaded fork)\n");
 }
 
-int main(void)
+static void start(void)
 {
-	test_init("test_simdev_snapshot");
 	signal(SIGPIPE, SIG_IGN);	/* a dead child fails a CHECK, not the process */
 	uhmm_sysinfo(&si);
 	mm = test_mm();
 	CHECK_EQ(uhmm_simdev_create(NULL, &dev0), 0);
 	CHECK_EQ(uhmm_simdev_create(NULL, &dev1), 0);
+}
 
-	test_snapshot_mixed();
-	test_snapshot_no_fault();
-	test_snapshot_thp();
-	test_exclusive();
-	test_exclusive_mprotect();
-	test_exclusive_fork();
-	test_fork_cow();
-	test_two_processes();
-
+static int finish(void)
+{
 	/* Teardown with the devices' notifiers gone: must return. */
 	uhmm_simdev_destroy(dev1);
 	uhmm_simdev_destroy(dev0);
 	uhmm_mm_put(mm);
 	printf("teardown: both devices destroyed, context dropped: ok\n");
-	printf("test_simdev_snapshot: PASS\n");
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_snapshot_mixed),
+	TEST_CASE(test_snapshot_no_fault),
+	TEST_CASE(test_snapshot_thp),
+	TEST_CASE(test_exclusive),
+	TEST_CASE(test_exclusive_mprotect),
+	TEST_CASE(test_exclusive_fork),
+	TEST_CASE(test_fork_cow),
+	TEST_CASE(test_two_processes),
+};
+
+TEST_MAIN("test_simdev_snapshot", start, finish)

@@ -21,7 +21,6 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
-#include "tdev.h"
 #include "watchdog.h"
 
 extern char **environ;
@@ -127,18 +126,31 @@ static int round_spawn(void *arg)
 	return 0;
 }
 
+static int bad;	/* rounds failed or hung: the program fails at the end */
+
+static void test_vfork_child(void)
+{
+	bad += run_rounds(round_vfork, NULL, 20, "vfork child reads and writes device pages");
+}
+
+static void test_posix_spawn(void)
+{
+	bad += run_rounds(round_spawn, NULL, 20, "posix_spawn argv string in a device page");
+}
+
+static int finish(void)
+{
+	return bad ? 1 : 0;
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_vfork_child),
+	TEST_CASE(test_posix_spawn),
+};
+
 int main(int argc, char **argv)
 {
-	int bad = 0;
-
 	if (argc == 3 && !strcmp(argv[1], "--check-arg"))
 		return strcmp(argv[2], spawn_arg) == 0 ? 0 : 4;
-	test_init("test_vfork");
-	bad += run_rounds(round_vfork, NULL, 20, "vfork child reads and writes device pages");
-	bad += run_rounds(round_spawn, NULL, 20,
-				  "posix_spawn argv string in a device page");
-	if (bad)
-		return 1;
-	printf("test_vfork: PASS\n");
-	return 0;
+	return test_main(argc, argv, "test_vfork", TEST_CASES(cases), NULL, finish);
 }

@@ -11,7 +11,7 @@
  */
 #include <sys/syscall.h>
 
-#include "tdev.h"
+#include "common.h"
 
 static struct uhmm_mm *mm;
 static struct tdev *dev;
@@ -133,20 +133,47 @@ static void test_reuse(void)
 	printf("map, migrate, munmap repeated: every device page freed in its munmap: ok\n");
 }
 
-int main(void)
+static void mremap_munmap(void)
 {
-	test_init("test_wrap_fast");
+	test_moved(false, false);
+}
+
+static void raw_mremap_munmap(void)
+{
+	test_moved(true, false);
+}
+
+static void raw_mremap_dontneed(void)
+{
+	test_moved(true, true);
+}
+
+static void mremap_dontneed(void)
+{
+	test_moved(false, true);
+}
+
+static void start(void)
+{
 	mm = test_mm();
 	dev = tdev_create(mm, 256, 1);
-	test_munmap_frees();
-	test_moved(false, false);
-	test_moved(true, false);
-	test_moved(true, true);
-	test_moved(false, true);
-	test_neighbours();
-	test_reuse();
+}
+
+static int finish(void)
+{
 	tdev_destroy(dev);
 	uhmm_mm_put(mm);
-	printf("test_wrap_fast: PASS\n");
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_munmap_frees),
+	TEST_CASE(mremap_munmap),
+	TEST_CASE(raw_mremap_munmap),
+	TEST_CASE(raw_mremap_dontneed),
+	TEST_CASE(mremap_dontneed),
+	TEST_CASE(test_neighbours),
+	TEST_CASE(test_reuse),
+};
+
+TEST_MAIN("test_wrap_fast", start, finish)

@@ -32,7 +32,7 @@ static void usage(FILE *f)
 		"\n"
 		"environment:\n"
 		"  UHMM_DISABLE=feat[,feat...]|all   force the fallback path of features\n"
-		"                                    (move, pagemap_scan, wp_unpopulated,\n"
+		"                                    (move, pagemap_scan, wp_unpopulated or wpmarker,\n"
 		"                                    madv_populate, procmap_query, uffd_wp);\n"
 		"                                    uffd_full forces user-mode-only\n"
 		"  UHMM_LOG=1                        print every error reason to stderr\n"
@@ -136,6 +136,12 @@ static int cmd_info(int argc, char **argv)
 			state = "present: fast path in use";
 		printf("  %-16s %s\n", uhmm_feature_name(f), state);
 	}
+	/* What pagemap shows for a device-resident page (src/wpmarker.c). */
+	printf("device pages:      %s\n",
+	       (si.active & UHMM_FEAT_WP_UNPOPULATED) && (si.active & UHMM_FEAT_UFFD_WP) ?
+	       "swap entries in pagemap (uffd-wp markers), as the kernel shows them" :
+	       si.uffd_mode == UHMM_UFFD_NONE ? "unknown: needs a userfaultfd to probe" :
+	       "empty entries in pagemap (fallback: needs wp_unpopulated and uffd_wp)");
 	if (si.uffd_mode == UHMM_UFFD_NONE) {
 		printf("status:            cannot run here (exit status %d)\n",
 		       TOOL_EXIT_CANNOT_RUN);

@@ -29,7 +29,10 @@ extern "C" {
 						 * mapping is shared) */
 #define UHMM_PS_ZERO		(1u << 5)	/* the shared zero page */
 #define UHMM_PS_HUGE		(1u << 6)	/* mapped by a 2 MiB huge page */
-#define UHMM_PS_SWAPPED		(1u << 7)	/* swapped out (or a marker) */
+#define UHMM_PS_SWAPPED		(1u << 7)	/* swapped out (a swap entry
+						 * with data; not a device page,
+						 * which pagemap shows as swapped
+						 * too, nor a uffd-wp marker) */
 #define UHMM_PS_FILE		(1u << 8)	/* file-backed mapping */
 #define UHMM_PS_SHARED		(1u << 9)	/* MAP_SHARED mapping */
 #define UHMM_PS_HUGETLB		(1u << 10)	/* hugetlbfs mapping */

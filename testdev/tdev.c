@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: MIT */
+/* tdev: the tests' and the benchmark's device (tdev.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tdev.h"
+
+/* One failure-injection counter: true while it lets the operation pass. */
+static bool tdev_pass(atomic_long *after)
+{
+	long f = atomic_load(after);
+
+	if (f < 0)
+		return true;
+	if (f == 0)
+		return false;
+	atomic_fetch_sub(after, 1);
+	return true;
+}
+
+/*
+ * A free page (d->lock held): the one freed last, or next-fit from where
+ * the last search ended.  Returns its index, or -1 (none free, or an
+ * injected allocation failure).
+ */
+static long tdev_alloc_index(struct tdev *d)
+{
+	if (!tdev_pass(&d->fail_alloc_after) || !d->nr_free)
+		return -1;
+	d->nr_free--;
+	if (!(d->flags & TDEV_NEXT_FIT))
+		return (long)d->free_list[d->nr_free];
+	while (d->used[d->cursor])
+		d->cursor = (d->cursor + 1) % d->nr_pages;
+	d->used[d->cursor] = 1;
+	return (long)d->cursor;
+}
+
+struct uhmm_page *tdev_alloc(struct tdev *d)
+{
+	struct uhmm_page *p;
+	long idx;
+
+	pthread_mutex_lock(&d->lock);
+	idx = tdev_alloc_index(d);
+	pthread_mutex_unlock(&d->lock);
+	if (idx < 0)
+		return NULL;
+	p = uhmm_devmem_page(&d->pgmap, (size_t)idx);
+	uhmm_page_init(p);
+	return p;
+}
+
+void tdev_page_free(struct uhmm_page *p)
+{
+	struct tdev *d = p->pgmap->driver_data;
+
+	atomic_fetch_add(&d->frees, 1);
+	pthread_mutex_lock(&d->lock);
+	if (d->flags & TDEV_NEXT_FIT)
+		d->used[uhmm_page_index(p)] = 0;
+	else
+		d->free_list[d->nr_free] = uhmm_page_index(p);
+	d->nr_free++;
+	pthread_mutex_unlock(&d->lock);
+}
+
+size_t tdev_used(struct tdev *d)
+{
+	size_t used;
+
+	pthread_mutex_lock(&d->lock);
+	used = d->nr_pages - d->nr_free;
+	pthread_mutex_unlock(&d->lock);
+	return used;
+}
+
+/*
+ * The copy engine: one memcpy per run of pages contiguous on both sides
+ * (as the memcpy baseline of the benchmark copies).
+ */
+struct tdev_run {
+	char *to;
+	const char *from;
+	size_t len;
+};
+
+static void tdev_run_flush(struct tdev_run *r)
+{
+	if (r->len)
+		memcpy(r->to, r->from, r->len);
+	r->len = 0;
+}
+
+static void tdev_run_add(struct tdev_run *r, char *to, const char *from, size_t len)
+{
+	if (r->len && r->to + r->len == to && r->from + r->len == from) {
+		r->len += len;
+		return;
+	}
+	tdev_run_flush(r);
+	*r = (struct tdev_run){ .to = to, .from = from, .len = len };
+}
+
+/*
+ * To the device: allocate every destination first (one lock hold), then
+ * copy run by run.  A copy that fails gives its page back: the entry is
+ * not migrated and keeps its data in system memory.
+ */
+static long tdev_fill_dev(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
+{
+	struct tdev_run run = { 0 };
+	long moved = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+		long idx;
+
+		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		idx = tdev_alloc_index(d);
+		if (idx < 0)
+			continue;
+		p = uhmm_devmem_page(&d->pgmap, (size_t)idx);
+		uhmm_page_init(p);
+		m->dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+			    (m->src[i] & UHMM_MIGRATE_PFN_WRITE);
+	}
+	pthread_mutex_unlock(&d->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+		const void *from;
+		char *to;
+
+		if (!m->dst[i])
+			continue;
+		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(m->dst[i]));
+		if (!tdev_pass(&d->fail_copy_after)) {
+			m->dst[i] = 0;
+			uhmm_page_unlock(p);
+			uhmm_page_put(p);
+			continue;
+		}
+		to = tdev_page_mem(d, p);
+		from = uhmm_migrate_pfn_addr(m, i);
+		if (from) {
+			tdev_run_add(&run, to, from, d->page_size);
+		} else {
+			tdev_run_flush(&run);
+			memset(to, 0, d->page_size);
+		}
+		moved++;
+	}
+	tdev_run_flush(&run);
+	return moved;
+}
+
+/*
+ * Back to system memory: as a device the CPU cannot read, DMA into the
+ * system page uhmm gives (one it recycles when it can), which finalize
+ * moves into place.
+ */
+static long tdev_fill_sys(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
+{
+	struct tdev_run run = { 0 };
+	long moved = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct uhmm_page *p;
+		void *to;
+
+		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		p = uhmm_pfn_to_page(d->mm, uhmm_migrate_pfn_to_pfn(m->src[i]));
+		if (!p || !tdev_pass(&d->fail_copy_after))
+			continue;
+		to = uhmm_migrate_alloc_sys(m, i);
+		if (!to)
+			continue;
+		tdev_run_add(&run, to, tdev_page_mem(d, p), d->page_size);
+		moved++;
+	}
+	tdev_run_flush(&run);
+	return moved;
+}
+
+long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
+		  struct uhmm_page *fault_page, unsigned long *cpages)
+{
+	size_t n = (end - start) / d->page_size;
+	uint64_t *src = calloc(n ? n : 1, 8), *dst = calloc(n ? n : 1, 8);
+	struct uhmm_migrate_vma m = {
+		.mm = d->mm, .start = start, .end = end, .src = src, .dst = dst,
+		.pgmap_owner = &d->owner_token, .fault_page = fault_page,
+		.flags = to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
+				: UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+	};
+	long moved;
+	int ret;
+
+	if (!src || !dst) {
+		free(src);
+		free(dst);
+		return -ENOMEM;
+	}
+	ret = uhmm_migrate_vma_setup(&m);
+	if (ret) {
+		free(src);
+		free(dst);
+		return ret;
+	}
+	if (cpages)
+		*cpages = m.cpages;
+	moved = to_dev ? tdev_fill_dev(d, &m, n) : tdev_fill_sys(d, &m, n);
+	uhmm_migrate_vma_pages(&m);
+	uhmm_migrate_vma_finalize(&m);
+	free(src);
+	free(dst);
+	return moved;
+}
+
+int tdev_migrate_to_ram(struct uhmm_vm_fault *vmf)
+{
+	struct tdev *d = vmf->page->pgmap->driver_data;
+	long r;
+
+	atomic_fetch_add(&d->cpu_faults, 1);
+	r = tdev_migrate(d, vmf->window_start, vmf->window_end, false, vmf->page, NULL);
+	if (r < 0)
+		return (int)r;
+	atomic_fetch_add(&d->to_ram_pages, r);
+	return 0;
+}
+
+const struct uhmm_devmem_ops tdev_ops = {
+	.page_free = tdev_page_free,
+	.migrate_to_ram = tdev_migrate_to_ram,
+};
+
+void tdev_free(struct tdev *d)
+{
+	if (d->arena && d->arena != MAP_FAILED)
+		munmap(d->arena, d->nr_pages * d->page_size);
+	free(d->used);
+	free(d->free_list);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
+
+int tdev_open(struct uhmm_mm *mm, size_t nr_pages, size_t fault_around,
+	      const struct uhmm_devmem_ops *ops, unsigned int flags, struct tdev **out)
+{
+	struct tdev *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_init(&d->lock, NULL);
+	d->mm = mm;
+	d->flags = flags;
+	d->page_size = (size_t)sysconf(_SC_PAGESIZE);
+	d->nr_pages = nr_pages;
+	d->nr_free = nr_pages;
+	atomic_store(&d->fail_alloc_after, -1);
+	atomic_store(&d->fail_copy_after, -1);
+	d->arena = mmap(NULL, nr_pages * d->page_size, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	d->used = calloc(nr_pages ? nr_pages : 1, 1);
+	d->free_list = calloc(nr_pages ? nr_pages : 1, sizeof(size_t));
+	if (d->arena == MAP_FAILED || !d->used || !d->free_list) {
+		tdev_free(d);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nr_pages; i++)	/* the top of the stack: page 0 */
+		d->free_list[i] = nr_pages - 1 - i;
+	d->pgmap.ops = ops ? ops : &tdev_ops;
+	d->pgmap.owner = &d->owner_token;
+	d->pgmap.nr_pages = nr_pages;
+	d->pgmap.fault_around = fault_around;
+	d->pgmap.driver_data = d;
+	ret = uhmm_devmem_add(mm, &d->pgmap);
+	if (ret) {
+		tdev_free(d);
+		return ret;
+	}
+	*out = d;
+	return 0;
+}
+
+int tdev_close(struct tdev *d)
+{
+	int ret = uhmm_devmem_remove(&d->pgmap);
+
+	if (ret)
+		return ret;
+	ret = tdev_used(d) ? -ENOTEMPTY : 0;
+	tdev_free(d);
+	return ret;
+}
