@@ -377,7 +377,8 @@ static bool excl_take(struct uhmm_migrate_vma *m, struct excl_pool *x, const voi
  * ran out, or the setup's error.
  */
 static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *owner,
-			   uintptr_t s, uintptr_t e, uint64_t *src, uint64_t *dst)
+			   uintptr_t s, uintptr_t e, uint64_t *src, uint64_t *dst,
+			   bool *selected)
 {
 	struct uhmm_migrate_vma m = {
 		.mm = mm, .start = s, .end = e, .src = src, .dst = dst,
@@ -388,6 +389,8 @@ static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *
 
 	if (ret)
 		return ret;
+	if (selected)
+		*selected = m.cpages > 0;
 	if (!excl_take(&m, x, owner, (e - s) >> uhmm__page_shift))
 		ret = -ENOSPC;
 	uhmm_migrate_vma_pages(&m);
@@ -396,24 +399,51 @@ static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *
 }
 
 /*
+ * Rounds in a row in which a page in the CPU page table was not selected
+ * by the migration before the page is given up as one the kernel will not
+ * move (see excl_retake).
+ */
+#define EXCL_STUCK_TRIES 2
+
+/*
  * A page another thread took between its fault-in and the migration (to
- * its device, into a migration of its own; a present private anonymous
- * page is otherwise always selected): fault it in and take it again,
- * alone, as the kernel's make_device_exclusive retries a page whose page
- * table entry changed after GUP.  Given up when its device cannot give it
- * back, the migration fails (the mapping changed) or the holding pool is
- * full, or after EXCL_PAGE_TRIES rounds.
+ * its device, into a migration of its own): fault it in and take it
+ * again, alone, as the kernel's make_device_exclusive retries a page whose
+ * page table entry changed after GUP.  Given up when its device cannot
+ * give it back, the migration fails (the mapping changed) or the holding
+ * pool is full, or after EXCL_PAGE_TRIES rounds.
+ *
+ * Also given up, after EXCL_STUCK_TRIES rounds, when the page is in the
+ * CPU page table (uhmm has no entry for it) before and after a migration
+ * that did not select it: nothing of uhmm's moved it away, the freeze's
+ * UFFDIO_MOVE refused it (seen on pieces of THPs under the stress mix; a
+ * large folio the kernel cannot split, e.g. with extra references), and
+ * further rounds were refused alike (issue 12: up to 1000 each).  Such
+ * a page is returned not taken (its pages[] entry NULL), as the kernel's
+ * make_device_exclusive leaves a page it cannot take.
  */
 static void excl_retake(struct uhmm_mm *mm, struct excl_pool *x, const void *owner,
 			uintptr_t a, uint64_t *src, uint64_t *dst)
 {
+	int stuck = 0;
+
 	for (int tries = 0; tries < EXCL_PAGE_TRIES; tries++) {
+		bool selected = false;
+		uint64_t before;
+
 		if (excl_bring_home(mm, a))
 			return;
 		excl_populate(mm, a, a + uhmm__page_size);
-		if (excl_take_range(mm, x, owner, a, a + uhmm__page_size, src, dst) ||
+		before = uhmm__ptable_get(&mm->ptable, a);
+		if (excl_take_range(mm, x, owner, a, a + uhmm__page_size, src, dst, &selected) ||
 		    held_by(mm, x, a, owner))
 			return;
+		if (!selected && before == 0 && uhmm__ptable_get(&mm->ptable, a) == 0) {
+			if (++stuck >= EXCL_STUCK_TRIES)
+				return;
+		} else {
+			stuck = 0;
+		}
 	}
 }
 
@@ -472,7 +502,7 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		return uhmm__err(ENOMEM, "make exclusive: out of memory");
 	}
 	if (excl_fault_in(mm, x, start, end, owner)) {
-		ret = excl_take_range(mm, x, owner, start, end, src, dst);
+		ret = excl_take_range(mm, x, owner, start, end, src, dst, NULL);
 		if (ret && ret != -ENOSPC) {
 			uhmm__free(src);
 			uhmm__free(dst);
