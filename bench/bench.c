@@ -26,13 +26,26 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "bench_dev.h"
+#include "tdev.h"	/* testdev/: the device the benchmarks migrate to */
 #include "bench_sim.h"
 #include "opts.h"
 
 static size_t ps;
 static bool quick;
 static int reps = 5;
+
+/*
+ * The device the benchmarks migrate to (testdev/tdev.h): next-fit, as a
+ * device allocator hands out contiguous memory; @flags adds TDEV_COMPOUND
+ * (2 MiB device pages).  NULL if it cannot be had.
+ */
+static struct tdev *bench_dev(struct uhmm_mm *mm, size_t nr_pages, size_t fault_around,
+			      unsigned int flags)
+{
+	struct tdev *d = NULL;
+
+	return tdev_open(mm, nr_pages, fault_around, NULL, TDEV_NEXT_FIT | flags, &d) ? NULL : d;
+}
 
 static uint64_t now_ns(void)
 {
@@ -137,7 +150,7 @@ static double memcpy_gbs(size_t len)
 static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *id_to,
 			  const char *id_back)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0, 0);
 	double to[16], back[16], mc[16];
 	char name[96];
 
@@ -151,7 +164,7 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 	if (!d || !p) {
 		fprintf(stderr, "bench: cannot create the device\n");
 		if (d)
-			bdev_destroy(d);
+			tdev_close(d);
 		return;
 	}
 	if (thp)
@@ -165,12 +178,12 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 		memset(p, r + 1, len);
 		mc[r] = memcpy_gbs(len);
 		t = now_ns();
-		n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		n = tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		to[r] = (double)len / (double)(now_ns() - t);
 		if (n != (long)(len / ps))
 			fprintf(stderr, "bench: migrated %ld of %zu pages\n", n, len / ps);
 		t = now_ns();
-		n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL);
+		n = tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL, NULL);
 		back[r] = (double)len / (double)(now_ns() - t);
 		if (p[0] != (char)(r + 1) || p[len - 1] != (char)(r + 1))
 			fprintf(stderr, "bench: data check failed\n");
@@ -189,7 +202,7 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
 		add(id_back, name, "GB/s", back, reps, m, "memcpy GB/s", v / m, ">= 0.5",
 		    v / m >= 0.5);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- thp: 2 MiB device pages vs 4 KiB device pages for THP migration ------------- */
@@ -202,10 +215,10 @@ static void bench_migrate(struct uhmm_mm *mm, size_t len, bool thp, const char *
  * The kernel's device-private THP series reports about +350% for the
  * same comparison (hmm-tests benchmark_thp_migration).
  */
-static double time_migrate(struct bdev *d, char *p, size_t len, bool to_dev)
+static double time_migrate(struct tdev *d, char *p, size_t len, bool to_dev)
 {
 	uint64_t t = now_ns();
-	long n = bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, to_dev, NULL);
+	long n = tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, to_dev, NULL, NULL);
 
 	if (n != (long)(len / ps))
 		fprintf(stderr, "bench: thp: migrated %ld of %zu pages\n", n, len / ps);
@@ -214,8 +227,8 @@ static double time_migrate(struct bdev *d, char *p, size_t len, bool to_dev)
 
 static void bench_thp(struct uhmm_mm *mm, size_t len)
 {
-	struct bdev *small = bdev_create(mm, len / ps, 0);
-	struct bdev *huge = bdev_create_ex(mm, len / ps, 0, true);
+	struct tdev *small = bench_dev(mm, len / ps, 0, 0);
+	struct tdev *huge = bench_dev(mm, len / ps, 0, TDEV_COMPOUND);
 	double to_s[16], to_h[16], back_s[16], back_h[16];
 	char *p = map_2m(len);
 	char name[96];
@@ -227,7 +240,7 @@ static void bench_thp(struct uhmm_mm *mm, size_t len)
 	madvise(p, len, MADV_HUGEPAGE);
 	for (int r = 0; r < reps; r++) {
 		for (int k = 0; k < 2; k++) {
-			struct bdev *d = k ? huge : small;
+			struct tdev *d = k ? huge : small;
 			char v = (char)(2 * r + k + 1);
 
 			memset(p, v, len);
@@ -256,9 +269,9 @@ out:
 	if (p)
 		munmap(p, len);
 	if (small)
-		bdev_destroy(small);
+		tdev_close(small);
 	if (huge)
-		bdev_destroy(huge);
+		tdev_close(huge);
 }
 
 /* ---- 4: single-page fault-back latency vs a bare userfaultfd round trip ---------- */
@@ -333,7 +346,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 {
 	int n = quick ? 200 : 2000;
 	double *lat = calloc((size_t)n, sizeof(double)), *bare = calloc((size_t)n, sizeof(double));
-	struct bdev *d = bdev_create(mm, 64, 0);
+	struct tdev *d = bench_dev(mm, 64, 0, 0);
 	/* One device-resident page in each 32-page window: one page per fault. */
 	size_t stride = 32 * ps, len = (size_t)n * stride;
 	char *p = map(len);
@@ -347,7 +360,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 		uint64_t t;
 
 		pg[0] = 1;
-		bdev_migrate(d, (uintptr_t)pg, (uintptr_t)pg + ps, true, NULL);
+		tdev_migrate(d, (uintptr_t)pg, (uintptr_t)pg + ps, true, NULL, NULL);
 		t = now_ns();
 		(void)*(volatile char *)pg;
 		lat[i] = (double)(now_ns() - t) / 1000.0;
@@ -377,7 +390,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 		r->hi = pct(l3, n, 0.99);	/* spread shown as min .. p99 */
 	}
 	munmap(p, len);
-	bdev_destroy(d);
+	tdev_close(d);
 	free(lat);
 	free(bare);
 }
@@ -386,7 +399,7 @@ static void bench_faultback(struct uhmm_mm *mm)
 
 static void bench_scan(struct uhmm_mm *mm, size_t len)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0, 0);
 	double v[16], mc[16];
 
 	if (!d)
@@ -398,7 +411,7 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 
 		madvise(p, len, MADV_NOHUGEPAGE);
 		memset(p, 3, len);
-		bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		mc[r] = memcpy_gbs(len);
 		t = now_ns();
 		for (size_t off = 0; off < len; off += 64)
@@ -416,7 +429,7 @@ static void bench_scan(struct uhmm_mm *mm, size_t len)
 			 len >> 20);
 		add("5", name, "GB/s", v, reps, m, "memcpy GB/s", x / m, ">= 0.25", x / m >= 0.25);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- peer: a minimal userfaultfd pager, as LLNL UMap serves a region ------------- */
@@ -557,7 +570,7 @@ static double peer_pass(char *p, size_t len, int kind, const size_t *pg, double 
  */
 static void bench_peer(struct uhmm_mm *mm, size_t len)
 {
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0, 0);
 	char *store = map(len);
 	size_t *pg = calloc(PEER_TOUCHES, sizeof(*pg));
 	double u[2][16], b[2][16], ratio[2][16], uc[2][16], bc[2][16], rc[2][16];
@@ -576,7 +589,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 
 					madvise(p, len, MADV_NOHUGEPAGE);
 					memset(p, 9, len);
-					bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+					tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 					u[kind][r] = peer_pass(p, len, kind, pg, &uc[kind][r]);
 					munmap(p, len);
 				} else {
@@ -627,7 +640,7 @@ static void bench_peer(struct uhmm_mm *mm, size_t len)
 		}
 	}
 out:
-	bdev_destroy(d);
+	tdev_close(d);
 	munmap(store, len);
 	free(pg);
 }
@@ -782,7 +795,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 {
 	struct sigaction sa = { .sa_sigaction = naive_segv, .sa_flags = SA_SIGINFO }, old;
 	double nv[16], uh[16];
-	struct bdev *d = bdev_create(mm, len / ps, 0);
+	struct tdev *d = bench_dev(mm, len / ps, 0, 0);
 
 	if (!d)
 		return;
@@ -807,7 +820,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 
 		madvise(p, len, MADV_NOHUGEPAGE);
 		memset(p, 5, len);
-		bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
+		tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
 		t = now_ns();
 		for (size_t off = 0; off < len; off += 64)
 			sum += *(volatile uint64_t *)(p + off);
@@ -825,7 +838,7 @@ static void bench_naive(struct uhmm_mm *mm, size_t len)
 			 len >> 20);
 		add("8", name, "GB/s", uh, reps, b, "naive GB/s", x / b, "", -1);
 	}
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- 9: scaling -------------------------------------------------------------------- */
@@ -844,7 +857,7 @@ static void bench_scaling(struct uhmm_mm *mm)
 			.notifier = &mni, .start = (uintptr_t)p, .end = (uintptr_t)p + len,
 			.hmm_pfns = pfns,
 		};
-		struct bdev *d = bdev_create(mm, n, 0);
+		struct tdev *d = bench_dev(mm, n, 0, 0);
 		double rf[16], mg[16];
 		char name[96];
 
@@ -863,8 +876,8 @@ static void bench_scaling(struct uhmm_mm *mm)
 			} while (ret == -EBUSY);
 			rf[r] = (double)(now_ns() - t) / (double)n;
 			t = now_ns();
-			bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL);
-			bdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL);
+			tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, true, NULL, NULL);
+			tdev_migrate(d, (uintptr_t)p, (uintptr_t)p + len, false, NULL, NULL);
 			mg[r] = (double)(now_ns() - t) / (double)n / 2;
 		}
 		snprintf(name, sizeof(name), "scaling: range fault snapshot, %zu MiB", mib[k]);
@@ -872,7 +885,7 @@ static void bench_scaling(struct uhmm_mm *mm)
 		snprintf(name, sizeof(name), "scaling: migration one way, %zu MiB", mib[k]);
 		add("9", name, "ns/page", mg, reps, 0, "", 0, "", -1);
 		uhmm_interval_notifier_remove(&mni);
-		bdev_destroy(d);
+		tdev_close(d);
 		munmap(p, len);
 		free(pfns);
 	}
@@ -993,7 +1006,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 {
 	int n = quick ? 2000 : 20000;
 	size_t len = 64 * ps;
-	struct bdev *d = bdev_create(mm, 64, 1);
+	struct tdev *d = bench_dev(mm, 64, 1, 0);
 	struct uhmm_interval_notifier mni = { 0 };
 	double libc[16], raw[16], ratio[16];
 	char *buf = map(len);
@@ -1002,7 +1015,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 		return;
 	memset(buf, 1, len);
 	uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)buf, len, &nop_ops);
-	bdev_migrate(d, (uintptr_t)buf, (uintptr_t)buf + len / 2, true, NULL);
+	tdev_migrate(d, (uintptr_t)buf, (uintptr_t)buf + len / 2, true, NULL, NULL);
 	wrap_cycle_libc(n / 10);	/* warm up */
 	wrap_cycle_raw(n / 10);
 	for (int r = 0; r < reps; r++) {
@@ -1041,7 +1054,7 @@ static void bench_wrappers(struct uhmm_mm *mm)
 	}
 	uhmm_interval_notifier_remove(&mni);
 	munmap(buf, len);
-	bdev_destroy(d);
+	tdev_close(d);
 }
 
 /* ---- output ------------------------------------------------------------------------ */

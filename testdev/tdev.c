@@ -40,6 +40,31 @@ static long tdev_alloc_index(struct tdev *d)
 	return (long)d->cursor;
 }
 
+/*
+ * TDEV_COMPOUND: the head of 512 free pages aligned to 512, for a 2 MiB
+ * device page (d->lock held).  Returns its index, or -1 (none free, or an
+ * injected allocation failure).
+ */
+static long tdev_alloc_huge(struct tdev *d)
+{
+	const size_t nr = (size_t)1 << UHMM_PMD_ORDER;
+
+	if (!tdev_pass(&d->fail_alloc_after) || d->nr_free < nr)
+		return -1;
+	for (size_t h = 0; h + nr <= d->nr_pages; h += nr) {
+		size_t k = 0;
+
+		while (k < nr && !d->used[h + k])
+			k++;
+		if (k == nr) {
+			memset(d->used + h, 1, nr);
+			d->nr_free -= nr;
+			return (long)h;
+		}
+	}
+	return -1;
+}
+
 struct uhmm_page *tdev_alloc(struct tdev *d)
 {
 	struct uhmm_page *p;
@@ -59,13 +84,15 @@ void tdev_page_free(struct uhmm_page *p)
 {
 	struct tdev *d = p->pgmap->driver_data;
 
+	size_t nr = (size_t)1 << uhmm_page_order(p);	/* a 2 MiB page is freed whole */
+
 	atomic_fetch_add(&d->frees, 1);
 	pthread_mutex_lock(&d->lock);
 	if (d->flags & TDEV_NEXT_FIT)
-		d->used[uhmm_page_index(p)] = 0;
+		memset(d->used + uhmm_page_index(p), 0, nr);
 	else
 		d->free_list[d->nr_free] = uhmm_page_index(p);
-	d->nr_free++;
+	d->nr_free += nr;
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -106,10 +133,19 @@ static void tdev_run_add(struct tdev_run *r, char *to, const char *from, size_t 
 	*r = (struct tdev_run){ .to = to, .from = from, .len = len };
 }
 
+/* Bytes an entry of a migration covers: 2 MiB for a compound one. */
+static size_t tdev_entry_len(struct tdev *d, uint64_t mpfn)
+{
+	return (mpfn & UHMM_MIGRATE_PFN_COMPOUND) ? d->page_size << UHMM_PMD_ORDER
+						  : d->page_size;
+}
+
 /*
  * To the device: allocate every destination first (one lock hold), then
  * copy run by run.  A copy that fails gives its page back: the entry is
- * not migrated and keeps its data in system memory.
+ * not migrated and keeps its data in system memory.  A compound source
+ * (TDEV_COMPOUND) gets a 2 MiB device page, or, where none is free, a
+ * small one for its head (uhmm splits the block).
  */
 static long tdev_fill_dev(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 {
@@ -123,6 +159,18 @@ static long tdev_fill_dev(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 
 		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
+		if (m->src[i] & UHMM_MIGRATE_PFN_COMPOUND) {
+			idx = tdev_alloc_huge(d);
+			if (idx >= 0) {
+				p = uhmm_devmem_page(&d->pgmap, (size_t)idx);
+				uhmm_folio_init(p, UHMM_PMD_ORDER);
+				m->dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) |
+					    (m->src[i] & UHMM_MIGRATE_PFN_WRITE) |
+					    UHMM_MIGRATE_PFN_COMPOUND;
+				continue;
+			}
+			/* No 2 MiB page: this block's head only (a split). */
+		}
 		idx = tdev_alloc_index(d);
 		if (idx < 0)
 			continue;
@@ -133,6 +181,7 @@ static long tdev_fill_dev(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 	}
 	pthread_mutex_unlock(&d->lock);
 	for (size_t i = 0; i < n; i++) {
+		size_t len = tdev_entry_len(d, m->dst[i]);
 		struct uhmm_page *p;
 		const void *from;
 		char *to;
@@ -149,12 +198,12 @@ static long tdev_fill_dev(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 		to = tdev_page_mem(d, p);
 		from = uhmm_migrate_pfn_addr(m, i);
 		if (from) {
-			tdev_run_add(&run, to, from, d->page_size);
+			tdev_run_add(&run, to, from, len);
 		} else {
 			tdev_run_flush(&run);
-			memset(to, 0, d->page_size);
+			memset(to, 0, len);
 		}
-		moved++;
+		moved += (long)(len / d->page_size);
 	}
 	tdev_run_flush(&run);
 	return moved;
@@ -182,8 +231,8 @@ static long tdev_fill_sys(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 		to = uhmm_migrate_alloc_sys(m, i);
 		if (!to)
 			continue;
-		tdev_run_add(&run, to, tdev_page_mem(d, p), d->page_size);
-		moved++;
+		tdev_run_add(&run, to, tdev_page_mem(d, p), tdev_entry_len(d, m->src[i]));
+		moved += (long)(tdev_entry_len(d, m->src[i]) / d->page_size);
 	}
 	tdev_run_flush(&run);
 	return moved;
@@ -197,8 +246,9 @@ long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = start, .end = end, .src = src, .dst = dst,
 		.pgmap_owner = &d->owner_token, .fault_page = fault_page,
-		.flags = to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
-				: UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+		.flags = (to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM
+				 : UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE) |
+			 ((d->flags & TDEV_COMPOUND) ? UHMM_MIGRATE_VMA_SELECT_COMPOUND : 0),
 	};
 	long moved;
 	int ret;
@@ -262,6 +312,8 @@ int tdev_open(struct uhmm_mm *mm, size_t nr_pages, size_t fault_around,
 		return -ENOMEM;
 	pthread_mutex_init(&d->lock, NULL);
 	d->mm = mm;
+	if (flags & TDEV_COMPOUND)
+		flags |= TDEV_NEXT_FIT;
 	d->flags = flags;
 	d->page_size = (size_t)sysconf(_SC_PAGESIZE);
 	d->nr_pages = nr_pages;
@@ -283,6 +335,7 @@ int tdev_open(struct uhmm_mm *mm, size_t nr_pages, size_t fault_around,
 	d->pgmap.nr_pages = nr_pages;
 	d->pgmap.fault_around = fault_around;
 	d->pgmap.driver_data = d;
+	d->pgmap.flags = (flags & TDEV_COMPOUND) ? UHMM_DEVMEM_COMPOUND : 0;
 	ret = uhmm_devmem_add(mm, &d->pgmap);
 	if (ret) {
 		tdev_free(d);

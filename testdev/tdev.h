@@ -47,6 +47,14 @@ struct tdev {
 
 /* tdev_open() flags */
 #define TDEV_NEXT_FIT 1u	/* allocate in ascending runs, not last freed first */
+/*
+ * 2 MiB device pages (UHMM_DEVMEM_COMPOUND): a migration to the device
+ * selects whole 2 MiB blocks (UHMM_MIGRATE_VMA_SELECT_COMPOUND) and gives
+ * each a 2 MiB device page, 512 free pages aligned to 512, where one is
+ * free; where none is, the block's head gets a small page (uhmm splits
+ * the block).  Implies TDEV_NEXT_FIT.
+ */
+#define TDEV_COMPOUND 2u
 
 /* The device's callbacks, for a test that wraps them in its own ops. */
 extern const struct uhmm_devmem_ops tdev_ops;
@@ -80,7 +88,7 @@ struct uhmm_page *tdev_alloc(struct tdev *d);
 /* Free a device whose pool the caller removed already (or never added). */
 void tdev_free(struct tdev *d);
 
-/* Device pages allocated now. */
+/* Device pages allocated now (a 2 MiB device page counts 512). */
 size_t tdev_used(struct tdev *d);
 
 /* The device memory behind device page @p. */

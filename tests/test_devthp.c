@@ -432,11 +432,10 @@ static void test_races(void)
 	       ops[1], ops[2]);
 }
 
-int main(void)
+static void start(void)
 {
 	struct uhmm_sysinfo si;
 
-	test_init("test_devthp");
 	if (page_size != 4096)
 		SKIP("compound device pages need 4 KiB pages (page size %zu)", page_size);
 	uhmm_sysinfo(&si);
@@ -445,13 +444,22 @@ int main(void)
 	move_ok = (si.active & UHMM_FEAT_MOVE) != 0 &&
 		  !(getenv("UHMM_INSTALL") && !strcmp(getenv("UHMM_INSTALL"), "copy"));
 	mm = test_mm();
-	test_compound_entries();
-	test_whole();
-	test_splits();
-	test_fallback();
-	test_failures();
-	test_races();
+}
+
+static int finish(void)
+{
 	uhmm_mm_put(mm);
-	printf("test_devthp: PASS (THP %s)\n", variant.thp);
+	printf("test_devthp: THP %s\n", variant.thp);
 	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_compound_entries),
+	TEST_CASE(test_whole),
+	TEST_CASE(test_splits),
+	{ "small_pages", test_fallback },	/* not "fallback": CTest suffixes that */
+	TEST_CASE(test_failures),
+	TEST_CASE(test_races),
+};
+
+TEST_MAIN("test_devthp", start, finish)

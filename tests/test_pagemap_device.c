@@ -447,11 +447,10 @@ static void t_swap_like(void)
 	munmap(p, n * page_size);
 }
 
-int main(void)
+static void start(void)
 {
 	struct uhmm_sysinfo si;
 
-	test_init("test_pagemap_device");
 	uhmm_sysinfo(&si);
 	markers = (si.active & UHMM_FEAT_WP_UNPOPULATED) && (si.active & UHMM_FEAT_UFFD_WP);
 	printf("%s: pagemap variant: device pages %s\n", test_name,
@@ -461,24 +460,44 @@ int main(void)
 	CHECK(pm_fd >= 0, "open pagemap: %s", strerror(errno));
 	mm = test_mm();
 	dev = tdev_create(mm, 2048, 1);
+}
 
-	t_basic();
-	t_migrate_back();
-	t_mprotect();
-	t_mremap(false);
-	t_mremap(true);
-	t_dontneed_free_munmap();
-	t_fork();
-	if (thp_enabled())
-		t_selftest_thp();
-	else
-		printf("%s: selftest THP case: THP %s here, not checked\n", test_name, variant.thp);
-	t_stale_marker();
-	t_swap_like();
-
+static int finish(void)
+{
 	tdev_destroy(dev);
 	uhmm_mm_put(mm);
 	close(pm_fd);
-	printf("%s: PASS\n", test_name);
 	return 0;
 }
+
+static void t_mremap_move(void)
+{
+	t_mremap(false);
+}
+
+static void t_mremap_dontunmap(void)
+{
+	t_mremap(true);
+}
+
+static void t_selftest_thp_case(void)
+{
+	if (!thp_enabled())
+		SKIP_CASE("selftest THP case: THP %s here, not checked", variant.thp);
+	t_selftest_thp();
+}
+
+static const struct test_case cases[] = {
+	{ "basic", t_basic },
+	{ "migrate_back", t_migrate_back },
+	{ "mprotect", t_mprotect },
+	{ "mremap", t_mremap_move },
+	{ "mremap_dontunmap", t_mremap_dontunmap },
+	{ "dontneed_free_munmap", t_dontneed_free_munmap },
+	{ "fork", t_fork },
+	{ "selftest_thp", t_selftest_thp_case },
+	{ "stale_marker", t_stale_marker },
+	{ "swap_like", t_swap_like },
+};
+
+TEST_MAIN("test_pagemap_device", start, finish)

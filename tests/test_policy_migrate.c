@@ -22,6 +22,7 @@
  */
 #include "policy_common.h"
 
+#include <ctype.h>
 #include <semaphore.h>
 
 static void fill(char *p, size_t len, uint64_t seed)
@@ -386,18 +387,35 @@ static int budget_rounds(int rounds)
 	return failed ? 1 : 0;
 }
 
+static void density_on(void)
+{
+	density_case(false);
+}
+
+static void density_off(void)
+{
+	density_case(true);
+}
+
+static const struct test_case cases[] = {
+	{ "density", density_on },
+	{ "density_off", density_off },
+	{ "lru", lru_case },
+	{ "priority", priority_case },
+	{ "budget", budget_case },
+	{ "prefetch", prefetch_case },
+	{ "discard", discard_case },
+};
+
+/*
+ * `test_policy_migrate budget ROUNDS`: the budget scenario's rounds alone
+ * (a number second; `budget` alone, or with other case names, is the case).
+ */
 int main(int argc, char **argv)
 {
-	test_init("test_policy_migrate");
-	if (argc == 3 && !strcmp(argv[1], "budget"))
+	if (argc == 3 && !strcmp(argv[1], "budget") && isdigit((unsigned char)argv[2][0])) {
+		test_init("test_policy_migrate");
 		return budget_rounds(atoi(argv[2]));
-	density_case(false);
-	density_case(true);
-	lru_case();
-	priority_case();
-	budget_case();
-	prefetch_case();
-	discard_case();
-	printf("%s: PASS\n", test_name);
-	return 0;
+	}
+	return test_main(argc, argv, "test_policy_migrate", TEST_CASES(cases), NULL, NULL);
 }

@@ -104,7 +104,7 @@ static void seq_kernel(struct uhmm_simdev_thread *t, size_t item, void *arg)
 		atomic_fetch_add(&s->bad, 1);
 }
 
-int main(void)
+static void test_read_mostly(void)
 {
 	struct uhmm_policy *pol;
 	struct uhmm_policy_range *r;
@@ -116,7 +116,6 @@ int main(void)
 	char *p;
 	uint64_t *seen;
 
-	test_init("test_policy_readmostly");
 	seen = malloc(NPG * page_size);
 	CHECK(seen != NULL, "malloc");
 	pol = ppol(NULL);
@@ -244,6 +243,10 @@ int main(void)
 	pteardown(pol, d, 2);
 	munmap(p, BLK);
 	free(seen);
-	printf("%s: PASS\n", test_name);
-	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_read_mostly),
+};
+
+TEST_MAIN("test_policy_readmostly", NULL, NULL)

@@ -188,12 +188,11 @@ static void stay_case(bool cpu_preferred)
 	munmap(p, BLK);
 }
 
-int main(void)
+static void test_pingpong(void)
 {
 	struct uhmm_policy_stats pin, none, thr;
 	struct uhmm_simdev_counters cp, cn, ct;
 
-	test_init("test_policy_thrash");
 	pin = pingpong(UHMM_POLICY_THRASH_PIN, &cp);
 	none = pingpong(UHMM_POLICY_THRASH_NONE, &cn);
 	thr = pingpong(UHMM_POLICY_THRASH_THROTTLE, &ct);
@@ -208,9 +207,23 @@ int main(void)
 	       (unsigned long long)none.cpu_faults);
 	printf("%s: ok: throttle: %llu device faults delayed, %llu pages to the device\n",
 	       test_name, (unsigned long long)thr.throttled, (unsigned long long)ct.to_dev_pages);
-	concurrent_case();
-	stay_case(true);
-	stay_case(false);
-	printf("%s: PASS\n", test_name);
-	return 0;
 }
+
+static void stay_cpu(void)
+{
+	stay_case(true);
+}
+
+static void stay_dev(void)
+{
+	stay_case(false);
+}
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_pingpong),
+	{ "concurrent", concurrent_case },
+	{ "stay_cpu_preferred", stay_cpu },
+	{ "stay_dev_preferred", stay_dev },
+};
+
+TEST_MAIN("test_policy_thrash", NULL, NULL)

@@ -118,19 +118,13 @@ static int one_round(void *arg)
 	return 0;
 }
 
-int main(void)
+static void test_backlog(void)
 {
 	const char *e = getenv("UHMM_TEST_EVENTS");
 	int status[2];
 	pid_t pid[2];
 	int bad = 0;
 
-	test_name = "test_reader_backlog";
-	page_size = (size_t)sysconf(_SC_PAGESIZE);
-	probe_variant();
-	print_variant(test_name);
-	if (variant.uffd_mode == UHMM_UFFD_NONE)
-		SKIP("no userfaultfd");
 	if (e && atol(e) > 0)
 		nevents = atol(e);
 	fflush(stdout);
@@ -152,8 +146,12 @@ int main(void)
 			SKIP("see above");
 		bad |= !WIFEXITED(status[c]) || WEXITSTATUS(status[c]) != 0;
 	}
-	if (bad)
-		return 1;
+	CHECK(!bad, "a copy failed (see above)");
 	printf("%s: ok (%ld events per round)\n", test_name, nevents);
-	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_backlog),
+};
+
+TEST_MAIN("test_reader_backlog", NULL, NULL)

@@ -448,18 +448,20 @@ static void test_threads(void)
 	printf("%s: ok: two threads, %d rounds each: the sum, exactly\n", test_name, rounds);
 }
 
-int main(void)
+static void start(void)
 {
 	unsetenv("UHMM_SIMDEV_MODEL");	/* the tests set their own models */
-	test_init("test_simdev_cost");
-	test_off();
-	test_presets();
-	test_migrations();
-	test_cpu_fault();
-	test_batches();
-	test_kernel();
-	test_capacity();
-	test_threads();
-	printf("%s: PASS\n", test_name);
-	return 0;
 }
+
+static const struct test_case cases[] = {
+	TEST_CASE(test_off),
+	TEST_CASE(test_presets),
+	TEST_CASE(test_migrations),
+	TEST_CASE(test_cpu_fault),
+	TEST_CASE(test_batches),
+	TEST_CASE(test_kernel),
+	TEST_CASE(test_capacity),
+	TEST_CASE(test_threads),
+};
+
+TEST_MAIN("test_simdev_cost", start, NULL)
