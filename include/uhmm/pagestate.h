@@ -28,7 +28,7 @@ extern "C" {
 						 * this process's alone (or the
 						 * mapping is shared) */
 #define UHMM_PS_ZERO		(1u << 5)	/* the shared zero page */
-#define UHMM_PS_HUGE		(1u << 6)	/* mapped by a 2 MiB huge page */
+#define UHMM_PS_HUGE		(1u << 6)	/* mapped by a huge page: a PMD THP, or a hugetlb page of the mapping's size (with UHMM_PS_HUGETLB) */
 #define UHMM_PS_SWAPPED		(1u << 7)	/* swapped out (a swap entry
 						 * with data; not a device page,
 						 * which pagemap shows as swapped
