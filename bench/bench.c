@@ -1362,13 +1362,8 @@ int uhmm_bench_main(int argc, char **argv)
 			if (opts_str(&o, &only) || check_only(&o, only))
 				return TOOL_EXIT_USAGE;
 		} else if (opts_is(&o, "--model")) {
-			const char *name;
-
-			if (opts_str(&o, &name))
+			if (opts_model(&o, &model))
 				return TOOL_EXIT_USAGE;
-			if (uhmm_simdev_model_preset(name, &model))
-				return opts_bad_value(&o, name, "not a model (pcie4, cxl or c2c)"),
-				       TOOL_EXIT_USAGE;
 			have_model = true;
 		} else if (opts_is(&o, "-h") || opts_is(&o, "--help")) {
 			if (opts_flag(&o))

@@ -283,13 +283,8 @@ static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
 			if (opts_uint(&o, 1, 64, threads))
 				return TOOL_EXIT_USAGE;
 		} else if (opts_is(&o, "--model")) {
-			const char *name;
-
-			if (opts_str(&o, &name))
+			if (opts_model(&o, model))
 				return TOOL_EXIT_USAGE;
-			if (uhmm_simdev_model_preset(name, model))
-				return opts_bad_value(&o, name, "not a model (pcie4, cxl or c2c)"),
-				       TOOL_EXIT_USAGE;
 			*have_model = true;
 		} else if (opts_is(&o, "--policy")) {
 			const char *p;

@@ -13,6 +13,8 @@
 
 #include "opts.h"
 
+#include <uhmm/simdev.h>
+
 void opts_init(struct opts *o, const char *cmd, int argc, char **argv)
 {
 	memset(o, 0, sizeof(*o));
@@ -155,6 +157,17 @@ int opts_uint(struct opts *o, unsigned int min, unsigned int max, unsigned int *
 	if (opts_u64(o, min, max, &v))
 		return -1;
 	*out = (unsigned int)v;
+	return 0;
+}
+
+int opts_model(struct opts *o, struct uhmm_simdev_model *out)
+{
+	const char *name;
+
+	if (opts_str(o, &name))
+		return -1;
+	if (uhmm_simdev_model_preset(name, out))
+		return opts_bad_value(o, name, "not a model (pcie4, cxl or c2c)");
 	return 0;
 }
 

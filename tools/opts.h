@@ -42,6 +42,9 @@ int opts_str(struct opts *o, const char **out);
 /* A whole decimal number in [min, max]. */
 int opts_u64(struct opts *o, uint64_t min, uint64_t max, uint64_t *out);
 int opts_uint(struct opts *o, unsigned int min, unsigned int max, unsigned int *out);
+struct uhmm_simdev_model;
+/* The value of --model: a simdev cost-model preset name (pcie4, cxl, c2c). */
+int opts_model(struct opts *o, struct uhmm_simdev_model *out);
 /* A decimal number in [min, max]. */
 int opts_double(struct opts *o, double min, double max, double *out);
 /* "unknown option" (or "unexpected argument" for one not starting with '-'). */
