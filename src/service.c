@@ -974,8 +974,16 @@ static void *reader_main(void *arg)
 			q->count++;
 		}
 		q->last_seq = seq;
-		pthread_cond_signal(&q->nonempty);
 		pthread_mutex_unlock(&q->lock);
+		/*
+		 * After the unlock: a worker woken while the lock is still
+		 * held blocks on it at once and has to be woken a second time
+		 * (two more futex calls and a context switch per fault on a
+		 * 2-CPU machine).  The worker looks at the queue under the
+		 * lock before it waits, so no wake-up is lost; the queue and
+		 * its condition variable outlive both threads.
+		 */
+		pthread_cond_signal(&q->nonempty);
 	}
 	return NULL;
 }
