@@ -645,7 +645,12 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	/* The unmaps of the addresses' earlier tenants are done with first. */
 	uhmm__events_catch_up(mm);
-	ret = find_mapping(m->start, m->end, v, false);
+	/*
+	 * migrate_to_ram of a CPU fault: the fault path looked the mapping
+	 * up a moment ago (one PROCMAP_QUERY per fault less).
+	 */
+	ret = uhmm__fault_mapping(m->fault_page, m->start, m->end, v) ? 0 :
+	      find_mapping(m->start, m->end, v, false);
 	if (ret)
 		ret = find_mapping(m->start, m->end, v, true);
 	if (ret)
