@@ -16,6 +16,7 @@
 #include "migrate_state.h"
 #include "mm_priv.h"
 #include "ownmem.h"
+#include "sigblock.h"
 #include "staging.h"
 #include "sys.h"
 
@@ -212,12 +213,24 @@ static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry
 	*victims = e;
 }
 
+/*
+ * Is the cache this process's (c->lock held)?  A service thread runs only
+ * in the process that made the context, where c->pid is its pid (set at
+ * load or by the fork handler; a child made by a raw clone cannot make a
+ * context, uhmm_mm_get() says ECHILD there): it needs no getpid(), a
+ * system call per migration on the fault path (glibc caches no pid).
+ */
+static bool cache_mine(const struct uhmm__staging_cache *c)
+{
+	return uhmm__on_service_thread() || c->pid == getpid();
+}
+
 /* Drop entries of another context or process (c->lock held). */
 static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **victims)
 {
 	struct uhmm__staging_cache *c = &mm->staging_cache;
 
-	if (c->pid != getpid()) {
+	if (!cache_mine(c)) {
 		/* A child made without pthread_atfork: nothing here is ours. */
 		c->head = c->dead = NULL;
 		c->pages = c->entries = c->ndead = 0;
@@ -408,7 +421,7 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->pid == getpid()) {
+	if (cache_mine(c)) {
 		take_dead(c, &victims);
 		while (c->head)
 			entry_unlink(c, &c->head, &victims);
@@ -423,7 +436,7 @@ void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem 
 	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->pid == getpid()) {
+	if (cache_mine(c)) {
 		take_dead(c, &victims);
 		for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 			if (e->pool == pool) {
