@@ -242,6 +242,8 @@ static int mirror_round(void *arg)
 		.hmm_pfns = pfns,
 		.default_flags = UHMM_PFN_REQ_FAULT,
 	};
+	uint64_t stale_pfn = 0;
+	long stale = -1;
 	struct race r;
 	pthread_t th;
 	int ret;
@@ -281,14 +283,21 @@ static int mirror_round(void *arg)
 	CHECK(ret == 0 || (ret == -EFAULT && op != OP_MADVISE), "%s: range fault returned %d",
 	      op_name[op], ret);
 
-	/* After the call: no entry for the changed half from a fault that began before it. */
+	/*
+	 * After the call: no entry for the changed half from a fault that
+	 * began before it.  Checked outside the lock: a failing check exits,
+	 * and the exit's teardown calls the callback, which takes it.
+	 */
 	pthread_mutex_lock(&mir.lock);
-	for (size_t i = HALF; i < NPG; i++)
-		CHECK(!(mir.pfn[i] && mir.before[i]),
-		      "%s: page %zu is still mirrored (%#llx) after the call returned, from a "
-		      "range fault that began before it", op_name[op], i,
-		      (unsigned long long)mir.pfn[i]);
+	for (size_t i = HALF; i < NPG && stale < 0; i++)
+		if (mir.pfn[i] && mir.before[i]) {
+			stale = (long)i;
+			stale_pfn = mir.pfn[i];
+		}
 	pthread_mutex_unlock(&mir.lock);
+	CHECK(stale < 0, "%s: page %ld is still mirrored (%#llx) after the call returned, "
+	      "from a range fault that began before it", op_name[op], stale,
+	      (unsigned long long)stale_pfn);
 	uhmm_interval_notifier_remove(&mir.mni);
 	uhmm_mm_put(mm);
 	return 0;
