@@ -28,6 +28,9 @@
  *			invalidate callback that clears its entries; after the
  *			call returned, none of its entries for the changed half
  *			may be left from a fault that began before the call
+ *			(madvise: none may hold the old content, as a device
+ *			keeping copies would; the mirror takes its copy under
+ *			its lock while the entry is valid)
  *
  * Usage: test_unmap_race [CASE...]; UHMM_TEST_ROUNDS=N rounds per case
  * (default 40, 10 under a sanitizer), UHMM_TEST_KEEP_GOING=1 to run every
@@ -205,7 +208,18 @@ struct mirror {
 	uintptr_t start;
 	uint64_t pfn[NPG];	/* 0: no entry */
 	bool before[NPG];	/* the entry's fault began before the call returned */
+	uint64_t sum[NPG];	/* the page's content when mirrored (a device's copy) */
 };
+
+static uint64_t page_sum(const char *pg)
+{
+	const uint64_t *w = (const uint64_t *)pg;
+	uint64_t h = 0;
+
+	for (size_t j = 0; j < page_size / sizeof(*w); j++)
+		h = h * 1000003u + w[j];
+	return h;
+}
 
 static struct mirror mir;
 
@@ -275,6 +289,13 @@ static int mirror_round(void *arg)
 		for (size_t i = 0; i < NPG; i++) {
 			mir.pfn[i] = pfns[i] & UHMM_PFN_VALID ? pfns[i] : 0;
 			mir.before[i] = before;
+			/*
+			 * What a device that keeps copies would hold: read
+			 * through the entry while it is valid (the discard's
+			 * invalidation would wait for this lock).
+			 */
+			if (mir.pfn[i] && op == OP_MADVISE)
+				mir.sum[i] = page_sum(r.p + i * page_size);
 		}
 		pthread_mutex_unlock(&mir.lock);
 		break;
@@ -289,15 +310,28 @@ static int mirror_round(void *arg)
 	 * and the exit's teardown calls the callback, which takes it.
 	 */
 	pthread_mutex_lock(&mir.lock);
-	for (size_t i = HALF; i < NPG && stale < 0; i++)
-		if (mir.pfn[i] && mir.before[i]) {
+	for (size_t i = HALF; i < NPG && stale < 0; i++) {
+		bool bad;
+
+		if (op == OP_MADVISE)
+			/*
+			 * The pages are still mapped: an entry of a fault made
+			 * after the zap (even before the call returned) holds
+			 * the new, zeroed page; one from before it that no
+			 * invalidation removed holds the old content.
+			 */
+			bad = mir.pfn[i] && mir.sum[i] != page_sum(r.p + i * page_size);
+		else
+			bad = mir.pfn[i] && mir.before[i];
+		if (bad) {
 			stale = (long)i;
 			stale_pfn = mir.pfn[i];
 		}
+	}
 	pthread_mutex_unlock(&mir.lock);
 	CHECK(stale < 0, "%s: page %ld is still mirrored (%#llx) after the call returned, "
-	      "from a range fault that began before it", op_name[op], stale,
-	      (unsigned long long)stale_pfn);
+	      "from a range fault that began before it (madvise: with the old content)",
+	      op_name[op], stale, (unsigned long long)stale_pfn);
 	uhmm_interval_notifier_remove(&mir.mni);
 	uhmm_mm_put(mm);
 	return 0;
