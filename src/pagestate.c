@@ -44,6 +44,7 @@ void uhmm__pagestate_atfork_child(void)
 	pagemap_fd = -1;
 }
 
+/* The pagemap fd, or uhmm__proc_err() of the failed open. */
 static int get_pagemap_fd(void)
 {
 	int fd;
@@ -51,7 +52,7 @@ static int get_pagemap_fd(void)
 	pthread_mutex_lock(&pm_lock);
 	if (pagemap_fd < 0)
 		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fd = pagemap_fd;
+	fd = pagemap_fd < 0 ? uhmm__proc_err(errno) : pagemap_fd;
 	pthread_mutex_unlock(&pm_lock);
 	return fd;
 }
@@ -67,7 +68,7 @@ static int read_pagemap(int fd, uintptr_t start, size_t n, uint64_t *buf)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return -EIO;
+			return uhmm__proc_err(errno);
 		}
 		if (r == 0)
 			break;
@@ -147,7 +148,7 @@ static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out, uin
 		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
 
 		if (got < 0)
-			return -EIO;
+			return uhmm__proc_err(errno);
 		for (long i = 0; i < got; i++) {
 			uint32_t bits = 0;
 
@@ -224,6 +225,7 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 {
 	const size_t hp = (2u << 20) >> uhmm__page_shift;
 	size_t i = 0, run = SIZE_MAX;
+	int ret;
 
 	while (i < n) {
 		uintptr_t a = start + (i << uhmm__page_shift);
@@ -233,17 +235,17 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 			if (run == SIZE_MAX)
 				run = i;
 		} else if (run != SIZE_MAX) {
-			if (scan_categories(fd, start + (run << uhmm__page_shift), i - run,
-					    out + run, NULL))
-				return -EIO;
+			ret = scan_categories(fd, start + (run << uhmm__page_shift), i - run,
+					      out + run, NULL);
+			if (ret)
+				return ret;
 			run = SIZE_MAX;
 		}
 		i += bn;
 	}
-	if (run != SIZE_MAX &&
-	    scan_categories(fd, start + (run << uhmm__page_shift), n - run, out + run,
-			    NULL))
-		return -EIO;
+	if (run != SIZE_MAX)
+		return scan_categories(fd, start + (run << uhmm__page_shift), n - run,
+				       out + run, NULL);
 	return 0;
 }
 
@@ -356,10 +358,10 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 {
 	uint64_t buf[512];
-	int fd = get_pagemap_fd();
+	int fd = get_pagemap_fd(), ret;
 
 	if (fd < 0)
-		return -EIO;
+		return fd;
 	if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
 		/*
 		 * One region per run of the same kind instead of an entry per
@@ -386,7 +388,7 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
 
 			if (got < 0)
-				return -EIO;
+				return uhmm__proc_err(errno);
 			for (long r = 0; r < got; r++) {
 				uint64_t c = regs[r].categories;
 				uint8_t v = (c & PAGE_IS_PRESENT) ? UHMM__PM_PRESENT :
@@ -405,8 +407,9 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 	for (size_t base = 0; base < npages; base += 512) {
 		size_t n = UHMM_MIN((size_t)512, npages - base);
 
-		if (read_pagemap(fd, start + (base << uhmm__page_shift), n, buf))
-			return -EIO;
+		ret = read_pagemap(fd, start + (base << uhmm__page_shift), n, buf);
+		if (ret)
+			return ret;
 		for (size_t i = 0; i < n; i++)
 			out[base + i] = (buf[i] & PM_PRESENT) ? UHMM__PM_PRESENT :
 					uhmm__pm_is_marker(buf[i]) ? UHMM__PM_MARKER :
@@ -557,7 +560,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 
 	fd = get_pagemap_fd();
 	if (fd < 0)
-		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
 	if (ret)
 		goto out;
@@ -576,13 +579,14 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 
 		ret = read_pagemap(fd, cs, n, pm);
 		if (ret) {
-			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
 		}
 		memset(o, 0, n * sizeof(*o));
 		if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
-			if (scan_where_needed(fd, cs, n, pm, o)) {
-				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+			ret = scan_where_needed(fd, cs, n, pm, o);
+			if (ret) {
+				ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 				goto out;
 			}
 		} else {
@@ -734,8 +738,10 @@ static int pfns_mapping(int fd, uintptr_t cs, const uint64_t *pm, uint64_t *o, s
 			if (*run == SIZE_MAX)
 				*run = i;
 		} else if (*run != SIZE_MAX) {
-			if (scan_categories(fd, cs + (*run << ps), i - *run, NULL, o + *run))
-				return -EIO;
+			int ret = scan_categories(fd, cs + (*run << ps), i - *run, NULL, o + *run);
+
+			if (ret)
+				return ret;
 			*run = SIZE_MAX;
 		}
 		i += bn;
@@ -759,7 +765,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		return 1;
 	fd = get_pagemap_fd();
 	if (fd < 0)
-		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, false);
 	if (ret)
 		goto out;
@@ -768,8 +774,9 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		uintptr_t cs = start + (base << ps);
 		uint64_t *o = pfns + base, *pm = o;
 
-		if (read_pagemap(fd, cs, n, pm)) {
-			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+		ret = read_pagemap(fd, cs, n, pm);
+		if (ret) {
+			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
 		}
 		for (size_t i = 0; i < n;) {
@@ -788,8 +795,9 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 			rn = UHMM_MIN(n - i, (size_t)((UHMM_MIN(run_end, end) - a) >> ps));
 			if (vb && !pfns_bad_mapping(vb) && (vb & UHMM_PS_HUGETLB)) {
 				if (run != SIZE_MAX &&
-				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
-					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				    (ret = scan_categories(fd, cs + (run << ps), i - run, NULL,
+							   o + run))) {
+					ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 					goto out;
 				}
 				run = SIZE_MAX;
@@ -798,19 +806,21 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				for (size_t k = i; k < i + rn; k++)
 					o[k] = UHMM_PFN_ERROR;
 				if (run != SIZE_MAX &&
-				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
-					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				    (ret = scan_categories(fd, cs + (run << ps), i - run, NULL,
+							   o + run))) {
+					ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 					goto out;
 				}
 				run = SIZE_MAX;
-			} else if (pfns_mapping(fd, cs, pm, o, i, rn, vb, &run)) {
-				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+			} else if ((ret = pfns_mapping(fd, cs, pm, o, i, rn, vb, &run))) {
+				ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 				goto out;
 			}
 			i += rn;
 		}
-		if (run != SIZE_MAX && scan_categories(fd, cs + (run << ps), n - run, NULL, o + run)) {
-			ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+		if (run != SIZE_MAX &&
+		    (ret = scan_categories(fd, cs + (run << ps), n - run, NULL, o + run))) {
+			ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 			goto out;
 		}
 	}
@@ -864,17 +874,17 @@ int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *o
 {
 	struct uhmm__vma v;
 	size_t n = 0;
-	bool bad;
+	int ret;
 
 	if (!mm || !out || mm != &uhmm__the_mm)
 		return uhmm__err(EINVAL, "uhmm_find_mapping: NULL argument or not a context");
 	uhmm__sig_enter();	/* vma_lock, as uhmm_page_state() */
-	bad = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false) ||
-	      ((n == 0 || v.start > addr) &&
-	       uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true));
+	ret = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false);
+	if (!ret && (n == 0 || v.start > addr))
+		ret = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true);
 	uhmm__sig_leave();
-	if (bad)
-		return uhmm__err(EIO, "uhmm_find_mapping: cannot read the mappings");
+	if (ret)	/* -ENOMEM or -EIO, as the look-up said */
+		return uhmm__err(-ret, "uhmm_find_mapping: cannot read the mappings");
 	if (n == 0)
 		return uhmm__err(ENOENT, "uhmm_find_mapping: no mapping ends after %#lx",
 				 (unsigned long)addr);
