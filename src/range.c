@@ -374,19 +374,21 @@ static enum need need_fault(const struct walk *w, size_t i)
 
 /*
  * Read the pages' state and decide what each needs.  A request that
- * cannot be met reads the mappings again, not from the cache, once; what
- * the first read found stays counted (err, wait_mig, any_fault).
+ * cannot be met reads the mappings again, not from the cache, once, and
+ * the decision is the fresh read's alone: as the kernel's hmm_range_fault
+ * returns what its last walk found, a page that is fine when looked at
+ * again is not an error (tests/test_range_fault.c, fresh_reread).
  */
 static int walk_decide(struct walk *w)
 {
-	w->err = 0;
-	w->any_fault = w->wait_mig = false;
 	for (bool fresh = false;; fresh = true) {
 		int ret = uhmm__page_state(w->mm, w->range->start, w->npages, w->st,
 					   w->ent, fresh);
 
 		if (ret)
 			return ret;
+		w->err = 0;
+		w->any_fault = w->wait_mig = false;
 		for (size_t i = 0; i < w->npages; i++) {
 			w->need[i] = need_fault(w, i);
 			if (w->need[i] == NEED_EFAULT || w->need[i] == NEED_EPERM)
