@@ -11,17 +11,15 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
-#include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_lock.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
 #include "sigblock.h"
-#include "staging.h"
 #include "uffd.h"
 #include "vma.h"
 
@@ -151,46 +149,13 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pgmap->id = 0;
 }
 
-int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
+bool uhmm__pool_added(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
 {
-	struct uhmm_mm *mm;
-	int ret;
-
-	if (!pgmap || !pgmap->pages || pgmap->mm != &uhmm__the_mm ||
-	    pool_at(&uhmm__the_mm, pgmap->id) != pgmap)
-		return uhmm__err(EINVAL, "devmem remove: pool not added");
-	if (uhmm__in_callback())
-		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
-	mm = pgmap->mm;
-	/*
-	 * The eviction below runs migrate_to_ram with a device page locked and
-	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
-	 */
-	uhmm__sig_enter();
-	/*
-	 * As fork does: no CPU fault may still be using a page of the pool
-	 * (the fault path holds migrate_lock for reading until its last put).
-	 */
-	uhmm__migrate_lock_write(mm);
-	ret = uhmm__evict_all(mm, pgmap);
-	if (!ret)
-		uhmm__pool_detach(mm, pgmap);
-	uhmm__migrate_unlock(mm);
-	if (!ret)
-		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
-	if (!ret)
-		uhmm_mm_put(mm);
-	uhmm__sig_leave();
-	if (ret)
-		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
-				 "home; the pool stays added",
-				 atomic_load(&pgmap->nr_resident));
-	return 0;
+	return pgmap && pgmap->pages && pgmap->mm == mm && pool_at(mm, pgmap->id) == pgmap;
 }
 
 void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 {
-	uhmm__exclusive_teardown(mm);
 	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
 		struct uhmm_devmem *pgmap = pool_at(mm, id);
 

@@ -56,9 +56,11 @@ UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
 /* Add a pool to the context (@internal: uhmm's own, for exclusive.c). */
 UHMM_HIDDEN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
 				    bool internal);
+/* Is @pgmap added to @mm (in its table)? */
+UHMM_HIDDEN bool uhmm__pool_added(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
 /* Take a pool out of the context's table. */
 UHMM_HIDDEN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
-/* Teardown: detach all pools. */
+/* Teardown: detach all pools (the exclusive pool is torn down before). */
 UHMM_HIDDEN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
 
 #endif /* UHMM_DEVMEM_PRIV_H */

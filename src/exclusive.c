@@ -20,13 +20,13 @@
 #include <string.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
 #include "range_priv.h"
@@ -122,11 +122,6 @@ static const struct uhmm_devmem_ops excl_ops = {
 	.page_free = excl_page_free,
 	.migrate_to_ram = excl_migrate_to_ram,
 };
-
-bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
-{
-	return pgmap && pgmap == __atomic_load_n(&mm->excl_pool, __ATOMIC_ACQUIRE);
-}
 
 static struct excl_pool *get_pool(struct uhmm_mm *mm)
 {

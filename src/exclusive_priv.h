@@ -4,9 +4,13 @@
 #define UHMM_EXCLUSIVE_PRIV_H
 
 #include "base.h"
+#include "context.h"
 
 /* Is @pgmap the internal pool that holds device-exclusive pages? */
-UHMM_HIDDEN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
+static inline bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
+{
+	return pgmap && pgmap == __atomic_load_n(&mm->excl_pool, __ATOMIC_ACQUIRE);
+}
 /* Teardown: restore every exclusive page and remove the internal pool. */
 UHMM_HIDDEN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
 

@@ -16,6 +16,11 @@ static inline bool uhmm__has(unsigned int feat)
 }
 extern size_t uhmm__page_size UHMM_HIDDEN;
 extern unsigned int uhmm__page_shift UHMM_HIDDEN;
+/*
+ * Device -> system installs move staged pages into place (UFFDIO_MOVE)
+ * unless UHMM_INSTALL=copy (features.c reads it at load).
+ */
+extern bool uhmm__install_by_move UHMM_HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
 UHMM_HIDDEN int uhmm__uffd_open(uint64_t *features_out);
 

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
@@ -37,10 +38,9 @@
 #include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "migrate_state.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
-#include "pagestate_priv.h"
+#include "pagemap.h"
 #include "ptable.h"
 #include "service.h"
 #include "sigblock.h"
@@ -50,22 +50,7 @@
 #include "vma.h"
 #include "wpmarker.h"
 
-/*
- * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
- * as it is (no second copy) but clears and flushes the staging entry page
- * by page; UFFDIO_COPY allocates and copies.  UHMM_INSTALL=copy|move picks
- * (default move); docs/PERFORMANCE.md has the measurements.
- */
-bool uhmm__install_by_move = true;
 #define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
-
-__attribute__((constructor)) static void install_mode_init(void)
-{
-	const char *v = getenv("UHMM_INSTALL");
-
-	if (v && !strcmp(v, "copy"))
-		uhmm__install_by_move = false;
-}
 
 static inline bool bit_test(const uint64_t *map, size_t i)
 {

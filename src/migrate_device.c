@@ -6,12 +6,12 @@
  * whatever address holds them.
  */
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "log.h"
 #include "migrate_lock.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ptable.h"
 #include "range_priv.h"

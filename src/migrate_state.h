@@ -32,10 +32,4 @@ struct uhmm_migrate_state {
 	struct uhmm__fault *fault;	/* the CPU fault on fault_page, if any */
 };
 
-/*
- * Device -> system installs move staged pages into place (UFFDIO_MOVE)
- * unless UHMM_INSTALL=copy (migrate.c).
- */
-extern bool uhmm__install_by_move UHMM_HIDDEN;
-
 #endif /* UHMM_MIGRATE_STATE_H */

@@ -21,6 +21,7 @@
 
 #include "base.h"
 #include "devmem_priv.h"
+#include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
@@ -28,6 +29,7 @@
 #include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
+#include "pagemap.h"
 #include "pagestate_priv.h"
 #include "ptable.h"
 #include "service.h"
@@ -35,23 +37,6 @@
 #include "staging.h"
 #include "vma.h"
 
-struct uhmm_mm uhmm__the_mm = {
-	.ev_lock = PTHREAD_MUTEX_INITIALIZER,
-	.ev_cond = PTHREAD_COND_INITIALIZER,
-	.selfop_lock = PTHREAD_MUTEX_INITIALIZER,
-	.nlock = PTHREAD_MUTEX_INITIALIZER,
-	.ncond = PTHREAD_COND_INITIALIZER,
-	.reg_lock = PTHREAD_MUTEX_INITIALIZER,
-	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
-	.excl_lock = PTHREAD_MUTEX_INITIALIZER,
-	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
-	.as_lock = PTHREAD_RWLOCK_INITIALIZER,
-	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
-	.staging_cache.lock = PTHREAD_MUTEX_INITIALIZER,
-	.mig_cond = PTHREAD_COND_INITIALIZER,
-	.uffd = -1,
-	.stop_fd = -1,
-};
 
 /* Serializes creation and teardown of the context; outermost lock. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -75,32 +60,6 @@ __attribute__((constructor)) static void proc_pid_setup(void)
 {
 	proc_pid_init();
 	pthread_atfork(NULL, NULL, proc_pid_init);
-}
-
-/*
- * How deep this thread is in invalidate callbacks, for re-entrancy
- * detection (private to this file).
- */
-static __thread int callback_depth;
-
-void uhmm__callback_enter(void)
-{
-	callback_depth++;
-}
-
-void uhmm__callback_leave(void)
-{
-	callback_depth--;
-}
-
-bool uhmm__in_invalidate_callback(void)
-{
-	return callback_depth > 0;
-}
-
-bool uhmm__in_callback(void)
-{
-	return callback_depth > 0 || uhmm__on_service_thread();
 }
 
 struct uhmm_mm *uhmm__mm_tryget(void)
@@ -166,6 +125,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
 	uhmm__staging_cache_drop(mm);
+	uhmm__exclusive_teardown(mm);	/* its internal pool first */
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
 	uhmm__service_stop(mm);
@@ -239,6 +199,47 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 	}
 	pthread_mutex_unlock(&life_lock);
 	uhmm__sig_leave();
+}
+
+/*
+ * A pool holds a reference to the context (uhmm_devmem_add): its removal
+ * brings its pages home, takes it out of the table, drops its staging
+ * cache entries and puts the reference, so it lives with the lifetime.
+ */
+int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
+{
+	struct uhmm_mm *mm;
+	int ret;
+
+	if (!uhmm__pool_added(&uhmm__the_mm, pgmap))
+		return uhmm__err(EINVAL, "devmem remove: pool not added");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
+	mm = pgmap->mm;
+	/*
+	 * The eviction below runs migrate_to_ram with a device page locked and
+	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
+	 */
+	uhmm__sig_enter();
+	/*
+	 * As fork does: no CPU fault may still be using a page of the pool
+	 * (the fault path holds migrate_lock for reading until its last put).
+	 */
+	uhmm__migrate_lock_write(mm);
+	ret = uhmm__evict_all(mm, pgmap);
+	if (!ret)
+		uhmm__pool_detach(mm, pgmap);
+	uhmm__migrate_unlock(mm);
+	if (!ret)
+		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
+	if (!ret)
+		uhmm_mm_put(mm);
+	uhmm__sig_leave();
+	if (ret)
+		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
+				 "home; the pool stays added",
+				 atomic_load(&pgmap->nr_resident));
+	return 0;
 }
 
 /*
@@ -331,6 +332,7 @@ static void atfork_child(void)
 	pthread_mutexattr_destroy(&a);
 
 	uhmm__vma_atfork_child();
+	uhmm__pagemap_atfork_child();
 	uhmm__pagestate_atfork_child();
 	if (atomic_load(&mm->state) != UHMM_MM_DEAD) {
 		/* The parent's service thread does not exist here. */

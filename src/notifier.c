@@ -14,16 +14,17 @@
 #include <stdlib.h>
 
 #include "base.h"
+#include "context.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "itree.h"
 #include "log.h"
 #include "managed.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
 #include "service.h"
 #include "sigblock.h"
+#include "uffd.h"
 #include "vma.h"
 
 static struct uhmm__mni_node *to_node(struct uhmm__itree_node *it)

@@ -14,13 +14,14 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
-#include "mm_priv.h"
 #include "ownmem.h"
+#include "pagemap.h"
 #include "pagestate_priv.h"
 #include "ptable.h"
 #include "sigblock.h"
@@ -30,52 +31,14 @@
 #define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
 #define SCAN_REGIONS	256u
 
-static pthread_mutex_t pm_lock = PTHREAD_MUTEX_INITIALIZER;
-static int pagemap_fd = -1;
+static pthread_mutex_t zero_lock = PTHREAD_MUTEX_INITIALIZER;	/* the probe below */
 static uint64_t zero_pfn;		/* 0: unknown */
 static uint64_t huge_zero_pfn;		/* first frame of the huge zero page, 0: unknown */
 static bool zero_pfn_probed;
 
 void uhmm__pagestate_atfork_child(void)
 {
-	pthread_mutex_init(&pm_lock, NULL);
-	if (pagemap_fd >= 0)
-		close(pagemap_fd);	/* it reads the parent's page table */
-	pagemap_fd = -1;
-}
-
-static int get_pagemap_fd(void)
-{
-	int fd;
-
-	pthread_mutex_lock(&pm_lock);
-	if (pagemap_fd < 0)
-		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fd = pagemap_fd;
-	pthread_mutex_unlock(&pm_lock);
-	return fd;
-}
-
-static int read_pagemap(int fd, uintptr_t start, size_t n, uint64_t *buf)
-{
-	size_t done = 0, want = n * sizeof(uint64_t);
-	off_t off = (off_t)((start >> uhmm__page_shift) * sizeof(uint64_t));
-
-	while (done < want) {
-		ssize_t r = pread(fd, (char *)buf + done, want - done, off + (off_t)done);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -EIO;
-		}
-		if (r == 0)
-			break;
-		done += (size_t)r;
-	}
-	if (done < want)
-		memset((char *)buf + done, 0, want - done);
-	return 0;
+	pthread_mutex_init(&zero_lock, NULL);
 }
 
 /* The zero page's frame number, for the no-PAGEMAP_SCAN path (root only). */
@@ -84,9 +47,9 @@ static uint64_t find_zero_pfn(int fd)
 	volatile char *p;
 	uint64_t e = 0;
 
-	pthread_mutex_lock(&pm_lock);
+	pthread_mutex_lock(&zero_lock);
 	if (zero_pfn_probed) {
-		pthread_mutex_unlock(&pm_lock);
+		pthread_mutex_unlock(&zero_lock);
 		return zero_pfn;
 	}
 	zero_pfn_probed = true;
@@ -95,7 +58,7 @@ static uint64_t find_zero_pfn(int fd)
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if ((void *)p != MAP_FAILED) {
 			(void)p[0];
-			if (read_pagemap(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
+			if (uhmm__pagemap_read(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
 				zero_pfn = e & PM_PFN_MASK;
 			uhmm__sys_munmap((void *)p, uhmm__page_size);
 		}
@@ -111,7 +74,7 @@ static uint64_t find_zero_pfn(int fd)
 
 				uhmm__sys_madvise((void *)a, huge, MADV_HUGEPAGE);
 				(void)a[0];
-				if (read_pagemap(fd, (uintptr_t)a, 1, &e) == 0 &&
+				if (uhmm__pagemap_read(fd, (uintptr_t)a, 1, &e) == 0 &&
 				    (e & PM_PRESENT) && (e & PM_PFN_MASK) &&
 				    (e & PM_PFN_MASK) != zero_pfn)
 					huge_zero_pfn = e & PM_PFN_MASK;
@@ -119,7 +82,7 @@ static uint64_t find_zero_pfn(int fd)
 			}
 		}
 	}
-	pthread_mutex_unlock(&pm_lock);
+	pthread_mutex_unlock(&zero_lock);
 	return zero_pfn;
 }
 
@@ -335,7 +298,7 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		 */
 		if (in_hugetlb(vmas, nv, b))
 			continue;
-		if (read_pagemap(fd, b, huge_pages, blk))
+		if (uhmm__pagemap_read(fd, b, huge_pages, blk))
 			break;
 		pfn0 = blk[0] & PM_PFN_MASK;
 		ok = (blk[0] & PM_PRESENT) && pfn0 && !(pfn0 & (huge_pages - 1));
@@ -351,98 +314,6 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 			break;
 	}
 	uhmm__free(blk);
-}
-
-int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
-{
-	uint64_t buf[512];
-	int fd = get_pagemap_fd();
-
-	if (fd < 0)
-		return -EIO;
-	if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
-		/*
-		 * One region per run of the same kind instead of an entry per
-		 * page (which also costs the kernel a page lookup and a
-		 * mapcount each, for the exclusive bit nobody needs here).
-		 */
-		struct page_region regs[SCAN_REGIONS];
-		uintptr_t end = start + (npages << uhmm__page_shift), cur = start;
-
-		memset(out, 0, npages);
-		while (cur < end) {
-			struct pm_scan_arg arg = {
-				.size = sizeof(arg), .start = cur, .end = end,
-				.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
-				.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-				/*
-				 * WRITTEN tells a uffd-wp marker (SWAPPED, not
-				 * WRITTEN) from a swap entry: uhmm write-protects
-				 * no page of its own, so no swapped one either.
-				 */
-				.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
-					       PAGE_IS_WRITTEN,
-			};
-			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
-
-			if (got < 0)
-				return -EIO;
-			for (long r = 0; r < got; r++) {
-				uint64_t c = regs[r].categories;
-				uint8_t v = (c & PAGE_IS_PRESENT) ? UHMM__PM_PRESENT :
-					    (c & PAGE_IS_WRITTEN) ? UHMM__PM_SWAPPED :
-								    UHMM__PM_MARKER;
-
-				memset(out + ((regs[r].start - start) >> uhmm__page_shift), v,
-				       (regs[r].end - regs[r].start) >> uhmm__page_shift);
-			}
-			if (arg.walk_end <= cur)
-				break;
-			cur = arg.walk_end;
-		}
-		return 0;
-	}
-	for (size_t base = 0; base < npages; base += 512) {
-		size_t n = UHMM_MIN((size_t)512, npages - base);
-
-		if (read_pagemap(fd, start + (base << uhmm__page_shift), n, buf))
-			return -EIO;
-		for (size_t i = 0; i < n; i++)
-			out[base + i] = (buf[i] & PM_PRESENT) ? UHMM__PM_PRESENT :
-					uhmm__pm_is_marker(buf[i]) ? UHMM__PM_MARKER :
-					(buf[i] & PM_SWAP) ? UHMM__PM_SWAPPED : UHMM__PM_NONE;
-	}
-	return 0;
-}
-
-int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
-{
-	struct page_region regs[SCAN_REGIONS];
-	uintptr_t cur = start;
-	int fd, found = 0;
-
-	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN) || (fd = get_pagemap_fd()) < 0)
-		return -1;
-	while (cur < end) {
-		struct pm_scan_arg arg = {
-			.size = sizeof(arg), .start = cur, .end = end,
-			.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
-			.category_mask = PAGE_IS_HUGE, .return_mask = PAGE_IS_HUGE,
-		};
-		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
-
-		if (got < 0)
-			return -1;
-		for (long r = 0; r < got; r++) {
-			if (!found++)
-				*lo = regs[r].start;
-			*hi = regs[r].end;
-		}
-		if (arg.walk_end <= cur)
-			break;
-		cur = arg.walk_end;
-	}
-	return found ? 0 : 1;
 }
 
 struct special_ctx {
@@ -555,7 +426,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	uint64_t *pm = NULL;
 	int fd, ret;
 
-	fd = get_pagemap_fd();
+	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
@@ -574,7 +445,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		uintptr_t cs = start + (base << ps);
 		uint32_t *o = out + base;
 
-		ret = read_pagemap(fd, cs, n, pm);
+		ret = uhmm__pagemap_read(fd, cs, n, pm);
 		if (ret) {
 			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
 			goto out;
@@ -757,7 +628,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		       "pfns_mapping() builds VALID and WRITE by shifts");
 	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN))
 		return 1;
-	fd = get_pagemap_fd();
+	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, false);
@@ -768,7 +639,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		uintptr_t cs = start + (base << ps);
 		uint64_t *o = pfns + base, *pm = o;
 
-		if (read_pagemap(fd, cs, n, pm)) {
+		if (uhmm__pagemap_read(fd, cs, n, pm)) {
 			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
 			goto out;
 		}

@@ -16,12 +16,12 @@
 #include <string.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "pagestate_priv.h"
 #include "ptable.h"

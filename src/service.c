@@ -29,13 +29,13 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "managed.h"
 #include "migrate_lock.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
@@ -48,35 +48,7 @@
 
 #define MSG_BATCH 64
 
-/* ---- changes the wrappers already notified ---------------------------- */
-
-int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
-		       uintptr_t start, uintptr_t end, unsigned int flags)
-{
-	op->start = start;
-	op->end = end;
-	op->flags = flags;
-	op->done_seq = 0;
-	pthread_mutex_lock(&mm->selfop_lock);
-	op->next = mm->selfops;
-	mm->selfops = op;
-	pthread_mutex_unlock(&mm->selfop_lock);
-	return 0;
-}
-
-void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op)
-{
-	struct uhmm__selfop **pp;
-
-	pthread_mutex_lock(&mm->selfop_lock);
-	for (pp = &mm->selfops; *pp; pp = &(*pp)->next) {
-		if (*pp == op) {
-			*pp = op->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&mm->selfop_lock);
-}
+/* ---- changes the wrappers already notified (context.c records them) ---- */
 
 /* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
@@ -203,47 +175,6 @@ static void events_done(struct uhmm_mm *mm, unsigned long seq)
 		atomic_store_explicit(&mm->ev_done, seq, memory_order_release);
 	pthread_cond_broadcast(&mm->ev_cond);
 	pthread_mutex_unlock(&mm->ev_lock);
-}
-
-/* ---- registration ------------------------------------------------------ */
-
-void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
-{
-	struct uhmm__vma vmas[64];
-	size_t n = 0;
-
-	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
-		return;
-	while (start < end) {
-		size_t i;
-
-		/* Fresh: the cache may miss mappings libc made without a wrapper. */
-		if (uhmm__vma_find(start, end, vmas, UHMM_ARRAY_SIZE(vmas), &n, true) ||
-		    n == 0)
-			return;
-		for (i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(vmas)); i++) {
-			struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
-			uintptr_t s = UHMM_MAX(vmas[i].start, start);
-			uintptr_t e = UHMM_MIN(vmas[i].end, end);
-
-			if (!(vmas[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM)) ||
-			    (vmas[i].flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
-				continue;
-			reg.range.start = s;
-			reg.range.len = e - s;
-			uhmm__managed_registered(s, e);	/* the wrappers' fast check */
-			pthread_mutex_lock(&mm->reg_lock);
-			int rerr = uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
-
-			pthread_mutex_unlock(&mm->reg_lock);
-			if (rerr)	/* after reg_lock: a warning writes to stderr */
-				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
-					   (unsigned long)s, (unsigned long)e, uhmm__err_text(rerr));
-		}
-		if (n <= UHMM_ARRAY_SIZE(vmas))
-			return;
-		start = vmas[UHMM_ARRAY_SIZE(vmas) - 1].end;
-	}
 }
 
 /* ---- faults ------------------------------------------------------------ */

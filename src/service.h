@@ -7,7 +7,7 @@
 #define UHMM_SERVICE_H
 
 #include "base.h"
-#include "mm_priv.h"
+#include "context.h"
 
 UHMM_HIDDEN int uhmm__service_start(struct uhmm_mm *mm);
 UHMM_HIDDEN void uhmm__service_stop(struct uhmm_mm *mm);
@@ -23,14 +23,4 @@ UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
  * migrate_lock (docs/CONCURRENCY.md, rule 4).
  */
 UHMM_HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
-/* Record / forget a change whose notifiers the wrappers already ran. */
-UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
-				      struct uhmm__selfop *op,
-				      uintptr_t start, uintptr_t end,
-				      unsigned int flags);
-UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
-/* Best-effort write-protect-mode registration of [start, end) for events. */
-UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
-					      uintptr_t start, uintptr_t end);
-
 #endif /* UHMM_SERVICE_H */

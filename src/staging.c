@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "migrate_state.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "staging.h"
 #include "sys.h"

@@ -29,4 +29,9 @@ UHMM_HIDDEN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintpt
 /* Did uhmm's registration cut a mapping at @addr? */
 UHMM_HIDDEN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
 
+/* Best-effort write-protect-mode registration of [start, end) for events. */
+UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
+					      uintptr_t start, uintptr_t end);
+
+
 #endif /* UHMM_UFFD_H */

@@ -42,11 +42,10 @@
 #include <sys/mman.h>
 
 #include "base.h"
+#include "context.h"
 #include "features_priv.h"
 #include "inject_priv.h"
-#include "mm_priv.h"
-#include "pagestate_priv.h"
-#include "service.h"
+#include "pagemap.h"
 #include "sys.h"
 #include "uffd.h"
 #include "wpmarker.h"
