@@ -7,20 +7,20 @@
  * it calls upward.  Its lifetime (creation, references, teardown, fork)
  * is mm.c's, above everything (mm_priv.h).
  */
-#ifndef UHMM_CONTEXT_H
-#define UHMM_CONTEXT_H
+#ifndef UHMM__CONTEXT_H
+#define UHMM__CONTEXT_H
 
 #include "base.h"
 #include "itree.h"
 #include "ptable.h"
 #include "staging.h"
 
-enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
+enum uhmm__mm_state { UHMM__MM_DEAD = 0, UHMM__MM_LIVE, UHMM__MM_TEARDOWN };
 
 /* What the service thread skips for events inside a selfop's range. */
-#define UHMM_SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
-#define UHMM_SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
-#define UHMM_SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
+#define UHMM__SELFOP_NOTIFIED	(1u << 0)	/* notifiers already ran */
+#define UHMM__SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
+#define UHMM__SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
 /*
  * Allocated (uhmm__malloc), never ended by its maker: the worker frees it
  * at the first event it handles once every batch up to @done_seq (the
@@ -28,18 +28,18 @@ enum uhmm__mm_state { UHMM_MM_DEAD = 0, UHMM_MM_LIVE, UHMM_MM_TEARDOWN };
  * processed.  For a change the worker itself makes, which cannot wait for
  * its own events (wpmarker.c).
  */
-#define UHMM_SELFOP_ONESHOT	(1u << 3)
+#define UHMM__SELFOP_ONESHOT	(1u << 3)
 
 struct uhmm__selfop {
 	uintptr_t start;
 	uintptr_t end;
 	unsigned int flags;
-	unsigned long done_seq;	/* UHMM_SELFOP_ONESHOT only */
+	unsigned long done_seq;	/* UHMM__SELFOP_ONESHOT only */
 	struct uhmm__selfop *next;
 };
 
-#define UHMM_MAX_POOLS 256
-#define UHMM_RETRY_MAX 256
+#define UHMM__MAX_POOLS 256
+#define UHMM__RETRY_MAX 256
 
 struct uhmm_mm {
 	/* Lifetime: see mm.c.  The structure itself is static and never freed. */
@@ -105,7 +105,7 @@ struct uhmm_mm {
 
 	/* Device memory pools by id (devmem.c); pool_lock guards the table. */
 	pthread_mutex_t pool_lock;
-	struct uhmm_devmem *pools[UHMM_MAX_POOLS];
+	struct uhmm_devmem *pools[UHMM__MAX_POOLS];
 
 	/*
 	 * Migrations hold migrate_lock for reading from setup to finalize;
@@ -125,23 +125,23 @@ struct uhmm_mm {
 	struct uhmm__staging_cache staging_cache;
 
 	/* Faults the service thread must retry after reading events. */
-	struct uffd_msg retry[UHMM_RETRY_MAX];
+	struct uffd_msg retry[UHMM__RETRY_MAX];
 	size_t nretry;
 };
 
-UHMM_HIDDEN extern struct uhmm_mm uhmm__the_mm;
+UHMM__HIDDEN extern struct uhmm_mm uhmm__the_mm;
 /* True on uhmm's service thread, or inside an invalidate callback. */
-UHMM_HIDDEN bool uhmm__in_callback(void);
+UHMM__HIDDEN bool uhmm__in_callback(void);
 /* In an invalidate callback (notifier.c enters and leaves them). */
-UHMM_HIDDEN bool uhmm__in_invalidate_callback(void);
-UHMM_HIDDEN void uhmm__callback_enter(void);
-UHMM_HIDDEN void uhmm__callback_leave(void);
+UHMM__HIDDEN bool uhmm__in_invalidate_callback(void);
+UHMM__HIDDEN void uhmm__callback_enter(void);
+UHMM__HIDDEN void uhmm__callback_leave(void);
 /*
  * Record / forget a change whose notifiers the wrappers already ran (the
  * service thread reads the list when the change's events arrive).
  */
-UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
+UHMM__HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
 				      uintptr_t start, uintptr_t end, unsigned int flags);
-UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
+UHMM__HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
 
-#endif /* UHMM_CONTEXT_H */
+#endif /* UHMM__CONTEXT_H */

@@ -13,8 +13,8 @@
  * it can report managed for memory that is not (a registration is only
  * forgotten when the range is unmapped through a wrapper).
  */
-#ifndef UHMM_MANAGED_H
-#define UHMM_MANAGED_H
+#ifndef UHMM__MANAGED_H
+#define UHMM__MANAGED_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,15 +22,15 @@
 #include "hidden.h"
 
 /* An interval notifier over [start, last] (inclusive) came / went. */
-UHMM_HIDDEN void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
-UHMM_HIDDEN void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
+UHMM__HIDDEN void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
+UHMM__HIDDEN void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
 /* [start, end) is registered with uhmm's userfaultfd (MISSING mode). */
-UHMM_HIDDEN void uhmm__managed_registered(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN void uhmm__managed_registered(uintptr_t start, uintptr_t end);
 /* [start, end) was unmapped: its registration is gone. */
-UHMM_HIDDEN void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
 /* Forget everything (context teardown; a fork child forgets by itself). */
-UHMM_HIDDEN void uhmm__managed_reset(void);
+UHMM__HIDDEN void uhmm__managed_reset(void);
 /* Might [start, end) concern uhmm?  Lock free; false only when it cannot. */
-UHMM_HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
 
-#endif /* UHMM_MANAGED_H */
+#endif /* UHMM__MANAGED_H */

@@ -95,7 +95,7 @@ static int mm_create(struct uhmm_mm *mm)
 	if (ret)
 		goto err_stop;
 	pthread_mutex_lock(&mm->nlock);
-	uhmm_itree_init(&mm->tree);
+	uhmm__itree_init(&mm->tree);
 	mm->deferred = NULL;
 	mm->active_invalidate = 0;
 	pthread_mutex_unlock(&mm->nlock);
@@ -158,13 +158,13 @@ int uhmm_mm_get(struct uhmm_mm **mmp)
 	uhmm__sig_enter();
 	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&life_lock);
-	if (atomic_load(&mm->state) == UHMM_MM_LIVE) {
+	if (atomic_load(&mm->state) == UHMM__MM_LIVE) {
 		/* Revive a context whose last put is waiting for life_lock. */
 		atomic_fetch_add(&mm->users, 1);
 	} else {
 		ret = mm_create(mm);
 		if (!ret) {
-			atomic_store(&mm->state, UHMM_MM_LIVE);
+			atomic_store(&mm->state, UHMM__MM_LIVE);
 			atomic_store_explicit(&mm->users, 1, memory_order_release);
 		}
 	}
@@ -185,7 +185,7 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 	uhmm__sig_enter();
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&mm->users) == 0 &&
-	    atomic_load(&mm->state) == UHMM_MM_LIVE) {
+	    atomic_load(&mm->state) == UHMM__MM_LIVE) {
 		/*
 		 * Device-resident pages (the exclusive pool's: a driver
 		 * returns its own before its last put) come home while
@@ -193,9 +193,9 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 		 * TEARDOWN their data would be lost.
 		 */
 		uhmm__evict_all(mm, NULL);
-		atomic_store(&mm->state, UHMM_MM_TEARDOWN);
+		atomic_store(&mm->state, UHMM__MM_TEARDOWN);
 		mm_teardown(mm);
-		atomic_store(&mm->state, UHMM_MM_DEAD);
+		atomic_store(&mm->state, UHMM__MM_DEAD);
 	}
 	pthread_mutex_unlock(&life_lock);
 	uhmm__sig_leave();
@@ -271,10 +271,10 @@ static void atfork_prepare(void)
 				uhmm__free(vmas);
 				cap = n + 64;
 			}
-			for (size_t i = 0; vmas && i < UHMM_MIN(n, cap); i++) {
+			for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
 				unsigned int f = vmas[i].flags;
 
-				if ((f & UHMM_VMA_WRITE) && !(f & UHMM_VMA_SHARED))
+				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
 					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
 							 UHMM_NOTIFY_FORK, 0, NULL);
 			}
@@ -334,7 +334,7 @@ static void atfork_child(void)
 	uhmm__vma_atfork_child();
 	uhmm__pagemap_atfork_child();
 	uhmm__pagestate_atfork_child();
-	if (atomic_load(&mm->state) != UHMM_MM_DEAD) {
+	if (atomic_load(&mm->state) != UHMM__MM_DEAD) {
 		/* The parent's service thread does not exist here. */
 		uhmm__notifier_atfork_child(mm);
 		if (mm->uffd >= 0)
@@ -354,7 +354,7 @@ static void atfork_child(void)
 		mm->excl_pool = NULL;
 	}
 	atomic_store(&mm->users, 0);
-	atomic_store(&mm->state, UHMM_MM_DEAD);
+	atomic_store(&mm->state, UHMM__MM_DEAD);
 	uhmm__sig_leave();	/* entered in atfork_prepare, on the parent's thread */
 }
 
@@ -380,14 +380,14 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 
 	if (!mm || !out)
 		return uhmm__err(EINVAL, "mm stats: NULL %s", mm ? "output" : "context");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "mm stats: not a live uhmm context");
 	s.special_entries = (uint64_t)atomic_load(&mm->ptable.nr_entries);
 	s.entry_table_bytes = (uint64_t)atomic_load(&mm->ptable.nr_nodes) * 4096;
 	s.notifiers = (uint64_t)atomic_load(&mm->nr_notifiers);
 	uhmm__sig_enter();	/* pool_lock (sigblock.h) */
 	pthread_mutex_lock(&mm->pool_lock);
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+	for (unsigned int id = 1; id < UHMM__MAX_POOLS; id++) {
 		/* pools[] is only ever accessed atomically (src/devmem.c). */
 		struct uhmm_devmem *pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
 

@@ -4,12 +4,12 @@
  * the removal of a device pool, which holds a reference.  Above every
  * other module; the context itself is context.h's.
  */
-#ifndef UHMM_MM_PRIV_H
-#define UHMM_MM_PRIV_H
+#ifndef UHMM__MM_PRIV_H
+#define UHMM__MM_PRIV_H
 
 #include "context.h"
 
 /* Take a user reference if the context is live; NULL otherwise. Lock free. */
-UHMM_HIDDEN struct uhmm_mm *uhmm__mm_tryget(void);
+UHMM__HIDDEN struct uhmm_mm *uhmm__mm_tryget(void);
 
-#endif /* UHMM_MM_PRIV_H */
+#endif /* UHMM__MM_PRIV_H */

@@ -111,7 +111,7 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 		return 0;
 	}
 	for (size_t base = 0; base < npages; base += 512) {
-		size_t n = UHMM_MIN((size_t)512, npages - base);
+		size_t n = UHMM__MIN((size_t)512, npages - base);
 
 		if (uhmm__pagemap_read(fd, start + (base << uhmm__page_shift), n, buf))
 			return -EIO;

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* pagemap.c: /proc/self/pagemap, read and scanned. */
-#ifndef UHMM_PAGEMAP_H
-#define UHMM_PAGEMAP_H
+#ifndef UHMM__PAGEMAP_H
+#define UHMM__PAGEMAP_H
 
 #include "base.h"
 
 /* The pagemap file, opened once (-1 when it cannot be). */
-UHMM_HIDDEN int uhmm__pagemap_fd(void);
+UHMM__HIDDEN int uhmm__pagemap_fd(void);
 /* The @n entries of [start, +n pages) into @buf (zeros past the end); 0 or -EIO. */
-UHMM_HIDDEN int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *buf);
+UHMM__HIDDEN int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *buf);
 /*
  * From pagemap alone: out[i] = UHMM__PM_PRESENT when page i is present,
  * UHMM__PM_SWAPPED when it is swapped out (a swap entry: data),
@@ -21,7 +21,7 @@ UHMM_HIDDEN int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *
 #define UHMM__PM_PRESENT	1
 #define UHMM__PM_SWAPPED	2
 #define UHMM__PM_MARKER		3
-UHMM_HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
+UHMM__HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
 /* A pagemap entry of memory uhmm registered: is it a uffd-wp marker? */
 static inline bool uhmm__pm_is_marker(uint64_t pm)
 {
@@ -32,10 +32,10 @@ static inline bool uhmm__pm_is_marker(uint64_t pm)
  * a huge page maps (PMD-mapped THP): 0, 1 when none is, -1 when it cannot
  * be told (no PAGEMAP_SCAN).
  */
-UHMM_HIDDEN int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
+UHMM__HIDDEN int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
 					   uintptr_t *hi);
 
 /* A fork child: the pagemap file descriptor is the parent's (mm.c). */
-UHMM_HIDDEN void uhmm__pagemap_atfork_child(void);
+UHMM__HIDDEN void uhmm__pagemap_atfork_child(void);
 
-#endif /* UHMM_PAGEMAP_H */
+#endif /* UHMM__PAGEMAP_H */

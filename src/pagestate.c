@@ -190,7 +190,7 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 
 	while (i < n) {
 		uintptr_t a = start + (i << uhmm__page_shift);
-		size_t bn = UHMM_MIN(n - i, hp - ((a >> uhmm__page_shift) & (hp - 1)));
+		size_t bn = UHMM__MIN(n - i, hp - ((a >> uhmm__page_shift) & (hp - 1)));
 
 		if (block_needs_scan(pm + i, bn, a)) {
 			if (run == SIZE_MAX)
@@ -250,7 +250,7 @@ static bool in_hugetlb(const struct uhmm__vma *vmas, size_t nv, uintptr_t addr)
 		else
 			hi = mid;
 	}
-	return lo < nv && vmas[lo].start <= addr && (vmas[lo].flags & UHMM_VMA_HUGETLB);
+	return lo < nv && vmas[lo].start <= addr && (vmas[lo].flags & UHMM__VMA_HUGETLB);
 }
 
 /*
@@ -307,7 +307,7 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		/* The huge zero page is PMD-mapped but not in AnonHugePages. */
 		if (!ok || (pfn0 != huge_zero_pfn && smaps_anon_huge_kb(b) <= 0))
 			continue;
-		for (uintptr_t a = UHMM_MAX(b, start); a < UHMM_MIN(b + huge, end);
+		for (uintptr_t a = UHMM__MAX(b, start); a < UHMM__MIN(b + huge, end);
 		     a += uhmm__page_size)
 			out[(a - start) >> uhmm__page_shift] |= UHMM_PS_HUGE;
 		if (b + huge < b)
@@ -329,19 +329,19 @@ static int mark_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint6
 	size_t i = (addr - c->start) >> uhmm__page_shift;
 
 	(void)slot;
-	switch (e & UHMM_PTE_TYPE_MASK) {
-	case UHMM_PTE_DEVICE: {
+	switch (e & UHMM__PTE_TYPE_MASK) {
+	case UHMM__PTE_DEVICE: {
 		struct uhmm_page *page = uhmm__pfn_to_page(c->mm, uhmm__pte_payload(e));
 
 		c->out[i] |= page && uhmm__is_exclusive_pool(c->mm, page->pgmap) ?
 				     UHMM_PS_DEVICE_EXCLUSIVE : UHMM_PS_DEVICE_PRIVATE;
 		break;
 	}
-	case UHMM_PTE_MIGRATING:
-	case UHMM_PTE_BUSY:
+	case UHMM__PTE_MIGRATING:
+	case UHMM__PTE_BUSY:
 		c->out[i] |= UHMM_PS_MIGRATING;
 		break;
-	case UHMM_PTE_EXCLUSIVE:
+	case UHMM__PTE_EXCLUSIVE:
 		c->out[i] |= UHMM_PS_DEVICE_EXCLUSIVE;
 		break;
 	}
@@ -374,17 +374,17 @@ static uint32_t vma_bits(unsigned int f)
 {
 	uint32_t b = UHMM_PS_MAPPED;
 
-	if (f & UHMM_VMA_READ)
+	if (f & UHMM__VMA_READ)
 		b |= UHMM_PS_READ;
-	if (f & UHMM_VMA_WRITE)
+	if (f & UHMM__VMA_WRITE)
 		b |= UHMM_PS_MAYWRITE;
-	if (f & UHMM_VMA_FILE)
+	if (f & UHMM__VMA_FILE)
 		b |= UHMM_PS_FILE;
-	if (f & (UHMM_VMA_SHARED | UHMM_VMA_SHMEM))
+	if (f & (UHMM__VMA_SHARED | UHMM__VMA_SHMEM))
 		b |= UHMM_PS_SHARED;
-	if (f & UHMM_VMA_HUGETLB)
+	if (f & UHMM__VMA_HUGETLB)
 		b |= UHMM_PS_HUGETLB;
-	if (f & UHMM_VMA_SPECIAL)
+	if (f & UHMM__VMA_SPECIAL)
 		b |= UHMM_PS_SPECIAL;
 	return b;
 }
@@ -429,10 +429,10 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
-	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
+	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
 	if (ret)
 		goto out;
-	pm = uhmm__malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
+	pm = uhmm__malloc(UHMM__MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
 	if (!pm) {
 		ret = uhmm__err(ENOMEM, "page state: out of memory");
 		goto out;
@@ -441,7 +441,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		memset(entries, 0, npages * sizeof(*entries));
 
 	for (size_t base = 0; base < npages; base += CHUNK_PAGES) {
-		size_t n = UHMM_MIN((size_t)CHUNK_PAGES, npages - base);
+		size_t n = UHMM__MIN((size_t)CHUNK_PAGES, npages - base);
 		uintptr_t cs = start + (base << ps);
 		uint32_t *o = out + base;
 
@@ -584,7 +584,7 @@ static int pfns_mapping(int fd, uintptr_t cs, const uint64_t *pm, uint64_t *o, s
 
 	for (size_t stop = i + n; i < stop;) {
 		uint64_t vpn0 = (cs >> ps) + i;
-		size_t bn = UHMM_MIN(stop - i, (size_t)(hp - (vpn0 & (hp - 1))));
+		size_t bn = UHMM__MIN(stop - i, (size_t)(hp - (vpn0 & (hp - 1))));
 		uint64_t d0 = (pm[i] & PM_PFN_MASK) - vpn0;
 		uint64_t nonexcl = 0, absent = 0, frames = 0;
 		bool hidden = !(pm[i] & PM_PFN_MASK), needs;
@@ -631,11 +631,11 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
-	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, false);
+	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, false);
 	if (ret)
 		goto out;
 	for (size_t base = 0; base < npages; base += PFN_CHUNK) {
-		size_t n = UHMM_MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
+		size_t n = UHMM__MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
 		uintptr_t cs = start + (base << ps);
 		uint64_t *o = pfns + base, *pm = o;
 
@@ -656,7 +656,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				vb = vma_bits(vmas[vi].flags);
 				run_end = vmas[vi].end;
 			}
-			rn = UHMM_MIN(n - i, (size_t)((UHMM_MIN(run_end, end) - a) >> ps));
+			rn = UHMM__MIN(n - i, (size_t)((UHMM__MIN(run_end, end) - a) >> ps));
 			if (vb && !pfns_bad_mapping(vb) && (vb & UHMM_PS_HUGETLB)) {
 				if (run != SIZE_MAX &&
 				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
@@ -691,7 +691,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				.start = start, .pfns = pfns, .vb = vma_bits(vmas[k].flags),
 				.fn = special, .arg = arg,
 			};
-			uintptr_t s = UHMM_MAX(vmas[k].start, start), e = UHMM_MIN(vmas[k].end, end);
+			uintptr_t s = UHMM__MAX(vmas[k].start, start), e = UHMM__MIN(vmas[k].end, end);
 
 			if (s < e && !pfns_bad_mapping(c.vb))
 				uhmm__ptable_walk(&mm->ptable, s, e, pfns_special, &c);

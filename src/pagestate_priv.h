@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* pagestate.c: the page-state walks over pagemap and the special entries. */
-#ifndef UHMM_PAGESTATE_PRIV_H
-#define UHMM_PAGESTATE_PRIV_H
+#ifndef UHMM__PAGESTATE_PRIV_H
+#define UHMM__PAGESTATE_PRIV_H
 
 #include "base.h"
 
@@ -18,7 +18,7 @@
  * fill @out[i] with UHMM_PS_* bits of page @start + i * page size.  When
  * @entries is not NULL, it receives each page's special entry (or 0).
  */
-UHMM_HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
+UHMM__HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
 				    size_t npages, uint32_t *out,
 				    uint64_t *entries, bool fresh_vmas);
 
@@ -31,13 +31,13 @@ UHMM_HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
  * its word.  Return: 0, 1 when it cannot (no PAGEMAP_SCAN: use
  * uhmm__page_state()), or a negative errno.
  */
-UHMM_HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+UHMM__HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				   uint64_t *pfns,
 				   void (*special)(void *arg, uint64_t *pfn, uint64_t e,
 						   uint32_t vma_bits),
 				   void *arg);
 
 /* A fork child: the zero-page probe's lock is made anew (mm.c). */
-UHMM_HIDDEN void uhmm__pagestate_atfork_child(void);
+UHMM__HIDDEN void uhmm__pagestate_atfork_child(void);
 
-#endif /* UHMM_PAGESTATE_PRIV_H */
+#endif /* UHMM__PAGESTATE_PRIV_H */

@@ -50,7 +50,7 @@
 
 /* ---- changes the wrappers already notified (context.c records them) ---- */
 
-/* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
+/* UHMM__SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	unsigned long done = atomic_load_explicit(&mm->ev_done, memory_order_acquire);
@@ -60,7 +60,7 @@ static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t
 	pthread_mutex_lock(&mm->selfop_lock);
 	for (pp = &mm->selfops; (op = *pp);) {
 		/* A one-shot change whose events were all handled: gone. */
-		if ((op->flags & UHMM_SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
+		if ((op->flags & UHMM__SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
 			*pp = op->next;
 			op->next = dead;
 			dead = op;
@@ -333,7 +333,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 
 	slot = uhmm__ptable_slot(&mm->ptable, page, false);
 	e = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-	switch (e & UHMM_PTE_TYPE_MASK) {
+	switch (e & UHMM__PTE_TYPE_MASK) {
 	case 0:
 		/*
 		 * Claim the page so a migration that starts collecting it now
@@ -344,10 +344,10 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			ret = fault_fill_zero(mm, page);
 		} else {
 			e = 0;
-			if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM_PTE_BUSY))
+			if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM__PTE_BUSY))
 				return -EAGAIN;	/* changed under us: look again */
 			ret = fault_fill_zero(mm, page);
-			e = UHMM_PTE_BUSY;
+			e = UHMM__PTE_BUSY;
 			uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
 		}
 		if (ret && ret != -EAGAIN) {
@@ -355,14 +355,14 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			return 0;
 		}
 		return ret;
-	case UHMM_PTE_MIGRATING:
-	case UHMM_PTE_BUSY:
+	case UHMM__PTE_MIGRATING:
+	case UHMM__PTE_BUSY:
 		/*
 		 * The migration wakes the faulting thread when it finishes;
 		 * the thread then faults again and finds the final entry.
 		 */
 		return 0;
-	case UHMM_PTE_DEVICE:
+	case UHMM__PTE_DEVICE:
 		if (!in_rescue &&
 		    stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
@@ -417,13 +417,13 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 
 	(void)addr;
 	for (;;) {
-		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_MIGRATING:
+		switch (e & UHMM__PTE_TYPE_MASK) {
+		case UHMM__PTE_MIGRATING:
 			/* The migration drops it when it finishes. */
-			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM_PTE_GONE))
+			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM__PTE_GONE))
 				return 0;
 			continue;
-		case UHMM_PTE_DEVICE:
+		case UHMM__PTE_DEVICE:
 			if (c->keep_device)
 				return 0;	/* MADV_FREE keeps device pages */
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0)) {
@@ -431,7 +431,7 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 				return 0;
 			}
 			continue;
-		case UHMM_PTE_BUSY:
+		case UHMM__PTE_BUSY:
 			return 0;
 		default:
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0))
@@ -462,9 +462,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		uhmm__forget_splits(mm, s, e);
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
 		drop_range(mm, s, e, false);
@@ -473,12 +473,12 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		s = msg->arg.remove.start;
 		e = msg->arg.remove.end;
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_DISCARD,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		drop_range(mm, s, e, (self & UHMM_SELFOP_KEEP_DEVICE) != 0);
+		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) != 0);
 		break;
 	case UFFD_EVENT_REMAP:
 		s = msg->arg.remap.from;
@@ -488,9 +488,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		uhmm__managed_registered(msg->arg.remap.to,
 					 msg->arg.remap.to + msg->arg.remap.len);
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
 		ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
@@ -516,7 +516,7 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		if (handle_fault(mm, &msgs[i], seqs[i]) == -EAGAIN) {
-			if (mm->nretry < UHMM_RETRY_MAX)
+			if (mm->nretry < UHMM__RETRY_MAX)
 				mm->retry[mm->nretry++] = msgs[i];
 			else
 				uhmm__warn("fault retry queue full: the fault is served "
@@ -535,7 +535,7 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 		if (!e)
 			continue;
-		if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE) {
+		if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE) {
 			/* A migration in flight: it finds its page gone. */
 			drop_entry(&(struct drop_ctx){ .mm = mm }, from + off, os, e);
 			continue;
@@ -932,7 +932,7 @@ static void *worker_main(void *arg)
 	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
-	struct uffd_msg retry[UHMM_RETRY_MAX];
+	struct uffd_msg retry[UHMM__RETRY_MAX];
 	sigset_t all;
 
 	sigfillset(&all);
@@ -1108,17 +1108,17 @@ static void unregister_all(struct uhmm_mm *mm)
 	size_t n;
 
 	for (;;) {
-		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM_ARRAY_SIZE(v), &n, true) || !n)
+		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, true) || !n)
 			return;
-		for (size_t i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(v)); i++) {
+		for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
 			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
 
-			if (v[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM))
+			if (v[i].flags & (UHMM__VMA_ANON | UHMM__VMA_SHMEM))
 				uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
 		}
-		if (n <= UHMM_ARRAY_SIZE(v))
+		if (n <= UHMM__ARRAY_SIZE(v))
 			return;
-		cur = v[UHMM_ARRAY_SIZE(v) - 1].end;
+		cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
 	}
 }
 

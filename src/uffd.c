@@ -41,7 +41,7 @@ static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
 	size_t n = 0, npages = len >> ps;
 
 	while (n < npages) {
-		size_t k = UHMM_MIN((size_t)512, npages - n);
+		size_t k = UHMM__MIN((size_t)512, npages - n);
 
 		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
 		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
@@ -213,16 +213,16 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 		size_t i;
 
 		/* Fresh: the cache may miss mappings libc made without a wrapper. */
-		if (uhmm__vma_find(start, end, vmas, UHMM_ARRAY_SIZE(vmas), &n, true) ||
+		if (uhmm__vma_find(start, end, vmas, UHMM__ARRAY_SIZE(vmas), &n, true) ||
 		    n == 0)
 			return;
-		for (i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(vmas)); i++) {
+		for (i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(vmas)); i++) {
 			struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
-			uintptr_t s = UHMM_MAX(vmas[i].start, start);
-			uintptr_t e = UHMM_MIN(vmas[i].end, end);
+			uintptr_t s = UHMM__MAX(vmas[i].start, start);
+			uintptr_t e = UHMM__MIN(vmas[i].end, end);
 
-			if (!(vmas[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM)) ||
-			    (vmas[i].flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
+			if (!(vmas[i].flags & (UHMM__VMA_ANON | UHMM__VMA_SHMEM)) ||
+			    (vmas[i].flags & (UHMM__VMA_HUGETLB | UHMM__VMA_SPECIAL)))
 				continue;
 			reg.range.start = s;
 			reg.range.len = e - s;
@@ -235,8 +235,8 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
 					   (unsigned long)s, (unsigned long)e, uhmm__err_text(rerr));
 		}
-		if (n <= UHMM_ARRAY_SIZE(vmas))
+		if (n <= UHMM__ARRAY_SIZE(vmas))
 			return;
-		start = vmas[UHMM_ARRAY_SIZE(vmas) - 1].end;
+		start = vmas[UHMM__ARRAY_SIZE(vmas) - 1].end;
 	}
 }
