@@ -31,7 +31,7 @@ for o in "$objdir"/*.o; do
 		# Num: Value Size Type Bind Vis Ndx Name
 		$5 != "GLOBAL" && $5 != "WEAK" { next }
 		$7 == "UND" || ($4 != "FUNC" && $4 != "OBJECT" && $4 != "TLS") { next }
-		$8 ~ /^__(asan|tsan|ubsan|sanitizer)/ { next }
+		$8 ~ /^__(asan|tsan|ubsan|sanitizer|odr_asan)/ { next }
 		$8 ~ /^uhmm__/ { if ($6 != "HIDDEN") print f ": " $8 " is private but not hidden"; next }
 		$8 ~ /^uhmm_[a-z0-9]/ { if ($6 == "HIDDEN") print f ": " $8 " is hidden: name it uhmm__"; next }
 		$8 ~ /^(mmap|mmap64|munmap|mremap|mprotect|pkey_mprotect|madvise|brk|sbrk)$/ { next }
