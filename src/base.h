@@ -40,4 +40,14 @@ _Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page
 #define UHMM__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define UHMM__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/*
+ * The negative errno for a failed open / read / ioctl of a /proc/self
+ * file (@e is errno): -ENOMEM when the kernel (or uhmm, for a buffer) had
+ * no memory, which callers pass on as such; -EIO for anything else.
+ */
+static inline int uhmm__proc_err(int e)
+{
+	return e == ENOMEM ? -ENOMEM : -EIO;
+}
+
 #endif /* UHMM__BASE_H */

@@ -907,7 +907,8 @@ static long resident_pages(struct uhmm_mm *mm, struct uhmm_devmem *only)
 }
 
 /*
- * One pass over the pools; returns the first failure seen.  A failure for
+ * One pass over the pools; returns the first error a migrate_to_ram
+ * returned, else -EBUSY if a page was busy or stayed.  A failure for
  * one page may be made good by a later page's fault-around window, so the
  * caller judges by what is still resident afterwards.
  */
@@ -953,7 +954,11 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 				uhmm__warn("could not bring device page %#llx at %#lx home: %d",
 					   (unsigned long long)page->pfn,
 					   (unsigned long)addr, ret);
-				err = err ? err : -EBUSY;
+				/* The driver's reason (-ENOMEM ...) over a mere "busy". */
+				if (ret < 0 && (!err || err == -EBUSY))
+					err = ret;
+				else if (!err)
+					err = -EBUSY;
 			}
 		}
 	}

@@ -467,7 +467,10 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	for (size_t i = 0; i < npages; i++)
 		pages[i] = NULL;
 	ret = excl_find_mapping(start, end, &v, &n);
-	if (ret || n == 0 || v.start > start || v.end < end)
+	if (ret)	/* no memory to look: not "no mapping" (issue 12) */
+		return uhmm__err(-ret, "make exclusive: cannot read the mappings of [%#lx, %#lx)",
+				 (unsigned long)start, (unsigned long)end);
+	if (n == 0 || v.start > start || v.end < end)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)start, (unsigned long)end);
 	if (v.flags & UHMM__VMA_HUGETLB)

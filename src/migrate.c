@@ -557,7 +557,8 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
  * The mapping [start, end) lies in, as the kernel sees it: uhmm's own
  * registration splits a mapping into pieces that differ only in their
  * userfaultfd flags, so adjacent pieces with the same kind and protection
- * count as one.  0, or -EINVAL.
+ * count as one.  0; -EINVAL if it is not inside one mapping; the error of
+ * the look-up (-ENOMEM, -EIO) if the mappings could not be read.
  */
 static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, bool fresh)
 {
@@ -567,8 +568,11 @@ static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, b
 	struct uhmm__vma v[64];
 	size_t n = 0;
 
-	if (uhmm__vma_find(start, end, v, UHMM__ARRAY_SIZE(v), &n, fresh) || n == 0 ||
-	    n > UHMM__ARRAY_SIZE(v) || v[0].start > start || v[n - 1].end < end)
+	int ret = uhmm__vma_find(start, end, v, UHMM__ARRAY_SIZE(v), &n, fresh);
+
+	if (ret)
+		return ret;
+	if (n == 0 || n > UHMM__ARRAY_SIZE(v) || v[0].start > start || v[n - 1].end < end)
 		return -EINVAL;
 	for (size_t i = 1; i < n; i++)
 		if (v[i].start != v[i - 1].end || (v[i].flags & kind) != (v[0].flags & kind) ||
@@ -642,8 +646,11 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 	      find_mapping(m->start, m->end, v, false);
 	if (ret)
 		ret = find_mapping(m->start, m->end, v, true);
-	if (ret)
+	if (ret == -EINVAL)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is not inside one mapping",
+				 (unsigned long)m->start, (unsigned long)m->end);
+	if (ret)	/* a failure to look is not "no mapping" */
+		return uhmm__err(-ret, "migrate setup: cannot read the mappings of [%#lx, %#lx)",
 				 (unsigned long)m->start, (unsigned long)m->end);
 	if (v->flags & UHMM__VMA_HUGETLB)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is hugetlbfs: huge pages "
@@ -730,12 +737,16 @@ static int setup_start(struct uhmm_migrate_vma *m, const struct uhmm__vma *v)
  */
 static int collect(struct uhmm_migrate_vma *m, struct setup_scan *sc)
 {
+	int ret;
+
 	memset(sc->ent, 0, m->npages * sizeof(*sc->ent));
 	uhmm__ptable_walk(&m->mm->ptable, m->start, m->end, collect_entry,
 			  &(struct collect_ctx){ .start = m->start, .ent = sc->ent });
-	if ((m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM) &&
-	    uhmm__pagemap_has_data(m->start, m->npages, sc->data))
-		return uhmm__err(EIO, "migrate setup: cannot read /proc/self/pagemap");
+	if (!(m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM))
+		return 0;
+	ret = uhmm__pagemap_has_data(m->start, m->npages, sc->data);
+	if (ret)	/* -ENOMEM or -EIO */
+		return uhmm__err(-ret, "migrate setup: cannot read /proc/self/pagemap");
 	return 0;
 }
 
@@ -858,8 +869,15 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 		return uhmm__err(-ret, "migrate setup: cannot freeze [%#lx, %#lx)",
 				 (unsigned long)m->start, (unsigned long)m->end);
 	ret = uhmm__pagemap_has_data((uintptr_t)s->staging, m->npages, sc->data);
-	if (ret)
-		return ret;
+	if (ret) {
+		/*
+		 * Frozen, but which pages hold data is unknown (a page may
+		 * have been filled after the collect's look): the unwind
+		 * puts every one back, an empty one as zeroes.
+		 */
+		sc->any_present = true;
+		return uhmm__err(-ret, "migrate setup: cannot read /proc/self/pagemap");
+	}
 	for (size_t i = 0; i < m->npages; i++) {
 		if (s->kind[i] != K_SYS)
 			continue;

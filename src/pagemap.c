@@ -34,7 +34,7 @@ int uhmm__pagemap_fd(void)
 	pthread_mutex_lock(&pm_lock);
 	if (pagemap_fd < 0)
 		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fd = pagemap_fd;
+	fd = pagemap_fd < 0 ? uhmm__proc_err(errno) : pagemap_fd;
 	pthread_mutex_unlock(&pm_lock);
 	return fd;
 }
@@ -50,7 +50,7 @@ int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *buf)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return -EIO;
+			return uhmm__proc_err(errno);
 		}
 		if (r == 0)
 			break;
@@ -64,10 +64,10 @@ int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *buf)
 int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 {
 	uint64_t buf[512];
-	int fd = uhmm__pagemap_fd();
+	int fd = uhmm__pagemap_fd(), ret;
 
 	if (fd < 0)
-		return -EIO;
+		return fd;
 	if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
 		/*
 		 * One region per run of the same kind instead of an entry per
@@ -94,7 +94,7 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
 
 			if (got < 0)
-				return -EIO;
+				return uhmm__proc_err(errno);
 			for (long r = 0; r < got; r++) {
 				uint64_t c = regs[r].categories;
 				uint8_t v = (c & PAGE_IS_PRESENT) ? UHMM__PM_PRESENT :
@@ -113,8 +113,9 @@ int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
 	for (size_t base = 0; base < npages; base += 512) {
 		size_t n = UHMM__MIN((size_t)512, npages - base);
 
-		if (uhmm__pagemap_read(fd, start + (base << uhmm__page_shift), n, buf))
-			return -EIO;
+		ret = uhmm__pagemap_read(fd, start + (base << uhmm__page_shift), n, buf);
+		if (ret)
+			return ret;
 		for (size_t i = 0; i < n; i++)
 			out[base + i] = (buf[i] & PM_PRESENT) ? UHMM__PM_PRESENT :
 					uhmm__pm_is_marker(buf[i]) ? UHMM__PM_MARKER :

@@ -5,9 +5,9 @@
 
 #include "base.h"
 
-/* The pagemap file, opened once (-1 when it cannot be). */
+/* The pagemap file, opened once, or uhmm__proc_err() of the failed open. */
 UHMM__HIDDEN int uhmm__pagemap_fd(void);
-/* The @n entries of [start, +n pages) into @buf (zeros past the end); 0 or -EIO. */
+/* The @n entries of [start, +n pages) into @buf (zeros past the end); 0 or uhmm__proc_err(). */
 UHMM__HIDDEN int uhmm__pagemap_read(int fd, uintptr_t start, size_t n, uint64_t *buf);
 /*
  * From pagemap alone: out[i] = UHMM__PM_PRESENT when page i is present,

@@ -110,7 +110,7 @@ static int scan_categories(int fd, uintptr_t start, size_t n, uint32_t *out, uin
 		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
 
 		if (got < 0)
-			return -EIO;
+			return uhmm__proc_err(errno);
 		for (long i = 0; i < got; i++) {
 			uint32_t bits = 0;
 
@@ -187,6 +187,7 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 {
 	const size_t hp = (2u << 20) >> uhmm__page_shift;
 	size_t i = 0, run = SIZE_MAX;
+	int ret;
 
 	while (i < n) {
 		uintptr_t a = start + (i << uhmm__page_shift);
@@ -196,17 +197,17 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 			if (run == SIZE_MAX)
 				run = i;
 		} else if (run != SIZE_MAX) {
-			if (scan_categories(fd, start + (run << uhmm__page_shift), i - run,
-					    out + run, NULL))
-				return -EIO;
+			ret = scan_categories(fd, start + (run << uhmm__page_shift), i - run,
+					      out + run, NULL);
+			if (ret)
+				return ret;
 			run = SIZE_MAX;
 		}
 		i += bn;
 	}
-	if (run != SIZE_MAX &&
-	    scan_categories(fd, start + (run << uhmm__page_shift), n - run, out + run,
-			    NULL))
-		return -EIO;
+	if (run != SIZE_MAX)
+		return scan_categories(fd, start + (run << uhmm__page_shift), n - run,
+				       out + run, NULL);
 	return 0;
 }
 
@@ -428,7 +429,7 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 
 	fd = uhmm__pagemap_fd();
 	if (fd < 0)
-		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
 	if (ret)
 		goto out;
@@ -447,13 +448,14 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 
 		ret = uhmm__pagemap_read(fd, cs, n, pm);
 		if (ret) {
-			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
 		}
 		memset(o, 0, n * sizeof(*o));
 		if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
-			if (scan_where_needed(fd, cs, n, pm, o)) {
-				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+			ret = scan_where_needed(fd, cs, n, pm, o);
+			if (ret) {
+				ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 				goto out;
 			}
 		} else {
@@ -605,8 +607,10 @@ static int pfns_mapping(int fd, uintptr_t cs, const uint64_t *pm, uint64_t *o, s
 			if (*run == SIZE_MAX)
 				*run = i;
 		} else if (*run != SIZE_MAX) {
-			if (scan_categories(fd, cs + (*run << ps), i - *run, NULL, o + *run))
-				return -EIO;
+			int ret = scan_categories(fd, cs + (*run << ps), i - *run, NULL, o + *run);
+
+			if (ret)
+				return ret;
 			*run = SIZE_MAX;
 		}
 		i += bn;
@@ -630,7 +634,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		return 1;
 	fd = uhmm__pagemap_fd();
 	if (fd < 0)
-		return uhmm__err(EIO, "cannot open /proc/self/pagemap");
+		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
 	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, false);
 	if (ret)
 		goto out;
@@ -639,8 +643,9 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		uintptr_t cs = start + (base << ps);
 		uint64_t *o = pfns + base, *pm = o;
 
-		if (uhmm__pagemap_read(fd, cs, n, pm)) {
-			ret = uhmm__err(EIO, "cannot read /proc/self/pagemap");
+		ret = uhmm__pagemap_read(fd, cs, n, pm);
+		if (ret) {
+			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
 		}
 		for (size_t i = 0; i < n;) {
@@ -659,8 +664,9 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 			rn = UHMM__MIN(n - i, (size_t)((UHMM__MIN(run_end, end) - a) >> ps));
 			if (vb && !pfns_bad_mapping(vb) && (vb & UHMM_PS_HUGETLB)) {
 				if (run != SIZE_MAX &&
-				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
-					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				    (ret = scan_categories(fd, cs + (run << ps), i - run, NULL,
+							   o + run))) {
+					ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 					goto out;
 				}
 				run = SIZE_MAX;
@@ -669,19 +675,21 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				for (size_t k = i; k < i + rn; k++)
 					o[k] = UHMM_PFN_ERROR;
 				if (run != SIZE_MAX &&
-				    scan_categories(fd, cs + (run << ps), i - run, NULL, o + run)) {
-					ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+				    (ret = scan_categories(fd, cs + (run << ps), i - run, NULL,
+							   o + run))) {
+					ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 					goto out;
 				}
 				run = SIZE_MAX;
-			} else if (pfns_mapping(fd, cs, pm, o, i, rn, vb, &run)) {
-				ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+			} else if ((ret = pfns_mapping(fd, cs, pm, o, i, rn, vb, &run))) {
+				ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 				goto out;
 			}
 			i += rn;
 		}
-		if (run != SIZE_MAX && scan_categories(fd, cs + (run << ps), n - run, NULL, o + run)) {
-			ret = uhmm__err(EIO, "PAGEMAP_SCAN failed");
+		if (run != SIZE_MAX &&
+		    (ret = scan_categories(fd, cs + (run << ps), n - run, NULL, o + run))) {
+			ret = uhmm__err(-ret, "PAGEMAP_SCAN failed");
 			goto out;
 		}
 	}
@@ -735,17 +743,17 @@ int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr, struct uhmm_mapping *o
 {
 	struct uhmm__vma v;
 	size_t n = 0;
-	bool bad;
+	int ret;
 
 	if (!mm || !out || mm != &uhmm__the_mm)
 		return uhmm__err(EINVAL, "uhmm_find_mapping: NULL argument or not a context");
 	uhmm__sig_enter();	/* vma_lock, as uhmm_page_state() */
-	bad = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false) ||
-	      ((n == 0 || v.start > addr) &&
-	       uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true));
+	ret = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, false);
+	if (!ret && (n == 0 || v.start > addr))
+		ret = uhmm__vma_find(addr, UINTPTR_MAX, &v, 1, &n, true);
 	uhmm__sig_leave();
-	if (bad)
-		return uhmm__err(EIO, "uhmm_find_mapping: cannot read the mappings");
+	if (ret)	/* -ENOMEM or -EIO, as the look-up said */
+		return uhmm__err(-ret, "uhmm_find_mapping: cannot read the mappings");
 	if (n == 0)
 		return uhmm__err(ENOENT, "uhmm_find_mapping: no mapping ends after %#lx",
 				 (unsigned long)addr);

@@ -31,6 +31,7 @@ static int maps_fd = -1;		/* for PROCMAP_QUERY; reopened after fork */
 static struct uhmm__vma *cache;
 static size_t cache_n, cache_cap;
 static unsigned long cache_gen;
+static bool cache_ok;			/* cache[] is one whole read of maps */
 
 void uhmm__vma_atfork_child(void)
 {
@@ -39,6 +40,7 @@ void uhmm__vma_atfork_child(void)
 		close(maps_fd);		/* it shows the parent's mappings */
 	maps_fd = -1;
 	cache_gen = 0;
+	cache_ok = false;
 }
 
 static bool special_name(const char *name)
@@ -120,7 +122,7 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 	if (maps_fd < 0) {
 		maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 		if (maps_fd < 0)
-			return -EIO;
+			return uhmm__proc_err(errno);
 	}
 	while (cur < end) {
 		struct procmap_query q = {
@@ -140,9 +142,9 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 				q.vma_name_size = 0;
 				q.vma_name_addr = 0;
 				if (ioctl(maps_fd, PROCMAP_QUERY, &q) < 0)
-					return -EIO;
+					return uhmm__proc_err(errno);
 			} else {
-				return -EIO;
+				return uhmm__proc_err(errno);
 			}
 		}
 		if (q.vma_start >= end)
@@ -236,7 +238,7 @@ static int read_fd(int fd, size_t *len)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			return -EIO;
+			return uhmm__proc_err(errno);
 		if (r == 0)
 			break;
 		n += (size_t)r;
@@ -252,7 +254,7 @@ static int read_maps(size_t *len)
 	int ret;
 
 	if (fd < 0)
-		return -EIO;
+		return uhmm__proc_err(errno);
 	ret = read_fd(fd, len);
 	close(fd);
 	return ret;
@@ -388,11 +390,18 @@ static int cache_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 	size_t lo = 0, hi, cnt = 0;
 	int ret;
 
-	if (fresh || gen != cache_gen || !cache) {
+	if (fresh || gen != cache_gen || !cache_ok) {
+		/*
+		 * A reload that fails half-way (no memory to grow the array)
+		 * has overwritten part of the old entries: nothing of it is
+		 * used until a reload succeeds.
+		 */
+		cache_ok = false;
 		ret = reload_cache();
 		if (ret)
 			return ret;
 		cache_gen = gen;
+		cache_ok = true;
 	}
 	hi = cache_n;
 	while (lo < hi) {		/* first mapping ending after start */

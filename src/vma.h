@@ -29,7 +29,10 @@ struct uhmm__vma {
 /*
  * Fill @out with the mappings intersecting [start, end), in address order,
  * at most @max of them; *@n gets how many intersect (may exceed @max).
- * @fresh forces a re-read instead of the cached copy.
+ * @fresh forces a re-read instead of the cached copy.  0; -ENOMEM (no
+ * memory for the text of /proc/self/maps or the cache, or the kernel had
+ * none); -EIO if /proc/self/maps cannot be read otherwise.  Callers pass
+ * the error on: a failure to look is not "no mapping there".
  */
 UHMM__HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 				  struct uhmm__vma *out, size_t max, size_t *n,

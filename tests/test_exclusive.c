@@ -12,7 +12,12 @@
  * device-page scenario also runs with a user-mode-only userfaultfd (a child
  * run with UHMM_DISABLE=uffd_full), the mode an unprivileged process gets.
  */
+#include <linux/io_uring.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
 #include "common.h"
+#include "watchdog.h"
 
 struct rec {
 	struct uhmm_interval_notifier mni;
@@ -337,11 +342,160 @@ static void test_lifecycle(void)
 	uhmm_mm_put(mm);
 }
 
+/* ---- pages the kernel refuses to move ------------------------------------- */
+
+/*
+ * A long-term pin from user space: an io_uring fixed buffer (pin_user_pages
+ * with FOLL_LONGTERM, held until unregistered).  UFFDIO_MOVE refuses a
+ * maybe-pinned folio with -EBUSY (mm/userfaultfd.c, move_present_pte),
+ * and a pinned large folio cannot be split.  -errno if io_uring cannot be
+ * had here (disabled, seccomp, an old kernel).
+ */
+static int pin_range(void *p, size_t len)
+{
+	struct io_uring_params par;
+	struct iovec iov = { .iov_base = p, .iov_len = len };
+	int fd;
+
+	memset(&par, 0, sizeof(par));
+	fd = (int)syscall(__NR_io_uring_setup, 1, &par);
+	if (fd < 0)
+		return -errno;
+	if (syscall(__NR_io_uring_register, fd, IORING_REGISTER_BUFFERS, &iov, 1) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static void unpin_range(int fd)
+{
+	CHECK(syscall(__NR_io_uring_register, fd, IORING_UNREGISTER_BUFFERS, NULL, 0) == 0,
+	      "IORING_UNREGISTER_BUFFERS: %s", strerror(errno));
+	close(fd);
+}
+
+struct refused {
+	const char *what;
+	bool thp;		/* the pages lie in a PMD-mapped transparent huge page */
+	size_t npages;		/* pages asked for */
+	size_t pin_first, pin_n; /* pages pinned, from the start of the range */
+};
+
+/*
+ * Take @r's pages while some are pinned: each page is either held (with its
+ * data) or NULL, the count matches, every byte is intact afterwards, and
+ * the call ends after a bounded number of migrations (the EXCLUSIVE
+ * invalidations with the owner): a page the kernel keeps refusing is given
+ * up, not retaken for as long as it is refused.
+ */
+static int refused_child(void *arg)
+{
+	const struct refused *r = arg;
+	const size_t huge = 2u << 20;
+	struct uhmm_mm *mm = test_mm();
+	struct rec rc = { 0 };
+	size_t n = r->npages, maplen = r->thp ? 2 * huge : n * page_size, held_n = 0;
+	char *map = map_anon(maplen, PROT_READ | PROT_WRITE), *p = map;
+	void **held = calloc(n, sizeof(*held));
+	uint32_t seed = 4242;
+	long got, migrations;
+	int pin;
+
+	CHECK(held, "calloc");
+	if (r->thp) {
+		/* One aligned 2 MiB block; the range is 16 pages inside it. */
+		char *blk = (char *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
+
+		CHECK_EQ(madvise(blk, huge, MADV_HUGEPAGE), 0);
+		memset(blk, 1, huge);
+		if (!(page_state_of(mm, blk) & UHMM_PS_HUGE)) {
+			printf("not run: %s: no transparent huge page could be had\n", r->what);
+			return 0;
+		}
+		p = blk + 64 * page_size;
+	}
+	fill_pattern(p, n, seed);
+	pin = pin_range(p + r->pin_first * page_size, r->pin_n * page_size);
+	CHECK(pin >= 0, "%s: io_uring fixed buffer: %s", r->what, strerror(-pin));
+	CHECK_EQ(uhmm_interval_notifier_insert(&rc.mni, mm, (uintptr_t)p, n * page_size,
+					       &rec_ops), 0);
+	got = uhmm_make_exclusive(mm, (uintptr_t)p, n, &owner_token, held);
+	migrations = atomic_load(&rc.excl_owner);
+	CHECK(got >= 0 && got <= (long)n, "%s: make_exclusive %ld [%s]", r->what, got,
+	      uhmm_last_error());
+	for (size_t i = 0; i < n; i++) {
+		const uint32_t *w = held[i];
+
+		if (!w)
+			continue;
+		for (size_t k = 0; k < page_size / 4; k++)
+			CHECK(w[k] == seed * 2654435761u + (uint32_t)(i * (page_size / 4) + k),
+			      "%s: held page %zu has the wrong data", r->what, i);
+		held_n++;
+	}
+	CHECK_EQ((long)held_n, got);
+	/*
+	 * Bounded: a few migrations per page at most.  Retaking a refused
+	 * page until it moves (up to 1000 times each, before issue 12) is
+	 * what this catches.
+	 */
+	CHECK(migrations <= 8 + 8 * (long)n, "%s: %ld migrations for %zu pages: a refused page "
+	      "was retaken over and over", r->what, migrations, n);
+	/* The CPU reads everything back (revoking what was taken). */
+	CHECK_EQ(check_pattern(p, n, seed), -1);
+	unpin_range(pin);
+	CHECK_EQ(check_pattern(p, n, seed), -1);
+	printf("%s: %ld of %zu pages taken (%zu pinned), %ld migrations, data intact: ok\n",
+	       r->what, got, n, r->pin_n, migrations);
+	uhmm_interval_notifier_remove(&rc.mni);
+	CHECK_EQ(munmap(map, maplen), 0);
+	free(held);
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+static void test_refused_pages(void)
+{
+	static const struct refused sc[] = {
+		{ "pinned small pages (io_uring fixed buffer)", false, 16, 4, 8 },
+		{ "THP with pinned pages (io_uring fixed buffer)", true, 16, 4, 8 },
+	};
+	char *probe = map_anon(page_size, PROT_READ | PROT_WRITE);
+	int pin;
+
+	/* Can this process pin with io_uring at all (disabled, seccomp, old kernel)? */
+	probe[0] = 1;
+	pin = pin_range(probe, page_size);
+	CHECK_EQ(munmap(probe, page_size), 0);
+	if (pin < 0)
+		SKIP_CASE("io_uring fixed buffers (the pin from user space) unavailable: %s",
+			  strerror(-pin));
+	unpin_range(pin);
+	for (size_t i = 0; i < sizeof(sc) / sizeof(sc[0]); i++) {
+		int st;
+
+		if (sc[i].thp && !thp_enabled()) {
+			printf("not run: %s: THP is \"%s\" here\n", sc[i].what, variant.thp);
+			continue;
+		}
+		st = run_watched(refused_child, (void *)&sc[i], WATCHDOG_SECONDS, sc[i].what);
+		CHECK(st == ROUND_OK, "%s: %s", sc[i].what, st == ROUND_HUNG ? "hung" : "failed");
+	}
+	/*
+	 * Not covered: a KSM-merged page (also -EBUSY: not anon-exclusive)
+	 * needs KSM on (/sys/kernel/mm/ksm/run), a machine setting.
+	 */
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(test_device_pages),
 	TEST_CASE(test_race_rounds),
 	TEST_CASE(test_user_mode_only_child),
 	TEST_CASE(test_lifecycle),
+	TEST_CASE(test_refused_pages),
 };
 
 int main(int argc, char **argv)

@@ -11,6 +11,9 @@
  * Operations: migration to the device and back, a CPU fault on a device
  * page, a range fault that brings device pages home, device-exclusive
  * access, removing a device pool with pages on it, inserting a notifier.
+ * And (lookup_enomem) each call that looks the process's mappings up, with
+ * every allocation failing once the look-up has to grow its buffers: the
+ * call says -ENOMEM, not "no such mapping".
  * Points: the library's malloc (ENOMEM), UFFDIO_COPY and UFFDIO_MOVE
  * (ENOMEM, and EAGAIN as a partial result), UFFDIO_ZEROPAGE (ENOMEM),
  * UFFDIO_REGISTER (ENOMEM).
@@ -384,8 +387,6 @@ static void test_api(void)
 }
 
 /* One case per operation: every injection point at every call of it. */
-static int owner_warm;
-
 static void sweep_op(enum op op)
 {
 	for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++)
@@ -401,40 +402,177 @@ OP_CASE(to_dev, OP_TO_DEV)
 OP_CASE(to_sys, OP_TO_SYS)
 OP_CASE(cpu_fault, OP_CPU_FAULT)
 OP_CASE(range_fault, OP_RANGE_FAULT)
-
 /*
- * As when the cases run in order (after to_dev, to_sys, cpu_fault and
- * range_fault): the library has looked the process's mappings up before
- * the first failure is injected.  Run cold (UHMM_TEST_COLD=1, the case
- * alone, UHMM_DISABLE=all), the malloc failure in that first look-up
- * comes back from uhmm_make_exclusive() as -EINVAL ("not inside one
- * mapping") instead of -ENOMEM: a library bug (src/exclusive.c turns the
- * look-up's error into -EINVAL), left to src/'s owners.
+ * No warm-up: run cold (UHMM_TEST_COLD=1, the case alone), the first
+ * failure lands in the library's first look-up of the process's mappings
+ * (the fallback's copy of /proc/self/maps), which uhmm_make_exclusive()
+ * used to turn into -EINVAL ("not inside one mapping"): 3 of 3 cold runs
+ * with UHMM_DISABLE=all failed so (issue 12).
  */
-static void exclusive(void)
-{
-	if (!test_cold()) {
-		char *p = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
-		void *held[NPAGES];
-
-		memset(p, 1, NPAGES * page_size);
-		CHECK_EQ(uhmm_make_exclusive(mm, (uintptr_t)p, NPAGES, &owner_warm, held),
-			 NPAGES);
-		CHECK_EQ(munmap(p, NPAGES * page_size), 0);
-	}
-	sweep_op(OP_EXCLUSIVE);
-}
+OP_CASE(exclusive, OP_EXCLUSIVE)
 OP_CASE(remove_pool, OP_REMOVE)
 OP_CASE(notifier_insert, OP_NOTIFIER)
 OP_CASE(first_touch, OP_FIRST_TOUCH)
 OP_CASE(to_dev_half, OP_TO_DEV_HALF)
 
+/* ---- a look-up of the mappings that has to allocate ---------------------- */
+
+static size_t maps_lines(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	size_t n = 0;
+	int c;
+
+	CHECK(f, "fopen /proc/self/maps: %s", strerror(errno));
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * More than double the process's mappings, and at least 320 more (pages
+ * of one region with alternating protections, never unmapped): the next
+ * look-up in the fallback (a parsed copy of /proc/self/maps, its array
+ * 256 entries first, doubled when outgrown) must allocate.  Each call
+ * runs in a fresh process (lookup_enomem), so a few hundred mappings do:
+ * a process with thousands makes every look-up of the library slow.
+ * With PROCMAP_QUERY a look-up allocates nothing, and the operation fails
+ * at a later allocation instead.
+ */
+static void more_mappings(void)
+{
+	size_t n = maps_lines() + 64;
+	char *p;
+
+	if (n < 320)
+		n = 320;
+	p = map_anon(2 * n * page_size, PROT_READ | PROT_WRITE);
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(mprotect(p + 2 * i * page_size, page_size, PROT_READ), 0);
+}
+
+enum lookup_op { LU_MIGRATE, LU_EXCLUSIVE, LU_FIND_MAPPING, LU_PAGE_STATE, LU_RANGE_FAULT,
+		 LU_COUNT };
+static const char *const lu_name[LU_COUNT] = {
+	"migrate to device (uhmm_migrate_vma_setup)", "uhmm_make_exclusive",
+	"uhmm_find_mapping", "uhmm_page_state", "uhmm_range_fault",
+};
+
+/*
+ * Every allocation fails, the first one in a look-up that has to grow:
+ * the call returns -ENOMEM (0 only where nothing needed memory), never
+ * -EINVAL ("not inside one mapping") or -EIO, and every byte stays.
+ */
+static int lu_failed;
+
+static void lookup_one(enum lookup_op op)
+{
+	struct tdev *d = tdev_create(mm, 2 * NPAGES, 4);
+	char *p = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
+	uintptr_t s = (uintptr_t)p, e = s + NPAGES * page_size;
+	uint32_t seed = 7001u + (uint32_t)op, st[NPAGES];
+	struct uhmm_interval_notifier mni = { 0 };
+	struct uhmm_mapping map;
+	void *held[NPAGES];
+	uint64_t pfns[NPAGES];
+	struct uhmm_range r = {
+		.notifier = &mni, .start = s, .end = e, .hmm_pfns = pfns,
+		.default_flags = UHMM_PFN_REQ_FAULT,
+	};
+	unsigned long hits;
+	long ret = 0;
+
+	fill_pattern(p, NPAGES, seed);
+	if (op == LU_RANGE_FAULT) {
+		CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, s, e - s, &inv_ops), 0);
+		r.notifier_seq = uhmm_interval_read_begin(&mni);
+	}
+	more_mappings();
+	CHECK_EQ(uhmm_inject_set(UHMM_INJECT_MALLOC, 0, ALL_CALLS, ENOMEM), 0);
+	switch (op) {
+	case LU_MIGRATE:
+		ret = tdev_to_dev(d, s, e, NULL);
+		break;
+	case LU_EXCLUSIVE:
+		ret = uhmm_make_exclusive(mm, s, NPAGES, &d->owner_token, held);
+		break;
+	case LU_FIND_MAPPING:
+		ret = uhmm_find_mapping(mm, s, &map);
+		break;
+	case LU_PAGE_STATE:
+		ret = uhmm_page_state(mm, s, NPAGES, st);
+		break;
+	case LU_RANGE_FAULT:
+		ret = uhmm_range_fault(&r);
+		break;
+	default:
+		break;
+	}
+	hits = uhmm_inject_hits(UHMM_INJECT_MALLOC);
+	uhmm_inject_clear();
+	/* Counted, not fatal: every call is tried, then the case fails. */
+	if (ret != -ENOMEM && !(ret == 0 && hits == 0)) {
+		printf("%s: FAIL %s with every allocation failing (%lu failed): %ld, not "
+		       "-ENOMEM [%s]\n", NAME, lu_name[op], hits, ret, uhmm_last_error());
+		lu_failed++;
+	}
+	CHECK_EQ(check_pattern(p, NPAGES, seed), -1);
+	CHECK_EQ(device_pages(p, NPAGES), 0);
+	if (op == LU_RANGE_FAULT)
+		uhmm_interval_notifier_remove(&mni);
+	CHECK_EQ(munmap(p, NPAGES * page_size), 0);
+	tdev_destroy(d);
+	printf("%s: %-44s: every allocation failing (%lu failed), %ld, data intact\n",
+	       NAME, lu_name[op], hits, ret);
+}
+
+/* Run one call of lookup_enomem in a fresh process: this program again. */
+static int lookup_exec(void *arg)
+{
+	extern char **environ;
+	static char opvar[64];
+	char *argv[] = { (char *)NAME, (char *)"lookup_enomem", NULL };
+	char **envp;
+	size_t n = 0;
+
+	while (environ[n])
+		n++;
+	envp = calloc(n + 2, sizeof(*envp));
+	if (!envp)
+		return 1;
+	memcpy(envp, environ, n * sizeof(*envp));
+	snprintf(opvar, sizeof(opvar), "UHMM_TEST_LOOKUP_OP=%d", *(int *)arg);
+	envp[n] = opvar;
+	execve("/proc/self/exe", argv, envp);
+	return 1;
+}
+
+static void lookup_enomem(void)
+{
+	int failed = 0;
+
+	for (int op = 0; op < LU_COUNT; op++) {
+		int st = run_child(lookup_exec, &op);
+
+		CHECK(st == 0 || st == 3, "%s: the child failed (%d)", lu_name[op], st);
+		failed += st == 3;
+	}
+	CHECK(failed == 0, "%d of %d calls did not say -ENOMEM", failed, (int)LU_COUNT);
+}
+
 static void start(void)
 {
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	const char *lu = getenv("UHMM_TEST_LOOKUP_OP");
 
 	mm = test_mm();
 	sigaction(SIGBUS, &sa, NULL);
+	if (lu) {
+		/* One call of lookup_enomem, in this fresh process: exit 3 if wrong. */
+		lookup_one((enum lookup_op)atoi(lu));
+		exit(lu_failed ? 3 : 0);
+	}
 }
 
 static int finish(void)
@@ -456,6 +594,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(notifier_insert),
 	TEST_CASE(first_touch),
 	TEST_CASE(to_dev_half),
+	TEST_CASE(lookup_enomem),
 };
 
 TEST_MAIN(NAME, start, finish)

@@ -406,6 +406,117 @@ static long count_maps(void)
 }
 
 /*
+ * The text of /proc/self/maps at the start, to print what is new at the
+ * end when the end check fails (or with UHMM_STRESS_MAPS_DIFF=1): which
+ * mappings are left says whose they are (a thread stack and its guard, a
+ * malloc arena's heap and its reserve, uhmm's).
+ */
+static char *maps_start;
+
+static char *read_maps_text(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, r;
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (cap - len < 4096) {
+			char *nb = realloc(buf, cap = cap ? 2 * cap : 65536);
+
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = nb;
+		}
+		r = fread(buf + len, 1, cap - len - 1, f);
+		if (!r)
+			break;
+		len += r;
+	}
+	fclose(f);
+	buf[len] = 0;
+	return buf;
+}
+
+/*
+ * The mapping count the end check judges: adjacent anonymous lines with
+ * the same permissions and name ("[heap]", or none) count as one.  Such
+ * neighbours are pieces the kernel would merge but cannot: with
+ * UHMM_DISABLE (no UFFDIO_MOVE) uhmm freezes a migrated range with
+ * mremap(MREMAP_DONTUNMAP), and the kernel then gives that piece a fresh
+ * anon_vma, so it never merges with its neighbours again (the piece of a
+ * registration stays a line of its own after unregistration; measured:
+ * 1 line before, 3 after, where UFFDIO_MOVE leaves 1).  heap_migrate
+ * does that to [heap] and to the malloc arenas, which live until exit:
+ * 13 more [heap] lines and 6 more arena lines after a 20 s run with 8
+ * threads (seed 20012), which pushed the plain count past its bound
+ * (113 and 115 against 111).  Leaked mappings of uhmm are judged by
+ * their flags (count_uhmm_maps()), and leaked regions of this tool are
+ * separate mappings between guard holes.
+ */
+static long count_maps_merged(const char *text)
+{
+	const char *line, *next;
+	char prev_key[512] = "";
+	unsigned long prev_end = 0;
+	long n = 0;
+
+	if (!text)
+		return -1;
+	for (line = text; *line; line = next) {
+		const char *nl = strchr(line, '\n');
+		char buf[512], key[512], perms[8] = "";
+		unsigned long s, e, ino = 1;
+		int name = 0;
+
+		next = nl ? nl + 1 : line + strlen(line);
+		snprintf(buf, sizeof(buf), "%.*s", (int)(nl ? nl - line : (long)strlen(line)), line);
+		if (sscanf(buf, "%lx-%lx %7s %*s %*s %lu %n", &s, &e, perms, &ino, &name) < 4) {
+			n++;
+			continue;
+		}
+		snprintf(key, sizeof(key), "%s %s", perms, name ? buf + name : "");
+		if (!(ino == 0 && s == prev_end && !strcmp(key, prev_key)))
+			n++;
+		snprintf(prev_key, sizeof(prev_key), "%s", ino == 0 ? key : "");
+		prev_end = e;
+	}
+	return n;
+}
+
+/* Print the lines of @now (maps text) that were not there at the start. */
+static void print_new_maps(const char *now)
+{
+	const char *line, *next;
+	long n = 0;
+
+	if (!now || !maps_start)
+		return;
+	printf("mappings not there at the start (start-end perms offset dev inode name):\n");
+	for (line = now; *line; line = next) {
+		const char *nl = strchr(line, '\n');
+		size_t l = nl ? (size_t)(nl - line) : strlen(line);
+		bool seen = false;
+
+		next = nl ? nl + 1 : line + l;
+		/* The same whole line at the start: same start, end, perms and name. */
+		for (const char *o = maps_start, *onl; *o && !seen; o = onl ? onl + 1 : o + strlen(o)) {
+			onl = strchr(o, '\n');
+			seen = (size_t)(onl ? onl - o : (long)strlen(o)) == l && !memcmp(o, line, l);
+		}
+		if (seen)
+			continue;
+		printf("  %.*s\n", (int)l, line);
+		n++;
+	}
+	printf("  (%ld lines)\n", n);
+}
+
+/*
  * The mappings that can only be uhmm's, counted from /proc/self/smaps:
  * staging mappings (uhmm makes every one MADV_DONTFORK, VmFlags "dc") and
  * mappings registered with a userfaultfd ("um" missing, "uw" write-protect;
@@ -2941,6 +3052,8 @@ int uhmm_stress_main(int argc, char **argv)
 	struct thr *ts, fin = { .idx = 0 };
 	struct tstats sum = { 0 };
 	long maps0, maps_setup, maps_max, maps_end, fds_raw, fds0, fds_max, fds_end, max_map_count, bound;
+	long merged0, merged_end;
+	char *maps_end_text;
 	struct uhmm_maps um0, um_end;
 	bool quick = false, threads_set = false, regions_set = false, seconds_set = false;
 	double t0, deadline, elapsed;
@@ -3093,6 +3206,8 @@ int uhmm_stress_main(int argc, char **argv)
 	fds0 = count_fds();
 	find_reservations();
 	maps0 = count_maps();
+	maps_start = read_maps_text();
+	merged0 = count_maps_merged(maps_start);
 	count_uhmm_maps(&um0);
 	max_map_count = -1;
 	{
@@ -3393,6 +3508,8 @@ int uhmm_stress_main(int argc, char **argv)
 	atomic_store(&G.main_start, 0);
 	atomic_store(&G.wd_quit, true);
 	maps_end = count_maps();
+	maps_end_text = read_maps_text();
+	merged_end = count_maps_merged(maps_end_text);
 	count_uhmm_maps(&um_end);
 	fds_end = count_fds();
 
@@ -3409,6 +3526,8 @@ int uhmm_stress_main(int argc, char **argv)
 		printf("  (%d address ranges of 1 GiB or more reserved before the run, a sanitizer "
 		       "runtime's, count as their %ld mappings then; %ld now)\n", nresv, then, now);
 	}
+	printf("  (adjacent anonymous pieces of the same kind counted as one: %ld at start, %ld at "
+	       "the end)\n", merged0, merged_end);
 	printf("uhmm's staging mappings: %ld at start, %ld at the end; mappings registered with "
 	       "userfaultfd: %ld at start, %ld at the end\n", um0.staging, um_end.staging,
 	       um0.registered, um_end.registered);
@@ -3460,11 +3579,20 @@ int uhmm_stress_main(int argc, char **argv)
 	 * stacks and malloc arenas: measured 12 more mappings at the end with
 	 * dev_atomic in a 2 s run).
 	 */
-	if (!SANITIZED && maps_end > maps0 + 2L * (G.threads + 4 + 2) + 16 + 4 +
-				     (G.dev2 ? 16 : 0)) {
-		printf("uhmm stress: FAIL: %ld mappings left at the end (%ld at start)\n", maps_end,
-		       maps0);
-		return 1;
+	{
+		/* Pieces the kernel cannot merge again count as one (count_maps_merged()). */
+		bool over = !SANITIZED && merged_end > merged0 + 2L * (G.threads + 4 + 2) + 16 + 4 +
+						       (G.dev2 ? 16 : 0);
+		const char *e = getenv("UHMM_STRESS_MAPS_DIFF");
+
+		if (over || (e && *e && strcmp(e, "0")))
+			print_new_maps(maps_end_text);
+		free(maps_end_text);
+		if (over) {
+			printf("uhmm stress: FAIL: %ld mappings left at the end (%ld at start; "
+			       "adjacent pieces of one kind counted as one)\n", merged_end, merged0);
+			return 1;
+		}
 	}
 	printf("uhmm stress: OK\n");
 	return 0;

@@ -159,8 +159,10 @@ UHMM_API int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
  * lost.  Must not be called from a uhmm callback.
  *
  * Return: 0; -EINVAL if @pgmap is NULL or not added (never, or removed
- * already); -EDEADLK from a callback; -EBUSY if a page could not be brought
- * back (the pool stays added, every page as it was).
+ * already); -EDEADLK from a callback; if a page could not be brought back
+ * (the pool stays added, every page as it was): the error
+ * @pgmap->ops->migrate_to_ram returned for it (e.g. -ENOMEM), or -EBUSY
+ * when it returned 0 but the page stayed, or the page was busy.
  */
 UHMM_API int uhmm_devmem_remove(struct uhmm_devmem *pgmap);
 

@@ -49,8 +49,9 @@ extern "C" {
  * Return: the number of pages now held (>= 0); -EINVAL for bad arguments,
  * a context that is not live, a range across mappings or holes, without
  * access, or in hugetlbfs or an IO mapping (checked before anything is
- * faulted in); -EPERM if the mapping is not writable; -ENOMEM; -EDEADLK
- * from a callback.  Once the range is checked, @pages is set to NULL first.
+ * faulted in); -EPERM if the mapping is not writable; -ENOMEM (also when
+ * there was no memory to look the mappings up); -EIO if /proc/self cannot
+ * be read; -EDEADLK from a callback.  Once the range is checked, @pages is set to NULL first.
  */
 UHMM_API long uhmm_make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				  const void *owner, void **pages);

@@ -155,8 +155,9 @@ struct uhmm_migrate_vma {
  * unaligned or empty range, no selection flag or a flag uhmm does not know,
  * a @fault_page that is not a page of a live pool, a range that is not
  * inside one mapping (a hole, or two mappings), a mapping without read
- * access, hugetlbfs or an IO/PFNMAP mapping; -ENOMEM; -EDEADLK from an
- * invalidate callback.  On an error nothing is collected or frozen and
+ * access, hugetlbfs or an IO/PFNMAP mapping; -ENOMEM (also when there was
+ * no memory to look the mappings up); -EIO if /proc/self cannot be read;
+ * -EDEADLK from an invalidate callback.  On an error nothing is collected or frozen and
  * @src / @dst are not written.
  */
 UHMM_API int uhmm_migrate_vma_setup(struct uhmm_migrate_vma *args);

@@ -82,7 +82,8 @@ struct uhmm_mapping {
  *	@addr if @out->start <= @addr), as the kernel's find_vma()
  *
  * Return: 0; -ENOENT if no mapping ends after @addr; -EINVAL for NULL
- * arguments; -EIO if the mappings cannot be read.
+ * arguments; -ENOMEM if there was no memory to read them; -EIO if the
+ * mappings cannot be read otherwise.
  */
 UHMM_API int uhmm_find_mapping(struct uhmm_mm *mm, uintptr_t addr,
 			       struct uhmm_mapping *out);

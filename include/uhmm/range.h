@@ -97,8 +97,8 @@ struct uhmm_range {
  * no longer: removed or released by teardown), an unaligned or empty range,
  * or a range not inside the notifier; -ENOMEM (also when a device page could
  * not be put back in system memory: it stays on the device, intact); -EFAULT
- * when the device's migrate_to_ram failed; -EDEADLK from a callback or on
- * uhmm's service thread.  Bits of a request other than %UHMM_PFN_REQ_FAULT
+ * when the device's migrate_to_ram failed; -EIO if /proc/self cannot be
+ * read; -EDEADLK from a callback or on uhmm's service thread.  Bits of a request other than %UHMM_PFN_REQ_FAULT
  * and %UHMM_PFN_REQ_WRITE are ignored, and REQ_WRITE without REQ_FAULT asks
  * for nothing, as in the kernel.
  */
