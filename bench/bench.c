@@ -1365,14 +1365,8 @@ int uhmm_bench_main(int argc, char **argv)
 			if (opts_model(&o, &model))
 				return TOOL_EXIT_USAGE;
 			have_model = true;
-		} else if (opts_is(&o, "-h") || opts_is(&o, "--help")) {
-			if (opts_flag(&o))
-				return TOOL_EXIT_USAGE;
-			usage(stdout);
-			return TOOL_EXIT_OK;
 		} else {
-			opts_unknown(&o);
-			return TOOL_EXIT_USAGE;
+			return opts_other(&o, usage);
 		}
 	}
 	if (quick && !reps_set)

@@ -133,7 +133,9 @@ static struct uhmm_policy *pol_make(const struct uhmm_policy_config *cfg)
 	return pol;
 }
 
-static void teardown(struct uhmm_policy *pol, struct uhmm_simdev **d, int n)
+/* The end of every run: the devices, the layer and the run's mapping (@p may be NULL). */
+static void teardown(struct uhmm_policy *pol, struct uhmm_simdev **d, int n, char *p,
+		     size_t len)
 {
 	for (int i = 0; i < n; i++)
 		if (d[i] && pol)
@@ -141,6 +143,8 @@ static void teardown(struct uhmm_policy *pol, struct uhmm_simdev **d, int n)
 	uhmm_policy_destroy(pol);
 	for (int i = 0; i < n; i++)
 		uhmm_simdev_destroy(d[i]);
+	if (p)
+		munmap(p, len);
 }
 
 /* Simulated time starts at zero for the measured part of a run. */
@@ -165,20 +169,24 @@ static uint64_t sim_of(struct uhmm_simdev **d, int n)
 	return s;
 }
 
-static uint64_t moved_of(struct uhmm_simdev *d)
+/*
+ * The end of a run's measured part, begun at @t0: its wall time, and over
+ * the @n devices the simulated time, the pages moved (both ways) and the
+ * device faults.
+ */
+static void measured(struct run *out, uint64_t t0, struct uhmm_simdev **d, int n)
 {
-	struct uhmm_simdev_counters c;
+	out->ms = (double)(now_ns() - t0) / 1e6;
+	out->sim_ps = sim_of(d, n);
+	out->moved = out->dev_faults = 0;
+	for (int i = 0; i < n; i++) {
+		struct uhmm_simdev_counters c;
 
-	uhmm_simdev_get_counters(d, &c);
-	return c.to_dev_pages + c.cpu_fault_pages + c.evicted_pages + c.to_sys_pages;
-}
-
-static uint64_t faults_of(struct uhmm_simdev *d)
-{
-	struct uhmm_simdev_counters c;
-
-	uhmm_simdev_get_counters(d, &c);
-	return c.device_faults;
+		uhmm_simdev_get_counters(d[i], &c);
+		out->moved += c.to_dev_pages + c.cpu_fault_pages + c.evicted_pages +
+			      c.to_sys_pages;
+		out->dev_faults += c.device_faults;
+	}
 }
 
 /* Kernel: item i adds 1 to word 0 of page idx[i] (or reads it). */
@@ -255,15 +263,10 @@ static struct run pol1(bool layer, size_t cap_blocks, int passes)
 	t0 = now_ns();
 	for (int i = 0; i < passes && out.ok; i++)
 		out.ok = !uhmm_simdev_launch(d, n, stream_kernel, &k, NULL);
-	out.ms = (double)(now_ns() - t0) / 1e6;
-	out.sim_ps = sim_of(&d, 1);
+	measured(&out, t0, &d, 1);
 	out.ok &= atomic_load(&k.sum) == passes * expect_stream(n);
-	out.moved = moved_of(d);
-	out.dev_faults = faults_of(d);
 done:
-	teardown(pol, &d, 1);
-	if (p)
-		munmap(p, len);
+	teardown(pol, &d, 1, p, len);
 	return out;
 }
 
@@ -302,17 +305,12 @@ static struct run pol2(bool mitigate, size_t npages, int rounds)
 		for (size_t j = 0; j < npages; j++)
 			((volatile uint64_t *)(void *)(p + idx[j] * ps))[1] += 1;
 	}
-	out.ms = (double)(now_ns() - t0) / 1e6;
-	out.sim_ps = sim_of(&d, 1);
+	measured(&out, t0, &d, 1);
 	for (size_t j = 0; j < npages && out.ok; j++)
 		out.ok = ((uint64_t *)(void *)(p + idx[j] * ps))[0] == (uint64_t)rounds &&
 			 ((uint64_t *)(void *)(p + idx[j] * ps))[1] == (uint64_t)rounds;
-	out.moved = moved_of(d);
-	out.dev_faults = faults_of(d);
 done:
-	teardown(pol, &d, 1);
-	if (p)
-		munmap(p, (len + BLK - 1) & ~(BLK - 1));
+	teardown(pol, &d, 1, p, (len + BLK - 1) & ~(BLK - 1));
 	free(idx);
 	return out;
 }
@@ -350,15 +348,10 @@ static struct run pol3(bool density, size_t blocks)
 	out.ok &= cost_reset(&d, 1);
 	t0 = now_ns();
 	out.ok &= !uhmm_simdev_launch(d, n, pages_kernel, &k, NULL);
-	out.ms = (double)(now_ns() - t0) / 1e6;
-	out.sim_ps = sim_of(&d, 1);
+	measured(&out, t0, &d, 1);
 	out.ok &= atomic_load(&k.sum) == expect;
-	out.moved = moved_of(d);
-	out.dev_faults = faults_of(d);
 done:
-	teardown(pol, &d, 1);
-	if (p)
-		munmap(p, len);
+	teardown(pol, &d, 1, p, len);
 	free(idx);
 	return out;
 }
@@ -387,15 +380,10 @@ static struct run pol4(bool read_mostly, size_t blocks, int rounds)
 	t0 = now_ns();
 	for (int i = 0; i < 2 * rounds && out.ok; i++)
 		out.ok = !uhmm_simdev_launch(d[i % 2], n, stream_kernel, &k, NULL);
-	out.ms = (double)(now_ns() - t0) / 1e6;
-	out.sim_ps = sim_of(d, 2);
+	measured(&out, t0, d, 2);
 	out.ok &= atomic_load(&k.sum) == 2 * (uint64_t)rounds * expect_stream(n);
-	out.moved = moved_of(d[0]) + moved_of(d[1]);
-	out.dev_faults = faults_of(d[0]) + faults_of(d[1]);
 done:
-	teardown(pol, d, 2);
-	if (p)
-		munmap(p, len);
+	teardown(pol, d, 2, p, len);
 	return out;
 }
 
@@ -434,24 +422,66 @@ static struct run pol5(bool prefetch, size_t blocks)
 		out.ok &= !uhmm_simdev_launch(d, ppb, stream_kernel, &kb, NULL);
 		atomic_fetch_add(&k.sum, atomic_load(&kb.sum));
 	}
-	out.ms = (double)(now_ns() - t0) / 1e6;
-	out.sim_ps = sim_of(&d, 1);
+	measured(&out, t0, &d, 1);
 	out.ok &= atomic_load(&k.sum) == expect_stream(n);
-	out.moved = moved_of(d);
-	out.dev_faults = faults_of(d);
 done:
-	teardown(pol, &d, 1);
-	if (p)
-		munmap(p, len);
+	teardown(pol, &d, 1, p, len);
 	free(req);
 	return out;
 }
 
 /* ---- the table ---------------------------------------------------------------------- */
 
+/*
+ * A figure: two variants of one run (run(true) is "a", run(false) "b"),
+ * and the target for b / a (0: none).
+ */
 struct fig {
 	const char *id, *what, *a_name, *b_name, *target;
-	double time_target, moved_target, fault_target;	/* b / a at least (0: none) */
+	double time_target, moved_target, fault_target;
+	struct run (*run)(bool a);
+};
+
+static struct run fig_pol1(bool a)
+{
+	return pol1(a, quick ? 2 : 4, 3);
+}
+
+static struct run fig_pol2(bool a)
+{
+	return pol2(a, 16, quick ? 20 : 40);
+}
+
+static struct run fig_pol3(bool a)
+{
+	return pol3(a, quick ? 4 : 16);
+}
+
+static struct run fig_pol4(bool a)
+{
+	return pol4(a, quick ? 2 : 8, 3);
+}
+
+static struct run fig_pol5(bool a)
+{
+	return pol5(a, quick ? 4 : 16);
+}
+
+
+static const struct fig figs[] = {
+	{ "pol-1", "oversubscription: working set 1.5x device memory, 3 streaming passes",
+	  "layer: LRU blocks + density", "simdev per-page migrate + evict", ">= 2x less time",
+	  2, 0, 0, fig_pol1 },
+	{ "pol-2", "CPU/device ping-pong, 16 pages, 40 rounds", "layer: thrash pin",
+	  "layer: no mitigation", ">= 10x fewer pages moved and >= 3x less time", 3, 10, 0,
+	  fig_pol2 },
+	{ "pol-3", "sparse device access: 60% of the pages of every block",
+	  "layer: density prefetch", "layer: no density",
+	  ">= 1.5x fewer device faults and >= 1.2x less time", 1.2, 0, 1.5, fig_pol3 },
+	{ "pol-4", "two devices read the same data in turn, 3 rounds each",
+	  "layer: read-mostly", "layer: migration", ">= 3x less time", 3, 0, 0, fig_pol4 },
+	{ "pol-5", "block-by-block compute over the range", "layer: prefetch next block",
+	  "layer: on-demand faults", ">= 1.3x less time", 1.3, 0, 0, fig_pol5 },
 };
 
 static int report(const struct fig *f, struct run *a, struct run *b)
@@ -529,14 +559,8 @@ int uhmm_bench_policy_main(int argc, char **argv)
 			if (opts_model(&o, &model))
 				return TOOL_EXIT_USAGE;
 			have_model = true;
-		} else if (opts_is(&o, "-h") || opts_is(&o, "--help")) {
-			if (opts_flag(&o))
-				return TOOL_EXIT_USAGE;
-			usage(stdout);
-			return TOOL_EXIT_OK;
 		} else {
-			opts_unknown(&o);
-			return TOOL_EXIT_USAGE;
+			return opts_other(&o, usage);
 		}
 	}
 	ret = tool_need_uffd("uhmm bench");
@@ -550,61 +574,13 @@ int uhmm_bench_policy_main(int argc, char **argv)
 	       "a simulator's, the page movement is real.  Simulated time: model %s\n"
 	       "(%s),\nreset before each measured run, summed over the run's devices;\n"
 	       "targets are judged on wall time\n\n", reps, model.name, model.desc);
-	{
-		static const struct fig f = { "pol-1", "oversubscription: working set 1.5x device "
-			"memory, 3 streaming passes", "layer: LRU blocks + density",
-			"simdev per-page migrate + evict", ">= 2x less time", 2, 0, 0 };
-		size_t cap = quick ? 2 : 4;
-
+	for (size_t f = 0; f < sizeof(figs) / sizeof(figs[0]); f++) {
+		/* Alternating a and b, repetition by repetition. */
 		for (int i = 0; i < reps; i++) {
-			a[i] = pol1(true, cap, 3);
-			b[i] = pol1(false, cap, 3);
+			a[i] = figs[f].run(true);
+			b[i] = figs[f].run(false);
 		}
-		bad |= report(&f, a, b);
-	}
-	{
-		static const struct fig f = { "pol-2", "CPU/device ping-pong, 16 pages, 40 rounds",
-			"layer: thrash pin", "layer: no mitigation",
-			">= 10x fewer pages moved and >= 3x less time", 3, 10, 0 };
-
-		for (int i = 0; i < reps; i++) {
-			a[i] = pol2(true, 16, quick ? 20 : 40);
-			b[i] = pol2(false, 16, quick ? 20 : 40);
-		}
-		bad |= report(&f, a, b);
-	}
-	{
-		static const struct fig f = { "pol-3", "sparse device access: 60% of the pages of "
-			"every block", "layer: density prefetch", "layer: no density",
-			">= 1.5x fewer device faults and >= 1.2x less time", 1.2, 0, 1.5 };
-
-		for (int i = 0; i < reps; i++) {
-			a[i] = pol3(true, quick ? 4 : 16);
-			b[i] = pol3(false, quick ? 4 : 16);
-		}
-		bad |= report(&f, a, b);
-	}
-	{
-		static const struct fig f = { "pol-4", "two devices read the same data in turn, "
-			"3 rounds each", "layer: read-mostly", "layer: migration",
-			">= 3x less time", 3, 0, 0 };
-
-		for (int i = 0; i < reps; i++) {
-			a[i] = pol4(true, quick ? 2 : 8, 3);
-			b[i] = pol4(false, quick ? 2 : 8, 3);
-		}
-		bad |= report(&f, a, b);
-	}
-	{
-		static const struct fig f = { "pol-5", "block-by-block compute over the range",
-			"layer: prefetch next block", "layer: on-demand faults",
-			">= 1.3x less time", 1.3, 0, 0 };
-
-		for (int i = 0; i < reps; i++) {
-			a[i] = pol5(true, quick ? 4 : 16);
-			b[i] = pol5(false, quick ? 4 : 16);
-		}
-		bad |= report(&f, a, b);
+		bad |= report(&figs[f], a, b);
 	}
 	return bad ? TOOL_EXIT_FAIL : TOOL_EXIT_OK;
 }

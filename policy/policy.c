@@ -864,6 +864,7 @@ static bool pol_invalidate(struct uhmm_interval_notifier *mni,
 	uintptr_t e = nr->end && nr->end < r->end ? nr->end : r->end;
 	bool gone = nr->event == UHMM_NOTIFY_UNMAP || nr->event == UHMM_NOTIFY_DISCARD ||
 		    nr->event == UHMM_NOTIFY_RELEASE;
+	unsigned int had = 0;
 
 	pthread_mutex_lock(&pol->lock);
 	uhmm_interval_set_seq(mni, cur_seq);
@@ -871,13 +872,24 @@ static bool pol_invalidate(struct uhmm_interval_notifier *mni,
 	    nr->event != UHMM_NOTIFY_FORK && s < e) {
 		for (size_t i = page_idx(r, s); i < page_idx(r, e); i++) {
 			if (r->pm[i].copies)
-				drop_copies(r, i);
+				had |= drop_copies(r, i);
 			/* Device pages of a discarded or unmapped range are freed. */
 			if (gone && r->pm[i].loc >= 0)
 				set_loc(r, i, UHMM_POLICY_CPU, false, 0);
 		}
 	}
 	pthread_mutex_unlock(&pol->lock);
+	/*
+	 * A dead copy may still be mapped in a device's page table: the
+	 * device mapped it from the layer's fault hook, not through a mirror
+	 * of its own that this invalidation reaches.  Unmap it from each
+	 * device that had one, as collapse() does, before the CPU side
+	 * changes (driver locks come before pol->lock: after releasing it).
+	 */
+	for (int d = 0; d < pol->ndev; d++)
+		if (had & (1u << d))
+			pol->devs[d].desc.ops->unmap(pol->devs[d].desc.drv, s,
+						     (e - s) >> pol->shift);
 	return true;
 }
 

@@ -7,8 +7,8 @@
  * declarations are in its private header (CONTRIBUTING.md, "Where things
  * live"); docs/CONCURRENCY.md has the locks and the order they nest in.
  */
-#ifndef UHMM_BASE_H
-#define UHMM_BASE_H
+#ifndef UHMM__BASE_H
+#define UHMM__BASE_H
 
 #include <errno.h>
 #include <pthread.h>
@@ -36,9 +36,9 @@ UHMM__FITS(struct uhmm_interval_notifier, uhmm_reserved);
 UHMM__FITS(struct uhmm_migrate_vma, uhmm_reserved);
 _Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page");
 
-#define UHMM_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define UHMM_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define UHMM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define UHMM__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define UHMM__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define UHMM__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /*
  * The negative errno for a failed open / read / ioctl of a /proc/self
@@ -50,4 +50,4 @@ static inline int uhmm__proc_err(int e)
 	return e == ENOMEM ? -ENOMEM : -EIO;
 }
 
-#endif /* UHMM_BASE_H */
+#endif /* UHMM__BASE_H */

@@ -7,8 +7,8 @@
  * defined only when the system header did not define it, and every feature
  * it names is probed at run time (features.c) before it is used.
  */
-#ifndef UHMM_COMPAT_H
-#define UHMM_COMPAT_H
+#ifndef UHMM__COMPAT_H
+#define UHMM__COMPAT_H
 
 #include <stdint.h>
 #include <sys/ioctl.h>
@@ -150,4 +150,4 @@ struct procmap_query {
 #define MADV_DONTNEED_LOCKED 24
 #endif
 
-#endif /* UHMM_COMPAT_H */
+#endif /* UHMM__COMPAT_H */

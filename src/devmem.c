@@ -11,17 +11,15 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
-#include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_lock.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
 #include "sigblock.h"
-#include "staging.h"
 #include "sys.h"
 #include "uffd.h"
 #include "vma.h"
@@ -56,7 +54,7 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	if (!mm || !pgmap || !pgmap->ops || !pgmap->ops->page_free ||
 	    !pgmap->ops->migrate_to_ram)
 		return uhmm__err(EINVAL, "devmem add: NULL argument or missing ops");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "devmem add: context is not live");
 	if (!pgmap->owner)
 		return uhmm__err(EINVAL, "devmem add: NULL owner");
@@ -98,9 +96,9 @@ int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap, bool interna
 	}
 
 	pthread_mutex_lock(&mm->pool_lock);
-	for (id = 1; id < UHMM_MAX_POOLS && pool_at(mm, id); id++)
+	for (id = 1; id < UHMM__MAX_POOLS && pool_at(mm, id); id++)
 		;
-	if (id == UHMM_MAX_POOLS) {
+	if (id == UHMM__MAX_POOLS) {
 		pthread_mutex_unlock(&mm->pool_lock);
 		uhmm__free(pages);
 		uhmm__free((void *)pgmap->folio_meta);
@@ -152,47 +150,14 @@ void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap)
 	pgmap->id = 0;
 }
 
-int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
+bool uhmm__pool_added(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
 {
-	struct uhmm_mm *mm;
-	int ret;
-
-	if (!pgmap || !pgmap->pages || pgmap->mm != &uhmm__the_mm ||
-	    pool_at(&uhmm__the_mm, pgmap->id) != pgmap)
-		return uhmm__err(EINVAL, "devmem remove: pool not added");
-	if (uhmm__in_callback())
-		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
-	mm = pgmap->mm;
-	/*
-	 * The eviction below runs migrate_to_ram with a device page locked and
-	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
-	 */
-	uhmm__sig_enter();
-	/*
-	 * As fork does: no CPU fault may still be using a page of the pool
-	 * (the fault path holds migrate_lock for reading until its last put).
-	 */
-	uhmm__migrate_lock_write(mm);
-	ret = uhmm__evict_all(mm, pgmap);
-	if (!ret)
-		uhmm__pool_detach(mm, pgmap);
-	uhmm__migrate_unlock(mm);
-	if (!ret)
-		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
-	if (!ret)
-		uhmm_mm_put(mm);
-	uhmm__sig_leave();
-	if (ret)
-		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
-				 "home; the pool stays added",
-				 atomic_load(&pgmap->nr_resident));
-	return 0;
+	return pgmap && pgmap->pages && pgmap->mm == mm && pool_at(mm, pgmap->id) == pgmap;
 }
 
 void uhmm__devmem_detach_all(struct uhmm_mm *mm)
 {
-	uhmm__exclusive_teardown(mm);
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+	for (unsigned int id = 1; id < UHMM__MAX_POOLS; id++) {
 		struct uhmm_devmem *pgmap = pool_at(mm, id);
 
 		if (pgmap)
@@ -220,7 +185,7 @@ struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn)
 		return NULL;
 	id = (unsigned int)((pfn & ~UHMM_DEVICE_PFN_BASE) >> POOL_SHIFT);
 	idx = pfn & (MAX_POOL_PAGES - 1);
-	if (id == 0 || id >= UHMM_MAX_POOLS)
+	if (id == 0 || id >= UHMM__MAX_POOLS)
 		return NULL;
 	pgmap = pool_at(mm, id);
 	if (!pgmap || idx >= pgmap->nr_pages)
@@ -331,7 +296,7 @@ bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page, uintptr_t addr)
 		return false;
 	}
 	now = uhmm__ptable_get(&mm->ptable, addr);
-	if ((now & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+	if ((now & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE ||
 	    uhmm__pte_payload(now) != page->pfn) {
 		uhmm_page_unlock(page);
 		uhmm_page_put(page);
@@ -608,9 +573,9 @@ void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 		for (int side = 0; side < 2; side++) {
 			uint64_t ent = uhmm__ptable_get(&mm->ptable,
 					edges[k] - (side ? 0 : uhmm__page_size));
-			uint64_t type = ent & UHMM_PTE_TYPE_MASK;
+			uint64_t type = ent & UHMM__PTE_TYPE_MASK;
 
-			if (type == UHMM_PTE_DEVICE || type == UHMM_PTE_MIGRATING)
+			if (type == UHMM__PTE_DEVICE || type == UHMM__PTE_MIGRATING)
 				uhmm__folio_split(uhmm__pfn_to_page(mm, uhmm__pte_payload(ent)));
 		}
 	}
@@ -705,7 +670,7 @@ static size_t fa_window(struct uhmm_devmem *pgmap, uintptr_t addr, bool *seq)
 		pages = FAULT_AROUND_FIRST;
 		for (int k = 0; k < STREAMS; k++)
 			if (st[k].pages && st[k].next == addr) {
-				pages = UHMM_MIN(2 * st[k].pages, (size_t)FAULT_AROUND_MAX);
+				pages = UHMM__MIN(2 * st[k].pages, (size_t)FAULT_AROUND_MAX);
 				*seq = true;
 				break;
 			}
@@ -781,8 +746,8 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 		*we = addr + uhmm__page_size;
 		return;
 	}
-	*ws = UHMM_MAX(*ws, v.start);
-	*we = UHMM_MIN(*we, v.end);
+	*ws = UHMM__MAX(*ws, v.start);
+	*we = UHMM__MIN(*we, v.end);
 	if (found)
 		*found = v;
 }
@@ -904,7 +869,7 @@ int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 		 */
 		uint64_t now = uhmm__ptable_get(&mm->ptable, addr);
 
-		if ((now & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+		if ((now & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE &&
 		    uhmm__pte_payload(now) == page->pfn)
 			ret = f->install_err;
 	}
@@ -932,7 +897,7 @@ static long resident_pages(struct uhmm_mm *mm, struct uhmm_devmem *only)
 {
 	long n = 0;
 
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+	for (unsigned int id = 1; id < UHMM__MAX_POOLS; id++) {
 		struct uhmm_devmem *pgmap = pool_at(mm, id);
 
 		if (pgmap && (!only || pgmap == only))
@@ -951,7 +916,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 {
 	int err = 0;
 
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+	for (unsigned int id = 1; id < UHMM__MAX_POOLS; id++) {
 		struct uhmm_devmem *pgmap = pool_at(mm, id);
 
 		if (!pgmap || (only && pgmap != only))
@@ -968,7 +933,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			if (!addr)
 				continue;
 			e = uhmm__ptable_get(&mm->ptable, addr);
-			if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE ||
+			if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE ||
 			    uhmm__pte_payload(e) != page->pfn)
 				continue;
 			if (!uhmm__page_grab(mm, page, addr)) {
@@ -984,7 +949,7 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 			uhmm_page_unlock(page);
 			uhmm_page_put(page);
 			e = uhmm__ptable_get(&mm->ptable, addr);
-			if (ret || ((e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+			if (ret || ((e & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE &&
 				    uhmm__pte_payload(e) == page->pfn)) {
 				uhmm__warn("could not bring device page %#llx at %#lx home: %d",
 					   (unsigned long long)page->pfn,

@@ -3,8 +3,8 @@
  * devmem.c: device memory pools, device pages, and serving a CPU fault on a
  * device-private entry.
  */
-#ifndef UHMM_DEVMEM_PRIV_H
-#define UHMM_DEVMEM_PRIV_H
+#ifndef UHMM__DEVMEM_PRIV_H
+#define UHMM__DEVMEM_PRIV_H
 
 #include "base.h"
 #include "vma.h"
@@ -34,7 +34,7 @@ struct uhmm__fault {
 	struct uhmm__fault *next;	/* the pool's faults in flight */
 };
 /* The page a device pfn names, or NULL. */
-UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
+UHMM__HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn);
 /*
  * Compound device pages (UHMM_DEVMEM_COMPOUND): mark @page's compound page
  * split (no longer mapped whole: reported and migrated page by page); is
@@ -42,14 +42,14 @@ UHMM_HIDDEN struct uhmm_page *uhmm__pfn_to_page(struct uhmm_mm *mm, uint64_t pfn
  * those a change of [s, e) cuts at an unaligned edge (mprotect); the map
  * order of a device entry for a range fault (9 for a whole compound page).
  */
-UHMM_HIDDEN void uhmm__folio_split(struct uhmm_page *page);
-UHMM_HIDDEN bool uhmm__folio_intact(const struct uhmm_page *page);
-UHMM_HIDDEN void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
-UHMM_HIDDEN unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e);
+UHMM__HIDDEN void uhmm__folio_split(struct uhmm_page *page);
+UHMM__HIDDEN bool uhmm__folio_intact(const struct uhmm_page *page);
+UHMM__HIDDEN void uhmm__folio_split_edges(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
+UHMM__HIDDEN unsigned int uhmm__device_order(struct uhmm_mm *mm, uint64_t e);
 /* A device-private entry's mapping is gone: drop its page. */
-UHMM_HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
+UHMM__HIDDEN void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e);
 /* Reference and lock the device page still mapped at @addr, or hold nothing. */
-UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
+UHMM__HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
 				    uintptr_t addr);
 /*
  * Serve the CPU fault @f on the device-private entry @e (read with nothing
@@ -57,25 +57,27 @@ UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
  * be put back, -EAGAIN to look again (fork or a pool removal runs, the
  * page changed), -EFAULT when @e names no page, or the driver's error.
  */
-UHMM_HIDDEN int uhmm__fault_device(struct uhmm__fault *f, uint64_t e);
+UHMM__HIDDEN int uhmm__fault_device(struct uhmm__fault *f, uint64_t e);
 /* The fault in flight whose page is @fault_page (locked by it), or NULL. */
-UHMM_HIDDEN struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page);
+UHMM__HIDDEN struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page);
 /*
  * The mapping [start, end) lies in as the CPU fault on @fault_page looked
  * it up, if that fault is in flight, the mapping covers the range and no
  * change to the address space was seen since (uhmm__as_gen): true and *@v
  * set, else false.
  */
-UHMM_HIDDEN bool uhmm__fault_mapping(struct uhmm_page *fault_page, uintptr_t start,
+UHMM__HIDDEN bool uhmm__fault_mapping(struct uhmm_page *fault_page, uintptr_t start,
 				     uintptr_t end, struct uhmm__vma *v);
 /* Bring every device-resident page home (fork, teardown); 0 or -errno. */
-UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
+UHMM__HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
 /* Add a pool to the context (@internal: uhmm's own, for exclusive.c). */
-UHMM_HIDDEN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
+UHMM__HIDDEN int uhmm__devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap,
 				    bool internal);
+/* Is @pgmap added to @mm (in its table)? */
+UHMM__HIDDEN bool uhmm__pool_added(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
 /* Take a pool out of the context's table. */
-UHMM_HIDDEN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
-/* Teardown: detach all pools. */
-UHMM_HIDDEN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__pool_detach(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
+/* Teardown: detach all pools (the exclusive pool is torn down before). */
+UHMM__HIDDEN void uhmm__devmem_detach_all(struct uhmm_mm *mm);
 
-#endif /* UHMM_DEVMEM_PRIV_H */
+#endif /* UHMM__DEVMEM_PRIV_H */

@@ -20,13 +20,13 @@
 #include <string.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
 #include "range_priv.h"
@@ -123,11 +123,6 @@ static const struct uhmm_devmem_ops excl_ops = {
 	.migrate_to_ram = excl_migrate_to_ram,
 };
 
-bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
-{
-	return pgmap && pgmap == __atomic_load_n(&mm->excl_pool, __ATOMIC_ACQUIRE);
-}
-
 static struct excl_pool *get_pool(struct uhmm_mm *mm)
 {
 	struct excl_pool *x;
@@ -192,7 +187,7 @@ static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const
 	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
 	struct uhmm_page *p;
 
-	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
+	if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE)
 		return NULL;
 	p = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
 	if (!p || p->pgmap != &x->pgmap ||
@@ -208,17 +203,17 @@ static void *held_by(struct uhmm_mm *mm, struct excl_pool *x, uintptr_t a, const
  */
 static int excl_find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, size_t *n)
 {
-	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
-				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
-				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
+	const unsigned int kind = UHMM__VMA_READ | UHMM__VMA_WRITE | UHMM__VMA_EXEC |
+				  UHMM__VMA_SHARED | UHMM__VMA_FILE | UHMM__VMA_ANON |
+				  UHMM__VMA_SHMEM | UHMM__VMA_HUGETLB | UHMM__VMA_SPECIAL;
 	struct uhmm__vma v[64];
 	int ret;
 
 	for (int tries = 0;; tries++) {
 		bool one = true;
 
-		ret = uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), n, true);
-		if (ret || *n == 0 || *n > UHMM_ARRAY_SIZE(v)) {
+		ret = uhmm__vma_find(start, end, v, UHMM__ARRAY_SIZE(v), n, true);
+		if (ret || *n == 0 || *n > UHMM__ARRAY_SIZE(v)) {
 			*n = 0;
 			return ret;
 		}
@@ -262,8 +257,8 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 		uint64_t e = uhmm__ptable_get(&mm->ptable, a);
 		int ret;
 
-		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE: {
+		switch (e & UHMM__PTE_TYPE_MASK) {
+		case UHMM__PTE_DEVICE: {
 			struct uhmm__fault f = {
 				.vmf = { .mm = mm, .address = a, .write = true },
 			};
@@ -273,10 +268,10 @@ static int excl_bring_home(struct uhmm_mm *mm, uintptr_t a)
 				return ret;
 			break;		/* busy (fork, another fault): look again */
 		}
-		case UHMM_PTE_MIGRATING:
+		case UHMM__PTE_MIGRATING:
 			uhmm__wait_migrations(mm, a, a + uhmm__page_size);
 			continue;
-		case UHMM_PTE_BUSY:
+		case UHMM__PTE_BUSY:
 			break;
 		default:
 			return 0;	/* in the CPU page table (or never touched) */
@@ -310,7 +305,7 @@ static void excl_populate(struct uhmm_mm *mm, uintptr_t a, uintptr_t b)
 	 */
 	pthread_rwlock_rdlock(&mm->as_lock);
 	if (!excl_find_mapping(a, b, &v, &n) && n && v.start <= a && b <= v.end &&
-	    (v.flags & UHMM_VMA_WRITE))
+	    (v.flags & UHMM__VMA_WRITE))
 		for (uintptr_t c = a; c < b; c += uhmm__page_size)
 			uhmm__touch_one(c, true);	/* unseen by TSan */
 	pthread_rwlock_unlock(&mm->as_lock);
@@ -461,7 +456,7 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 
 	if (!mm || !pages || !owner)
 		return uhmm__err(EINVAL, "make exclusive: NULL argument");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "make exclusive: context is not live");
 	if (!uhmm__page_aligned(start) || npages == 0 ||
 	    npages > (UINTPTR_MAX >> ps) || start + (npages << ps) <= start)
@@ -478,20 +473,20 @@ static long make_exclusive(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	if (n == 0 || v.start > start || v.end < end)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is not inside one mapping",
 				 (unsigned long)start, (unsigned long)end);
-	if (v.flags & UHMM_VMA_HUGETLB)
+	if (v.flags & UHMM__VMA_HUGETLB)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is hugetlbfs: huge pages "
 				 "cannot be taken exclusive (the kernel refuses hugetlb folios)",
 				 (unsigned long)start, (unsigned long)end);
-	if (!(v.flags & UHMM_VMA_READ))
+	if (!(v.flags & UHMM__VMA_READ))
 		return uhmm__err(EINVAL, "make exclusive: no access to [%#lx, %#lx)",
 				 (unsigned long)start, (unsigned long)end);
-	if (v.flags & UHMM_VMA_SPECIAL)
+	if (v.flags & UHMM__VMA_SPECIAL)
 		return uhmm__err(EINVAL, "make exclusive: [%#lx, %#lx) is an IO mapping",
 				 (unsigned long)start, (unsigned long)end);
-	if (!(v.flags & UHMM_VMA_WRITE))
+	if (!(v.flags & UHMM__VMA_WRITE))
 		return uhmm__err(EPERM, "make exclusive: [%#lx, %#lx) is not writable",
 				 (unsigned long)start, (unsigned long)end);
-	if (!(v.flags & UHMM_VMA_ANON) || (v.flags & UHMM_VMA_SHARED))
+	if (!(v.flags & UHMM__VMA_ANON) || (v.flags & UHMM__VMA_SHARED))
 		return 0;	/* only private anonymous pages can be taken */
 	x = get_pool(mm);
 	if (!x)

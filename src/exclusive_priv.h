@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* exclusive.c: device-exclusive access and the internal pool it uses. */
-#ifndef UHMM_EXCLUSIVE_PRIV_H
-#define UHMM_EXCLUSIVE_PRIV_H
+#ifndef UHMM__EXCLUSIVE_PRIV_H
+#define UHMM__EXCLUSIVE_PRIV_H
 
 #include "base.h"
+#include "context.h"
 
 /* Is @pgmap the internal pool that holds device-exclusive pages? */
-UHMM_HIDDEN bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap);
+static inline bool uhmm__is_exclusive_pool(struct uhmm_mm *mm, const struct uhmm_devmem *pgmap)
+{
+	return pgmap && pgmap == __atomic_load_n(&mm->excl_pool, __ATOMIC_ACQUIRE);
+}
 /* Teardown: restore every exclusive page and remove the internal pool. */
-UHMM_HIDDEN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__exclusive_teardown(struct uhmm_mm *mm);
 
-#endif /* UHMM_EXCLUSIVE_PRIV_H */
+#endif /* UHMM__EXCLUSIVE_PRIV_H */

@@ -390,3 +390,19 @@ int uhmm_sysinfo(struct uhmm_sysinfo *info)
 	*info = *uhmm__sysinfo();
 	return 0;
 }
+
+/*
+ * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
+ * as it is (no second copy) but clears and flushes the staging entry page
+ * by page; UFFDIO_COPY allocates and copies.  UHMM_INSTALL=copy|move picks
+ * (default move); docs/PERFORMANCE.md has the measurements.
+ */
+bool uhmm__install_by_move = true;
+
+__attribute__((constructor)) static void install_mode_init(void)
+{
+	const char *v = getenv("UHMM_INSTALL");
+
+	if (v && !strcmp(v, "copy"))
+		uhmm__install_by_move = false;
+}

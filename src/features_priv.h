@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* features.c: what the kernel offers (the probe) and the page size. */
-#ifndef UHMM_FEATURES_PRIV_H
-#define UHMM_FEATURES_PRIV_H
+#ifndef UHMM__FEATURES_PRIV_H
+#define UHMM__FEATURES_PRIV_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -9,15 +9,20 @@
 
 #include "base.h"
 
-UHMM_HIDDEN const struct uhmm_sysinfo *uhmm__sysinfo(void);
+UHMM__HIDDEN const struct uhmm_sysinfo *uhmm__sysinfo(void);
 static inline bool uhmm__has(unsigned int feat)
 {
 	return (uhmm__sysinfo()->active & feat) != 0;
 }
-extern size_t uhmm__page_size UHMM_HIDDEN;
-extern unsigned int uhmm__page_shift UHMM_HIDDEN;
+extern size_t uhmm__page_size UHMM__HIDDEN;
+extern unsigned int uhmm__page_shift UHMM__HIDDEN;
+/*
+ * Device -> system installs move staged pages into place (UFFDIO_MOVE)
+ * unless UHMM_INSTALL=copy (features.c reads it at load).
+ */
+extern bool uhmm__install_by_move UHMM__HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
-UHMM_HIDDEN int uhmm__uffd_open(uint64_t *features_out);
+UHMM__HIDDEN int uhmm__uffd_open(uint64_t *features_out);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {
@@ -28,4 +33,4 @@ static inline bool uhmm__page_aligned(uintptr_t a)
 	return (a & (uhmm__page_size - 1)) == 0;
 }
 
-#endif /* UHMM_FEATURES_PRIV_H */
+#endif /* UHMM__FEATURES_PRIV_H */

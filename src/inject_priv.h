@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* inject.c: the doors failure injection watches (uhmm/inject.h). */
-#ifndef UHMM_INJECT_PRIV_H
-#define UHMM_INJECT_PRIV_H
+#ifndef UHMM__INJECT_PRIV_H
+#define UHMM__INJECT_PRIV_H
 
 #include <stddef.h>
 
@@ -14,10 +14,10 @@
  * in device memory or be frozen by a migration (docs/CONCURRENCY.md,
  * "Frozen pages"); free it with uhmm__free() (ownmem.c).
  */
-UHMM_HIDDEN void *uhmm__malloc(size_t n);
-UHMM_HIDDEN void *uhmm__calloc(size_t n, size_t size);
-UHMM_HIDDEN void *uhmm__realloc(void *old, size_t n);
+UHMM__HIDDEN void *uhmm__malloc(size_t n);
+UHMM__HIDDEN void *uhmm__calloc(size_t n, size_t size);
+UHMM__HIDDEN void *uhmm__realloc(void *old, size_t n);
 /* ioctl(2) on the userfaultfd: never call ioctl on it directly. */
-UHMM_HIDDEN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
+UHMM__HIDDEN int uhmm__uffd_ioctl(int fd, unsigned long req, void *arg);
 
-#endif /* UHMM_INJECT_PRIV_H */
+#endif /* UHMM__INJECT_PRIV_H */

@@ -107,7 +107,7 @@ static bool span(const void *addr, size_t len, uintptr_t *s, uintptr_t *e)
 
 /*
  * Before the call: notify if some notifier covers [s, e).  @flags are extra
- * UHMM_SELFOP_* for the service thread (e.g. MADV_FREE keeps device pages).
+ * UHMM__SELFOP_* for the service thread (e.g. MADV_FREE keeps device pages).
  */
 static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 			     enum uhmm_notify_event ev, unsigned int flags)
@@ -141,7 +141,7 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 	if (!notify && !flags)
 		return;
 	uhmm__selfop_begin(w->mm, &w->op, s, e,
-			   flags | (notify ? UHMM_SELFOP_NOTIFIED : 0));
+			   flags | (notify ? UHMM__SELFOP_NOTIFIED : 0));
 	w->notified = true;
 	/* Kept open across the system call, like the kernel's start/end pair. */
 	if (notify) {
@@ -276,7 +276,7 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	/* The kernel's MADV_FREE leaves device-private pages alone. */
 	if (span(addr, len, &s, &e))
 		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
-				 advice == MADV_FREE ? UHMM_SELFOP_KEEP_DEVICE : 0);
+				 advice == MADV_FREE ? UHMM__SELFOP_KEEP_DEVICE : 0);
 	/*
 	 * Taken after as_lock (wrap_begin): a range fault's fallback holds
 	 * as_lock for reading while it touches pages, and a touched page may
@@ -321,15 +321,15 @@ static bool multi_mapping_move(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 	size_t n = 0;
 	bool ours = false;
 
-	if (uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) || n < 2)
+	if (uhmm__vma_find(s, e, v, UHMM__ARRAY_SIZE(v), &n, true) || n < 2)
 		return false;
-	for (size_t i = 0; i < n && i < UHMM_ARRAY_SIZE(v) && !ours; i++)
+	for (size_t i = 0; i < n && i < UHMM__ARRAY_SIZE(v) && !ours; i++)
 		ours = uhmm__is_our_split(mm, v[i].start) || uhmm__is_our_split(mm, v[i].end);
 	if (!ours && !uhmm__notifier_overlaps(mm, s, e))
 		return false;	/* nothing of uhmm's there: the kernel decides */
 	if (ours)
 		uhmm__register_missing(mm, s, e);
-	return uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) || n >= 2;
+	return uhmm__vma_find(s, e, v, UHMM__ARRAY_SIZE(v), &n, true) || n >= 2;
 }
 
 /* Does changing [s, e) to @prot take away read or write access anywhere? */
@@ -340,13 +340,13 @@ static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 
 	if ((prot & (PROT_READ | PROT_WRITE)) == (PROT_READ | PROT_WRITE))
 		return false;
-	if (uhmm__vma_find(s, e, v, UHMM_ARRAY_SIZE(v), &n, true) ||
-	    n > UHMM_ARRAY_SIZE(v))
+	if (uhmm__vma_find(s, e, v, UHMM__ARRAY_SIZE(v), &n, true) ||
+	    n > UHMM__ARRAY_SIZE(v))
 		return true;	/* cannot tell: be safe */
 	for (size_t i = 0; i < n; i++) {
-		if ((v[i].flags & UHMM_VMA_READ) && !(prot & PROT_READ))
+		if ((v[i].flags & UHMM__VMA_READ) && !(prot & PROT_READ))
 			return true;
-		if ((v[i].flags & UHMM_VMA_WRITE) && !(prot & PROT_WRITE))
+		if ((v[i].flags & UHMM__VMA_WRITE) && !(prot & PROT_WRITE))
 			return true;
 	}
 	return false;

@@ -21,9 +21,9 @@
 #define ITREE_BLACK	0
 #define ITREE_RED	1
 
-#ifdef UHMM_ITREE_DEBUG
-UHMM_HIDDEN unsigned long uhmm_itree_debug_visits;
-#define ITREE_VISIT()	(uhmm_itree_debug_visits++)
+#ifdef UHMM__ITREE_DEBUG
+UHMM__HIDDEN unsigned long uhmm__itree_debug_visits;
+#define ITREE_VISIT()	(uhmm__itree_debug_visits++)
 #else
 #define ITREE_VISIT()	do { } while (0)
 #endif
@@ -114,7 +114,7 @@ static void rotate_right(struct uhmm__itree *t, struct uhmm__itree_node *x)
 	x->subtree_last = compute_subtree_last(x);
 }
 
-void uhmm_itree_init(struct uhmm__itree *t)
+void uhmm__itree_init(struct uhmm__itree *t)
 {
 	t->root = NULL;
 	t->count = 0;
@@ -170,7 +170,7 @@ static void insert_fixup(struct uhmm__itree *t, struct uhmm__itree_node *n)
 	t->root->color_or_height = ITREE_BLACK;
 }
 
-void uhmm_itree_insert(struct uhmm__itree *t, struct uhmm__itree_node *node)
+void uhmm__itree_insert(struct uhmm__itree *t, struct uhmm__itree_node *node)
 {
 	struct uhmm__itree_node *parent = NULL, **link = &t->root;
 
@@ -271,7 +271,7 @@ static void remove_fixup(struct uhmm__itree *t, struct uhmm__itree_node *n,
 		n->color_or_height = ITREE_BLACK;
 }
 
-void uhmm_itree_remove(struct uhmm__itree *t, struct uhmm__itree_node *node)
+void uhmm__itree_remove(struct uhmm__itree *t, struct uhmm__itree_node *node)
 {
 	struct uhmm__itree_node *child, *parent, *succ;
 	int removed_color;
@@ -362,7 +362,7 @@ subtree_first(struct uhmm__itree_node *n, uintptr_t start, uintptr_t last)
 }
 
 struct uhmm__itree_node *
-uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
+uhmm__itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
 		      uintptr_t last)
 {
 	struct uhmm__itree_node *root = t->root;
@@ -373,7 +373,7 @@ uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
 }
 
 struct uhmm__itree_node *
-uhmm_itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
+uhmm__itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
 		     uintptr_t last)
 {
 	const struct uhmm__itree_node *from;

@@ -15,8 +15,8 @@
  * (read-only queries may run concurrently with each other, but not with
  * insert or remove).
  */
-#ifndef UHMM_ITREE_H
-#define UHMM_ITREE_H
+#ifndef UHMM__ITREE_H
+#define UHMM__ITREE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -56,26 +56,26 @@ struct uhmm__itree {
 	size_t count;
 };
 
-#ifdef UHMM_ITREE_DEBUG
+#ifdef UHMM__ITREE_DEBUG
 /*
- * Number of nodes examined by uhmm_itree_iter_first() and
- * uhmm_itree_iter_next() since the counter was last reset (tests reset it by
+ * Number of nodes examined by uhmm__itree_iter_first() and
+ * uhmm__itree_iter_next() since the counter was last reset (tests reset it by
  * assigning 0).  Only present when both the tree and its user are built with
  * -DUHMM_ITREE_DEBUG.
  */
-extern unsigned long uhmm_itree_debug_visits;
+extern unsigned long uhmm__itree_debug_visits;
 #endif
 
 /**
- * uhmm_itree_init() - make @t an empty tree
+ * uhmm__itree_init() - make @t an empty tree
  * @t: tree to initialise
  *
  * Context: the caller must own @t exclusively.
  */
-UHMM_HIDDEN void uhmm_itree_init(struct uhmm__itree *t);
+UHMM__HIDDEN void uhmm__itree_init(struct uhmm__itree *t);
 
 /**
- * uhmm_itree_insert() - add an interval to a tree
+ * uhmm__itree_insert() - add an interval to a tree
  * @t: tree to add to
  * @node: node to add; @node->start and @node->last must already be set and
  *        @node must not be in any tree
@@ -86,11 +86,11 @@ UHMM_HIDDEN void uhmm_itree_init(struct uhmm__itree *t);
  *
  * Context: the caller serializes all access to @t (no internal locking).
  */
-UHMM_HIDDEN void uhmm_itree_insert(struct uhmm__itree *t,
+UHMM__HIDDEN void uhmm__itree_insert(struct uhmm__itree *t,
 				   struct uhmm__itree_node *node);
 
 /**
- * uhmm_itree_remove() - take an interval out of a tree
+ * uhmm__itree_remove() - take an interval out of a tree
  * @t: tree that currently holds @node
  * @node: node to remove
  *
@@ -99,11 +99,11 @@ UHMM_HIDDEN void uhmm_itree_insert(struct uhmm__itree *t,
  *
  * Context: the caller serializes all access to @t (no internal locking).
  */
-UHMM_HIDDEN void uhmm_itree_remove(struct uhmm__itree *t,
+UHMM__HIDDEN void uhmm__itree_remove(struct uhmm__itree *t,
 				   struct uhmm__itree_node *node);
 
 /**
- * uhmm_itree_iter_first() - find the first node overlapping a range
+ * uhmm__itree_iter_first() - find the first node overlapping a range
  * @t: tree to search
  * @start: first byte of the query range
  * @last: last byte of the query range (inclusive), @last >= @start
@@ -116,18 +116,18 @@ UHMM_HIDDEN void uhmm_itree_remove(struct uhmm__itree *t,
  * Context: the caller must keep @t from being modified during the call and
  * for as long as it iterates from the returned node.
  */
-UHMM_HIDDEN struct uhmm__itree_node *
-uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
+UHMM__HIDDEN struct uhmm__itree_node *
+uhmm__itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
 		      uintptr_t last);
 
 /**
- * uhmm_itree_iter_next() - find the next node overlapping a range
- * @node: node returned by uhmm_itree_iter_first() or a previous
- *        uhmm_itree_iter_next() call for the same range
+ * uhmm__itree_iter_next() - find the next node overlapping a range
+ * @node: node returned by uhmm__itree_iter_first() or a previous
+ *        uhmm__itree_iter_next() call for the same range
  * @start: first byte of the query range
  * @last: last byte of the query range (inclusive)
  *
- * Walking from uhmm_itree_iter_first() with uhmm_itree_iter_next() visits
+ * Walking from uhmm__itree_iter_first() with uhmm__itree_iter_next() visits
  * every overlapping node exactly once, in order of start.
  *
  * Return: the next overlapping node after @node in order of start, or NULL
@@ -137,8 +137,8 @@ uhmm_itree_iter_first(const struct uhmm__itree *t, uintptr_t start,
  * first call and the last one; in particular @node must not be removed while
  * it is still needed to continue the walk.
  */
-UHMM_HIDDEN struct uhmm__itree_node *
-uhmm_itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
+UHMM__HIDDEN struct uhmm__itree_node *
+uhmm__itree_iter_next(const struct uhmm__itree_node *node, uintptr_t start,
 		     uintptr_t last);
 
-#endif /* UHMM_ITREE_H */
+#endif /* UHMM__ITREE_H */

@@ -13,8 +13,8 @@
  * it can report managed for memory that is not (a registration is only
  * forgotten when the range is unmapped through a wrapper).
  */
-#ifndef UHMM_MANAGED_H
-#define UHMM_MANAGED_H
+#ifndef UHMM__MANAGED_H
+#define UHMM__MANAGED_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,16 +22,16 @@
 #include "hidden.h"
 
 /* An interval notifier over [start, last] (inclusive) came / went. */
-UHMM_HIDDEN void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
-UHMM_HIDDEN void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
+UHMM__HIDDEN void uhmm__managed_notifier_add(uintptr_t start, uintptr_t last);
+UHMM__HIDDEN void uhmm__managed_notifier_del(uintptr_t start, uintptr_t last);
 /* [start, end) is registered with uhmm's userfaultfd (MISSING mode). */
-UHMM_HIDDEN void uhmm__managed_registered(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN void uhmm__managed_registered(uintptr_t start, uintptr_t end);
 /* [start, end) was unmapped: its registration is gone. */
-UHMM_HIDDEN void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN void uhmm__managed_unmapped(uintptr_t start, uintptr_t end);
 /* Forget everything (context teardown; a fork child forgets by itself). */
-UHMM_HIDDEN void uhmm__managed_reset(void);
+UHMM__HIDDEN void uhmm__managed_reset(void);
 /* Might [start, end) concern uhmm?  Lock free; false only when it cannot. */
-UHMM_HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
+UHMM__HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
 
 /*
  * The wrappers' fast path and notifier insertion, ordered (Dekker-style,
@@ -50,11 +50,11 @@ UHMM_HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
  * Lock free and wait free for the wrapper: two atomic additions and a
  * fence, on one of a few counters.
  */
-UHMM_HIDDEN unsigned int uhmm__fast_enter(void);
-UHMM_HIDDEN void uhmm__fast_leave(unsigned int tok);
+UHMM__HIDDEN unsigned int uhmm__fast_enter(void);
+UHMM__HIDDEN void uhmm__fast_leave(unsigned int tok);
 /* After a summary entry was added: 0, or what uhmm__fast_wait() must wait for. */
-UHMM_HIDDEN unsigned long uhmm__fast_inflight(void);
+UHMM__HIDDEN unsigned long uhmm__fast_inflight(void);
 /* Wait until every fast path in flight at that uhmm__fast_inflight() has left. */
-UHMM_HIDDEN void uhmm__fast_wait(unsigned long target);
+UHMM__HIDDEN void uhmm__fast_wait(unsigned long target);
 
-#endif /* UHMM_MANAGED_H */
+#endif /* UHMM__MANAGED_H */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
@@ -37,10 +38,9 @@
 #include "migrate_lock.h"
 #include "migrate_priv.h"
 #include "migrate_state.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
-#include "pagestate_priv.h"
+#include "pagemap.h"
 #include "ptable.h"
 #include "service.h"
 #include "sigblock.h"
@@ -50,22 +50,7 @@
 #include "vma.h"
 #include "wpmarker.h"
 
-/*
- * Device -> system installs from staging: UFFDIO_MOVE takes the staged page
- * as it is (no second copy) but clears and flushes the staging entry page
- * by page; UFFDIO_COPY allocates and copies.  UHMM_INSTALL=copy|move picks
- * (default move); docs/PERFORMANCE.md has the measurements.
- */
-bool uhmm__install_by_move = true;
 #define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
-
-__attribute__((constructor)) static void install_mode_init(void)
-{
-	const char *v = getenv("UHMM_INSTALL");
-
-	if (v && !strcmp(v, "copy"))
-		uhmm__install_by_move = false;
-}
 
 static inline bool bit_test(const uint64_t *map, size_t i)
 {
@@ -98,7 +83,7 @@ static size_t moved_from_cache(struct uhmm_migrate_vma *m)
 	/* Slots past a trimmed entry's bound were populated for this migration. */
 	uintptr_t filled = uhmm__staging_cache_filled(s);
 	size_t lim = filled <= m->start ? 0 :
-		     UHMM_MIN(m->npages, (filled - m->start) >> uhmm__page_shift);
+		     UHMM__MIN(m->npages, (filled - m->start) >> uhmm__page_shift);
 	size_t n = 0;
 
 	for (size_t i = 0; i < lim; i++)
@@ -142,7 +127,7 @@ void uhmm__migrate_done_broadcast(struct uhmm_mm *mm)
 static int has_migrating(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
 {
 	(void)arg; (void)a; (void)slot;
-	return (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_MIGRATING;
+	return (e & UHMM__PTE_TYPE_MASK) == UHMM__PTE_MIGRATING;
 }
 
 void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
@@ -185,7 +170,7 @@ static bool becomes_device(struct uhmm_migrate_vma *m, size_t i)
 {
 	return m->state->kind[i] == K_SYS && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
 	       !(uhmm__ptable_get(&m->mm->ptable, m->start + (i << uhmm__page_shift)) &
-		 UHMM_PTE_GONE);
+		 UHMM__PTE_GONE);
 }
 
 /*
@@ -521,7 +506,7 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 
 	if (uhmm__on_service_thread())
 		return -EDEADLK;	/* keep the worker free of REMAP waits */
-	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM_SELFOP_INTERNAL);
+	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM__SELFOP_INTERNAL);
 	for (size_t i = 0; i < m->npages && !ret;) {
 		size_t j = i;
 		uintptr_t a, st;
@@ -577,17 +562,17 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
  */
 static int find_mapping(uintptr_t start, uintptr_t end, struct uhmm__vma *out, bool fresh)
 {
-	const unsigned int kind = UHMM_VMA_READ | UHMM_VMA_WRITE | UHMM_VMA_EXEC |
-				  UHMM_VMA_SHARED | UHMM_VMA_FILE | UHMM_VMA_ANON |
-				  UHMM_VMA_SHMEM | UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL;
+	const unsigned int kind = UHMM__VMA_READ | UHMM__VMA_WRITE | UHMM__VMA_EXEC |
+				  UHMM__VMA_SHARED | UHMM__VMA_FILE | UHMM__VMA_ANON |
+				  UHMM__VMA_SHMEM | UHMM__VMA_HUGETLB | UHMM__VMA_SPECIAL;
 	struct uhmm__vma v[64];
 	size_t n = 0;
 
-	int ret = uhmm__vma_find(start, end, v, UHMM_ARRAY_SIZE(v), &n, fresh);
+	int ret = uhmm__vma_find(start, end, v, UHMM__ARRAY_SIZE(v), &n, fresh);
 
 	if (ret)
 		return ret;
-	if (n == 0 || n > UHMM_ARRAY_SIZE(v) || v[0].start > start || v[n - 1].end < end)
+	if (n == 0 || n > UHMM__ARRAY_SIZE(v) || v[0].start > start || v[n - 1].end < end)
 		return -EINVAL;
 	for (size_t i = 1; i < n; i++)
 		if (v[i].start != v[i - 1].end || (v[i].flags & kind) != (v[0].flags & kind) ||
@@ -635,7 +620,7 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 	struct uhmm_mm *mm = m->mm;
 	int ret;
 
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "migrate setup: context is not live");
 	if (!uhmm__page_aligned(m->start) || !uhmm__page_aligned(m->end) ||
 	    m->end <= m->start)
@@ -667,12 +652,12 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 	if (ret)	/* a failure to look is not "no mapping" */
 		return uhmm__err(-ret, "migrate setup: cannot read the mappings of [%#lx, %#lx)",
 				 (unsigned long)m->start, (unsigned long)m->end);
-	if (v->flags & UHMM_VMA_HUGETLB)
+	if (v->flags & UHMM__VMA_HUGETLB)
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) is hugetlbfs: huge pages "
 				 "are not migrated (as the kernel's migrate_vma_setup); a range "
 				 "fault mirrors them", (unsigned long)m->start,
 				 (unsigned long)m->end);
-	if (!(v->flags & UHMM_VMA_READ) || (v->flags & UHMM_VMA_SPECIAL))
+	if (!(v->flags & UHMM__VMA_READ) || (v->flags & UHMM__VMA_SPECIAL))
 		return uhmm__err(EINVAL, "migrate setup: [%#lx, %#lx) has no access, or is "
 				 "an IO mapping",
 				 (unsigned long)m->start, (unsigned long)m->end);
@@ -682,7 +667,7 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 /* Private anonymous memory: the only system pages uhmm migrates. */
 static bool vma_anon(const struct uhmm__vma *v)
 {
-	return (v->flags & UHMM_VMA_ANON) && !(v->flags & UHMM_VMA_SHARED);
+	return (v->flags & UHMM__VMA_ANON) && !(v->flags & UHMM__VMA_SHARED);
 }
 
 /*
@@ -781,7 +766,7 @@ static void claim_device(struct uhmm_migrate_vma *m, size_t i, uint64_t e)
 		return;
 	slot = slot_of(mm, a);
 	if (!slot || !uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-			(e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING)) {
+			(e & ~UHMM__PTE_TYPE_MASK) | UHMM__PTE_MIGRATING)) {
 		if (page != m->fault_page) {
 			uhmm_page_unlock(page);
 			uhmm_page_put(page);
@@ -794,7 +779,7 @@ static void claim_device(struct uhmm_migrate_vma *m, size_t i, uint64_t e)
 	m->state->orig[i] = orig;
 	m->state->kind[i] = K_DEV;
 	m->src[i] = uhmm_migrate_pfn(page->pfn) | UHMM_MIGRATE_PFN_MIGRATE;
-	if (e & UHMM_PTE_WRITE)
+	if (e & UHMM__PTE_WRITE)
 		m->src[i] |= UHMM_MIGRATE_PFN_WRITE;
 	m->cpages++;
 }
@@ -805,7 +790,7 @@ static void claim_device(struct uhmm_migrate_vma *m, size_t i, uint64_t e)
  */
 static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 {
-	uint64_t w = writable ? UHMM_PTE_WRITE : 0, zero;
+	uint64_t w = writable ? UHMM__PTE_WRITE : 0, zero;
 	_Atomic uint64_t *slot = slot_of(m->mm, m->start + (i << uhmm__page_shift));
 
 	if (!slot)
@@ -816,8 +801,8 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 	 */
 	for (;;) {
 		zero = 0;
-		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, UHMM_PTE_MIGRATING | w) ||
-		    zero != UHMM_PTE_BUSY)
+		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, UHMM__PTE_MIGRATING | w) ||
+		    zero != UHMM__PTE_BUSY)
 			break;
 		sched_yield();
 	}
@@ -838,16 +823,16 @@ static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
 	bool sys = vma_anon(v) && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM);
 
 	for (size_t i = 0; i < m->npages; i++) {
-		switch (sc->ent[i] & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_DEVICE:
+		switch (sc->ent[i] & UHMM__PTE_TYPE_MASK) {
+		case UHMM__PTE_DEVICE:
 			if (m->flags & UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE)
 				claim_device(m, i, sc->ent[i]);
 			break;
-		case UHMM_PTE_BUSY:	/* a zero fill in flight: waited out */
+		case UHMM__PTE_BUSY:	/* a zero fill in flight: waited out */
 		case 0:
 			/* Swapped out: the kernel does not migrate it. */
 			if (!sys || sc->data[i] == UHMM__PM_SWAPPED ||
-			    !claim_system(m, i, (v->flags & UHMM_VMA_WRITE) != 0))
+			    !claim_system(m, i, (v->flags & UHMM__VMA_WRITE) != 0))
 				break;
 			sc->nsys++;
 			sc->any_present |= sc->data[i] == UHMM__PM_PRESENT;
@@ -877,7 +862,7 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 	ret = uhmm__staging_create(m, use_move);
 	if (ret)
 		return uhmm__err(-ret, "migrate setup: no memory for staging");
-	ret = use_move ? freeze_move(m, (v->flags & UHMM_VMA_WRITE) != 0) : -EINVAL;
+	ret = use_move ? freeze_move(m, (v->flags & UHMM__VMA_WRITE) != 0) : -EINVAL;
 	if (ret == -EINVAL)
 		ret = freeze_mremap(m);
 	if (ret)
@@ -1020,7 +1005,7 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 		populate_staging(m, m->start);	/* recycled slots need none */
 	} else if (s->cache && uhmm__staging_cache_filled(s) < m->end && !s->populated) {
 		/* Slots a trimmed entry emptied (staging.c, entry_trim()). */
-		populate_staging(m, UHMM_MAX(uhmm__staging_cache_filled(s), m->start));
+		populate_staging(m, UHMM__MAX(uhmm__staging_cache_filled(s), m->start));
 		s->populated = true;
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
@@ -1075,7 +1060,7 @@ void uhmm_migrate_vma_pages(struct uhmm_migrate_vma *m)
 		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
 		if (m->state->kind[i] == K_NONE || !dst_ok(m, i) ||
-		    (uhmm__ptable_get(&m->mm->ptable, a) & UHMM_PTE_GONE))
+		    (uhmm__ptable_get(&m->mm->ptable, a) & UHMM__PTE_GONE))
 			m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
 	}
 	compound_compress(m);
@@ -1126,8 +1111,8 @@ void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint
 			 uint64_t final)
 {
 	while (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, final)) {
-		if ((e & UHMM_PTE_GONE) &&
-		    (final & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE) {
+		if ((e & UHMM__PTE_GONE) &&
+		    (final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE) {
 			uhmm__drop_device_entry(mm, final);
 			final = 0;
 		}
@@ -1199,7 +1184,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		int err;
 
 		if (s->kind[i] != K_DEV || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) ||
-		    (uhmm__ptable_get(&m->mm->ptable, m->start + (i << ps)) & UHMM_PTE_GONE)) {
+		    (uhmm__ptable_get(&m->mm->ptable, m->start + (i << ps)) & UHMM__PTE_GONE)) {
 			i++;
 			continue;
 		}
@@ -1211,7 +1196,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			    (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[j]) << ps) !=
 				    src0 + ((j - i) << ps) ||
 			    (uhmm__ptable_get(&m->mm->ptable, m->start + (j << ps)) &
-			     UHMM_PTE_GONE))
+			     UHMM__PTE_GONE))
 				break;
 		}
 		/*
@@ -1284,8 +1269,8 @@ static void wake(struct uhmm_migrate_vma *m)
 		f->wake_start = m->start;
 		f->wake_end = m->end;
 	} else {
-		f->wake_start = UHMM_MIN(f->wake_start, m->start);
-		f->wake_end = UHMM_MAX(f->wake_end, m->end);
+		f->wake_start = UHMM__MIN(f->wake_start, m->start);
+		f->wake_end = UHMM__MAX(f->wake_end, m->end);
 	}
 }
 
@@ -1336,12 +1321,12 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 		slot = slot_of(mm, a);
 		e = atomic_load(slot);
 		if (s->kind[i] == K_SYS) {
-			if (migrated && !(e & UHMM_PTE_GONE)) {
+			if (migrated && !(e & UHMM__PTE_GONE)) {
 				struct uhmm_page *page = uhmm__pfn_to_page(mm,
 						uhmm_migrate_pfn_to_pfn(m->dst[i]));
 
-				final = UHMM_PTE_DEVICE | (e & UHMM_PTE_WRITE) |
-					(page->pfn << UHMM_PTE_PAYLOAD_SHIFT);
+				final = UHMM__PTE_DEVICE | (e & UHMM__PTE_WRITE) |
+					(page->pfn << UHMM__PTE_PAYLOAD_SHIFT);
 				atomic_store(&page->addr, a);
 				atomic_fetch_add(&page->pgmap->nr_resident, 1);
 				uhmm_page_unlock(page);
@@ -1351,14 +1336,14 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 					release_dst(m, i);
 				final = 0;
 				/* An empty or zero page has nothing to restore. */
-				if (!(e & UHMM_PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID))
+				if (!(e & UHMM__PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID))
 					restore_sys(m, a, stage);
 			}
 		} else {	/* K_DEV */
 			struct uhmm_page *old = uhmm__pfn_to_page(mm,
 					uhmm__pte_payload(s->orig[i]));
 
-			if (e & UHMM_PTE_GONE) {
+			if (e & UHMM__PTE_GONE) {
 				final = 0;
 				if (m->dst[i] && !migrated)
 					release_dst(m, i);

@@ -6,12 +6,12 @@
  * whatever address holds them.
  */
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "log.h"
 #include "migrate_lock.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ptable.h"
 #include "range_priv.h"
@@ -59,7 +59,7 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 {
 	if (!mm || !src || npages == 0)
 		return uhmm__err(EINVAL, "migrate device: NULL argument or no pages");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM_MM_DEAD)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) == UHMM__MM_DEAD)
 		return uhmm__err(EINVAL, "migrate device: context is not live");
 	if (uhmm__in_invalidate_callback())
 		return uhmm__err(EDEADLK, "migrate device from an invalidate callback");
@@ -107,10 +107,10 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 					     UHMM_NOTIFY_MIGRATE, 0, NULL);
 		slot = uhmm__ptable_slot(&mm->ptable, a, false);
 		e = slot ? atomic_load(slot) : 0;
-		ok = (e & UHMM_PTE_TYPE_MASK) == UHMM_PTE_DEVICE &&
+		ok = (e & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE &&
 		     uhmm__pte_payload(e) == pfn &&
 		     uhmm__ptable_cmpxchg(&mm->ptable, slot, &e,
-					  (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_MIGRATING);
+					  (e & ~UHMM__PTE_TYPE_MASK) | UHMM__PTE_MIGRATING);
 		if (inv)
 			uhmm__invalidate_end(mm);
 		if (!ok) {
@@ -120,7 +120,7 @@ static int collect_device_locked(struct uhmm_mm *mm, uint64_t *src, const uint64
 		}
 		uhmm_page_put(page);	/* the entry's reference keeps it now */
 		src[i] = uhmm_migrate_pfn(pfn) | UHMM_MIGRATE_PFN_MIGRATE;
-		if (e & UHMM_PTE_WRITE)
+		if (e & UHMM__PTE_WRITE)
 			src[i] |= UHMM_MIGRATE_PFN_WRITE;
 	}
 	return 0;
@@ -192,12 +192,12 @@ static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t 
 		a = atomic_load(&page->addr);
 		slot = uhmm__ptable_slot(&mm->ptable, a, false);
 		e = slot ? atomic_load(slot) : 0;
-		if (!slot || (e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_MIGRATING) {
+		if (!slot || (e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_MIGRATING) {
 			uhmm_page_unlock(page);
 			continue;
 		}
-		final = (e & ~UHMM_PTE_TYPE_MASK) | UHMM_PTE_DEVICE;
-		if (e & UHMM_PTE_GONE) {
+		final = (e & ~UHMM__PTE_TYPE_MASK) | UHMM__PTE_DEVICE;
+		if (e & UHMM__PTE_GONE) {
 			final = 0;
 			atomic_fetch_sub(&page->pgmap->nr_resident, 1);
 			uhmm_page_unlock(page);

@@ -8,8 +8,8 @@
  * (a writer may be queued) nor wait for events the holder holds back.
  */
 #include "base.h"
+#include "context.h"
 #include "migrate_lock.h"
-#include "mm_priv.h"
 
 static __thread bool held;
 

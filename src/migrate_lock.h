@@ -7,20 +7,20 @@
  * migration, which must then not take it again, nor wait for events the
  * lock holds back (uhmm__events_catch_up).
  */
-#ifndef UHMM_MIGRATE_LOCK_H
-#define UHMM_MIGRATE_LOCK_H
+#ifndef UHMM__MIGRATE_LOCK_H
+#define UHMM__MIGRATE_LOCK_H
 
 #include "base.h"
 
 /* Take it for reading / for writing; this thread then holds it. */
-UHMM_HIDDEN void uhmm__migrate_lock_read(struct uhmm_mm *mm);
-UHMM_HIDDEN void uhmm__migrate_lock_write(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__migrate_lock_read(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__migrate_lock_write(struct uhmm_mm *mm);
 /* Try for reading: false if a writer (fork, a pool removal) has it. */
-UHMM_HIDDEN bool uhmm__migrate_trylock_read(struct uhmm_mm *mm);
+UHMM__HIDDEN bool uhmm__migrate_trylock_read(struct uhmm_mm *mm);
 /* Release it; this thread no longer holds it. */
-UHMM_HIDDEN void uhmm__migrate_unlock(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__migrate_unlock(struct uhmm_mm *mm);
 /* Does this thread hold it (or act for a thread that does)? */
-UHMM_HIDDEN bool uhmm__migrate_lock_held(void);
+UHMM__HIDDEN bool uhmm__migrate_lock_held(void);
 /*
  * Set what uhmm__migrate_lock_held() answers without locking, and return
  * what it answered: for device callbacks run on behalf of a holder
@@ -28,6 +28,6 @@ UHMM_HIDDEN bool uhmm__migrate_lock_held(void);
  * keeps the lock until its parent and child handlers but no longer acts
  * under it.
  */
-UHMM_HIDDEN bool uhmm__migrate_lock_assume(bool held);
+UHMM__HIDDEN bool uhmm__migrate_lock_assume(bool held);
 
-#endif /* UHMM_MIGRATE_LOCK_H */
+#endif /* UHMM__MIGRATE_LOCK_H */

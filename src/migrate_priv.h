@@ -2,23 +2,23 @@
 /*
  * migrate.c (migrate_vma): what other files use of it.
  */
-#ifndef UHMM_MIGRATE_PRIV_H
-#define UHMM_MIGRATE_PRIV_H
+#ifndef UHMM__MIGRATE_PRIV_H
+#define UHMM__MIGRATE_PRIV_H
 
 #include "base.h"
 
 /* Internal migrate flag: invalidate with UHMM_NOTIFY_EXCLUSIVE, not MIGRATE. */
 #define UHMM__MIGRATE_EXCLUSIVE (1u << 31)
 /* Wait until no migration holds a page in [start, end). */
-UHMM_HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
+UHMM__HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
 /*
  * Store a migrated entry's final value; a device page whose address was
  * unmapped meanwhile (GONE) is dropped instead.
  */
-UHMM_HIDDEN void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot,
+UHMM__HIDDEN void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot,
 					       uint64_t e, uint64_t final);
 /* A migration ended: wake the threads in uhmm__wait_migrations(). */
-UHMM_HIDDEN void uhmm__migrate_done_broadcast(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__migrate_done_broadcast(struct uhmm_mm *mm);
 
-#endif /* UHMM_MIGRATE_PRIV_H */
+#endif /* UHMM__MIGRATE_PRIV_H */

@@ -4,8 +4,8 @@
  * shared with staging.c, which maps its staging and lends it the staging
  * cache's.
  */
-#ifndef UHMM_MIGRATE_STATE_H
-#define UHMM_MIGRATE_STATE_H
+#ifndef UHMM__MIGRATE_STATE_H
+#define UHMM__MIGRATE_STATE_H
 
 #include "base.h"
 
@@ -33,10 +33,4 @@ struct uhmm_migrate_state {
 	bool populated;		/* the emptied slots of a trimmed entry were populated */
 };
 
-/*
- * Device -> system installs move staged pages into place (UFFDIO_MOVE)
- * unless UHMM_INSTALL=copy (migrate.c).
- */
-extern bool uhmm__install_by_move UHMM_HIDDEN;
-
-#endif /* UHMM_MIGRATE_STATE_H */
+#endif /* UHMM__MIGRATE_STATE_H */

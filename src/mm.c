@@ -21,6 +21,7 @@
 
 #include "base.h"
 #include "devmem_priv.h"
+#include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
@@ -28,6 +29,7 @@
 #include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
+#include "pagemap.h"
 #include "pagestate_priv.h"
 #include "ptable.h"
 #include "service.h"
@@ -35,23 +37,6 @@
 #include "staging.h"
 #include "vma.h"
 
-struct uhmm_mm uhmm__the_mm = {
-	.ev_lock = PTHREAD_MUTEX_INITIALIZER,
-	.ev_cond = PTHREAD_COND_INITIALIZER,
-	.selfop_lock = PTHREAD_MUTEX_INITIALIZER,
-	.nlock = PTHREAD_MUTEX_INITIALIZER,
-	.ncond = PTHREAD_COND_INITIALIZER,
-	.reg_lock = PTHREAD_MUTEX_INITIALIZER,
-	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
-	.excl_lock = PTHREAD_MUTEX_INITIALIZER,
-	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
-	.as_lock = PTHREAD_RWLOCK_INITIALIZER,
-	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
-	.staging_cache.lock = PTHREAD_MUTEX_INITIALIZER,
-	.mig_cond = PTHREAD_COND_INITIALIZER,
-	.uffd = -1,
-	.stop_fd = -1,
-};
 
 /* Serializes creation and teardown of the context; outermost lock. */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -75,32 +60,6 @@ __attribute__((constructor)) static void proc_pid_setup(void)
 {
 	proc_pid_init();
 	pthread_atfork(NULL, NULL, proc_pid_init);
-}
-
-/*
- * How deep this thread is in invalidate callbacks, for re-entrancy
- * detection (private to this file).
- */
-static __thread int callback_depth;
-
-void uhmm__callback_enter(void)
-{
-	callback_depth++;
-}
-
-void uhmm__callback_leave(void)
-{
-	callback_depth--;
-}
-
-bool uhmm__in_invalidate_callback(void)
-{
-	return callback_depth > 0;
-}
-
-bool uhmm__in_callback(void)
-{
-	return callback_depth > 0 || uhmm__on_service_thread();
 }
 
 struct uhmm_mm *uhmm__mm_tryget(void)
@@ -136,7 +95,7 @@ static int mm_create(struct uhmm_mm *mm)
 	if (ret)
 		goto err_stop;
 	pthread_mutex_lock(&mm->nlock);
-	uhmm_itree_init(&mm->tree);
+	uhmm__itree_init(&mm->tree);
 	mm->deferred = NULL;
 	mm->active_invalidate = 0;
 	pthread_mutex_unlock(&mm->nlock);
@@ -166,6 +125,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
 	uhmm__staging_cache_drop(mm);
+	uhmm__exclusive_teardown(mm);	/* its internal pool first */
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
 	uhmm__service_stop(mm);
@@ -198,13 +158,13 @@ int uhmm_mm_get(struct uhmm_mm **mmp)
 	uhmm__sig_enter();
 	pthread_once(&atfork_once, atfork_register);
 	pthread_mutex_lock(&life_lock);
-	if (atomic_load(&mm->state) == UHMM_MM_LIVE) {
+	if (atomic_load(&mm->state) == UHMM__MM_LIVE) {
 		/* Revive a context whose last put is waiting for life_lock. */
 		atomic_fetch_add(&mm->users, 1);
 	} else {
 		ret = mm_create(mm);
 		if (!ret) {
-			atomic_store(&mm->state, UHMM_MM_LIVE);
+			atomic_store(&mm->state, UHMM__MM_LIVE);
 			atomic_store_explicit(&mm->users, 1, memory_order_release);
 		}
 	}
@@ -225,7 +185,7 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 	uhmm__sig_enter();
 	pthread_mutex_lock(&life_lock);
 	if (atomic_load(&mm->users) == 0 &&
-	    atomic_load(&mm->state) == UHMM_MM_LIVE) {
+	    atomic_load(&mm->state) == UHMM__MM_LIVE) {
 		/*
 		 * Device-resident pages (the exclusive pool's: a driver
 		 * returns its own before its last put) come home while
@@ -233,12 +193,53 @@ void uhmm_mm_put(struct uhmm_mm *mm)
 		 * TEARDOWN their data would be lost.
 		 */
 		uhmm__evict_all(mm, NULL);
-		atomic_store(&mm->state, UHMM_MM_TEARDOWN);
+		atomic_store(&mm->state, UHMM__MM_TEARDOWN);
 		mm_teardown(mm);
-		atomic_store(&mm->state, UHMM_MM_DEAD);
+		atomic_store(&mm->state, UHMM__MM_DEAD);
 	}
 	pthread_mutex_unlock(&life_lock);
 	uhmm__sig_leave();
+}
+
+/*
+ * A pool holds a reference to the context (uhmm_devmem_add): its removal
+ * brings its pages home, takes it out of the table, drops its staging
+ * cache entries and puts the reference, so it lives with the lifetime.
+ */
+int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
+{
+	struct uhmm_mm *mm;
+	int ret;
+
+	if (!uhmm__pool_added(&uhmm__the_mm, pgmap))
+		return uhmm__err(EINVAL, "devmem remove: pool not added");
+	if (uhmm__in_callback())
+		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
+	mm = pgmap->mm;
+	/*
+	 * The eviction below runs migrate_to_ram with a device page locked and
+	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
+	 */
+	uhmm__sig_enter();
+	/*
+	 * As fork does: no CPU fault may still be using a page of the pool
+	 * (the fault path holds migrate_lock for reading until its last put).
+	 */
+	uhmm__migrate_lock_write(mm);
+	ret = uhmm__evict_all(mm, pgmap);
+	if (!ret)
+		uhmm__pool_detach(mm, pgmap);
+	uhmm__migrate_unlock(mm);
+	if (!ret)
+		uhmm__staging_cache_drop_pool(mm, pgmap);	/* its pages are all home */
+	if (!ret)
+		uhmm_mm_put(mm);
+	uhmm__sig_leave();
+	if (ret)
+		return uhmm__err(-ret, "devmem remove: %ld device pages could not be brought "
+				 "home; the pool stays added",
+				 atomic_load(&pgmap->nr_resident));
+	return 0;
 }
 
 /*
@@ -270,10 +271,10 @@ static void atfork_prepare(void)
 				uhmm__free(vmas);
 				cap = n + 64;
 			}
-			for (size_t i = 0; vmas && i < UHMM_MIN(n, cap); i++) {
+			for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
 				unsigned int f = vmas[i].flags;
 
-				if ((f & UHMM_VMA_WRITE) && !(f & UHMM_VMA_SHARED))
+				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
 					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
 							 UHMM_NOTIFY_FORK, 0, NULL);
 			}
@@ -331,8 +332,9 @@ static void atfork_child(void)
 	pthread_mutexattr_destroy(&a);
 
 	uhmm__vma_atfork_child();
+	uhmm__pagemap_atfork_child();
 	uhmm__pagestate_atfork_child();
-	if (atomic_load(&mm->state) != UHMM_MM_DEAD) {
+	if (atomic_load(&mm->state) != UHMM__MM_DEAD) {
 		/* The parent's service thread does not exist here. */
 		uhmm__notifier_atfork_child(mm);
 		if (mm->uffd >= 0)
@@ -352,7 +354,7 @@ static void atfork_child(void)
 		mm->excl_pool = NULL;
 	}
 	atomic_store(&mm->users, 0);
-	atomic_store(&mm->state, UHMM_MM_DEAD);
+	atomic_store(&mm->state, UHMM__MM_DEAD);
 	uhmm__sig_leave();	/* entered in atfork_prepare, on the parent's thread */
 }
 
@@ -378,14 +380,14 @@ int uhmm_mm_stats(struct uhmm_mm *mm, struct uhmm_mm_stats *out)
 
 	if (!mm || !out)
 		return uhmm__err(EINVAL, "mm stats: NULL %s", mm ? "output" : "context");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "mm stats: not a live uhmm context");
 	s.special_entries = (uint64_t)atomic_load(&mm->ptable.nr_entries);
 	s.entry_table_bytes = (uint64_t)atomic_load(&mm->ptable.nr_nodes) * 4096;
 	s.notifiers = (uint64_t)atomic_load(&mm->nr_notifiers);
 	uhmm__sig_enter();	/* pool_lock (sigblock.h) */
 	pthread_mutex_lock(&mm->pool_lock);
-	for (unsigned int id = 1; id < UHMM_MAX_POOLS; id++) {
+	for (unsigned int id = 1; id < UHMM__MAX_POOLS; id++) {
 		/* pools[] is only ever accessed atomically (src/devmem.c). */
 		struct uhmm_devmem *pgmap = __atomic_load_n(&mm->pools[id], __ATOMIC_ACQUIRE);
 

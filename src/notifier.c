@@ -14,16 +14,17 @@
 #include <stdlib.h>
 
 #include "base.h"
+#include "context.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "itree.h"
 #include "log.h"
 #include "managed.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
 #include "service.h"
 #include "sigblock.h"
+#include "uffd.h"
 #include "vma.h"
 
 static struct uhmm__mni_node *to_node(struct uhmm__itree_node *it)
@@ -39,7 +40,7 @@ bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	    end <= start)
 		return false;
 	pthread_mutex_lock(&mm->nlock);
-	ret = uhmm_itree_iter_first(&mm->tree, start, end - 1) != NULL;
+	ret = uhmm__itree_iter_first(&mm->tree, start, end - 1) != NULL;
 	pthread_mutex_unlock(&mm->nlock);
 	return ret;
 }
@@ -54,9 +55,9 @@ static void apply_deferred(struct uhmm_mm *mm)
 		next = n->deferred_next;
 		n->deferred_next = NULL;
 		if (n->deferred_add) {
-			uhmm_itree_insert(&mm->tree, &n->it);
+			uhmm__itree_insert(&mm->tree, &n->it);
 		} else {
-			uhmm_itree_remove(&mm->tree, &n->it);
+			uhmm__itree_remove(&mm->tree, &n->it);
 			if (n->free_on_apply)
 				uhmm__free(n);
 		}
@@ -110,8 +111,8 @@ bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
 		return false;
 	seq = inv_begin(mm);
 	/* The tree cannot change until inv_end(): walk it without nlock. */
-	for (it = uhmm_itree_iter_first(&mm->tree, start, end - 1); it;
-	     it = uhmm_itree_iter_next(it, start, end - 1))
+	for (it = uhmm__itree_iter_first(&mm->tree, start, end - 1); it;
+	     it = uhmm__itree_iter_next(it, start, end - 1))
 		call_one(to_node(it), &r, seq);
 	return true;
 }
@@ -155,8 +156,8 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 		pthread_cond_wait(&mm->ncond, &mm->nlock);
 	pthread_mutex_unlock(&mm->nlock);
 	seq = inv_begin(mm);
-	for (it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX); it;
-	     it = uhmm_itree_iter_next(it, 0, UINTPTR_MAX)) {
+	for (it = uhmm__itree_iter_first(&mm->tree, 0, UINTPTR_MAX); it;
+	     it = uhmm__itree_iter_next(it, 0, UINTPTR_MAX)) {
 		struct uhmm__mni_node *n = to_node(it);
 		struct uhmm_notifier_range r = {
 			.start = n->mni->start, .end = n->mni->end,
@@ -171,10 +172,10 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 	pthread_mutex_lock(&mm->nlock);
 	while (mm->active_invalidate)
 		pthread_cond_wait(&mm->ncond, &mm->nlock);
-	while ((it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX))) {
+	while ((it = uhmm__itree_iter_first(&mm->tree, 0, UINTPTR_MAX))) {
 		struct uhmm__mni_node *n = to_node(it);
 
-		uhmm_itree_remove(&mm->tree, it);
+		uhmm__itree_remove(&mm->tree, it);
 		n->mni->mm = NULL;
 		n->mni->node = NULL;
 		uhmm__free(n);
@@ -185,7 +186,7 @@ void uhmm__notifier_release_all(struct uhmm_mm *mm)
 }
 
 /* In a fork child: the parent's notifiers do not exist here. */
-UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
+UHMM__HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 {
 	struct uhmm__itree_node *it;
 	struct uhmm__mni_node *n, *next;
@@ -199,9 +200,9 @@ UHMM_HIDDEN void uhmm__notifier_atfork_child(struct uhmm_mm *mm)
 		}
 	}
 	mm->deferred = NULL;
-	while ((it = uhmm_itree_iter_first(&mm->tree, 0, UINTPTR_MAX))) {
+	while ((it = uhmm__itree_iter_first(&mm->tree, 0, UINTPTR_MAX))) {
 		n = to_node(it);
-		uhmm_itree_remove(&mm->tree, it);
+		uhmm__itree_remove(&mm->tree, it);
 		n->mni->mm = NULL;
 		n->mni->node = NULL;
 		uhmm__free(n);
@@ -221,7 +222,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 
 	if (!mni || !mm || !ops || !ops->invalidate)
 		return uhmm__err(EINVAL, "notifier insert: NULL argument");
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "notifier insert: context is not live");
 	if (length == 0 || start + length - 1 < start)
 		return uhmm__err(EINVAL, "notifier insert: empty or wrapping range "
@@ -266,7 +267,7 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 		mm->deferred = n;
 	} else {
 		mni->invalidate_seq = mm->invalidate_seq - 1;
-		uhmm_itree_insert(&mm->tree, &n->it);
+		uhmm__itree_insert(&mm->tree, &n->it);
 	}
 	atomic_fetch_add(&mm->nr_notifiers, 1);
 	pthread_mutex_unlock(&mm->nlock);
@@ -315,7 +316,7 @@ void uhmm_interval_notifier_remove(struct uhmm_interval_notifier *mni)
 			wait = true;
 		}
 	} else {
-		uhmm_itree_remove(&mm->tree, &n->it);
+		uhmm__itree_remove(&mm->tree, &n->it);
 	}
 	mni->mm = NULL;
 	mni->node = NULL;

@@ -14,13 +14,14 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "exclusive_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
-#include "mm_priv.h"
 #include "ownmem.h"
+#include "pagemap.h"
 #include "pagestate_priv.h"
 #include "ptable.h"
 #include "sigblock.h"
@@ -30,53 +31,14 @@
 #define CHUNK_PAGES	65536u		/* pagemap entries read at a time */
 #define SCAN_REGIONS	256u
 
-static pthread_mutex_t pm_lock = PTHREAD_MUTEX_INITIALIZER;
-static int pagemap_fd = -1;
+static pthread_mutex_t zero_lock = PTHREAD_MUTEX_INITIALIZER;	/* the probe below */
 static uint64_t zero_pfn;		/* 0: unknown */
 static uint64_t huge_zero_pfn;		/* first frame of the huge zero page, 0: unknown */
 static bool zero_pfn_probed;
 
 void uhmm__pagestate_atfork_child(void)
 {
-	pthread_mutex_init(&pm_lock, NULL);
-	if (pagemap_fd >= 0)
-		close(pagemap_fd);	/* it reads the parent's page table */
-	pagemap_fd = -1;
-}
-
-/* The pagemap fd, or uhmm__proc_err() of the failed open. */
-static int get_pagemap_fd(void)
-{
-	int fd;
-
-	pthread_mutex_lock(&pm_lock);
-	if (pagemap_fd < 0)
-		pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	fd = pagemap_fd < 0 ? uhmm__proc_err(errno) : pagemap_fd;
-	pthread_mutex_unlock(&pm_lock);
-	return fd;
-}
-
-static int read_pagemap(int fd, uintptr_t start, size_t n, uint64_t *buf)
-{
-	size_t done = 0, want = n * sizeof(uint64_t);
-	off_t off = (off_t)((start >> uhmm__page_shift) * sizeof(uint64_t));
-
-	while (done < want) {
-		ssize_t r = pread(fd, (char *)buf + done, want - done, off + (off_t)done);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return uhmm__proc_err(errno);
-		}
-		if (r == 0)
-			break;
-		done += (size_t)r;
-	}
-	if (done < want)
-		memset((char *)buf + done, 0, want - done);
-	return 0;
+	pthread_mutex_init(&zero_lock, NULL);
 }
 
 /* The zero page's frame number, for the no-PAGEMAP_SCAN path (root only). */
@@ -85,9 +47,9 @@ static uint64_t find_zero_pfn(int fd)
 	volatile char *p;
 	uint64_t e = 0;
 
-	pthread_mutex_lock(&pm_lock);
+	pthread_mutex_lock(&zero_lock);
 	if (zero_pfn_probed) {
-		pthread_mutex_unlock(&pm_lock);
+		pthread_mutex_unlock(&zero_lock);
 		return zero_pfn;
 	}
 	zero_pfn_probed = true;
@@ -96,7 +58,7 @@ static uint64_t find_zero_pfn(int fd)
 				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if ((void *)p != MAP_FAILED) {
 			(void)p[0];
-			if (read_pagemap(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
+			if (uhmm__pagemap_read(fd, (uintptr_t)p, 1, &e) == 0 && (e & PM_PRESENT))
 				zero_pfn = e & PM_PFN_MASK;
 			uhmm__sys_munmap((void *)p, uhmm__page_size);
 		}
@@ -112,7 +74,7 @@ static uint64_t find_zero_pfn(int fd)
 
 				uhmm__sys_madvise((void *)a, huge, MADV_HUGEPAGE);
 				(void)a[0];
-				if (read_pagemap(fd, (uintptr_t)a, 1, &e) == 0 &&
+				if (uhmm__pagemap_read(fd, (uintptr_t)a, 1, &e) == 0 &&
 				    (e & PM_PRESENT) && (e & PM_PFN_MASK) &&
 				    (e & PM_PFN_MASK) != zero_pfn)
 					huge_zero_pfn = e & PM_PFN_MASK;
@@ -120,7 +82,7 @@ static uint64_t find_zero_pfn(int fd)
 			}
 		}
 	}
-	pthread_mutex_unlock(&pm_lock);
+	pthread_mutex_unlock(&zero_lock);
 	return zero_pfn;
 }
 
@@ -229,7 +191,7 @@ static int scan_where_needed(int fd, uintptr_t start, size_t n, const uint64_t *
 
 	while (i < n) {
 		uintptr_t a = start + (i << uhmm__page_shift);
-		size_t bn = UHMM_MIN(n - i, hp - ((a >> uhmm__page_shift) & (hp - 1)));
+		size_t bn = UHMM__MIN(n - i, hp - ((a >> uhmm__page_shift) & (hp - 1)));
 
 		if (block_needs_scan(pm + i, bn, a)) {
 			if (run == SIZE_MAX)
@@ -289,7 +251,7 @@ static bool in_hugetlb(const struct uhmm__vma *vmas, size_t nv, uintptr_t addr)
 		else
 			hi = mid;
 	}
-	return lo < nv && vmas[lo].start <= addr && (vmas[lo].flags & UHMM_VMA_HUGETLB);
+	return lo < nv && vmas[lo].start <= addr && (vmas[lo].flags & UHMM__VMA_HUGETLB);
 }
 
 /*
@@ -337,7 +299,7 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		 */
 		if (in_hugetlb(vmas, nv, b))
 			continue;
-		if (read_pagemap(fd, b, huge_pages, blk))
+		if (uhmm__pagemap_read(fd, b, huge_pages, blk))
 			break;
 		pfn0 = blk[0] & PM_PFN_MASK;
 		ok = (blk[0] & PM_PRESENT) && pfn0 && !(pfn0 & (huge_pages - 1));
@@ -346,106 +308,13 @@ static void pfn_categories(int fd, uintptr_t start, size_t n, const uint64_t *pm
 		/* The huge zero page is PMD-mapped but not in AnonHugePages. */
 		if (!ok || (pfn0 != huge_zero_pfn && smaps_anon_huge_kb(b) <= 0))
 			continue;
-		for (uintptr_t a = UHMM_MAX(b, start); a < UHMM_MIN(b + huge, end);
+		for (uintptr_t a = UHMM__MAX(b, start); a < UHMM__MIN(b + huge, end);
 		     a += uhmm__page_size)
 			out[(a - start) >> uhmm__page_shift] |= UHMM_PS_HUGE;
 		if (b + huge < b)
 			break;
 	}
 	uhmm__free(blk);
-}
-
-int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out)
-{
-	uint64_t buf[512];
-	int fd = get_pagemap_fd(), ret;
-
-	if (fd < 0)
-		return fd;
-	if (uhmm__has(UHMM_FEAT_PAGEMAP_SCAN)) {
-		/*
-		 * One region per run of the same kind instead of an entry per
-		 * page (which also costs the kernel a page lookup and a
-		 * mapcount each, for the exclusive bit nobody needs here).
-		 */
-		struct page_region regs[SCAN_REGIONS];
-		uintptr_t end = start + (npages << uhmm__page_shift), cur = start;
-
-		memset(out, 0, npages);
-		while (cur < end) {
-			struct pm_scan_arg arg = {
-				.size = sizeof(arg), .start = cur, .end = end,
-				.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
-				.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-				/*
-				 * WRITTEN tells a uffd-wp marker (SWAPPED, not
-				 * WRITTEN) from a swap entry: uhmm write-protects
-				 * no page of its own, so no swapped one either.
-				 */
-				.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
-					       PAGE_IS_WRITTEN,
-			};
-			long got = ioctl(fd, PAGEMAP_SCAN, &arg);
-
-			if (got < 0)
-				return uhmm__proc_err(errno);
-			for (long r = 0; r < got; r++) {
-				uint64_t c = regs[r].categories;
-				uint8_t v = (c & PAGE_IS_PRESENT) ? UHMM__PM_PRESENT :
-					    (c & PAGE_IS_WRITTEN) ? UHMM__PM_SWAPPED :
-								    UHMM__PM_MARKER;
-
-				memset(out + ((regs[r].start - start) >> uhmm__page_shift), v,
-				       (regs[r].end - regs[r].start) >> uhmm__page_shift);
-			}
-			if (arg.walk_end <= cur)
-				break;
-			cur = arg.walk_end;
-		}
-		return 0;
-	}
-	for (size_t base = 0; base < npages; base += 512) {
-		size_t n = UHMM_MIN((size_t)512, npages - base);
-
-		ret = read_pagemap(fd, start + (base << uhmm__page_shift), n, buf);
-		if (ret)
-			return ret;
-		for (size_t i = 0; i < n; i++)
-			out[base + i] = (buf[i] & PM_PRESENT) ? UHMM__PM_PRESENT :
-					uhmm__pm_is_marker(buf[i]) ? UHMM__PM_MARKER :
-					(buf[i] & PM_SWAP) ? UHMM__PM_SWAPPED : UHMM__PM_NONE;
-	}
-	return 0;
-}
-
-int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo, uintptr_t *hi)
-{
-	struct page_region regs[SCAN_REGIONS];
-	uintptr_t cur = start;
-	int fd, found = 0;
-
-	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN) || (fd = get_pagemap_fd()) < 0)
-		return -1;
-	while (cur < end) {
-		struct pm_scan_arg arg = {
-			.size = sizeof(arg), .start = cur, .end = end,
-			.vec = (uintptr_t)regs, .vec_len = SCAN_REGIONS,
-			.category_mask = PAGE_IS_HUGE, .return_mask = PAGE_IS_HUGE,
-		};
-		long got = ioctl(fd, PAGEMAP_SCAN, &arg);
-
-		if (got < 0)
-			return -1;
-		for (long r = 0; r < got; r++) {
-			if (!found++)
-				*lo = regs[r].start;
-			*hi = regs[r].end;
-		}
-		if (arg.walk_end <= cur)
-			break;
-		cur = arg.walk_end;
-	}
-	return found ? 0 : 1;
 }
 
 struct special_ctx {
@@ -461,19 +330,19 @@ static int mark_special(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint6
 	size_t i = (addr - c->start) >> uhmm__page_shift;
 
 	(void)slot;
-	switch (e & UHMM_PTE_TYPE_MASK) {
-	case UHMM_PTE_DEVICE: {
+	switch (e & UHMM__PTE_TYPE_MASK) {
+	case UHMM__PTE_DEVICE: {
 		struct uhmm_page *page = uhmm__pfn_to_page(c->mm, uhmm__pte_payload(e));
 
 		c->out[i] |= page && uhmm__is_exclusive_pool(c->mm, page->pgmap) ?
 				     UHMM_PS_DEVICE_EXCLUSIVE : UHMM_PS_DEVICE_PRIVATE;
 		break;
 	}
-	case UHMM_PTE_MIGRATING:
-	case UHMM_PTE_BUSY:
+	case UHMM__PTE_MIGRATING:
+	case UHMM__PTE_BUSY:
 		c->out[i] |= UHMM_PS_MIGRATING;
 		break;
-	case UHMM_PTE_EXCLUSIVE:
+	case UHMM__PTE_EXCLUSIVE:
 		c->out[i] |= UHMM_PS_DEVICE_EXCLUSIVE;
 		break;
 	}
@@ -506,17 +375,17 @@ static uint32_t vma_bits(unsigned int f)
 {
 	uint32_t b = UHMM_PS_MAPPED;
 
-	if (f & UHMM_VMA_READ)
+	if (f & UHMM__VMA_READ)
 		b |= UHMM_PS_READ;
-	if (f & UHMM_VMA_WRITE)
+	if (f & UHMM__VMA_WRITE)
 		b |= UHMM_PS_MAYWRITE;
-	if (f & UHMM_VMA_FILE)
+	if (f & UHMM__VMA_FILE)
 		b |= UHMM_PS_FILE;
-	if (f & (UHMM_VMA_SHARED | UHMM_VMA_SHMEM))
+	if (f & (UHMM__VMA_SHARED | UHMM__VMA_SHMEM))
 		b |= UHMM_PS_SHARED;
-	if (f & UHMM_VMA_HUGETLB)
+	if (f & UHMM__VMA_HUGETLB)
 		b |= UHMM_PS_HUGETLB;
-	if (f & UHMM_VMA_SPECIAL)
+	if (f & UHMM__VMA_SPECIAL)
 		b |= UHMM_PS_SPECIAL;
 	return b;
 }
@@ -558,13 +427,13 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 	uint64_t *pm = NULL;
 	int fd, ret;
 
-	fd = get_pagemap_fd();
+	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
-	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
+	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, fresh_vmas);
 	if (ret)
 		goto out;
-	pm = uhmm__malloc(UHMM_MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
+	pm = uhmm__malloc(UHMM__MIN(npages, (size_t)CHUNK_PAGES) * sizeof(uint64_t));
 	if (!pm) {
 		ret = uhmm__err(ENOMEM, "page state: out of memory");
 		goto out;
@@ -573,11 +442,11 @@ int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 		memset(entries, 0, npages * sizeof(*entries));
 
 	for (size_t base = 0; base < npages; base += CHUNK_PAGES) {
-		size_t n = UHMM_MIN((size_t)CHUNK_PAGES, npages - base);
+		size_t n = UHMM__MIN((size_t)CHUNK_PAGES, npages - base);
 		uintptr_t cs = start + (base << ps);
 		uint32_t *o = out + base;
 
-		ret = read_pagemap(fd, cs, n, pm);
+		ret = uhmm__pagemap_read(fd, cs, n, pm);
 		if (ret) {
 			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
@@ -717,7 +586,7 @@ static int pfns_mapping(int fd, uintptr_t cs, const uint64_t *pm, uint64_t *o, s
 
 	for (size_t stop = i + n; i < stop;) {
 		uint64_t vpn0 = (cs >> ps) + i;
-		size_t bn = UHMM_MIN(stop - i, (size_t)(hp - (vpn0 & (hp - 1))));
+		size_t bn = UHMM__MIN(stop - i, (size_t)(hp - (vpn0 & (hp - 1))));
 		uint64_t d0 = (pm[i] & PM_PFN_MASK) - vpn0;
 		uint64_t nonexcl = 0, absent = 0, frames = 0;
 		bool hidden = !(pm[i] & PM_PFN_MASK), needs;
@@ -763,18 +632,18 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 		       "pfns_mapping() builds VALID and WRITE by shifts");
 	if (!uhmm__has(UHMM_FEAT_PAGEMAP_SCAN))
 		return 1;
-	fd = get_pagemap_fd();
+	fd = uhmm__pagemap_fd();
 	if (fd < 0)
 		return uhmm__err(-fd, "cannot open /proc/self/pagemap");
-	ret = vmas_of(start, end, stackv, UHMM_ARRAY_SIZE(stackv), &vmas, &nv, false);
+	ret = vmas_of(start, end, stackv, UHMM__ARRAY_SIZE(stackv), &vmas, &nv, false);
 	if (ret)
 		goto out;
 	for (size_t base = 0; base < npages; base += PFN_CHUNK) {
-		size_t n = UHMM_MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
+		size_t n = UHMM__MIN((size_t)PFN_CHUNK, npages - base), run = SIZE_MAX;
 		uintptr_t cs = start + (base << ps);
 		uint64_t *o = pfns + base, *pm = o;
 
-		ret = read_pagemap(fd, cs, n, pm);
+		ret = uhmm__pagemap_read(fd, cs, n, pm);
 		if (ret) {
 			ret = uhmm__err(-ret, "cannot read /proc/self/pagemap");
 			goto out;
@@ -792,7 +661,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				vb = vma_bits(vmas[vi].flags);
 				run_end = vmas[vi].end;
 			}
-			rn = UHMM_MIN(n - i, (size_t)((UHMM_MIN(run_end, end) - a) >> ps));
+			rn = UHMM__MIN(n - i, (size_t)((UHMM__MIN(run_end, end) - a) >> ps));
 			if (vb && !pfns_bad_mapping(vb) && (vb & UHMM_PS_HUGETLB)) {
 				if (run != SIZE_MAX &&
 				    (ret = scan_categories(fd, cs + (run << ps), i - run, NULL,
@@ -830,7 +699,7 @@ int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages, uint64_t
 				.start = start, .pfns = pfns, .vb = vma_bits(vmas[k].flags),
 				.fn = special, .arg = arg,
 			};
-			uintptr_t s = UHMM_MAX(vmas[k].start, start), e = UHMM_MIN(vmas[k].end, end);
+			uintptr_t s = UHMM__MAX(vmas[k].start, start), e = UHMM__MIN(vmas[k].end, end);
 
 			if (s < e && !pfns_bad_mapping(c.vb))
 				uhmm__ptable_walk(&mm->ptable, s, e, pfns_special, &c);

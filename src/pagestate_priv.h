@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* pagestate.c: the page-state walks over pagemap and the special entries. */
-#ifndef UHMM_PAGESTATE_PRIV_H
-#define UHMM_PAGESTATE_PRIV_H
+#ifndef UHMM__PAGESTATE_PRIV_H
+#define UHMM__PAGESTATE_PRIV_H
 
 #include "base.h"
 
@@ -18,7 +18,7 @@
  * fill @out[i] with UHMM_PS_* bits of page @start + i * page size.  When
  * @entries is not NULL, it receives each page's special entry (or 0).
  */
-UHMM_HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
+UHMM__HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
 				    size_t npages, uint32_t *out,
 				    uint64_t *entries, bool fresh_vmas);
 
@@ -31,39 +31,13 @@ UHMM_HIDDEN int uhmm__page_state(struct uhmm_mm *mm, uintptr_t start,
  * its word.  Return: 0, 1 when it cannot (no PAGEMAP_SCAN: use
  * uhmm__page_state()), or a negative errno.
  */
-UHMM_HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
+UHMM__HIDDEN int uhmm__page_pfns(struct uhmm_mm *mm, uintptr_t start, size_t npages,
 				   uint64_t *pfns,
 				   void (*special)(void *arg, uint64_t *pfn, uint64_t e,
 						   uint32_t vma_bits),
 				   void *arg);
 
-/*
- * From pagemap alone: out[i] = UHMM__PM_PRESENT when page i is present,
- * UHMM__PM_SWAPPED when it is swapped out (a swap entry: data),
- * UHMM__PM_MARKER for a userfaultfd write-protect marker (no data: a
- * device page's picture, or a stale one; wpmarker.c), UHMM__PM_NONE when
- * the entry is empty.  Only for memory uhmm registered (where nothing else
- * write-protects a page, so PM_SWAP with PM_UFFD_WP is a marker).
- */
-#define UHMM__PM_NONE		0
-#define UHMM__PM_PRESENT	1
-#define UHMM__PM_SWAPPED	2
-#define UHMM__PM_MARKER		3
-UHMM_HIDDEN int uhmm__pagemap_has_data(uintptr_t start, size_t npages, uint8_t *out);
-/* A pagemap entry of memory uhmm registered: is it a uffd-wp marker? */
-static inline bool uhmm__pm_is_marker(uint64_t pm)
-{
-	return (pm & (PM_PRESENT | PM_SWAP | PM_UFFD_WP)) == (PM_SWAP | PM_UFFD_WP);
-}
-/*
- * The span [*lo, *hi) from the first to the last page of [start, end) that
- * a huge page maps (PMD-mapped THP): 0, 1 when none is, -1 when it cannot
- * be told (no PAGEMAP_SCAN).
- */
-UHMM_HIDDEN int uhmm__pagemap_huge_span(uintptr_t start, uintptr_t end, uintptr_t *lo,
-					   uintptr_t *hi);
+/* A fork child: the zero-page probe's lock is made anew (mm.c). */
+UHMM__HIDDEN void uhmm__pagestate_atfork_child(void);
 
-/* A fork child: the pagemap file descriptors are the parent's (mm.c). */
-UHMM_HIDDEN void uhmm__pagestate_atfork_child(void);
-
-#endif /* UHMM_PAGESTATE_PRIV_H */
+#endif /* UHMM__PAGESTATE_PRIV_H */

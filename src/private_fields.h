@@ -15,8 +15,8 @@
  * The public headers therefore need no <stdatomic.h> and compile as C++.
  * Include this (through base.h) before any <uhmm/...> header.
  */
-#ifndef UHMM_PRIVATE_FIELDS_H
-#define UHMM_PRIVATE_FIELDS_H
+#ifndef UHMM__PRIVATE_FIELDS_H
+#define UHMM__PRIVATE_FIELDS_H
 
 #if defined(UHMM_DEVMEM_H) || defined(UHMM_NOTIFIER_H) || defined(UHMM_MIGRATE_H)
 #error "src/private_fields.h (base.h) must come before every public header"
@@ -59,4 +59,4 @@ struct uhmm__pool_faults;
 #define UHMM__MIGRATE_PRIVATE				\
 	struct uhmm_migrate_state *state;
 
-#endif /* UHMM_PRIVATE_FIELDS_H */
+#endif /* UHMM__PRIVATE_FIELDS_H */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* ptable.c: the sparse table of special page entries. */
-#ifndef UHMM_PTABLE_H
-#define UHMM_PTABLE_H
+#ifndef UHMM__PTABLE_H
+#define UHMM__PTABLE_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -16,19 +16,19 @@
  * an entry with compare-and-swap.  Interior nodes are never freed while the
  * context lives, so a reader can walk without a lock.
  */
-#define UHMM_PTE_TYPE_MASK	UINT64_C(0x7)
-#define UHMM_PTE_DEVICE		UINT64_C(1)	/* device-private page */
-#define UHMM_PTE_MIGRATING	UINT64_C(2)	/* frozen by a migration */
-#define UHMM_PTE_EXCLUSIVE	UINT64_C(3)	/* device-exclusive */
-#define UHMM_PTE_BUSY		UINT64_C(4)	/* the service thread is filling it */
-#define UHMM_PTE_WRITE		UINT64_C(0x8)	/* CPU mapping was writable */
-#define UHMM_PTE_SOFT_DIRTY	UINT64_C(0x10)
-#define UHMM_PTE_GONE		UINT64_C(0x20)	/* unmapped during a migration */
-#define UHMM_PTE_PAYLOAD_SHIFT	8
+#define UHMM__PTE_TYPE_MASK	UINT64_C(0x7)
+#define UHMM__PTE_DEVICE		UINT64_C(1)	/* device-private page */
+#define UHMM__PTE_MIGRATING	UINT64_C(2)	/* frozen by a migration */
+#define UHMM__PTE_EXCLUSIVE	UINT64_C(3)	/* device-exclusive */
+#define UHMM__PTE_BUSY		UINT64_C(4)	/* the service thread is filling it */
+#define UHMM__PTE_WRITE		UINT64_C(0x8)	/* CPU mapping was writable */
+#define UHMM__PTE_SOFT_DIRTY	UINT64_C(0x10)
+#define UHMM__PTE_GONE		UINT64_C(0x20)	/* unmapped during a migration */
+#define UHMM__PTE_PAYLOAD_SHIFT	8
 
 static inline uint64_t uhmm__pte_payload(uint64_t e)
 {
-	return e >> UHMM_PTE_PAYLOAD_SHIFT;
+	return e >> UHMM__PTE_PAYLOAD_SHIFT;
 }
 
 struct uhmm__ptable {
@@ -38,25 +38,25 @@ struct uhmm__ptable {
 	atomic_long nr_nodes;		/* nodes allocated (for accounting) */
 };
 
-UHMM_HIDDEN int uhmm__ptable_init(struct uhmm__ptable *pt);
-UHMM_HIDDEN void uhmm__ptable_destroy(struct uhmm__ptable *pt);
+UHMM__HIDDEN int uhmm__ptable_init(struct uhmm__ptable *pt);
+UHMM__HIDDEN void uhmm__ptable_destroy(struct uhmm__ptable *pt);
 /* Entry for @addr, 0 if none. Lock free. */
-UHMM_HIDDEN uint64_t uhmm__ptable_get(struct uhmm__ptable *pt, uintptr_t addr);
+UHMM__HIDDEN uint64_t uhmm__ptable_get(struct uhmm__ptable *pt, uintptr_t addr);
 /* Pointer to the slot for @addr, allocating nodes; NULL on -ENOMEM. */
-UHMM_HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm__ptable *pt,
+UHMM__HIDDEN _Atomic uint64_t *uhmm__ptable_slot(struct uhmm__ptable *pt,
 						   uintptr_t addr, bool alloc);
 /* CAS an entry; keeps nr_entries right.  True on success. */
-UHMM_HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm__ptable *pt,
+UHMM__HIDDEN bool uhmm__ptable_cmpxchg(struct uhmm__ptable *pt,
 					 _Atomic uint64_t *slot,
 					 uint64_t *old, uint64_t new_val);
 /* Call @fn for every non-zero entry in [start, end). Stops on non-zero return. */
 typedef int (*uhmm__ptable_fn)(void *arg, uintptr_t addr, _Atomic uint64_t *slot,
 			      uint64_t entry);
-UHMM_HIDDEN int uhmm__ptable_walk(struct uhmm__ptable *pt, uintptr_t start,
+UHMM__HIDDEN int uhmm__ptable_walk(struct uhmm__ptable *pt, uintptr_t start,
 				     uintptr_t end, uhmm__ptable_fn fn, void *arg);
 static inline bool uhmm__ptable_empty(struct uhmm__ptable *pt)
 {
 	return atomic_load_explicit(&pt->nr_entries, memory_order_acquire) == 0;
 }
 
-#endif /* UHMM_PTABLE_H */
+#endif /* UHMM__PTABLE_H */

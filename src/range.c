@@ -16,12 +16,12 @@
 #include <string.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "migrate_priv.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "pagestate_priv.h"
 #include "ptable.h"
@@ -140,7 +140,7 @@ static int fault_device_page(struct uhmm_mm *mm, uintptr_t a, bool write)
 	uint64_t e = uhmm__ptable_get(&mm->ptable, a);
 	int ret;
 
-	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE)
+	if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE)
 		return 0;		/* changed since the snapshot */
 	ret = uhmm__fault_device(&f, e);
 	if (ret == -EAGAIN) {
@@ -183,7 +183,7 @@ static bool own_device(struct uhmm_mm *mm, const struct uhmm_range *range, uint6
 {
 	struct uhmm_page *page;
 
-	if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE || !range->dev_private_owner)
+	if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE || !range->dev_private_owner)
 		return false;
 	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
 	return page && page->pgmap->owner == range->dev_private_owner;
@@ -194,7 +194,7 @@ static uint64_t device_output(struct uhmm_mm *mm, uint64_t e, uint32_t st)
 {
 	uint64_t pfn = UHMM_PFN_VALID | UHMM_PFN_DEVICE_PRIVATE | uhmm__pte_payload(e);
 
-	if ((e & UHMM_PTE_WRITE) && (st & UHMM_PS_MAYWRITE))
+	if ((e & UHMM__PTE_WRITE) && (st & UHMM_PS_MAYWRITE))
 		pfn |= UHMM_PFN_WRITE;
 	/* A whole compound device page: its order, as the kernel's PMD entry. */
 	return pfn | (uint64_t)uhmm__device_order(mm, e) << UHMM_PFN_ORDER_SHIFT;
@@ -231,7 +231,7 @@ static int snapshot_only(struct uhmm_range *range, size_t npages)
 {
 	struct uhmm_interval_notifier *mni = range->notifier;
 	struct uhmm_mm *mm = mni->mm;
-	size_t cn = UHMM_MIN(npages, (size_t)SNAPSHOT_CHUNK);
+	size_t cn = UHMM__MIN(npages, (size_t)SNAPSHOT_CHUNK);
 	uint64_t fault_mask = range->pfn_flags_mask & UHMM_PFN_REQ_FAULT;
 	uint32_t *st = NULL;
 	uint64_t *ent = NULL;
@@ -257,7 +257,7 @@ static int snapshot_only(struct uhmm_range *range, size_t npages)
 		goto out;
 	}
 	for (size_t base = 0; base < npages; base += cn) {
-		size_t n = UHMM_MIN(cn, npages - base);
+		size_t n = UHMM__MIN(cn, npages - base);
 		uintptr_t cs = range->start + (base << uhmm__page_shift);
 		uint64_t *o = range->hmm_pfns + base;
 
@@ -310,7 +310,7 @@ static int range_check(struct uhmm_range *range)
 		return uhmm__err(EINVAL, "range fault: NULL range, notifier or hmm_pfns");
 	mni = range->notifier;
 	mm = mni->mm;
-	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM_MM_LIVE)
+	if (mm != &uhmm__the_mm || atomic_load(&mm->state) != UHMM__MM_LIVE)
 		return uhmm__err(EINVAL, "range fault: notifier is not inserted in a live context");
 	if (!uhmm__page_aligned(range->start) || !uhmm__page_aligned(range->end) ||
 	    range->end <= range->start)
@@ -346,7 +346,7 @@ static enum need need_fault(const struct walk *w, size_t i)
 	unsigned int want = w->want[i];
 	bool write = want & WANT_WRITE;
 	uint32_t s = w->st[i];
-	uint64_t e = w->ent[i], type = e & UHMM_PTE_TYPE_MASK;
+	uint64_t e = w->ent[i], type = e & UHMM__PTE_TYPE_MASK;
 
 	if (!(want & WANT_FAULT))
 		return NEED_NONE;
@@ -358,12 +358,12 @@ static enum need need_fault(const struct walk *w, size_t i)
 	 * As the kernel's migration entry wait: let the migration end and
 	 * look again (faulting now could pull back a page it is giving to us).
 	 */
-	if (type == UHMM_PTE_MIGRATING || type == UHMM_PTE_BUSY)
+	if (type == UHMM__PTE_MIGRATING || type == UHMM__PTE_BUSY)
 		return NEED_WAIT;
 	/* Ours: valid in place unless a write needs a writable entry. */
 	if (own_device(w->mm, w->range, e))
-		return write && !(e & UHMM_PTE_WRITE) ? NEED_WRITE : NEED_NONE;
-	if (type == UHMM_PTE_DEVICE)
+		return write && !(e & UHMM__PTE_WRITE) ? NEED_WRITE : NEED_NONE;
+	if (type == UHMM__PTE_DEVICE)
 		return write ? NEED_DEVICE_WRITE : NEED_DEVICE_READ;
 	if (!(s & UHMM_PS_PRESENT))
 		return write ? NEED_WRITE : NEED_READ;
@@ -374,19 +374,21 @@ static enum need need_fault(const struct walk *w, size_t i)
 
 /*
  * Read the pages' state and decide what each needs.  A request that
- * cannot be met reads the mappings again, not from the cache, once; what
- * the first read found stays counted (err, wait_mig, any_fault).
+ * cannot be met reads the mappings again, not from the cache, once, and
+ * the decision is the fresh read's alone: as the kernel's hmm_range_fault
+ * returns what its last walk found, a page that is fine when looked at
+ * again is not an error (tests/test_range_fault.c, fresh_reread).
  */
 static int walk_decide(struct walk *w)
 {
-	w->err = 0;
-	w->any_fault = w->wait_mig = false;
 	for (bool fresh = false;; fresh = true) {
 		int ret = uhmm__page_state(w->mm, w->range->start, w->npages, w->st,
 					   w->ent, fresh);
 
 		if (ret)
 			return ret;
+		w->err = 0;
+		w->any_fault = w->wait_mig = false;
 		for (size_t i = 0; i < w->npages; i++) {
 			w->need[i] = need_fault(w, i);
 			if (w->need[i] == NEED_EFAULT || w->need[i] == NEED_EPERM)

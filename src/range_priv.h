@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* range.c: the range fault (uhmm_range_fault) and touching pages in. */
-#ifndef UHMM_RANGE_PRIV_H
-#define UHMM_RANGE_PRIV_H
+#ifndef UHMM__RANGE_PRIV_H
+#define UHMM__RANGE_PRIV_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,6 +13,6 @@
  * atomic add of zero), in assembly where it can be: not an access to the
  * application's data as a race detector sees it.
  */
-UHMM_HIDDEN void uhmm__touch_one(uintptr_t a, bool write);
+UHMM__HIDDEN void uhmm__touch_one(uintptr_t a, bool write);
 
-#endif /* UHMM_RANGE_PRIV_H */
+#endif /* UHMM__RANGE_PRIV_H */

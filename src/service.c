@@ -29,13 +29,13 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "managed.h"
 #include "migrate_lock.h"
-#include "mm_priv.h"
 #include "notifier_priv.h"
 #include "ownmem.h"
 #include "ptable.h"
@@ -48,37 +48,9 @@
 
 #define MSG_BATCH 64
 
-/* ---- changes the wrappers already notified ---------------------------- */
+/* ---- changes the wrappers already notified (context.c records them) ---- */
 
-int uhmm__selfop_begin(struct uhmm_mm *mm, struct uhmm__selfop *op,
-		       uintptr_t start, uintptr_t end, unsigned int flags)
-{
-	op->start = start;
-	op->end = end;
-	op->flags = flags;
-	op->done_seq = 0;
-	pthread_mutex_lock(&mm->selfop_lock);
-	op->next = mm->selfops;
-	mm->selfops = op;
-	pthread_mutex_unlock(&mm->selfop_lock);
-	return 0;
-}
-
-void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op)
-{
-	struct uhmm__selfop **pp;
-
-	pthread_mutex_lock(&mm->selfop_lock);
-	for (pp = &mm->selfops; *pp; pp = &(*pp)->next) {
-		if (*pp == op) {
-			*pp = op->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&mm->selfop_lock);
-}
-
-/* UHMM_SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
+/* UHMM__SELFOP_* flags of the change(s) covering [start, end), 0 if none. */
 static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	unsigned long done = atomic_load_explicit(&mm->ev_done, memory_order_acquire);
@@ -88,7 +60,7 @@ static unsigned int selfop_covers(struct uhmm_mm *mm, uintptr_t start, uintptr_t
 	pthread_mutex_lock(&mm->selfop_lock);
 	for (pp = &mm->selfops; (op = *pp);) {
 		/* A one-shot change whose events were all handled: gone. */
-		if ((op->flags & UHMM_SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
+		if ((op->flags & UHMM__SELFOP_ONESHOT) && op->done_seq && done >= op->done_seq) {
 			*pp = op->next;
 			op->next = dead;
 			dead = op;
@@ -203,47 +175,6 @@ static void events_done(struct uhmm_mm *mm, unsigned long seq)
 		atomic_store_explicit(&mm->ev_done, seq, memory_order_release);
 	pthread_cond_broadcast(&mm->ev_cond);
 	pthread_mutex_unlock(&mm->ev_lock);
-}
-
-/* ---- registration ------------------------------------------------------ */
-
-void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
-{
-	struct uhmm__vma vmas[64];
-	size_t n = 0;
-
-	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
-		return;
-	while (start < end) {
-		size_t i;
-
-		/* Fresh: the cache may miss mappings libc made without a wrapper. */
-		if (uhmm__vma_find(start, end, vmas, UHMM_ARRAY_SIZE(vmas), &n, true) ||
-		    n == 0)
-			return;
-		for (i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(vmas)); i++) {
-			struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
-			uintptr_t s = UHMM_MAX(vmas[i].start, start);
-			uintptr_t e = UHMM_MIN(vmas[i].end, end);
-
-			if (!(vmas[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM)) ||
-			    (vmas[i].flags & (UHMM_VMA_HUGETLB | UHMM_VMA_SPECIAL)))
-				continue;
-			reg.range.start = s;
-			reg.range.len = e - s;
-			uhmm__managed_registered(s, e);	/* the wrappers' fast check */
-			pthread_mutex_lock(&mm->reg_lock);
-			int rerr = uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
-
-			pthread_mutex_unlock(&mm->reg_lock);
-			if (rerr)	/* after reg_lock: a warning writes to stderr */
-				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
-					   (unsigned long)s, (unsigned long)e, uhmm__err_text(rerr));
-		}
-		if (n <= UHMM_ARRAY_SIZE(vmas))
-			return;
-		start = vmas[UHMM_ARRAY_SIZE(vmas) - 1].end;
-	}
 }
 
 /* ---- faults ------------------------------------------------------------ */
@@ -402,7 +333,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 
 	slot = uhmm__ptable_slot(&mm->ptable, page, false);
 	e = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
-	switch (e & UHMM_PTE_TYPE_MASK) {
+	switch (e & UHMM__PTE_TYPE_MASK) {
 	case 0:
 		/*
 		 * Claim the page so a migration that starts collecting it now
@@ -413,10 +344,10 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			ret = fault_fill_zero(mm, page);
 		} else {
 			e = 0;
-			if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM_PTE_BUSY))
+			if (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, UHMM__PTE_BUSY))
 				return -EAGAIN;	/* changed under us: look again */
 			ret = fault_fill_zero(mm, page);
-			e = UHMM_PTE_BUSY;
+			e = UHMM__PTE_BUSY;
 			uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
 		}
 		if (ret && ret != -EAGAIN) {
@@ -424,14 +355,14 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			return 0;
 		}
 		return ret;
-	case UHMM_PTE_MIGRATING:
-	case UHMM_PTE_BUSY:
+	case UHMM__PTE_MIGRATING:
+	case UHMM__PTE_BUSY:
 		/*
 		 * The migration wakes the faulting thread when it finishes;
 		 * the thread then faults again and finds the final entry.
 		 */
 		return 0;
-	case UHMM_PTE_DEVICE:
+	case UHMM__PTE_DEVICE:
 		if (!in_rescue &&
 		    stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
@@ -486,13 +417,13 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 
 	(void)addr;
 	for (;;) {
-		switch (e & UHMM_PTE_TYPE_MASK) {
-		case UHMM_PTE_MIGRATING:
+		switch (e & UHMM__PTE_TYPE_MASK) {
+		case UHMM__PTE_MIGRATING:
 			/* The migration drops it when it finishes. */
-			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM_PTE_GONE))
+			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM__PTE_GONE))
 				return 0;
 			continue;
-		case UHMM_PTE_DEVICE:
+		case UHMM__PTE_DEVICE:
 			if (c->keep_device)
 				return 0;	/* MADV_FREE keeps device pages */
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0)) {
@@ -500,7 +431,7 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 				return 0;
 			}
 			continue;
-		case UHMM_PTE_BUSY:
+		case UHMM__PTE_BUSY:
 			return 0;
 		default:
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0))
@@ -531,9 +462,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		uhmm__forget_splits(mm, s, e);
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
 		drop_range(mm, s, e, false);
@@ -542,12 +473,12 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		s = msg->arg.remove.start;
 		e = msg->arg.remove.end;
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_DISCARD,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		drop_range(mm, s, e, (self & UHMM_SELFOP_KEEP_DEVICE) != 0);
+		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) != 0);
 		break;
 	case UFFD_EVENT_REMAP:
 		s = msg->arg.remap.from;
@@ -557,9 +488,9 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		uhmm__managed_registered(msg->arg.remap.to,
 					 msg->arg.remap.to + msg->arg.remap.len);
 		self = selfop_covers(mm, s, e);
-		if (self & UHMM_SELFOP_INTERNAL)
+		if (self & UHMM__SELFOP_INTERNAL)
 			break;
-		if (!(self & UHMM_SELFOP_NOTIFIED))
+		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_UNMAP,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
 		ptable_move(mm, s, msg->arg.remap.to, msg->arg.remap.len);
@@ -585,7 +516,7 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		if (handle_fault(mm, &msgs[i], seqs[i]) == -EAGAIN) {
-			if (mm->nretry < UHMM_RETRY_MAX)
+			if (mm->nretry < UHMM__RETRY_MAX)
 				mm->retry[mm->nretry++] = msgs[i];
 			else
 				uhmm__warn("fault retry queue full: the fault is served "
@@ -604,7 +535,7 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 		if (!e)
 			continue;
-		if ((e & UHMM_PTE_TYPE_MASK) != UHMM_PTE_DEVICE) {
+		if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE) {
 			/* A migration in flight: it finds its page gone. */
 			drop_entry(&(struct drop_ctx){ .mm = mm }, from + off, os, e);
 			continue;
@@ -1001,7 +932,7 @@ static void *worker_main(void *arg)
 	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
-	struct uffd_msg retry[UHMM_RETRY_MAX];
+	struct uffd_msg retry[UHMM__RETRY_MAX];
 	sigset_t all;
 
 	sigfillset(&all);
@@ -1177,17 +1108,17 @@ static void unregister_all(struct uhmm_mm *mm)
 	size_t n;
 
 	for (;;) {
-		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM_ARRAY_SIZE(v), &n, true) || !n)
+		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, true) || !n)
 			return;
-		for (size_t i = 0; i < UHMM_MIN(n, UHMM_ARRAY_SIZE(v)); i++) {
+		for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
 			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
 
-			if (v[i].flags & (UHMM_VMA_ANON | UHMM_VMA_SHMEM))
+			if (v[i].flags & (UHMM__VMA_ANON | UHMM__VMA_SHMEM))
 				uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
 		}
-		if (n <= UHMM_ARRAY_SIZE(v))
+		if (n <= UHMM__ARRAY_SIZE(v))
 			return;
-		cur = v[UHMM_ARRAY_SIZE(v) - 1].end;
+		cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
 	}
 }
 

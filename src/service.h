@@ -3,17 +3,17 @@
  * service.c: the userfaultfd service threads (the reader and the worker),
  * the event sequence, the changes uhmm's wrappers already notified.
  */
-#ifndef UHMM_SERVICE_H
-#define UHMM_SERVICE_H
+#ifndef UHMM__SERVICE_H
+#define UHMM__SERVICE_H
 
 #include "base.h"
-#include "mm_priv.h"
+#include "context.h"
 
-UHMM_HIDDEN int uhmm__service_start(struct uhmm_mm *mm);
-UHMM_HIDDEN void uhmm__service_stop(struct uhmm_mm *mm);
-UHMM_HIDDEN void uhmm__service_free_stack(struct uhmm_mm *mm);
+UHMM__HIDDEN int uhmm__service_start(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__service_stop(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__service_free_stack(struct uhmm_mm *mm);
 /* Wait until every uffd event read so far has been processed. */
-UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
 /*
  * Before uhmm looks at or creates state for addresses (a migration's
  * setup, a device-range migration, a range fault): wait until no event is
@@ -22,15 +22,5 @@ UHMM_HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
  * anything of a new one exists; skipped while this thread holds
  * migrate_lock (docs/CONCURRENCY.md, rule 4).
  */
-UHMM_HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
-/* Record / forget a change whose notifiers the wrappers already ran. */
-UHMM_HIDDEN int uhmm__selfop_begin(struct uhmm_mm *mm,
-				      struct uhmm__selfop *op,
-				      uintptr_t start, uintptr_t end,
-				      unsigned int flags);
-UHMM_HIDDEN void uhmm__selfop_end(struct uhmm_mm *mm, struct uhmm__selfop *op);
-/* Best-effort write-protect-mode registration of [start, end) for events. */
-UHMM_HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
-					      uintptr_t start, uintptr_t end);
-
-#endif /* UHMM_SERVICE_H */
+UHMM__HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
+#endif /* UHMM__SERVICE_H */

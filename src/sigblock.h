@@ -16,24 +16,24 @@
  * caller's mask, the matching leave restores exactly that mask.  On uhmm's
  * service threads, which block every signal for good, both are no-ops.
  */
-#ifndef UHMM_SIGBLOCK_H
-#define UHMM_SIGBLOCK_H
+#ifndef UHMM__SIGBLOCK_H
+#define UHMM__SIGBLOCK_H
 
 #include <stdbool.h>
 
 #include "hidden.h"
 
 /* Enter a region: asynchronous signals stay pending until the last leave. */
-UHMM_HIDDEN void uhmm__sig_enter(void);
+UHMM__HIDDEN void uhmm__sig_enter(void);
 /* Leave it; the outermost leave restores the mask the thread had. */
-UHMM_HIDDEN void uhmm__sig_leave(void);
+UHMM__HIDDEN void uhmm__sig_leave(void);
 /* Is the calling thread inside a region (for assertions and tests)? */
-UHMM_HIDDEN bool uhmm__sig_blocked(void);
+UHMM__HIDDEN bool uhmm__sig_blocked(void);
 /*
  * On one of uhmm's service threads, which block every signal for good
  * (each says so when it starts, before it runs anything else).
  */
-UHMM_HIDDEN bool uhmm__on_service_thread(void);
-UHMM_HIDDEN void uhmm__set_service_thread(void);
+UHMM__HIDDEN bool uhmm__on_service_thread(void);
+UHMM__HIDDEN void uhmm__set_service_thread(void);
 
-#endif /* UHMM_SIGBLOCK_H */
+#endif /* UHMM__SIGBLOCK_H */

@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "base.h"
+#include "context.h"
 #include "devmem_priv.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "migrate_state.h"
-#include "mm_priv.h"
 #include "ownmem.h"
 #include "sigblock.h"
 #include "staging.h"
@@ -173,7 +173,7 @@ __attribute__((constructor)) static void cache_init(void)
 	size_t mib = 64;
 
 	if (phys > 0)
-		mib = UHMM_MIN((size_t)1024, UHMM_MAX((size_t)64,
+		mib = UHMM__MIN((size_t)1024, UHMM__MAX((size_t)64,
 			(size_t)phys / 64 * (size_t)sysconf(_SC_PAGESIZE) >> 20));
 	if (v && *v)
 		mib = strtoul(v, NULL, 0);
@@ -416,7 +416,7 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 		return false;
 	for (size_t i = 0; i < m->npages; i++)
 		if (s->kind[i] == K_DEV) {
-			lo = UHMM_MIN(lo, i);
+			lo = UHMM__MIN(lo, i);
 			hi = i + 1;
 		}
 	if (lo >= hi)
@@ -453,7 +453,7 @@ void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved)
 	pthread_mutex_lock(&c->lock);
 	e->users--;
 	if (!e->dead) {
-		moved = UHMM_MIN(moved, e->pages);
+		moved = UHMM__MIN(moved, e->pages);
 		e->pages -= moved;
 		c->pages -= moved;
 		if (!e->pages) {

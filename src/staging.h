@@ -2,8 +2,8 @@
 /*
  * staging.c: a migration's staging mapping and the staging cache.
  */
-#ifndef UHMM_STAGING_H
-#define UHMM_STAGING_H
+#ifndef UHMM__STAGING_H
+#define UHMM__STAGING_H
 
 #include "base.h"
 
@@ -29,21 +29,21 @@ struct uhmm__staging_cache {
  * Map @m's staging (page i at the range's 2 MiB offset), registered for
  * write-protect events when @reg; 0 or -errno.
  */
-UHMM_HIDDEN int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg);
+UHMM__HIDDEN int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg);
 /* Unregister and unmap a staging mapping uhmm__staging_create() made. */
-UHMM_HIDDEN void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s);
+UHMM__HIDDEN void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s);
 /* A system->device migration is done: keep its staging in the cache. */
-UHMM_HIDDEN void uhmm__staging_cache_put(struct uhmm_migrate_vma *m);
+UHMM__HIDDEN void uhmm__staging_cache_put(struct uhmm_migrate_vma *m);
 /* A device->system migration borrows cached staging; true if it found one. */
-UHMM_HIDDEN bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m);
+UHMM__HIDDEN bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m);
 /* Where the borrowed entry's emptied slots begin (past its bound; else its end). */
-UHMM_HIDDEN uintptr_t uhmm__staging_cache_filled(const struct uhmm_migrate_state *s);
+UHMM__HIDDEN uintptr_t uhmm__staging_cache_filled(const struct uhmm_migrate_state *s);
 /* Give back a borrowed entry; @moved of its slots went into the range. */
-UHMM_HIDDEN void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved);
+UHMM__HIDDEN void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved);
 /* Unmap the staging cache of recycled system pages (context teardown). */
-UHMM_HIDDEN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__staging_cache_drop(struct uhmm_mm *mm);
 /* ... and the entries whose pages went to @pool (the pool is being removed). */
-UHMM_HIDDEN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
+UHMM__HIDDEN void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm,
 						  const struct uhmm_devmem *pool);
 
-#endif /* UHMM_STAGING_H */
+#endif /* UHMM__STAGING_H */

@@ -9,13 +9,14 @@
 #include <sched.h>
 
 #include "base.h"
+#include "context.h"
 #include "features_priv.h"
 #include "inject_priv.h"
 #include "log.h"
 #include "managed.h"
-#include "mm_priv.h"
-#include "pagestate_priv.h"
+#include "pagemap.h"
 #include "uffd.h"
+#include "vma.h"
 
 void uhmm__eagain_backoff(struct uhmm_mm *mm)
 {
@@ -40,7 +41,7 @@ static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
 	size_t n = 0, npages = len >> ps;
 
 	while (n < npages) {
-		size_t k = UHMM_MIN((size_t)512, npages - n);
+		size_t k = UHMM__MIN((size_t)512, npages - n);
 
 		if (uhmm__pagemap_has_data(dst + (n << ps), k, d) ||
 		    uhmm__pagemap_has_data(src + (n << ps), k, sv))
@@ -199,4 +200,43 @@ bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
 		ret = mm->split[i] == addr;
 	pthread_mutex_unlock(&mm->reg_lock);
 	return ret;
+}
+
+void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
+{
+	struct uhmm__vma vmas[64];
+	size_t n = 0;
+
+	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
+		return;
+	while (start < end) {
+		size_t i;
+
+		/* Fresh: the cache may miss mappings libc made without a wrapper. */
+		if (uhmm__vma_find(start, end, vmas, UHMM__ARRAY_SIZE(vmas), &n, true) ||
+		    n == 0)
+			return;
+		for (i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(vmas)); i++) {
+			struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
+			uintptr_t s = UHMM__MAX(vmas[i].start, start);
+			uintptr_t e = UHMM__MIN(vmas[i].end, end);
+
+			if (!(vmas[i].flags & (UHMM__VMA_ANON | UHMM__VMA_SHMEM)) ||
+			    (vmas[i].flags & (UHMM__VMA_HUGETLB | UHMM__VMA_SPECIAL)))
+				continue;
+			reg.range.start = s;
+			reg.range.len = e - s;
+			uhmm__managed_registered(s, e);	/* the wrappers' fast check */
+			pthread_mutex_lock(&mm->reg_lock);
+			int rerr = uhmm__uffd_ioctl(mm->uffd, UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
+
+			pthread_mutex_unlock(&mm->reg_lock);
+			if (rerr)	/* after reg_lock: a warning writes to stderr */
+				uhmm__warn("could not register [%#lx, %#lx) for events: %s",
+					   (unsigned long)s, (unsigned long)e, uhmm__err_text(rerr));
+		}
+		if (n <= UHMM__ARRAY_SIZE(vmas))
+			return;
+		start = vmas[UHMM__ARRAY_SIZE(vmas) - 1].end;
+	}
 }

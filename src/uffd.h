@@ -2,31 +2,36 @@
 /*
  * uffd.c: the userfaultfd page primitives and MISSING registrations.
  */
-#ifndef UHMM_UFFD_H
-#define UHMM_UFFD_H
+#ifndef UHMM__UFFD_H
+#define UHMM__UFFD_H
 
 #include "base.h"
 
 /* Retry an ioctl that fails with EAGAIN while a uffd event is pending. */
-UHMM_HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
 /*
  * UFFDIO_MOVE [@src, +@len) to @dst (waking nobody), across EAGAIN and
  * partial moves; @holes lets empty source pages move as holes.  Returns
  * the bytes moved, and 0 or -errno in *@err.
  */
-UHMM_HIDDEN size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
+UHMM__HIDDEN size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				      size_t len, bool holes, int *err);
 /* UFFDIO_COPY [@src, +@len) to @dst (waking nobody); 0 or -errno. */
-UHMM_HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
+UHMM__HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				   size_t len);
 /* Wake the threads faulting in [@s, @e). */
-UHMM_HIDDEN void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
+UHMM__HIDDEN void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
 /* Make sure [start, end) is registered for MISSING faults. */
-UHMM_HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
+UHMM__HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
 /* [start, end) was unmapped: its cut points mean nothing any more. */
-UHMM_HIDDEN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+UHMM__HIDDEN void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 /* Did uhmm's registration cut a mapping at @addr? */
-UHMM_HIDDEN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
+UHMM__HIDDEN bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr);
 
-#endif /* UHMM_UFFD_H */
+/* Best-effort write-protect-mode registration of [start, end) for events. */
+UHMM__HIDDEN void uhmm__register_for_events(struct uhmm_mm *mm,
+					      uintptr_t start, uintptr_t end);
+
+
+#endif /* UHMM__UFFD_H */

@@ -50,7 +50,7 @@ static bool special_name(const char *name)
 		"[sigpage]", "[vectors]",
 	};
 
-	for (size_t i = 0; i < UHMM_ARRAY_SIZE(names); i++)
+	for (size_t i = 0; i < UHMM__ARRAY_SIZE(names); i++)
 		if (!strcmp(name, names[i]))
 			return true;
 	/* Device files are mapped VM_IO / VM_PFNMAP. */
@@ -80,19 +80,19 @@ static unsigned int classify(unsigned int prot_flags, bool has_file,
 			     unsigned long long huge_pagesize, unsigned int *order)
 {
 	unsigned int f = prot_flags;
-	bool shared = f & UHMM_VMA_SHARED;
+	bool shared = f & UHMM__VMA_SHARED;
 
 	*order = 0;
 	if (name[0] && special_name(name))
-		return f | UHMM_VMA_SPECIAL;
+		return f | UHMM__VMA_SPECIAL;
 	if (huge_pagesize > uhmm__page_size || strstr(name, "/anon_hugepage")) {
 		*order = size_order(huge_pagesize);
-		return f | UHMM_VMA_HUGETLB | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
+		return f | UHMM__VMA_HUGETLB | (shared ? UHMM__VMA_SHMEM : UHMM__VMA_ANON);
 	}
 	if (!has_file)
-		return f | (shared ? UHMM_VMA_SHMEM : UHMM_VMA_ANON);
+		return f | (shared ? UHMM__VMA_SHMEM : UHMM__VMA_ANON);
 	if (shared && (!strncmp(name, "/dev/zero", 9) || !strncmp(name, "/SYSV", 5)))
-		return f | UHMM_VMA_SHMEM;
+		return f | UHMM__VMA_SHMEM;
 	if (dev_major == 0 && name[0] == '/') {
 		struct statfs sfs;
 		char path[4096];
@@ -104,10 +104,10 @@ static unsigned int classify(unsigned int prot_flags, bool has_file,
 			*del = 0;
 		if (statfs(path, &sfs) == 0 && (unsigned long)sfs.f_type == HUGETLBFS_MAGIC) {
 			*order = size_order((unsigned long long)sfs.f_bsize);
-			return f | UHMM_VMA_HUGETLB | UHMM_VMA_FILE;
+			return f | UHMM__VMA_HUGETLB | UHMM__VMA_FILE;
 		}
 	}
-	return f | UHMM_VMA_FILE;
+	return f | UHMM__VMA_FILE;
 }
 
 /* ---- fast path: PROCMAP_QUERY ---------------------------------------------- */
@@ -150,13 +150,13 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 		if (q.vma_start >= end)
 			break;
 		if (q.vma_flags & PROCMAP_QUERY_VMA_READABLE)
-			f |= UHMM_VMA_READ;
+			f |= UHMM__VMA_READ;
 		if (q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE)
-			f |= UHMM_VMA_WRITE;
+			f |= UHMM__VMA_WRITE;
 		if (q.vma_flags & PROCMAP_QUERY_VMA_EXECUTABLE)
-			f |= UHMM_VMA_EXEC;
+			f |= UHMM__VMA_EXEC;
 		if (q.vma_flags & PROCMAP_QUERY_VMA_SHARED)
-			f |= UHMM_VMA_SHARED;
+			f |= UHMM__VMA_SHARED;
 		if (cnt < max) {
 			out[cnt].start = q.vma_start;
 			out[cnt].end = q.vma_end;
@@ -306,10 +306,10 @@ static int smaps_orders(void)
 		if (ci >= cache_n || cache[ci].start != cur)
 			continue;
 		o = size_order(strtoull(line + 15, NULL, 10) * 1024);
-		if ((cache[ci].flags & UHMM_VMA_HUGETLB) && !cache[ci].order)
+		if ((cache[ci].flags & UHMM__VMA_HUGETLB) && !cache[ci].order)
 			cache[ci].order = o;
 		else if ((cache[ci].flags & VMA_MAYBE_HUGETLB) && o) {
-			cache[ci].flags |= UHMM_VMA_HUGETLB;
+			cache[ci].flags |= UHMM__VMA_HUGETLB;
 			cache[ci].order = o;
 		}
 	}
@@ -340,13 +340,13 @@ static int reload_cache(void)
 		if (!parse_maps_line(line, &s, &e, perms, &maj, &ino, &name))
 			continue;
 		if (perms[0] == 'r')
-			fl |= UHMM_VMA_READ;
+			fl |= UHMM__VMA_READ;
 		if (perms[1] == 'w')
-			fl |= UHMM_VMA_WRITE;
+			fl |= UHMM__VMA_WRITE;
 		if (perms[2] == 'x')
-			fl |= UHMM_VMA_EXEC;
+			fl |= UHMM__VMA_EXEC;
 		if (perms[3] == 's')
-			fl |= UHMM_VMA_SHARED;
+			fl |= UHMM__VMA_SHARED;
 		if (n == cache_cap) {
 			size_t nc = cache_cap ? cache_cap * 2 : 256;
 			struct uhmm__vma *nv = uhmm__realloc(cache, nc * sizeof(*nv));
@@ -359,14 +359,14 @@ static int reload_cache(void)
 		cache[n].start = s;
 		cache[n].end = e;
 		cache[n].flags = classify(fl, ino != 0, maj, name, 0, &cache[n].order);
-		if ((cache[n].flags & UHMM_VMA_HUGETLB) && !cache[n].order)
+		if ((cache[n].flags & UHMM__VMA_HUGETLB) && !cache[n].order)
 			need_smaps = true;
 		/*
 		 * A file of an internal mount with no path to statfs (a memfd,
 		 * a deleted file), both ends 2 MiB aligned: maybe hugetlbfs
 		 * (memfd_create(MFD_HUGETLB)); smaps says.
 		 */
-		if ((cache[n].flags & UHMM_VMA_FILE) && !(cache[n].flags & UHMM_VMA_HUGETLB) &&
+		if ((cache[n].flags & UHMM__VMA_FILE) && !(cache[n].flags & UHMM__VMA_HUGETLB) &&
 		    maj == 0 && (!strncmp(name, "/memfd:", 7) || strstr(name, " (deleted)")) &&
 		    !(s & ((2ul << 20) - 1)) && !(e & ((2ul << 20) - 1))) {
 			cache[n].flags |= VMA_MAYBE_HUGETLB;

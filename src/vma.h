@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* vma.c: the process's mappings (read from /proc/self/maps, cached). */
-#ifndef UHMM_VMA_H
-#define UHMM_VMA_H
+#ifndef UHMM__VMA_H
+#define UHMM__VMA_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -9,15 +9,15 @@
 
 #include "hidden.h"
 
-#define UHMM_VMA_READ		(1u << 0)
-#define UHMM_VMA_WRITE		(1u << 1)
-#define UHMM_VMA_EXEC		(1u << 2)
-#define UHMM_VMA_SHARED		(1u << 3)
-#define UHMM_VMA_FILE		(1u << 4)	/* file-backed (incl. shmem files) */
-#define UHMM_VMA_ANON		(1u << 5)	/* private anonymous (heap, stack, mmap) */
-#define UHMM_VMA_SHMEM		(1u << 6)	/* shared anonymous / shmem */
-#define UHMM_VMA_HUGETLB	(1u << 7)
-#define UHMM_VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
+#define UHMM__VMA_READ		(1u << 0)
+#define UHMM__VMA_WRITE		(1u << 1)
+#define UHMM__VMA_EXEC		(1u << 2)
+#define UHMM__VMA_SHARED		(1u << 3)
+#define UHMM__VMA_FILE		(1u << 4)	/* file-backed (incl. shmem files) */
+#define UHMM__VMA_ANON		(1u << 5)	/* private anonymous (heap, stack, mmap) */
+#define UHMM__VMA_SHMEM		(1u << 6)	/* shared anonymous / shmem */
+#define UHMM__VMA_HUGETLB	(1u << 7)
+#define UHMM__VMA_SPECIAL	(1u << 8)	/* IO/PFNMAP-style, vdso... */
 
 struct uhmm__vma {
 	uintptr_t start;
@@ -34,7 +34,7 @@ struct uhmm__vma {
  * none); -EIO if /proc/self/maps cannot be read otherwise.  Callers pass
  * the error on: a failure to look is not "no mapping there".
  */
-UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
+UHMM__HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
 				  struct uhmm__vma *out, size_t max, size_t *n,
 				  bool fresh);
 
@@ -44,9 +44,9 @@ UHMM_HIDDEN int uhmm__vma_find(uintptr_t start, uintptr_t end,
  * memory or notifier is in use: a dlclose() of it would leave uhmm's
  * service threads calling unmapped code.  Not while pages are frozen.
  */
-UHMM_HIDDEN void uhmm__pin_module(const void *addr);
+UHMM__HIDDEN void uhmm__pin_module(const void *addr);
 
 /* A fork child re-reads the mappings (mm.c's atfork handler). */
-UHMM_HIDDEN void uhmm__vma_atfork_child(void);
+UHMM__HIDDEN void uhmm__vma_atfork_child(void);
 
-#endif /* UHMM_VMA_H */
+#endif /* UHMM__VMA_H */

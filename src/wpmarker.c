@@ -42,11 +42,10 @@
 #include <sys/mman.h>
 
 #include "base.h"
+#include "context.h"
 #include "features_priv.h"
 #include "inject_priv.h"
-#include "mm_priv.h"
-#include "pagestate_priv.h"
-#include "service.h"
+#include "pagemap.h"
 #include "sys.h"
 #include "uffd.h"
 #include "wpmarker.h"
@@ -136,10 +135,10 @@ void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start, uintptr_t e
 	op = uhmm__malloc(sizeof(*op));
 	if (!op)
 		return;		/* the move splits the huge page: slower, nothing lost */
-	uhmm__selfop_begin(mm, op, hs, he, UHMM_SELFOP_INTERNAL | UHMM_SELFOP_ONESHOT);
+	uhmm__selfop_begin(mm, op, hs, he, UHMM__SELFOP_INTERNAL | UHMM__SELFOP_ONESHOT);
 	uhmm__sys_madvise((void *)hs, he - hs, MADV_DONTNEED);
 	/* Its events (if any) were read before madvise returned. */
 	pthread_mutex_lock(&mm->selfop_lock);
-	op->done_seq = UHMM_MAX(atomic_load(&mm->ev_read), 1ul);
+	op->done_seq = UHMM__MAX(atomic_load(&mm->ev_read), 1ul);
 	pthread_mutex_unlock(&mm->selfop_lock);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* wpmarker.c: device-resident pages shown in pagemap as swap entries. */
-#ifndef UHMM_WPMARKER_H
-#define UHMM_WPMARKER_H
+#ifndef UHMM__WPMARKER_H
+#define UHMM__WPMARKER_H
 
 #include "base.h"
 
@@ -9,7 +9,7 @@
  * Are uffd-wp markers put on device-resident pages (WP_UNPOPULATED and
  * uffd write-protect active, and the context's userfaultfd has both)?
  */
-UHMM_HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
+UHMM__HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
 /*
  * Put markers on the empty entries of [start, end) (pages uhmm holds
  * MIGRATING and is about to commit as device pages), or drop the markers
@@ -17,8 +17,8 @@ UHMM_HIDDEN bool uhmm__markers_on(const struct uhmm_mm *mm);
  * a stale one).  Best effort: 0 or -errno, and nothing depends on the
  * result (wpmarker.c).  No-ops when markers are off.
  */
-UHMM_HIDDEN int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
-UHMM_HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+UHMM__HIDDEN int uhmm__marker_set(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
+UHMM__HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_t end);
 /*
  * Before a UFFDIO_MOVE from staging at @src installs [start, end), pages
  * uhmm holds MIGRATING whose entries may be markers: free the page tables
@@ -26,7 +26,7 @@ UHMM_HIDDEN int uhmm__marker_clear(struct uhmm_mm *mm, uintptr_t start, uintptr_
  * page, so it can be moved in as one PMD (a destination PMD with a page
  * table splits it).
  */
-UHMM_HIDDEN void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start,
+UHMM__HIDDEN void uhmm__marker_make_pmd_room(struct uhmm_mm *mm, uintptr_t start,
 					       uintptr_t end, uintptr_t src);
 
-#endif /* UHMM_WPMARKER_H */
+#endif /* UHMM__WPMARKER_H */

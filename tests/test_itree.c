@@ -21,11 +21,11 @@
  *    scan of the live nodes;
  *  - with 100000 nodes, that queries examine a number of nodes bounded by a
  *    small multiple of the tree height plus the number of matches (counted
- *    through uhmm_itree_debug_visits, never by timing).
+ *    through uhmm__itree_debug_visits, never by timing).
  *
  * Exit status 0 means every check passed; failures are printed.
  */
-#define UHMM_ITREE_DEBUG 1
+#define UHMM__ITREE_DEBUG 1
 #include "../src/itree.h"
 #include "cases.h"
 
@@ -34,8 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef UHMM_ITREE_DEBUG
-#error "UHMM_ITREE_DEBUG must be defined"
+#ifndef UHMM__ITREE_DEBUG
+#error "UHMM__ITREE_DEBUG must be defined"
 #endif
 
 #define container_of(ptr, type, member) \
@@ -216,8 +216,8 @@ static size_t check_query(const struct uhmm__itree *t, struct item *items,
 	bool first = true;
 
 	query_stamp++;
-	for (n = uhmm_itree_iter_first(t, s, l); n;
-	     n = uhmm_itree_iter_next(n, s, l)) {
+	for (n = uhmm__itree_iter_first(t, s, l); n;
+	     n = uhmm__itree_iter_next(n, s, l)) {
 		struct item *it = container_of(n, struct item, node);
 
 		CHECK(it->in_tree, "query [%#" PRIxPTR ",%#" PRIxPTR
@@ -330,16 +330,16 @@ static void test_fixed(void)
 	};
 	size_t i;
 
-	uhmm_itree_init(&t);
+	uhmm__itree_init(&t);
 	CHECK(t.root == NULL && t.count == 0, "init");
-	CHECK(uhmm_itree_iter_first(&t, 0, UINTPTR_MAX) == NULL, "empty");
+	CHECK(uhmm__itree_iter_first(&t, 0, UINTPTR_MAX) == NULL, "empty");
 	CHECK(check_tree(&t) >= 0, "empty tree invariants");
 
 	for (i = 0; i < 8; i++) {
 		it[i].id = i;
 		it[i].node.start = b[i][0];
 		it[i].node.last = b[i][1];
-		uhmm_itree_insert(&t, &it[i].node);
+		uhmm__itree_insert(&t, &it[i].node);
 		it[i].in_tree = true;
 		CHECK(check_tree(&t) >= 0, "invariants after fixed insert %zu", i);
 	}
@@ -354,15 +354,15 @@ static void test_fixed(void)
 	CHECK(check_query(&t, it, 8, 0, UINTPTR_MAX) == 8, "everything");
 
 	/* The first result must be the lowest start. */
-	n = uhmm_itree_iter_first(&t, 0, UINTPTR_MAX);
+	n = uhmm__itree_iter_first(&t, 0, UINTPTR_MAX);
 	CHECK(n && n->start == 0, "first of everything");
 	/* Equal starts come back in insertion order. */
-	n = uhmm_itree_iter_first(&t, 5, 5);
+	n = uhmm__itree_iter_first(&t, 5, 5);
 	/* skip [0,9] and [0,max], which start at 0 */
-	n = n ? uhmm_itree_iter_next(n, 5, 5) : NULL;
-	n = n ? uhmm_itree_iter_next(n, 5, 5) : NULL;
+	n = n ? uhmm__itree_iter_next(n, 5, 5) : NULL;
+	n = n ? uhmm__itree_iter_next(n, 5, 5) : NULL;
 	CHECK(n == &it[2].node, "duplicate order (first)");
-	n = n ? uhmm_itree_iter_next(n, 5, 5) : NULL;
+	n = n ? uhmm__itree_iter_next(n, 5, 5) : NULL;
 	CHECK(n == &it[3].node, "duplicate order (second)");
 
 	/* Remove in a scrambled order, checking as we go. */
@@ -370,7 +370,7 @@ static void test_fixed(void)
 	for (i = 0; i < 8; i++) {
 		struct item *x = &it[order[i]];
 
-		uhmm_itree_remove(&t, &x->node);
+		uhmm__itree_remove(&t, &x->node);
 		x->in_tree = false;
 		CHECK(check_tree(&t) >= 0, "invariants after fixed remove %zu", i);
 		check_query(&t, it, 8, 0, UINTPTR_MAX);
@@ -393,7 +393,7 @@ static void test_random(void)
 	unsigned long op, inserts = 0, removes = 0, queries = 0;
 	int h, worst_excess = -1000;
 
-	uhmm_itree_init(&t);
+	uhmm__itree_init(&t);
 	for (i = 0; i < RAND_POOL; i++)
 		it[i].id = i;
 
@@ -417,12 +417,12 @@ static void test_random(void)
 					x->node.last = y->node.last;
 				}
 			}
-			uhmm_itree_insert(&t, &x->node);
+			uhmm__itree_insert(&t, &x->node);
 			x->in_tree = true;
 			live++;
 			inserts++;
 		} else if (x->in_tree) {
-			uhmm_itree_remove(&t, &x->node);
+			uhmm__itree_remove(&t, &x->node);
 			x->in_tree = false;
 			live--;
 			removes++;
@@ -458,7 +458,7 @@ static void test_random(void)
 	for (i = 0; i < RAND_POOL; i++) {
 		if (!it[i].in_tree)
 			continue;
-		uhmm_itree_remove(&t, &it[i].node);
+		uhmm__itree_remove(&t, &it[i].node);
 		it[i].in_tree = false;
 		removes++;
 		CHECK(check_tree(&t) >= 0, "invariants while draining");
@@ -482,14 +482,14 @@ static unsigned long big_query(const struct uhmm__itree *t, uintptr_t s,
 	struct uhmm__itree_node *n;
 	size_t k = 0;
 
-	uhmm_itree_debug_visits = 0;
-	for (n = uhmm_itree_iter_first(t, s, l); n;
-	     n = uhmm_itree_iter_next(n, s, l)) {
+	uhmm__itree_debug_visits = 0;
+	for (n = uhmm__itree_iter_first(t, s, l); n;
+	     n = uhmm__itree_iter_next(n, s, l)) {
 		CHECK(n->start <= l && n->last >= s, "big: non-overlap");
 		k++;
 	}
 	*nres = k;
-	return uhmm_itree_debug_visits;
+	return uhmm__itree_debug_visits;
 }
 
 /* Number of nodes i (with in_tree set) overlapping [s, l], by arithmetic. */
@@ -517,7 +517,7 @@ static void test_big(void)
 	size_t worst_wide_k = 0;
 	int h, bound;
 
-	uhmm_itree_init(&t);
+	uhmm__itree_init(&t);
 	for (i = 0; i < BIG_N; i++)
 		perm[i] = i;
 	for (i = BIG_N - 1; i > 0; i--) {
@@ -533,7 +533,7 @@ static void test_big(void)
 		x->id = perm[i];
 		x->node.start = (uintptr_t)perm[i] * BIG_STRIDE;
 		x->node.last = x->node.start + BIG_STRIDE / 2 - 1;
-		uhmm_itree_insert(&t, &x->node);
+		uhmm__itree_insert(&t, &x->node);
 		x->in_tree = true;
 	}
 	h = check_tree(&t);
@@ -601,11 +601,11 @@ static void test_big(void)
 	for (i = 0; i < 4; i++) {
 		huge[i].node.start = i * 1000;
 		huge[i].node.last = UINTPTR_MAX - i;
-		uhmm_itree_insert(&t, &huge[i].node);
+		uhmm__itree_insert(&t, &huge[i].node);
 		huge[i].in_tree = true;
 	}
 	for (i = 0; i < BIG_N; i += 2) {
-		uhmm_itree_remove(&t, &big[i].node);
+		uhmm__itree_remove(&t, &big[i].node);
 		big[i].in_tree = false;
 	}
 	h = check_tree(&t);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * Read-mostly duplication, on two simdev devices with real memory and real
- * threads.
+ * threads.  Each case builds its own state (rm_setup(): a layer, two
+ * devices, a 16-page read-mostly range with a known pattern) and, where it
+ * needs copies, makes them first (rm_duplicate()).
  *
  *  - duplicate: both devices read every word of a 16-page range: each gets
  *    read-only copies in its own memory (16 copies each), the pages stay in
@@ -18,7 +20,10 @@
  *    (a copy that outlived a write would be), and never torn across a
  *    granule's copy; then the range's attributes are cleared and every
  *    byte checked;
- *  - discard of a read-mostly range drops the copies.
+ *  - discard of a read-mostly range drops the copies; clearing read-mostly
+ *    drops the rest and gives write access back;
+ *  - a write fault outside any read-mostly range still reaches the handler
+ *    that was there before.
  */
 #include "policy_common.h"
 
@@ -48,6 +53,14 @@ static void dev_read_all(struct uhmm_simdev *d, const char *p, uint64_t *out)
 
 static void check_same(const char *p, const uint64_t *seen, const char *who)
 {
+	for (size_t i = 0; i < NPG * page_size / 8; i++)
+		if (((const uint64_t *)(const void *)p)[i] != seen[i]) {
+			fprintf(stderr, "%s: first difference: page %zu word %zu: memory %#llx, "
+				"device %#llx\n", who, i / (page_size / 8), i % (page_size / 8),
+				(unsigned long long)((const uint64_t *)(const void *)p)[i],
+				(unsigned long long)seen[i]);
+			break;
+		}
 	CHECK(!memcmp(p, seen, NPG * page_size), "%s read different bytes than memory holds", who);
 }
 
@@ -104,149 +117,216 @@ static void seq_kernel(struct uhmm_simdev_thread *t, size_t item, void *arg)
 		atomic_fetch_add(&s->bad, 1);
 }
 
-static void test_read_mostly(void)
-{
+/* One case's state: the layer, two devices, the read-mostly range. */
+struct rm {
 	struct uhmm_policy *pol;
 	struct uhmm_policy_range *r;
-	struct uhmm_policy_stats st;
 	struct uhmm_simdev *d[2];
-	struct uhmm_policy_attr at = { .preferred = UHMM_POLICY_NONE, .read_mostly = true,
-				       .granularity = 1 };
+	struct uhmm_policy_attr at;
 	int id[2];
-	char *p;
-	uint64_t *seen;
+	char *p;		/* NPG pages of the range, in a 2 MiB block */
+	uint64_t *seen;		/* what a device read: NPG pages */
+};
 
-	seen = malloc(NPG * page_size);
-	CHECK(seen != NULL, "malloc");
-	pol = ppol(NULL);
-	d[0] = pdev(pol, 1024, 2, &id[0]);
-	d[1] = pdev(pol, 1024, 2, &id[1]);
-	p = map_aligned_2m(BLK, RW);
+/* A layer, two devices and a read-mostly range of NPG pages (word i: 0x1000000 + i). */
+static void rm_setup(struct rm *s)
+{
+	*s = (struct rm){ .at = { .preferred = UHMM_POLICY_NONE, .read_mostly = true,
+				  .granularity = 1 } };
+	s->seen = malloc(NPG * page_size);
+	CHECK(s->seen != NULL, "malloc");
+	s->pol = ppol(NULL);
+	s->d[0] = pdev(s->pol, 1024, 2, &s->id[0]);
+	s->d[1] = pdev(s->pol, 1024, 2, &s->id[1]);
+	s->p = map_aligned_2m(BLK, RW);
 	for (size_t i = 0; i < NPG * page_size / 8; i++)
-		((uint64_t *)(void *)p)[i] = 0x1000000 + i;
+		((uint64_t *)(void *)s->p)[i] = 0x1000000 + i;
+	CHECK_EQ(uhmm_policy_range_add(s->pol, s->p, NPG * page_size, &s->at, &s->r), 0);
+}
 
-	/* Duplicate. */
-	CHECK_EQ(uhmm_policy_range_add(pol, p, NPG * page_size, &at, &r), 0);
-	dev_read_all(d[0], p, seen);
-	check_same(p, seen, "device 0");
-	dev_read_all(d[1], p, seen);
-	check_same(p, seen, "device 1");
-	st = pstats(r, true);
-	CHECK_EQ(st.copies_dev[id[0]], NPG);
-	CHECK_EQ(st.copies_dev[id[1]], NPG);
+static void rm_teardown(struct rm *s)
+{
+	pteardown(s->pol, s->d, 2);
+	munmap(s->p, BLK);
+	free(s->seen);
+}
+
+/* Both devices read every byte: each holds NPG read-only copies. */
+static void rm_duplicate(struct rm *s)
+{
+	struct uhmm_policy_stats st;
+
+	dev_read_all(s->d[0], s->p, s->seen);
+	check_same(s->p, s->seen, "device 0");
+	dev_read_all(s->d[1], s->p, s->seen);
+	check_same(s->p, s->seen, "device 1");
+	st = pstats(s->r, true);
+	CHECK_EQ(st.copies_dev[s->id[0]], NPG);
+	CHECK_EQ(st.copies_dev[s->id[1]], NPG);
+}
+
+static void test_duplicate(void)
+{
+	struct uhmm_policy_stats st;
+	struct rm s;
+
+	rm_setup(&s);
+	rm_duplicate(&s);
+	st = pstats(s.r, true);
 	CHECK_EQ(st.resident_cpu, NPG);
 	CHECK_EQ(st.duplicated, 2 * NPG);
-	CHECK_EQ(on_dev(d[0], p, NPG), 0);
-	CHECK_EQ(uhmm_policy_tenant_pages(pol, 0, id[0]), NPG);
+	CHECK_EQ(on_dev(s.d[0], s.p, NPG), 0);
+	CHECK_EQ(uhmm_policy_tenant_pages(s.pol, 0, s.id[0]), NPG);
 	printf("%s: ok: duplicate: %d read-only copies on each device, pages stay home, "
 	       "every byte read right\n", test_name, NPG);
+	rm_teardown(&s);
+}
 
-	/* Collapse on a CPU write. */
-	((uint64_t *)(void *)(p + 3 * page_size))[7] = 0xC0FFEE;
-	st = pstats(r, false);
+static void test_collapse_cpu_write(void)
+{
+	struct uhmm_policy_stats st;
+	struct rm s;
+
+	rm_setup(&s);
+	rm_duplicate(&s);
+	((uint64_t *)(void *)(s.p + 3 * page_size))[7] = 0xC0FFEE;
+	st = pstats(s.r, false);
 	CHECK_EQ(st.collapses, 1);
-	CHECK_EQ(st.copies_dev[id[0]], NPG - 1);
-	CHECK_EQ(st.copies_dev[id[1]], NPG - 1);
-	dev_read_all(d[0], p, seen);
-	check_same(p, seen, "device 0 after the CPU write");
-	CHECK_EQ(seen[3 * page_size / 8 + 7], 0xC0FFEE);
-	dev_read_all(d[1], p, seen);
-	check_same(p, seen, "device 1 after the CPU write");
-	st = pstats(r, false);
-	CHECK_EQ(st.copies_dev[id[0]], NPG);	/* copied again on the next read */
+	CHECK_EQ(st.copies_dev[s.id[0]], NPG - 1);
+	CHECK_EQ(st.copies_dev[s.id[1]], NPG - 1);
+	dev_read_all(s.d[0], s.p, s.seen);
+	check_same(s.p, s.seen, "device 0 after the CPU write");
+	CHECK_EQ(s.seen[3 * page_size / 8 + 7], 0xC0FFEE);
+	dev_read_all(s.d[1], s.p, s.seen);
+	check_same(s.p, s.seen, "device 1 after the CPU write");
+	st = pstats(s.r, false);
+	CHECK_EQ(st.copies_dev[s.id[0]], NPG);	/* copied again on the next read */
 	printf("%s: ok: collapse on a CPU write: one granule's copies dropped on both "
 	       "devices, both read the new bytes\n", test_name);
+	rm_teardown(&s);
+}
 
-	/* Collapse on a device write. */
-	{
-		struct wr k = { .p = (uint64_t *)(void *)(p + 5 * page_size), .v = 0xD1D1 };
+static void test_collapse_device_write(void)
+{
+	struct uhmm_policy_stats st;
+	struct rm s;
+	struct wr k;
 
-		CHECK_EQ(uhmm_simdev_launch(d[1], 4, write_kernel, &k, NULL), 0);
-		st = pstats(r, false);
-		CHECK_EQ(st.collapses, 2);
-		CHECK_EQ(st.copies_dev[id[0]], NPG - 1);
-		dev_read_all(d[0], p, seen);
-		check_same(p, seen, "device 0 after device 1's write");
-		CHECK_EQ(seen[5 * page_size / 8 + 2], 0xD1D1 + 2);
-		CHECK_EQ(((uint64_t *)(void *)(p + 5 * page_size))[3], 0xD1D1 + 3);
-	}
+	rm_setup(&s);
+	rm_duplicate(&s);
+	k = (struct wr){ .p = (uint64_t *)(void *)(s.p + 5 * page_size), .v = 0xD1D1 };
+	CHECK_EQ(uhmm_simdev_launch(s.d[1], 4, write_kernel, &k, NULL), 0);
+	st = pstats(s.r, false);
+	CHECK_EQ(st.collapses, 1);
+	CHECK_EQ(st.copies_dev[s.id[0]], NPG - 1);
+	dev_read_all(s.d[0], s.p, s.seen);
+	check_same(s.p, s.seen, "device 0 after device 1's write");
+	CHECK_EQ(s.seen[5 * page_size / 8 + 2], 0xD1D1 + 2);
+	CHECK_EQ(((uint64_t *)(void *)(s.p + 5 * page_size))[3], 0xD1D1 + 3);
 	printf("%s: ok: collapse on a device write: device 0 reads device 1's bytes\n",
 	       test_name);
+	rm_teardown(&s);
+}
 
-	/* No stale copy while a CPU thread writes and both devices read. */
-	{
-		struct seq s = { .p = p };
-		pthread_t th;
-		const size_t items = 3000;
+/* No stale copy while a CPU thread writes and both devices read. */
+static void test_no_stale_copy(void)
+{
+	const size_t items = 3000;
+	struct uhmm_policy_stats st;
+	struct rm s;
+	struct seq q;
+	pthread_t th;
 
-		for (size_t i = page_size / 8; i < NPG * page_size / 8; i++)
-			((uint64_t *)(void *)p)[i] = 0x5a5a5a5a5a5a5a5aull;
-		CHECK_EQ(pthread_create(&th, NULL, writer, &s), 0);
-		for (int l = 0; l < 6; l++)
-			CHECK_EQ(uhmm_simdev_launch(d[l % 2], items, seq_kernel, &s, NULL), 0);
-		atomic_store(&s.stop, 1);
-		pthread_join(th, NULL);
-		st = pstats(r, false);
-		CHECK(atomic_load(&s.bad) == 0, "%d device reads saw a stale or wrong copy",
-		      atomic_load(&s.bad));
-		printf("%s: ok: %zu device reads against %llu CPU page writes: none stale "
-		       "(%llu collapses, %llu copies made)\n", test_name, 6 * items,
-		       (unsigned long long)s.writes, (unsigned long long)st.collapses,
-		       (unsigned long long)st.duplicated);
-	}
+	rm_setup(&s);
+	rm_duplicate(&s);
+	q = (struct seq){ .p = s.p };
+	for (size_t i = page_size / 8; i < NPG * page_size / 8; i++)
+		((uint64_t *)(void *)s.p)[i] = 0x5a5a5a5a5a5a5a5aull;
+	CHECK_EQ(pthread_create(&th, NULL, writer, &q), 0);
+	for (int l = 0; l < 6; l++)
+		CHECK_EQ(uhmm_simdev_launch(s.d[l % 2], items, seq_kernel, &q, NULL), 0);
+	atomic_store(&q.stop, 1);
+	pthread_join(th, NULL);
+	st = pstats(s.r, false);
+	CHECK(atomic_load(&q.bad) == 0, "%d device reads saw a stale or wrong copy",
+	      atomic_load(&q.bad));
+	printf("%s: ok: %zu device reads against %llu CPU page writes: none stale "
+	       "(%llu collapses, %llu copies made)\n", test_name, 6 * items,
+	       (unsigned long long)q.writes, (unsigned long long)st.collapses,
+	       (unsigned long long)st.duplicated);
+	rm_teardown(&s);
+}
 
-	/* Discard drops the copies; clearing read-mostly gives write access back. */
-	dev_read_all(d[0], p, seen);
-	CHECK_EQ(uhmm_policy_discard(pol, p + 8 * page_size, 4 * page_size), 0);
-	st = pstats(r, false);
-	CHECK(st.copies_dev[id[0]] <= NPG - 4, "copies %llu after discard",
-	      (unsigned long long)st.copies_dev[id[0]]);
+/* Discard drops the copies; clearing read-mostly gives write access back. */
+static void test_discard_and_clear(void)
+{
+	struct uhmm_policy_stats st;
+	struct rm s;
+
+	rm_setup(&s);
+	rm_duplicate(&s);
+	CHECK_EQ(uhmm_policy_discard(s.pol, s.p + 8 * page_size, 4 * page_size), 0);
+	st = pstats(s.r, false);
+	CHECK(st.copies_dev[s.id[0]] <= NPG - 4, "copies %llu after discard",
+	      (unsigned long long)st.copies_dev[s.id[0]]);
+	CHECK(st.copies_dev[s.id[1]] <= NPG - 4, "device 1: copies %llu after discard",
+	      (unsigned long long)st.copies_dev[s.id[1]]);
 	for (size_t i = 8 * page_size / 8; i < 12 * page_size / 8; i++)
-		CHECK_EQ(((uint64_t *)(void *)p)[i], 0);
-	dev_read_all(d[1], p, seen);
-	check_same(p, seen, "device 1 after the discard");
-	at.read_mostly = false;
-	CHECK_EQ(uhmm_policy_range_set(r, &at), 0);
-	st = pstats(r, false);
-	CHECK_EQ(st.copies_dev[id[0]] + st.copies_dev[id[1]], 0);
-	CHECK_EQ(uhmm_policy_tenant_pages(pol, 0, id[0]), 0);
-	memset(p, 0x77, NPG * page_size);	/* writable again, no fault to catch */
-	dev_read_all(d[0], p, seen);
-	check_same(p, seen, "device 0 after read-mostly was cleared");
+		CHECK_EQ(((uint64_t *)(void *)s.p)[i], 0);
+	dev_read_all(s.d[0], s.p, s.seen);
+	check_same(s.p, s.seen, "device 0 after the discard");
+	dev_read_all(s.d[1], s.p, s.seen);
+	check_same(s.p, s.seen, "device 1 after the discard");
+	s.at.read_mostly = false;
+	CHECK_EQ(uhmm_policy_range_set(s.r, &s.at), 0);
+	st = pstats(s.r, false);
+	CHECK_EQ(st.copies_dev[s.id[0]] + st.copies_dev[s.id[1]], 0);
+	CHECK_EQ(uhmm_policy_tenant_pages(s.pol, 0, s.id[0]), 0);
+	memset(s.p, 0x77, NPG * page_size);	/* writable again, no fault to catch */
+	dev_read_all(s.d[0], s.p, s.seen);
+	check_same(s.p, s.seen, "device 0 after read-mostly was cleared");
 	printf("%s: ok: discard drops copies; clearing read-mostly restores write access\n",
 	       test_name);
+	rm_teardown(&s);
+}
 
-	/* A write fault outside any read-mostly range still kills. */
-	{
-		pid_t pid = fork();
-		int status;
+/* A write fault outside any read-mostly range still kills. */
+static void test_other_write_faults(void)
+{
+	struct rm s;
+	pid_t pid;
+	int status;
 
-		CHECK(pid >= 0, "fork");
-		if (pid == 0) {
-			char *ro = mmap(NULL, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
-					-1, 0);
+	rm_setup(&s);
+	rm_duplicate(&s);
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		char *ro = mmap(NULL, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS,
+				-1, 0);
 
-			ro[0] = 1;
-			_exit(0);
-		}
-		CHECK_EQ(waitpid(pid, &status, 0), pid);
-		/*
-		 * The handler that was there before runs (a sanitizer's reports
-		 * and exits), or the default kills: never a silent success.
-		 */
-		CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) ||
-		      (WIFEXITED(status) && WEXITSTATUS(status) != 0),
-		      "a write to read-only memory elsewhere did not fault (status %#x)", status);
+		ro[0] = 1;
+		_exit(0);
 	}
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	/*
+	 * The handler that was there before runs (a sanitizer's reports
+	 * and exits), or the default kills: never a silent success.
+	 */
+	CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) ||
+	      (WIFEXITED(status) && WEXITSTATUS(status) != 0),
+	      "a write to read-only memory elsewhere did not fault (status %#x)", status);
 	printf("%s: ok: other write faults still reach the previous handler\n", test_name);
-
-	pteardown(pol, d, 2);
-	munmap(p, BLK);
-	free(seen);
+	rm_teardown(&s);
 }
 
 static const struct test_case cases[] = {
-	TEST_CASE(test_read_mostly),
+	TEST_CASE(test_duplicate),
+	TEST_CASE(test_collapse_cpu_write),
+	TEST_CASE(test_collapse_device_write),
+	TEST_CASE(test_no_stale_copy),
+	TEST_CASE(test_discard_and_clear),
+	TEST_CASE(test_other_write_faults),
 };
 
 TEST_MAIN("test_policy_readmostly", NULL, NULL)

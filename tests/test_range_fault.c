@@ -36,7 +36,12 @@
  *  - -EDEADLK for a range fault from inside an invalidate callback;
  *  - a mapping created in the notifier's interval after insert, by another
  *    thread that tells the faulting thread only through a relaxed atomic:
- *    a hole snapshots as ERROR, then faults in as VALID.
+ *    a hole snapshots as ERROR, then faults in as VALID;
+ *  - a mapping the cached copy of the mappings does not know yet (made with
+ *    a raw mmap system call, which no wrapper sees): the first read says
+ *    hole, the fresh re-read says mapped, and the range fault succeeds
+ *    (the kernel's hmm_range_fault returns what its last walk found; an
+ *    earlier walk's error does not stay counted).
  *
  * Every sub-check prints a line.  Pages this test unmaps can be reused by other
  * components' mmap(NULL) (sanitizer runtimes): see is_hole().
@@ -46,6 +51,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #define RW (PROT_READ | PROT_WRITE)
@@ -952,6 +958,77 @@ static void test_new_mapping(void)
 		      HOLE_TRIES);
 }
 
+/* ---- an error of the first read, gone in the fresh re-read ------------------ */
+
+/*
+ * The kernel's hmm_range_fault repeats its walk while a walk returns
+ * -EBUSY (it did fault something, or the page tables changed) and returns
+ * what the last walk found: a page that is fine when looked at again is
+ * not an error.  uhmm reads the mappings from a cached copy first (without
+ * PROCMAP_QUERY) and again, fresh, when a request cannot be met.  A
+ * mapping made with a raw mmap system call does not change the copy's
+ * generation: the first read sees a hole, the fresh one the mapping.
+ */
+static bool fresh_reread(int attempt)
+{
+	enum { N = 4 };
+	uint64_t pfns[N];
+	uint32_t st[N];
+	struct rec rc;
+	char *p = map_anon(N * page_size, PROT_NONE);
+	void *q;
+	int ret;
+
+	CHECK_EQ(munmap(p, N * page_size), 0);
+	rec_insert(&rc, p, N * page_size);
+	/*
+	 * A read fault of the hole fails (-EFAULT); it reads the copy of the
+	 * mappings now, with the hole, and leaves the walk's buffers on the
+	 * library's free lists, so the next walk maps nothing new (a mapping
+	 * the library makes itself renews the copy).
+	 */
+	ret = do_fault(&rc, p, N, pfns, UHMM_PFN_REQ_FAULT, 0);
+	if (!is_hole(p) || !is_hole(pg(p, N - 1))) {
+		hole_reused("fresh re-read", attempt);
+		uhmm_interval_notifier_remove(&rc.mni);
+		return false;
+	}
+	CHECK(ret == -EFAULT, "read fault of a hole: %d", ret);
+	q = (void *)syscall(SYS_mmap, p, N * page_size, RW,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (q != p) {
+		CHECK(q == MAP_FAILED && errno == EEXIST, "raw mmap: %p, errno %d", q, errno);
+		hole_reused("fresh re-read", attempt);
+		uhmm_interval_notifier_remove(&rc.mni);
+		return false;
+	}
+	ret = do_fault(&rc, p, N, pfns, UHMM_PFN_REQ_FAULT, 0);
+	CHECK(ret == 0, "read fault of a mapping the cached maps did not know: %d (%s)",
+	      ret, uhmm_last_error());
+	states(p, N, st);
+	for (size_t i = 0; i < N; i++) {
+		CHECK(pfns[i] & UHMM_PFN_VALID, "page %zu: %#llx", i, (unsigned long long)pfns[i]);
+		check_pfn_addr(pfns[i], pg(p, i), i);
+		CHECK(st[i] & UHMM_PS_PRESENT, "page %zu not present", i);
+	}
+	OK("fresh re-read: a mapping made behind the wrappers' back faults in (VALID, "
+	   "present); the first read's hole is not an error (%s)",
+	   si.active & UHMM_FEAT_PROCMAP_QUERY ? "PROCMAP_QUERY: every read is fresh"
+					       : "cached maps, then a fresh read");
+	uhmm_interval_notifier_remove(&rc.mni);
+	CHECK_EQ(munmap(p, N * page_size), 0);
+	return true;
+}
+
+static void test_fresh_reread(void)
+{
+	int attempt = 0;
+
+	while (!fresh_reread(attempt))
+		CHECK(++attempt < HOLE_TRIES, "the hole was reused %d times in a row",
+		      HOLE_TRIES);
+}
+
 /* ---- the sequence protocol under concurrency ------------------------------- */
 
 #define CN		32	/* pages in the mirrored region */
@@ -1340,6 +1417,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_edeadlk),
 	TEST_CASE(test_thp),
 	TEST_CASE(test_new_mapping),
+	TEST_CASE(test_fresh_reread),
 	TEST_CASE(test_concurrent),
 };
 

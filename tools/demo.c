@@ -258,12 +258,7 @@ static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
 
 	opts_init(&o, "uhmm demo", argc, argv);
 	while (opts_next(&o)) {
-		if (opts_is(&o, "--help") || opts_is(&o, "-h")) {
-			if (opts_flag(&o))
-				return TOOL_EXIT_USAGE;
-			usage(stdout);
-			return TOOL_EXIT_OK;
-		} else if (opts_is(&o, "--quick")) {
+		if (opts_is(&o, "--quick")) {
 			if (opts_flag(&o))
 				return TOOL_EXIT_USAGE;
 			quick = true;
@@ -302,8 +297,7 @@ static int parse_args(int argc, char **argv, size_t *size_mib, size_t *cap_mib,
 						      demo_policy_names()),
 				       TOOL_EXIT_USAGE;
 		} else {
-			opts_unknown(&o);
-			return TOOL_EXIT_USAGE;
+			return opts_other(&o, usage);
 		}
 	}
 	if (quick && !size_set)

@@ -65,6 +65,18 @@ int opts_unknown(const struct opts *o)
 	return -1;
 }
 
+int opts_other(struct opts *o, void (*usage)(FILE *f))
+{
+	if (!opts_is(o, "-h") && !opts_is(o, "--help")) {
+		opts_unknown(o);
+		return TOOL_EXIT_USAGE;
+	}
+	if (opts_flag(o))
+		return TOOL_EXIT_USAGE;
+	usage(stdout);
+	return TOOL_EXIT_OK;
+}
+
 int opts_bad_value(const struct opts *o, const char *value, const char *fmt, ...)
 {
 	va_list ap;

@@ -49,6 +49,12 @@ int opts_model(struct opts *o, struct uhmm_simdev_model *out);
 int opts_double(struct opts *o, double min, double max, double *out);
 /* "unknown option" (or "unexpected argument" for one not starting with '-'). */
 int opts_unknown(const struct opts *o);
+/*
+ * The last branch of a subcommand's option loop: -h / --help prints
+ * @usage to stdout and gives TOOL_EXIT_OK (TOOL_EXIT_USAGE with a value);
+ * anything else is refused as opts_unknown() does (TOOL_EXIT_USAGE).
+ */
+int opts_other(struct opts *o, void (*usage)(FILE *f));
 /* "<cmd>: <option> '<value>': <reason>" for a value the caller refuses. */
 int opts_bad_value(const struct opts *o, const char *value, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
