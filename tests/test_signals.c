@@ -316,17 +316,23 @@ static void state_teardown(void)
 
 static void malloc_op(void)
 {
-	void *blk[16];
+	void *blk[72];
 
-	pbuf_to_device();
-	/* Above the per-thread caches: each call takes the arena's lock. */
+	/*
+	 * Many small blocks, of the size of a small migration's arrays (a
+	 * sanitizer's allocator takes a lock per size class whenever a
+	 * thread's cache of that class runs dry), and blocks above glibc's
+	 * per-thread cache, each of which takes the arena's lock.  The page
+	 * goes back to the device each time, so most handlers fault.
+	 */
 	for (int rep = 0; rep < 8; rep++) {
-		for (size_t i = 0; i < 16; i++) {
-			blk[i] = malloc(2048 + i * 1024);
+		pbuf_to_device();
+		for (size_t i = 0; i < 72; i++) {
+			blk[i] = malloc(i < 64 ? 8 : 2048 + i * 512);
 			CHECK(blk[i] != NULL, "malloc");
-			memset(blk[i], (int)i, 64);
+			memset(blk[i], (int)i, 8);
 		}
-		for (size_t i = 0; i < 16; i++)
+		for (size_t i = 0; i < 72; i++)
 			free(blk[i]);
 	}
 }
