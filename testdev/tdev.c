@@ -274,32 +274,45 @@ static long tdev_fill_sys(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 }
 
 /*
- * The src and dst arrays of a migration: on the stack up to
- * TDEV_STACK_PAGES entries, else one mapping of their own, made and
- * removed with the raw system calls.  Never malloc: migrate_to_ram runs on
- * uhmm's service thread to serve a CPU fault, and that fault may come from
- * a signal handler whose thread was interrupted inside malloc, holding the
- * allocator's lock, which the service thread's malloc then waits for while
- * the handler waits for the service thread (docs/CONCURRENCY.md,
- * "Signals"; tests/test_signals.c hung so under ASan).  Nor may a
- * migration's arrays be on the heap, which a program may migrate
- * ("Frozen pages").  mmap and munmap are async-signal-safe system calls;
- * the raw munmap keeps uhmm's wrapper (and its invalidations) out of a
- * callback running on the service thread.
+ * The src and dst arrays of a migration.  Never malloc in migrate_to_ram:
+ * it runs on uhmm's service thread to serve a CPU fault, and that fault
+ * may come from a signal handler whose thread was interrupted inside
+ * malloc, holding the allocator's lock, which the service thread's malloc
+ * then waits for while the handler waits for the service thread
+ * (docs/CONCURRENCY.md, "Signals"; tests/test_signals.c hung so under
+ * ASan).  So a migration of up to TDEV_STACK_PAGES pages (uhmm's largest
+ * fault-around window, FAULT_AROUND_MAX; a 2 MiB compound window is 512)
+ * keeps them on the stack (32 KiB; the service threads have 1 MiB), and a
+ * larger migrate_to_ram window gets a mapping of its own: mmap is an
+ * async-signal-safe system call, and the raw munmap keeps uhmm's wrapper
+ * (and its invalidations) out of a callback on the service thread.  A
+ * larger migration without a fault page is the caller's own, on its own
+ * thread, where malloc is the application's business (the bulk
+ * migrations of the tests and the benchmark).
  */
-#define TDEV_STACK_PAGES 512
+#define TDEV_STACK_PAGES 2048
 
-static uint64_t *tdev_arrays_map(size_t n)
+static uint64_t *tdev_arrays_get(size_t n, bool fault, uint64_t *stack)
 {
-	void *p = (void *)syscall(SYS_mmap, NULL, 2 * n * sizeof(uint64_t),
-				  PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *p;
 
+	if (n <= TDEV_STACK_PAGES)
+		return stack;
+	if (!fault)
+		return calloc(2 * n, sizeof(uint64_t));
+	p = mmap(NULL, 2 * n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static void tdev_arrays_unmap(uint64_t *a, size_t n)
+static void tdev_arrays_put(uint64_t *a, size_t n, bool fault, uint64_t *stack)
 {
-	syscall(SYS_munmap, a, 2 * n * sizeof(uint64_t));
+	if (a == stack)
+		return;
+	if (!fault)
+		free(a);
+	else
+		syscall(SYS_munmap, a, 2 * n * sizeof(uint64_t));
 }
 
 long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
@@ -307,7 +320,7 @@ long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
 {
 	size_t n = (end - start) / d->page_size;
 	uint64_t stack[2 * TDEV_STACK_PAGES];
-	uint64_t *arrays = n <= TDEV_STACK_PAGES ? stack : tdev_arrays_map(n);
+	uint64_t *arrays = tdev_arrays_get(n, fault_page != NULL, stack);
 	uint64_t *src = arrays, *dst = arrays ? arrays + n : NULL;
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = start, .end = end, .src = src, .dst = dst,
@@ -332,8 +345,7 @@ long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
 	uhmm_migrate_vma_pages(&m);
 	uhmm_migrate_vma_finalize(&m);
 out:
-	if (arrays != stack)
-		tdev_arrays_unmap(arrays, n);
+	tdev_arrays_put(arrays, n, fault_page != NULL, stack);
 	return moved;
 }
 
