@@ -22,6 +22,7 @@
 #include "ptable.h"
 #include "sigblock.h"
 #include "staging.h"
+#include "sys.h"
 #include "uffd.h"
 #include "vma.h"
 
@@ -755,7 +756,7 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
  * faults (it may grow, see above), not for eviction.
  */
 static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
-			 uintptr_t *ws, uintptr_t *we, bool adaptive)
+			 uintptr_t *ws, uintptr_t *we, bool adaptive, struct uhmm__vma *found)
 {
 	size_t span = pgmap->fault_around << uhmm__page_shift;
 	bool seq = false;
@@ -782,6 +783,8 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	}
 	*ws = UHMM_MAX(*ws, v.start);
 	*we = UHMM_MIN(*we, v.end);
+	if (found)
+		*found = v;
 }
 
 /*
@@ -790,7 +793,8 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
  * folio (lib/test_hmm.c's fault handler aligns its range to the folio):
  * the window is exactly that 2 MiB when it lies in one mapping.
  */
-static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, uintptr_t *we)
+static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, uintptr_t *we,
+			 struct uhmm__vma *found)
 {
 	const uintptr_t huge = (uintptr_t)FOLIO_NR << uhmm__page_shift;
 	struct uhmm__vma v;
@@ -800,8 +804,12 @@ static bool folio_window(struct uhmm_page *page, uintptr_t addr, uintptr_t *ws, 
 		return false;
 	*ws = addr & ~(huge - 1);
 	*we = *ws + huge;
-	return !uhmm__vma_find(*ws, *we, &v, 1, &n, false) && n == 1 &&
-	       v.start <= *ws && v.end >= *we;
+	if (uhmm__vma_find(*ws, *we, &v, 1, &n, false) || n != 1 ||
+	    v.start > *ws || v.end < *we)
+		return false;
+	if (found)
+		*found = v;
+	return true;
 }
 
 /* A fault is in flight on its page (from grab to put): findable by the page. */
@@ -840,6 +848,23 @@ struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page)
 	return f;
 }
 
+bool uhmm__fault_mapping(struct uhmm_page *fault_page, uintptr_t start, uintptr_t end,
+			 struct uhmm__vma *v)
+{
+	struct uhmm__fault *f = fault_page ? uhmm__fault_of(fault_page) : NULL;
+
+	/*
+	 * Every wrapper, every unmap or remap event read and uhmm's own
+	 * mapping changes bump uhmm__as_gen; the caller has caught up with
+	 * the events of changes made before it was called.
+	 */
+	if (!f || !f->vma.end || f->vma.start > start || end > f->vma.end ||
+	    f->vma_gen != atomic_load(&uhmm__as_gen))
+		return false;
+	*v = f->vma;
+	return true;
+}
+
 int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 {
 	struct uhmm_mm *mm = f->vmf.mm;
@@ -858,9 +883,11 @@ int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 		return -EAGAIN;
 	}
 	f->vmf.page = page;
-	if (!folio_window(page, addr, &f->vmf.window_start, &f->vmf.window_end))
+	f->vma.end = 0;
+	f->vma_gen = atomic_load(&uhmm__as_gen);	/* before the look-up */
+	if (!folio_window(page, addr, &f->vmf.window_start, &f->vmf.window_end, &f->vma))
 		fault_window(page->pgmap, addr, &f->vmf.window_start, &f->vmf.window_end,
-			     true);
+			     true, &f->vma);
 	f->wake_start = f->wake_end = 0;
 	f->install_err = 0;
 	fault_enter(f);
@@ -947,9 +974,9 @@ static int evict_pass(struct uhmm_mm *mm, struct uhmm_devmem *only)
 				err = err ? err : -EBUSY;
 				continue;
 			}
-			if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end))
+			if (!folio_window(page, addr, &vmf.window_start, &vmf.window_end, NULL))
 				fault_window(pgmap, addr, &vmf.window_start, &vmf.window_end,
-					     false);
+					     false, NULL);
 			held = uhmm__migrate_lock_assume(true);
 			ret = pgmap->ops->migrate_to_ram(&vmf);
 			uhmm__migrate_lock_assume(held);

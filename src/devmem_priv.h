@@ -7,6 +7,7 @@
 #define UHMM_DEVMEM_PRIV_H
 
 #include "base.h"
+#include "vma.h"
 
 /*
  * One CPU fault on a device page, passed explicitly from the fault message
@@ -22,6 +23,14 @@ struct uhmm__fault {
 	struct uhmm_vm_fault vmf;
 	uintptr_t wake_start, wake_end;	/* to wake at the end; wake_end 0: none */
 	int install_err;	/* the driver copied a page that could not be put back */
+	/*
+	 * The mapping the window was clipped to (vma.end 0: none), looked
+	 * up when uhmm__as_gen was @vma_gen: migration setup takes it
+	 * instead of a second look-up while no change to the address space
+	 * has been seen since (uhmm__fault_mapping()).
+	 */
+	struct uhmm__vma vma;
+	unsigned long vma_gen;
 	struct uhmm__fault *next;	/* the pool's faults in flight */
 };
 /* The page a device pfn names, or NULL. */
@@ -51,6 +60,14 @@ UHMM_HIDDEN bool uhmm__page_grab(struct uhmm_mm *mm, struct uhmm_page *page,
 UHMM_HIDDEN int uhmm__fault_device(struct uhmm__fault *f, uint64_t e);
 /* The fault in flight whose page is @fault_page (locked by it), or NULL. */
 UHMM_HIDDEN struct uhmm__fault *uhmm__fault_of(struct uhmm_page *fault_page);
+/*
+ * The mapping [start, end) lies in as the CPU fault on @fault_page looked
+ * it up, if that fault is in flight, the mapping covers the range and no
+ * change to the address space was seen since (uhmm__as_gen): true and *@v
+ * set, else false.
+ */
+UHMM_HIDDEN bool uhmm__fault_mapping(struct uhmm_page *fault_page, uintptr_t start,
+				     uintptr_t end, struct uhmm__vma *v);
 /* Bring every device-resident page home (fork, teardown); 0 or -errno. */
 UHMM_HIDDEN int uhmm__evict_all(struct uhmm_mm *mm, struct uhmm_devmem *only);
 /* Add a pool to the context (@internal: uhmm's own, for exclusive.c). */

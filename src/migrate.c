@@ -95,9 +95,13 @@ static _Atomic uint64_t *slot_of(struct uhmm_mm *mm, uintptr_t a)
 static size_t moved_from_cache(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
+	/* Slots past a trimmed entry's bound were populated for this migration. */
+	uintptr_t filled = uhmm__staging_cache_filled(s);
+	size_t lim = filled <= m->start ? 0 :
+		     UHMM_MIN(m->npages, (filled - m->start) >> uhmm__page_shift);
 	size_t n = 0;
 
-	for (size_t i = 0; i < m->npages; i++)
+	for (size_t i = 0; i < lim; i++)
 		n += s->kind[i] == K_DEV && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
 		     (s->dst_given[i / 64] & (UINT64_C(1) << (i % 64)));
 	return n;
@@ -645,7 +649,12 @@ static int setup_check(struct uhmm_migrate_vma *m, struct uhmm__vma *v)
 		return uhmm__err(EDEADLK, "migrate setup from an invalidate callback");
 	/* The unmaps of the addresses' earlier tenants are done with first. */
 	uhmm__events_catch_up(mm);
-	ret = find_mapping(m->start, m->end, v, false);
+	/*
+	 * migrate_to_ram of a CPU fault: the fault path looked the mapping
+	 * up a moment ago (one PROCMAP_QUERY per fault less).
+	 */
+	ret = uhmm__fault_mapping(m->fault_page, m->start, m->end, v) ? 0 :
+	      find_mapping(m->start, m->end, v, false);
 	if (ret)
 		ret = find_mapping(m->start, m->end, v, true);
 	if (ret)
@@ -945,14 +954,14 @@ static int migrate_vma_setup(struct uhmm_migrate_vma *m)
  * Fault in the staging pages of every device entry in one call per run:
  * much cheaper than one page fault per page as the driver writes them.
  */
-static void populate_staging(struct uhmm_migrate_vma *m)
+static void populate_staging(struct uhmm_migrate_vma *m, uintptr_t from)
 {
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
 
 	if (!uhmm__has(UHMM_FEAT_MADV_POPULATE))
 		return;
-	for (size_t i = 0; i < m->npages;) {
+	for (size_t i = (from - m->start) >> ps; i < m->npages;) {
 		size_t j = i;
 
 		if (s->kind[i] != K_DEV) {
@@ -990,7 +999,11 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 		/* 2 MiB destinations: transparent huge pages where there are any. */
 		if (s->chead)
 			uhmm__sys_madvise(s->map, s->map_len, MADV_HUGEPAGE);
-		populate_staging(m);	/* recycled slots need none */
+		populate_staging(m, m->start);	/* recycled slots need none */
+	} else if (s->cache && uhmm__staging_cache_filled(s) < m->end && !s->populated) {
+		/* Slots a trimmed entry emptied (staging.c, entry_trim()). */
+		populate_staging(m, UHMM_MAX(uhmm__staging_cache_filled(s), m->start));
+		s->populated = true;
 	}
 	p = s->staging + ((size_t)i << uhmm__page_shift);
 	s->dst_given[i / 64] |= UINT64_C(1) << (i % 64);

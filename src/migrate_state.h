@@ -30,6 +30,7 @@ struct uhmm_migrate_state {
 	uint64_t *chead;	/* bitmap: head of a block shown as one entry now */
 	uint64_t *cwhole;	/* bitmap: head of a block migrating whole */
 	struct uhmm__fault *fault;	/* the CPU fault on fault_page, if any */
+	bool populated;		/* the emptied slots of a trimmed entry were populated */
 };
 
 /*

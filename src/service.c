@@ -452,7 +452,14 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		if (ret) {
 			/* The device could not give the page back. */
 			fault_fail(mm, msg, page, ret);
-		} else {
+		} else if (!(f.wake_end && f.wake_start <= page && page < f.wake_end)) {
+			/*
+			 * Woken here unless the fault path's own wake (the
+			 * migration's range, after all was done) covered the
+			 * page already: one ioctl per fault less.  A thread
+			 * that faulted on the page after that wake has its own
+			 * message.
+			 */
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
 			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
@@ -974,8 +981,16 @@ static void *reader_main(void *arg)
 			q->count++;
 		}
 		q->last_seq = seq;
-		pthread_cond_signal(&q->nonempty);
 		pthread_mutex_unlock(&q->lock);
+		/*
+		 * After the unlock: a worker woken while the lock is still
+		 * held blocks on it at once and has to be woken a second time
+		 * (two more futex calls and a context switch per fault on a
+		 * 2-CPU machine).  The worker looks at the queue under the
+		 * lock before it waits, so no wake-up is lost; the queue and
+		 * its condition variable outlive both threads.
+		 */
+		pthread_cond_signal(&q->nonempty);
 	}
 	return NULL;
 }

@@ -16,6 +16,7 @@
 #include "migrate_state.h"
 #include "mm_priv.h"
 #include "ownmem.h"
+#include "sigblock.h"
 #include "staging.h"
 #include "sys.h"
 
@@ -112,7 +113,10 @@ void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
  *
  * Bound: UHMM_STAGING_CACHE_MIB of pages handed in (default 1/64 of the
  * RAM, clamped to 64 MiB .. 1 GiB; 0 turns recycling off), at most
- * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  An entry goes
+ * CACHE_MAX_ENTRIES mappings; the oldest entries go first.  A migration
+ * larger than the bound keeps the pages of its first bound's worth of
+ * addresses and frees the rest at once (entry_trim()), so the cache never
+ * holds more than the bound in pages, whatever the migrations' sizes.  An entry goes
  * as soon as its pages have been moved out, when a newer entry covers its
  * range, when the pool its pages went to is removed, and at context
  * teardown.  Staging is MADV_DONTFORK: a fork child
@@ -123,6 +127,7 @@ void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
 struct uhmm__stage_entry {
 	struct uhmm__stage_entry *next;
 	uintptr_t start, end;		/* the range the slots mirror */
+	uintptr_t filled;		/* slots from here to end were emptied (bound) */
 	uintptr_t staging;		/* slot of start */
 	void *map;
 	size_t map_len;
@@ -212,12 +217,24 @@ static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry
 	*victims = e;
 }
 
+/*
+ * Is the cache this process's (c->lock held)?  A service thread runs only
+ * in the process that made the context, where c->pid is its pid (set at
+ * load or by the fork handler; a child made by a raw clone cannot make a
+ * context, uhmm_mm_get() says ECHILD there): it needs no getpid(), a
+ * system call per migration on the fault path (glibc caches no pid).
+ */
+static bool cache_mine(const struct uhmm__staging_cache *c)
+{
+	return uhmm__on_service_thread() || c->pid == getpid();
+}
+
 /* Drop entries of another context or process (c->lock held). */
 static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **victims)
 {
 	struct uhmm__staging_cache *c = &mm->staging_cache;
 
-	if (c->pid != getpid()) {
+	if (!cache_mine(c)) {
 		/* A child made without pthread_atfork: nothing here is ours. */
 		c->head = c->dead = NULL;
 		c->pages = c->entries = c->ndead = 0;
@@ -257,6 +274,60 @@ static void destroy_victims(struct uhmm_mm *mm, struct uhmm__stage_entry *v)
 }
 
 /*
+ * A migration larger than the whole bound keeps the slots of its first
+ * @cap pages with data and frees the rest (the order a sequential scan
+ * brings them back in): the mapping stays whole, so the entry still
+ * mirrors the whole range, and a migration back that reaches past
+ * e->filled populates those slots again (migrate.c's populate_staging()).
+ * Cut at a 2 MiB boundary when there is one, so that a huge page is kept
+ * or freed whole.  The entry is unregistered first (no REMOVE event for
+ * the discard; nothing is ever moved into cached staging again).
+ */
+static void entry_trim(struct uhmm_migrate_vma *m, struct uhmm__stage_entry *e, size_t cap)
+{
+	const unsigned int ps = uhmm__page_shift;
+	const uintptr_t huge = 2u << 20;
+	struct uhmm_migrate_state *s = m->state;
+	size_t kept = 0, cut = 0;
+	uintptr_t a;
+
+	for (size_t i = 0; i < m->npages && kept < cap; i++)
+		if (s->kind[i] == K_SYS &&
+		    (m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) ==
+			    (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) {
+			kept++;
+			cut = i + 1;
+		}
+	a = m->start + (cut << ps);
+	if ((a & ~(huge - 1)) > m->start) {
+		a &= ~(huge - 1);
+		cut = (a - m->start) >> ps;
+		kept = 0;
+		for (size_t i = 0; i < cut; i++)
+			kept += s->kind[i] == K_SYS &&
+				(m->src[i] & (UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID)) ==
+					(UHMM_MIGRATE_PFN_MIGRATE | UHMM_MIGRATE_PFN_VALID);
+	}
+	{
+		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
+
+		pthread_mutex_lock(&m->mm->reg_lock);
+		uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &r);
+		pthread_mutex_unlock(&m->mm->reg_lock);
+		e->registered = false;
+	}
+	uhmm__sys_madvise(s->staging + (cut << ps), (m->npages - cut) << ps, MADV_DONTNEED);
+	e->filled = a;
+	e->pages = kept;
+}
+
+/* Where a borrowed entry's emptied slots begin (its end if none were). */
+uintptr_t uhmm__staging_cache_filled(const struct uhmm_migrate_state *s)
+{
+	return s->cache->filled;
+}
+
+/*
  * A system->device migration is done: keep its staging (the slots of the
  * pages that migrated with data) in the cache instead of unmapping it.
  */
@@ -283,16 +354,20 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 			pool = pg ? pg->pgmap : NULL;
 		}
 	}
-	if (!pages || pages > c->cap)
+	if (!pages)
 		return;
 	e = uhmm__calloc(1, sizeof(*e));
 	if (!e)
 		return;		/* staging is unmapped as without a cache */
 	*e = (struct uhmm__stage_entry){
-		.start = m->start, .end = m->end, .staging = (uintptr_t)s->staging,
+		.start = m->start, .end = m->end, .filled = m->end,
+		.staging = (uintptr_t)s->staging,
 		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
 		.gen = m->mm->generation, .registered = true,
 	};
+	if (pages > c->cap)
+		entry_trim(m, e, c->cap);
+	pages = e->pages;
 	s->map = NULL;		/* the entry owns the mapping now */
 	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
@@ -408,7 +483,7 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->pid == getpid()) {
+	if (cache_mine(c)) {
 		take_dead(c, &victims);
 		while (c->head)
 			entry_unlink(c, &c->head, &victims);
@@ -423,7 +498,7 @@ void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem 
 	struct uhmm__stage_entry *victims = NULL;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->pid == getpid()) {
+	if (cache_mine(c)) {
 		take_dead(c, &victims);
 		for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 			if (e->pool == pool) {

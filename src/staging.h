@@ -36,6 +36,8 @@ UHMM_HIDDEN void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_s
 UHMM_HIDDEN void uhmm__staging_cache_put(struct uhmm_migrate_vma *m);
 /* A device->system migration borrows cached staging; true if it found one. */
 UHMM_HIDDEN bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m);
+/* Where the borrowed entry's emptied slots begin (past its bound; else its end). */
+UHMM_HIDDEN uintptr_t uhmm__staging_cache_filled(const struct uhmm_migrate_state *s);
 /* Give back a borrowed entry; @moved of its slots went into the range. */
 UHMM_HIDDEN void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved);
 /* Unmap the staging cache of recycled system pages (context teardown). */
