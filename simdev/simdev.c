@@ -214,13 +214,28 @@ static void sd_sig_leave(int *unused)
  *
  * Objects up to SD_SMALL bytes come from power-of-two size classes carved
  * from 64 KiB slabs (never returned: simdev's small objects are few); larger
- * ones are mappings of their own.  The caller gives the size back at free.
- * All of it is zeroed on allocation.  sd_lock is a leaf lock in .bss.
+ * ones from power-of-two classes of whole pages, kept on free lists when
+ * freed.  Slabs and large blocks are carved from one reservation of
+ * address space (SD_ARENA, MAP_NORESERVE: memory is committed only when
+ * touched), made by the first allocation, i.e. when the first device is
+ * created; only when it is used up, or for a block larger than the largest
+ * class, does simdev map memory anew.  Why: a mapping made later can take
+ * addresses the application has just unmapped, and a device fault racing
+ * that munmap (the kernel's would find no mapping there and fail with
+ * -EFAULT) then found simdev's own new memory at the application's
+ * addresses and mirrored it: the device read returned 0 with simdev's
+ * page-table data in place of the application's (issue 12,
+ * tests/test_unmap_race.c: 31-37 of 100 cold rounds failed before,
+ * docs/LIMITATIONS.md "A driver's own memory").  The caller gives the
+ * size back at free.  All of it is zeroed on allocation.  sd_lock is a
+ * leaf lock in .bss.
  */
 #define SD_MIN_SHIFT	4
 #define SD_CLASSES	8		/* 16 .. 2048 bytes */
 #define SD_SMALL	((size_t)1 << (SD_MIN_SHIFT + SD_CLASSES - 1))
 #define SD_SLAB		((size_t)64 << 10)
+#define SD_ARENA	((size_t)256 << 20)	/* the reservation */
+#define SD_BIG_CLASSES	17		/* 1 .. 65536 pages */
 
 struct sd_free {
 	struct sd_free *next;
@@ -230,6 +245,9 @@ static pthread_mutex_t sd_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sd_free *sd_free_list[SD_CLASSES];
 static char *sd_cur;
 static size_t sd_left;
+static struct sd_free *sd_big_free[SD_BIG_CLASSES];
+static char *sd_arena, *sd_arena_cur, *sd_arena_end;
+static bool sd_arena_tried;
 
 static unsigned int sd_class(size_t size)
 {
@@ -247,6 +265,46 @@ static size_t sd_big_len(size_t size)
 	return (size + ps - 1) & ~(ps - 1);
 }
 
+/* The class of a large block of @size bytes (SD_BIG_CLASSES: none). */
+static unsigned int sd_big_class(size_t size)
+{
+	size_t pages = sd_big_len(size) / (size_t)sysconf(_SC_PAGESIZE);
+	unsigned int c = 0;
+
+	while (c < SD_BIG_CLASSES && ((size_t)1 << c) < pages)
+		c++;
+	return c;
+}
+
+/*
+ * @len bytes (whole pages) of the reservation, or NULL when it is used up;
+ * sd_lock held.  The first call makes the reservation.
+ */
+static void *sd_arena_take(size_t len)
+{
+	void *p;
+
+	if (!sd_arena_tried) {
+		sd_arena_tried = true;
+		p = mmap(NULL, SD_ARENA, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p != MAP_FAILED) {
+			sd_arena = sd_arena_cur = p;
+			sd_arena_end = sd_arena + SD_ARENA;
+		}
+	}
+	if (!sd_arena || (size_t)(sd_arena_end - sd_arena_cur) < len)
+		return NULL;
+	p = sd_arena_cur;
+	sd_arena_cur += len;
+	return p;
+}
+
+static bool sd_in_arena(const void *p)
+{
+	return sd_arena && (const char *)p >= sd_arena && (const char *)p < sd_arena_end;
+}
+
 static void *sd_alloc(size_t size)
 {
 	void *p;
@@ -254,6 +312,25 @@ static void *sd_alloc(size_t size)
 	if (size == 0)
 		size = 1;
 	if (size > SD_SMALL) {
+		unsigned int c = sd_big_class(size);
+
+		p = NULL;
+		if (c < SD_BIG_CLASSES) {
+			pthread_mutex_lock(&sd_lock);
+			if (sd_big_free[c]) {
+				p = sd_big_free[c];
+				sd_big_free[c] = sd_big_free[c]->next;
+			} else {
+				p = sd_arena_take(((size_t)1 << c) *
+						  (size_t)sysconf(_SC_PAGESIZE));
+			}
+			pthread_mutex_unlock(&sd_lock);
+			if (p) {
+				memset(p, 0, size);
+				return p;
+			}
+		}
+		/* Used up, or larger than the classes: a mapping of its own. */
 		p = mmap(NULL, sd_big_len(size), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		return p == MAP_FAILED ? NULL : p;
@@ -270,9 +347,11 @@ static void *sd_alloc(size_t size)
 		size_t pad = (size_t)(-(uintptr_t)sd_cur & (len - 1));
 
 		if (!sd_cur || sd_left < pad + len) {
-			void *slab = mmap(NULL, SD_SLAB, PROT_READ | PROT_WRITE,
-					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			void *slab = sd_arena_take(SD_SLAB);
 
+			if (!slab)
+				slab = mmap(NULL, SD_SLAB, PROT_READ | PROT_WRITE,
+					    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			if (slab == MAP_FAILED) {
 				pthread_mutex_unlock(&sd_lock);
 				return NULL;
@@ -304,7 +383,16 @@ static void sd_free(void *p, size_t size)
 	if (size == 0)
 		size = 1;
 	if (size > SD_SMALL) {
-		munmap(p, sd_big_len(size));
+		unsigned int bc = sd_big_class(size);
+
+		if (!sd_in_arena(p) || bc >= SD_BIG_CLASSES) {
+			munmap(p, sd_big_len(size));
+			return;
+		}
+		pthread_mutex_lock(&sd_lock);
+		((struct sd_free *)p)->next = sd_big_free[bc];
+		sd_big_free[bc] = p;
+		pthread_mutex_unlock(&sd_lock);
 		return;
 	}
 	unsigned int c = sd_class(size);

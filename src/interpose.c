@@ -58,6 +58,24 @@ static bool unmanaged(uintptr_t s, uintptr_t e)
 	return !uhmm__managed_hit(s, e);
 }
 
+/*
+ * The fast check, announced (managed.h): true when the system call may go
+ * straight, and then the caller makes it and calls uhmm__fast_leave(*tok)
+ * after it; false (nothing to leave) when the full path must judge.  A
+ * notifier inserted meanwhile either is in the summary the check reads, or
+ * its insertion sees this call in flight and its read_begin waits until
+ * the system call is done (docs/CONCURRENCY.md, "A wrapper's fast check
+ * and a new notifier").
+ */
+static bool fast(uintptr_t s, uintptr_t e, unsigned int *tok)
+{
+	*tok = uhmm__fast_enter();
+	if (unmanaged(s, e))
+		return true;
+	uhmm__fast_leave(*tok);
+	return false;
+}
+
 /* This thread holds as_lock for writing (wrappers nest through callbacks). */
 static __thread bool as_lock_held;
 
@@ -67,6 +85,7 @@ struct wrap {
 	bool notified;		/* op is recorded */
 	bool active;		/* an invalidation is open until wrap_end */
 	bool as_locked;		/* holds as_lock for writing */
+	bool held;		/* uhmm__invalidate_hold() until wrap_end */
 	bool sig;		/* entered a signal-blocked region (sigblock.h) */
 };
 
@@ -109,6 +128,15 @@ static void wrap_begin_flags(struct wrap *w, uintptr_t s, uintptr_t e,
 		uhmm__sig_enter();
 		w->sig = true;
 	}
+	/*
+	 * An invalidation in progress from here to wrap_end, notifiers or not:
+	 * one inserted after the look below is deferred and its read_begin
+	 * waits until the system call is done (notifier_priv.h).
+	 */
+	if (!w->held) {
+		uhmm__invalidate_hold(w->mm);
+		w->held = true;
+	}
 	notify = uhmm__notifier_overlaps(w->mm, s, e);
 	if (!notify && !flags)
 		return;
@@ -148,6 +176,10 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	uhmm__events_sync(w->mm);
 	if (w->active)
 		uhmm__invalidate_end(w->mm);
+	if (w->held) {
+		uhmm__invalidate_unhold(w->mm);
+		w->held = false;
+	}
 	if (w->notified)
 		uhmm__selfop_end(w->mm, &w->op);
 	uhmm_mm_put(w->mm);
@@ -162,11 +194,17 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 {
 	struct wrap w = { .mm = NULL };
+	unsigned int tok;
 	uintptr_t s, e;
 	int ret;
 
-	if (!span(addr, len, &s, &e) || unmanaged(s, e))
+	if (!span(addr, len, &s, &e))
 		return uhmm__sys_munmap(addr, len);
+	if (fast(s, e, &tok)) {
+		ret = uhmm__sys_munmap(addr, len);
+		uhmm__fast_leave(tok);
+		return ret;
+	}
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_munmap(addr, len);
@@ -207,6 +245,7 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 {
 	struct wrap w = { .mm = NULL };
 	bool excl = false;
+	unsigned int tok;
 	uintptr_t s, e;
 	int ret;
 
@@ -216,8 +255,13 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 		return uhmm__sys_madvise(addr, len, advice);
 	}
 	/* Nothing registered there sends no event and has no entries. */
-	if (!span(addr, len, &s, &e) || unmanaged(s, e))
+	if (!span(addr, len, &s, &e))
 		return uhmm__sys_madvise(addr, len, advice);
+	if (fast(s, e, &tok)) {
+		ret = uhmm__sys_madvise(addr, len, advice);
+		uhmm__fast_leave(tok);
+		return ret;
+	}
 	w.mm = uhmm__mm_tryget();
 	if (!w.mm)
 		return uhmm__sys_madvise(addr, len, advice);
@@ -310,22 +354,33 @@ static bool prot_reduces(uintptr_t s, uintptr_t e, int prot)
 
 static int do_mprotect(void *addr, size_t len, int prot, bool pkey, int key)
 {
+	uintptr_t s = 0, e = 0;
 	struct wrap w = { .mm = NULL };
-	uintptr_t s, e;
+	bool spans = span(addr, len, &s, &e), straight = true;
+	unsigned int tok = 0;
 	int ret;
 
-	if (!span(addr, len, &s, &e) || unmanaged(s, e)) {
+	if (spans)
+		straight = fast(s, e, &tok);
+	if (straight) {
 		if (pkey) {
 			atomic_fetch_add(&uhmm__as_gen, 1);
-			return (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
+			ret = (int)syscall(SYS_pkey_mprotect, addr, len, prot, key);
+		} else {
+			ret = uhmm__sys_mprotect(addr, len, prot);
 		}
-		return uhmm__sys_mprotect(addr, len, prot);
+		if (spans)
+			uhmm__fast_leave(tok);
+		return ret;
 	}
 	w.mm = uhmm__mm_tryget();
 	if (w.mm) {
 		/* Blocked before the checks below take any lock. */
 		uhmm__sig_enter();
 		w.sig = true;
+		/* Before the look for notifiers (wrap_begin_flags). */
+		uhmm__invalidate_hold(w.mm);
+		w.held = true;
 	}
 	if (w.mm && uhmm__notifier_overlaps(w.mm, s, e) && prot_reduces(s, e, prot))
 		wrap_begin(&w, s, e, UHMM_NOTIFY_PROTECTION);
@@ -357,6 +412,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 	struct wrap w2 = { .mm = NULL };
 	void *new_addr = NULL, *ret;
 	bool excl = false;
+	unsigned int tok;
 	uintptr_t s, e;
 
 	if (flags & MREMAP_FIXED) {
@@ -367,14 +423,17 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		va_end(ap);
 	}
 	/* Neither end concerns uhmm (managed.h): the system call alone. */
+	tok = uhmm__fast_enter();
 	if (!(span(old, old_size ? old_size : uhmm__page_size, &s, &e) &&
 	      !unmanaged(s, e)) &&
 	    !((flags & MREMAP_FIXED) && span(new_addr, new_size, &s, &e) &&
 	      !unmanaged(s, e))) {
 		ret = (void *)syscall(SYS_mremap, old, old_size, new_size, flags, new_addr);
+		uhmm__fast_leave(tok);
 		atomic_fetch_add(&uhmm__as_gen, 1);
 		return ret;
 	}
+	uhmm__fast_leave(tok);
 	w.mm = uhmm__mm_tryget();
 	if (w.mm) {
 		/* Blocked before the checks below take any lock. */
@@ -458,11 +517,16 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	struct wrap w = { .mm = NULL };
+	unsigned int tok;
 	uintptr_t s, e;
 	void *ret;
 
-	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) &&
-	    span(addr, len, &s, &e) && !unmanaged(s, e)) {
+	if ((flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) && span(addr, len, &s, &e)) {
+		if (fast(s, e, &tok)) {
+			ret = uhmm__sys_mmap(addr, len, prot, flags, fd, off);
+			uhmm__fast_leave(tok);
+			return ret;
+		}
 		w.mm = uhmm__mm_tryget();
 		if (w.mm) {
 			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);

@@ -12,6 +12,7 @@
  * zero every range is reported managed.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "managed.h"
@@ -223,13 +224,91 @@ void uhmm__managed_reset(void)
 }
 
 /*
+ * The fast paths in flight (managed.h).  A wrapper adds one to a counter of
+ * the current phase (fg_gen's parity; the stripe by its stack, to spread
+ * threads over cache lines) and takes it away after its system call.  A
+ * waiter drains: under fg_lock it moves fg_gen on (new wrappers count in
+ * the other phase) and waits until the old phase's counters are all 0
+ * (each is a system call of another thread, which waits for nothing of
+ * uhmm's: bounded), then records the generation in fg_drained.  A wrapper
+ * may read fg_gen just before a move and add to the old phase just after
+ * it, so an insertion that saw wrappers in flight at generation G waits
+ * for both phases, G and G + 1.
+ */
+#define FG_STRIPES 8
+
+static struct {
+	_Alignas(64) atomic_ulong n;
+} fg_cnt[2 * FG_STRIPES];
+static atomic_ulong fg_gen = 1;		/* the phase new wrappers count in: & 1 */
+static atomic_ulong fg_drained;		/* every generation up to this is drained */
+static pthread_mutex_t fg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+unsigned int uhmm__fast_enter(void)
+{
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+	unsigned int stripe = (unsigned int)((sp >> 16) ^ (sp >> 23)) % FG_STRIPES;
+	unsigned int tok = (unsigned int)(atomic_load_explicit(&fg_gen, memory_order_relaxed) & 1) *
+			   FG_STRIPES + stripe;
+
+	atomic_fetch_add_explicit(&fg_cnt[tok].n, 1, memory_order_relaxed);
+	/* The announcement before the summary is read (the insertion: after). */
+	atomic_thread_fence(memory_order_seq_cst);
+	return tok;
+}
+
+void uhmm__fast_leave(unsigned int tok)
+{
+	/* After the system call: the drain's acquire load sees it done. */
+	atomic_fetch_sub_explicit(&fg_cnt[tok].n, 1, memory_order_release);
+}
+
+unsigned long uhmm__fast_inflight(void)
+{
+	bool busy = false;
+
+	/* The summary entry (mr.seq's release) before the announcements are read. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (unsigned int i = 0; i < 2 * FG_STRIPES && !busy; i++)
+		busy = atomic_load_explicit(&fg_cnt[i].n, memory_order_seq_cst) != 0;
+	if (!busy)
+		return 0;
+	return atomic_load_explicit(&fg_gen, memory_order_seq_cst) + 1;
+}
+
+void uhmm__fast_wait(unsigned long target)
+{
+	if (!target || atomic_load_explicit(&fg_drained, memory_order_acquire) >= target)
+		return;
+	pthread_mutex_lock(&fg_lock);
+	while (atomic_load_explicit(&fg_drained, memory_order_relaxed) < target) {
+		unsigned long g = atomic_load_explicit(&fg_gen, memory_order_relaxed);
+		unsigned int ph = (unsigned int)(g & 1) * FG_STRIPES;
+
+		atomic_store_explicit(&fg_gen, g + 1, memory_order_seq_cst);
+		for (unsigned int i = ph; i < ph + FG_STRIPES; i++)
+			while (atomic_load_explicit(&fg_cnt[i].n, memory_order_seq_cst))
+				sched_yield();	/* another thread's system call */
+		atomic_store_explicit(&fg_drained, g, memory_order_release);
+	}
+	pthread_mutex_unlock(&fg_lock);
+}
+
+/*
  * A fork child has no registration and no notifier; mr_lock may have been
- * held by a thread of the parent that the child does not have.
+ * held by a thread of the parent that the child does not have, and the
+ * fast paths in flight were the parent's other threads'.
  */
 static void managed_atfork_child(void)
 {
 	unsigned int q = atomic_load_explicit(&mr.seq, memory_order_relaxed);
 
+	pthread_mutex_init(&fg_lock, NULL);
+	for (unsigned int i = 0; i < 2 * FG_STRIPES; i++)
+		atomic_store_explicit(&fg_cnt[i].n, 0, memory_order_relaxed);
+	atomic_store_explicit(&fg_drained,
+			      atomic_load_explicit(&fg_gen, memory_order_relaxed) - 1,
+			      memory_order_relaxed);
 	pthread_mutex_init(&mr_lock, NULL);
 	atomic_store_explicit(&mr.n, 0, memory_order_relaxed);
 	atomic_store_explicit(&mr.overflow, 0, memory_order_relaxed);

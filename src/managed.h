@@ -33,4 +33,28 @@ UHMM_HIDDEN void uhmm__managed_reset(void);
 /* Might [start, end) concern uhmm?  Lock free; false only when it cannot. */
 UHMM_HIDDEN bool uhmm__managed_hit(uintptr_t start, uintptr_t end);
 
+/*
+ * The wrappers' fast path and notifier insertion, ordered (Dekker-style,
+ * docs/CONCURRENCY.md "A wrapper's fast check and a new notifier"):
+ *
+ *	wrapper:  tok = uhmm__fast_enter();   (announce, seq_cst fence)
+ *	          uhmm__managed_hit() ... the system call ...
+ *	          uhmm__fast_leave(tok);
+ *	insert:   uhmm__managed_notifier_add(); t = uhmm__fast_inflight();
+ *	          (seq_cst fence, then look at the announcements)
+ *	read_begin: uhmm__fast_wait(t);
+ *
+ * Either the wrapper sees the new notifier's summary entry (and takes the
+ * full path), or the insertion sees the wrapper in flight and the
+ * notifier's read_begin waits until it has left, its system call done.
+ * Lock free and wait free for the wrapper: two atomic additions and a
+ * fence, on one of a few counters.
+ */
+UHMM_HIDDEN unsigned int uhmm__fast_enter(void);
+UHMM_HIDDEN void uhmm__fast_leave(unsigned int tok);
+/* After a summary entry was added: 0, or what uhmm__fast_wait() must wait for. */
+UHMM_HIDDEN unsigned long uhmm__fast_inflight(void);
+/* Wait until every fast path in flight at that uhmm__fast_inflight() has left. */
+UHMM_HIDDEN void uhmm__fast_wait(unsigned long target);
+
 #endif /* UHMM_MANAGED_H */

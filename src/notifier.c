@@ -121,6 +121,16 @@ void uhmm__invalidate_end(struct uhmm_mm *mm)
 	inv_end(mm);
 }
 
+void uhmm__invalidate_hold(struct uhmm_mm *mm)
+{
+	(void)inv_begin(mm);
+}
+
+void uhmm__invalidate_unhold(struct uhmm_mm *mm)
+{
+	inv_end(mm);
+}
+
 void uhmm__invalidate(struct uhmm_mm *mm, uintptr_t start, uintptr_t end,
 		      enum uhmm_notify_event ev, unsigned int flags,
 		      const void *owner)
@@ -236,6 +246,12 @@ int uhmm_interval_notifier_insert(struct uhmm_interval_notifier *mni,
 
 	uhmm__sig_enter();	/* nlock, reg_lock, vma_lock below (sigblock.h) */
 	uhmm__managed_notifier_add(s, e);	/* before any wrapper can miss it */
+	/*
+	 * A wrapper's fast path that read the summary before the entry was
+	 * there may still be before its system call: read_begin waits for it
+	 * (managed.h; the slow path is covered by uhmm__invalidate_hold()).
+	 */
+	n->fast_target = uhmm__fast_inflight();
 	pthread_mutex_lock(&mm->nlock);
 	mni->mm = mm;
 	mni->node = n;
@@ -338,6 +354,24 @@ unsigned long uhmm_interval_read_begin(struct uhmm_interval_notifier *mni)
 	}
 	uhmm__sig_enter();	/* nlock: the worker's migrations take it (sigblock.h) */
 	pthread_mutex_lock(&mm->nlock);
+	if (mni->mm == mm && mni->node &&
+	    ((struct uhmm__mni_node *)mni->node)->fast_target &&
+	    !uhmm__in_invalidate_callback() && !uhmm__on_service_thread()) {
+		/*
+		 * Fast paths of wrappers were in flight when it was inserted:
+		 * wait until their system calls are done (each waits for
+		 * nothing of uhmm's), as the kernel's read_begin waits for an
+		 * invalidation in progress at the insertion.
+		 */
+		unsigned long t = ((struct uhmm__mni_node *)mni->node)->fast_target;
+
+		pthread_mutex_unlock(&mm->nlock);
+		uhmm__fast_wait(t);
+		pthread_mutex_lock(&mm->nlock);
+		if (mni->mm == mm && mni->node &&
+		    ((struct uhmm__mni_node *)mni->node)->fast_target == t)
+			((struct uhmm__mni_node *)mni->node)->fast_target = 0;
+	}
 	seq = __atomic_load_n(&mni->invalidate_seq, __ATOMIC_ACQUIRE);
 	/* Wait out an invalidation of this notifier that is still running. */
 	while (mni->mm == mm && (seq & 1) && seq == mm->invalidate_seq &&

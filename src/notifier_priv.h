@@ -12,6 +12,11 @@ struct uhmm__mni_node {
 	struct uhmm__mni_node *deferred_next;
 	bool deferred_add;
 	bool free_on_apply;	/* removed from a callback: freed when applied */
+	/*
+	 * Wrappers' fast paths were in flight when it was inserted: its
+	 * read_begin first waits for them (uhmm__fast_wait()); 0 once done.
+	 */
+	unsigned long fast_target;
 };
 
 /*
@@ -32,6 +37,15 @@ UHMM_HIDDEN bool uhmm__invalidate_start(struct uhmm_mm *mm, uintptr_t start,
 					   uintptr_t end, enum uhmm_notify_event ev,
 					   unsigned int flags, const void *owner);
 UHMM_HIDDEN void uhmm__invalidate_end(struct uhmm_mm *mm);
+/*
+ * A wrapper's change, notifiers or not (the kernel's invalidate_range_start
+ * counts as an invalidation in progress whatever it covers): from hold to
+ * unhold a notifier inserted meanwhile is deferred, and its read_begin
+ * waits for the unhold, so a wrapper that found no notifier to call never
+ * misses one inserted before its system call is done.
+ */
+UHMM_HIDDEN void uhmm__invalidate_hold(struct uhmm_mm *mm);
+UHMM_HIDDEN void uhmm__invalidate_unhold(struct uhmm_mm *mm);
 /* True if some notifier overlaps [start, end). */
 UHMM_HIDDEN bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start,
 					    uintptr_t end);

@@ -87,7 +87,7 @@ enum op {
 	OP_EXCL, OP_LAUNCH_RO, OP_LAUNCH_RW, OP_RELEASE, OP_SNAPSHOT, OP_MMAP_OVER,
 	OP_MUNMAP, OP_MREMAP, OP_MREMAP_KEEP, OP_DONTNEED, OP_MPROTECT, OP_FORK,
 	/* Added later, at the end: an old --only set replays as before. */
-	OP_REUSE, OP_VFORK, OP_SIGNAL, OP_ATOMIC, OP_HEAP,
+	OP_REUSE, OP_VFORK, OP_SIGNAL, OP_ATOMIC, OP_HEAP, OP_COLD,
 	OP_COUNT,
 	/* history-only kinds */
 	OP_RESET = OP_COUNT, OP_FINAL,
@@ -98,7 +98,7 @@ static const char *const op_name[] = {
 	"migrate_to_sys", "exclusive", "launch_load", "launch_store", "release",
 	"snapshot", "mmap_fixed", "munmap_mmap", "mremap", "mremap_dontunmap",
 	"dontneed", "mprotect", "fork", "reuse_addr", "vfork", "signal", "dev_atomic",
-	"heap_migrate", "reset", "final",
+	"heap_migrate", "cold_unmap", "reset", "final",
 };
 
 /* Relative frequencies. */
@@ -109,6 +109,7 @@ static const unsigned op_weight[OP_COUNT] = {
 	[OP_MUNMAP] = 2, [OP_MREMAP] = 1, [OP_MREMAP_KEEP] = 1, [OP_DONTNEED] = 3,
 	[OP_MPROTECT] = 3, [OP_FORK] = 1,
 	[OP_REUSE] = 2, [OP_VFORK] = 2, [OP_SIGNAL] = 2, [OP_ATOMIC] = 3, [OP_HEAP] = 2,
+	[OP_COLD] = 1,
 };
 
 /* Legitimate error returns, counted per op. */
@@ -1420,6 +1421,126 @@ static void op_mprotect(struct octx *c)
 	op_end(c);
 }
 
+/*
+ * cold_unmap (issue 12): a fresh process (a forked child that executes
+ * `uhmm stress --cold-child SEED MOVE`: nothing of the library or simdev
+ * warm, no device, no notifier) makes a new device's first read of 32 pages
+ * while a thread of its own unmaps, or mremaps away, the upper 16.  The
+ * read must give the right data or -EFAULT, and once the call has
+ * returned a read of the upper half must fail with -EFAULT: no
+ * translation from before it.  Before the fix simdev's own new memory
+ * took the freed addresses and was mirrored (the read returned 0 with
+ * simdev's data).  Exit status: 0 ok, 1 wrong, 2 could not run.
+ */
+#define COLD_HALF 16
+
+struct cold {
+	pthread_barrier_t bar;
+	char *up, *dst;
+	bool move;
+	int ret;
+};
+
+static void *cold_changer(void *arg)
+{
+	struct cold *k = arg;
+
+	pthread_barrier_wait(&k->bar);
+	if (k->move)
+		k->ret = mremap(k->up, COLD_HALF * G.ps, COLD_HALF * G.ps,
+				MREMAP_MAYMOVE | MREMAP_FIXED, k->dst) == k->dst ? 0 : -errno;
+	else
+		k->ret = munmap(k->up, COLD_HALF * G.ps) ? -errno : 0;
+	return NULL;
+}
+
+static __attribute__((noreturn)) void cold_child(bool move, uint64_t seed)
+{
+	const size_t n = 2 * COLD_HALF, words = n * G.ps / 8;
+	struct uhmm_simdev *d = NULL;
+	struct cold k = { .move = move };
+	uint64_t *p, *buf;
+	pthread_t th;
+	int ret, ret2;
+
+	G.in_child = true;
+	p = mmap(NULL, n * G.ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	buf = mmap(NULL, n * G.ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	k.dst = move ? mmap(NULL, COLD_HALF * G.ps, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : NULL;
+	if (p == MAP_FAILED || buf == MAP_FAILED || k.dst == MAP_FAILED ||
+	    uhmm_simdev_create(NULL, &d))
+		_exit(2);
+	for (size_t i = 0; i < words; i++)
+		p[i] = seed ^ (i * 0x9e3779b97f4a7c15ull);
+	k.up = (char *)p + COLD_HALF * G.ps;
+	if (pthread_barrier_init(&k.bar, NULL, 2) || pthread_create(&th, NULL, cold_changer, &k))
+		_exit(2);
+	pthread_barrier_wait(&k.bar);
+	ret = uhmm_simdev_read(d, p, n, buf, NULL);	/* the device's first access */
+	pthread_join(th, NULL);
+	if (k.ret)
+		_exit(2);
+	if (ret && ret != -EFAULT) {
+		fprintf(stderr, "uhmm stress: cold_unmap: the first read returned %d\n", ret);
+		_exit(1);
+	}
+	for (size_t i = 0; !ret && i < words; i++)
+		if (buf[i] != (seed ^ (i * 0x9e3779b97f4a7c15ull))) {
+			fprintf(stderr, "uhmm stress: cold_unmap: the first read (racing %s) "
+				"returned 0 with wrong data at page %zu: %#llx\n",
+				move ? "mremap" : "munmap", i * 8 / G.ps,
+				(unsigned long long)buf[i]);
+			_exit(1);
+		}
+	ret2 = uhmm_simdev_read(d, k.up, COLD_HALF, buf, NULL);
+	if (ret2 != -EFAULT) {
+		fprintf(stderr, "uhmm stress: cold_unmap: a read of the upper half after %s "
+			"returned %d (first word %#llx): a translation outlived it\n",
+			move ? "mremap" : "munmap", ret2, (unsigned long long)buf[0]);
+		_exit(1);
+	}
+	uhmm_simdev_destroy(d);
+	_exit(0);
+}
+
+static void op_cold(struct octx *c)
+{
+	const bool move = rnd(c->t) & 1;
+	const uint64_t seed = rnd(c->t) * 0x100000001ull + rnd(c->t);
+	int status;
+	pid_t pid;
+
+	c->dev = -1;
+	c->r = NULL;
+	fflush(stdout);
+	fflush(stderr);
+	pid = atomic_load(&G.failing) ? -1 : fork();
+	if (pid == 0) {
+		char s1[32], s2[4];
+		char *argv[] = { "uhmm", "stress", "--cold-child", s1, s2, NULL };
+
+		snprintf(s1, sizeof(s1), "%llu", (unsigned long long)seed);
+		snprintf(s2, sizeof(s2), "%d", move);
+		execv("/proc/self/exe", argv);
+		_exit(2);
+	}
+	if (pid < 0) {
+		c->t->st.le[c->op][LE_SKIP]++;	/* no process to be had: not uhmm's doing */
+		return;
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		c->t->st.le[c->op][LE_SKIP]++;	/* no memory or device in the child */
+	else if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fail(c, "cold_unmap: a fresh process's first device read racing %s of half "
+		     "its range went wrong (child status %#x)", move ? "mremap" : "munmap",
+		     status);
+	c->t->st.pages_checked += 2 * COLD_HALF;
+	c->t->st.bytes_checked += 2 * COLD_HALF * G.ps;
+}
+
 /* Child: every page of every region, by plain CPU reads; no threads. */
 static __attribute__((noreturn)) void fork_child(struct octx *c)
 {
@@ -2595,6 +2716,7 @@ static void *thread_main(void *arg)
 		case OP_SIGNAL: op_signal(&c); break;
 		case OP_ATOMIC: op_atomic(&c); break;
 		case OP_HEAP: op_heap(&c); break;
+		case OP_COLD: op_cold(&c); break;
 		default: break;
 		}
 		cur_op = NULL;
@@ -2827,6 +2949,11 @@ int uhmm_stress_main(int argc, char **argv)
 	const char *why = NULL;
 	int ret;
 
+	if (argc == 4 && !strcmp(argv[1], "--cold-child")) {
+		/* op_cold's fresh process (not in --help: not for people). */
+		G.ps = (size_t)sysconf(_SC_PAGESIZE);
+		cold_child(!strcmp(argv[3], "1"), strtoull(argv[2], NULL, 10));
+	}
 	G.seconds = 10;
 	G.hang_s = SANITIZED ? 45 : 30;
 	G.reuse_how = -1;
@@ -2907,6 +3034,8 @@ int uhmm_stress_main(int argc, char **argv)
 		op_off[OP_FORK] = true;
 	if (G.no_fork)
 		op_off[OP_VFORK] = true;
+	if (G.no_fork)
+		op_off[OP_COLD] = true;
 	for (unsigned int o = 0; o < OP_COUNT; o++)
 		weight_total += op_off[o] ? 0 : op_weight[o];
 	if (!weight_total) {
