@@ -20,6 +20,14 @@
  * and kept on per-class free lists (memory is reused, never returned to
  * the system while the process lives); larger blocks are a mapping each.
  * One leaf lock; nothing is called while it is held except mmap/munmap.
+ *
+ * The service thread allocates here too (a migration's state, when the
+ * device's migrate_to_ram serves a CPU fault), so the lock is held only
+ * with asynchronous signals blocked (own_lock_take()): a signal handler
+ * that touched device memory while its thread held it would wait for the
+ * service thread, and the service thread for the lock, for good
+ * (docs/CONCURRENCY.md, "Signals").  Inside a region that blocks them
+ * already, and on the service threads, that costs no system call.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -27,6 +35,7 @@
 #include "base.h"
 #include "features_priv.h"
 #include "ownmem.h"
+#include "sigblock.h"
 #include "sys.h"
 
 #define OWN_MIN_SHIFT	5		/* 32-byte blocks */
@@ -48,6 +57,19 @@ struct own_free {
 static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct own_free *own_lists[OWN_CLASSES];
 static char *own_cur, *own_end;		/* the rest of the newest chunk */
+
+/* own_lock, with no signal handler on this thread while it is held. */
+static void own_lock_take(void)
+{
+	uhmm__sig_enter();
+	pthread_mutex_lock(&own_lock);
+}
+
+static void own_lock_drop(void)
+{
+	pthread_mutex_unlock(&own_lock);
+	uhmm__sig_leave();
+}
 
 static void own_prepare(void)
 {
@@ -103,7 +125,7 @@ static void *own_alloc(size_t n)
 		errno = ENOMEM;
 		return NULL;
 	}
-	pthread_mutex_lock(&own_lock);
+	own_lock_take();
 	if (total > ((size_t)1 << OWN_MAX_SHIFT)) {
 		/* Mapped under the lock: the lock orders its users (a race detector sees it). */
 		size_t len = (total + uhmm__page_size - 1) & ~(uhmm__page_size - 1);
@@ -139,7 +161,7 @@ static void *own_alloc(size_t n)
 			h->magic = OWN_SMALL;
 		}
 	}
-	pthread_mutex_unlock(&own_lock);
+	own_lock_drop();
 	if (!h) {
 		errno = ENOMEM;
 		return NULL;
@@ -161,7 +183,7 @@ void uhmm__free(void *p)
 	if (!p)
 		return;
 	h = (struct own_hdr *)p - 1;
-	pthread_mutex_lock(&own_lock);
+	own_lock_take();
 	if (h->magic == OWN_BIG) {
 		uhmm__sys_munmap(h, h->size);
 	} else {
@@ -172,7 +194,7 @@ void uhmm__free(void *p)
 		f->next = own_lists[c];
 		own_lists[c] = f;
 	}
-	pthread_mutex_unlock(&own_lock);
+	own_lock_drop();
 }
 
 void *uhmm__own_malloc(size_t n)

@@ -2,9 +2,11 @@
 /* tdev: the tests' and the benchmark's device (tdev.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tdev.h"
@@ -65,14 +67,46 @@ static long tdev_alloc_huge(struct tdev *d)
 	return -1;
 }
 
+/*
+ * d->lock from outside a migration: asynchronous signals stay blocked
+ * while it is held.  migrate_to_ram runs on uhmm's service thread and its
+ * finalize frees pages (tdev_page_free takes d->lock); a signal handler
+ * that touched device memory while this thread held the lock would wait
+ * for that migration, which waits for the lock (docs/CONCURRENCY.md,
+ * "Signals": a driver's lock is uhmm's problem too).  Inside a migration
+ * (setup to finalize) and on the service thread uhmm has them blocked
+ * already, so tdev_fill_dev() and tdev_page_free() take the lock plainly.
+ */
+static void tdev_lock_outside(struct tdev *d, sigset_t *saved)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);	/* raised by the thread's own access */
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	sigdelset(&all, SIGTRAP);
+	sigdelset(&all, SIGSYS);
+	pthread_sigmask(SIG_BLOCK, &all, saved);
+	pthread_mutex_lock(&d->lock);
+}
+
+static void tdev_unlock_outside(struct tdev *d, const sigset_t *saved)
+{
+	pthread_mutex_unlock(&d->lock);
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
 struct uhmm_page *tdev_alloc(struct tdev *d)
 {
 	struct uhmm_page *p;
+	sigset_t saved;
 	long idx;
 
-	pthread_mutex_lock(&d->lock);
+	tdev_lock_outside(d, &saved);
 	idx = tdev_alloc_index(d);
-	pthread_mutex_unlock(&d->lock);
+	tdev_unlock_outside(d, &saved);
 	if (idx < 0)
 		return NULL;
 	p = uhmm_devmem_page(&d->pgmap, (size_t)idx);
@@ -98,11 +132,12 @@ void tdev_page_free(struct uhmm_page *p)
 
 size_t tdev_used(struct tdev *d)
 {
+	sigset_t saved;
 	size_t used;
 
-	pthread_mutex_lock(&d->lock);
+	tdev_lock_outside(d, &saved);
 	used = d->nr_pages - d->nr_free;
-	pthread_mutex_unlock(&d->lock);
+	tdev_unlock_outside(d, &saved);
 	return used;
 }
 
@@ -238,11 +273,55 @@ static long tdev_fill_sys(struct tdev *d, struct uhmm_migrate_vma *m, size_t n)
 	return moved;
 }
 
+/*
+ * The src and dst arrays of a migration.  Never malloc in migrate_to_ram:
+ * it runs on uhmm's service thread to serve a CPU fault, and that fault
+ * may come from a signal handler whose thread was interrupted inside
+ * malloc, holding the allocator's lock, which the service thread's malloc
+ * then waits for while the handler waits for the service thread
+ * (docs/CONCURRENCY.md, "Signals"; tests/test_signals.c hung so under
+ * ASan).  So a migration of up to TDEV_STACK_PAGES pages (uhmm's largest
+ * fault-around window, FAULT_AROUND_MAX; a 2 MiB compound window is 512)
+ * keeps them on the stack (32 KiB; the service threads have 1 MiB), and a
+ * larger migrate_to_ram window gets a mapping of its own: mmap is an
+ * async-signal-safe system call, and the raw munmap keeps uhmm's wrapper
+ * (and its invalidations) out of a callback on the service thread.  A
+ * larger migration without a fault page is the caller's own, on its own
+ * thread, where malloc is the application's business (the bulk
+ * migrations of the tests and the benchmark).
+ */
+#define TDEV_STACK_PAGES 2048
+
+static uint64_t *tdev_arrays_get(size_t n, bool fault, uint64_t *stack)
+{
+	void *p;
+
+	if (n <= TDEV_STACK_PAGES)
+		return stack;
+	if (!fault)
+		return calloc(2 * n, sizeof(uint64_t));
+	p = mmap(NULL, 2 * n * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void tdev_arrays_put(uint64_t *a, size_t n, bool fault, uint64_t *stack)
+{
+	if (a == stack)
+		return;
+	if (!fault)
+		free(a);
+	else
+		syscall(SYS_munmap, a, 2 * n * sizeof(uint64_t));
+}
+
 long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
 		  struct uhmm_page *fault_page, unsigned long *cpages)
 {
 	size_t n = (end - start) / d->page_size;
-	uint64_t *src = calloc(n ? n : 1, 8), *dst = calloc(n ? n : 1, 8);
+	uint64_t stack[2 * TDEV_STACK_PAGES];
+	uint64_t *arrays = tdev_arrays_get(n, fault_page != NULL, stack);
+	uint64_t *src = arrays, *dst = arrays ? arrays + n : NULL;
 	struct uhmm_migrate_vma m = {
 		.mm = d->mm, .start = start, .end = end, .src = src, .dst = dst,
 		.pgmap_owner = &d->owner_token, .fault_page = fault_page,
@@ -253,24 +332,20 @@ long tdev_migrate(struct tdev *d, uintptr_t start, uintptr_t end, bool to_dev,
 	long moved;
 	int ret;
 
-	if (!src || !dst) {
-		free(src);
-		free(dst);
+	if (!arrays)
 		return -ENOMEM;
-	}
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret) {
-		free(src);
-		free(dst);
-		return ret;
+		moved = ret;
+		goto out;
 	}
 	if (cpages)
 		*cpages = m.cpages;
 	moved = to_dev ? tdev_fill_dev(d, &m, n) : tdev_fill_sys(d, &m, n);
 	uhmm_migrate_vma_pages(&m);
 	uhmm_migrate_vma_finalize(&m);
-	free(src);
-	free(dst);
+out:
+	tdev_arrays_put(arrays, n, fault_page != NULL, stack);
 	return moved;
 }
 

@@ -15,7 +15,19 @@
  *
  * The device's migrate_to_ram and the mirror's invalidate callback take the
  * same driver lock, as simdev's (and a real driver's) do.
+ *
+ * The handler's fault is served on uhmm's service thread, which runs the
+ * device's migrate_to_ram.  So whatever that path takes (uhmm's own
+ * allocator and locks, the driver's locks and memory) must not be held by
+ * an application thread with signals open; the last scenarios interrupt
+ * the thread where it holds such things the library does not block
+ * signals for: inside malloc (the handler's fault must not need the
+ * application's allocator: the process runs with one malloc arena, as
+ * MALLOC_ARENA_MAX=1 would, so the service thread shares it), and inside
+ * notifier insert / remove and the device's own allocation (uhmm's
+ * allocator lock, the driver's lock).
  */
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 
@@ -300,6 +312,46 @@ static void state_teardown(void)
 	munmap(pbuf, page_size);
 }
 
+/* ---- the thread interrupted inside malloc (the allocator's lock) -------- */
+
+static void malloc_op(void)
+{
+	void *blk[72];
+
+	/*
+	 * Many small blocks, of the size of a small migration's arrays (a
+	 * sanitizer's allocator takes a lock per size class whenever a
+	 * thread's cache of that class runs dry), and blocks above glibc's
+	 * per-thread cache, each of which takes the arena's lock.  The page
+	 * goes back to the device each time, so most handlers fault.
+	 */
+	for (int rep = 0; rep < 8; rep++) {
+		pbuf_to_device();
+		for (size_t i = 0; i < 72; i++) {
+			blk[i] = malloc(i < 64 ? 8 : 2048 + i * 512);
+			CHECK(blk[i] != NULL, "malloc");
+			memset(blk[i], (int)i, 8);
+		}
+		for (size_t i = 0; i < 72; i++)
+			free(blk[i]);
+	}
+}
+
+/* ---- notifier insert / remove (uhmm's allocator) ------------------------ */
+
+static void notifier_op(void)
+{
+	pbuf_to_device();
+	for (int rep = 0; rep < 8; rep++) {
+		memset(&mni, 0, sizeof(mni));
+		CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)region,
+						       REGION_PAGES * page_size, &nop_nops), 0);
+		uhmm_interval_notifier_remove(&mni);
+	}
+	/* And the driver's lock taken outside a migration. */
+	CHECK(tdev_used(dev) <= dev->nr_pages, "device pages in use");
+}
+
 /* ---- uhmm_devmem_remove evicting the page the handler reads ------------- */
 
 static void remove_op(void)
@@ -327,6 +379,10 @@ static const struct scenario scenarios[] = {
 	  state_setup, state_op, state_teardown },
 	{ "handler reads the pages uhmm_devmem_remove evicts", migrate_setup, remove_op,
 	  region_teardown },
+	{ "handler faults on device memory while its thread is inside malloc", state_setup,
+	  malloc_op, state_teardown },
+	{ "handler faults on device memory during notifier insert / remove and the "
+	  "device's allocation", state_setup, notifier_op, state_teardown },
 };
 
 static int round_fn(void *arg)
@@ -335,6 +391,13 @@ static int round_fn(void *arg)
 	struct sigaction sa = { .sa_handler = handler };
 	pthread_t snd;
 
+	/*
+	 * One malloc arena for every thread (MALLOC_ARENA_MAX=1), set before
+	 * any thread is made: a service thread that called malloc would share
+	 * the lock of the arena the interrupted thread holds.  (The sanitizer
+	 * runtimes have one allocator for all threads anyway.)
+	 */
+	mallopt(M_ARENA_MAX, 1);
 	mm = test_mm();
 	dev = tdev_create(mm, 256, 1);
 	dev->pgmap.ops = &locked_ops;	/* before any page is on the device */
@@ -380,6 +443,8 @@ SCENARIO_CASE(range_fault, 3)
 SCENARIO_CASE(make_exclusive, 4)
 SCENARIO_CASE(page_state, 5)
 SCENARIO_CASE(devmem_remove, 6)
+SCENARIO_CASE(in_malloc, 7)
+SCENARIO_CASE(notifier_insert, 8)
 
 static void start(void)
 {
@@ -401,6 +466,8 @@ static const struct test_case cases[] = {
 	TEST_CASE(make_exclusive),
 	TEST_CASE(page_state),
 	TEST_CASE(devmem_remove),
+	TEST_CASE(in_malloc),
+	TEST_CASE(notifier_insert),
 };
 
 int main(int argc, char **argv)

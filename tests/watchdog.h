@@ -17,6 +17,29 @@
 enum { ROUND_OK = 0, ROUND_FAILED = 1, ROUND_HUNG = 2 };
 
 /*
+ * With UHMM_TEST_HANG_DUMP=1, a hung round's threads are described before
+ * it is killed: each task's wchan and kernel stack (/proc), and gdb's
+ * backtrace of every thread when gdb is installed.  Diagnostics only.
+ */
+static inline void dump_hung(pid_t pid)
+{
+	char cmd[512];
+
+	if (!getenv("UHMM_TEST_HANG_DUMP"))
+		return;
+	snprintf(cmd, sizeof(cmd),
+		 "for t in /proc/%d/task/*; do echo \"== task ${t##*/} $(cat $t/comm)"
+		 " wchan=$(cat $t/wchan)\"; cat $t/stack 2>/dev/null; done 1>&2; "
+		 "command -v gdb >/dev/null && gdb -p %d -batch -ex 'thread apply all bt'"
+		 " 1>&2 2>/dev/null",
+		 (int)pid, (int)pid);
+	fflush(stdout);
+	fflush(stderr);
+	if (system(cmd) < 0)
+		fprintf(stderr, "%s: cannot describe the hung round\n", test_name);
+}
+
+/*
  * Run @fn(@arg) in a child in its own process group (so anything it forks,
  * vforks or spawns is killed with it).  Returns ROUND_OK, ROUND_FAILED (the
  * child said so or died of a signal; printed) or ROUND_HUNG (still running
@@ -54,6 +77,7 @@ static inline int run_watched(int (*fn)(void *), void *arg, int seconds, const c
 		    (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
 			fprintf(stderr, "%s: %s: still running after %d s: hung\n",
 				test_name, what, seconds);
+			dump_hung(pid);
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);
 			waitpid(pid, &status, 0);
@@ -90,7 +114,8 @@ static inline int run_watched(int (*fn)(void *), void *arg, int seconds, const c
  * Rounds of @fn: @rounds of them, each watched; UHMM_TEST_ROUNDS overrides
  * the count (for reproducing a bug: fork per round, many rounds),
  * UHMM_TEST_WATCHDOG the seconds a round may take, and with
- * UHMM_TEST_KEEP_GOING=1 every round runs and the failures are counted.
+ * UHMM_TEST_KEEP_GOING=1 every round runs and the failures are counted
+ * (UHMM_TEST_HANG_DUMP=1: a hung round's stacks are printed, dump_hung()).
  * Returns the number of rounds that failed or hung.
  */
 static inline int run_rounds(int (*fn)(void *), void *arg, int rounds, const char *what)

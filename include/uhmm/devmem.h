@@ -81,6 +81,13 @@ struct uhmm_vm_fault {
  *	uhmm_migrate_vma_finalize().  Called on uhmm's service thread for CPU
  *	faults, or on the thread that forks or tears the context down.  Return
  *	0, or a negative errno: the access then fails (SIGBUS).
+ *
+ * Both may run on the service thread to serve a fault that a signal
+ * handler made, with the handler's thread stopped at any instruction
+ * outside uhmm: neither may call malloc, calloc, realloc, free or stdio
+ * (that thread may hold the allocator's lock), nor take a driver lock
+ * that a thread holds outside a migration with asynchronous signals
+ * unblocked (docs/CONCURRENCY.md, "Signals").
  */
 struct uhmm_devmem_ops {
 	void (*page_free)(struct uhmm_page *page);
