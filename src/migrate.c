@@ -134,10 +134,13 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	if (uhmm__ptable_empty(&mm->ptable) || uhmm__on_service_thread())
 		return;
+	int nc = uhmm__nocancel_begin();	/* no unwind with mig_lock held */
+
 	pthread_mutex_lock(&mm->mig_lock);
 	while (uhmm__ptable_walk(&mm->ptable, start, end, has_migrating, NULL))
 		pthread_cond_wait(&mm->mig_cond, &mm->mig_lock);
 	pthread_mutex_unlock(&mm->mig_lock);
+	uhmm__nocancel_end(nc);
 }
 
 /* ---- uffd-wp markers on device-resident pages (wpmarker.c) ---------------- */

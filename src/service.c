@@ -88,10 +88,13 @@ void uhmm__events_sync(struct uhmm_mm *mm)
 	if (atomic_load_explicit(&mm->ev_done, memory_order_acquire) >= r ||
 	    uhmm__on_service_thread())
 		return;
+	int nc = uhmm__nocancel_begin();	/* no unwind with ev_lock held */
+
 	pthread_mutex_lock(&mm->ev_lock);
 	while (atomic_load_explicit(&mm->ev_done, memory_order_acquire) < r)
 		pthread_cond_wait(&mm->ev_cond, &mm->ev_lock);
 	pthread_mutex_unlock(&mm->ev_lock);
+	uhmm__nocancel_end(nc);
 }
 
 /*

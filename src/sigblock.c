@@ -33,6 +33,8 @@ __attribute__((constructor)) static void sig_set_init(void)
 
 static __thread unsigned int sig_depth;
 static __thread sigset_t sig_saved;
+/* The caller's cancelability state, restored by the outermost leave. */
+static __thread int cancel_saved;
 /* One of uhmm's service threads: every signal blocked for its life. */
 static __thread bool service_thread;
 
@@ -50,16 +52,40 @@ void uhmm__sig_enter(void)
 {
 	if (uhmm__on_service_thread())
 		return;		/* everything is blocked there for good */
-	if (sig_depth++ == 0)
+	if (sig_depth++ == 0) {
+		/*
+		 * No cancellation either: a pthread_cancel() acted on at a
+		 * cancellation point inside the region (a pread of pagemap, an
+		 * open of /proc/self/maps, a condition wait) would unwind the
+		 * thread with locks held and pages frozen (issue 12 hunt).  The
+		 * kernel's migrate_vma and munmap are not cancellation points.
+		 */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_saved);
 		pthread_sigmask(SIG_BLOCK, &async_set, &sig_saved);
+	}
 }
 
 void uhmm__sig_leave(void)
 {
 	if (uhmm__on_service_thread() || sig_depth == 0)
 		return;
-	if (--sig_depth == 0)
+	if (--sig_depth == 0) {
 		pthread_sigmask(SIG_SETMASK, &sig_saved, NULL);
+		pthread_setcancelstate(cancel_saved, NULL);
+	}
+}
+
+int uhmm__nocancel_begin(void)
+{
+	int old = PTHREAD_CANCEL_ENABLE;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	return old;
+}
+
+void uhmm__nocancel_end(int old)
+{
+	pthread_setcancelstate(old, NULL);
 }
 
 bool uhmm__sig_blocked(void)

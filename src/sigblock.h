@@ -27,6 +27,14 @@
 UHMM__HIDDEN void uhmm__sig_enter(void);
 /* Leave it; the outermost leave restores the mask the thread had. */
 UHMM__HIDDEN void uhmm__sig_leave(void);
+/*
+ * A wait of the caller's thread on one of uhmm's locks or conditions
+ * outside a region: no pthread_cancel() is acted on inside it (the
+ * condition wait would unwind with the mutex held).  Returns the state
+ * to give back to uhmm__nocancel_end().
+ */
+UHMM__HIDDEN int uhmm__nocancel_begin(void);
+UHMM__HIDDEN void uhmm__nocancel_end(int old);
 /* Is the calling thread inside a region (for assertions and tests)? */
 UHMM__HIDDEN bool uhmm__sig_blocked(void);
 /*

@@ -1,0 +1,5 @@
+#!/bin/sh
+# build tests/hunt/hunt against the worktree's build/ (run from the worktree root)
+set -e
+cc -std=gnu11 -O1 -g -Wall -Wextra -Iinclude -Ibuild/include tests/hunt/hunt.c -o tests/hunt/hunt \
+   -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
