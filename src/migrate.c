@@ -413,6 +413,18 @@ static void unclaim(struct uhmm_migrate_vma *m, size_t i)
 	m->src[i] = 0;
 }
 
+/*
+ * Unclaim every claimed system page from index @from on: they were never
+ * frozen (setup failed before it reached them), so their data is still in
+ * place and there is nothing in staging to restore them from.
+ */
+static void unclaim_from(struct uhmm_migrate_vma *m, size_t from)
+{
+	for (size_t i = from; i < m->npages; i++)
+		if (m->state->kind[i] == K_SYS)
+			unclaim(m, i);
+}
+
 static size_t first_sys(struct uhmm_migrate_vma *m)
 {
 	for (size_t i = 0; i < m->npages; i++)
@@ -507,8 +519,10 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 	struct uhmm__selfop op;
 	int ret = 0;
 
-	if (uhmm__on_service_thread())
+	if (uhmm__on_service_thread()) {
+		unclaim_from(m, 0);	/* nothing frozen */
 		return -EDEADLK;	/* keep the worker free of REMAP waits */
+	}
 	uhmm__selfop_begin(m->mm, &op, m->start, m->end, UHMM__SELFOP_INTERNAL);
 	for (size_t i = 0; i < m->npages && !ret;) {
 		size_t j = i;
@@ -536,7 +550,14 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 		r = (void *)syscall(SYS_mremap, a, (j - i) << ps, (j - i) << ps,
 				    MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, st);
 		if (r == MAP_FAILED) {
+			/*
+			 * (RLIMIT_AS, say: the moved copy counts.)  A failed
+			 * mremap moved nothing: this run and the ones after it
+			 * keep their data in place, only the runs before it are
+			 * in staging for the unwind to put back.
+			 */
 			ret = -errno;
+			unclaim_from(m, i);
 			break;
 		}
 		{
@@ -863,8 +884,11 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 
 	clear_stale_markers(m, sc->data);
 	ret = uhmm__staging_create(m, use_move);
-	if (ret)
+	if (ret) {
+		/* Nothing frozen: every page keeps its data where it is. */
+		unclaim_from(m, 0);
 		return uhmm__err(-ret, "migrate setup: no memory for staging");
+	}
 	ret = use_move ? freeze_move(m, (v->flags & UHMM__VMA_WRITE) != 0) : -EINVAL;
 	if (ret == -EINVAL)
 		ret = freeze_mremap(m);
@@ -896,7 +920,9 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 /*
  * Setup failed after claiming: give everything back as it was.  Whatever
  * was frozen is restored from staging (a page that was empty restores as
- * zeroes: the same content).
+ * zeroes: the same content); a page that was not frozen was unclaimed
+ * where the freeze stopped (its data never left), so only frozen pages
+ * are still K_SYS here.
  */
 static void setup_unwind(struct uhmm_migrate_vma *m, const struct setup_scan *sc)
 {
@@ -1129,6 +1155,31 @@ void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint
  * the charge) is retried until it passes, the way the kernel's own
  * restoring of migration entries cannot fail.
  */
+/*
+ * An error of restoring @a from @stage that retrying cannot cure, where
+ * the page's data is not in staging (so giving up loses nothing): -EEXIST
+ * (@a already holds a page) or -EFAULT (@stage unreadable) while staging
+ * has no data for the page, or @stage outside staging.  Setup's unwind no
+ * longer gets here; this keeps a future slip from spinning for ever with
+ * signals blocked (issue 12 hunt).  Any other failure (the kernel short of
+ * memory) may pass: retried.
+ */
+static bool restore_hopeless(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage, int err)
+{
+	struct uhmm_migrate_state *s = m->state;
+	uint8_t d = UHMM__PM_PRESENT;
+
+	if (err != -EEXIST && err != -EFAULT)
+		return false;
+	if (s->map && stage >= (uintptr_t)s->map &&
+	    stage + uhmm__page_size <= (uintptr_t)s->map + s->map_len &&
+	    (uhmm__pagemap_has_data(stage, 1, &d) || (d != UHMM__PM_NONE && d != UHMM__PM_MARKER)))
+		return false;	/* staging holds (or may hold) the data: keep trying */
+	uhmm__warn("migrate: nothing in staging to restore %#lx from (%d): left as it is",
+		   (unsigned long)a, err);
+	return true;
+}
+
 static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage)
 {
 	for (unsigned long tries = 0;; tries++) {
@@ -1137,6 +1188,8 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 			install_sys(m, a, stage, uhmm__page_size, true);
 
 		if (!err)
+			return;
+		if (restore_hopeless(m, a, stage, err))
 			return;
 		if (tries == 0)
 			uhmm__warn("migrate: cannot restore %#lx yet (%d): retrying",
