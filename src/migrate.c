@@ -1149,13 +1149,6 @@ void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint
 }
 
 /*
- * Put a system page that did not migrate back where it was, from staging.
- * Its only copy is in staging, which finalize frees: giving up would lose
- * the page, so a failure (the kernel out of memory for the page table or
- * the charge) is retried until it passes, the way the kernel's own
- * restoring of migration entries cannot fail.
- */
-/*
  * An error of restoring @a from @stage that retrying cannot cure, where
  * the page's data is not in staging (so giving up loses nothing): -EEXIST
  * (@a already holds a page) or -EFAULT (@stage unreadable) while staging
@@ -1180,6 +1173,13 @@ static bool restore_hopeless(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t 
 	return true;
 }
 
+/*
+ * Put a system page that did not migrate back where it was, from staging.
+ * Its only copy is in staging, which finalize frees: giving up would lose
+ * the page, so a failure (the kernel out of memory for the page table or
+ * the charge) is retried until it passes, the way the kernel's own
+ * restoring of migration entries cannot fail.
+ */
 static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage)
 {
 	for (unsigned long tries = 0;; tries++) {
