@@ -79,6 +79,8 @@ struct uhmm_mm {
 	unsigned int active_invalidate;
 	struct uhmm__mni_node *deferred;
 	atomic_int nr_notifiers;
+	/* Migrations finished (finalize), for exclusive.c's retake: see there. */
+	atomic_ulong migrations_done;
 
 	/*
 	 * The counterpart of the kernel's mmap_lock for one purpose: the

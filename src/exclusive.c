@@ -399,6 +399,13 @@ static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *
  * move (see excl_retake).
  */
 #define EXCL_STUCK_TRIES 2
+/*
+ * The same, when another migration finished during the round: the page may
+ * have gone to a device and come back meanwhile (not selected because it
+ * was in that migration), which is no refusal; but a page the kernel
+ * refuses beside a busy process must still be given up in bounded time.
+ */
+#define EXCL_STUCK_BUSY_TRIES 16
 
 /*
  * A page another thread took between its fault-in and the migration (to
@@ -420,21 +427,27 @@ static int excl_take_range(struct uhmm_mm *mm, struct excl_pool *x, const void *
 static void excl_retake(struct uhmm_mm *mm, struct excl_pool *x, const void *owner,
 			uintptr_t a, uint64_t *src, uint64_t *dst)
 {
-	int stuck = 0;
+	int stuck = 0, stuck_busy = 0;
 
 	for (int tries = 0; tries < EXCL_PAGE_TRIES; tries++) {
 		bool selected = false;
 		uint64_t before;
+		unsigned long done0;
 
 		if (excl_bring_home(mm, a))
 			return;
 		excl_populate(mm, a, a + uhmm__page_size);
 		before = uhmm__ptable_get(&mm->ptable, a);
+		done0 = atomic_load_explicit(&mm->migrations_done, memory_order_relaxed);
 		if (excl_take_range(mm, x, owner, a, a + uhmm__page_size, src, dst, &selected) ||
 		    held_by(mm, x, a, owner))
 			return;
 		if (!selected && before == 0 && uhmm__ptable_get(&mm->ptable, a) == 0) {
-			if (++stuck >= EXCL_STUCK_TRIES)
+			/* Our own take finalizes once: more means another migration ran. */
+			bool alone = atomic_load_explicit(&mm->migrations_done,
+							  memory_order_relaxed) - done0 <= 1;
+
+			if (alone ? ++stuck >= EXCL_STUCK_TRIES : ++stuck_busy >= EXCL_STUCK_BUSY_TRIES)
 				return;
 		} else {
 			stuck = 0;

@@ -119,6 +119,7 @@ static void state_free(struct uhmm_migrate_vma *m)
 
 void uhmm__migrate_done_broadcast(struct uhmm_mm *mm)
 {
+	atomic_fetch_add_explicit(&mm->migrations_done, 1, memory_order_relaxed);
 	pthread_mutex_lock(&mm->mig_lock);
 	pthread_cond_broadcast(&mm->mig_cond);
 	pthread_mutex_unlock(&mm->mig_lock);
