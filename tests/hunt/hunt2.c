@@ -696,7 +696,141 @@ static void sc_storm(int round)
 	uhmm_simdev_destroy(sdev);
 }
 
+
+/* ================= 6: a remote writer (GUP with a plain reference) racing migrations ==== */
+/* process_vm_writev / /proc/PID/mem pwrite from another process take a page
+ * reference (FOLL_GET, not a pin) and copy into the page; the kernel's
+ * migrate_vma skips a page with an extra reference, so the write lands. */
+static atomic_int rw_stop;
+static char *rwbuf; static size_t rwnp = 32;
+static struct uhmm_simdev *rwdev;
+static void *rw_mig(void *a)
+{
+	(void)a;
+	while (!atomic_load(&rw_stop)) {
+		size_t off = rnd() % rwnp, n = 1 + rnd() % (rwnp - off);
+		uhmm_simdev_migrate_to_dev(rwdev, rwbuf + off * PG, n, NULL);
+		if (rnd() % 3 == 0) uhmm_simdev_migrate_to_sys(rwdev, rwbuf, rwnp, NULL);
+	}
+	return NULL;
+}
+static void sc_vmw(int round)
+{
+	int how = round % 3;	/* 0 process_vm_writev, 1 /proc/PID/mem, 2 ptrace-free O_DIRECT-like: process_vm_writev of one page at a time */
+	rwdev = mkdev(1024, 2, 0);
+	rwbuf = amap(rwnp);
+	fill(rwbuf, rwnp, 200, 0);
+	int req[2], rsp[2];
+	if (pipe(req) || pipe(rsp)) FAIL("pipe");
+	pid_t parent = getpid();
+	int iters = 300;
+	pid_t h = fork();
+	if (h == 0) {
+		close(req[1]); close(rsp[0]);
+		char *lb = malloc(rwnp * PG);
+		char path[64]; snprintf(path, sizeof path, "/proc/%d/mem", parent);
+		int mfd = how == 1 ? open(path, O_RDWR) : -1;
+		if (how == 1 && mfd < 0) _exit(5);
+		for (int k = 1; k <= iters; k++) {
+			fill(lb, rwnp, 200 + (unsigned)k, 0);
+			size_t done = 0;
+			int tries = 0;
+			while (done < rwnp * PG) {
+				size_t len = how == 2 ? PG : rwnp * PG - done;
+				ssize_t n;
+				if (how == 1) {
+					n = pwrite(mfd, lb + done, len, (off_t)(uintptr_t)(rwbuf + done));
+					if (n < 0 && errno == EIO && ++tries < 100000) { sched_yield(); continue; }	/* device-resident: documented EIO */
+				} else {
+					struct iovec l = { lb + done, len }, rm = { rwbuf + done, len };
+					n = process_vm_writev(parent, &l, 1, &rm, 1, 0);
+				}
+				if (n <= 0) _exit(6);
+				done += (size_t)n;
+			}
+			char c = 1;
+			if (write(rsp[1], &c, 1) != 1 || read(req[0], &c, 1) != 1) _exit(7);
+		}
+		_exit(0);
+	}
+	close(req[0]); close(rsp[1]);
+	pthread_t tm;
+	pthread_create(&tm, NULL, rw_mig, NULL);
+	for (int k = 1; k <= iters; k++) {
+		char c;
+		if (read(rsp[0], &c, 1) != 1) {
+			int st; waitpid(h, &st, 0);
+			FAIL("helper died %x at %d", st, k);
+		}
+		/* the helper's write of iteration k returned: every byte must be k's */
+		for (size_t i = 0; i < rwnp; i++) {
+			if (check(rwbuf + i * PG, 1, 200 + (unsigned)k, i) >= 0) {
+				int old = check(rwbuf + i * PG, 1, 200 + (unsigned)k - 1, i) < 0;
+				FAIL("iteration %d (%s): page %zu lost the remote write (%s)", k,
+				     how == 1 ? "/proc/PID/mem" : "process_vm_writev", i, old ? "holds the previous data" : "other data");
+			}
+		}
+		if (write(req[1], &c, 1) != 1) FAIL("ack");
+	}
+	atomic_store(&rw_stop, 1);
+	pthread_join(tm, NULL);
+	int st; waitpid(h, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) FAIL("helper %x", st);
+	uhmm_simdev_destroy(rwdev);
+}
+
+/* ================= 7: O_DIRECT / buffered reads racing migrations ================= */
+static void sc_dio(int round)
+{
+	int how = round % 3;	/* 0 O_DIRECT pread, 1 buffered pread, 2 read() from a pipe */
+	rwdev = mkdev(1024, 2, 0);
+	rwbuf = amap(rwnp);
+	char tmpl[2][32] = { "/tmp/hunt2-dio-XXXXXX", "/tmp/hunt2-dio-XXXXXX" };
+	int fd[2];
+	char *src = amap(rwnp);
+	for (int j = 0; j < 2; j++) {
+		fd[j] = mkstemp(tmpl[j]); if (fd[j] < 0) FAIL("mkstemp"); unlink(tmpl[j]);
+		fill(src, rwnp, 300 + (unsigned)j, 0);
+		if (pwrite(fd[j], src, rwnp * PG, 0) != (ssize_t)(rwnp * PG)) FAIL("pwrite");
+		fsync(fd[j]);
+		if (how == 0 && fcntl(fd[j], F_SETFL, fcntl(fd[j], F_GETFL) | O_DIRECT)) FAIL("O_DIRECT %d", errno);
+	}
+	int pfd[2] = { -1, -1 };
+	if (how == 2) { if (pipe(pfd)) FAIL("pipe"); fcntl(pfd[1], F_SETPIPE_SZ, (int)(rwnp * PG)); }
+	fill(rwbuf, rwnp, 299, 0);
+	pthread_t tm;
+	pthread_create(&tm, NULL, rw_mig, NULL);
+	for (int k = 0; k < 400; k++) {
+		int j = k & 1;
+		ssize_t n = 0;
+		if (how == 2) {
+			fill(src, rwnp, 300 + (unsigned)j, 0);
+			if (write(pfd[1], src, rwnp * PG) != (ssize_t)(rwnp * PG)) FAIL("pipe write");
+			size_t got = 0;
+			while (got < rwnp * PG) {
+				ssize_t m = read(pfd[0], rwbuf + got, rwnp * PG - got);
+				if (m <= 0) FAIL("pipe read %zd %d", m, errno);
+				got += (size_t)m;
+			}
+			n = (ssize_t)got;
+		} else {
+			n = pread(fd[j], rwbuf, rwnp * PG, 0);
+		}
+		if (n != (ssize_t)(rwnp * PG)) FAIL("read %zd errno %d", n, errno);
+		for (size_t i = 0; i < rwnp; i++)
+			if (check(rwbuf + i * PG, 1, 300 + (unsigned)j, i) >= 0) {
+				int old = check(rwbuf + i * PG, 1, 300 + (unsigned)!j, i) < 0 || check(rwbuf + i * PG, 1, 299, i) < 0;
+				FAIL("iteration %d (%s): page %zu lost the read's data (%s)", k,
+				     how == 0 ? "O_DIRECT" : how == 1 ? "buffered" : "pipe", i, old ? "holds the previous data" : "other data");
+			}
+	}
+	atomic_store(&rw_stop, 1);
+	pthread_join(tm, NULL);
+	uhmm_simdev_destroy(rwdev);
+}
+
 static struct { const char *n; void (*f)(int); } scs[] = {
+	{"vmw", sc_vmw}, {"dio", sc_dio},
 	{"cgroup", sc_cgroup}, {"twousers", sc_twousers}, {"mirror", sc_mirror},
 	{"kio", sc_kio}, {"storm", sc_storm},
 };
@@ -731,7 +865,9 @@ int main(int argc, char **argv)
 		f(argc > 4 ? atoi(argv[4]) : 0);
 		return 0;
 	}
-	for (int r = 0; r < rounds; r++) {
+	int first = getenv("HUNT2_FIRST") ? atoi(getenv("HUNT2_FIRST")) : 0;	/* rerun one round kind */
+	int step = getenv("HUNT2_STEP") ? atoi(getenv("HUNT2_STEP")) : 1;
+	for (int r = first; r < first + rounds * step; r += step) {
 		if (cg) {
 			int e = cg_setup(r);
 			if (e) { printf("cgroup: cannot create a memory cgroup (%d): skipped\n", e); return 77; }
