@@ -179,7 +179,7 @@ struct user {
 	char *own; size_t own_np; unsigned tag;
 	char *other; size_t other_np;	/* the other user's buffer (overlap) */
 	struct uhmm_simdev *_Atomic dev;
-	struct uhmm_interval_notifier mni;
+	struct uhmm_interval_notifier mni, mni2;	/* own buffer; the other user's (overlap) */
 	atomic_ulong inv;
 	int iters;
 };
@@ -191,7 +191,16 @@ static bool tu_inv(struct uhmm_interval_notifier *mni, const struct uhmm_notifie
 	atomic_fetch_add(&u->inv, 1);
 	return true;
 }
+static bool tu_inv2(struct uhmm_interval_notifier *mni, const struct uhmm_notifier_range *r, unsigned long seq)
+{
+	(void)r;
+	struct user *u = (struct user *)((char *)mni - offsetof(struct user, mni2));
+	uhmm_interval_set_seq(mni, seq);
+	atomic_fetch_add(&u->inv, 1);
+	return true;
+}
 static const struct uhmm_interval_notifier_ops tu_ops = { .invalidate = tu_inv };
+static const struct uhmm_interval_notifier_ops tu_ops2 = { .invalidate = tu_inv2 };
 
 static void *tu_user(void *a)
 {
@@ -206,6 +215,10 @@ static void *tu_user(void *a)
 		bool ins = rnd() & 1;
 		if (ins && (r = uhmm_interval_notifier_insert(&u->mni, mm, (uintptr_t)u->own, u->own_np * PG, &tu_ops)))
 			FAIL("%s insert %d", u->name, r);
+		memset(&u->mni2, 0, sizeof u->mni2);
+		bool ins2 = rnd() & 1;
+		if (ins2 && (r = uhmm_interval_notifier_insert(&u->mni2, mm, (uintptr_t)u->other + PG * (rnd() % 8), u->other_np * PG / 2, &tu_ops2)))
+			FAIL("%s insert2 %d", u->name, r);
 		int ops = 1 + rnd() % 6;
 		for (int k = 0; k < ops; k++) {
 			size_t off = rnd() % u->own_np, n = 1 + rnd() % (u->own_np - off);
@@ -237,7 +250,9 @@ static void *tu_user(void *a)
 		atomic_store(&u->dev, NULL);
 		uhmm_simdev_destroy(d);
 		if (ins) uhmm_interval_notifier_remove(&u->mni);
+		if (ins2 && (rnd() & 1)) uhmm_interval_notifier_remove(&u->mni2);
 		uhmm_mm_put(mm);
+		if (ins2) uhmm_interval_notifier_remove(&u->mni2);	/* maybe after the put: a no-op if teardown released it */
 	}
 	return NULL;
 }
