@@ -394,6 +394,9 @@ static void sc_mirror(int round)
 	static const char *names[] = { "munmap", "mremap", "mprotect", "dontneed", "fork", "mmap_fixed" };
 	for (int k = 0; k < 60; k++) {
 		int op = (int)((rnd() + (unsigned)round) % 6);
+		static unsigned opmask;	/* HUNT2_OPS: bit per op (munmap 1, mremap 2, mprotect 4, dontneed 8, fork 16, mmap_fixed 32) */
+		if (!opmask) opmask = getenv("HUNT2_OPS") ? (unsigned)strtoul(getenv("HUNT2_OPS"), NULL, 0) : 63;
+		while (!(opmask & (1u << op))) op = (int)(rnd() % 6);
 		size_t idx = rnd() % MNP, n = 1 + rnd() % (MNP - idx);
 		char *a = p + idx * PG;
 		pid_t c = -1; int pfd[2] = { -1, -1 };
@@ -844,7 +847,85 @@ static void sc_dio(int round)
 	uhmm_simdev_destroy(rwdev);
 }
 
+/* ================= 8: counters: many threads increment their own words of the same pages
+ * while the pages migrate to the device and back (a lost update is lost data) ====== */
+#define CNP 8
+static char *cnbuf; static int cnthr; static atomic_int cn_stop;
+static struct uhmm_simdev *cndev;
+static int cn_iters;
+static void *cn_thr(void *a)
+{
+	size_t t = (size_t)(uintptr_t)a;
+	for (int k = 0; k < cn_iters; k++)
+		for (size_t p = 0; p < CNP; p++) {
+			volatile uint64_t *w = (volatile uint64_t *)(cnbuf + p * PG) + t;
+			*w = *w + 1;
+		}
+	return NULL;
+}
+static void *cn_mig(void *a)
+{
+	(void)a;
+	while (!atomic_load(&cn_stop)) {
+		size_t off = rnd() % CNP, n = 1 + rnd() % (CNP - off);
+		uhmm_simdev_migrate_to_dev(cndev, cnbuf + off * PG, n, NULL);
+		if (rnd() % 4 == 0) uhmm_simdev_migrate_to_sys(cndev, cnbuf, CNP, NULL);
+		if (rnd() % 8 == 0) {	/* the device reads them too */
+			char b[CNP * PG];
+			uhmm_simdev_read(cndev, cnbuf, CNP, b, NULL);
+		}
+	}
+	return NULL;
+}
+static void *cn_fork(void *a)
+{
+	(void)a;
+	while (!atomic_load(&cn_stop)) {
+		pid_t c = fork();
+		if (c == 0) {
+			/* a snapshot: every word at most the final count */
+			for (size_t p = 0; p < CNP; p++)
+				for (int t = 0; t < cnthr; t++)
+					if (((uint64_t *)(cnbuf + p * PG))[t] > (uint64_t)cn_iters) _exit(3);
+			_exit(0);
+		}
+		int st;
+		if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st)) FAIL("fork child %x", st);
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);	/* pacing only, not synchronisation */
+	}
+	return NULL;
+}
+static void sc_counters(int round)
+{
+	cnthr = (round & 1) ? 64 : 32;
+	cn_iters = 2000;
+	cndev = mkdev(256, 2, 0);
+	cnbuf = amap(CNP);
+	if (round & 2) madvise(cnbuf, CNP * PG, MADV_HUGEPAGE);
+	memset(cnbuf, 0, CNP * PG);
+	pthread_t *th = calloc((size_t)cnthr, sizeof *th), tm, tf;
+	pthread_create(&tm, NULL, cn_mig, NULL);
+	if (round & 4) pthread_create(&tf, NULL, cn_fork, NULL);
+	for (int i = 0; i < cnthr; i++)
+		if (pthread_create(&th[i], NULL, cn_thr, (void *)(uintptr_t)i)) FAIL("pthread_create");
+	for (int i = 0; i < cnthr; i++) pthread_join(th[i], NULL);
+	atomic_store(&cn_stop, 1);
+	pthread_join(tm, NULL);
+	if (round & 4) pthread_join(tf, NULL);
+	for (size_t p = 0; p < CNP; p++)
+		for (int t = 0; t < cnthr; t++) {
+			uint64_t v = ((uint64_t *)(cnbuf + p * PG))[t];
+			if (v != (uint64_t)cn_iters) FAIL("page %zu thread %d: count %llu, want %d (lost updates)", p, t, (unsigned long long)v, cn_iters);
+		}
+	for (size_t p = 0; p < CNP; p++)
+		for (size_t o = (size_t)cnthr * 8; o < PG; o++)
+			if (cnbuf[p * PG + o]) FAIL("page %zu byte %zu not zero", p, o);
+	uhmm_simdev_destroy(cndev);
+}
+
 static struct { const char *n; void (*f)(int); } scs[] = {
+	{"counters", sc_counters},
 	{"vmw", sc_vmw}, {"dio", sc_dio},
 	{"cgroup", sc_cgroup}, {"twousers", sc_twousers}, {"mirror", sc_mirror},
 	{"kio", sc_kio}, {"storm", sc_storm},
