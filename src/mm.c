@@ -43,6 +43,8 @@ static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* The forking thread holds migrate_lock from prepare to parent/child. */
 static __thread bool fork_held_migrate;
+/* atfork_prepare left the fork invalidation in progress (uhmm__invalidate_hold) */
+static __thread bool fork_held_inv;
 /*
  * This process: set at load and in a fork child.  A vfork() child (or one a
  * raw clone made, bypassing pthread_atfork) shares or copies the parent's
@@ -251,8 +253,6 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 static void atfork_prepare(void)
 {
 	struct uhmm_mm *mm = uhmm__mm_tryget();
-	struct uhmm__vma *vmas = NULL;
-	size_t n = 0, cap = 256;
 
 	/*
 	 * From here to atfork_parent / atfork_child the forking thread holds
@@ -262,24 +262,6 @@ static void atfork_prepare(void)
 	 */
 	uhmm__sig_enter();
 	if (mm) {
-		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
-			for (;;) {
-				vmas = uhmm__calloc(cap, sizeof(*vmas));
-				if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n,
-							    true) || n <= cap)
-					break;
-				uhmm__free(vmas);
-				cap = n + 64;
-			}
-			for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
-				unsigned int f = vmas[i].flags;
-
-				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
-					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
-							 UHMM_NOTIFY_FORK, 0, NULL);
-			}
-			uhmm__free(vmas);
-		}
 		/*
 		 * The child must see every page's data: bring device-resident
 		 * pages home, and hold new migrations off until the fork is done.
@@ -294,12 +276,48 @@ static void atfork_prepare(void)
 		uhmm_mm_put(mm);
 	}
 	pthread_mutex_lock(&life_lock);
+	/* Under life_lock: no teardown runs until the parent handler. */
+	mm = &uhmm__the_mm;
+	if (atomic_load(&mm->state) == UHMM__MM_LIVE && uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
+		struct uhmm__vma *vmas = NULL;
+		size_t n = 0, cap = 256;
+
+		/*
+		 * The fork invalidation stays in progress until the parent
+		 * handler, as the kernel's (dup_mmap) lasts until the page
+		 * tables are copied: a range fault that overlaps it fails its
+		 * retry check and uhmm_interval_read_begin() waits for its end,
+		 * so no mirror commits a writable translation in the window
+		 * between the callbacks and the clone (CONCURRENCY.md, "fork").
+		 */
+		uhmm__invalidate_hold(mm);
+		fork_held_inv = true;
+		for (;;) {
+			vmas = uhmm__calloc(cap, sizeof(*vmas));
+			if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n, true) || n <= cap)
+				break;
+			uhmm__free(vmas);
+			cap = n + 64;
+		}
+		for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
+			unsigned int f = vmas[i].flags;
+
+			if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
+				uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
+						 UHMM_NOTIFY_FORK, 0, NULL);
+		}
+		uhmm__free(vmas);
+	}
 	pthread_mutex_lock(&uhmm__the_mm.nlock);
 }
 
 static void atfork_parent(void)
 {
 	pthread_mutex_unlock(&uhmm__the_mm.nlock);
+	if (fork_held_inv) {
+		fork_held_inv = false;
+		uhmm__invalidate_unhold(&uhmm__the_mm);	/* takes nlock */
+	}
 	pthread_mutex_unlock(&life_lock);
 	if (fork_held_migrate) {
 		fork_held_migrate = false;
@@ -326,6 +344,7 @@ static void atfork_child(void)
 	pthread_rwlock_init(&mm->migrate_lock, NULL);
 	pthread_rwlock_init(&mm->as_lock, NULL);
 	fork_held_migrate = false;
+	fork_held_inv = false;	/* the child's notifier state is reset below */
 	pthread_cond_init(&mm->mig_cond, NULL);
 	pthread_cond_init(&mm->ncond, NULL);
 	pthread_cond_init(&mm->ev_cond, NULL);

@@ -37,9 +37,9 @@
 
 #define NAME "test_fork_mirror"
 #define NPAGES 32
-#define FORKS 40
-#define OTHER 256	/* device-resident pages elsewhere, which fork brings home */
-#define ROUNDS 16
+#define FORKS 20
+#define OTHER 64	/* device-resident pages elsewhere, which fork brings home */
+#define ROUNDS 6
 
 struct mirror {
 	struct uhmm_interval_notifier mni;
