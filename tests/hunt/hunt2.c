@@ -391,12 +391,13 @@ static void sc_mirror(int round)
 	if (uhmm_interval_notifier_insert(&M.mni, mm, M.start, MNP * PG, &m_ops)) FAIL("insert");
 	pthread_t th[2];
 	for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, m_faulter, NULL);
-	static const char *names[] = { "munmap", "mremap", "mprotect", "dontneed", "fork", "mmap_fixed" };
+	static const char *names[] = { "munmap", "mremap", "mprotect", "dontneed", "fork", "mmap_fixed", "migrate", "exclusive" };
+	struct uhmm_simdev *md = mkdev(4 * MNP, 1, 0);
 	for (int k = 0; k < 60; k++) {
-		int op = (int)((rnd() + (unsigned)round) % 6);
+		int op = (int)((rnd() + (unsigned)round) % 8);
 		static unsigned opmask;	/* HUNT2_OPS: bit per op (munmap 1, mremap 2, mprotect 4, dontneed 8, fork 16, mmap_fixed 32) */
-		if (!opmask) opmask = getenv("HUNT2_OPS") ? (unsigned)strtoul(getenv("HUNT2_OPS"), NULL, 0) : 63;
-		while (!(opmask & (1u << op))) op = (int)(rnd() % 6);
+		if (!opmask) opmask = getenv("HUNT2_OPS") ? (unsigned)strtoul(getenv("HUNT2_OPS"), NULL, 0) : 255;
+		while (!(opmask & (1u << op))) op = (int)(rnd() % 8);
 		size_t idx = rnd() % MNP, n = 1 + rnd() % (MNP - idx);
 		char *a = p + idx * PG;
 		pid_t c = -1; int pfd[2] = { -1, -1 };
@@ -423,12 +424,20 @@ static void sc_mirror(int round)
 		case 5:
 			if (mmap(a, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) FAIL("mmap fixed");
 			break;
+		case 6: {	/* another device migrates part of the mirrored range */
+			int r = uhmm_simdev_migrate_to_dev(md, a, n, NULL);
+			if (r && r != -ENOENT && r != -EINVAL) FAIL("migrate %d %s", r, uhmm_last_error());
+			break; }
+		case 7: {
+			int r = uhmm_simdev_exclusive(md, a, n, NULL);
+			if (r && r != -EPERM && r != -EINVAL && r != -ENOENT) FAIL("exclusive %d %s", r, uhmm_last_error());
+			break; }
 		}
 		pthread_rwlock_wrlock(&m_pause);
 		m_verify(names[op]);
 		if (c > 0) { close(pfd[0]); close(pfd[1]); waitpid(c, NULL, 0); }
 		/* put the range back to a normal RW mapping */
-		if (op != 4 && op != 3)
+		if (op != 4 && op != 3 && op != 6 && op != 7)
 			if (mmap(a, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) FAIL("remap");
 		if (op == 1 && mmap(scratch, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) FAIL("scratch");
 		pthread_rwlock_unlock(&m_pause);
@@ -439,6 +448,7 @@ static void sc_mirror(int round)
 	atomic_store(&m_stop, 1);
 	for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
 	uhmm_interval_notifier_remove(&M.mni);
+	uhmm_simdev_destroy(md);
 	uhmm_mm_put(mm);
 	fprintf(stderr, "round %d: %lu faults, %lu invalidations\n", round, M.faults, M.invs);
 }
