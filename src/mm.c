@@ -344,6 +344,7 @@ static void atfork_child(void)
 		mm->uffd = -1;
 		mm->stop_fd = -1;
 		mm->service_started = false;
+		uhmm__service_atfork_child(mm);
 		mm->msgq = NULL;	/* the parent's; its threads are not here */
 		mm->reader_stack = NULL;
 		uhmm__ptable_destroy(&mm->ptable);
