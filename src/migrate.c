@@ -1262,9 +1262,17 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 * service threads); for a few pages, letting UFFDIO_COPY take
 		 * a new page costs less.
 		 */
-		if (staged && j - i < MOVE_MIN_PAGES)
+		if (staged && j - i < MOVE_MIN_PAGES) {
 			staged = false;
-		else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
+			/*
+			 * Copied out of staging: a borrowed cache entry keeps
+			 * these slots' pages (moved_from_cache() counts only
+			 * the ones that left), and a one-page fault-back does
+			 * not empty its entry and unmap it before the wake.
+			 */
+			for (size_t k = i; k < j; k++)
+				s->dst_given[k / 64] &= ~(UINT64_C(1) << (k % 64));
+		} else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
 			 uhmm__has(UHMM_FEAT_MOVE) && huge_staging(m)) {
 			/*
 			 * A 2 MiB destination from the driver's buffer and no

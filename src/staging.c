@@ -158,6 +158,7 @@ static void cache_atfork_child(void)
 	c->dead = NULL;
 	c->ndead = 0;
 	c->pid = getpid();
+	c->checked_gen = 0;
 }
 
 /*
@@ -239,8 +240,17 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 		c->head = c->dead = NULL;
 		c->pages = c->entries = c->ndead = 0;
 		c->pid = getpid();
+		c->checked_gen = mm->generation;
 		return;
 	}
+	/*
+	 * Entries are only ever added with the current generation: once
+	 * every entry was checked against it, none needs looking at again
+	 * until the context is made anew (a walk of up to CACHE_MAX_ENTRIES
+	 * entries on every CPU fault-back otherwise).
+	 */
+	if (c->checked_gen == mm->generation)
+		return;
 	for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 		if (e->gen != mm->generation) {
 			entry_unlink(c, pp, victims);
@@ -248,6 +258,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 		}
 		pp = &e->next;
 	}
+	c->checked_gen = mm->generation;
 }
 
 /* Take the emptied entries waiting to be unmapped (c->lock held). */

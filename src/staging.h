@@ -23,6 +23,7 @@ struct uhmm__staging_cache {
 	size_t ndead;
 	size_t cap;			/* the bound in pages; 0: no caching */
 	pid_t pid;			/* the process the entries are of */
+	unsigned long checked_gen;	/* every entry is of this context generation */
 };
 
 /*
