@@ -50,7 +50,9 @@
 #include "vma.h"
 #include "wpmarker.h"
 
+#ifndef MOVE_MIN_PAGES
 #define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
+#endif
 
 static inline bool bit_test(const uint64_t *map, size_t i)
 {
