@@ -251,8 +251,6 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 static void atfork_prepare(void)
 {
 	struct uhmm_mm *mm = uhmm__mm_tryget();
-	struct uhmm__vma *vmas = NULL;
-	size_t n = 0, cap = 256;
 
 	/*
 	 * From here to atfork_parent / atfork_child the forking thread holds
@@ -263,22 +261,26 @@ static void atfork_prepare(void)
 	uhmm__sig_enter();
 	if (mm) {
 		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
-			for (;;) {
-				vmas = uhmm__calloc(cap, sizeof(*vmas));
-				if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n,
-							    true) || n <= cap)
-					break;
-				uhmm__free(vmas);
-				cap = n + 64;
-			}
-			for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
-				unsigned int f = vmas[i].flags;
+			/* Every mapping once, 64 at a time (one look-up each). */
+			struct uhmm__vma v[64];
+			uintptr_t cur = 0;
+			bool fresh = true;
+			size_t n = 0;
 
-				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
-					uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
-							 UHMM_NOTIFY_FORK, 0, NULL);
+			while (!uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n,
+					       fresh)) {
+				for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
+					unsigned int f = v[i].flags;
+
+					if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
+						uhmm__invalidate(mm, v[i].start, v[i].end,
+								 UHMM_NOTIFY_FORK, 0, NULL);
+				}
+				if (n <= UHMM__ARRAY_SIZE(v))
+					break;
+				cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
+				fresh = false;	/* the fallback walks one copy */
 			}
-			uhmm__free(vmas);
 		}
 		/*
 		 * The child must see every page's data: bring device-resident

@@ -1316,11 +1316,18 @@ static void unregister_all(struct uhmm_mm *mm)
 {
 	struct uhmm__vma v[64];
 	uintptr_t cur = 0;
+	bool fresh = true;
 	size_t n;
 
+	/*
+	 * 64 mappings and one look-up more per call (uhmm__vma_find() never
+	 * counts ahead); the fallback's list is read once, not per call: an
+	 * unregistration merges pieces but never moves or unmaps anything.
+	 */
 	for (;;) {
-		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, true) || !n)
+		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, fresh) || !n)
 			return;
+		fresh = false;
 		for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
 			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
 
