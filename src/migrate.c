@@ -1026,7 +1026,7 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			  "selected to migrate", i);
 		return NULL;
 	}
-	if (!s->map && !uhmm__staging_cache_take(m)) {
+	if (!s->map && !uhmm__staging_cache_take(m) && !uhmm__bounce_take(m)) {
 		if (uhmm__staging_create(m, false)) {
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
@@ -1264,7 +1264,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 * service threads); for a few pages, letting UFFDIO_COPY take
 		 * a new page costs less.
 		 */
-		if (staged && j - i < MOVE_MIN_PAGES) {
+		if (staged && (j - i < MOVE_MIN_PAGES || s->bounce)) {
 			staged = false;
 			/*
 			 * Copied out of staging: a borrowed cache entry keeps
