@@ -1050,6 +1050,14 @@ static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg
 			got = read(mm->uffd, buf, MSG_BATCH * sizeof(buf[0]));
 			pthread_mutex_unlock(&q->rd_lock);
 			n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
+			/*
+			 * A full batch may leave messages unread that the kernel
+			 * woke nobody else for: the reader reads them meanwhile.
+			 */
+			if (n == MSG_BATCH &&
+			    write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+				uhmm__warn("worker: cannot kick the reader: %s",
+					   uhmm__err_text(errno));
 			for (size_t i = 0; i < n; i++)
 				seqs[i] = seq;
 			/* Nothing was read before it that is not handled yet. */
