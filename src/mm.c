@@ -102,6 +102,9 @@ static int mm_create(struct uhmm_mm *mm)
 	atomic_store(&mm->ev_read, 0);
 	atomic_store(&mm->ev_done, 0);
 	mm->selfops = NULL;
+	/* An optimisation only: without it small fault-backs map their staging. */
+	if (uhmm__bounce_create(mm))
+		uhmm__warn("no bounce area: small device->system migrations map staging");
 	ret = uhmm__service_start(mm);
 	if (ret)
 		goto err_ptable;
@@ -109,6 +112,7 @@ static int mm_create(struct uhmm_mm *mm)
 	return 0;
 
 err_ptable:
+	uhmm__bounce_destroy(mm);
 	uhmm__ptable_destroy(&mm->ptable);
 err_stop:
 	close(mm->stop_fd);
@@ -125,6 +129,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
 	uhmm__staging_cache_drop(mm);
+	uhmm__bounce_destroy(mm);
 	uhmm__exclusive_teardown(mm);	/* its internal pool first */
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
@@ -346,8 +351,10 @@ static void atfork_child(void)
 		mm->uffd = -1;
 		mm->stop_fd = -1;
 		mm->service_started = false;
+		uhmm__service_atfork_child(mm);
 		mm->msgq = NULL;	/* the parent's; its threads are not here */
 		mm->reader_stack = NULL;
+		mm->bounce = NULL;	/* MADV_DONTFORK: not in this process */
 		uhmm__ptable_destroy(&mm->ptable);
 		mm->selfops = NULL;
 		mm->nretry = 0;
