@@ -125,6 +125,9 @@ struct uhmm_mm {
 
 	/* The staging cache of recycled system pages (staging.c). */
 	struct uhmm__staging_cache staging_cache;
+	/* Staging for small device->system migrations (staging.c): one user at a time. */
+	void *bounce;
+	atomic_bool bounce_busy;
 
 	/* Faults the service thread must retry after reading events. */
 	struct uffd_msg retry[UHMM__RETRY_MAX];

@@ -717,17 +717,78 @@ static void fa_note(struct uhmm_devmem *pgmap, uintptr_t addr, uintptr_t ws, uin
 }
 
 /*
+ * The mapping the last CPU fault's window was cut to, and the address-space
+ * generation it was looked up in (uhmm__as_gen: every wrapper, every unmap
+ * or remap event and uhmm's own mapping changes move it).  Consecutive CPU
+ * faults in one mapping then cost one look-up (PROCMAP_QUERY, a system call
+ * of about a microsecond here: the fallback's maps cache has the same rule).
+ */
+static struct {
+	pthread_mutex_t lock;
+	unsigned long gen;
+	struct uhmm__vma v;
+} last_fault_vma = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The mapping holding @addr, from the last fault's when still valid. */
+static bool fault_vma(uintptr_t addr, struct uhmm__vma *v)
+{
+	unsigned long gen = atomic_load(&uhmm__as_gen);	/* before the look-up */
+	bool hit;
+	size_t n = 0;
+
+	pthread_mutex_lock(&last_fault_vma.lock);
+	hit = last_fault_vma.gen == gen && last_fault_vma.v.start <= addr &&
+	      addr < last_fault_vma.v.end;
+	if (hit)
+		*v = last_fault_vma.v;
+	pthread_mutex_unlock(&last_fault_vma.lock);
+	if (hit)
+		return true;
+	if (uhmm__vma_find(addr, addr + uhmm__page_size, v, 1, &n, false) || n != 1 ||
+	    v->start > addr)
+		return false;
+	pthread_mutex_lock(&last_fault_vma.lock);
+	last_fault_vma.gen = gen;
+	last_fault_vma.v = *v;
+	pthread_mutex_unlock(&last_fault_vma.lock);
+	return true;
+}
+
+/*
+ * Is @addr the only device page in [@ws, @we)?  Then the window of a CPU
+ * fault is that page, and its mapping needs no look-up: a device entry
+ * exists only in a private anonymous mapping (migrations make them only
+ * there; the events of an unmap or remap drop or move them), and the
+ * kernel just reported the fault at the page.  *@write: whether the page
+ * was writable when it migrated.
+ */
+static bool lone_device_page(struct uhmm_mm *mm, uintptr_t addr, uintptr_t ws,
+			     uintptr_t we, bool *write)
+{
+	uint64_t e = uhmm__ptable_get(&mm->ptable, addr);
+
+	if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE)
+		return false;
+	*write = (e & UHMM__PTE_WRITE) != 0;
+	for (uintptr_t a = ws; a < we; a += uhmm__page_size)
+		if (a != addr && (uhmm__ptable_get(&mm->ptable, a) & UHMM__PTE_TYPE_MASK) ==
+				 UHMM__PTE_DEVICE)
+			return false;
+	return true;
+}
+
+/*
  * The fault-around window of @addr inside its mapping; @adaptive for CPU
- * faults (it may grow, see above), not for eviction.
+ * faults (it may grow, see above), not for eviction.  @found (CPU faults
+ * only) gets the mapping, for the migration's setup.
  */
 static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 			 uintptr_t *ws, uintptr_t *we, bool adaptive, struct uhmm__vma *found)
 {
 	size_t span = pgmap->fault_around << uhmm__page_shift;
-	bool seq = false;
+	bool seq = false, write;
 	size_t pages = adaptive ? fa_window(pgmap, addr, &seq) : 0;
 	struct uhmm__vma v;
-	size_t n = 0;
 
 	if (pages)
 		span = pages << uhmm__page_shift;
@@ -740,8 +801,17 @@ static void fault_window(struct uhmm_devmem *pgmap, uintptr_t addr,
 	}
 	if (*we < *ws)
 		*we = UINTPTR_MAX & ~(uintptr_t)(uhmm__page_size - 1);
-	if (uhmm__vma_find(addr, addr + uhmm__page_size, &v, 1, &n, false) || n != 1 ||
-	    v.start > addr) {
+	if (found && lone_device_page(&uhmm__the_mm, addr, *ws, *we, &write)) {
+		/* One page fault-back: one PROCMAP_QUERY less (figure 4). */
+		*ws = addr;
+		*we = addr + uhmm__page_size;
+		*found = (struct uhmm__vma){
+			.start = *ws, .end = *we,
+			.flags = UHMM__VMA_ANON | UHMM__VMA_READ | (write ? UHMM__VMA_WRITE : 0),
+		};
+		return;
+	}
+	if (!fault_vma(addr, &v)) {
 		*ws = addr;
 		*we = addr + uhmm__page_size;
 		return;

@@ -39,8 +39,15 @@ const char *uhmm_feature_name(unsigned int feature)
 }
 
 /*
+ * The worker reads the userfaultfd itself when it is idle (service.c);
+ * UHMM_DISABLE=worker_read (or "all") leaves all reading to the reader.
+ */
+bool uhmm__worker_reads = true;
+
+/*
  * UHMM_DISABLE=name[,name...] or "all"; "uffd_full" forces user-mode-only;
- * "wpmarker" is another name for "wp_unpopulated" (wpmarker.c).
+ * "wpmarker" is another name for "wp_unpopulated" (wpmarker.c);
+ * "worker_read" is no kernel feature but a path of uhmm's own (above).
  */
 static unsigned int parse_disable(bool *no_full)
 {
@@ -57,6 +64,11 @@ static unsigned int parse_disable(bool *no_full)
 
 		if (!strcmp(tok, "all")) {
 			mask |= (1u << UHMM_FEAT_COUNT) - 1;
+			uhmm__worker_reads = false;
+			continue;
+		}
+		if (!strcmp(tok, "worker_read")) {
+			uhmm__worker_reads = false;
 			continue;
 		}
 		if (!strcmp(tok, "uffd_full")) {

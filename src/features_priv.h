@@ -21,6 +21,11 @@ extern unsigned int uhmm__page_shift UHMM__HIDDEN;
  * unless UHMM_INSTALL=copy (features.c reads it at load).
  */
 extern bool uhmm__install_by_move UHMM__HIDDEN;
+/*
+ * The worker thread reads the userfaultfd itself while idle, unless
+ * UHMM_DISABLE=worker_read or =all (features.c; service.c explains).
+ */
+extern bool uhmm__worker_reads UHMM__HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
 UHMM__HIDDEN int uhmm__uffd_open(uint64_t *features_out);
 

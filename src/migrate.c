@@ -50,7 +50,9 @@
 #include "vma.h"
 #include "wpmarker.h"
 
+#ifndef MOVE_MIN_PAGES
 #define MOVE_MIN_PAGES	8	/* shorter runs of staged pages install by copy */
+#endif
 
 static inline bool bit_test(const uint64_t *map, size_t i)
 {
@@ -1024,7 +1026,7 @@ void *uhmm_migrate_alloc_sys(struct uhmm_migrate_vma *m, unsigned long i)
 			  "selected to migrate", i);
 		return NULL;
 	}
-	if (!s->map && !uhmm__staging_cache_take(m)) {
+	if (!s->map && !uhmm__staging_cache_take(m) && !uhmm__bounce_take(m)) {
 		if (uhmm__staging_create(m, false)) {
 			uhmm__err(ENOMEM, "migrate alloc sys: no memory for staging");
 			return NULL;
@@ -1262,9 +1264,17 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 * service threads); for a few pages, letting UFFDIO_COPY take
 		 * a new page costs less.
 		 */
-		if (staged && j - i < MOVE_MIN_PAGES)
+		if (staged && (j - i < MOVE_MIN_PAGES || s->bounce)) {
 			staged = false;
-		else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
+			/*
+			 * Copied out of staging: a borrowed cache entry keeps
+			 * these slots' pages (moved_from_cache() counts only
+			 * the ones that left), and a one-page fault-back does
+			 * not empty its entry and unmap it before the wake.
+			 */
+			for (size_t k = i; k < j; k++)
+				s->dst_given[k / 64] &= ~(UINT64_C(1) << (k % 64));
+		} else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
 			 uhmm__has(UHMM_FEAT_MOVE) && huge_staging(m)) {
 			/*
 			 * A 2 MiB destination from the driver's buffer and no

@@ -104,6 +104,9 @@ static int mm_create(struct uhmm_mm *mm)
 	atomic_store(&mm->ev_read, 0);
 	atomic_store(&mm->ev_done, 0);
 	mm->selfops = NULL;
+	/* An optimisation only: without it small fault-backs map their staging. */
+	if (uhmm__bounce_create(mm))
+		uhmm__warn("no bounce area: small device->system migrations map staging");
 	ret = uhmm__service_start(mm);
 	if (ret)
 		goto err_ptable;
@@ -111,6 +114,7 @@ static int mm_create(struct uhmm_mm *mm)
 	return 0;
 
 err_ptable:
+	uhmm__bounce_destroy(mm);
 	uhmm__ptable_destroy(&mm->ptable);
 err_stop:
 	close(mm->stop_fd);
@@ -127,6 +131,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
 	uhmm__staging_cache_drop(mm);
+	uhmm__bounce_destroy(mm);
 	uhmm__exclusive_teardown(mm);	/* its internal pool first */
 	uhmm__devmem_detach_all(mm);
 	uhmm__notifier_release_all(mm);
@@ -279,8 +284,11 @@ static void atfork_prepare(void)
 	/* Under life_lock: no teardown runs until the parent handler. */
 	mm = &uhmm__the_mm;
 	if (atomic_load(&mm->state) == UHMM__MM_LIVE && uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
-		struct uhmm__vma *vmas = NULL;
-		size_t n = 0, cap = 256;
+		/* Every mapping once, 64 at a time (one look-up each). */
+		struct uhmm__vma v[64];
+		uintptr_t cur = 0;
+		bool fresh = true;
+		size_t n = 0;
 
 		/*
 		 * The fork invalidation stays in progress until the parent
@@ -288,25 +296,23 @@ static void atfork_prepare(void)
 		 * tables are copied: a range fault that overlaps it fails its
 		 * retry check and uhmm_interval_read_begin() waits for its end,
 		 * so no mirror commits a writable translation in the window
-		 * between the callbacks and the clone (CONCURRENCY.md, "fork").
+		 * between the callbacks and the clone (CONCURRENCY.md rule 8).
 		 */
 		uhmm__invalidate_hold(mm);
 		fork_held_inv = true;
-		for (;;) {
-			vmas = uhmm__calloc(cap, sizeof(*vmas));
-			if (!vmas || uhmm__vma_find(0, UINTPTR_MAX, vmas, cap, &n, true) || n <= cap)
-				break;
-			uhmm__free(vmas);
-			cap = n + 64;
-		}
-		for (size_t i = 0; vmas && i < UHMM__MIN(n, cap); i++) {
-			unsigned int f = vmas[i].flags;
+		while (!uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, fresh)) {
+			for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
+				unsigned int f = v[i].flags;
 
-			if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
-				uhmm__invalidate(mm, vmas[i].start, vmas[i].end,
-						 UHMM_NOTIFY_FORK, 0, NULL);
+				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
+					uhmm__invalidate(mm, v[i].start, v[i].end,
+							 UHMM_NOTIFY_FORK, 0, NULL);
+			}
+			if (n <= UHMM__ARRAY_SIZE(v))
+				break;
+			cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
+			fresh = false;	/* the fallback walks one copy */
 		}
-		uhmm__free(vmas);
 	}
 	pthread_mutex_lock(&uhmm__the_mm.nlock);
 }
@@ -363,8 +369,10 @@ static void atfork_child(void)
 		mm->uffd = -1;
 		mm->stop_fd = -1;
 		mm->service_started = false;
+		uhmm__service_atfork_child(mm);
 		mm->msgq = NULL;	/* the parent's; its threads are not here */
 		mm->reader_stack = NULL;
+		mm->bounce = NULL;	/* MADV_DONTFORK: not in this process */
 		uhmm__ptable_destroy(&mm->ptable);
 		mm->selfops = NULL;
 		mm->nretry = 0;

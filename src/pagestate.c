@@ -391,29 +391,39 @@ static uint32_t vma_bits(unsigned int f)
 }
 
 /*
- * The mappings of [start, end) into @stackv (@nstack entries), or into a
- * heap array left in *@vmas when there are more; the caller frees *@vmas
- * when it is not @stackv, also on failure.  0 or -errno with a reason.
+ * The mappings of [start, end) into @stackv (@nstack entries, > 0), or into
+ * a heap array left in *@vmas when there are more; the caller frees *@vmas
+ * when it is not @stackv, also on failure.  Each look-up continues from
+ * where the last stopped (uhmm__vma_find() never counts ahead): about one
+ * look-up per mapping of the range.  0 or -errno with a reason.
  */
 static int vmas_of(uintptr_t start, uintptr_t end, struct uhmm__vma *stackv, size_t nstack,
 		   struct uhmm__vma **vmas, size_t *nv, bool fresh)
 {
-	int ret = uhmm__vma_find(start, end, stackv, nstack, nv, fresh);
+	struct uhmm__vma *v = stackv;
+	size_t cap = nstack, got = 0;
+	int ret = uhmm__vma_find(start, end, v, cap, &got, fresh);
 
 	*vmas = stackv;
-	if (!ret && *nv > nstack) {
-		size_t cap = *nv + 16;
-		struct uhmm__vma *v = uhmm__malloc(cap * sizeof(*v));
+	*nv = got;
+	while (!ret && *nv > cap) {
+		size_t have = cap, ncap = cap * 4;
+		struct uhmm__vma *nb = v == stackv ? uhmm__malloc(ncap * sizeof(*nb))
+						   : uhmm__realloc(v, ncap * sizeof(*nb));
 
-		if (!v)
+		if (!nb) {
+			*nv = have;
 			return uhmm__err(ENOMEM, "page state: out of memory");
-		*vmas = v;
-		ret = uhmm__vma_find(start, end, v, cap, nv, false);
-		if (!ret && *nv > cap)
-			ret = -EAGAIN;
+		}
+		if (v == stackv)
+			memcpy(nb, stackv, have * sizeof(*nb));
+		*vmas = v = nb;
+		cap = ncap;
+		ret = uhmm__vma_find(v[have - 1].end, end, v + have, cap - have, &got, false);
+		*nv = have + got;
 	}
 	if (ret)
-		return uhmm__err(-ret == EAGAIN ? EBUSY : -ret, "cannot read the mappings list");
+		return uhmm__err(-ret, "cannot read the mappings list");
 	return 0;
 }
 

@@ -20,6 +20,8 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -583,6 +585,31 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
  * memory can be had does it wait, a millisecond at a time, for either.
  * A ring is never shrunk: it stays the size of the largest backlog seen
  * (40 bytes a message; 4096 messages to start with).
+ *
+ * Who reads.  A fault served through the reader costs a second thread's
+ * wake-up: the kernel wakes the reader, the reader wakes the worker (about
+ * a third of a one-page fault-back here, docs/PERFORMANCE.md figure 4).
+ * So an idle worker reads the userfaultfd itself.  Both threads wait on
+ * it in epoll with EPOLLEXCLUSIVE, the worker's entry first: the kernel
+ * wakes the first exclusive entry whose epoll has a thread waiting in it,
+ * so a message goes to the worker when it waits, and to the reader
+ * whenever the worker is busy.  The reader stays what it was: it reads
+ * whatever comes while the worker is busy, and waits for nobody.
+ *  - A woken worker reads before it does anything that can wait: a
+ *    message the kernel gave it is unread until then, and the reader was
+ *    not woken for it.  If it cannot read at once (the reader is between
+ *    its read and its queueing, or messages read earlier are queued), it
+ *    writes kick_fd, and the reader reads it instead.
+ *  - Messages are handled in the order they were read: a read and the
+ *    queueing of what it read happen under rd_lock, and the worker reads
+ *    only when nothing is queued, and handles what it read before it
+ *    takes from the queue again.
+ *  - The worker only ever try-locks rd_lock; the reader holds it across
+ *    one non-blocking read and the queueing.  The worker holds it across
+ *    one non-blocking read: the reader may wait for that, never for a
+ *    migration.
+ * UHMM_DISABLE=worker_read (or =all), or a kernel without EPOLLEXCLUSIVE,
+ * leaves all reading to the reader, as before.
  */
 
 #define QUEUE_CAP 4096	/* the first ring; it doubles when full */
@@ -598,10 +625,23 @@ struct uhmm__msgq {
 	unsigned long *seq;		/* the read each message came from */
 	size_t head, count;
 	struct retired_ring *retired;	/* outgrown rings, for the worker to unmap */
-	unsigned long last_seq;		/* ev_read of the last read pushed */
+	unsigned long last_seq;		/* ev_read of the reader's last read */
 	bool stop;
 	pthread_mutex_t lock;
-	pthread_cond_t nonempty, nonfull;
+	pthread_cond_t nonfull;
+	/*
+	 * The wake-ups (see "Who reads" above): the worker waits in
+	 * epoll_wait on @worker_ep (the userfaultfd, exclusive and first in
+	 * line, when @direct; and @wake_fd), the reader on @reader_ep (the
+	 * userfaultfd, exclusive, after the worker's; the context's stop_fd;
+	 * @kick_fd).  @worker_idle is set while the worker is about to wait
+	 * or waits: the reader writes @wake_fd after queueing only then.
+	 */
+	bool direct;
+	int wake_fd, kick_fd, worker_ep, reader_ep;
+	atomic_bool worker_idle;
+	/* Held across one read of the userfaultfd and the queueing of what it read. */
+	pthread_mutex_t rd_lock;
 	/*
 	 * Faults of the worker itself on pages uhmm holds something for (a
 	 * callback reading memory that sits in device memory): the worker
@@ -738,8 +778,7 @@ static bool queue_grow(struct uhmm__msgq *q)
 	((struct retired_ring *)old)->next = q->retired;
 	((struct retired_ring *)old)->len = olen;
 	q->retired = old;
-	pthread_cond_signal(&q->nonempty);	/* the worker unmaps it */
-	return true;
+	return true;	/* the worker unmaps the old ring when it next takes */
 }
 
 /*
@@ -767,6 +806,7 @@ static void queue_make_room(struct uhmm__msgq *q)
 
 	while (q->count == q->cap && !q->stop && !queue_grow(q)) {
 		struct timespec ts;
+		uint64_t one = 1;
 
 		if (!warned) {
 			warned = true;
@@ -774,6 +814,8 @@ static void queue_make_room(struct uhmm__msgq *q)
 				   q->cap);
 		}
 		/* The worker may make room meanwhile, or memory come back. */
+		if (write(q->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			uhmm__warn("reader: cannot wake the worker: %s", uhmm__err_text(errno));
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 1000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -823,12 +865,31 @@ static bool reader_fill_retry(struct uhmm_mm *mm, const struct uffd_msg *msg)
 	return r != FILL_LATER;
 }
 
+/* Tell the worker there is something for it, if it waits or is about to. */
+static void wake_worker(struct uhmm__msgq *q)
+{
+	uint64_t one = 1;
+
+	if (atomic_load(&q->worker_idle) &&
+	    write(q->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		uhmm__warn("cannot wake the worker: %s", uhmm__err_text(errno));
+}
+
+/* Empty an eventfd that said it was readable. */
+static void eventfd_drain(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		uhmm__warn("service: eventfd read: %s", uhmm__err_text(errno));
+}
+
 static void *reader_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
 	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg buf[MSG_BATCH];
-	struct uffd_msg held;		/* a fault of the worker to fill later */
+	struct uffd_msg held = { 0 };	/* a fault of the worker to fill later */
 	bool holding = false;
 	sigset_t all;
 
@@ -838,10 +899,8 @@ static void *reader_main(void *arg)
 	pthread_setname_np(pthread_self(), "uhmm-reader");
 	service_thread_ready(q);
 	for (;;) {
-		struct pollfd pfd[2] = {
-			{ .fd = mm->uffd, .events = POLLIN },
-			{ .fd = mm->stop_fd, .events = POLLIN },
-		};
+		struct epoll_event ev[3];
+		bool stop = false;
 		unsigned long seq;
 		ssize_t got;
 		size_t n;
@@ -852,23 +911,30 @@ static void *reader_main(void *arg)
 		 * that made it EAGAIN is read below, and its thread ends the
 		 * kernel's "changing" state without telling the userfaultfd.
 		 */
-		pr = poll(pfd, 2, holding ? 1 : -1);
+		pr = epoll_wait(q->reader_ep, ev, 3, holding ? 1 : -1);
 		if (pr < 0) {
 			if (errno == EINTR)
 				continue;
-			uhmm__warn("reader: poll: %s", uhmm__err_text(errno));
+			uhmm__warn("reader: epoll_wait: %s", uhmm__err_text(errno));
 			break;
 		}
-		if (pfd[1].revents) {
-			/* POLLIN is the clean stop: only anything else is worth a warning. */
-			if (pfd[1].revents & ~POLLIN)
-				uhmm__warn("reader: stop (%#x)", pfd[1].revents);
-			break;
+		for (int i = 0; i < pr; i++) {
+			if (ev[i].data.fd == mm->stop_fd) {
+				/* POLLIN is the clean stop: only anything else is worth a warning. */
+				if (ev[i].events & ~EPOLLIN)
+					uhmm__warn("reader: stop (%#x)", ev[i].events);
+				stop = true;
+			} else if (ev[i].data.fd == q->kick_fd) {
+				eventfd_drain(q->kick_fd);	/* the worker could not read */
+			}
 		}
+		if (stop)
+			break;
 		if (holding && reader_fill_retry(mm, &held))
 			holding = false;
 		if (pr == 0)
 			continue;
+		pthread_mutex_lock(&q->rd_lock);
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
 		got = read(mm->uffd, buf, sizeof(buf));
 		n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
@@ -916,17 +982,93 @@ static void *reader_main(void *arg)
 		}
 		q->last_seq = seq;
 		pthread_mutex_unlock(&q->lock);
+		pthread_mutex_unlock(&q->rd_lock);
 		/*
 		 * After the unlock: a worker woken while the lock is still
-		 * held blocks on it at once and has to be woken a second time
-		 * (two more futex calls and a context switch per fault on a
-		 * 2-CPU machine).  The worker looks at the queue under the
-		 * lock before it waits, so no wake-up is lost; the queue and
-		 * its condition variable outlive both threads.
+		 * held blocks on it at once and has to be woken a second time.
+		 * The worker sets worker_idle before it looks at the queue
+		 * for the last time before waiting, so no wake-up is lost.
 		 */
-		pthread_cond_signal(&q->nonempty);
+		wake_worker(q);
 	}
 	return NULL;
+}
+
+/*
+ * Handle a batch in the worker, mark the events of reads up to @done_seq
+ * processed (0: none), then wake the faults that could not be served: the
+ * thread may have been woken meanwhile and the state changed, so never act
+ * on the old message: wake the address, and a thread still waiting faults
+ * again with a fresh one.
+ */
+static void worker_handle(struct uhmm_mm *mm, const struct uffd_msg *batch,
+			  const unsigned long *seqs, size_t n, unsigned long done_seq)
+{
+	struct uffd_msg retry[UHMM__RETRY_MAX];
+	size_t nr;
+
+	process_msgs(mm, batch, seqs, n);
+	if (done_seq)
+		events_done(mm, done_seq);
+	nr = mm->nretry;
+	if (!nr)
+		return;
+	memcpy(retry, mm->retry, nr * sizeof(retry[0]));
+	mm->nretry = 0;
+	for (size_t i = 0; i < nr; i++) {
+		struct uffdio_range r = {
+			.start = uhmm__page_align_down((uintptr_t)retry[i].arg.pagefault.address),
+			.len = uhmm__page_size,
+		};
+
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	}
+}
+
+enum { WREAD_DONE, WREAD_KICKED };
+
+/*
+ * The kernel woke the worker for a message: read it here, before anything
+ * that can wait, and handle it.  WREAD_KICKED when the reader was told to
+ * read instead (it holds rd_lock, or messages read before are queued).
+ */
+static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg *buf,
+		       unsigned long *seqs)
+{
+	unsigned long seq;
+	uint64_t one = 1;
+	ssize_t got;
+	size_t n;
+	bool queued;
+
+	if (pthread_mutex_trylock(&q->rd_lock) == 0) {
+		pthread_mutex_lock(&q->lock);
+		queued = q->count != 0;
+		pthread_mutex_unlock(&q->lock);
+		if (!queued) {
+			seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
+			got = read(mm->uffd, buf, MSG_BATCH * sizeof(buf[0]));
+			pthread_mutex_unlock(&q->rd_lock);
+			n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
+			/*
+			 * A full batch may leave messages unread that the kernel
+			 * woke nobody else for: the reader reads them meanwhile.
+			 */
+			if (n == MSG_BATCH &&
+			    write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+				uhmm__warn("worker: cannot kick the reader: %s",
+					   uhmm__err_text(errno));
+			for (size_t i = 0; i < n; i++)
+				seqs[i] = seq;
+			/* Nothing was read before it that is not handled yet. */
+			worker_handle(mm, buf, seqs, n, seq);
+			return WREAD_DONE;
+		}
+		pthread_mutex_unlock(&q->rd_lock);
+	}
+	if (write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		uhmm__warn("worker: cannot kick the reader: %s", uhmm__err_text(errno));
+	return WREAD_KICKED;
 }
 
 static void *worker_main(void *arg)
@@ -935,7 +1077,7 @@ static void *worker_main(void *arg)
 	struct uhmm__msgq *q = mm->msgq;
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
-	struct uffd_msg retry[UHMM__RETRY_MAX];
+	bool uffd_ready = false, kicked = false;
 	sigset_t all;
 
 	sigfillset(&all);
@@ -948,70 +1090,133 @@ static void *worker_main(void *arg)
 	service_thread_ready(q);
 	for (;;) {
 		struct retired_ring *retired;
+		struct epoll_event ev[2];
 		unsigned long seq;
 		size_t n = 0;
+		bool work;
+		int k;
 
-		pthread_mutex_lock(&q->lock);
-		while (!q->count && !q->stop && q->last_seq == atomic_load(&mm->ev_done)) {
-			if (mm->nretry) {
-				/* Faults to retry: wait a little for events first. */
-				struct timespec ts;
-
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += 1000000;
-				if (ts.tv_nsec >= 1000000000) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000;
-				}
-				pthread_cond_timedwait(&q->nonempty, &q->lock, &ts);
-				break;
-			}
-			pthread_cond_wait(&q->nonempty, &q->lock);
+		if (uffd_ready) {
+			uffd_ready = false;
+			if (worker_read(mm, q, batch, batch_seq) == WREAD_DONE)
+				continue;
+			kicked = true;	/* the reader reads it and tells us */
 		}
+		pthread_mutex_lock(&q->lock);
 		if (q->stop) {
 			pthread_mutex_unlock(&q->lock);
 			break;
 		}
-		while (q->count && n < MSG_BATCH) {
-			batch_seq[n] = q->seq[q->head];
-			batch[n++] = q->msg[q->head];
-			q->head = (q->head + 1) % q->cap;
-			q->count--;
+		if (q->count || q->last_seq > atomic_load(&mm->ev_done)) {
+			while (q->count && n < MSG_BATCH) {
+				batch_seq[n] = q->seq[q->head];
+				batch[n++] = q->msg[q->head];
+				q->head = (q->head + 1) % q->cap;
+				q->count--;
+			}
+			/* Everything the reader read up to last_seq is in this batch or done. */
+			seq = q->count ? 0 : q->last_seq;
+			retired = q->retired;
+			q->retired = NULL;
+			pthread_cond_signal(&q->nonfull);
+			pthread_mutex_unlock(&q->lock);
+			rings_unmap(mm, retired);
+			worker_handle(mm, batch, batch_seq, n, seq);
+			kicked = false;
+			continue;
 		}
-		/* Everything read up to last_seq is in this batch or done. */
-		seq = q->count ? 0 : q->last_seq;
-		retired = q->retired;
-		q->retired = NULL;
-		pthread_cond_signal(&q->nonfull);
 		pthread_mutex_unlock(&q->lock);
 
-		rings_unmap(mm, retired);
-		process_msgs(mm, batch, batch_seq, n);
-		if (seq)
-			events_done(mm, seq);
 		/*
-		 * Faults that could not be served: the thread may have been
-		 * woken meanwhile and the state changed, so never act on the
-		 * old message: wake the address, and a thread still waiting
-		 * faults again with a fresh one.
+		 * Nothing queued: wait.  Idle first, then look once more, so
+		 * that a reader queueing meanwhile sees the flag and writes
+		 * wake_fd.  After a kick, wait for the reader's word only (the
+		 * userfaultfd may stay readable until the reader has read it).
 		 */
-		if (mm->nretry) {
-			size_t nr = mm->nretry;
+		atomic_store(&q->worker_idle, true);
+		pthread_mutex_lock(&q->lock);
+		work = q->count || q->stop || q->last_seq > atomic_load(&mm->ev_done);
+		pthread_mutex_unlock(&q->lock);
+		if (!work) {
+			if (kicked) {
+				struct pollfd pfd = { .fd = q->wake_fd, .events = POLLIN };
 
-			memcpy(retry, mm->retry, nr * sizeof(retry[0]));
-			mm->nretry = 0;
-			for (size_t i = 0; i < nr; i++) {
-				struct uffdio_range r = {
-					.start = uhmm__page_align_down(
-						(uintptr_t)retry[i].arg.pagefault.address),
-					.len = uhmm__page_size,
-				};
-
-				uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+				k = poll(&pfd, 1, -1);
+				if (k > 0)
+					eventfd_drain(q->wake_fd);
+				kicked = false;
+			} else {
+				k = epoll_wait(q->worker_ep, ev, 2, mm->nretry ? 1 : -1);
+				for (int i = 0; i < k; i++) {
+					if (ev[i].data.fd == mm->uffd)
+						uffd_ready = true;
+					else
+						eventfd_drain(q->wake_fd);
+				}
 			}
+			if (k < 0 && errno != EINTR)
+				uhmm__warn("worker: wait: %s", uhmm__err_text(errno));
 		}
+		atomic_store(&q->worker_idle, false);
 	}
 	return NULL;
+}
+
+/*
+ * The epoll sets and eventfds of the wake-ups; q->direct when the worker
+ * reads too.  The worker's exclusive entry is added first: the kernel
+ * offers a message to exclusive entries in the order they were added.
+ */
+static int wakeups_setup(struct uhmm_mm *mm, struct uhmm__msgq *q)
+{
+	struct epoll_event e = { .events = EPOLLIN };
+
+	q->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->worker_ep = epoll_create1(EPOLL_CLOEXEC);
+	q->reader_ep = epoll_create1(EPOLL_CLOEXEC);
+	if (q->wake_fd < 0 || q->kick_fd < 0 || q->worker_ep < 0 || q->reader_ep < 0)
+		return -errno;
+	e.data.fd = q->wake_fd;
+	if (epoll_ctl(q->worker_ep, EPOLL_CTL_ADD, q->wake_fd, &e))
+		return -errno;
+	q->direct = false;
+	if (uhmm__worker_reads) {
+		e.events = EPOLLIN | EPOLLEXCLUSIVE;
+		e.data.fd = mm->uffd;
+		/* EINVAL before Linux 4.5: the reader reads everything. */
+		q->direct = epoll_ctl(q->worker_ep, EPOLL_CTL_ADD, mm->uffd, &e) == 0;
+	}
+	e.events = EPOLLIN | (q->direct ? EPOLLEXCLUSIVE : 0);
+	e.data.fd = mm->uffd;
+	if (epoll_ctl(q->reader_ep, EPOLL_CTL_ADD, mm->uffd, &e))
+		return -errno;
+	e.events = EPOLLIN;
+	e.data.fd = mm->stop_fd;
+	if (epoll_ctl(q->reader_ep, EPOLL_CTL_ADD, mm->stop_fd, &e))
+		return -errno;
+	e.data.fd = q->kick_fd;
+	if (epoll_ctl(q->reader_ep, EPOLL_CTL_ADD, q->kick_fd, &e))
+		return -errno;
+	return 0;
+}
+
+static void wakeups_close(struct uhmm__msgq *q)
+{
+	int *fds[] = { &q->wake_fd, &q->kick_fd, &q->worker_ep, &q->reader_ep };
+
+	for (size_t i = 0; i < UHMM__ARRAY_SIZE(fds); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+void uhmm__service_atfork_child(struct uhmm_mm *mm)
+{
+	/* The parent's threads are not here; their descriptors are. */
+	if (mm->msgq)
+		wakeups_close(mm->msgq);
 }
 
 int uhmm__service_start(struct uhmm_mm *mm)
@@ -1035,8 +1240,17 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	}
 	mm->msgq->msg = mm->msgq->ring;
 	mm->msgq->seq = (unsigned long *)(mm->msgq->msg + QUEUE_CAP);
+	mm->msgq->wake_fd = mm->msgq->kick_fd = mm->msgq->worker_ep = mm->msgq->reader_ep = -1;
+	ret = wakeups_setup(mm, mm->msgq);
+	if (ret) {
+		wakeups_close(mm->msgq);
+		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
+		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
+		mm->msgq = NULL;
+		return uhmm__err(-ret, "cannot set up the service threads' wake-ups");
+	}
 	pthread_mutex_init(&mm->msgq->lock, NULL);
-	pthread_cond_init(&mm->msgq->nonempty, NULL);
+	pthread_mutex_init(&mm->msgq->rd_lock, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
 	pthread_cond_init(&mm->msgq->rnonempty, NULL);
 	pthread_cond_init(&mm->msgq->ready, NULL);
@@ -1051,6 +1265,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 					  -1, 0);
 	if (mm->reader_stack == MAP_FAILED) {
 		mm->reader_stack = NULL;
+		wakeups_close(mm->msgq);
 		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
@@ -1081,6 +1296,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	}
 	pthread_attr_destroy(&attr);
 	if (ret) {
+		wakeups_close(mm->msgq);
 		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
 		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
 		mm->msgq = NULL;
@@ -1108,11 +1324,18 @@ static void unregister_all(struct uhmm_mm *mm)
 {
 	struct uhmm__vma v[64];
 	uintptr_t cur = 0;
+	bool fresh = true;
 	size_t n;
 
+	/*
+	 * 64 mappings and one look-up more per call (uhmm__vma_find() never
+	 * counts ahead); the fallback's list is read once, not per call: an
+	 * unregistration merges pieces but never moves or unmaps anything.
+	 */
 	for (;;) {
-		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, true) || !n)
+		if (uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, fresh) || !n)
 			return;
+		fresh = false;
 		for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
 			struct uffdio_range r = { .start = v[i].start, .len = v[i].end - v[i].start };
 
@@ -1142,7 +1365,8 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_mutex_unlock(&mm->reg_lock);
 	pthread_mutex_lock(&mm->msgq->lock);
 	mm->msgq->stop = true;
-	pthread_cond_broadcast(&mm->msgq->nonempty);
+	if (write(mm->msgq->wake_fd, &one, sizeof(one)) != sizeof(one))
+		uhmm__warn("service thread: cannot wake the worker to stop");
 	pthread_cond_broadcast(&mm->msgq->nonfull);
 	pthread_cond_broadcast(&mm->msgq->rnonempty);
 	pthread_mutex_unlock(&mm->msgq->lock);
@@ -1153,7 +1377,8 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 		uhmm__warn("service thread: cannot signal stop");
 	pthread_join(mm->reader, NULL);
 	pthread_mutex_destroy(&mm->msgq->lock);
-	pthread_cond_destroy(&mm->msgq->nonempty);
+	pthread_mutex_destroy(&mm->msgq->rd_lock);
+	wakeups_close(mm->msgq);
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
 	pthread_cond_destroy(&mm->msgq->ready);

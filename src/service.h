@@ -12,6 +12,8 @@
 UHMM__HIDDEN int uhmm__service_start(struct uhmm_mm *mm);
 UHMM__HIDDEN void uhmm__service_stop(struct uhmm_mm *mm);
 UHMM__HIDDEN void uhmm__service_free_stack(struct uhmm_mm *mm);
+/* In a fork child: close the parent's service threads' descriptors. */
+UHMM__HIDDEN void uhmm__service_atfork_child(struct uhmm_mm *mm);
 /* Wait until every uffd event read so far has been processed. */
 UHMM__HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
 /*

@@ -85,6 +85,12 @@ void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
 {
 	if (!s->map)
 		return;
+	if (s->bounce) {
+		s->bounce = false;
+		s->map = NULL;
+		atomic_store_explicit(&mm->bounce_busy, false, memory_order_release);
+		return;
+	}
 	if (s->registered) {
 		struct uffdio_range r = { .start = (uintptr_t)s->map, .len = s->map_len };
 
@@ -94,6 +100,56 @@ void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
 	}
 	uhmm__sys_munmap(s->map, s->map_len);
 	s->map = NULL;
+}
+
+/* ---- the bounce area -------------------------------------------------------- */
+
+/*
+ * Small device->system migrations the cache has no entry for (a one-page
+ * CPU fault-back whose entry was pushed out, a driver's own small
+ * migration) would each map staging, populate it, and unmap it: five
+ * system calls and a first touch of a new page table entry, on a CPU
+ * fault's path.  The bounce area is made with the context, never
+ * registered by uhmm (a notifier watching it for events changes nothing:
+ * nothing is moved into or out of it), MADV_DONTFORK, and its slots are
+ * installed by copy only (migrate.c), so once written they stay populated.
+ * Made with the context, so it is not a hole the application freed a
+ * moment ago (docs/LIMITATIONS.md: a driver's own memory).
+ */
+int uhmm__bounce_create(struct uhmm_mm *mm)
+{
+	size_t len = (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift;
+	void *p = uhmm__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	uhmm__sys_madvise(p, len, MADV_DONTFORK);
+	mm->bounce = p;
+	atomic_store(&mm->bounce_busy, false);
+	return 0;
+}
+
+void uhmm__bounce_destroy(struct uhmm_mm *mm)
+{
+	if (mm->bounce)
+		uhmm__sys_munmap(mm->bounce, (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift);
+	mm->bounce = NULL;
+}
+
+bool uhmm__bounce_take(struct uhmm_migrate_vma *m)
+{
+	struct uhmm_migrate_state *s = m->state;
+	struct uhmm_mm *mm = m->mm;
+
+	if (!mm->bounce || m->npages > UHMM__BOUNCE_PAGES ||
+	    atomic_exchange_explicit(&mm->bounce_busy, true, memory_order_acquire))
+		return false;
+	s->bounce = true;
+	s->map = mm->bounce;
+	s->map_len = (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift;
+	s->staging = mm->bounce;
+	return true;
 }
 
 /* ---- the staging cache: system pages recycled for device->system ---------- */
@@ -158,6 +214,7 @@ static void cache_atfork_child(void)
 	c->dead = NULL;
 	c->ndead = 0;
 	c->pid = getpid();
+	c->checked_gen = 0;
 }
 
 /*
@@ -239,8 +296,17 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 		c->head = c->dead = NULL;
 		c->pages = c->entries = c->ndead = 0;
 		c->pid = getpid();
+		c->checked_gen = mm->generation;
 		return;
 	}
+	/*
+	 * Entries are only ever added with the current generation: once
+	 * every entry was checked against it, none needs looking at again
+	 * until the context is made anew (a walk of up to CACHE_MAX_ENTRIES
+	 * entries on every CPU fault-back otherwise).
+	 */
+	if (c->checked_gen == mm->generation)
+		return;
 	for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
 		if (e->gen != mm->generation) {
 			entry_unlink(c, pp, victims);
@@ -248,6 +314,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 		}
 		pp = &e->next;
 	}
+	c->checked_gen = mm->generation;
 }
 
 /* Take the emptied entries waiting to be unmapped (c->lock held). */

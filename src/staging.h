@@ -23,6 +23,7 @@ struct uhmm__staging_cache {
 	size_t ndead;
 	size_t cap;			/* the bound in pages; 0: no caching */
 	pid_t pid;			/* the process the entries are of */
+	unsigned long checked_gen;	/* every entry is of this context generation */
 };
 
 /*
@@ -30,7 +31,21 @@ struct uhmm__staging_cache {
  * write-protect events when @reg; 0 or -errno.
  */
 UHMM__HIDDEN int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg);
-/* Unregister and unmap a staging mapping uhmm__staging_create() made. */
+/*
+ * The context's bounce area: staging for device->system migrations of at
+ * most UHMM__BOUNCE_PAGES pages that the staging cache has nothing for,
+ * reused instead of mapped and unmapped each time (a one-page CPU
+ * fault-back).  Made with the context (0 or -ENOMEM), unmapped at teardown;
+ * take gives it to @m if it is free and @m small enough.
+ */
+#define UHMM__BOUNCE_PAGES 64
+UHMM__HIDDEN int uhmm__bounce_create(struct uhmm_mm *mm);
+UHMM__HIDDEN void uhmm__bounce_destroy(struct uhmm_mm *mm);
+UHMM__HIDDEN bool uhmm__bounce_take(struct uhmm_migrate_vma *m);
+/*
+ * Unregister and unmap a staging mapping uhmm__staging_create() made (or
+ * give the bounce area back).
+ */
 UHMM__HIDDEN void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s);
 /* A system->device migration is done: keep its staging in the cache. */
 UHMM__HIDDEN void uhmm__staging_cache_put(struct uhmm_migrate_vma *m);

@@ -205,6 +205,7 @@ bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
 void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
 	struct uhmm__vma vmas[64];
+	bool fresh = true;
 	size_t n = 0;
 
 	if (!uhmm__has(UHMM_FEAT_UFFD_WP))
@@ -212,10 +213,15 @@ void uhmm__register_for_events(struct uhmm_mm *mm, uintptr_t start, uintptr_t en
 	while (start < end) {
 		size_t i;
 
-		/* Fresh: the cache may miss mappings libc made without a wrapper. */
-		if (uhmm__vma_find(start, end, vmas, UHMM__ARRAY_SIZE(vmas), &n, true) ||
+		/*
+		 * Fresh: the cache may miss mappings libc made without a
+		 * wrapper.  Once: a registration changes no mapping, and the
+		 * calls after the first continue the same list.
+		 */
+		if (uhmm__vma_find(start, end, vmas, UHMM__ARRAY_SIZE(vmas), &n, fresh) ||
 		    n == 0)
 			return;
+		fresh = false;
 		for (i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(vmas)); i++) {
 			struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_WP };
 			uintptr_t s = UHMM__MAX(vmas[i].start, start);

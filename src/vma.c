@@ -112,6 +112,11 @@ static unsigned int classify(unsigned int prot_flags, bool has_file,
 
 /* ---- fast path: PROCMAP_QUERY ---------------------------------------------- */
 
+/*
+ * One PROCMAP_QUERY per mapping returned, and one more to learn whether
+ * another mapping follows in [start, end) (none when the last one reaches
+ * @end): never a walk past what the caller asked for.
+ */
 static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 		      size_t max, size_t *n)
 {
@@ -157,12 +162,14 @@ static int query_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 			f |= UHMM__VMA_EXEC;
 		if (q.vma_flags & PROCMAP_QUERY_VMA_SHARED)
 			f |= UHMM__VMA_SHARED;
-		if (cnt < max) {
-			out[cnt].start = q.vma_start;
-			out[cnt].end = q.vma_end;
-			out[cnt].flags = classify(f, q.inode != 0, q.dev_major, name,
-						  q.vma_page_size, &out[cnt].order);
+		if (cnt == max) {
+			cnt++;		/* one more: the caller asks again from there */
+			break;
 		}
+		out[cnt].start = q.vma_start;
+		out[cnt].end = q.vma_end;
+		out[cnt].flags = classify(f, q.inode != 0, q.dev_major, name,
+					  q.vma_page_size, &out[cnt].order);
 		cnt++;
 		cur = q.vma_end;
 		if (cur == 0)
@@ -413,9 +420,11 @@ static int cache_find(uintptr_t start, uintptr_t end, struct uhmm__vma *out,
 			hi = mid;
 	}
 	for (size_t i = lo; i < cache_n && cache[i].start < end; i++) {
-		if (cnt < max)
-			out[cnt] = cache[i];
-		cnt++;
+		if (cnt == max) {
+			cnt++;		/* one more, as query_find() */
+			break;
+		}
+		out[cnt++] = cache[i];
 	}
 	*n = cnt;
 	return 0;

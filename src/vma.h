@@ -28,7 +28,13 @@ struct uhmm__vma {
 
 /*
  * Fill @out with the mappings intersecting [start, end), in address order,
- * at most @max of them; *@n gets how many intersect (may exceed @max).
+ * at most @max of them.  *@n gets how many were stored, plus one when at
+ * least one more mapping intersects the range: *@n <= @max + 1, never the
+ * total (with PROCMAP_QUERY that would cost a look-up per mapping up to
+ * @end, and callers pass end = UINTPTR_MAX).  A caller that wants them
+ * all asks again from out[@max - 1].end while *@n > @max (with @fresh
+ * false after the first call: the fallback then walks one copy of the
+ * list instead of re-reading it per call).  At most @max + 1 look-ups.
  * @fresh forces a re-read instead of the cached copy.  0; -ENOMEM (no
  * memory for the text of /proc/self/maps or the cache, or the kernel had
  * none); -EIO if /proc/self/maps cannot be read otherwise.  Callers pass
