@@ -60,7 +60,7 @@ void uhmm__sig_enter(void)
 		 * thread with locks held and pages frozen (issue 12 hunt).  The
 		 * kernel's migrate_vma and munmap are not cancellation points.
 		 */
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_saved);
+		cancel_saved = uhmm__nocancel_begin();
 		pthread_sigmask(SIG_BLOCK, &async_set, &sig_saved);
 	}
 }
@@ -71,7 +71,7 @@ void uhmm__sig_leave(void)
 		return;
 	if (--sig_depth == 0) {
 		pthread_sigmask(SIG_SETMASK, &sig_saved, NULL);
-		pthread_setcancelstate(cancel_saved, NULL);
+		uhmm__nocancel_end(cancel_saved);
 	}
 }
 
