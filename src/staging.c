@@ -6,6 +6,7 @@
  * device->system migration that brings the same addresses back.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -209,6 +210,7 @@ static void cache_atfork_child(void)
 	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
 	pthread_mutex_init(&c->lock, NULL);
 	c->head = NULL;
+	memset(c->idx, 0, sizeof(c->idx));
 	c->pages = 0;
 	c->entries = 0;
 	c->dead = NULL;
@@ -253,6 +255,14 @@ static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 	uhmm__free(e);
 }
 
+/* The index slot of an entry starting at @start. */
+static struct uhmm__stage_entry **idx_slot(struct uhmm__staging_cache *c, uintptr_t start)
+{
+	uint64_t h = (uint64_t)(start >> uhmm__page_shift) * UINT64_C(0x9E3779B97F4A7C15);
+
+	return &c->idx[h >> 56];
+}
+
 /*
  * Unlink the entry at *@pp (c->lock held) and, unless a migration uses
  * it (its last user frees it then), add it to @victims for entry_destroy().
@@ -260,8 +270,10 @@ static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry **pp,
 			 struct uhmm__stage_entry **victims)
 {
-	struct uhmm__stage_entry *e = *pp;
+	struct uhmm__stage_entry *e = *pp, **slot = idx_slot(c, e->start);
 
+	if (*slot == e)
+		*slot = NULL;
 	*pp = e->next;
 	c->pages -= e->pages;
 	c->entries--;
@@ -294,6 +306,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 	if (!cache_mine(c)) {
 		/* A child made without pthread_atfork: nothing here is ours. */
 		c->head = c->dead = NULL;
+		memset(c->idx, 0, sizeof(c->idx));
 		c->pages = c->entries = c->ndead = 0;
 		c->pid = getpid();
 		c->checked_gen = mm->generation;
@@ -449,6 +462,7 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 	}
 	e->next = c->head;
 	c->head = e;
+	*idx_slot(c, e->start) = e;
 	c->pages += pages;
 	c->entries++;
 	/* Over the bound: the oldest entries not in use go. */
@@ -492,6 +506,9 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 	a_hi = m->start + (hi << ps);
 	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
+	found = *idx_slot(c, a_lo);
+	if (found && !(found->start <= a_lo && a_hi <= found->end))
+		found = NULL;
 	for (struct uhmm__stage_entry *e = c->head; e && !found; e = e->next)
 		if (e->start <= a_lo && a_hi <= e->end)
 			found = e;

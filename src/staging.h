@@ -24,6 +24,12 @@ struct uhmm__staging_cache {
 	size_t cap;			/* the bound in pages; 0: no caching */
 	pid_t pid;			/* the process the entries are of */
 	unsigned long checked_gen;	/* every entry is of this context generation */
+	/*
+	 * Entries on the list by the hash of their start address (the newest
+	 * put wins a slot): a take for a range starting where an entry starts
+	 * finds it without walking the list.
+	 */
+	struct uhmm__stage_entry *idx[256];
 };
 
 /*
