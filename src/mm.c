@@ -43,6 +43,8 @@ static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* The forking thread holds migrate_lock from prepare to parent/child. */
 static __thread bool fork_held_migrate;
+/* atfork_prepare left the fork invalidation in progress (uhmm__invalidate_hold) */
+static __thread bool fork_held_inv;
 /*
  * This process: set at load and in a fork child.  A vfork() child (or one a
  * raw clone made, bypassing pthread_atfork) shares or copies the parent's
@@ -265,28 +267,6 @@ static void atfork_prepare(void)
 	 */
 	uhmm__sig_enter();
 	if (mm) {
-		if (uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
-			/* Every mapping once, 64 at a time (one look-up each). */
-			struct uhmm__vma v[64];
-			uintptr_t cur = 0;
-			bool fresh = true;
-			size_t n = 0;
-
-			while (!uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n,
-					       fresh)) {
-				for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
-					unsigned int f = v[i].flags;
-
-					if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
-						uhmm__invalidate(mm, v[i].start, v[i].end,
-								 UHMM_NOTIFY_FORK, 0, NULL);
-				}
-				if (n <= UHMM__ARRAY_SIZE(v))
-					break;
-				cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
-				fresh = false;	/* the fallback walks one copy */
-			}
-		}
 		/*
 		 * The child must see every page's data: bring device-resident
 		 * pages home, and hold new migrations off until the fork is done.
@@ -301,12 +281,49 @@ static void atfork_prepare(void)
 		uhmm_mm_put(mm);
 	}
 	pthread_mutex_lock(&life_lock);
+	/* Under life_lock: no teardown runs until the parent handler. */
+	mm = &uhmm__the_mm;
+	if (atomic_load(&mm->state) == UHMM__MM_LIVE && uhmm__notifier_overlaps(mm, 0, UINTPTR_MAX)) {
+		/* Every mapping once, 64 at a time (one look-up each). */
+		struct uhmm__vma v[64];
+		uintptr_t cur = 0;
+		bool fresh = true;
+		size_t n = 0;
+
+		/*
+		 * The fork invalidation stays in progress until the parent
+		 * handler, as the kernel's (dup_mmap) lasts until the page
+		 * tables are copied: a range fault that overlaps it fails its
+		 * retry check and uhmm_interval_read_begin() waits for its end,
+		 * so no mirror commits a writable translation in the window
+		 * between the callbacks and the clone (CONCURRENCY.md rule 8).
+		 */
+		uhmm__invalidate_hold(mm);
+		fork_held_inv = true;
+		while (!uhmm__vma_find(cur, UINTPTR_MAX, v, UHMM__ARRAY_SIZE(v), &n, fresh)) {
+			for (size_t i = 0; i < UHMM__MIN(n, UHMM__ARRAY_SIZE(v)); i++) {
+				unsigned int f = v[i].flags;
+
+				if ((f & UHMM__VMA_WRITE) && !(f & UHMM__VMA_SHARED))
+					uhmm__invalidate(mm, v[i].start, v[i].end,
+							 UHMM_NOTIFY_FORK, 0, NULL);
+			}
+			if (n <= UHMM__ARRAY_SIZE(v))
+				break;
+			cur = v[UHMM__ARRAY_SIZE(v) - 1].end;
+			fresh = false;	/* the fallback walks one copy */
+		}
+	}
 	pthread_mutex_lock(&uhmm__the_mm.nlock);
 }
 
 static void atfork_parent(void)
 {
 	pthread_mutex_unlock(&uhmm__the_mm.nlock);
+	if (fork_held_inv) {
+		fork_held_inv = false;
+		uhmm__invalidate_unhold(&uhmm__the_mm);	/* takes nlock */
+	}
 	pthread_mutex_unlock(&life_lock);
 	if (fork_held_migrate) {
 		fork_held_migrate = false;
@@ -333,6 +350,7 @@ static void atfork_child(void)
 	pthread_rwlock_init(&mm->migrate_lock, NULL);
 	pthread_rwlock_init(&mm->as_lock, NULL);
 	fork_held_migrate = false;
+	fork_held_inv = false;	/* the child's notifier state is reset below */
 	pthread_cond_init(&mm->mig_cond, NULL);
 	pthread_cond_init(&mm->ncond, NULL);
 	pthread_cond_init(&mm->ev_cond, NULL);

@@ -3,3 +3,5 @@
 set -e
 cc -std=gnu11 -O1 -g -Wall -Wextra -Iinclude -Ibuild/include tests/hunt/hunt.c -o tests/hunt/hunt \
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
+cc -std=gnu11 -O1 -g -Wall -Wextra -Iinclude -Ibuild/include tests/hunt/hunt2.c -o tests/hunt/hunt2 \
+   -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
