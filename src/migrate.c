@@ -1265,15 +1265,15 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		 * a new page costs less.
 		 */
 		if (staged && (j - i < MOVE_MIN_PAGES || s->bounce)) {
-			staged = false;
 			/*
-			 * Copied out of staging: a borrowed cache entry keeps
-			 * these slots' pages (moved_from_cache() counts only
-			 * the ones that left), and a one-page fault-back does
-			 * not empty its entry and unmap it before the wake.
+			 * By copy.  A borrowed cache entry still counts these
+			 * slots as given out (moved_from_cache()), so it empties
+			 * and goes (unmapped at the next put, off the fault's
+			 * path): kept, such entries outlived the addresses they
+			 * mirror, and a later large migration over the same
+			 * addresses scanned 15% slower (figure 5 after figure 4).
 			 */
-			for (size_t k = i; k < j; k++)
-				s->dst_given[k / 64] &= ~(UINT64_C(1) << (k % 64));
+			staged = false;
 		} else if (!staged && !s->cache && bit_test(s->cwhole, i) && uhmm__install_by_move &&
 			 uhmm__has(UHMM_FEAT_MOVE) && huge_staging(m)) {
 			/*
