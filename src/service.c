@@ -799,6 +799,25 @@ static void rings_unmap(struct uhmm_mm *mm, struct retired_ring *r)
 	}
 }
 
+/* Add one to an eventfd (a wake-up); @who names it in the warning if that fails. */
+static void eventfd_poke(int fd, const char *who)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, so the wake-up is pending anyway. */
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		uhmm__warn("service: cannot wake %s: %s", who, uhmm__err_text(errno));
+}
+
+/* Empty an eventfd that said it was readable. */
+static void eventfd_drain(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		uhmm__warn("service: eventfd read: %s", uhmm__err_text(errno));
+}
+
 /* Room for one more message (q->lock held); waits only if no memory can be had. */
 static void queue_make_room(struct uhmm__msgq *q)
 {
@@ -806,7 +825,6 @@ static void queue_make_room(struct uhmm__msgq *q)
 
 	while (q->count == q->cap && !q->stop && !queue_grow(q)) {
 		struct timespec ts;
-		uint64_t one = 1;
 
 		if (!warned) {
 			warned = true;
@@ -814,8 +832,7 @@ static void queue_make_room(struct uhmm__msgq *q)
 				   q->cap);
 		}
 		/* The worker may make room meanwhile, or memory come back. */
-		if (write(q->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			uhmm__warn("reader: cannot wake the worker: %s", uhmm__err_text(errno));
+		eventfd_poke(q->wake_fd, "the worker");
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 1000000;
 		if (ts.tv_nsec >= 1000000000) {
@@ -868,20 +885,8 @@ static bool reader_fill_retry(struct uhmm_mm *mm, const struct uffd_msg *msg)
 /* Tell the worker there is something for it, if it waits or is about to. */
 static void wake_worker(struct uhmm__msgq *q)
 {
-	uint64_t one = 1;
-
-	if (atomic_load(&q->worker_idle) &&
-	    write(q->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		uhmm__warn("cannot wake the worker: %s", uhmm__err_text(errno));
-}
-
-/* Empty an eventfd that said it was readable. */
-static void eventfd_drain(int fd)
-{
-	uint64_t v;
-
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		uhmm__warn("service: eventfd read: %s", uhmm__err_text(errno));
+	if (atomic_load(&q->worker_idle))
+		eventfd_poke(q->wake_fd, "the worker");
 }
 
 static void *reader_main(void *arg)
@@ -1025,6 +1030,15 @@ static void worker_handle(struct uhmm_mm *mm, const struct uffd_msg *batch,
 	}
 }
 
+/*
+ * Something for the worker in the queue (q->lock held): messages, or a read
+ * of the reader's whose events are not marked processed yet.
+ */
+static bool queue_has_work(struct uhmm_mm *mm, const struct uhmm__msgq *q)
+{
+	return q->count || q->last_seq > atomic_load(&mm->ev_done);
+}
+
 enum { WREAD_DONE, WREAD_KICKED };
 
 /*
@@ -1036,7 +1050,6 @@ static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg
 		       unsigned long *seqs)
 {
 	unsigned long seq;
-	uint64_t one = 1;
 	ssize_t got;
 	size_t n;
 	bool queued;
@@ -1054,10 +1067,8 @@ static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg
 			 * A full batch may leave messages unread that the kernel
 			 * woke nobody else for: the reader reads them meanwhile.
 			 */
-			if (n == MSG_BATCH &&
-			    write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-				uhmm__warn("worker: cannot kick the reader: %s",
-					   uhmm__err_text(errno));
+			if (n == MSG_BATCH)
+				eventfd_poke(q->kick_fd, "the reader");
 			for (size_t i = 0; i < n; i++)
 				seqs[i] = seq;
 			/* Nothing was read before it that is not handled yet. */
@@ -1066,8 +1077,7 @@ static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg
 		}
 		pthread_mutex_unlock(&q->rd_lock);
 	}
-	if (write(q->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		uhmm__warn("worker: cannot kick the reader: %s", uhmm__err_text(errno));
+	eventfd_poke(q->kick_fd, "the reader");
 	return WREAD_KICKED;
 }
 
@@ -1107,7 +1117,7 @@ static void *worker_main(void *arg)
 			pthread_mutex_unlock(&q->lock);
 			break;
 		}
-		if (q->count || q->last_seq > atomic_load(&mm->ev_done)) {
+		if (queue_has_work(mm, q)) {
 			while (q->count && n < MSG_BATCH) {
 				batch_seq[n] = q->seq[q->head];
 				batch[n++] = q->msg[q->head];
@@ -1135,7 +1145,7 @@ static void *worker_main(void *arg)
 		 */
 		atomic_store(&q->worker_idle, true);
 		pthread_mutex_lock(&q->lock);
-		work = q->count || q->stop || q->last_seq > atomic_load(&mm->ev_done);
+		work = q->stop || queue_has_work(mm, q);
 		pthread_mutex_unlock(&q->lock);
 		if (!work) {
 			if (kicked) {
@@ -1146,7 +1156,8 @@ static void *worker_main(void *arg)
 					eventfd_drain(q->wake_fd);
 				kicked = false;
 			} else {
-				k = epoll_wait(q->worker_ep, ev, 2, mm->nretry ? 1 : -1);
+				/* No retry waits here: worker_handle() woke them all. */
+				k = epoll_wait(q->worker_ep, ev, 2, -1);
 				for (int i = 0; i < k; i++) {
 					if (ev[i].data.fd == mm->uffd)
 						uffd_ready = true;
@@ -1212,6 +1223,16 @@ static void wakeups_close(struct uhmm__msgq *q)
 	}
 }
 
+/* Free the message queue, its rings and its wake-ups (no thread uses them). */
+static void msgq_free(struct uhmm_mm *mm)
+{
+	wakeups_close(mm->msgq);
+	rings_unmap(mm, mm->msgq->retired);
+	uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
+	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
+	mm->msgq = NULL;
+}
+
 void uhmm__service_atfork_child(struct uhmm_mm *mm)
 {
 	/* The parent's threads are not here; their descriptors are. */
@@ -1243,10 +1264,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	mm->msgq->wake_fd = mm->msgq->kick_fd = mm->msgq->worker_ep = mm->msgq->reader_ep = -1;
 	ret = wakeups_setup(mm, mm->msgq);
 	if (ret) {
-		wakeups_close(mm->msgq);
-		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
-		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
-		mm->msgq = NULL;
+		msgq_free(mm);
 		return uhmm__err(-ret, "cannot set up the service threads' wake-ups");
 	}
 	pthread_mutex_init(&mm->msgq->lock, NULL);
@@ -1265,10 +1283,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 					  -1, 0);
 	if (mm->reader_stack == MAP_FAILED) {
 		mm->reader_stack = NULL;
-		wakeups_close(mm->msgq);
-		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
-		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
-		mm->msgq = NULL;
+		msgq_free(mm);
 		return uhmm__err(ENOMEM, "cannot allocate the reader's stack");
 	}
 	pthread_attr_init(&attr);
@@ -1287,19 +1302,13 @@ int uhmm__service_start(struct uhmm_mm *mm)
 				uhmm__warn("cannot start the rescue thread");
 		}
 		if (ret) {
-			uint64_t one = 1;
-
-			if (write(mm->stop_fd, &one, sizeof(one)) < 0)
-				uhmm__warn("cannot stop the reader");
+			eventfd_poke(mm->stop_fd, "the reader to stop");
 			pthread_join(mm->reader, NULL);
 		}
 	}
 	pthread_attr_destroy(&attr);
 	if (ret) {
-		wakeups_close(mm->msgq);
-		uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
-		uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
-		mm->msgq = NULL;
+		msgq_free(mm);
 		uhmm__sys_munmap(mm->reader_stack, READER_STACK);
 		mm->reader_stack = NULL;
 		return uhmm__err(EAGAIN, "cannot start the service threads: %s",
@@ -1350,8 +1359,6 @@ static void unregister_all(struct uhmm_mm *mm)
 
 void uhmm__service_stop(struct uhmm_mm *mm)
 {
-	uint64_t one = 1;
-
 	if (!mm->service_started)
 		return;
 	/*
@@ -1365,27 +1372,21 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	pthread_mutex_unlock(&mm->reg_lock);
 	pthread_mutex_lock(&mm->msgq->lock);
 	mm->msgq->stop = true;
-	if (write(mm->msgq->wake_fd, &one, sizeof(one)) != sizeof(one))
-		uhmm__warn("service thread: cannot wake the worker to stop");
+	eventfd_poke(mm->msgq->wake_fd, "the worker to stop");
 	pthread_cond_broadcast(&mm->msgq->nonfull);
 	pthread_cond_broadcast(&mm->msgq->rnonempty);
 	pthread_mutex_unlock(&mm->msgq->lock);
 	pthread_join(mm->service, NULL);
 	if (mm->msgq->rescue_started)
 		pthread_join(mm->msgq->rescue, NULL);
-	if (write(mm->stop_fd, &one, sizeof(one)) != sizeof(one))
-		uhmm__warn("service thread: cannot signal stop");
+	eventfd_poke(mm->stop_fd, "the reader to stop");
 	pthread_join(mm->reader, NULL);
 	pthread_mutex_destroy(&mm->msgq->lock);
 	pthread_mutex_destroy(&mm->msgq->rd_lock);
-	wakeups_close(mm->msgq);
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
 	pthread_cond_destroy(&mm->msgq->ready);
-	rings_unmap(mm, mm->msgq->retired);	/* nothing is registered any more */
-	uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
-	uhmm__sys_munmap(mm->msgq, sizeof(*mm->msgq));
-	mm->msgq = NULL;
+	msgq_free(mm);	/* nothing is registered any more: rings unmap silently */
 	mm->service_started = false;
 }
 
