@@ -762,6 +762,13 @@ static bool fault_vma(uintptr_t addr, struct uhmm__vma *v)
  * kernel just reported the fault at the page.  *@write: whether the page
  * was writable when it migrated.
  */
+static int other_device_page(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
+{
+	(void)slot;
+	return a != *(const uintptr_t *)arg &&
+	       (e & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE;
+}
+
 static bool lone_device_page(struct uhmm_mm *mm, uintptr_t addr, uintptr_t ws,
 			     uintptr_t we, bool *write)
 {
@@ -770,11 +777,7 @@ static bool lone_device_page(struct uhmm_mm *mm, uintptr_t addr, uintptr_t ws,
 	if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE)
 		return false;
 	*write = (e & UHMM__PTE_WRITE) != 0;
-	for (uintptr_t a = ws; a < we; a += uhmm__page_size)
-		if (a != addr && (uhmm__ptable_get(&mm->ptable, a) & UHMM__PTE_TYPE_MASK) ==
-				 UHMM__PTE_DEVICE)
-			return false;
-	return true;
+	return !uhmm__ptable_walk(&mm->ptable, ws, we, other_device_page, &addr);
 }
 
 /*

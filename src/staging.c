@@ -117,9 +117,14 @@ void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
  * Made with the context, so it is not a hole the application freed a
  * moment ago (docs/LIMITATIONS.md: a driver's own memory).
  */
+static size_t bounce_len(void)
+{
+	return (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift;
+}
+
 int uhmm__bounce_create(struct uhmm_mm *mm)
 {
-	size_t len = (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift;
+	size_t len = bounce_len();
 	void *p = uhmm__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
@@ -134,7 +139,7 @@ int uhmm__bounce_create(struct uhmm_mm *mm)
 void uhmm__bounce_destroy(struct uhmm_mm *mm)
 {
 	if (mm->bounce)
-		uhmm__sys_munmap(mm->bounce, (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift);
+		uhmm__sys_munmap(mm->bounce, bounce_len());
 	mm->bounce = NULL;
 }
 
@@ -148,7 +153,7 @@ bool uhmm__bounce_take(struct uhmm_migrate_vma *m)
 		return false;
 	s->bounce = true;
 	s->map = mm->bounce;
-	s->map_len = (size_t)UHMM__BOUNCE_PAGES << uhmm__page_shift;
+	s->map_len = bounce_len();
 	s->staging = mm->bounce;
 	return true;
 }
