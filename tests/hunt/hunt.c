@@ -23,6 +23,8 @@
 #include <uhmm/uhmm.h>
 #include <uhmm/simdev.h>
 
+#include "round.h"
+
 #define PG 4096UL
 static struct uhmm_simdev *dev, *dev2;
 static unsigned seed;
@@ -610,23 +612,11 @@ int main(int argc, char **argv)
 			f(r);
 			_exit(0);
 		}
-		int st = 0; time_t t0 = time(NULL);
-		for (;;) {
-			pid_t w = waitpid(c, &st, WNOHANG);
-			if (w == c) break;
-			if (time(NULL) - t0 > (time_t)(to * 4 / 5)) {
-				char cmd[256];
-				fprintf(stderr, "HANG round %d pid %d\n", r, c);
-				snprintf(cmd, sizeof cmd, "gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | grep -E '^#|^Thread' | head -80 >&2", c);
-				if (system(cmd)) {}
-				kill(c, SIGKILL); waitpid(c, &st, 0); hangs++; st = 0;
-				goto next;
-			}
-			struct timespec ts = {0, 20000000}; nanosleep(&ts, NULL);
-		}
-		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
+		int st;
+		if (hunt_wait(c, r, to, 80, NULL, NULL, &st))
+			hangs++;
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
 		else if (!WIFEXITED(st) || WEXITSTATUS(st)) { fails++; fprintf(stderr, "round %d: status %x\n", r, st); }
-next:;
 	}
 	printf("%s: %d rounds, %d failed, %d hung (UHMM_DISABLE=%s)\n", argv[1], rounds, fails, hangs,
 	       getenv("UHMM_DISABLE") ? getenv("UHMM_DISABLE") : "");

@@ -28,6 +28,8 @@
 #include <uhmm/uhmm.h>
 #include <uhmm/simdev.h>
 
+#include "round.h"
+
 #define PG 4096UL
 static unsigned seed;
 
@@ -971,6 +973,27 @@ static int cg_setup(int r)
 	return 0;
 }
 
+/*
+ * While a cgroup round runs (hunt_wait's tick): rounds 8..15 of each 16
+ * (oom_kill_disable) get their limit lifted after 3 s, once (*@arg).
+ */
+static void cg_tick(int r, time_t elapsed, void *arg)
+{
+	bool *lifted = arg;
+	unsigned long uo = 0;
+	char path[700], b[128] = "";
+	FILE *of;
+
+	if (!(r & 8) || *lifted || elapsed < 3)
+		return;
+	snprintf(path, sizeof path, "%s/memory.oom_control", cg_dir);
+	of = fopen(path, "r");
+	if (of) { while (fgets(b, sizeof b, of)) if (!strncmp(b, "under_oom", 9)) uo = strtoul(b + 10, NULL, 10); fclose(of); }
+	cg_write("memory.limit_in_bytes", "-1");
+	*lifted = true;
+	fprintf(stderr, "round %d: limit lifted after 3 s (under_oom %lu)\n", r, uo);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) { fprintf(stderr, "usage: hunt2 SCENARIO ROUNDS [TIMEOUT]\n"); return 2; }
@@ -1000,31 +1023,11 @@ int main(int argc, char **argv)
 			f(r);
 			_exit(0);
 		}
-		int st = 0; time_t t0 = time(NULL);
+		int st;
 		bool lifted = false;
-		for (;;) {
-			pid_t w = waitpid(c, &st, WNOHANG);
-			if (w == c) break;
-			if (cg && (r & 8) && !lifted && time(NULL) - t0 >= 3) {
-				unsigned long uo = 0;
-				char path[700], b[128] = ""; snprintf(path, sizeof path, "%s/memory.oom_control", cg_dir);
-				FILE *of = fopen(path, "r");
-				if (of) { while (fgets(b, sizeof b, of)) if (!strncmp(b, "under_oom", 9)) uo = strtoul(b + 10, NULL, 10); fclose(of); }
-				cg_write("memory.limit_in_bytes", "-1");
-				lifted = true;
-				fprintf(stderr, "round %d: limit lifted after 3 s (under_oom %lu)\n", r, uo);
-			}
-			if (time(NULL) - t0 > (time_t)(to * 4 / 5)) {
-				char cmd[256];
-				fprintf(stderr, "HANG round %d pid %d\n", r, c);
-				snprintf(cmd, sizeof cmd, "gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | grep -E '^#|^Thread' | head -1500 >&2", c);
-				if (system(cmd)) {}
-				kill(c, SIGKILL); waitpid(c, &st, 0); hangs++; st = 0;
-				goto next;
-			}
-			struct timespec ts = {0, 20000000}; nanosleep(&ts, NULL);
-		}
-		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
+		if (hunt_wait(c, r, to, 1500, cg ? cg_tick : NULL, &lifted, &st))
+			hangs++;
+		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
 		else if (cg && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
 			ooms++;
 			fprintf(stderr, "round %d: SIGKILL (oom_control: ", r);
@@ -1032,7 +1035,6 @@ int main(int argc, char **argv)
 			if (system(path)) {}
 			fprintf(stderr, ")\n");
 		} else if (!WIFEXITED(st) || WEXITSTATUS(st)) { fails++; fprintf(stderr, "round %d: status %x\n", r, st); }
-next:
 		if (cg) {
 			/* wait for the cgroup to empty, then remove it */
 			for (int k = 0; k < 200 && rmdir(cg_dir); k++) { struct timespec ts = {0, 10000000}; nanosleep(&ts, NULL); }
