@@ -16,13 +16,13 @@
  * PROT_NONE or PROT_READ and back, another migrates it to simdev and back
  * and takes it exclusive; the round must neither die nor lose a byte.
  */
+#include "common.h"
+#include "watchdog.h"
+
 #include <pthread.h>
 #include <sys/mman.h>
 
 #include <uhmm/simdev.h>
-
-#include "common.h"
-#include "watchdog.h"
 
 #define NAME "test_mprotect_race"
 #define NPAGES 64

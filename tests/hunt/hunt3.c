@@ -398,7 +398,8 @@ static void *d_mig(void *a)
 	bool tosys = getenv("HUNT3_TOSYS") && atoi(getenv("HUNT3_TOSYS"));
 	while (!atomic_load(&d_stop)) {
 		size_t i = rnd_r(&s) % dnp, n = 1 + rnd_r(&s) % (dnp - i);
-		uhmm_simdev_migrate_to_dev(ddev, db + i * PG, n, NULL);
+		int r = uhmm_simdev_migrate_to_dev(ddev, db + i * PG, n, NULL);
+		if (getenv("HUNT3_TRACE")) fprintf(stderr, "mig [%zu, +%zu) %d\n", i, n, r);
 		if (tosys && (rnd_r(&s) & 1))
 			uhmm_simdev_migrate_to_sys(ddev, db + i * PG, n, NULL);
 	}
@@ -422,6 +423,7 @@ static void sc_discard(int round)
 		char *a = db + i * PG;
 		size_t len = n * PG;
 		bool zero = true;
+		if (getenv("HUNT3_TRACE")) fprintf(stderr, "it %d %s [%zu, +%zu)\n", it, hn[how], i, n);
 		switch (how) {
 		case 0:
 			if (madvise(a, len, MADV_DONTNEED)) FAIL("dontneed %d", errno);
@@ -456,6 +458,7 @@ static void sc_discard(int round)
 			fill(db + k * PG, 1, ver[k], k);
 		}
 		size_t j = rnd() % dnp, m = 1 + rnd() % (dnp - j);
+		if (getenv("HUNT3_FULL")) { j = 0; m = dnp; }
 		for (size_t k = j; k < j + m; k++)
 			if (page_is(db + k * PG, ver[k], k) != 1)
 				FAIL("it %d (last %s of [%zu, +%zu)): CPU check: page %zu not version %u (%s)", it, hn[how], i, n, k, ver[k],
