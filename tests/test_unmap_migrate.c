@@ -59,7 +59,8 @@ struct owner {
 	struct uhmm_simdev *dev;
 	char *buf;
 	atomic_int stop;
-	unsigned int seed;
+	unsigned int seed;	/* the owner's */
+	unsigned int mseed;	/* the migrator's */
 };
 
 static unsigned int next(unsigned int *s)
@@ -98,7 +99,7 @@ static const char *what_is(int st)
 static void *migrator(void *arg)
 {
 	struct owner *o = arg;
-	unsigned int s = o->seed ^ 0x5555u;
+	unsigned int s = o->mseed;
 
 	while (!atomic_load(&o->stop)) {
 		size_t i = next(&s) % NPG, n = 1 + next(&s) % (NPG - i);
@@ -119,6 +120,7 @@ static int one_round(void *arg)
 	pthread_t th;
 
 	o.seed = (unsigned int)getpid() * 7919u;
+	o.mseed = o.seed ^ 0x5555u;
 	CHECK_EQ(uhmm_simdev_create(&cfg, &o.dev), 0);
 	o.buf = map_anon(NPG * page_size, PROT_READ | PROT_WRITE);
 	scratch = map_anon(MAXRUN * page_size, PROT_READ | PROT_WRITE);

@@ -484,6 +484,208 @@ static void sc_discard(int round)
 	fprintf(stderr, "round %d (%s): ok\n", round, hn[how]);
 }
 
+/* ================= 3: the application's own userfaultfd ====================================
+ * round % 3: 0 the app registers its buffer (MISSING) with its own uffd and serves faults
+ * with a pattern; uhmm is asked to migrate it and the device reads it: refused or done,
+ * never a hang, every byte the app's.  1 uhmm migrated it first: the app's UFFDIO_REGISTER
+ * must fail (EBUSY) and the CPU must get the data back.  2 the app registers the upper half
+ * of a mapping whose lower half uhmm migrated. */
+static int au_fd = -1; static atomic_int au_stop; static atomic_ulong au_faults;
+static char *au_buf; static size_t au_np = 64;
+static void *au_handler(void *a)
+{
+	(void)a;
+	char *pg = aligned_alloc(PG, PG);
+	while (!atomic_load(&au_stop)) {
+		struct pollfd pf = { .fd = au_fd, .events = POLLIN };
+		if (poll(&pf, 1, 10) <= 0) continue;
+		struct uffd_msg msg;
+		if (read(au_fd, &msg, sizeof msg) != sizeof msg) continue;
+		if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
+		uintptr_t addr = msg.arg.pagefault.address & ~(PG - 1);
+		size_t idx = (addr - (uintptr_t)au_buf) / PG;
+		fill(pg, 1, 77, idx);
+		struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)pg, .len = PG };
+		if (ioctl(au_fd, UFFDIO_COPY, &c) && errno != EEXIST) {
+			struct uffdio_range r = { .start = addr, .len = PG };
+			ioctl(au_fd, UFFDIO_WAKE, &r);
+		}
+		atomic_fetch_add(&au_faults, 1);
+	}
+	return NULL;
+}
+static int au_register(char *p, size_t np)
+{
+	struct uffdio_register r = { .range = { (uintptr_t)p, np * PG }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	return ioctl(au_fd, UFFDIO_REGISTER, &r) ? -errno : 0;
+}
+static void sc_ownuffd(int round)
+{
+	int kind = round % 3;
+	au_fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (au_fd < 0) au_fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
+	if (au_fd < 0) FAIL("userfaultfd %d", errno);
+	struct uffdio_api api = { .api = UFFD_API };
+	if (ioctl(au_fd, UFFDIO_API, &api)) FAIL("api %d", errno);
+	struct uhmm_simdev *d = mkdev(1024, 1, round & 4 ? UHMM_SIMDEV_POLICY_MIGRATE : 0);
+	au_buf = amap(au_np);
+	pthread_t th;
+	pthread_create(&th, NULL, au_handler, NULL);
+	char *b = malloc(au_np * PG);
+	long bad;
+	int r, r2, r3;
+	switch (kind) {
+	case 0:
+		fill(au_buf, au_np / 2, 5, 0);	/* upper half never touched: the app's handler fills it */
+		if ((r = au_register(au_buf, au_np))) FAIL("app register %d", r);
+		r = uhmm_simdev_migrate_to_dev(d, au_buf, au_np, NULL);
+		r2 = uhmm_simdev_read(d, au_buf, au_np, b, NULL);
+		r3 = uhmm_simdev_migrate_to_sys(d, au_buf, au_np, NULL);
+		fprintf(stderr, "round %d: app-registered buffer: to_dev %d (%s), device read %d, to_sys %d, app faults %lu\n",
+			round, r, r ? uhmm_last_error() : "", r2, r3, (unsigned long)atomic_load(&au_faults));
+		if (r2 == 0) {
+			if ((bad = check(b, au_np / 2, 5, 0)) >= 0) FAIL("device read: lower page %ld", bad);
+			if ((bad = check(b + au_np / 2 * PG, au_np / 2, 77, au_np / 2)) >= 0) FAIL("device read: upper page %ld", bad);
+		}
+		if ((bad = check(au_buf, au_np / 2, 5, 0)) >= 0) FAIL("CPU: lower page %ld", bad);
+		if ((bad = check(au_buf + au_np / 2 * PG, au_np / 2, 77, au_np / 2)) >= 0) FAIL("CPU: upper page %ld", bad);
+		break;
+	case 1:
+		fill(au_buf, au_np, 6, 0);
+		if ((r = uhmm_simdev_migrate_to_dev(d, au_buf, au_np, NULL))) FAIL("to_dev %d", r);
+		r = au_register(au_buf, au_np);
+		fprintf(stderr, "round %d: app register over migrated memory: %d\n", round, r);
+		if (r == 0) FAIL("the app's UFFDIO_REGISTER over uhmm's migrated range succeeded");
+		if ((bad = check(au_buf, au_np, 6, 0)) >= 0) FAIL("CPU: page %ld", bad);
+		break;
+	case 2:
+		fill(au_buf, au_np / 2, 7, 0);
+		if ((r = uhmm_simdev_migrate_to_dev(d, au_buf, au_np / 2, NULL))) FAIL("to_dev %d", r);
+		r = au_register(au_buf + au_np / 2 * PG, au_np / 2);
+		r2 = uhmm_simdev_migrate_to_dev(d, au_buf, au_np, NULL);
+		r3 = uhmm_simdev_read(d, au_buf, au_np, b, NULL);
+		fprintf(stderr, "round %d: app registers the upper half: %d; whole to_dev %d, device read %d, app faults %lu\n",
+			round, r, r2, r3, (unsigned long)atomic_load(&au_faults));
+		if ((bad = check(au_buf, au_np / 2, 7, 0)) >= 0) FAIL("CPU: lower page %ld", bad);
+		if (r == 0 && (bad = check(au_buf + au_np / 2 * PG, au_np / 2, 77, au_np / 2)) >= 0) FAIL("CPU: upper page %ld", bad);
+		if (r3 == 0 && (bad = check(b, au_np / 2, 7, 0)) >= 0) FAIL("device: lower page %ld", bad);
+		break;
+	}
+	munmap(au_buf, au_np * PG);
+	uhmm_simdev_destroy(d);
+	atomic_store(&au_stop, 1);
+	pthread_join(th, NULL);
+}
+
+/* ================= 4: GiB of sparse address space ===========================================
+ * 16 GiB reserved (NORESERVE), 64 pages written at random places; migrations of 64 MiB
+ * windows (most pages empty), a snapshot of the whole, CPU checks, munmap of the whole. */
+static void sc_sparse(int round)
+{
+	size_t np = (size_t)16 << 18;	/* 16 GiB in pages */
+	char *p = mmap(NULL, np * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) FAIL("mmap 16 GiB %d", errno);
+	struct uhmm_simdev *d = mkdev(65536, 2, 0);
+	size_t at[64];
+	for (int k = 0; k < 64; k++) { at[k] = rnd() % np; fill(p + at[k] * PG, 1, 40 + k, at[k]); }
+	time_t t0 = time(NULL);
+	for (int k = 0; k < 8; k++) {
+		size_t w = (size_t)16384;	/* 64 MiB */
+		size_t c = at[rnd() % 64];
+		size_t s = c > w / 2 ? c - w / 2 : 0;
+		if (s + w > np) s = np - w;
+		struct uhmm_simdev_stats st = {0};
+		int r = uhmm_simdev_migrate_to_dev(d, p + s * PG, w, &st);
+		if (r && r != -ENOMEM) FAIL("to_dev %d %s", r, uhmm_last_error());
+		if (round & 1) uhmm_simdev_migrate_to_sys(d, p + s * PG, w, NULL);
+	}
+	uint8_t *snap = malloc(np / 64);
+	int r = uhmm_simdev_snapshot(d, p, np / 64, snap, NULL);	/* first 256 MiB */
+	if (r) FAIL("snapshot %d", r);
+	for (int k = 0; k < 64; k++)
+		for (int j = 0; j < 64; j++)
+			if (j != k && at[j] == at[k]) goto skip;
+	for (int k = 0; k < 64; k++)
+		if (page_is(p + at[k] * PG, 40 + (unsigned)k, at[k]) != 1) FAIL("page at %zu lost", at[k]);
+skip:
+	fprintf(stderr, "round %d: %ld s, device used %zu pages\n", round, (long)(time(NULL) - t0), uhmm_simdev_used_pages(d));
+	if (munmap(p, np * PG)) FAIL("munmap %d", errno);
+	uhmm_simdev_destroy(d);
+}
+
+/* ================= 5: clone(CLONE_VM) children fault on device memory; one is killed in it === */
+static char *cv_buf; static size_t cv_np = 64; static atomic_int cv_go;
+static int cv_child(void *a)
+{
+	int id = (int)(uintptr_t)a;
+	for (int k = 0; k < 200; k++) {
+		for (size_t i = 0; i < cv_np; i++)
+			if (page_is(cv_buf + i * PG, 9, i) != 1) return 10 + id;
+		atomic_fetch_add(&cv_go, 1);
+	}
+	return 0;
+}
+static void sc_clonevm(int round)
+{
+	struct uhmm_simdev *d = mkdev(1024, 1, 0);
+	cv_buf = amap(cv_np);
+	fill(cv_buf, cv_np, 9, 0);
+	pid_t c[4];
+	char *stk[4];
+	for (int k = 0; k < 4; k++) {
+		stk[k] = amap(64);
+		c[k] = clone(cv_child, stk[k] + 64 * PG, CLONE_VM | SIGCHLD, (void *)(uintptr_t)k);
+		if (c[k] < 0) FAIL("clone %d", errno);
+	}
+	int kill_one = round & 1;
+	for (int it = 0; it < 200; it++) {
+		uhmm_simdev_migrate_to_dev(d, cv_buf, cv_np, NULL);
+		if (kill_one && it == 50) kill(c[0], SIGKILL);
+	}
+	for (int k = 0; k < 4; k++) {
+		int st;
+		if (waitpid(c[k], &st, __WALL) != c[k]) FAIL("waitpid %d", errno);
+		if (k == 0 && kill_one && WIFSIGNALED(st)) continue;
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) FAIL("clone child %d status %x", k, st);
+	}
+	long bad;
+	if ((bad = check(cv_buf, cv_np, 9, 0)) >= 0) FAIL("page %ld lost", bad);
+	uhmm_simdev_destroy(d);
+}
+
+/* ================= 6: execve (or exit_group) from one thread while others migrate and fault ==== */
+static void *ex_mig(void *a)
+{
+	struct uhmm_simdev *d = a;
+	for (;;) { uhmm_simdev_migrate_to_dev(d, cv_buf, cv_np, NULL); uhmm_simdev_migrate_to_sys(d, cv_buf, cv_np / 2, NULL); }
+	return NULL;
+}
+static void *ex_fault(void *a)
+{
+	(void)a;
+	for (;;) if (check(cv_buf, cv_np, 9, 0) >= 0) { fprintf(stderr, "fault thread: bad data\n"); _exit(3); }
+	return NULL;
+}
+static void sc_exec(int round)
+{
+	pid_t c = fork();
+	if (c == 0) {
+		struct uhmm_simdev *d = mkdev(1024, 2, 0);
+		cv_buf = amap(cv_np);
+		fill(cv_buf, cv_np, 9, 0);
+		pthread_t t1, t2, t3;
+		pthread_create(&t1, NULL, ex_mig, d);
+		pthread_create(&t2, NULL, ex_fault, NULL);
+		pthread_create(&t3, NULL, ex_mig, d);
+		for (volatile unsigned i = 0; i < 100000u * (1 + rnd() % 20); i++) {}
+		if (round & 1) { char *argv[] = { "/bin/true", NULL }; execv("/bin/true", argv); _exit(5); }
+		exit(0);	/* exit_group with migrations and faults in flight */
+	}
+	int st;
+	if (waitpid(c, &st, 0) != c) FAIL("waitpid");
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) FAIL("%s child status %x", round & 1 ? "execve" : "exit", st);
+}
+
 #include <execinfo.h>
 static void segv(int sig, siginfo_t *si, void *uc)
 {
@@ -499,7 +701,8 @@ static void segv(int sig, siginfo_t *si, void *uc)
 }
 
 static struct { const char *n; void (*f)(int); } scs[] = {
-	{"torture", sc_torture}, {"discard", sc_discard},
+	{"torture", sc_torture}, {"discard", sc_discard}, {"ownuffd", sc_ownuffd},
+	{"sparse", sc_sparse}, {"clonevm", sc_clonevm}, {"exec", sc_exec},
 };
 
 int main(int argc, char **argv)
