@@ -254,17 +254,14 @@ static void t_op(int op, unsigned *s, char *scratch)
 		pthread_rwlock_rdlock(&t_rok);
 		pthread_rwlock_rdlock(&t_wok);
 		lock_pages(i, n);
-		if (madvise(a, len, MADV_FREE)) {
-			if (errno != EINVAL) FAIL("free %d", errno);	/* EINVAL: mlocked */
-			goto out12;
-		}
+		if (madvise(a, len, MADV_FREE) && errno != EINVAL)	/* EINVAL: mlocked, the mappings before it freed */
+			FAIL("free %d", errno);
 		if (rnd_r(s) & 1) madvise(a, len, MADV_PAGEOUT);
 		for (size_t k = i; k < i + n; k++) {
 			int st = page_is(tb + k * PG, tver[k], k);
 			if (st < 0) FAIL("after MADV_FREE page %zu neither version %u nor zero", k, tver[k]);
 		}
 		cpu_write(i, n, s);
-	out12:
 		unlock_pages(i, n);
 		pthread_rwlock_unlock(&t_wok);
 		pthread_rwlock_unlock(&t_rok);
@@ -275,7 +272,12 @@ static void t_op(int op, unsigned *s, char *scratch)
 		lock_pages(i, n);
 		if (op == 13) {
 			if (madvise(a, len, MADV_DONTNEED)) {
-				if (errno != EINVAL) FAIL("dontneed %d", errno);	/* EINVAL: mlocked */
+				/* EINVAL: mlocked; the mappings before the locked one were discarded */
+				if (errno != EINVAL) FAIL("dontneed %d", errno);
+				for (size_t k = i; k < i + n; k++)
+					if (page_is(tb + k * PG, tver[k], k) < 0)
+						FAIL("after a refused MADV_DONTNEED page %zu neither version %u nor zero", k, tver[k]);
+				cpu_write(i, n, s);
 				goto out16;
 			}
 		} else if (op == 14) {
@@ -398,10 +400,33 @@ static void *d_mig(void *a)
 	bool tosys = getenv("HUNT3_TOSYS") && atoi(getenv("HUNT3_TOSYS"));
 	while (!atomic_load(&d_stop)) {
 		size_t i = rnd_r(&s) % dnp, n = 1 + rnd_r(&s) % (dnp - i);
+		if (getenv("HUNT3_NOMIG")) { sched_yield(); continue; }
 		int r = uhmm_simdev_migrate_to_dev(ddev, db + i * PG, n, NULL);
 		if (getenv("HUNT3_TRACE")) fprintf(stderr, "mig [%zu, +%zu) %d\n", i, n, r);
 		if (tosys && (rnd_r(&s) & 1))
 			uhmm_simdev_migrate_to_sys(ddev, db + i * PG, n, NULL);
+	}
+	return NULL;
+}
+static void *d_racer(void *a)
+{
+	const char *kind = a;
+	unsigned s = seed ^ 0x7777;
+	while (!atomic_load(&d_stop)) {
+		size_t i = rnd_r(&s) % dnp, n = 1 + rnd_r(&s) % (dnp - i);
+		if (!strcmp(kind, "mlock")) {
+			mlock(db + i * PG, n * PG);
+			sched_yield();
+			munlock(db + i * PG, n * PG);
+		} else if (!strcmp(kind, "mlockall")) {
+			mlockall(MCL_CURRENT | MCL_FUTURE);
+			sched_yield();
+			munlockall();
+		} else if (!strcmp(kind, "excl")) {
+			uhmm_simdev_exclusive(ddev, db + i * PG, n, NULL);
+		} else if (!strcmp(kind, "tosys")) {
+			uhmm_simdev_migrate_to_sys(ddev, db + i * PG, n, NULL);
+		}
 	}
 	return NULL;
 }
@@ -415,18 +440,24 @@ static void sc_discard(int round)
 	unsigned ver[64];
 	for (size_t k = 0; k < dnp; k++) ver[k] = 1;
 	fill(db, dnp, 1, 0);
-	pthread_t th;
+	pthread_t th, th2;
 	pthread_create(&th, NULL, d_mig, NULL);
+	const char *racer = getenv("HUNT3_RACER");
+	if (racer) pthread_create(&th2, NULL, d_racer, (void *)racer);
 	char *b = malloc(dnp * PG);
 	for (int it = 0; it < 3000; it++) {
 		size_t i = rnd() % dnp, n = 1 + rnd() % (dnp - i < 16 ? dnp - i : 16);
 		char *a = db + i * PG;
 		size_t len = n * PG;
-		bool zero = true;
+		bool zero = true, zero_or_old = false;
 		if (getenv("HUNT3_TRACE")) fprintf(stderr, "it %d %s [%zu, +%zu)\n", it, hn[how], i, n);
 		switch (how) {
 		case 0:
-			if (madvise(a, len, MADV_DONTNEED)) FAIL("dontneed %d", errno);
+			if (madvise(a, len, MADV_DONTNEED)) {
+				/* mlocked: the kernel discarded the mappings before the locked one */
+				if (errno != EINVAL) FAIL("dontneed %d", errno);
+				zero_or_old = true;
+			}
 			break;
 		case 1:
 			if (mmap(a, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != a) FAIL("map_fixed %d", errno);
@@ -449,7 +480,7 @@ static void sc_discard(int round)
 		}
 		for (size_t k = i; k < i + n; k++) {
 			int st = page_is(db + k * PG, ver[k], k);
-			if (zero ? check_zero(db + k * PG, 1) >= 0 : st != 1)
+			if (zero_or_old ? st < 0 : zero ? check_zero(db + k * PG, 1) >= 0 : st != 1)
 				FAIL("it %d after %s: page %zu (of [%zu, +%zu)) %s", it, hn[how], k, i, n,
 				     st == 1 ? "holds the old data" : st == 0 ? "is zero" : "holds other data");
 		}
@@ -461,7 +492,7 @@ static void sc_discard(int round)
 		if (getenv("HUNT3_FULL")) { j = 0; m = dnp; }
 		for (size_t k = j; k < j + m; k++)
 			if (page_is(db + k * PG, ver[k], k) != 1)
-				FAIL("it %d (last %s of [%zu, +%zu)): CPU check: page %zu not version %u (%s)", it, hn[how], i, n, k, ver[k],
+				FAIL("it %d (last %s of [%zu, +%zu)): CPU check: page %zu (%p) not version %u (%s)", it, hn[how], i, n, k, (void *)(db + k * PG), ver[k],
 				     page_is(db + k * PG, ver[k], k) == 0 ? "zero" : "other data");
 		int r = uhmm_simdev_read(ddev, db + j * PG, m, b, NULL);
 		if (r) FAIL("device read %d", r);
@@ -476,6 +507,8 @@ static void sc_discard(int round)
 	}
 	atomic_store(&d_stop, 1);
 	pthread_join(th, NULL);
+	if (racer) pthread_join(th2, NULL);
+	munlockall();
 	long bad = -1;
 	for (size_t k = 0; k < dnp && bad < 0; k++)
 		if (page_is(db + k * PG, ver[k], k) != 1) bad = (long)k;
