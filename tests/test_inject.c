@@ -468,15 +468,18 @@ static void cpu_fault_sigbus(void)
 
 	/* Many failures, fewer in a row than the bound: retried, no SIGBUS (run_once checks). */
 	hits = run_once(OP_CPU_FAULT, &cenomem, 0, 3 * NPAGES);
+	injected += hits;
 	CHECK_EQ(atomic_load(&sigbus_seen) - bus0, 0);
 	printf("%s: %s: %lu failed installs, every fault retried, data intact: ok\n",
 	       NAME, "UFFDIO_COPY ENOMEM x 48", hits);
 	hits = run_once(OP_FIRST_TOUCH, &zenomem, 0, 3 * NPAGES);
+	injected += hits;
 	CHECK_EQ(atomic_load(&sigbus_seen) - bus0, 0);
 	printf("%s: %s: %lu failed fills, every fault retried, data intact: ok\n",
 	       NAME, "first touch, UFFDIO_ZEROPAGE ENOMEM x 48", hits);
 
 	hits = run_once(OP_CPU_FAULT, &enomem, 0, ALL_CALLS);
+	injected += hits;
 	CHECK_EQ(atomic_load(&sigbus_seen) - bus0, NPAGES);
 	CHECK(hits >= (unsigned long)NPAGES * INSTALL_BOUND,
 	      "%lu install calls failed for %d SIGBUS: given up before %d tries a page",
@@ -485,6 +488,7 @@ static void cpu_fault_sigbus(void)
 	       NAME, enomem.name, NPAGES, NPAGES, hits);
 	bus0 = atomic_load(&sigbus_seen);
 	hits = run_once(OP_CPU_FAULT, &efault, 0, ALL_CALLS);
+	injected += hits;
 	CHECK_EQ(atomic_load(&sigbus_seen) - bus0, NPAGES);
 	CHECK(hits < (unsigned long)NPAGES * INSTALL_BOUND, "EFAULT retried: %lu calls", hits);
 	printf("%s: %s: %d of %d accesses SIGBUS, %lu failed installs, data intact: ok\n",
