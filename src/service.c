@@ -1588,10 +1588,16 @@ int uhmm__service_start(struct uhmm_mm *mm)
 								  rescue_main, mm) == 0;
 			if (!mm->msgq->rescue_started)
 				uhmm__warn("cannot start the rescue thread");
-			/* Without it a fault short of memory is woken to fault again. */
-			mm->msgq->nomemw_started = pthread_create(&mm->msgq->nomemw, &attr,
-								  nomem_main, mm) == 0;
-			if (!mm->msgq->nomemw_started)
+			/*
+			 * Without it a fault short of memory is woken to fault
+			 * again.  Under the lock: the worker reads it to park.
+			 */
+			bool w = pthread_create(&mm->msgq->nomemw, &attr, nomem_main, mm) == 0;
+
+			pthread_mutex_lock(&mm->msgq->lock);
+			mm->msgq->nomemw_started = w;
+			pthread_mutex_unlock(&mm->msgq->lock);
+			if (!w)
 				uhmm__warn("cannot start the memory waiter");
 		}
 		if (ret) {
