@@ -49,8 +49,6 @@
 #include "procmap_count.h"
 #include "tdev.h"
 
-
-
 static double now(void)
 {
 	struct timespec t;

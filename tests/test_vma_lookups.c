@@ -11,7 +11,7 @@
  * of /proc/self/maps (each a read of the whole list: the fallback's
  * cache reload), then does the call.  The counts are asserted, never a
  * time.  Normal mode (PROCMAP_QUERY in use): the bounds below apply to the
- * procmap_queries.  Fallback (UHMM_DISABLE=all, or a kernel before 6.11): no
+ * queries.  Fallback (UHMM_DISABLE=all, or a kernel before 6.11): no
  * query may be made; the teardown's reads of the list are bounded; every
  * case checks its results (the mappings found, each page's flags, the
  * data after fork and teardown) in both modes.  Each case prints which.
@@ -30,7 +30,6 @@
 #define NR_STATE	256	/* mappings in the page-state range */
 
 static atomic_ulong maps_opens;
-
 
 int open(const char *path, int flags, ...)
 {
@@ -113,7 +112,7 @@ static const struct uhmm_interval_notifier_ops nops = { .invalidate = inval };
 
 /*
  * uhmm_find_mapping() below thousands of mappings: one mapping asked for,
- * at most two procmap_queries (it and "is there more").
+ * at most two queries (it and "is there more").
  */
 static void test_find_mapping(void)
 {
