@@ -20,7 +20,6 @@
 #include "sigblock.h"
 #include "staging.h"
 #include "sys.h"
-#include "uffd.h"
 #include "vma.h"
 
 /*
