@@ -487,6 +487,8 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 		moved_any |= done > 0;
 		/* The page at i + done stopped the move. */
 		i += done >> ps;
+		if (err == -EEXIST && s->sarea && !moved_any && i == first_sys(m))
+			return -EEXIST;	/* the area's slots are not empty: staging of its own */
 		if (err == -EINVAL || err == -EFAULT) {
 			/*
 			 * The run crosses a piece boundary of a split mapping
@@ -896,12 +898,16 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 		return uhmm__err(-ret, "migrate setup: no memory for staging");
 	}
 	ret = use_move ? freeze_move(m, (v->flags & UHMM__VMA_WRITE) != 0) : -EINVAL;
-	if (ret == -EINVAL && s->sarea) {
+	if ((ret == -EINVAL || ret == -EEXIST) && s->sarea) {
 		/*
-		 * Refused before anything moved (a mlock()ed range: VM_LOCKED
-		 * differs from the area's): staging of its own, as without
-		 * the area, which mremap must never map over.
+		 * Refused before anything moved: a mlock()ed range (VM_LOCKED
+		 * differs from the area's), or slots that are not empty
+		 * (mlockall(MCL_CURRENT) faulted the area in: no more slots
+		 * from it).  Staging of its own, as without the area, which
+		 * mremap must never map over.
 		 */
+		if (ret == -EEXIST)
+			uhmm__sarea_off(m->mm);
 		uhmm__staging_destroy(m->mm, s);
 		ret = uhmm__staging_create(m, use_move);
 		if (ret) {

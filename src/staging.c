@@ -195,9 +195,13 @@ bool uhmm__bounce_take(struct uhmm_migrate_vma *m)
  * The area is MADV_DONTFORK and MADV_NOHUGEPAGE.  A free slot must be
  * empty: under mlockall(MCL_FUTURE) the area would be made populated and
  * VM_LOCKED (it is not made then); mlockall(MCL_CURRENT) later faults in
- * every page of it.  A take checks its first slot (mincore) and a failed
- * MADV_DONTNEED (VM_LOCKED) gives up the area for the context: such
- * migrations map their staging again.  UFFDIO_MOVE also wants the
+ * every page of it, which the first freeze into it finds (-EEXIST before
+ * anything moved: uhmm__sarea_off()), and a failed MADV_DONTNEED
+ * (VM_LOCKED) keeps the slots taken: either gives up the area until
+ * teardown, and such migrations map their staging again.  A slot
+ * populated by anything else (a driver writing where it should only
+ * read) makes that page's freeze fail: the page stays where it is, it
+ * does not migrate.  UFFDIO_MOVE also wants the
  * source's protection and VM_LOCKED to match the destination's: only a
  * read-write, not executable mapping takes slots, and a mlock()ed range
  * (refused with -EINVAL) is frozen again into staging of its own
@@ -298,7 +302,6 @@ bool uhmm__sarea_take(struct uhmm_migrate_vma *m, unsigned int vma_flags)
 	struct uhmm_migrate_state *s = m->state;
 	const unsigned int ps = uhmm__page_shift;
 	size_t n = m->npages;
-	unsigned char v = 0;
 	long at = -1;
 	char *p;
 
@@ -325,14 +328,6 @@ bool uhmm__sarea_take(struct uhmm_migrate_vma *m, unsigned int vma_flags)
 	pthread_mutex_unlock(&c->lock);
 	if (!p)
 		return false;	/* no area, or no free run: staging of its own */
-	if (mincore(p, uhmm__page_size, &v) || (v & 1)) {
-		/* Populated while free: mlockall(MCL_CURRENT) faulted the area in. */
-		pthread_mutex_lock(&c->lock);
-		sa_set(c->sa_used, (size_t)at, n, false);
-		c->sa_off = true;
-		pthread_mutex_unlock(&c->lock);
-		return false;
-	}
 	s->sarea = true;
 	s->map = p;
 	s->map_len = n << ps;
@@ -365,6 +360,15 @@ static void sarea_release(struct uhmm_mm *mm, void *p, size_t len, unsigned long
 		else
 			c->sa_off = true;	/* VM_LOCKED (mlockall): keep them, take no more */
 	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void uhmm__sarea_off(struct uhmm_mm *mm)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+
+	pthread_mutex_lock(&c->lock);
+	c->sa_off = true;
 	pthread_mutex_unlock(&c->lock);
 }
 

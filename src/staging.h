@@ -75,6 +75,8 @@ UHMM__HIDDEN bool uhmm__bounce_take(struct uhmm_migrate_vma *m);
  */
 UHMM__HIDDEN bool uhmm__sarea_take(struct uhmm_migrate_vma *m, unsigned int vma_flags);
 UHMM__HIDDEN int uhmm__staging_freeze_fd(struct uhmm_mm *mm, const struct uhmm_migrate_state *s);
+/* Take no more slots from the area until teardown (they are not empty). */
+UHMM__HIDDEN void uhmm__sarea_off(struct uhmm_mm *mm);
 /* Unmap the small staging area (context teardown, after the cache's drop). */
 UHMM__HIDDEN void uhmm__sarea_destroy(struct uhmm_mm *mm);
 /*

@@ -13,6 +13,8 @@
  *             device, or brought back by copy): the child has no area and
  *             reads its own copy of the data; the parent's stays intact;
  *  remap      munmap / mremap of ranges whose staging sits in the area;
+ *  mlock      a mlock()ed range, and mlockall(MCL_CURRENT), which faults
+ *             in the whole area (its slots are not empty any more);
  *  inject     failures injected in the freeze (UFFDIO_MOVE: -EINVAL, the
  *             refusal that makes a migration freeze into staging of its
  *             own, -EFAULT, -ENOMEM) and in the install (UFFDIO_MOVE and
@@ -395,25 +397,32 @@ static void test_remap(void)
 	uhmm_mm_put(mm);
 }
 
+static void there_and_back(struct tdev *d, char *base, size_t nr, size_t n, uint32_t seed);
+
 struct inj {
 	const char *name;
 	unsigned int point;
 	int err;
 	bool on_install;	/* injected on the way back, else in the freeze */
+	unsigned long times;	/* calls failed in a row */
 };
 
 /* Case "inject": each failure at each call of a small migration in turn. */
 static void test_inject(void)
 {
 	static const struct inj inj[] = {
-		{ "freeze MOVE -EINVAL", UHMM_INJECT_UFFD_MOVE, EINVAL, false },
-		{ "freeze MOVE -EFAULT", UHMM_INJECT_UFFD_MOVE, EFAULT, false },
-		{ "freeze MOVE -ENOMEM", UHMM_INJECT_UFFD_MOVE, ENOMEM, false },
-		{ "freeze MOVE -EBUSY", UHMM_INJECT_UFFD_MOVE, EBUSY, false },
-		{ "install MOVE -ENOMEM", UHMM_INJECT_UFFD_MOVE, ENOMEM, true },
-		{ "install MOVE -EFAULT", UHMM_INJECT_UFFD_MOVE, EFAULT, true },
-		{ "install COPY -ENOMEM", UHMM_INJECT_UFFD_COPY, ENOMEM, true },
-		{ "install COPY -EFAULT", UHMM_INJECT_UFFD_COPY, EFAULT, true },
+		{ "freeze MOVE -EINVAL", UHMM_INJECT_UFFD_MOVE, EINVAL, false, 1 },
+		/* Twice: the refusal that sends the freeze to staging of its own. */
+		{ "freeze MOVE -EINVAL x2", UHMM_INJECT_UFFD_MOVE, EINVAL, false, 2 },
+		{ "freeze MOVE -EFAULT", UHMM_INJECT_UFFD_MOVE, EFAULT, false, 1 },
+		{ "freeze MOVE -ENOMEM", UHMM_INJECT_UFFD_MOVE, ENOMEM, false, 1 },
+		{ "freeze MOVE -EBUSY", UHMM_INJECT_UFFD_MOVE, EBUSY, false, 1 },
+		{ "install MOVE -ENOMEM", UHMM_INJECT_UFFD_MOVE, ENOMEM, true, 1 },
+		{ "install MOVE -EFAULT", UHMM_INJECT_UFFD_MOVE, EFAULT, true, 1 },
+		{ "install COPY -ENOMEM", UHMM_INJECT_UFFD_COPY, ENOMEM, true, 1 },
+		{ "install COPY -EFAULT", UHMM_INJECT_UFFD_COPY, EFAULT, true, 1 },
+		/* Last: slots not empty turn the area off (then staging of its own). */
+		{ "freeze MOVE -EEXIST", UHMM_INJECT_UFFD_MOVE, EEXIST, false, 1 },
 	};
 	static const size_t sizes[] = { 1, 8, 32 };
 	const size_t nr = 8, len = nr * STRIDE * page_size;
@@ -421,9 +430,14 @@ static void test_inject(void)
 	struct tdev *d = tdev_create(mm, nr * MAX_PAGES, 0);
 	char *base = map_far(len, PROT_READ | PROT_WRITE);
 	uint32_t seed = 1;
+	int areas;
 
 	CHECK(base != MAP_FAILED, "map");
 	madvise(base, len, MADV_NOHUGEPAGE);
+	ex_lo = (uintptr_t)base;
+	ex_hi = (uintptr_t)base + len;
+	there_and_back(d, base, nr, 1, 1);	/* the area exists now */
+	areas = maps_of_len((size_t)AREA_PAGES * page_size, NULL);
 	for (size_t t = 0; t < sizeof(inj) / sizeof(inj[0]); t++) {
 		for (size_t z = 0; z < 3; z++) {
 			size_t n = sizes[z];
@@ -447,7 +461,7 @@ static void test_inject(void)
 					CHECK_EQ(tdev_to_dev(d, (uintptr_t)base,
 							     (uintptr_t)base + n * page_size, NULL),
 						 (long)n);
-				CHECK_EQ(uhmm_inject_set(inj[t].point, skip, 1, inj[t].err), 0);
+				CHECK_EQ(uhmm_inject_set(inj[t].point, skip, inj[t].times, inj[t].err), 0);
 				if (inj[t].on_install)
 					(void)tdev_to_sys(d, (uintptr_t)base,
 							  (uintptr_t)base + n * page_size, NULL);
@@ -467,10 +481,77 @@ static void test_inject(void)
 					break;
 				calls++;
 			}
+			CHECK(maps_of_len((size_t)AREA_PAGES * page_size, NULL) == areas,
+			      "%s: the area is not one mapping any more", inj[t].name);
 			printf("%-22s %2zu pages: %lu calls failed in turn, data intact\n",
 			       inj[t].name, n, calls);
 		}
 	}
+	munmap(base, len);
+	tdev_destroy(d);
+	uhmm_mm_put(mm);
+}
+
+/* Migrate ranges 0..nr-1 of @n pages there and back; every byte checked. */
+static void there_and_back(struct tdev *d, char *base, size_t nr, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < nr; i++) {
+		char *p = range_at(base, i);
+
+		fill_pattern(p, n, seed + i);
+		CHECK_EQ(tdev_to_dev(d, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), (long)n);
+	}
+	for (size_t i = 0; i < nr; i++) {
+		home(d, range_at(base, i), n, i & 1);
+		check_range(range_at(base, i), n, seed + i, i);
+	}
+	CHECK_EQ(tdev_used(d), 0);
+}
+
+/*
+ * Case "mlock": UFFDIO_MOVE wants VM_LOCKED equal at both ends.  A range
+ * mlock()ed alone is refused by the (unlocked) area and frozen into
+ * staging of its own; after mlockall(MCL_CURRENT), which faults in every
+ * page of the area, the area's slots are not empty: small migrations
+ * still migrate every page, into staging of their own.
+ */
+static void test_mlock(void)
+{
+	const size_t nr = 16, n = 8, len = nr * STRIDE * page_size;
+	int areas;
+	struct uhmm_mm *mm = test_mm();
+	struct tdev *d = tdev_create(mm, nr * n, 0);
+	char *base = map_far(len, PROT_READ | PROT_WRITE);
+
+	CHECK(base != MAP_FAILED, "map");
+	madvise(base, len, MADV_NOHUGEPAGE);
+	ex_lo = (uintptr_t)base;
+	ex_hi = (uintptr_t)base + len;
+	there_and_back(d, base, nr, n, 10);	/* the area exists now */
+	areas = maps_of_len((size_t)AREA_PAGES * page_size, NULL);
+	CHECK(!area_expected() || areas >= 1, "no mapping of the area's size");
+	if (mlock(base, n * page_size)) {
+		printf("mlock: %s: the mlock()ed range is not exercised\n", strerror(errno));
+	} else {
+		there_and_back(d, base, nr, n, 20);
+		munlock(base, n * page_size);
+		/* The refused freeze went elsewhere: nothing was mremapped into the area. */
+		CHECK(maps_of_len((size_t)AREA_PAGES * page_size, NULL) == areas,
+		      "the area is not one mapping any more");
+		printf("one range mlock()ed: every page migrated, data intact, the area whole\n");
+	}
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	printf("sanitizer build: no mlockall (it would fault in the runtime's shadow)\n");
+#else
+	if (mlockall(MCL_CURRENT)) {
+		printf("mlockall: %s: not exercised\n", strerror(errno));
+	} else {
+		there_and_back(d, base, nr, n, 30);
+		munlockall();
+		there_and_back(d, base, nr, n, 40);
+		printf("after mlockall(MCL_CURRENT): every page migrated, data intact\n");
+	}
+#endif
 	munmap(base, len);
 	tdev_destroy(d);
 	uhmm_mm_put(mm);
@@ -482,6 +563,7 @@ static const struct test_case cases[] = {
 	TEST_CASE(test_fork),
 	TEST_CASE(test_remap),
 	TEST_CASE(test_inject),
+	TEST_CASE(test_mlock),
 };
 
 int main(int argc, char **argv)
