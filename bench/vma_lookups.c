@@ -46,23 +46,8 @@
 
 #include <uhmm/simdev.h>
 
+#include "procmap_count.h"
 #include "tdev.h"
-
-static atomic_ulong queries;
-
-/* Every ioctl of the process (the library's included): count, then do it. */
-int ioctl(int fd, unsigned long req, ...)
-{
-	va_list ap;
-	void *arg;
-
-	va_start(ap, req);
-	arg = va_arg(ap, void *);
-	va_end(ap);
-	if (_IOC_TYPE(req) == 'f' && _IOC_NR(req) == 17)
-		atomic_fetch_add(&queries, 1);
-	return (int)syscall(SYS_ioctl, fd, req, arg);
-}
 
 static double now(void)
 {
@@ -77,7 +62,7 @@ static double t0;
 
 static void phase_begin(void)
 {
-	q0 = atomic_load(&queries);
+	q0 = atomic_load(&procmap_queries);
 	t0 = now();
 }
 
@@ -85,7 +70,7 @@ static void phase_end(const char *name)
 {
 	double t = now() - t0;
 
-	printf("%-9s %9lu PROCMAP_QUERY  %9.3f ms\n", name, atomic_load(&queries) - q0,
+	printf("%-9s %9lu PROCMAP_QUERY  %9.3f ms\n", name, atomic_load(&procmap_queries) - q0,
 	       t * 1e3);
 }
 

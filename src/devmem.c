@@ -931,14 +931,19 @@ int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 	fault_enter(f);
 	resident = atomic_load(&page->pgmap->nr_resident);
 	ret = page->pgmap->ops->migrate_to_ram(&f->vmf);
-	fa_note(page->pgmap, addr, f->vmf.window_start, f->vmf.window_end,
-		resident - atomic_load(&page->pgmap->nr_resident));
+	f->brought = resident - atomic_load(&page->pgmap->nr_resident);
+	fa_note(page->pgmap, addr, f->vmf.window_start, f->vmf.window_end, f->brought);
 	fault_leave(f);
 	if (!ret && f->install_err) {
 		/*
 		 * The driver copied the page but it could not be put back
 		 * (it stays on the device, intact): a failed fault, as the
-		 * kernel's VM_FAULT_SIGBUS / OOM, not one to retry forever.
+		 * kernel's VM_FAULT_SIGBUS / OOM.  The CPU fault path
+		 * (service.c) retries -ENOMEM after taking a page by an
+		 * ordinary fault, as the kernel retries VM_FAULT_OOM after
+		 * waiting in the memory cgroup; -EFAULT and others are
+		 * SIGBUS there, and an error for a range fault or exclusive
+		 * access.
 		 */
 		uint64_t now = uhmm__ptable_get(&mm->ptable, addr);
 

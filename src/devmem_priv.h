@@ -24,6 +24,13 @@ struct uhmm__fault {
 	uintptr_t wake_start, wake_end;	/* to wake at the end; wake_end 0: none */
 	int install_err;	/* the driver copied a page that could not be put back */
 	/*
+	 * Pages of the faulting page's pool that left the device during the
+	 * driver's call (net of other threads' migrations to it): whether a
+	 * fault that failed still made progress (service.c, a fault short of
+	 * memory).
+	 */
+	long brought;
+	/*
 	 * The mapping the window was clipped to (vma.end 0: none), looked
 	 * up when uhmm__as_gen was @vma_gen: migration setup takes it
 	 * instead of a second look-up while no change to the address space

@@ -309,14 +309,22 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t
 	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
-/* On the rescue thread, which serves faults of the worker itself. */
-static __thread bool in_rescue;
+/*
+ * On the worker (the served-window ring above is the worker's alone: the
+ * rescue thread and the memory waiter neither read nor write it).
+ */
+static __thread bool on_worker;
 
 /*
  * Handle one page fault.  Returns -EAGAIN when it must be retried after the
- * pending events are read.
+ * pending events are read, -ENOMEM when the page could not be installed for
+ * want of memory (nothing changed, the thread not failed: the caller
+ * retries after taking a page by a fault of its own, see "A fault short of
+ * memory" below); *@brought (if not NULL) then says how many pages the
+ * fault brought home all the same.
  */
-static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq)
+static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq,
+			long *brought)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
 	uint64_t flags = msg->arg.pagefault.flags;
@@ -355,10 +363,12 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			e = UHMM__PTE_BUSY;
 			uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
 		}
-		if (ret && ret != -EAGAIN) {
+		if (ret && ret != -EAGAIN && ret != -ENOMEM) {
 			fault_fail(mm, msg, page, ret);
 			return 0;
 		}
+		if (brought)
+			*brought = 0;
 		return ret;
 	case UHMM__PTE_MIGRATING:
 	case UHMM__PTE_BUSY:
@@ -368,7 +378,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		 */
 		return 0;
 	case UHMM__PTE_DEVICE:
-		if (!in_rescue &&
+		if (on_worker &&
 		    stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
 			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 
@@ -381,10 +391,16 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		} };
 
 		ret = uhmm__fault_device(&f, e);
-		if (!ret && !in_rescue)
+		if (!ret && on_worker)
 			note_served(mm, f.vmf.window_start, f.vmf.window_end);
 		if (ret == -EAGAIN)
 			return -EAGAIN;
+		if (ret == -ENOMEM && f.install_err == -ENOMEM) {
+			/* The copy is done, the page stays on the device, intact. */
+			if (brought)
+				*brought = f.brought;
+			return -ENOMEM;
+		}
 		if (ret) {
 			/* The device could not give the page back. */
 			fault_fail(mm, msg, page, ret);
@@ -454,6 +470,8 @@ static void drop_range(struct uhmm_mm *mm, uintptr_t s, uintptr_t e, bool keep_d
 }
 
 static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len);
+static bool nomem_parked(struct uhmm_mm *mm, const struct uffd_msg *msg);
+static void nomem_park(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long seq);
 
 static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
@@ -518,14 +536,19 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			handle_event(mm, &msgs[i]);
 	for (size_t i = 0; i < n; i++) {
-		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+		int r;
+
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT || nomem_parked(mm, &msgs[i]))
 			continue;
-		if (handle_fault(mm, &msgs[i], seqs[i]) == -EAGAIN) {
+		r = handle_fault(mm, &msgs[i], seqs[i], NULL);
+		if (r == -EAGAIN) {
 			if (mm->nretry < UHMM__RETRY_MAX)
 				mm->retry[mm->nretry++] = msgs[i];
 			else
 				uhmm__warn("fault retry queue full: the fault is served "
 					   "when it recurs");
+		} else if (r == -ENOMEM) {
+			nomem_park(mm, &msgs[i], seqs[i]);
 		}
 	}
 }
@@ -614,6 +637,14 @@ static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t
 
 #define QUEUE_CAP 4096	/* the first ring; it doubles when full */
 #define RESCUE_CAP 64
+#define NOMEM_PARK 256	/* faults short of memory waiting for the memory waiter */
+/*
+ * A fault whose install fails with ENOMEM this many times in a row, each
+ * right after the service thread's own fault took a page and nothing of
+ * the window came home, is failed (SIGBUS): not a charge the memory
+ * cgroup refused (that fault would have waited), something else.
+ */
+#define NOMEM_TRIES 64
 #define READER_STACK (4u << 20)	/* sanitizer runtimes need room */
 
 struct uhmm__msgq {
@@ -653,6 +684,24 @@ struct uhmm__msgq {
 	pthread_cond_t rnonempty;
 	pthread_t rescue;
 	bool rescue_started;
+	/*
+	 * Faults short of memory ("A fault short of memory" below): the
+	 * worker parks them here (@nomem_msg, a ring of @nomem_n from
+	 * @nomem_head, at most one per page), the memory waiter serves them
+	 * one at a time (@nomem_busy: the page it serves, 0 none).
+	 * @nomem_live counts both, read without the lock by the worker's
+	 * quick look.  @scratch: the waiter's and the rescue thread's page to
+	 * fault on, between PROT_NONE guards (NULL if it could not be had).
+	 */
+	struct uffd_msg nomem_msg[NOMEM_PARK];
+	unsigned long nomem_seq[NOMEM_PARK];
+	size_t nomem_head, nomem_n;
+	uintptr_t nomem_busy;
+	atomic_size_t nomem_live;
+	pthread_cond_t nomem_cond;
+	pthread_t nomemw;
+	bool nomemw_started;
+	char *scratch;
 	/* Service threads past their start (uhmm__service_start waits). */
 	unsigned int nready;
 	pthread_cond_t ready;
@@ -674,6 +723,200 @@ static void service_thread_ready(struct uhmm__msgq *q)
 }
 
 /*
+ * A fault short of memory.  An install (UFFDIO_COPY, UFFDIO_ZEROPAGE; a
+ * MOVE's page table) is charged to the memory cgroup from a system call:
+ * at the cgroup's limit with its OOM killer disabled (cgroup v1
+ * oom_kill_disable) that fails with ENOMEM at once, where the kernel's own
+ * fault (VM_FAULT_OOM) waits in the cgroup until memory is uncharged or
+ * the limit raised, or, with the OOM killer on, lets it act, and then
+ * retries (mm/memcontrol-v1.c: only a user fault waits; a charge from a
+ * system call fails).  So the service thread takes one page the kernel's
+ * way, by an ordinary user fault of its own on its scratch page (never
+ * registered with any userfaultfd, MADV_DONTFORK), gives it back at once
+ * (MADV_DONTNEED) and retries the whole fault.
+ *
+ * Who waits.  Not the reader: it waits for nobody (docs/CONCURRENCY.md,
+ * rule 5); a fault of the worker it could not fill for want of memory goes
+ * to the rescue thread.  Not the worker either: every munmap, mremap and
+ * MADV_DONTNEED wrapper over registered memory and every migration waits
+ * until the worker has applied the events read so far (rules 2 and 4), and
+ * one of them may be what gives memory back; in the kernel the faulting
+ * thread alone waits.  So the worker parks the fault (its thread stays
+ * asleep in the kernel) and goes on; the memory waiter, a service thread
+ * of its own, serves parked faults one at a time, waiting in the cgroup as
+ * long as the kernel's fault would (for ever, if memory never comes back).
+ * Later messages for a parked page are dropped by the worker: the page is
+ * woken once the waiter is done with it, after it left the parked set, so
+ * every thread that faulted on it meanwhile faults again.  The rescue
+ * thread serves the worker's own faults, which the worker waits for in
+ * any case: it waits for memory itself.
+ *
+ * A page that cannot be installed although the scratch fault takes a page
+ * each time is not short of a charge (an address-space limit makes no
+ * install fail, it fails the driver's staging; an injected failure): after
+ * NOMEM_TRIES such rounds in a row in which nothing of the window came
+ * home, the fault fails (SIGBUS), the data stays on the device.
+ */
+static bool service_stopping(struct uhmm__msgq *q)
+{
+	bool stop;
+
+	pthread_mutex_lock(&q->lock);
+	stop = q->stop;
+	pthread_mutex_unlock(&q->lock);
+	return stop;
+}
+
+/*
+ * Take one page by an ordinary fault and give it back: waits in the memory
+ * cgroup (or has the OOM killer act) as the kernel's fault would.  The
+ * page is unregistered first in case a notifier's registration of a whole
+ * range covered it: the discard must not be an event.  The store is atomic
+ * only because the rescue thread and the waiter share the page; it is a
+ * plain store to the CPU.
+ */
+static void take_one_page(struct uhmm_mm *mm, char *scratch)
+{
+	struct uffdio_range r = { .start = (uintptr_t)scratch, .len = uhmm__page_size };
+
+	pthread_mutex_lock(&mm->reg_lock);
+	uhmm__uffd_ioctl(mm->uffd, UFFDIO_UNREGISTER, &r);
+	pthread_mutex_unlock(&mm->reg_lock);
+	__atomic_store_n(scratch, 1, __ATOMIC_RELAXED);
+	uhmm__sys_madvise(scratch, uhmm__page_size, MADV_DONTNEED);
+}
+
+/*
+ * Serve @msg, whose install just failed with -ENOMEM (@brought pages of
+ * the window came home all the same), until it is done: take a page,
+ * retry; fail it after NOMEM_TRIES fruitless rounds.  Returns 0 when done
+ * with (served or failed), -EAGAIN when the caller must wake the page (the
+ * thread faults again), as for a fault that met an unread event, or when
+ * the service stops.
+ */
+static int serve_nomem(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long seq,
+		       long brought)
+{
+	struct uhmm__msgq *q = mm->msgq;
+	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
+	unsigned int tries = brought > 0 ? 0 : 1;
+
+	for (;;) {
+		int r;
+
+		if (!q->scratch) {
+			fault_fail(mm, msg, page, -ENOMEM);
+			return 0;
+		}
+		if (service_stopping(q))
+			return -EAGAIN;
+		take_one_page(mm, q->scratch);
+		brought = 0;
+		r = handle_fault(mm, msg, seq, &brought);
+		if (r != -ENOMEM)
+			return r;
+		tries = brought > 0 ? 0 : tries + 1;
+		if (tries >= NOMEM_TRIES) {
+			uhmm__warn("fault at %#lx: no page could be installed %u times in a row "
+				   "although memory could be had", (unsigned long)page, tries);
+			fault_fail(mm, msg, page, -ENOMEM);
+			return 0;
+		}
+	}
+}
+
+/* Is @msg a fault on a page the memory waiter holds (the worker drops it)? */
+static bool nomem_parked(struct uhmm_mm *mm, const struct uffd_msg *msg)
+{
+	struct uhmm__msgq *q = mm->msgq;
+	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
+	bool found = false;
+
+	if (!atomic_load_explicit(&q->nomem_live, memory_order_acquire) ||
+	    (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP))
+		return false;
+	pthread_mutex_lock(&q->lock);
+	found = q->nomem_busy == page;
+	for (size_t i = 0; i < q->nomem_n && !found; i++)
+		found = uhmm__page_align_down((uintptr_t)q->nomem_msg[(q->nomem_head + i) %
+						NOMEM_PARK].arg.pagefault.address) == page;
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+/* Hand a fault short of memory to the memory waiter (on the worker). */
+static void nomem_park(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long seq)
+{
+	struct uhmm__msgq *q = mm->msgq;
+	bool parked = false;
+
+	pthread_mutex_lock(&q->lock);
+	if (q->nomemw_started && q->nomem_n < NOMEM_PARK) {
+		size_t at = (q->nomem_head + q->nomem_n) % NOMEM_PARK;
+
+		q->nomem_msg[at] = *msg;
+		q->nomem_seq[at] = seq;
+		q->nomem_n++;
+		atomic_fetch_add_explicit(&q->nomem_live, 1, memory_order_release);
+		pthread_cond_signal(&q->nomem_cond);
+		parked = true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (!parked) {
+		/* No room (or no waiter): the thread faults again and is seen again. */
+		struct uffdio_range r = {
+			.start = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address),
+			.len = uhmm__page_size,
+		};
+
+		sched_yield();
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	}
+}
+
+/* The memory waiter: serves the faults the worker parked, one at a time. */
+static void *nomem_main(void *arg)
+{
+	struct uhmm_mm *mm = arg;
+	struct uhmm__msgq *q = mm->msgq;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	uhmm__set_service_thread();
+	pthread_setname_np(pthread_self(), "uhmm-memwait");
+	service_thread_ready(q);
+	for (;;) {
+		struct uffdio_range r = { .len = uhmm__page_size };
+		struct uffd_msg m;
+		unsigned long seq;
+
+		pthread_mutex_lock(&q->lock);
+		while (!q->nomem_n && !q->stop)
+			pthread_cond_wait(&q->nomem_cond, &q->lock);
+		if (q->stop) {
+			pthread_mutex_unlock(&q->lock);
+			break;
+		}
+		m = q->nomem_msg[q->nomem_head];
+		seq = q->nomem_seq[q->nomem_head];
+		q->nomem_head = (q->nomem_head + 1) % NOMEM_PARK;
+		q->nomem_n--;
+		r.start = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address);
+		q->nomem_busy = r.start;
+		pthread_mutex_unlock(&q->lock);
+		serve_nomem(mm, &m, seq, 0);
+		pthread_mutex_lock(&q->lock);
+		q->nomem_busy = 0;
+		atomic_fetch_sub_explicit(&q->nomem_live, 1, memory_order_release);
+		pthread_mutex_unlock(&q->lock);
+		/* Out of the parked set first: a fault dropped meanwhile is woken here. */
+		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	}
+	return NULL;
+}
+
+/*
  * The rescue thread: serves the worker's own faults, one at a time.  A
  * fault that cannot be served now (-EAGAIN) is woken, and the worker faults
  * again with a fresh message.  Its own callbacks must not fault on device
@@ -688,11 +931,12 @@ static void *rescue_main(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	uhmm__set_service_thread();
-	in_rescue = true;
 	pthread_setname_np(pthread_self(), "uhmm-rescue");
 	service_thread_ready(q);
 	for (;;) {
 		struct uffd_msg m;
+		long brought = 0;
+		int r;
 
 		pthread_mutex_lock(&q->lock);
 		while (!q->rcount && !q->stop)
@@ -705,14 +949,21 @@ static void *rescue_main(void *arg)
 		q->rhead = (q->rhead + 1) % RESCUE_CAP;
 		q->rcount--;
 		pthread_mutex_unlock(&q->lock);
-		if (handle_fault(mm, &m, 0) == -EAGAIN) {
-			struct uffdio_range r = {
+		r = handle_fault(mm, &m, 0, &brought);
+		/*
+		 * Short of memory: the worker waits for this fault anyway, so
+		 * the rescue thread waits for memory itself.
+		 */
+		if (r == -ENOMEM)
+			r = serve_nomem(mm, &m, 0, brought);
+		if (r == -EAGAIN) {
+			struct uffdio_range wr = {
 				.start = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address),
 				.len = uhmm__page_size,
 			};
 
 			sched_yield();
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &wr);
 		}
 	}
 	return NULL;
@@ -843,7 +1094,7 @@ static void queue_make_room(struct uhmm__msgq *q)
 	}
 }
 
-enum { FILL_NOT_MINE, FILL_DONE, FILL_LATER };
+enum { FILL_NOT_MINE, FILL_DONE, FILL_LATER, FILL_NOMEM };
 
 /*
  * Zero-fill a fault of the worker on a page uhmm holds nothing for:
@@ -857,9 +1108,17 @@ static int reader_fill(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
 	uintptr_t page = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address);
 
+	int r;
+
 	if (uhmm__ptable_get(&mm->ptable, page) != 0)
 		return FILL_NOT_MINE;
-	return fault_fill_zero(mm, page) == -EAGAIN ? FILL_LATER : FILL_DONE;
+	r = fault_fill_zero(mm, page);
+	/*
+	 * No memory for the page: the reader waits for nobody, so the rescue
+	 * thread serves it (and waits for memory, see "A fault short of
+	 * memory").
+	 */
+	return r == -EAGAIN ? FILL_LATER : r == -ENOMEM ? FILL_NOMEM : FILL_DONE;
 }
 
 /*
@@ -871,7 +1130,8 @@ static bool reader_fill_retry(struct uhmm_mm *mm, const struct uffd_msg *msg)
 {
 	int r = reader_fill(mm, msg);
 
-	if (r == FILL_NOT_MINE) {
+	/* Woken: the worker faults again, and the new message goes where it belongs. */
+	if (r == FILL_NOT_MINE || r == FILL_NOMEM) {
 		struct uffdio_range wr = {
 			.start = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address),
 			.len = uhmm__page_size,
@@ -963,9 +1223,12 @@ static void *reader_main(void *arg)
 					held = buf[i];
 					holding = true;
 				}
-				if (f != FILL_NOT_MINE)
+				if (f != FILL_NOT_MINE && f != FILL_NOMEM)
 					continue;
-				/* On a page uhmm holds: the rescue thread serves it. */
+				/*
+				 * On a page uhmm holds, or short of memory: the
+				 * rescue thread serves it.
+				 */
 				if (q->rcount < RESCUE_CAP) {
 					q->rmsg[(q->rhead + q->rcount) % RESCUE_CAP] = buf[i];
 					q->rcount++;
@@ -1093,6 +1356,7 @@ static void *worker_main(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	uhmm__set_service_thread();
+	on_worker = true;
 	pthread_setname_np(pthread_self(), "uhmm-worker");
 	pthread_mutex_lock(&q->lock);
 	q->worker_tid = (pid_t)syscall(SYS_gettid);
@@ -1223,9 +1487,31 @@ static void wakeups_close(struct uhmm__msgq *q)
 	}
 }
 
+/*
+ * The scratch page of "A fault short of memory": one page between two
+ * PROT_NONE guards of its own (so it never merges with a neighbour's
+ * mapping), not populated, MADV_DONTFORK.  NULL if it cannot be had.
+ */
+static char *scratch_map(void)
+{
+	char *p = uhmm__sys_mmap(NULL, 3 * uhmm__page_size, PROT_NONE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (uhmm__sys_mprotect(p + uhmm__page_size, uhmm__page_size, PROT_READ | PROT_WRITE)) {
+		uhmm__sys_munmap(p, 3 * uhmm__page_size);
+		return NULL;
+	}
+	uhmm__sys_madvise(p, 3 * uhmm__page_size, MADV_DONTFORK);
+	return p + uhmm__page_size;
+}
+
 /* Free the message queue, its rings and its wake-ups (no thread uses them). */
 static void msgq_free(struct uhmm_mm *mm)
 {
+	if (mm->msgq->scratch)
+		uhmm__sys_munmap(mm->msgq->scratch - uhmm__page_size, 3 * uhmm__page_size);
 	wakeups_close(mm->msgq);
 	rings_unmap(mm, mm->msgq->retired);
 	uhmm__sys_munmap(mm->msgq->ring, ring_bytes(mm->msgq->cap));
@@ -1271,7 +1557,9 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	pthread_mutex_init(&mm->msgq->rd_lock, NULL);
 	pthread_cond_init(&mm->msgq->nonfull, NULL);
 	pthread_cond_init(&mm->msgq->rnonempty, NULL);
+	pthread_cond_init(&mm->msgq->nomem_cond, NULL);
 	pthread_cond_init(&mm->msgq->ready, NULL);
+	mm->msgq->scratch = scratch_map();
 	/*
 	 * The reader's stack is ours, not libc's: libc discards the unused
 	 * part of a stack it allocated when the thread exits (MADV_DONTNEED),
@@ -1300,6 +1588,17 @@ int uhmm__service_start(struct uhmm_mm *mm)
 								  rescue_main, mm) == 0;
 			if (!mm->msgq->rescue_started)
 				uhmm__warn("cannot start the rescue thread");
+			/*
+			 * Without it a fault short of memory is woken to fault
+			 * again.  Under the lock: the worker reads it to park.
+			 */
+			bool w = pthread_create(&mm->msgq->nomemw, &attr, nomem_main, mm) == 0;
+
+			pthread_mutex_lock(&mm->msgq->lock);
+			mm->msgq->nomemw_started = w;
+			pthread_mutex_unlock(&mm->msgq->lock);
+			if (!w)
+				uhmm__warn("cannot start the memory waiter");
 		}
 		if (ret) {
 			eventfd_poke(mm->stop_fd, "the reader to stop");
@@ -1317,7 +1616,7 @@ int uhmm__service_start(struct uhmm_mm *mm)
 	probe_create(mm);
 	/* The threads are running and set up before anyone uses the context. */
 	pthread_mutex_lock(&mm->msgq->lock);
-	while (mm->msgq->nready < 2u + mm->msgq->rescue_started)
+	while (mm->msgq->nready < 2u + mm->msgq->rescue_started + mm->msgq->nomemw_started)
 		pthread_cond_wait(&mm->msgq->ready, &mm->msgq->lock);
 	pthread_mutex_unlock(&mm->msgq->lock);
 	mm->service_started = true;
@@ -1375,16 +1674,25 @@ void uhmm__service_stop(struct uhmm_mm *mm)
 	eventfd_poke(mm->msgq->wake_fd, "the worker to stop");
 	pthread_cond_broadcast(&mm->msgq->nonfull);
 	pthread_cond_broadcast(&mm->msgq->rnonempty);
+	pthread_cond_broadcast(&mm->msgq->nomem_cond);
 	pthread_mutex_unlock(&mm->msgq->lock);
 	pthread_join(mm->service, NULL);
 	if (mm->msgq->rescue_started)
 		pthread_join(mm->msgq->rescue, NULL);
+	/*
+	 * Parked faults were woken by the unregistration; one the waiter is
+	 * serving ends at its next round (a wait in the memory cgroup that
+	 * never ends holds this join, as it holds the kernel's fault).
+	 */
+	if (mm->msgq->nomemw_started)
+		pthread_join(mm->msgq->nomemw, NULL);
 	eventfd_poke(mm->stop_fd, "the reader to stop");
 	pthread_join(mm->reader, NULL);
 	pthread_mutex_destroy(&mm->msgq->lock);
 	pthread_mutex_destroy(&mm->msgq->rd_lock);
 	pthread_cond_destroy(&mm->msgq->nonfull);
 	pthread_cond_destroy(&mm->msgq->rnonempty);
+	pthread_cond_destroy(&mm->msgq->nomem_cond);
 	pthread_cond_destroy(&mm->msgq->ready);
 	msgq_free(mm);	/* nothing is registered any more: rings unmap silently */
 	mm->service_started = false;

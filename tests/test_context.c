@@ -79,6 +79,7 @@ static void check_service_threads_up(void)
 	CHECK_EQ(count_threads_named("uhmm-reader"), 1);
 	CHECK_EQ(count_threads_named("uhmm-worker"), 1);
 	CHECK_EQ(count_threads_named("uhmm-rescue"), 1);
+	CHECK_EQ(count_threads_named("uhmm-memwait"), 1);
 }
 
 static void test_refcount(void)

@@ -20,6 +20,7 @@
  * are made once; the cases skip when vm.max_map_count leaves no room.
  */
 #include "common.h"
+#include "procmap_count.h"
 
 #include <stdarg.h>
 #include <sys/ioctl.h>
@@ -28,21 +29,7 @@
 #define NR_MANY		3000
 #define NR_STATE	256	/* mappings in the page-state range */
 
-static atomic_ulong queries, maps_opens;
-
-/* Every ioctl of the process, the library's included: count, then do it. */
-int ioctl(int fd, unsigned long req, ...)
-{
-	va_list ap;
-	void *arg;
-
-	va_start(ap, req);
-	arg = va_arg(ap, void *);
-	va_end(ap);
-	if (_IOC_TYPE(req) == 'f' && _IOC_NR(req) == 17)
-		atomic_fetch_add(&queries, 1);
-	return (int)syscall(SYS_ioctl, fd, req, arg);
-}
+static atomic_ulong maps_opens;
 
 int open(const char *path, int flags, ...)
 {
@@ -142,9 +129,9 @@ static void test_find_mapping(void)
 	low = many[lo];
 	for (int i = 0; i < NR_MANY; i++)
 		below += many[i] < low;
-	q = atomic_load(&queries);
+	q = atomic_load(&procmap_queries);
 	CHECK_EQ(uhmm_find_mapping(mm, (uintptr_t)low, &map), 0);
-	q = atomic_load(&queries) - q;
+	q = atomic_load(&procmap_queries) - q;
 	/* (A neighbour of the same kind made by someone else may have merged.) */
 	CHECK(map.start <= (uintptr_t)low && map.end >= (uintptr_t)low + page_size,
 	      "mapping [%#lx, %#lx) does not hold %p", (unsigned long)map.start,
@@ -178,10 +165,10 @@ static void test_migrate(void)
 
 	make_many();
 	fill_pattern(p, n, 11);
-	q = atomic_load(&queries);
+	q = atomic_load(&procmap_queries);
 	CHECK_EQ(tdev_to_dev(d, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), (long)n);
 	CHECK_EQ(tdev_to_sys(d, (uintptr_t)p, (uintptr_t)p + n * page_size, NULL), (long)n);
-	q = atomic_load(&queries) - q;
+	q = atomic_load(&procmap_queries) - q;
 	CHECK_EQ(check_pattern(p, n, 11), -1);
 	if (have_query()) {
 		CHECK(q <= 16, "%lu PROCMAP_QUERY for a migration there and back", q);
@@ -211,9 +198,9 @@ static void test_page_state(void)
 	CHECK(st, "calloc");
 	for (size_t i = 1; i < NR_STATE; i += 2)
 		CHECK_EQ(mprotect(p + i * page_size, page_size, PROT_READ), 0);
-	q = atomic_load(&queries);
+	q = atomic_load(&procmap_queries);
 	CHECK_EQ(uhmm_page_state(mm, (uintptr_t)p, NR_STATE, st), 0);
-	q = atomic_load(&queries) - q;
+	q = atomic_load(&procmap_queries) - q;
 	for (size_t i = 0; i < NR_STATE; i++) {
 		CHECK(st[i] & UHMM_PS_READ, "page %zu: state %#x", i, st[i]);
 		CHECK(!(st[i] & UHMM_PS_MAYWRITE) == !!(i & 1), "page %zu: state %#x", i, st[i]);
@@ -252,7 +239,7 @@ static void test_fork(void)
 	CHECK_EQ(uhmm_interval_notifier_insert(&mni, mm, (uintptr_t)p, page_size, &nops), 0);
 	maps = count_mappings();
 	bound = maps + maps / 16 + 64;
-	q = atomic_load(&queries);
+	q = atomic_load(&procmap_queries);
 	pid = fork();
 	CHECK(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
@@ -261,7 +248,7 @@ static void test_fork(void)
 				_exit(1);
 		_exit(p[0] == 42 ? 0 : 1);
 	}
-	q = atomic_load(&queries) - q;
+	q = atomic_load(&procmap_queries) - q;
 	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status),
 	      "the child saw wrong data (status %#x)", status);
 	if (have_query()) {
@@ -307,10 +294,10 @@ static void test_teardown(void)
 	tdev_destroy(d);	/* the pages come home */
 	maps = count_mappings();
 	bound = maps + maps / 16 + 64;
-	q = atomic_load(&queries);
+	q = atomic_load(&procmap_queries);
 	o = atomic_load(&maps_opens);
 	uhmm_mm_put(mm);	/* the last reference: the teardown */
-	q = atomic_load(&queries) - q;
+	q = atomic_load(&procmap_queries) - q;
 	o = atomic_load(&maps_opens) - o;
 	CHECK_EQ(check_pattern(p, n, 5), -1);
 	check_many();

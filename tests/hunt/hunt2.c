@@ -131,6 +131,81 @@ static void k_inc(struct uhmm_simdev_thread *t, size_t item, void *arg)
 		uhmm_simdev_store64(t, &w[o], uhmm_simdev_load64(t, &w[o]) + 1);
 }
 
+/*
+ * HUNT2_SIDE=1, rounds with OOM kill disabled: once the memory waiter waits
+ * in the cgroup (its wchan), a side thread munmaps a registered buffer
+ * with device pages, mremaps another, migrates a third home explicitly,
+ * and then looks whether the limit is still on: those calls must not wait
+ * for memory (the worker stays free; the explicit migration says -ENOMEM
+ * or moves what it can).  A round where the limit was lifted first proves
+ * nothing either way and is counted apart.
+ */
+#include <dirent.h>
+/* The memory waiter's wchan, opened once before the limit (no allocation while polling). */
+static int memwait_wchan_fd = -1;
+static bool memwait_in_cgroup(void)
+{
+	char b[64];
+	ssize_t n;
+
+	if (memwait_wchan_fd < 0) {
+		DIR *dir = opendir("/proc/self/task");
+		struct dirent *de;
+
+		while (dir && (de = readdir(dir)) && memwait_wchan_fd < 0) {
+			char path[300];
+			int fd;
+
+			if (de->d_name[0] == '.') continue;
+			snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+			fd = open(path, O_RDONLY);
+			if (fd < 0) continue;
+			n = read(fd, b, sizeof b - 1);
+			close(fd);
+			if (n <= 0 || strncmp(b, "uhmm-memwait", 12)) continue;
+			snprintf(path, sizeof path, "/proc/self/task/%s/wchan", de->d_name);
+			memwait_wchan_fd = open(path, O_RDONLY);
+		}
+		if (dir) closedir(dir);
+		if (memwait_wchan_fd < 0) return false;
+	}
+	n = pread(memwait_wchan_fd, b, sizeof b - 1, 0);
+	b[n > 0 ? n : 0] = 0;
+	return strstr(b, "mem_cgroup_oom") != NULL;
+}
+
+static struct side {
+	struct uhmm_simdev *d;
+	char *b, *dd, *c;	/* munmap, mremap, migrate home: 256, 256, 64 pages */
+	bool seen, limited, waiting;
+	int r_munmap, r_mremap, r_mig;
+} side;
+
+static sem_t side_go;
+
+static void *side_main(void *arg)
+{
+	(void)arg;
+	/* Its stack, its malloc arena (opendir) and /proc reads touched before the limit. */
+	(void)memwait_in_cgroup();
+	sem_wait(&side_go);
+	for (int k = 0; k < 20000 && !(side.seen = memwait_in_cgroup()); k++) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (!side.seen)
+		return NULL;
+	side.r_munmap = munmap(side.b, 256 * PG) ? -errno : 0;
+	void *nd = mremap(side.dd, 256 * PG, 256 * PG, MREMAP_MAYMOVE);
+	side.r_mremap = nd == MAP_FAILED ? -errno : 0;
+	if (nd != MAP_FAILED && check(nd, 256, 43, 0) >= 0) FAIL("side: mremapped data bad");
+	if (nd != MAP_FAILED) munmap(nd, 256 * PG);
+	side.r_mig = uhmm_simdev_migrate_to_sys(side.d, side.c, 64, NULL);
+	side.limited = cg_read("memory.limit_in_bytes") < (1ul << 60);
+	side.waiting = memwait_in_cgroup();
+	return NULL;
+}
+
 static void sc_cgroup(int round)
 {
 	char pid[32];
@@ -143,6 +218,21 @@ static void sc_cgroup(int round)
 	if (round & 4) madvise(cbuf, cnp * PG, MADV_HUGEPAGE);
 	fill(cbuf, cnp, 31, 0);
 	to_dev(d, cbuf, cnp / 2);	/* half device-resident before the limit */
+	bool with_side = getenv("HUNT2_SIDE") && (round & 8);
+	pthread_t st;
+	if (with_side) {
+		side.d = d;
+		side.b = amap(256); fill(side.b, 256, 42, 0);
+		to_dev(d, side.b, 256);
+		if (uhmm_simdev_migrate_to_sys(d, side.b, 128, NULL) < 0) FAIL("side to_sys");
+		side.dd = amap(256); fill(side.dd, 256, 43, 0);
+		to_dev(d, side.dd, 256);
+		if (uhmm_simdev_migrate_to_sys(d, side.dd, 256, NULL) < 0) FAIL("side to_sys");
+		side.c = amap(64); fill(side.c, 64, 44, 0);
+		to_dev(d, side.c, 64);
+		sem_init(&side_go, 0, 0);
+		if (pthread_create(&st, NULL, side_main, NULL)) FAIL("side thread");
+	}
 	unsigned long use = cg_read("memory.usage_in_bytes");
 	size_t slack = (size_t)(round % 8) << 22;	/* 0..28 MiB above usage */
 	char lim[32];
@@ -159,6 +249,7 @@ static void sc_cgroup(int round)
 	fprintf(stderr, " %d, to_sys", r2);
 	int r3 = uhmm_simdev_migrate_to_sys(d, cbuf, cnp / 2, NULL);
 	fprintf(stderr, " %d, CPU check\n", r3);
+	if (with_side) sem_post(&side_go);
 	/* CPU faults back the rest, checking every byte (+1 where the kernel ran) */
 	for (size_t i = 0; i < cnp; i++) {
 		uint64_t *w = (uint64_t *)(cbuf + i * PG);
@@ -170,6 +261,14 @@ static void sc_cgroup(int round)
 				FAIL("page %zu word %zu bad (r %d %d %d, limit %s)", i, o, r1, r2, r3, lim);
 			}
 		}
+	}
+	if (with_side) {
+		pthread_join(st, NULL);
+		if (check(side.c, 64, 44, 0) >= 0) FAIL("side: migrated-home buffer bad");
+		fprintf(stderr, "round %d: side: %s munmap %d, mremap %d, to_sys %d, limit %s, "
+			"waiter %s\n", round, side.seen ? "while the waiter waited:" : "waiter never seen",
+			side.r_munmap, side.r_mremap, side.r_mig, side.limited ? "still on" : "lifted",
+			side.waiting ? "still waiting" : "done");
 	}
 	fprintf(stderr, "round %d: done, failcnt %lu\n", round, cg_read("memory.failcnt"));
 	uhmm_simdev_destroy(d);
