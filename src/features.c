@@ -225,6 +225,27 @@ int uhmm__uffd_open(uint64_t *features_out)
 	return fd;
 }
 
+int uhmm__uffd_open_move_only(void)
+{
+	const struct uhmm_sysinfo *si = uhmm__sysinfo();
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
+	int fd;
+
+	if (si->uffd_mode == UHMM_UFFD_NONE || !(si->active & UHMM_FEAT_MOVE) ||
+	    !(si->uffd_kernel_features & UFFD_FEATURE_MOVE))
+		return -ENOSYS;
+	fd = uffd_open_way(open_way);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 static bool probe_pagemap_scan(void)
 {
 	struct page_region r;

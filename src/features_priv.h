@@ -28,6 +28,11 @@ extern bool uhmm__install_by_move UHMM__HIDDEN;
 extern bool uhmm__worker_reads UHMM__HIDDEN;
 /* Open a userfaultfd the way the probe found works; -errno on failure. */
 UHMM__HIDDEN int uhmm__uffd_open(uint64_t *features_out);
+/*
+ * Open a second userfaultfd the same way with UFFD_FEATURE_MOVE only (no
+ * events): the small staging area's (staging.c).  fd or -errno.
+ */
+UHMM__HIDDEN int uhmm__uffd_open_move_only(void);
 
 static inline uintptr_t uhmm__page_align_down(uintptr_t a)
 {

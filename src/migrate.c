@@ -449,12 +449,13 @@ static int move_one(struct uhmm_migrate_vma *m, size_t i, bool writable)
 	const unsigned int ps = uhmm__page_shift;
 	uintptr_t a = m->start + (i << ps);
 	uintptr_t st = (uintptr_t)m->state->staging + (i << ps);
+	int fd = uhmm__staging_freeze_fd(m->mm, m->state);
 	int err;
 
-	uhmm__uffd_move(m->mm, st, a, uhmm__page_size, true, &err);
+	uhmm__uffd_move_fd(m->mm, fd, st, a, uhmm__page_size, true, &err);
 	if (err == -EBUSY && writable &&
 	    uhmm__sys_madvise((void *)a, uhmm__page_size, MADV_POPULATE_WRITE) == 0)
-		uhmm__uffd_move(m->mm, st, a, uhmm__page_size, true, &err);
+		uhmm__uffd_move_fd(m->mm, fd, st, a, uhmm__page_size, true, &err);
 	return err;
 }
 
@@ -475,8 +476,9 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 		}
 		while (j < m->npages && s->kind[j] == K_SYS)
 			j++;
-		done = uhmm__uffd_move(m->mm, (uintptr_t)s->staging + (i << ps), m->start + (i << ps),
-			       (j - i) << ps, true, &err);
+		done = uhmm__uffd_move_fd(m->mm, uhmm__staging_freeze_fd(m->mm, s),
+					  (uintptr_t)s->staging + (i << ps), m->start + (i << ps),
+					  (j - i) << ps, true, &err);
 		if (!err) {
 			moved_any = true;
 			i = j;
@@ -485,6 +487,8 @@ static int freeze_move(struct uhmm_migrate_vma *m, bool writable)
 		moved_any |= done > 0;
 		/* The page at i + done stopped the move. */
 		i += done >> ps;
+		if (err == -EEXIST && s->sarea && !moved_any && i == first_sys(m))
+			return -EEXIST;	/* the area's slots are not empty: staging of its own */
 		if (err == -EINVAL || err == -EFAULT) {
 			/*
 			 * The run crosses a piece boundary of a split mapping
@@ -895,13 +899,32 @@ static int stage_and_freeze(struct uhmm_migrate_vma *m, const struct uhmm__vma *
 	int ret;
 
 	clear_stale_markers(m, sc->data);
-	ret = uhmm__staging_create(m, use_move);
+	/* A few pages: slots of the small staging area if it has them (staging.c). */
+	ret = use_move && uhmm__sarea_take(m, v->flags) ? 0 : uhmm__staging_create(m, use_move);
 	if (ret) {
 		/* Nothing frozen: every page keeps its data where it is. */
 		unclaim_from(m, 0);
 		return uhmm__err(-ret, "migrate setup: no memory for staging");
 	}
 	ret = use_move ? freeze_move(m, (v->flags & UHMM__VMA_WRITE) != 0) : -EINVAL;
+	if ((ret == -EINVAL || ret == -EEXIST) && s->sarea) {
+		/*
+		 * Refused before anything moved: a mlock()ed range (VM_LOCKED
+		 * differs from the area's), or slots that are not empty
+		 * (mlockall(MCL_CURRENT) faulted the area in: no more slots
+		 * from it).  Staging of its own, as without the area, which
+		 * mremap must never map over.
+		 */
+		if (ret == -EEXIST)
+			uhmm__sarea_off(m->mm);
+		uhmm__staging_destroy(m->mm, s);
+		ret = uhmm__staging_create(m, use_move);
+		if (ret) {
+			unclaim_from(m, 0);
+			return uhmm__err(-ret, "migrate setup: no memory for staging");
+		}
+		ret = freeze_move(m, (v->flags & UHMM__VMA_WRITE) != 0);
+	}
 	if (ret == -EINVAL)
 		ret = freeze_mremap(m);
 	if (ret)

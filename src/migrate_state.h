@@ -18,6 +18,7 @@ struct uhmm_migrate_state {
 	size_t map_len;
 	bool registered;	/* staging registered with the uffd */
 	bool bounce;		/* staging is the context's bounce area (staging.c) */
+	bool sarea;		/* staging is slots of the small staging area (staging.c) */
 	bool by_mremap;		/* frozen with mremap(MREMAP_DONTUNMAP) */
 	bool locked;		/* took migrate_lock */
 	bool inv_active;	/* the MIGRATE invalidation is open */

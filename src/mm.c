@@ -131,6 +131,7 @@ static void mm_teardown(struct uhmm_mm *mm)
 	if (uhmm__evict_all(mm, NULL))
 		uhmm__warn("teardown: some device pages could not be brought home");
 	uhmm__staging_cache_drop(mm);
+	uhmm__sarea_destroy(mm);	/* after the cache's entries gave their slots back */
 	uhmm__bounce_destroy(mm);
 	uhmm__exclusive_teardown(mm);	/* its internal pool first */
 	uhmm__devmem_detach_all(mm);

@@ -20,6 +20,7 @@
 #include "sigblock.h"
 #include "staging.h"
 #include "sys.h"
+#include "vma.h"
 
 /*
  * A staging mapping whose page i sits at the same 2 MiB offset as the
@@ -82,10 +83,19 @@ int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg)
 	return 0;
 }
 
+static void sarea_release(struct uhmm_mm *mm, void *p, size_t len, unsigned long gen);
+
 void uhmm__staging_destroy(struct uhmm_mm *mm, struct uhmm_migrate_state *s)
 {
 	if (!s->map)
 		return;
+	if (s->sarea) {
+		s->sarea = false;
+		s->registered = false;
+		sarea_release(mm, s->map, s->map_len, mm->generation);
+		s->map = NULL;
+		return;
+	}
 	if (s->bounce) {
 		s->bounce = false;
 		s->map = NULL;
@@ -158,6 +168,224 @@ bool uhmm__bounce_take(struct uhmm_migrate_vma *m)
 	return true;
 }
 
+/* ---- the small staging area ------------------------------------------------- */
+
+/*
+ * A system->device migration of a few pages would map its own staging,
+ * register it, and (when the staging cache lets the entry go) unregister
+ * and unmap it: five system calls, two of which split and merge VMAs.
+ * The small staging area is one mapping made on first use, whose pages
+ * are handed out as slots: a migration of n <= UHMM__SAREA_MAX_PAGES
+ * pages takes n consecutive free pages (page i of the range <-> slot i;
+ * no 2 MiB offset: such a migration never moves a whole huge page), and
+ * they stay taken while the migration and then the staging cache entry
+ * that keeps them refer to them.  When the last of them lets go, the
+ * slots are emptied (MADV_DONTNEED: an empty slot is what UFFDIO_MOVE
+ * needs as its destination) and given back, never unmapped.
+ *
+ * UFFDIO_MOVE needs its destination registered with the userfaultfd the
+ * ioctl is made on.  The area is registered whole (it stays one VMA) for
+ * WP, which faults on nothing uhmm does, with a userfaultfd of its own
+ * that asks for no events: registered with the context's, MADV_DONTNEED
+ * would send a REMOVE event and wait for the service thread to read it.
+ * Freezing into the area uses the area's userfaultfd
+ * (uhmm__staging_freeze_fd()); moving slots back into the range uses the
+ * context's, as the range is the destination then.
+ *
+ * The area is MADV_DONTFORK and MADV_NOHUGEPAGE.  A free slot must be
+ * empty: under mlockall(MCL_FUTURE) the area would be made populated and
+ * VM_LOCKED (it is not made then); mlockall(MCL_CURRENT) later faults in
+ * every page of it, which the first freeze into it finds (-EEXIST before
+ * anything moved: uhmm__sarea_off()), and a failed MADV_DONTNEED
+ * (VM_LOCKED) keeps the slots taken: either gives up the area until
+ * teardown, and such migrations map their staging again.  A slot
+ * populated by anything else (a driver writing where it should only
+ * read) makes that page's freeze fail: the page stays where it is, it
+ * does not migrate.  UFFDIO_MOVE also wants the
+ * source's protection and VM_LOCKED to match the destination's: only a
+ * read-write, not executable mapping takes slots, and a mlock()ed range
+ * (refused with -EINVAL) is frozen again into staging of its own
+ * (migrate.c, stage_and_freeze()).  Without UFFDIO_MOVE or WP (fallback,
+ * UHMM_DISABLE=all) the area is never made.  c->lock guards the bitmap;
+ * the pages of a taken slot belong to its holder.
+ */
+static size_t sarea_len(void)
+{
+	return (size_t)UHMM__SAREA_PAGES << uhmm__page_shift;
+}
+
+static inline bool sa_bit(const uint64_t *u, size_t i)
+{
+	return u[i / 64] & (UINT64_C(1) << (i % 64));
+}
+
+static void sa_set(uint64_t *u, size_t i, size_t n, bool on)
+{
+	for (size_t k = i; k < i + n; k++) {
+		if (on)
+			u[k / 64] |= UINT64_C(1) << (k % 64);
+		else
+			u[k / 64] &= ~(UINT64_C(1) << (k % 64));
+	}
+}
+
+/* The first run of @n free pages in [@from, @to); -1 if none. */
+static long sa_find(const uint64_t *u, size_t from, size_t to, size_t n)
+{
+	size_t i = from;
+
+	while (i + n <= to) {
+		size_t j;
+
+		if (!(i % 64) && u[i / 64] == UINT64_MAX) {
+			i += 64;
+			continue;
+		}
+		for (j = i; j < i + n && !sa_bit(u, j); j++)
+			;
+		if (j == i + n)
+			return (long)i;
+		i = j + 1;
+	}
+	return -1;
+}
+
+/* Make the area (c->lock held); if it cannot be, sa_off. */
+static void sarea_create(struct uhmm_mm *mm, struct uhmm__staging_cache *c)
+{
+	size_t len = sarea_len();
+	unsigned char v = 0;
+	char *p;
+	int fd;
+
+	c->sa_off = true;
+	if (!uhmm__has(UHMM_FEAT_MOVE) || !uhmm__has(UHMM_FEAT_UFFD_WP))
+		return;
+	p = uhmm__sys_mmap(NULL, len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	if (mincore(p, uhmm__page_size, &v) || (v & 1)) {
+		/* mlockall(MCL_FUTURE): populated and VM_LOCKED. */
+		uhmm__sys_munmap(p, len);
+		return;
+	}
+	uhmm__sys_madvise(p, len, MADV_DONTFORK);
+	uhmm__sys_madvise(p, len, MADV_NOHUGEPAGE);
+	fd = uhmm__uffd_open_move_only();
+	if (fd >= 0) {
+		struct uffdio_register r = {
+			.range = { .start = (uintptr_t)p, .len = len },
+			.mode = UFFDIO_REGISTER_MODE_WP,
+		};
+
+		if (uhmm__uffd_ioctl(fd, UFFDIO_REGISTER, &r)) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd < 0) {
+		uhmm__sys_munmap(p, len);
+		return;
+	}
+	c->sa_map = p;
+	c->sa_uffd = fd;
+	c->sa_gen = mm->generation;
+	c->sa_hint = 0;
+	memset(c->sa_used, 0, sizeof(c->sa_used));
+	c->sa_off = false;
+}
+
+bool uhmm__sarea_take(struct uhmm_migrate_vma *m, unsigned int vma_flags)
+{
+	struct uhmm__staging_cache *c = &m->mm->staging_cache;
+	struct uhmm_migrate_state *s = m->state;
+	const unsigned int ps = uhmm__page_shift;
+	size_t n = m->npages;
+	long at = -1;
+	char *p;
+
+	if (!n || n > UHMM__SAREA_MAX_PAGES ||
+	    (vma_flags & (UHMM__VMA_READ | UHMM__VMA_WRITE | UHMM__VMA_EXEC | UHMM__VMA_ANON |
+			  UHMM__VMA_SHARED)) !=
+		    (UHMM__VMA_READ | UHMM__VMA_WRITE | UHMM__VMA_ANON))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	if (!c->sa_map && !c->sa_off)
+		sarea_create(m->mm, c);
+	if (c->sa_map && !c->sa_off && c->sa_gen == m->mm->generation) {
+		at = sa_find(c->sa_used, c->sa_hint, UHMM__SAREA_PAGES, n);
+		if (at < 0)
+			at = sa_find(c->sa_used, 0, UHMM__MIN(c->sa_hint + n, (size_t)UHMM__SAREA_PAGES), n);
+		if (at >= 0) {
+			sa_set(c->sa_used, (size_t)at, n, true);
+			c->sa_hint = (size_t)at + n;
+			if (c->sa_hint >= UHMM__SAREA_PAGES)
+				c->sa_hint = 0;
+		}
+	}
+	p = at >= 0 ? c->sa_map + ((size_t)at << ps) : NULL;
+	pthread_mutex_unlock(&c->lock);
+	if (!p)
+		return false;	/* no area, or no free run: staging of its own */
+	s->sarea = true;
+	s->map = p;
+	s->map_len = n << ps;
+	s->staging = p;
+	s->registered = true;
+	return true;
+}
+
+int uhmm__staging_freeze_fd(struct uhmm_mm *mm, const struct uhmm_migrate_state *s)
+{
+	/* The area outlives every slot taken (teardown runs no migration). */
+	return s->sarea ? mm->staging_cache.sa_uffd : mm->uffd;
+}
+
+/*
+ * Empty the slots [@p, +@len) of the area made in generation @gen and
+ * give them back (the caller holds c->lock not).  Under c->lock, so that
+ * the area cannot go (and the range be someone else's) meanwhile.
+ */
+static void sarea_release(struct uhmm_mm *mm, void *p, size_t len, unsigned long gen)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+	char *q = p;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->sa_map && gen == c->sa_gen && q >= c->sa_map && q + len <= c->sa_map + sarea_len()) {
+		if (uhmm__sys_madvise(p, len, MADV_DONTNEED) == 0)
+			sa_set(c->sa_used, (size_t)(q - c->sa_map) >> uhmm__page_shift,
+			       len >> uhmm__page_shift, false);
+		else
+			c->sa_off = true;	/* VM_LOCKED (mlockall): keep them, take no more */
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void uhmm__sarea_off(struct uhmm_mm *mm)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+
+	pthread_mutex_lock(&c->lock);
+	c->sa_off = true;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void uhmm__sarea_destroy(struct uhmm_mm *mm)
+{
+	struct uhmm__staging_cache *c = &mm->staging_cache;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->sa_map) {
+		uhmm__sys_munmap(c->sa_map, sarea_len());
+		close(c->sa_uffd);
+	}
+	c->sa_map = NULL;
+	c->sa_off = false;
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* ---- the staging cache: system pages recycled for device->system ---------- */
 
 /*
@@ -198,6 +426,7 @@ struct uhmm__stage_entry {
 	unsigned long gen;		/* context generation it was made in */
 	int users;			/* migrations using it now */
 	bool registered;		/* [map, +map_len) registered WP */
+	bool sarea;			/* slots of the small staging area */
 	bool dead;			/* dropped while in use: the last user frees */
 };
 
@@ -222,6 +451,12 @@ static void cache_atfork_child(void)
 	c->ndead = 0;
 	c->pid = getpid();
 	c->checked_gen = 0;
+	/* The area is not here either; its userfaultfd is the parent's. */
+	if (c->sa_map)
+		close(c->sa_uffd);
+	c->sa_map = NULL;
+	c->sa_off = false;
+	memset(c->sa_used, 0, sizeof(c->sa_used));
 }
 
 /*
@@ -249,6 +484,11 @@ __attribute__((constructor)) static void cache_init(void)
 /* Unmap an entry taken off the list (c->lock not held). */
 static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 {
+	if (e->sarea) {
+		sarea_release(mm, e->map, e->map_len, e->gen);
+		uhmm__free(e);
+		return;
+	}
 	if (e->registered && e->gen == mm->generation && mm->uffd >= 0) {
 		struct uffdio_range r = { .start = (uintptr_t)e->map, .len = e->map_len };
 
@@ -439,8 +679,8 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 			pool = pg ? pg->pgmap : NULL;
 		}
 	}
-	if (!pages)
-		return;
+	if (!pages || (s->sarea && pages > c->cap))
+		return;		/* (area slots are never trimmed: entry_trim() unregisters) */
 	e = uhmm__calloc(1, sizeof(*e));
 	if (!e)
 		return;		/* staging is unmapped as without a cache */
@@ -448,12 +688,13 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 		.start = m->start, .end = m->end, .filled = m->end,
 		.staging = (uintptr_t)s->staging,
 		.map = s->map, .map_len = s->map_len, .pages = pages, .pool = pool,
-		.gen = m->mm->generation, .registered = true,
+		.gen = m->mm->generation, .registered = true, .sarea = s->sarea,
 	};
 	if (pages > c->cap)
 		entry_trim(m, e, c->cap);
 	pages = e->pages;
-	s->map = NULL;		/* the entry owns the mapping now */
+	s->map = NULL;		/* the entry owns the mapping (or the slots) now */
+	s->sarea = false;
 	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
 	take_dead(c, &victims);

@@ -10,6 +10,13 @@
 struct uhmm__stage_entry;
 
 /*
+ * The small staging area: pages in it and the largest system->device
+ * migration (in pages) that takes its staging there.
+ */
+#define UHMM__SAREA_PAGES 8192
+#define UHMM__SAREA_MAX_PAGES 32
+
+/*
  * The staging cache's state, owned by the context (mm->staging_cache):
  * lock guards the rest.  Cleared in a fork child (the mappings are
  * MADV_DONTFORK); pid tells entries of a child made without
@@ -30,6 +37,17 @@ struct uhmm__staging_cache {
 	 * finds it without walking the list.
 	 */
 	struct uhmm__stage_entry *idx[256];
+	/*
+	 * The small staging area (staging.c, "the small staging area"): made
+	 * on first use, registered (WP) with its own userfaultfd sa_uffd;
+	 * sa_used has a bit per page handed out.  All under lock.
+	 */
+	char *sa_map;			/* NULL: not made */
+	int sa_uffd;			/* valid while sa_map */
+	unsigned long sa_gen;		/* the context generation it was made in */
+	bool sa_off;			/* cannot be made, or spoiled: not used until teardown */
+	size_t sa_hint;			/* where the next search starts (a page index) */
+	uint64_t sa_used[UHMM__SAREA_PAGES / 64];
 };
 
 /*
@@ -48,6 +66,19 @@ UHMM__HIDDEN int uhmm__staging_create(struct uhmm_migrate_vma *m, bool reg);
 UHMM__HIDDEN int uhmm__bounce_create(struct uhmm_mm *mm);
 UHMM__HIDDEN void uhmm__bounce_destroy(struct uhmm_mm *mm);
 UHMM__HIDDEN bool uhmm__bounce_take(struct uhmm_migrate_vma *m);
+/*
+ * Staging for a system->device migration of at most UHMM__SAREA_MAX_PAGES
+ * pages in a mapping @vma_flags (vma.h) describes, from the small staging
+ * area: true if @m got it (s->sarea); false if the area cannot serve it
+ * (then uhmm__staging_create()).  uhmm__staging_freeze_fd() is the
+ * userfaultfd to move pages into @m's staging with.
+ */
+UHMM__HIDDEN bool uhmm__sarea_take(struct uhmm_migrate_vma *m, unsigned int vma_flags);
+UHMM__HIDDEN int uhmm__staging_freeze_fd(struct uhmm_mm *mm, const struct uhmm_migrate_state *s);
+/* Take no more slots from the area until teardown (they are not empty). */
+UHMM__HIDDEN void uhmm__sarea_off(struct uhmm_mm *mm);
+/* Unmap the small staging area (context teardown, after the cache's drop). */
+UHMM__HIDDEN void uhmm__sarea_destroy(struct uhmm_mm *mm);
 /*
  * Unregister and unmap a staging mapping uhmm__staging_create() made (or
  * give the bounce area back).

@@ -62,6 +62,12 @@ static size_t moved_anyway(uintptr_t dst, uintptr_t src, size_t len, bool holes)
 size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len,
 		      bool holes, int *err)
 {
+	return uhmm__uffd_move_fd(mm, mm->uffd, dst, src, len, holes, err);
+}
+
+size_t uhmm__uffd_move_fd(struct uhmm_mm *mm, int fd, uintptr_t dst, uintptr_t src,
+			  size_t len, bool holes, int *err)
+{
 	size_t done = 0;
 
 	*err = 0;
@@ -73,7 +79,7 @@ size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t 
 				(holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0),
 		};
 
-		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_MOVE, &mv) == 0) {
+		if (uhmm__uffd_ioctl(fd, UFFDIO_MOVE, &mv) == 0) {
 			done = len;
 			break;
 		}

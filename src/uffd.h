@@ -16,6 +16,9 @@ UHMM__HIDDEN void uhmm__eagain_backoff(struct uhmm_mm *mm);
  */
 UHMM__HIDDEN size_t uhmm__uffd_move(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				      size_t len, bool holes, int *err);
+/* The same on userfaultfd @fd (@dst registered with it: staging.c's small area). */
+UHMM__HIDDEN size_t uhmm__uffd_move_fd(struct uhmm_mm *mm, int fd, uintptr_t dst,
+					 uintptr_t src, size_t len, bool holes, int *err);
 /* UFFDIO_COPY [@src, +@len) to @dst (waking nobody); 0 or -errno. */
 UHMM__HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				   size_t len);
