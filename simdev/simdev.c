@@ -559,7 +559,14 @@ static bool simdev_invalidate(struct uhmm_interval_notifier *mni,
 
 	pthread_mutex_lock(&d->lock);
 	uhmm_interval_set_seq(mni, cur_seq);
-	inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
+	/*
+	 * Counted for the migrations to the device in flight (they map their
+	 * pages only if no invalidation came since they began), except this
+	 * device's own migrations: those never take pages another one of
+	 * them holds, and each migration's own would stop it from mapping.
+	 */
+	if (r->event != UHMM_NOTIFY_MIGRATE || r->owner != &d->owner)
+		inval_blocks(d, r->start, r->end ? r->end : UINTPTR_MAX, 1);
 	spt_clear_rec(d->spt_root, LEVELS - 1, 0, r->start >> d->shift,
 		      r->end ? r->end >> d->shift : (UINT64_MAX >> d->shift) + 1);
 	flush_and_unlock(d);
@@ -893,10 +900,25 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	if (!c0 || !c1)
 		return -ENOMEM;
 	/*
-	 * A notifier inserted while an invalidation runs is only put in
-	 * place when that ends, and invalidations until then do not reach
-	 * it: read_begin() waits for that, so that every change of these
-	 * addresses from now on clears what is mapped below.
+	 * Any invalidation of these addresses from here on is counted in
+	 * their blocks (this device's own migrations are not), and the new
+	 * pages are mapped below only if none came: read before setup, as a
+	 * kernel driver reads mmu_interval_read_begin() before
+	 * migrate_vma_setup().  A discard or unmap whose invalidation ran
+	 * after this but before setup claimed the pages can zap them after
+	 * setup froze them (its event marks them gone, and finalize drops
+	 * them): counted only from after setup, the device mapped such a
+	 * page anyway, and kept reading and writing a freed device page
+	 * (round 3 hunt, tests/hunt/FINDINGS.md).
+	 */
+	pthread_mutex_lock(&d->lock);
+	gen = inval_blocks(d, s, e, 0);
+	pthread_mutex_unlock(&d->lock);
+	/*
+	 * An invalidation in progress (counted before, or the change of a
+	 * notifier inserted while it ran, which it never reached) is waited
+	 * out: read_begin() returns once it has ended, so that every change
+	 * of these addresses from now on is counted or came before setup.
 	 */
 	uhmm_interval_read_begin(&c0->mni);
 	if (c1 != c0)
@@ -904,13 +926,6 @@ static long migrate_piece_to_dev(struct uhmm_simdev *d, uintptr_t s, uintptr_t e
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret)
 		return ret;
-	/*
-	 * Any invalidation of these addresses from here on is counted in
-	 * their blocks (the migration's own is over).
-	 */
-	pthread_mutex_lock(&d->lock);
-	gen = inval_blocks(d, s, e, 0);
-	pthread_mutex_unlock(&d->lock);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *p;
 		const void *from;

@@ -189,11 +189,52 @@ static void wrap_end(struct wrap *w, bool changed_mappings)
 	}
 }
 
+/*
+ * A wrapper that unmaps, replaces, moves or discards managed memory waits
+ * for every migration in flight and holds new ones off until its system
+ * call and events are done: the kernel's munmap, mmap(MAP_FIXED) and
+ * mremap take mmap_lock for writing, which a driver holds for reading from
+ * migrate_vma_setup() to migrate_vma_finalize(), and its MADV_DONTNEED
+ * zaps the migration entries a migration's finalize would restore.  Here a
+ * migration's claim is not ordered against a wrapper's look at the special
+ * entries: a page claimed just after the look and frozen after the system
+ * call was a page of the new mapping (MAP_FIXED, mremap), whose data the
+ * migration then dropped as gone, or the old data put back after a discard
+ * (round 3 hunt, tests/hunt/FINDINGS.md; tests/test_unmap_migrate.c).
+ * Taken after as_lock (wrap_begin): a range fault's fallback holds
+ * as_lock for reading while it touches pages, and a touched page may wait
+ * for a migration.  Not by a thread inside a migration (a callback's
+ * munmap: it would wait for itself) nor on a service thread (its faults'
+ * migrations only try the lock).  A handler's fault would wait for the
+ * lock forever: signals stay blocked until it is released.
+ */
+static bool migrations_hold_off(struct uhmm_mm *mm)
+{
+	if (!mm || uhmm__migrate_lock_held() || uhmm__on_service_thread())
+		return false;
+	uhmm__sig_enter();
+	pthread_rwlock_wrlock(&mm->migrate_lock);
+	return true;
+}
+
+/* After wrap_end(): its events (which drop the entries) are done first. */
+static void migrations_resume(bool held)
+{
+	if (held) {
+		int err = errno;
+
+		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
+		uhmm__sig_leave();
+		errno = err;
+	}
+}
+
 /* ---- the wrappers ---------------------------------------------------------- */
 
 __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 {
 	struct wrap w = { .mm = NULL };
+	bool excl = false;
 	unsigned int tok;
 	uintptr_t s, e;
 	int ret;
@@ -209,6 +250,7 @@ __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 	if (!w.mm)
 		return uhmm__sys_munmap(addr, len);
 	wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+	excl = migrations_hold_off(w.mm);
 	/* Forgotten before the call: a registration made after it stays. */
 	uhmm__managed_unmapped(s, e);
 	ret = uhmm__sys_munmap(addr, len);
@@ -217,6 +259,7 @@ __attribute__((visibility("default"))) int munmap(void *addr, size_t len)
 	else
 		uhmm__managed_registered(s, e);	/* maybe still there */
 	wrap_end(&w, true);
+	migrations_resume(excl);
 	return ret;
 }
 
@@ -233,12 +276,6 @@ static bool advice_discards(int advice)
 	default:
 		return false;
 	}
-}
-
-static int any_entry(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_t e)
-{
-	(void)arg; (void)a; (void)slot;
-	return e != 0;
 }
 
 __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int advice)
@@ -277,30 +314,13 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	if (span(addr, len, &s, &e))
 		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
 				 advice == MADV_FREE ? UHMM__SELFOP_KEEP_DEVICE : 0);
-	/*
-	 * Taken after as_lock (wrap_begin): a range fault's fallback holds
-	 * as_lock for reading while it touches pages, and a touched page may
-	 * wait for a migration that waits for migrate_lock.
-	 */
-	if (span(addr, len, &s, &e) && advice != MADV_FREE && !uhmm__migrate_lock_held() &&
-	    !uhmm__on_service_thread() && uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL)) {
-		/* A handler's fault would wait for the lock forever. */
-		uhmm__sig_enter();
-		pthread_rwlock_wrlock(&w.mm->migrate_lock);
-		excl = true;
-	}
+	/* MADV_FREE keeps every page's data (migrations_hold_off()). */
+	if (advice != MADV_FREE)
+		excl = migrations_hold_off(w.mm);
 	ret = uhmm__sys_madvise(addr, len, advice);
-	if (excl) {
-		int err = errno;
-
-		/* Entries dropped (wrap_end waits for the REMOVE event) first. */
-		wrap_end(&w, true);
-		pthread_rwlock_unlock(&uhmm__the_mm.migrate_lock);
-		uhmm__sig_leave();
-		errno = err;
-		return ret;
-	}
+	/* Entries dropped (wrap_end waits for the REMOVE event) first. */
 	wrap_end(&w, true);
+	migrations_resume(excl);
 	return ret;
 }
 
@@ -448,8 +468,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 		 * collected before the move would put its page back at the
 		 * old address (which MREMAP_DONTUNMAP keeps mapped).
 		 */
-		bool mig = !uhmm__migrate_lock_held() && !uhmm__on_service_thread() &&
-			   uhmm__ptable_walk(&w.mm->ptable, s, e, any_entry, NULL);
+		bool mig = !uhmm__migrate_lock_held() && !uhmm__on_service_thread();
 
 		if (mig)
 			uhmm__sig_enter();	/* left after migrate_lock (as madvise) */
@@ -517,6 +536,7 @@ __attribute__((visibility("default"))) void *mremap(void *old, size_t old_size,
 static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	struct wrap w = { .mm = NULL };
+	bool excl = false;
 	unsigned int tok;
 	uintptr_t s, e;
 	void *ret;
@@ -530,12 +550,14 @@ static void *do_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 		w.mm = uhmm__mm_tryget();
 		if (w.mm) {
 			wrap_begin(&w, s, e, UHMM_NOTIFY_UNMAP);
+			excl = migrations_hold_off(w.mm);
 			uhmm__managed_unmapped(s, e);	/* as munmap() */
 		}
 		ret = uhmm__sys_mmap(addr, len, prot, flags, fd, off);
 		if (w.mm && ret == MAP_FAILED)
 			uhmm__managed_registered(s, e);
 		wrap_end(&w, true);
+		migrations_resume(excl);
 		return ret;
 	}
 	return uhmm__sys_mmap(addr, len, prot, flags, fd, off);

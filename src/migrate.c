@@ -575,6 +575,15 @@ static int freeze_mremap(struct uhmm_migrate_vma *m)
 			uhmm__uffd_ioctl(m->mm->uffd, UFFDIO_UNREGISTER, &rr);
 			pthread_mutex_unlock(&m->mm->reg_lock);
 		}
+		/*
+		 * The moved piece keeps the range's protection of this moment,
+		 * which an mprotect() racing the migration may have made
+		 * PROT_NONE since setup looked: the driver copies from staging
+		 * (and the restore copies out of it), as the kernel copies
+		 * through its own mapping whatever the range's protection.
+		 * A no-op (no page-table walk) when it is already so.
+		 */
+		uhmm__sys_mprotect((void *)st, (j - i) << ps, PROT_READ | PROT_WRITE);
 		s->by_mremap = true;
 		i = j;
 	}
