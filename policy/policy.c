@@ -1571,7 +1571,15 @@ static void *prefetch_thread(void *arg)
 			q->complete = true;
 			pthread_cond_broadcast(&pol->pf_done);
 		} else {
+			/*
+			 * Freed without the lock: the munmap may wait for the
+			 * migrations in flight (docs/CONCURRENCY.md rule 9),
+			 * and a migration's invalidation callback takes
+			 * pol->lock.
+			 */
+			pthread_mutex_unlock(&pol->lock);
 			pol_free(q, sizeof(*q));
+			pthread_mutex_lock(&pol->lock);
 		}
 	}
 	pthread_mutex_unlock(&pol->lock);
