@@ -714,6 +714,20 @@ struct uhmm__msgq {
  * them, so none of that happens later, at a time the application may be
  * punching holes into its own memory that such a mapping could land in.
  */
+/*
+ * The start of every service thread: every signal blocked (a handler must
+ * never run on a thread others wait for), marked as a service thread, named.
+ */
+static void service_thread_begin(const char *name)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	uhmm__set_service_thread();
+	pthread_setname_np(pthread_self(), name);
+}
+
 static void service_thread_ready(struct uhmm__msgq *q)
 {
 	pthread_mutex_lock(&q->lock);
@@ -879,12 +893,8 @@ static void *nomem_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
 	struct uhmm__msgq *q = mm->msgq;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__set_service_thread();
-	pthread_setname_np(pthread_self(), "uhmm-memwait");
+	service_thread_begin("uhmm-memwait");
 	service_thread_ready(q);
 	for (;;) {
 		struct uffdio_range r = { .len = uhmm__page_size };
@@ -926,12 +936,8 @@ static void *rescue_main(void *arg)
 {
 	struct uhmm_mm *mm = arg;
 	struct uhmm__msgq *q = mm->msgq;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__set_service_thread();
-	pthread_setname_np(pthread_self(), "uhmm-rescue");
+	service_thread_begin("uhmm-rescue");
 	service_thread_ready(q);
 	for (;;) {
 		struct uffd_msg m;
@@ -1156,12 +1162,8 @@ static void *reader_main(void *arg)
 	struct uffd_msg buf[MSG_BATCH];
 	struct uffd_msg held = { 0 };	/* a fault of the worker to fill later */
 	bool holding = false;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__set_service_thread();
-	pthread_setname_np(pthread_self(), "uhmm-reader");
+	service_thread_begin("uhmm-reader");
 	service_thread_ready(q);
 	for (;;) {
 		struct epoll_event ev[3];
@@ -1351,13 +1353,9 @@ static void *worker_main(void *arg)
 	struct uffd_msg batch[MSG_BATCH];
 	unsigned long batch_seq[MSG_BATCH];
 	bool uffd_ready = false, kicked = false;
-	sigset_t all;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	uhmm__set_service_thread();
+	service_thread_begin("uhmm-worker");
 	on_worker = true;
-	pthread_setname_np(pthread_self(), "uhmm-worker");
 	pthread_mutex_lock(&q->lock);
 	q->worker_tid = (pid_t)syscall(SYS_gettid);
 	pthread_mutex_unlock(&q->lock);
