@@ -440,6 +440,15 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 	for (;;) {
 		switch (e & UHMM__PTE_TYPE_MASK) {
 		case UHMM__PTE_MIGRATING:
+			/*
+			 * MADV_FREE: the kernel's skips migration entries, and
+			 * a page claimed but not frozen yet is still in place,
+			 * where the caller may write it right after the call;
+			 * the migration takes it along.  A GONE mark dropped
+			 * that write at finalize (round 4 hunt).
+			 */
+			if (c->keep_device)
+				return 0;
 			/* The migration drops it when it finishes. */
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM__PTE_GONE))
 				return 0;
