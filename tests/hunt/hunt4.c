@@ -624,6 +624,48 @@ static void sc_sigalrm(int round)
 	fprintf(stderr, "round %d: %lu handler runs: ok\n", round, (unsigned long)atomic_load(&sa_runs));
 }
 
+/* ================= 7: freecover: MADV_DONTNEED of a part while another thread's MADV_FREE =====
+ * covers the whole.  The owner writes a run, migrates it to the device, discards it
+ * with MADV_DONTNEED: it must read zero afterwards (the kernel zaps device-private
+ * entries), whatever MADV_FREE another thread runs over the whole buffer meanwhile
+ * (which may only ever turn data into zero, never bring old data back). */
+static char *fc_buf; static size_t fc_np = 64; static atomic_int fc_stop;
+static void *fc_free(void *a)
+{
+	(void)a;
+	while (!atomic_load(&fc_stop))
+		if (madvise(fc_buf, fc_np * PG, MADV_FREE)) FAIL("MADV_FREE %d", errno);
+	return NULL;
+}
+static void sc_freecover(int round)
+{
+	struct uhmm_simdev *d = mkdev(1024, 1, 0);
+	fc_buf = amap(fc_np);
+	pthread_t th;
+	pthread_create(&th, NULL, fc_free, NULL);
+	int iters = envi("HUNT4_ITERS", 4000), moved = 0;
+	for (int it = 0; it < iters; it++) {
+		size_t i = rnd() % fc_np, n = 1 + rnd() % (fc_np - i < 8 ? fc_np - i : 8);
+		char *a = fc_buf + i * PG;
+		fill(a, n, (unsigned)it + 2, i);
+		struct uhmm_simdev_stats st = {0};
+		if (uhmm_simdev_migrate_to_dev(d, a, n, &st) == 0) moved += (int)st.cpages;
+		static char rb[8 * PG];
+		if (round & 1) uhmm_simdev_read(d, a, n, rb, NULL);
+		if (madvise(a, n * PG, MADV_DONTNEED)) FAIL("MADV_DONTNEED %d", errno);
+		for (size_t k = 0; k < n; k++) {
+			int stt = page_is(a + k * PG, (unsigned)it + 2, i + k);
+			if (stt != 0)
+				FAIL("it %d: page %zu of [%zu, +%zu) after MADV_DONTNEED returned: %s", it, i + k, i, n,
+				     stt == 1 ? "the discarded data" : "other data");
+		}
+	}
+	atomic_store(&fc_stop, 1);
+	pthread_join(th, NULL);
+	uhmm_simdev_destroy(d);
+	fprintf(stderr, "round %d: ok (%d pages migrated)\n", round, moved);
+}
+
 #include <execinfo.h>
 static void segv(int sig, siginfo_t *si, void *uc)
 {
@@ -640,6 +682,7 @@ static void segv(int sig, siginfo_t *si, void *uc)
 static struct { const char *n; void (*f)(int); } scs[] = {
 	{"freewrite", sc_freewrite}, {"heap", sc_heap}, {"spawn", sc_spawn},
 	{"forkmig", sc_forkmig}, {"threxit", sc_threxit}, {"sigalrm", sc_sigalrm},
+	{"freecover", sc_freecover},
 };
 
 int main(int argc, char **argv)
