@@ -510,7 +510,13 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_DISCARD,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) != 0);
+		/*
+		 * Kept only for a MADV_FREE: a discard of the range in flight
+		 * (maybe the very call that sent this event, under another
+		 * thread's MADV_FREE of a covering range) drops them.
+		 */
+		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) &&
+				     !(self & UHMM__SELFOP_DROP_DEVICE));
 		break;
 	case UFFD_EVENT_REMAP:
 		s = msg->arg.remap.from;
