@@ -106,8 +106,8 @@ struct uhmm_mm {
 	 * as one can be recognised.
 	 */
 	pthread_mutex_t reg_lock;
-	uintptr_t *split;
-	size_t nsplit, split_cap;
+	uintptr_t *split;		/* a hash set (uffd.c) */
+	size_t nsplit, split_used, split_cap;
 
 	/* Special entries. */
 	struct uhmm__ptable ptable;

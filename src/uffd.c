@@ -14,6 +14,7 @@
 #include "inject_priv.h"
 #include "log.h"
 #include "managed.h"
+#include "ownmem.h"
 #include "pagemap.h"
 #include "uffd.h"
 #include "vma.h"
@@ -145,22 +146,76 @@ void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
 }
 
+/*
+ * The boundaries uhmm's registrations cut mappings at: a set of page
+ * addresses, open addressing with linear probing (reg_lock held).  A
+ * process that migrates many small separate ranges has thousands of them,
+ * and every registration, unmap and mapping check looks one up: a list
+ * walked on each made small migrations quadratic (issue 16, session 9).
+ * Empty slots hold 0, removed ones SPLIT_GONE (no boundary is either: both
+ * lie in page 0); the table grows when live plus removed reach half of it.
+ */
+#define SPLIT_GONE ((uintptr_t)1)
+
+static size_t split_hash(uintptr_t a, size_t cap)
+{
+	return (size_t)(((uint64_t)(a >> uhmm__page_shift) * UINT64_C(0x9E3779B97F4A7C15)) >> 32) &
+	       (cap - 1);
+}
+
+/* The slot holding @a, or NULL. */
+static uintptr_t *split_find(struct uhmm_mm *mm, uintptr_t a)
+{
+	if (!mm->split_cap)
+		return NULL;
+	for (size_t i = split_hash(a, mm->split_cap);; i = (i + 1) & (mm->split_cap - 1)) {
+		if (mm->split[i] == a)
+			return &mm->split[i];
+		if (!mm->split[i])
+			return NULL;
+	}
+}
+
+static void split_put(uintptr_t *tab, size_t cap, uintptr_t a)
+{
+	size_t i = split_hash(a, cap);
+
+	while (tab[i] && tab[i] != SPLIT_GONE)
+		i = (i + 1) & (cap - 1);
+	tab[i] = a;
+}
+
 /* Remember a boundary a registration may cut a mapping at (reg_lock held). */
 static void note_split(struct uhmm_mm *mm, uintptr_t a)
 {
-	for (size_t i = 0; i < mm->nsplit; i++)
-		if (mm->split[i] == a)
-			return;
-	if (mm->nsplit == mm->split_cap) {
-		size_t cap = mm->split_cap ? mm->split_cap * 2 : 64;
-		uintptr_t *n = uhmm__realloc(mm->split, cap * sizeof(*n));
+	if (a <= SPLIT_GONE || split_find(mm, a))
+		return;
+	if ((mm->split_used + 1) * 2 > mm->split_cap) {
+		size_t cap = mm->split_cap ? mm->split_cap : 64;
+		uintptr_t *n;
 
+		while ((mm->nsplit + 1) * 2 > cap / 2)
+			cap *= 2;	/* live entries at most a quarter after a rebuild */
+		n = uhmm__calloc(cap, sizeof(*n));
 		if (!n)
 			return;
+		for (size_t i = 0; i < mm->split_cap; i++)
+			if (mm->split[i] > SPLIT_GONE)
+				split_put(n, cap, mm->split[i]);
+		uhmm__free(mm->split);
 		mm->split = n;
 		mm->split_cap = cap;
+		mm->split_used = mm->nsplit;
 	}
-	mm->split[mm->nsplit++] = a;
+	split_put(mm->split, mm->split_cap, a);
+	mm->nsplit++;
+	mm->split_used++;
+}
+
+static void split_drop(struct uhmm_mm *mm, uintptr_t *slot)
+{
+	*slot = SPLIT_GONE;
+	mm->nsplit--;
 }
 
 int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
@@ -187,23 +242,32 @@ int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 
 void uhmm__forget_splits(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 {
+	const uintptr_t ps = uhmm__page_size;
+
 	pthread_mutex_lock(&mm->reg_lock);
-	for (size_t i = 0; i < mm->nsplit;) {
-		if (mm->split[i] >= start && mm->split[i] <= end)
-			mm->split[i] = mm->split[--mm->nsplit];
-		else
-			i++;
+	if (mm->nsplit && (end - start) / ps < mm->split_cap) {
+		/* Fewer pages in the range than slots: look each one up. */
+		for (uintptr_t a = (start + ps - 1) & ~(ps - 1); a <= end && a >= start; a += ps) {
+			uintptr_t *slot = split_find(mm, a);
+
+			if (slot)
+				split_drop(mm, slot);
+		}
+	} else {
+		for (size_t i = 0; i < mm->split_cap && mm->nsplit; i++)
+			if (mm->split[i] > SPLIT_GONE && mm->split[i] >= start &&
+			    mm->split[i] <= end)
+				split_drop(mm, &mm->split[i]);
 	}
 	pthread_mutex_unlock(&mm->reg_lock);
 }
 
 bool uhmm__is_our_split(struct uhmm_mm *mm, uintptr_t addr)
 {
-	bool ret = false;
+	bool ret;
 
 	pthread_mutex_lock(&mm->reg_lock);
-	for (size_t i = 0; i < mm->nsplit && !ret; i++)
-		ret = mm->split[i] == addr;
+	ret = addr > SPLIT_GONE && split_find(mm, addr) != NULL;
 	pthread_mutex_unlock(&mm->reg_lock);
 	return ret;
 }
