@@ -666,6 +666,68 @@ static void sc_freecover(int round)
 	fprintf(stderr, "round %d: ok (%d pages migrated)\n", round, moved);
 }
 
+/* ================= 8: mlockall: how long mlockall / munlockall take beside uhmm ==============
+ * (round 3's full torture mix was reported hung in munlockall at a round's end.)
+ * A thread migrates a buffer to the device, takes exclusive access and brings it
+ * back; the main thread times mlockall(MCL_CURRENT | MCL_FUTURE) and munlockall(),
+ * and checks the buffer after each.  Prints the slowest calls and the locked size. */
+static char *ml_buf; static size_t ml_np = 512; static atomic_int ml_stop; static struct uhmm_simdev *ml_dev;
+static void *ml_mig(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x7171;
+	while (!atomic_load(&ml_stop)) {
+		size_t i = rnd_r(&s) % ml_np, n = 1 + rnd_r(&s) % (ml_np - i < 32 ? ml_np - i : 32);
+		switch (rnd_r(&s) % 3) {
+		case 0: uhmm_simdev_migrate_to_dev(ml_dev, ml_buf + i * PG, n, NULL); break;
+		case 1: uhmm_simdev_exclusive(ml_dev, ml_buf + i * PG, n, NULL); break;
+		default: uhmm_simdev_migrate_to_sys(ml_dev, ml_buf + i * PG, n, NULL); break;
+		}
+	}
+	return NULL;
+}
+static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + t.tv_nsec / 1e9; }
+static long vm_kb(const char *key)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256]; long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, key, strlen(key))) v = atol(line + strlen(key));
+	if (f) fclose(f);
+	return v;
+}
+static void sc_mlockall(int round)
+{
+	ml_dev = mkdev(1024, 1, 0);
+	ml_buf = amap(ml_np);
+	fill(ml_buf, ml_np, 8, 0);
+	pthread_t th;
+	pthread_create(&th, NULL, ml_mig, NULL);
+	double worst_l = 0, worst_u = 0;
+	long locked = 0;
+	for (int k = 0; k < 6; k++) {
+		double t0 = now_s();
+		if (mlockall(MCL_CURRENT | MCL_FUTURE) && errno != EAGAIN && errno != ENOMEM) FAIL("mlockall %d", errno);
+		double t1 = now_s();
+		long l = vm_kb("VmLck:");
+		if (l > locked) locked = l;
+		for (size_t i = 0; i < ml_np; i++)
+			if (page_is(ml_buf + i * PG, 8, i) != 1) FAIL("after mlockall: page %zu is %s", i, what(page_is(ml_buf + i * PG, 8, i)));
+		double t2 = now_s();
+		if (munlockall()) FAIL("munlockall %d", errno);
+		double t3 = now_s();
+		if (t1 - t0 > worst_l) worst_l = t1 - t0;
+		if (t3 - t2 > worst_u) worst_u = t3 - t2;
+		for (size_t i = 0; i < ml_np; i++)
+			if (page_is(ml_buf + i * PG, 8, i) != 1) FAIL("after munlockall: page %zu is %s", i, what(page_is(ml_buf + i * PG, 8, i)));
+	}
+	atomic_store(&ml_stop, 1);
+	pthread_join(th, NULL);
+	uhmm_simdev_destroy(ml_dev);
+	fprintf(stderr, "round %d: slowest mlockall %.2f s, munlockall %.2f s, up to %ld MiB locked (VmRSS now %ld MiB)\n",
+		round, worst_l, worst_u, locked >> 10, vm_kb("VmRSS:") >> 10);
+}
+
 #include <execinfo.h>
 static void segv(int sig, siginfo_t *si, void *uc)
 {
@@ -682,7 +744,7 @@ static void segv(int sig, siginfo_t *si, void *uc)
 static struct { const char *n; void (*f)(int); } scs[] = {
 	{"freewrite", sc_freewrite}, {"heap", sc_heap}, {"spawn", sc_spawn},
 	{"forkmig", sc_forkmig}, {"threxit", sc_threxit}, {"sigalrm", sc_sigalrm},
-	{"freecover", sc_freecover},
+	{"freecover", sc_freecover}, {"mlockall", sc_mlockall},
 };
 
 int main(int argc, char **argv)
