@@ -156,7 +156,7 @@ static int one_round(void *arg)
 		put_page(o.buf + i * page_size, i, 1);
 	}
 	CHECK_EQ(pthread_create(&th, NULL, migrator, &o), 0);
-	for (uint32_t it = 0; it < (op == OP_FREE ? 3 * ITERS : ITERS); it++) {
+	for (uint32_t it = 0; it < (op == OP_FREE ? 2 * ITERS : ITERS); it++) {
 		size_t i = next(&o.seed) % NPG;
 		size_t maxrun = op == OP_FREE ? MAXRUN / 2 : MAXRUN;
 		size_t n = 1 + next(&o.seed) % (NPG - i < maxrun ? NPG - i : maxrun);
