@@ -22,6 +22,13 @@ enum uhmm__mm_state { UHMM__MM_DEAD = 0, UHMM__MM_LIVE, UHMM__MM_TEARDOWN };
 #define UHMM__SELFOP_INTERNAL	(1u << 1)	/* uhmm's own change: ignore */
 #define UHMM__SELFOP_KEEP_DEVICE	(1u << 2)	/* MADV_FREE: device pages stay */
 /*
+ * A discard that drops device pages (MADV_DONTNEED, MADV_REMOVE...).  An
+ * event is judged by every change in flight whose range covers it, and
+ * its own call may be the discard while another thread's MADV_FREE covers
+ * it: a discard's mark wins, so its device pages go (round 4 hunt).
+ */
+#define UHMM__SELFOP_DROP_DEVICE	(1u << 4)
+/*
  * Allocated (uhmm__malloc), never ended by its maker: the worker frees it
  * at the first event it handles once every batch up to @done_seq (the
  * event read sequence after the change returned; 0 while it runs) is

@@ -310,10 +310,16 @@ __attribute__((visibility("default"))) int madvise(void *addr, size_t len, int a
 	 * late migration finds nothing; here no migration may be in flight
 	 * over a range with special entries while it is discarded.
 	 */
-	/* The kernel's MADV_FREE leaves device-private pages alone. */
+	/*
+	 * The kernel's MADV_FREE leaves device-private pages alone.  Every
+	 * other discard says it drops them, even with no notifier to run:
+	 * a MADV_FREE of another thread whose range covers this one must
+	 * not make its event keep them (UHMM__SELFOP_DROP_DEVICE).
+	 */
 	if (span(addr, len, &s, &e))
 		wrap_begin_flags(&w, s, e, UHMM_NOTIFY_DISCARD,
-				 advice == MADV_FREE ? UHMM__SELFOP_KEEP_DEVICE : 0);
+				 advice == MADV_FREE ? UHMM__SELFOP_KEEP_DEVICE :
+						       UHMM__SELFOP_DROP_DEVICE);
 	/* MADV_FREE keeps every page's data (migrations_hold_off()). */
 	if (advice != MADV_FREE)
 		excl = migrations_hold_off(w.mm);

@@ -440,6 +440,15 @@ static int drop_entry(void *arg, uintptr_t addr, _Atomic uint64_t *slot, uint64_
 	for (;;) {
 		switch (e & UHMM__PTE_TYPE_MASK) {
 		case UHMM__PTE_MIGRATING:
+			/*
+			 * MADV_FREE: the kernel's skips migration entries, and
+			 * a page claimed but not frozen yet is still in place,
+			 * where the caller may write it right after the call;
+			 * the migration takes it along.  A GONE mark dropped
+			 * that write at finalize (round 4 hunt).
+			 */
+			if (c->keep_device)
+				return 0;
 			/* The migration drops it when it finishes. */
 			if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, e | UHMM__PTE_GONE))
 				return 0;
@@ -501,7 +510,13 @@ static void handle_event(struct uhmm_mm *mm, const struct uffd_msg *msg)
 		if (!(self & UHMM__SELFOP_NOTIFIED))
 			uhmm__invalidate(mm, s, e, UHMM_NOTIFY_DISCARD,
 					 UHMM_NOTIFY_FLAG_AFTER, NULL);
-		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) != 0);
+		/*
+		 * Kept only for a MADV_FREE: a discard of the range in flight
+		 * (maybe the very call that sent this event, under another
+		 * thread's MADV_FREE of a covering range) drops them.
+		 */
+		drop_range(mm, s, e, (self & UHMM__SELFOP_KEEP_DEVICE) &&
+				     !(self & UHMM__SELFOP_DROP_DEVICE));
 		break;
 	case UFFD_EVENT_REMAP:
 		s = msg->arg.remap.from;

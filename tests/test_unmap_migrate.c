@@ -13,6 +13,10 @@
  *	map_fixed	mmap(MAP_FIXED) of new anonymous memory over it: zeroes
  *	mremap		mremap out to another address and back (MREMAP_DONTUNMAP
  *			both ways, so no hole is ever left): the data, at both ends
+ *	free		madvise(MADV_FREE): the data or zeroes (the kernel may
+ *			free a clean page), and a page written afterwards keeps
+ *			what was written (the kernel skips migration entries
+ *			and device-private pages, and a written page is dirty)
  *
  * and then the new data it writes, by its own reads and by the device's
  * (uhmm_simdev_read()).  Before the fixes: a page a migration claimed just
@@ -23,6 +27,10 @@
  * was taken for the migration's own); and simdev mapped pages a discard
  * had zapped before it could map them (its count of invalidations was
  * read after setup), so its reads kept returning a freed device page.
+ * free (round 4 hunt): MADV_FREE's event marked a page a migration had
+ * claimed but not frozen yet as gone, the owner's write after the call
+ * went into the page, the freeze took it along and finalize dropped it:
+ * the CPU read zeroes where it had just written.
  *
  * Usage: test_unmap_migrate [CASE...]; UHMM_TEST_ROUNDS=N rounds per case
  * (a fresh process each), UHMM_TEST_KEEP_GOING=1 to run every round.
@@ -57,9 +65,9 @@
 #define MREMAP_DONTUNMAP 4
 #endif
 
-enum op { OP_DONTNEED, OP_MAP_FIXED, OP_MREMAP };
+enum op { OP_DONTNEED, OP_MAP_FIXED, OP_MREMAP, OP_FREE };
 
-static const char *const op_name[] = { "dontneed", "map_fixed", "mremap" };
+static const char *const op_name[] = { "dontneed", "map_fixed", "mremap", "free" };
 
 struct owner {
 	struct uhmm_simdev *dev;
@@ -67,6 +75,8 @@ struct owner {
 	atomic_int stop;
 	unsigned int seed;	/* the owner's */
 	unsigned int mseed;	/* the migrator's */
+	size_t maxmig;		/* the migrator's longest run */
+	bool both_ways;		/* it also migrates back to system memory */
 };
 
 static unsigned int next(unsigned int *s)
@@ -108,10 +118,13 @@ static void *migrator(void *arg)
 	unsigned int s = o->mseed;
 
 	while (!atomic_load(&o->stop)) {
-		size_t i = next(&s) % NPG, n = 1 + next(&s) % (NPG - i);
+		size_t i = next(&s) % NPG;
+		size_t n = 1 + next(&s) % (NPG - i < o->maxmig ? NPG - i : o->maxmig);
 
 		/* Refusals (a range across mappings the owner just made) are fine. */
 		uhmm_simdev_migrate_to_dev(o->dev, o->buf + i * page_size, n, NULL);
+		if (o->both_ways && (next(&s) & 1))
+			uhmm_simdev_migrate_to_sys(o->dev, o->buf + i * page_size, n, NULL);
 	}
 	return NULL;
 }
@@ -127,6 +140,13 @@ static int one_round(void *arg)
 
 	o.seed = (unsigned int)getpid() * 7919u;
 	o.mseed = o.seed ^ 0x5555u;
+	/*
+	 * free: small migrations both ways, many of them, and short
+	 * iterations: the window is between a migration's claim and its
+	 * freeze (or, home, its install).
+	 */
+	o.maxmig = op == OP_FREE ? MAXRUN : NPG;
+	o.both_ways = op == OP_FREE;
 	CHECK_EQ(uhmm_simdev_create(&cfg, &o.dev), 0);
 	o.buf = map_anon(NPG * page_size, PROT_READ | PROT_WRITE);
 	scratch = map_anon(MAXRUN * page_size, PROT_READ | PROT_WRITE);
@@ -136,13 +156,14 @@ static int one_round(void *arg)
 		put_page(o.buf + i * page_size, i, 1);
 	}
 	CHECK_EQ(pthread_create(&th, NULL, migrator, &o), 0);
-	for (uint32_t it = 0; it < ITERS; it++) {
+	for (uint32_t it = 0; it < (op == OP_FREE ? 2 * ITERS : ITERS); it++) {
 		size_t i = next(&o.seed) % NPG;
-		size_t n = 1 + next(&o.seed) % (NPG - i < MAXRUN ? NPG - i : MAXRUN);
+		size_t maxrun = op == OP_FREE ? MAXRUN / 2 : MAXRUN;
+		size_t n = 1 + next(&o.seed) % (NPG - i < maxrun ? NPG - i : maxrun);
 		size_t j = next(&o.seed) % NPG, m = 1 + next(&o.seed) % (NPG - j);
 		char *a = o.buf + i * page_size;
 		size_t len = n * page_size;
-		bool zero = true;
+		bool zero = true, or_old = false;
 		int r;
 
 		switch (op) {
@@ -173,15 +194,33 @@ static int one_round(void *arg)
 				     a) == a, "mremap back: %s", strerror(errno));
 			zero = false;
 			break; }
+		case OP_FREE:
+			CHECK_EQ(madvise(a, len, MADV_FREE), 0);
+			or_old = true;
+			break;
 		}
 		for (size_t k = i; k < i + n; k++) {
 			int st = page_is(o.buf + k * page_size, k, ver[k]);
 
-			CHECK(zero ? st == 0 : st == 1, "iteration %u: after %s of [%zu, +%zu) "
+			CHECK(or_old ? st >= 0 : zero ? st == 0 : st == 1, "iteration %u: after %s of [%zu, +%zu) "
 			      "returned, page %zu holds %s", it, op_name[op], i, n, k, what_is(st));
 		}
 		for (size_t k = i; k < i + n; k++)
 			put_page(o.buf + k * page_size, k, ver[k] = it + 2);
+		for (int pass = 0; pass < 2; pass++) {
+			/* Again after a yield: the migrator may freeze it meanwhile. */
+			if (pass)
+				sched_yield();
+			for (size_t k = i; k < i + n; k++) {
+				int st = page_is(o.buf + k * page_size, k, ver[k]);
+
+				CHECK(st == 1, "iteration %u: page %zu written after %s of [%zu, +%zu) "
+				      "returned reads %s, not version %u", it, k, op_name[op], i, n,
+				      st == 0 ? "zeroes" : "other data", ver[k]);
+			}
+		}
+		if (op == OP_FREE && it % 64)
+			continue;
 		for (size_t k = 0; k < NPG; k++) {
 			int st = page_is(o.buf + k * page_size, k, ver[k]);
 
@@ -224,11 +263,13 @@ static void rounds_of(enum op op)
 static void case_dontneed(void) { rounds_of(OP_DONTNEED); }
 static void case_map_fixed(void) { rounds_of(OP_MAP_FIXED); }
 static void case_mremap(void) { rounds_of(OP_MREMAP); }
+static void case_free(void) { rounds_of(OP_FREE); }
 
 static const struct test_case cases[] = {
 	{ "dontneed", case_dontneed },
 	{ "map_fixed", case_map_fixed },
 	{ "mremap", case_mremap },
+	{ "free", case_free },
 };
 
 TEST_MAIN(NAME, NULL, NULL)

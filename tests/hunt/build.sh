@@ -7,3 +7,5 @@ cc -std=gnu11 -O1 -g -Wall -Wextra -Iinclude -Ibuild/include tests/hunt/hunt2.c 
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
 cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt3.c -o tests/hunt/hunt3 \
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
+cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt4.c -o tests/hunt/hunt4 \
+   -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread

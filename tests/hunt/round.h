@@ -38,7 +38,14 @@ static bool hunt_wait(pid_t c, int r, unsigned to, int gdb_lines, hunt_tick_fn t
 			char cmd[256];
 
 			fprintf(stderr, "HANG round %d pid %d\n", r, c);
-			snprintf(cmd, sizeof cmd, "gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | "
+			/*
+			 * Bounded: a thread in a killable wait (a madvise()
+			 * waiting in userfaultfd_event_wait_completion for
+			 * its event to be read) never stops for ptrace, while
+			 * the stopped reader can no longer read it: gdb then
+			 * waits for ever (round 4, FINDINGS.md item 11).
+			 */
+			snprintf(cmd, sizeof cmd, "timeout -s KILL 30 gdb -p %d -batch -ex 'thread apply all bt' 2>&1 | "
 				 "grep -E '^#|^Thread' | head -%d >&2", c, gdb_lines);
 			if (system(cmd)) {}
 			kill(c, SIGKILL);
