@@ -19,6 +19,7 @@
  * process each), UHMM_TEST_KEEP_GOING=1 to run every round.
  */
 #include "common.h"
+#include "page_version.h"
 #include "watchdog.h"
 
 #include <pthread.h>
@@ -47,33 +48,6 @@ struct shared {
 	char *buf;
 	atomic_int stop;
 };
-
-static unsigned int next(unsigned int *s)
-{
-	*s = *s * 1103515245u + 12345u;
-	return *s >> 8;
-}
-
-static void put_page(char *p, size_t i, uint32_t v)
-{
-	uint32_t *w = (uint32_t *)p;
-
-	for (size_t k = 0; k < page_size / 4; k++)
-		w[k] = v * 2654435761u ^ (uint32_t)(i << 16) ^ (uint32_t)k;
-}
-
-/* 1 if @p is page @i at version @v, 0 if it is all zero, -1 otherwise. */
-static int page_is(const char *p, size_t i, uint32_t v)
-{
-	const uint32_t *w = (const uint32_t *)p;
-	bool data = true, zero = true;
-
-	for (size_t k = 0; k < page_size / 4 && (data || zero); k++) {
-		data &= w[k] == (v * 2654435761u ^ (uint32_t)(i << 16) ^ (uint32_t)k);
-		zero &= w[k] == 0;
-	}
-	return data ? 1 : zero ? 0 : -1;
-}
 
 static void *freer(void *arg)
 {

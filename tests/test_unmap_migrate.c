@@ -36,6 +36,7 @@
  * (a fresh process each), UHMM_TEST_KEEP_GOING=1 to run every round.
  */
 #include "common.h"
+#include "page_version.h"
 #include "watchdog.h"
 
 #include <pthread.h>
@@ -78,39 +79,6 @@ struct owner {
 	size_t maxmig;		/* the migrator's longest run */
 	bool both_ways;		/* it also migrates back to system memory */
 };
-
-static unsigned int next(unsigned int *s)
-{
-	*s = *s * 1103515245u + 12345u;
-	return *s >> 8;
-}
-
-/* Page @i holding version @v: every word names both. */
-static void put_page(char *p, size_t i, uint32_t v)
-{
-	uint32_t *w = (uint32_t *)p;
-
-	for (size_t k = 0; k < page_size / 4; k++)
-		w[k] = v * 2654435761u ^ (uint32_t)(i << 16) ^ (uint32_t)k;
-}
-
-/* 1 if @p is page @i at version @v, 0 if it is all zero, -1 otherwise. */
-static int page_is(const char *p, size_t i, uint32_t v)
-{
-	const uint32_t *w = (const uint32_t *)p;
-	bool data = true, zero = true;
-
-	for (size_t k = 0; k < page_size / 4 && (data || zero); k++) {
-		data &= w[k] == (v * 2654435761u ^ (uint32_t)(i << 16) ^ (uint32_t)k);
-		zero &= w[k] == 0;
-	}
-	return data ? 1 : zero ? 0 : -1;
-}
-
-static const char *what_is(int st)
-{
-	return st == 1 ? "the old data" : st == 0 ? "zeroes" : "other data";
-}
 
 static void *migrator(void *arg)
 {
