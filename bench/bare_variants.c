@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timing.h"
+
 enum {
 	V_EPOLL = 1, V_DONTWAKE = 2, V_BOUNCE = 8, V_PER_PAGE = 16, V_STRIDE = 64,
 };
@@ -52,21 +54,6 @@ struct handler {
 
 static const size_t ps = 4096;
 static char bounce[4096] __attribute__((aligned(4096)));
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static void *handle(void *arg)
 {

@@ -28,6 +28,7 @@
 #include "bench.h"
 #include "tdev.h"	/* testdev/: the device the benchmarks migrate to */
 #include "bench_sim.h"
+#include "timing.h"
 #include "opts.h"
 
 static size_t ps;
@@ -45,21 +46,6 @@ static struct tdev *bench_dev(struct uhmm_mm *mm, size_t nr_pages, size_t fault_
 	struct tdev *d = NULL;
 
 	return tdev_open(mm, nr_pages, fault_around, NULL, TDEV_NEXT_FIT | flags, &d) ? NULL : d;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 static double pct(double *v, int n, double p)

@@ -22,14 +22,7 @@
 #include <unistd.h>
 
 #include "bench_sim.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+#include "timing.h"
 
 /* Item i: one 8-byte load per 64 bytes of page i (a streaming read). */
 static void stream_kernel(struct uhmm_simdev_thread *t, size_t item, void *arg)

@@ -43,6 +43,7 @@
 
 #include "compat.h"	/* UFFDIO_MOVE and PAGEMAP_SCAN for older headers */
 #include "tdev.h"
+#include "timing.h"
 
 #define N 2000
 #define KINDS 8
@@ -54,21 +55,6 @@ struct handler {
 	char *src;
 	atomic_bool stop;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static void *handle(void *arg)
 {

@@ -29,6 +29,7 @@
 
 #include "bench.h"
 #include "opts.h"
+#include "timing.h"
 
 #define BLK	((size_t)2 << 20)
 
@@ -36,14 +37,6 @@ static size_t ps;
 static bool quick;
 static int reps = 3;
 static struct uhmm_simdev_model model;	/* set on every device made */
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static char *map_blocks(size_t len)
 {
@@ -69,13 +62,6 @@ struct run {
 	uint64_t dev_faults;
 	bool ok;
 };
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 static struct run median(struct run *r, int n)
 {

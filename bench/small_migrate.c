@@ -26,21 +26,7 @@
 #include <unistd.h>
 
 #include "tdev.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 int main(int argc, char **argv)
 {
@@ -105,8 +91,8 @@ int main(int argc, char **argv)
 			if (r[0] != (char)(i + z + 1) || r[np * ps - 1] != (char)(i + z + 1))
 				bad++;
 		}
-		qsort(to_dev, n, sizeof(double), cmp);
-		qsort(to_sys, n, sizeof(double), cmp);
+		qsort(to_dev, n, sizeof(double), cmp_d);
+		qsort(to_sys, n, sizeof(double), cmp_d);
 		printf("%2zu page(s) x %zu: to device p10 %6.1f us p50 %6.1f us; "
 		       "to system p10 %6.1f us p50 %6.1f us%s\n",
 		       np, n, to_dev[n / 10], to_dev[n / 2], to_sys[n / 10], to_sys[n / 2],
