@@ -596,6 +596,9 @@ static uint64_t migrate_in(struct uhmm_policy_range *r, int d, uintptr_t s, uint
 
 static void register_segv(void);
 
+/* Bumped by every collapse, after it gave write access back (for pol_segv()). */
+static atomic_ulong unprotects;
+
 /*
  * Drop every copy of granule @g and give the CPU write access back
  * (r->rm_lock held).  The copies are marked dead first, then unmapped
@@ -625,6 +628,7 @@ static void collapse(struct uhmm_policy_range *r, size_t g)
 		if (had & (1u << d))
 			pol->devs[d].desc.ops->unmap(pol->devs[d].desc.drv, s, i1 - i0);
 	mprotect((void *)s, e - s, PROT_READ | PROT_WRITE);
+	atomic_fetch_add(&unprotects, 1);	/* for the SIGSEGV handler */
 }
 
 /* Write-protect granule @g again so copies may be made (r->rm_lock held). */
@@ -735,8 +739,8 @@ static _Atomic(struct uhmm_policy *) policies[MAX_POLICIES];
 static struct sigaction old_segv;
 static pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool segv_installed;
-
 static __thread __attribute__((tls_model("initial-exec"))) uintptr_t segv_last;
+static __thread __attribute__((tls_model("initial-exec"))) unsigned long segv_seen;
 static __thread __attribute__((tls_model("initial-exec"))) unsigned int segv_repeat;
 
 static void pol_segv(int sig, siginfo_t *si, void *uc)
@@ -744,6 +748,9 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 	uintptr_t a = (uintptr_t)si->si_addr;
 
 	if (si->si_code == SEGV_ACCERR) {
+		bool ours = false;
+		unsigned long seen;
+
 		for (int k = 0; k < MAX_POLICIES; k++) {
 			struct uhmm_policy *pol = atomic_load(&policies[k]);
 			struct uhmm_policy_range *r;
@@ -760,30 +767,39 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 			}
 			pthread_mutex_unlock(&pol->lock);
 			if (rm) {
-				bool ours;
-
 				pthread_mutex_lock(&r->rm_lock);
 				pthread_mutex_lock(&pol->lock);
 				ours = r->rm_prot[g];
 				pthread_mutex_unlock(&pol->lock);
 				collapse(r, g);
 				pthread_mutex_unlock(&r->rm_lock);
-				/*
-				 * Not protected by the layer: another thread's
-				 * collapse made it writable meanwhile (retry), or
-				 * the program protected it itself (the same write
-				 * faults again: then it is not ours).
-				 */
-				if (ours || segv_last != a || ++segv_repeat < 2) {
-					if (segv_last != a)
-						segv_repeat = 0;
-					segv_last = ours ? 0 : a;
-					return;		/* the write is retried */
-				}
-				segv_last = 0;
 				break;
 			}
 		}
+		/*
+		 * A fault the layer protected is always retried.  One it did
+		 * not protect now was usually served first by another thread's
+		 * collapse, or read-mostly was cleared (or the range removed)
+		 * between the fault and this look: the page is writable again,
+		 * retry.  If the program protected it itself, the same write
+		 * faults again with no collapse anywhere in between: then it
+		 * goes to the handler that was there before.  (Counting such
+		 * faults per address over the thread's life killed a thread
+		 * whose writes lost that race three times: round 5 hunt.)
+		 */
+		seen = atomic_load(&unprotects);
+		if (ours) {
+			segv_last = 0;
+			return;
+		}
+		if (segv_last != a || (segv_seen != seen && ++segv_repeat < 100000)) {
+			if (segv_last != a)
+				segv_repeat = 0;
+			segv_last = a;
+			segv_seen = seen;
+			return;		/* the write is retried */
+		}
+		segv_last = 0;
 	}
 	/* Not ours: as if the layer were not there. */
 	if (old_segv.sa_flags & SA_SIGINFO) {
