@@ -660,6 +660,17 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 	int ret = UHMM_POLICY_FAULT_MAP;
 
 	pthread_mutex_lock(&r->rm_lock);
+	/*
+	 * uhmm_policy_range_set() may have cleared read-mostly between the
+	 * caller's look and this lock: then neither re-protect nor copy (the
+	 * CPU's next write would have no collapse to serve it), map the page.
+	 */
+	pthread_mutex_lock(&pol->lock);
+	if (!r->attr.read_mostly) {
+		pthread_mutex_unlock(&pol->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&pol->lock);
 	if (f->write) {
 		collapse(r, g);
 		pthread_mutex_lock(&pol->lock);
@@ -860,12 +871,21 @@ static int rm_enable(struct uhmm_policy_range *r)
 	return 0;
 }
 
-/* Drop every copy and give write access back. */
+/*
+ * Drop every copy, give write access back, and stop being read-mostly
+ * before rm_lock is released: a device read fault that found the range
+ * read-mostly and waits for rm_lock must then see it is no longer
+ * (rm_fault()), or it would write-protect a granule again that no
+ * SIGSEGV would collapse any more (round 5 hunt).
+ */
 static void rm_disable(struct uhmm_policy_range *r)
 {
 	pthread_mutex_lock(&r->rm_lock);
 	for (size_t g = 0; g < r->ngran; g++)
 		collapse(r, g);
+	pthread_mutex_lock(&r->pol->lock);
+	r->attr.read_mostly = false;
+	pthread_mutex_unlock(&r->pol->lock);
 	pthread_mutex_unlock(&r->rm_lock);
 }
 

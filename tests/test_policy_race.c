@@ -21,6 +21,12 @@
  *    fix the layer's SIGSEGV handler counted such faults at one address
  *    over the thread's life, and the third passed the fault on to the
  *    previous handler (the default: the process died of SIGSEGV).
+ *  - set_while_reading: as cpu_write, but the clearing and setting run
+ *    while device 1 keeps reading in another thread.  A read fault that
+ *    found the range read-mostly and got the range's lock after it was
+ *    cleared write-protected the page again (a copy of a range no longer
+ *    read-mostly): the CPU's next write had no one to collapse it and died
+ *    of SIGSEGV.
  *
  * UHMM_TEST_ROUNDS=N rounds, UHMM_TEST_KEEP_GOING=1 to run every round.
  */
@@ -192,6 +198,55 @@ static int round_cpu_write(void *arg)
 	return 0;
 }
 
+/*
+ * Read-mostly cleared and set while device 1 keeps reading (its faults
+ * re-duplicate) and the CPU writes: a device read fault that saw the range
+ * read-mostly and took the range's lock after the clearing must not
+ * write-protect the page again (the CPU write then has no one to collapse
+ * it and dies).
+ */
+static int round_set_while_reading(void *arg)
+{
+	struct uhmm_policy_attr on = { .preferred = UHMM_POLICY_NONE, .read_mostly = true,
+				       .granularity = 1 };
+	struct uhmm_policy_attr off = on;
+	struct writer_arg wa[2];
+	struct race s;
+	pthread_t th[2], rd;
+
+	(void)arg;
+	off.read_mostly = false;
+	race_setup(&s);
+	CHECK_EQ(pthread_create(&rd, NULL, reader, &s), 0);
+	for (int i = 0; i < 2; i++) {
+		wa[i] = (struct writer_arg){ .s = &s, .id = i };
+		CHECK_EQ(pthread_create(&th[i], NULL, cpu_writer, &wa[i]), 0);
+	}
+	for (int it = 0; it < TOGGLES; it++) {
+		CHECK_EQ(uhmm_policy_range_set(s.r, it & 1 ? &on : &off), 0);
+		sched_yield();
+	}
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+	CHECK_EQ(pthread_join(rd, NULL), 0);
+	for (size_t i = 0; i < NPG; i++)
+		for (int c = 0; c < 2; c++)
+			CHECK(s.p[i * (page_size / 8) + c] == atomic_load(&s.cpu_last[c][i]),
+			      "page %zu: CPU thread %d's last write lost", i, c);
+	pteardown(s.pol, s.d, 2);
+	return 0;
+}
+
+static void case_set_while_reading(void)
+{
+	const char *what = "read-mostly cleared and set while a device reads and the CPU writes";
+	int failed = run_rounds(round_set_while_reading, NULL, DEFAULT_ROUNDS, what);
+
+	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
+	printf("%s: %s: no write killed or lost: ok\n", NAME, what);
+}
+
 static void case_device_write(void)
 {
 	const char *what = "device writes to a read-mostly range another device reads";
@@ -213,6 +268,7 @@ static void case_cpu_write(void)
 static const struct test_case cases[] = {
 	{ "device_write", case_device_write },
 	{ "cpu_write", case_cpu_write },
+	{ "set_while_reading", case_set_while_reading },
 };
 
 TEST_MAIN(NAME, NULL, NULL)
