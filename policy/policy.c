@@ -822,9 +822,40 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 	}
 }
 
+/*
+ * A fork child: the layer's devices, threads and lock holders are the
+ * parent's.  The child's copy of a read-mostly range must stay writable
+ * memory, as the kernel gives a child a private copy-on-write copy: give
+ * every read-mostly range write access back and forget the policies, so
+ * a write there never reaches pol_segv() (which would wait for locks held
+ * by parent threads at the fork, or for device threads that are not here,
+ * with asynchronous signals blocked: round 5 hunt).  The list is read
+ * without pol->lock, which another parent thread may have held; a range
+ * is unlinked before it is freed, so a linked one is whole.  The parent's
+ * policies cannot be used in the child.
+ */
+static void pol_atfork_child(void)
+{
+	for (int k = 0; k < MAX_POLICIES; k++) {
+		struct uhmm_policy *pol = atomic_load(&policies[k]);
+
+		if (!pol)
+			continue;
+		for (struct uhmm_policy_range *r = pol->ranges; r; r = r->next)
+			if (r->attr.read_mostly)
+				mprotect((void *)r->start, r->end - r->start,
+					 PROT_READ | PROT_WRITE);
+		atomic_store(&policies[k], NULL);
+	}
+}
+
 static void register_segv(void)
 {
+	static bool atfork_done;
+
 	pthread_mutex_lock(&segv_lock);
+	if (!atfork_done && !pthread_atfork(NULL, NULL, pol_atfork_child))
+		atfork_done = true;
 	if (!segv_installed) {
 		struct sigaction sa;
 

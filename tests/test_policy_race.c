@@ -27,6 +27,12 @@
  *    cleared write-protected the page again (a copy of a range no longer
  *    read-mostly): the CPU's next write had no one to collapse it and died
  *    of SIGSEGV.
+ *  - fork_child_writes: fork() while device 1 reads and a CPU thread
+ *    writes; the child writes every page of its copy.  Before the fix the
+ *    child's write went to the layer's SIGSEGV handler, which waited in
+ *    the child for a lock another parent thread held at the fork (or for
+ *    the device's compute threads, which do not exist in the child) with
+ *    asynchronous signals blocked: the child hung for ever.
  *
  * UHMM_TEST_ROUNDS=N rounds, UHMM_TEST_KEEP_GOING=1 to run every round.
  */
@@ -42,10 +48,12 @@
 #define DEFAULT_ROUNDS	2
 #define LAUNCHES	40
 #define TOGGLES		40
+#define FORKS		10
 #else
 #define DEFAULT_ROUNDS	4
 #define LAUNCHES	150
 #define TOGGLES		400
+#define FORKS		30
 #endif
 
 struct race {
@@ -247,6 +255,67 @@ static void case_set_while_reading(void)
 	printf("%s: %s: no write killed or lost: ok\n", NAME, what);
 }
 
+/*
+ * fork() while device 1 keeps reading (copies made and dropped, the
+ * layer's locks taken all the time) and a CPU thread writes: the child
+ * writes every page of its copy of the range.  The kernel gives the child
+ * a private copy-on-write copy it may write; it must neither hang nor die.
+ */
+static int round_fork_child_writes(void *arg)
+{
+	struct writer_arg wa;
+	struct race s;
+	pthread_t th, rd;
+
+	(void)arg;
+	race_setup(&s);
+	CHECK_EQ(pthread_create(&rd, NULL, reader, &s), 0);
+	wa = (struct writer_arg){ .s = &s, .id = 0 };
+	CHECK_EQ(pthread_create(&th, NULL, cpu_writer, &wa), 0);
+	for (int f = 0; f < FORKS; f++) {
+		pid_t pid = fork();
+		int status = 0, waited = 0;
+
+		CHECK(pid >= 0, "fork: %s", strerror(errno));
+		if (pid == 0) {
+			for (size_t i = 0; i < NPG; i++)
+				s.p[i * (page_size / 8) + 3] = 0xc0de + i;
+			for (size_t i = 0; i < NPG; i++)
+				if (s.p[i * (page_size / 8) + 3] != 0xc0de + i ||
+				    s.p[i * (page_size / 8) + 16] != konst(i, 16))
+					_exit(3);
+			_exit(0);
+		}
+		/* 10 s for 64 writes: a child still running then is stuck. */
+		while (waitpid(pid, &status, WNOHANG) == 0 && waited++ < 1000)
+			usleep(10000);
+		if (waited > 1000) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			CHECK(0, "fork %d: the child writing its copy of the range hung", f);
+		}
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "fork %d: the child writing its copy of the range: status %#x", f, status);
+	}
+	atomic_store(&s.stop, 1);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(pthread_join(rd, NULL), 0);
+	for (size_t i = 0; i < NPG; i++)
+		CHECK(s.p[i * (page_size / 8) + 3] == 0, "page %zu: the child's write reached the "
+		      "parent", i);
+	pteardown(s.pol, s.d, 2);
+	return 0;
+}
+
+static void case_fork_child_writes(void)
+{
+	const char *what = "a fork child writes its copy of a read-mostly range";
+	int failed = run_rounds(round_fork_child_writes, NULL, DEFAULT_ROUNDS, what);
+
+	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
+	printf("%s: %s: every child wrote its copy: ok\n", NAME, what);
+}
+
 static void case_device_write(void)
 {
 	const char *what = "device writes to a read-mostly range another device reads";
@@ -269,6 +338,7 @@ static const struct test_case cases[] = {
 	{ "device_write", case_device_write },
 	{ "cpu_write", case_cpu_write },
 	{ "set_while_reading", case_set_while_reading },
+	{ "fork_child_writes", case_fork_child_writes },
 };
 
 TEST_MAIN(NAME, NULL, NULL)
