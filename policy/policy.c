@@ -550,9 +550,14 @@ static uint64_t migrate_in(struct uhmm_policy_range *r, int d, uintptr_t s, uint
 {
 	struct uhmm_policy *pol = r->pol;
 	const struct dev *dv = &pol->devs[d];
-	unsigned int t = r->attr.tenant;
+	unsigned int t;
 	uint64_t arrived = 0;
 	size_t need, got = 0;
+
+	/* uhmm_policy_range_set() changes the attributes under pol->lock. */
+	pthread_mutex_lock(&pol->lock);
+	t = r->attr.tenant;
+	pthread_mutex_unlock(&pol->lock);
 
 	/*
 	 * What may arrive is counted under the block's lock (no other
@@ -652,7 +657,7 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 {
 	struct uhmm_policy *pol = r->pol;
 	uintptr_t a = f->addr & ~(uintptr_t)(pol->ps - 1);
-	size_t i = page_idx(r, a), g = i / gran_pages(r);
+	size_t i = page_idx(r, a), g;
 	struct block_dev *b;
 	struct page_meta *pm = &r->pm[i];
 	uint32_t gen;
@@ -664,12 +669,14 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 	 * uhmm_policy_range_set() may have cleared read-mostly between the
 	 * caller's look and this lock: then neither re-protect nor copy (the
 	 * CPU's next write would have no collapse to serve it), map the page.
+	 * The attributes (the granularity too) change only under both locks.
 	 */
 	pthread_mutex_lock(&pol->lock);
 	if (!r->attr.read_mostly) {
 		pthread_mutex_unlock(&pol->lock);
 		goto out;
 	}
+	g = i / gran_pages(r);
 	pthread_mutex_unlock(&pol->lock);
 	if (f->write) {
 		collapse(r, g);
@@ -1231,6 +1238,11 @@ int uhmm_policy_range_set(struct uhmm_policy_range *r, const struct uhmm_policy_
 	was_rm = r->attr.read_mostly;
 	if (was_rm)
 		rm_disable(r);
+	/*
+	 * The attributes change under rm_lock and pol->lock: a read-mostly
+	 * path (rm_fault(), collapse()) reads them under either.
+	 */
+	pthread_mutex_lock(&r->rm_lock);
 	pthread_mutex_lock(&pol->lock);
 	if (attr->tenant != r->attr.tenant) {
 		/* Move the charge. */
@@ -1254,6 +1266,7 @@ int uhmm_policy_range_set(struct uhmm_policy_range *r, const struct uhmm_policy_
 		memset(r->pm[i].mig, 0, sizeof(r->pm[i].mig));
 	}
 	pthread_mutex_unlock(&pol->lock);
+	pthread_mutex_unlock(&r->rm_lock);
 	if (attr->read_mostly)
 		return rm_enable(r);
 	return 0;
