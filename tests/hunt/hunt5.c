@@ -687,7 +687,7 @@ static void sc_mfork(int round)
 	mf_dev = mkdev(1024, 1, 0);
 	mf_b = amap_aligned(64);
 	for (size_t p = 0; p < 64; p++) fill(mf_b + p * PG, 1, 5, p);
-	int mode[64] = { 0 };	/* 0 normal, 1 dontfork, 2 wipeonfork */
+	int mode[64] = { 0 };	/* bit 0 dontfork, bit 1 wipeonfork */
 	pthread_t t;
 	pthread_create(&t, NULL, mf_mig, NULL);
 	unsigned s = seed;
@@ -698,13 +698,13 @@ static void sc_mfork(int round)
 		int m = (int)(rnd_r(&s) % 3);
 		int adv = m == 1 ? MADV_DONTFORK : m == 2 ? MADV_WIPEONFORK : (rnd_r(&s) % 2 ? MADV_DOFORK : MADV_KEEPONFORK);
 		if (madvise(mf_b + i * PG, n * PG, adv)) FAIL("madvise %d: %d", adv, errno);
+		/* mode bit 0: VM_DONTCOPY, bit 1: VM_WIPEONFORK (independent flags) */
 		for (size_t k = i; k < i + n; k++) {
-			if (adv == MADV_DONTFORK) mode[k] = 1;
-			else if (adv == MADV_WIPEONFORK) mode[k] = mode[k] == 1 ? 1 : 2;
-			else if (adv == MADV_DOFORK) mode[k] = mode[k] == 1 ? 0 : mode[k];
-			else mode[k] = mode[k] == 2 ? 0 : mode[k];
+			if (adv == MADV_DONTFORK) mode[k] |= 1;
+			else if (adv == MADV_WIPEONFORK) mode[k] |= 2;
+			else if (adv == MADV_DOFORK) mode[k] &= ~1;
+			else mode[k] &= ~2;
 		}
-		/* A DONTFORK page that is also WIPEONFORK: DOFORK leaves wipe on. */
 		pid_t c = fork();
 		if (c < 0) FAIL("fork %d", errno);
 		if (c == 0) {
@@ -712,10 +712,10 @@ static void sc_mfork(int round)
 			for (size_t p = 0; p < 64; p++) {
 				unsigned char v;
 				int r = mincore(mf_b + p * PG, PG, &v);
-				if (mode[p] == 1) { if (!(r && errno == ENOMEM)) { fprintf(stderr, "child: DONTFORK page %zu mapped\n", p); _exit(3); } continue; }
+				if (mode[p] & 1) { if (!(r && errno == ENOMEM)) { fprintf(stderr, "child: DONTFORK page %zu mapped\n", p); _exit(3); } continue; }
 				if (r) { fprintf(stderr, "child: page %zu (mode %d) not mapped\n", p, mode[p]); _exit(4); }
 				int st = page_is(mf_b + p * PG, 5, p);
-				if (mode[p] == 2 ? st != 0 : st != 1) { fprintf(stderr, "child: page %zu mode %d: %s\n", p, mode[p], st == 1 ? "data" : st == 0 ? "zero" : "other"); _exit(5); }
+				if (mode[p] & 2 ? st != 0 : st != 1) { fprintf(stderr, "child: page %zu mode %d: %s\n", p, mode[p], st == 1 ? "data" : st == 0 ? "zero" : "other"); _exit(5); }
 			}
 			_exit(0);
 		}
