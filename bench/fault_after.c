@@ -17,8 +17,15 @@
  *   2 PAGEMAP_SCAN        two PAGEMAP_SCANs of one page
  *   UFFDIO_MOVE 1 page    one page moved between two places
  *   memset 64K, 1M        that much memory written
+ *   spin 3, 10, 30 us     that long in user space, no system call (only
+ *                         time spent by the faulting thread)
  *
- * The kinds run in turns, a tenth of each at a time.  Not built by default
+ * The kinds run in turns, a tenth of each at a time.  With the environment
+ * variable FAULT_AFTER_IDLE_HANDLER=1 the handler thread runs SCHED_IDLE:
+ * a thread its copy wakes then always preempts it, so the handler's own
+ * return and its next poll() leave the timed path (docs/PERFORMANCE.md,
+ * "Issue 16.3, session 10": how much of the penalty after work is that
+ * the woken thread waits for the handler to block).  Not built by default
  * (from the source tree, after a build in build/):
  *   cc -O2 -Iinclude -Isrc -Itestdev -o build/fault_after bench/fault_after.c \
  *      testdev/tdev.c -Lbuild -luhmm -lpthread -Wl,-rpath,$PWD/build
@@ -29,6 +36,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,7 +54,7 @@
 #include "timing.h"
 
 #define N 2000
-#define KINDS 8
+#define KINDS 11
 
 static const size_t ps = 4096;
 
@@ -61,6 +69,12 @@ static void *handle(void *arg)
 	struct handler *h = arg;
 	struct uffd_msg m;
 
+	if (getenv("FAULT_AFTER_IDLE_HANDLER")) {
+		struct sched_param sp = { 0 };
+
+		if (sched_setscheduler(0, SCHED_IDLE, &sp))
+			perror("fault_after: SCHED_IDLE");
+	}
 	while (!atomic_load(&h->stop)) {
 		struct pollfd p = { .fd = h->uffd, .events = POLLIN };
 
@@ -95,7 +109,9 @@ int main(void)
 	static const char *const names[KINDS] = {
 		"nothing", "uhmm 1-page migration", "19 getpid", "register split",
 		"2 PAGEMAP_SCAN", "UFFDIO_MOVE 1 page", "memset 64K", "memset 1M",
+		"spin 3 us", "spin 10 us", "spin 30 us",
 	};
+	static const unsigned int spin_ns[KINDS] = { [8] = 3000, [9] = 10000, [10] = 30000 };
 	static double lat[KINDS][N];
 	static char big[1 << 20];
 	struct uffdio_api api = { .api = UFFD_API }, api2 = { .api = UFFD_API,
@@ -193,6 +209,12 @@ int main(void)
 				case 7:
 					memset(big, i, sizeof(big));
 					break;
+				default: {
+					uint64_t t0 = now_ns();
+
+					while (now_ns() - t0 < spin_ns[k])
+						;
+					break; }
 				}
 				t = now_ns();
 				(void)*(volatile char *)(p + ((size_t)k * N + (size_t)i) * ps);

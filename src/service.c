@@ -185,6 +185,18 @@ static void events_done(struct uhmm_mm *mm, unsigned long seq)
 /* ---- faults ------------------------------------------------------------ */
 
 /* Resolve a fault on a page uhmm holds nothing for: map a zeroed page. */
+/* Wake the threads waiting on @page (one page). */
+static void wake_page(struct uhmm_mm *mm, uintptr_t page)
+{
+	uhmm__uffd_wake(mm, page, page + uhmm__page_size);
+}
+
+/* Wake the threads waiting on the page of fault message @msg. */
+static void wake_msg(struct uhmm_mm *mm, const struct uffd_msg *msg)
+{
+	wake_page(mm, uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address));
+}
+
 static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 {
 	struct uffdio_zeropage z = {
@@ -215,9 +227,7 @@ static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 		 * is there now, a fresh fault or SIGSEGV, never a SIGBUS it
 		 * did not earn.
 		 */
-		struct uffdio_range r = { .start = page, .len = uhmm__page_size };
-
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		wake_page(mm, page);
 		return 0;
 	}
 	return -errno;
@@ -299,14 +309,13 @@ static void note_served(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t page,
 		       int err)
 {
-	struct uffdio_range r = { .start = page, .len = uhmm__page_size };
 	pid_t tid = (pid_t)msg->arg.pagefault.feat.ptid;
 
 	uhmm__warn("fault at %#lx cannot be resolved: %d: SIGBUS", (unsigned long)page, err);
 	/* A vfork / posix_spawn child is another thread group: tkill finds it. */
 	if (syscall(SYS_tgkill, getpid(), tid, SIGBUS) < 0 && errno == ESRCH)
 		syscall(SYS_tkill, tid, SIGBUS);
-	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	wake_page(mm, page);
 }
 
 /*
@@ -380,9 +389,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 	case UHMM__PTE_DEVICE:
 		if (on_worker &&
 		    stale_fault(page, msg_seq, (pid_t)msg->arg.pagefault.feat.ptid)) {
-			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
-
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			wake_page(mm, page);
 			return 0;
 		}
 		struct uhmm__fault f = { .vmf = {
@@ -412,9 +419,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			 * that faulted on the page after that wake has its own
 			 * message.
 			 */
-			struct uffdio_range r = { .start = page, .len = uhmm__page_size };
-
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+			wake_page(mm, page);
 		}
 		return 0;
 	default:
@@ -893,13 +898,8 @@ static void nomem_park(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned 
 	pthread_mutex_unlock(&q->lock);
 	if (!parked) {
 		/* No room (or no waiter): the thread faults again and is seen again. */
-		struct uffdio_range r = {
-			.start = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address),
-			.len = uhmm__page_size,
-		};
-
 		sched_yield();
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		wake_msg(mm, msg);
 	}
 }
 
@@ -912,9 +912,9 @@ static void *nomem_main(void *arg)
 	service_thread_begin("uhmm-memwait");
 	service_thread_ready(q);
 	for (;;) {
-		struct uffdio_range r = { .len = uhmm__page_size };
 		struct uffd_msg m;
 		unsigned long seq;
+		uintptr_t page;
 
 		pthread_mutex_lock(&q->lock);
 		while (!q->nomem_n && !q->stop)
@@ -927,8 +927,8 @@ static void *nomem_main(void *arg)
 		seq = q->nomem_seq[q->nomem_head];
 		q->nomem_head = (q->nomem_head + 1) % NOMEM_PARK;
 		q->nomem_n--;
-		r.start = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address);
-		q->nomem_busy = r.start;
+		page = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address);
+		q->nomem_busy = page;
 		pthread_mutex_unlock(&q->lock);
 		serve_nomem(mm, &m, seq, 0);
 		pthread_mutex_lock(&q->lock);
@@ -936,7 +936,7 @@ static void *nomem_main(void *arg)
 		atomic_fetch_sub_explicit(&q->nomem_live, 1, memory_order_release);
 		pthread_mutex_unlock(&q->lock);
 		/* Out of the parked set first: a fault dropped meanwhile is woken here. */
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+		wake_page(mm, page);
 	}
 	return NULL;
 }
@@ -978,13 +978,8 @@ static void *rescue_main(void *arg)
 		if (r == -ENOMEM)
 			r = serve_nomem(mm, &m, 0, brought);
 		if (r == -EAGAIN) {
-			struct uffdio_range wr = {
-				.start = uhmm__page_align_down((uintptr_t)m.arg.pagefault.address),
-				.len = uhmm__page_size,
-			};
-
 			sched_yield();
-			uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &wr);
+			wake_msg(mm, &m);
 		}
 	}
 	return NULL;
@@ -1153,12 +1148,7 @@ static bool reader_fill_retry(struct uhmm_mm *mm, const struct uffd_msg *msg)
 
 	/* Woken: the worker faults again, and the new message goes where it belongs. */
 	if (r == FILL_NOT_MINE || r == FILL_NOMEM) {
-		struct uffdio_range wr = {
-			.start = uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address),
-			.len = uhmm__page_size,
-		};
-
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &wr);
+		wake_msg(mm, msg);
 	}
 	return r != FILL_LATER;
 }
@@ -1251,13 +1241,7 @@ static void *reader_main(void *arg)
 					q->rcount++;
 					pthread_cond_signal(&q->rnonempty);
 				} else {
-					struct uffdio_range r = {
-						.start = uhmm__page_align_down(
-							(uintptr_t)buf[i].arg.pagefault.address),
-						.len = uhmm__page_size,
-					};
-
-					uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+					wake_msg(mm, &buf[i]);
 				}
 				continue;
 			}
@@ -1300,14 +1284,8 @@ static void worker_handle(struct uhmm_mm *mm, const struct uffd_msg *batch,
 		return;
 	memcpy(retry, mm->retry, nr * sizeof(retry[0]));
 	mm->nretry = 0;
-	for (size_t i = 0; i < nr; i++) {
-		struct uffdio_range r = {
-			.start = uhmm__page_align_down((uintptr_t)retry[i].arg.pagefault.address),
-			.len = uhmm__page_size,
-		};
-
-		uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
-	}
+	for (size_t i = 0; i < nr; i++)
+		wake_msg(mm, &retry[i]);
 }
 
 /*

@@ -415,7 +415,9 @@ void uhmm__sarea_destroy(struct uhmm_mm *mm)
 #define CACHE_MAX_ENTRIES 256
 
 struct uhmm__stage_entry {
-	struct uhmm__stage_entry *next;
+	struct uhmm__stage_entry *next, *prev;	/* the list (next also: victims, dead) */
+	struct uhmm__itree_node it;	/* [start, end - 1] in c->tree */
+	unsigned long seq;		/* higher: put later */
 	uintptr_t start, end;		/* the range the slots mirror */
 	uintptr_t filled;		/* slots from here to end were emptied (bound) */
 	uintptr_t staging;		/* slot of start */
@@ -443,8 +445,8 @@ static void cache_atfork_child(void)
 
 	/* The mappings are not in the child (MADV_DONTFORK): forget them. */
 	pthread_mutex_init(&c->lock, NULL);
-	c->head = NULL;
-	memset(c->idx, 0, sizeof(c->idx));
+	c->head = c->tail = NULL;
+	uhmm__itree_init(&c->tree);
 	c->pages = 0;
 	c->entries = 0;
 	c->dead = NULL;
@@ -500,26 +502,45 @@ static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 	uhmm__free(e);
 }
 
-/* The index slot of an entry starting at @start. */
-static struct uhmm__stage_entry **idx_slot(struct uhmm__staging_cache *c, uintptr_t start)
+static struct uhmm__stage_entry *entry_of(struct uhmm__itree_node *it)
 {
-	uint64_t h = (uint64_t)(start >> uhmm__page_shift) * UINT64_C(0x9E3779B97F4A7C15);
+	return (struct uhmm__stage_entry *)((char *)it - offsetof(struct uhmm__stage_entry, it));
+}
 
-	return &c->idx[h >> 56];
+/* Put @e on the list as the newest (c->lock held). */
+static void entry_link(struct uhmm__staging_cache *c, struct uhmm__stage_entry *e)
+{
+	e->prev = NULL;
+	e->next = c->head;
+	if (c->head)
+		c->head->prev = e;
+	else
+		c->tail = e;
+	c->head = e;
+	e->seq = ++c->seq;
+	e->it.start = e->start;
+	e->it.last = e->end - 1;
+	uhmm__itree_insert(&c->tree, &e->it);
+	c->pages += e->pages;
+	c->entries++;
 }
 
 /*
- * Unlink the entry at *@pp (c->lock held) and, unless a migration uses
+ * Take @e, on the list, off it (c->lock held) and, unless a migration uses
  * it (its last user frees it then), add it to @victims for entry_destroy().
  */
-static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry **pp,
+static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry *e,
 			 struct uhmm__stage_entry **victims)
 {
-	struct uhmm__stage_entry *e = *pp, **slot = idx_slot(c, e->start);
-
-	if (*slot == e)
-		*slot = NULL;
-	*pp = e->next;
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		c->tail = e->prev;
+	uhmm__itree_remove(&c->tree, &e->it);
 	c->pages -= e->pages;
 	c->entries--;
 	e->pages = 0;
@@ -550,8 +571,8 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 
 	if (!cache_mine(c)) {
 		/* A child made without pthread_atfork: nothing here is ours. */
-		c->head = c->dead = NULL;
-		memset(c->idx, 0, sizeof(c->idx));
+		c->head = c->tail = c->dead = NULL;
+		uhmm__itree_init(&c->tree);
 		c->pages = c->entries = c->ndead = 0;
 		c->pid = getpid();
 		c->checked_gen = mm->generation;
@@ -565,12 +586,10 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 	 */
 	if (c->checked_gen == mm->generation)
 		return;
-	for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
-		if (e->gen != mm->generation) {
-			entry_unlink(c, pp, victims);
-			continue;
-		}
-		pp = &e->next;
+	for (struct uhmm__stage_entry *e = c->head, *n; e; e = n) {
+		n = e->next;
+		if (e->gen != mm->generation)
+			entry_unlink(c, e, victims);
 	}
 	c->checked_gen = mm->generation;
 }
@@ -692,35 +711,30 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 	};
 	if (pages > c->cap)
 		entry_trim(m, e, c->cap);
-	pages = e->pages;
 	s->map = NULL;		/* the entry owns the mapping (or the slots) now */
 	s->sarea = false;
 	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
 	take_dead(c, &victims);
 	/* Entries inside this range are superseded: their slots are stale. */
-	for (struct uhmm__stage_entry **pp = &c->head, *o; (o = *pp);) {
-		if (o->start >= e->start && o->end <= e->end) {
-			entry_unlink(c, pp, &victims);
-			continue;
-		}
-		pp = &o->next;
+	for (struct uhmm__itree_node *it = uhmm__itree_iter_first(&c->tree, e->start, e->end - 1),
+				     *n; it; it = n) {
+		struct uhmm__stage_entry *o = entry_of(it);
+
+		n = uhmm__itree_iter_next(it, e->start, e->end - 1);
+		if (o->start >= e->start && o->end <= e->end)
+			entry_unlink(c, o, &victims);
 	}
-	e->next = c->head;
-	c->head = e;
-	*idx_slot(c, e->start) = e;
-	c->pages += pages;
-	c->entries++;
+	entry_link(c, e);
 	/* Over the bound: the oldest entries not in use go. */
 	while (c->pages > c->cap || c->entries > CACHE_MAX_ENTRIES) {
-		struct uhmm__stage_entry **pp = NULL, **last = NULL;
+		struct uhmm__stage_entry *o = c->tail;
 
-		for (pp = &c->head; *pp; pp = &(*pp)->next)
-			if (!(*pp)->users && *pp != e)
-				last = pp;
-		if (!last)
+		while (o && (o->users || o == e))
+			o = o->prev;
+		if (!o)
 			break;
-		entry_unlink(c, last, &victims);
+		entry_unlink(c, o, &victims);
 	}
 	pthread_mutex_unlock(&c->lock);
 	destroy_victims(m->mm, victims);
@@ -752,12 +766,14 @@ bool uhmm__staging_cache_take(struct uhmm_migrate_vma *m)
 	a_hi = m->start + (hi << ps);
 	pthread_mutex_lock(&c->lock);
 	cache_check_owner(m->mm, &victims);
-	found = *idx_slot(c, a_lo);
-	if (found && !(found->start <= a_lo && a_hi <= found->end))
-		found = NULL;
-	for (struct uhmm__stage_entry *e = c->head; e && !found; e = e->next)
-		if (e->start <= a_lo && a_hi <= e->end)
+	/* The newest entry covering [a_lo, a_hi). */
+	for (struct uhmm__itree_node *it = uhmm__itree_iter_first(&c->tree, a_lo, a_hi - 1); it;
+	     it = uhmm__itree_iter_next(it, a_lo, a_hi - 1)) {
+		struct uhmm__stage_entry *e = entry_of(it);
+
+		if (e->start <= a_lo && a_hi <= e->end && (!found || e->seq > found->seq))
 			found = e;
+	}
 	if (found) {
 		found->users++;
 		s->cache = found;
@@ -786,13 +802,8 @@ void uhmm__staging_cache_release(struct uhmm_migrate_vma *m, size_t moved)
 		moved = UHMM__MIN(moved, e->pages);
 		e->pages -= moved;
 		c->pages -= moved;
-		if (!e->pages) {
-			for (struct uhmm__stage_entry **pp = &c->head; *pp; pp = &(*pp)->next)
-				if (*pp == e) {
-					entry_unlink(c, pp, &victim);
-					break;
-				}
-		}
+		if (!e->pages)
+			entry_unlink(c, e, &victim);	/* not dead: on the list */
 	} else if (!e->users) {
 		victim = e;
 	}
@@ -816,7 +827,7 @@ void uhmm__staging_cache_drop(struct uhmm_mm *mm)
 	if (cache_mine(c)) {
 		take_dead(c, &victims);
 		while (c->head)
-			entry_unlink(c, &c->head, &victims);
+			entry_unlink(c, c->head, &victims);
 	}
 	pthread_mutex_unlock(&c->lock);
 	destroy_victims(mm, victims);
@@ -830,12 +841,10 @@ void uhmm__staging_cache_drop_pool(struct uhmm_mm *mm, const struct uhmm_devmem 
 	pthread_mutex_lock(&c->lock);
 	if (cache_mine(c)) {
 		take_dead(c, &victims);
-		for (struct uhmm__stage_entry **pp = &c->head, *e; (e = *pp);) {
-			if (e->pool == pool) {
-				entry_unlink(c, pp, &victims);
-				continue;
-			}
-			pp = &e->next;
+		for (struct uhmm__stage_entry *e = c->head, *n; e; e = n) {
+			n = e->next;
+			if (e->pool == pool)
+				entry_unlink(c, e, &victims);
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
