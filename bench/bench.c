@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bare_uffd.h"
 #include "bench.h"
 #include "tdev.h"	/* testdev/: the device the benchmarks migrate to */
 #include "bench_sim.h"
@@ -262,36 +263,6 @@ out:
 
 /* ---- 4: single-page fault-back latency vs a bare userfaultfd round trip ---------- */
 
-struct bare {
-	int uffd;
-	char *src;
-	atomic_bool stop;
-};
-
-static void *bare_handler(void *arg)
-{
-	struct bare *b = arg;
-	struct uffd_msg msg;
-
-	while (!atomic_load(&b->stop)) {
-		struct pollfd pfd = { .fd = b->uffd, .events = POLLIN };
-
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		if (read(b->uffd, &msg, sizeof(msg)) != sizeof(msg))
-			continue;
-		if (msg.event == UFFD_EVENT_PAGEFAULT) {
-			struct uffdio_copy c = {
-				.dst = msg.arg.pagefault.address & ~(uint64_t)(ps - 1),
-				.src = (uintptr_t)b->src, .len = ps,
-			};
-
-			ioctl(b->uffd, UFFDIO_COPY, &c);
-		}
-	}
-	return NULL;
-}
-
 /*
  * A bare round trip: faults on a region registered with a userfaultfd of
  * its own that one handler thread answers.  With @after, each fault
@@ -301,7 +272,7 @@ static void *bare_handler(void *arg)
  * round trip 4-7 us slower (docs/PERFORMANCE.md, issue 16.3, session 9).
  */
 struct bare_rt {
-	struct bare b;
+	struct bare_uffd b;
 	char *p, *other;
 	struct tdev *after;
 	size_t len;
@@ -323,6 +294,7 @@ static int bare_open(struct bare_rt *rt, int n, struct tdev *after)
 	if (!rt->p || rt->b.uffd < 0 || ioctl(rt->b.uffd, UFFDIO_API, &api))
 		return -1;
 	rt->b.src = map(ps);
+	rt->b.page_size = ps;
 	memset(rt->b.src, 7, ps);
 	madvise(rt->p, rt->len, MADV_NOHUGEPAGE);
 	reg.range.start = (uintptr_t)rt->p;
@@ -333,7 +305,7 @@ static int bare_open(struct bare_rt *rt, int n, struct tdev *after)
 		rt->other = map((size_t)n * 32 * ps);
 		madvise(rt->other, (size_t)n * 32 * ps, MADV_NOHUGEPAGE);
 	}
-	pthread_create(&rt->th, NULL, bare_handler, &rt->b);
+	pthread_create(&rt->th, NULL, bare_uffd_main, &rt->b);
 	return 0;
 }
 

@@ -34,9 +34,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bare_uffd.h"
 #include "compat.h"	/* UFFDIO_MOVE and PAGEMAP_SCAN for older headers */
 #include "tdev.h"
 #include "timing.h"
@@ -57,39 +56,6 @@
 #define KINDS 11
 
 static const size_t ps = 4096;
-
-struct handler {
-	int uffd;
-	char *src;
-	atomic_bool stop;
-};
-
-static void *handle(void *arg)
-{
-	struct handler *h = arg;
-	struct uffd_msg m;
-
-	if (getenv("FAULT_AFTER_IDLE_HANDLER")) {
-		struct sched_param sp = { 0 };
-
-		if (sched_setscheduler(0, SCHED_IDLE, &sp))
-			perror("fault_after: SCHED_IDLE");
-	}
-	while (!atomic_load(&h->stop)) {
-		struct pollfd p = { .fd = h->uffd, .events = POLLIN };
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		if (read(h->uffd, &m, sizeof(m)) != sizeof(m) || m.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		struct uffdio_copy c = {
-			.dst = m.arg.pagefault.address & ~(uint64_t)(ps - 1),
-			.src = (uintptr_t)h->src, .len = ps,
-		};
-		ioctl(h->uffd, UFFDIO_COPY, &c);
-	}
-	return NULL;
-}
 
 static void *anon(size_t len)
 {
@@ -116,7 +82,7 @@ int main(void)
 	static char big[1 << 20];
 	struct uffdio_api api = { .api = UFFD_API }, api2 = { .api = UFFD_API,
 							     .features = UFFD_FEATURE_MOVE };
-	struct handler h = { 0 };
+	struct bare_uffd h = { .page_size = ps, .idle = getenv("FAULT_AFTER_IDLE_HANDLER") != NULL };
 	struct uhmm_mm *mm;
 	struct tdev *d;
 	char *p, *other, *split, *mv;
@@ -153,7 +119,7 @@ int main(void)
 			return 1;
 		}
 	}
-	pthread_create(&th, NULL, handle, &h);
+	pthread_create(&th, NULL, bare_uffd_main, &h);
 	for (int turn = 0; turn < 10; turn++) {
 		for (int k = 0; k < KINDS; k++) {
 			for (int i = turn * N / 10; i < (turn + 1) * N / 10; i++) {

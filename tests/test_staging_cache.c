@@ -134,8 +134,81 @@ static void test_bound(void)
 	uhmm_mm_put(mm);
 }
 
+/*
+ * More separate small migrations than the cache keeps entries for (256):
+ * the oldest go as new ones come, a larger migration over a range
+ * supersedes the entries inside it, and a way back borrows the entry that
+ * covers it.  Every byte is checked, and once all is home the cache holds
+ * nothing (resident memory as before, outside the sanitizers).
+ */
+static void test_many_entries(void)
+{
+	enum { RANGES = 600, WIN = 8, BIG = 4 };
+	const size_t len = (size_t)RANGES * WIN * 4096, n = len / 4096;
+	bool mem_checks = true;
+	long r0, r2, slack_kb;
+	struct uhmm_mm *mm;
+	struct tdev *d;
+	char *p;
+
+	if (page_size != 4096)
+		SKIP("the sizes here assume 4 KiB pages");
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+	mem_checks = false;
+	printf("sanitizer build: resident memory is the runtime's too; data checks only\n");
+#endif
+	slack_kb = 1024 + (!strcmp(variant.thp, "always") ? 4096 : 0);
+	mm = test_mm();
+	d = tdev_create(mm, (size_t)RANGES * BIG, 0);
+	p = map_far(len, PROT_READ | PROT_WRITE);
+	CHECK(p, "map");
+	madvise(p, len, MADV_NOHUGEPAGE);
+	fill_pattern(p, n, 3);
+	r0 = rss_anon_kb();
+	/* Range i: the first 1 + i % 3 pages of window i, one migration each. */
+	for (size_t i = 0; i < RANGES; i++) {
+		uintptr_t s = (uintptr_t)p + i * WIN * 4096;
+
+		CHECK_EQ(tdev_to_dev(d, s, s + (1 + i % 3) * 4096, NULL), (long)(1 + i % 3));
+	}
+	/* The newest third again, larger: the rest of their first BIG pages. */
+	for (size_t i = RANGES - RANGES / 3; i < RANGES; i++) {
+		uintptr_t s = (uintptr_t)p + i * WIN * 4096;
+
+		CHECK_EQ(tdev_to_dev(d, s, s + BIG * 4096, NULL), (long)(BIG - 1 - i % 3));
+	}
+	CHECK_EQ(check_pattern(p, n, 3), -1);	/* even windows' pages by CPU faults */
+	for (size_t i = 1; i < RANGES; i += 2) {
+		uintptr_t s = (uintptr_t)p + i * WIN * 4096;
+
+		CHECK_EQ(tdev_to_sys(d, s, s + BIG * 4096, NULL), 0);	/* home already */
+	}
+	CHECK_EQ(tdev_used(d), 0);
+	/* Once more, home explicitly this time. */
+	fill_pattern(p, n, 4);
+	for (size_t i = 0; i < RANGES; i++) {
+		uintptr_t s = (uintptr_t)p + i * WIN * 4096;
+
+		CHECK_EQ(tdev_to_dev(d, s, s + (1 + i % 3) * 4096, NULL), (long)(1 + i % 3));
+	}
+	for (size_t i = 0; i < RANGES; i++) {
+		uintptr_t s = (uintptr_t)p + i * WIN * 4096;
+
+		CHECK_EQ(tdev_to_sys(d, s, s + BIG * 4096, NULL), (long)(1 + i % 3));
+	}
+	CHECK_EQ(check_pattern(p, n, 4), -1);
+	CHECK_EQ(tdev_used(d), 0);
+	r2 = rss_anon_kb();
+	printf("%d ranges: anonymous %ld kB before, %ld kB with all home\n", RANGES, r0, r2);
+	CHECK(!mem_checks || r2 <= r0 + slack_kb, "%ld kB left behind after the way back", r2 - r0);
+	munmap(p, len);
+	tdev_destroy(d);
+	uhmm_mm_put(mm);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(test_bound),
+	TEST_CASE(test_many_entries),
 };
 
 int main(int argc, char **argv)
