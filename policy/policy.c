@@ -550,9 +550,14 @@ static uint64_t migrate_in(struct uhmm_policy_range *r, int d, uintptr_t s, uint
 {
 	struct uhmm_policy *pol = r->pol;
 	const struct dev *dv = &pol->devs[d];
-	unsigned int t = r->attr.tenant;
+	unsigned int t;
 	uint64_t arrived = 0;
 	size_t need, got = 0;
+
+	/* uhmm_policy_range_set() changes the attributes under pol->lock. */
+	pthread_mutex_lock(&pol->lock);
+	t = r->attr.tenant;
+	pthread_mutex_unlock(&pol->lock);
 
 	/*
 	 * What may arrive is counted under the block's lock (no other
@@ -596,6 +601,9 @@ static uint64_t migrate_in(struct uhmm_policy_range *r, int d, uintptr_t s, uint
 
 static void register_segv(void);
 
+/* Bumped by every collapse, after it gave write access back (for pol_segv()). */
+static atomic_ulong unprotects;
+
 /*
  * Drop every copy of granule @g and give the CPU write access back
  * (r->rm_lock held).  The copies are marked dead first, then unmapped
@@ -625,6 +633,7 @@ static void collapse(struct uhmm_policy_range *r, size_t g)
 		if (had & (1u << d))
 			pol->devs[d].desc.ops->unmap(pol->devs[d].desc.drv, s, i1 - i0);
 	mprotect((void *)s, e - s, PROT_READ | PROT_WRITE);
+	atomic_fetch_add(&unprotects, 1);	/* for the SIGSEGV handler */
 }
 
 /* Write-protect granule @g again so copies may be made (r->rm_lock held). */
@@ -648,7 +657,7 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 {
 	struct uhmm_policy *pol = r->pol;
 	uintptr_t a = f->addr & ~(uintptr_t)(pol->ps - 1);
-	size_t i = page_idx(r, a), g = i / gran_pages(r);
+	size_t i = page_idx(r, a), g;
 	struct block_dev *b;
 	struct page_meta *pm = &r->pm[i];
 	uint32_t gen;
@@ -656,6 +665,19 @@ static int rm_fault(struct uhmm_policy_range *r, int d, struct uhmm_policy_fault
 	int ret = UHMM_POLICY_FAULT_MAP;
 
 	pthread_mutex_lock(&r->rm_lock);
+	/*
+	 * uhmm_policy_range_set() may have cleared read-mostly between the
+	 * caller's look and this lock: then neither re-protect nor copy (the
+	 * CPU's next write would have no collapse to serve it), map the page.
+	 * The attributes (the granularity too) change only under both locks.
+	 */
+	pthread_mutex_lock(&pol->lock);
+	if (!r->attr.read_mostly) {
+		pthread_mutex_unlock(&pol->lock);
+		goto out;
+	}
+	g = i / gran_pages(r);
+	pthread_mutex_unlock(&pol->lock);
 	if (f->write) {
 		collapse(r, g);
 		pthread_mutex_lock(&pol->lock);
@@ -735,8 +757,8 @@ static _Atomic(struct uhmm_policy *) policies[MAX_POLICIES];
 static struct sigaction old_segv;
 static pthread_mutex_t segv_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool segv_installed;
-
 static __thread __attribute__((tls_model("initial-exec"))) uintptr_t segv_last;
+static __thread __attribute__((tls_model("initial-exec"))) unsigned long segv_seen;
 static __thread __attribute__((tls_model("initial-exec"))) unsigned int segv_repeat;
 
 static void pol_segv(int sig, siginfo_t *si, void *uc)
@@ -744,6 +766,9 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 	uintptr_t a = (uintptr_t)si->si_addr;
 
 	if (si->si_code == SEGV_ACCERR) {
+		bool ours = false;
+		unsigned long seen;
+
 		for (int k = 0; k < MAX_POLICIES; k++) {
 			struct uhmm_policy *pol = atomic_load(&policies[k]);
 			struct uhmm_policy_range *r;
@@ -760,30 +785,39 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 			}
 			pthread_mutex_unlock(&pol->lock);
 			if (rm) {
-				bool ours;
-
 				pthread_mutex_lock(&r->rm_lock);
 				pthread_mutex_lock(&pol->lock);
 				ours = r->rm_prot[g];
 				pthread_mutex_unlock(&pol->lock);
 				collapse(r, g);
 				pthread_mutex_unlock(&r->rm_lock);
-				/*
-				 * Not protected by the layer: another thread's
-				 * collapse made it writable meanwhile (retry), or
-				 * the program protected it itself (the same write
-				 * faults again: then it is not ours).
-				 */
-				if (ours || segv_last != a || ++segv_repeat < 2) {
-					if (segv_last != a)
-						segv_repeat = 0;
-					segv_last = ours ? 0 : a;
-					return;		/* the write is retried */
-				}
-				segv_last = 0;
 				break;
 			}
 		}
+		/*
+		 * A fault the layer protected is always retried.  One it did
+		 * not protect now was usually served first by another thread's
+		 * collapse, or read-mostly was cleared (or the range removed)
+		 * between the fault and this look: the page is writable again,
+		 * retry.  If the program protected it itself, the same write
+		 * faults again with no collapse anywhere in between: then it
+		 * goes to the handler that was there before.  (Counting such
+		 * faults per address over the thread's life killed a thread
+		 * whose writes lost that race three times: round 5 hunt.)
+		 */
+		seen = atomic_load(&unprotects);
+		if (ours) {
+			segv_last = 0;
+			return;
+		}
+		if (segv_last != a || (segv_seen != seen && ++segv_repeat < 100000)) {
+			if (segv_last != a)
+				segv_repeat = 0;
+			segv_last = a;
+			segv_seen = seen;
+			return;		/* the write is retried */
+		}
+		segv_last = 0;
 	}
 	/* Not ours: as if the layer were not there. */
 	if (old_segv.sa_flags & SA_SIGINFO) {
@@ -795,9 +829,40 @@ static void pol_segv(int sig, siginfo_t *si, void *uc)
 	}
 }
 
+/*
+ * A fork child: the layer's devices, threads and lock holders are the
+ * parent's.  The child's copy of a read-mostly range must stay writable
+ * memory, as the kernel gives a child a private copy-on-write copy: give
+ * every read-mostly range write access back and forget the policies, so
+ * a write there never reaches pol_segv() (which would wait for locks held
+ * by parent threads at the fork, or for device threads that are not here,
+ * with asynchronous signals blocked: round 5 hunt).  The list is read
+ * without pol->lock, which another parent thread may have held; a range
+ * is unlinked before it is freed, so a linked one is whole.  The parent's
+ * policies cannot be used in the child.
+ */
+static void pol_atfork_child(void)
+{
+	for (int k = 0; k < MAX_POLICIES; k++) {
+		struct uhmm_policy *pol = atomic_load(&policies[k]);
+
+		if (!pol)
+			continue;
+		for (struct uhmm_policy_range *r = pol->ranges; r; r = r->next)
+			if (r->attr.read_mostly)
+				mprotect((void *)r->start, r->end - r->start,
+					 PROT_READ | PROT_WRITE);
+		atomic_store(&policies[k], NULL);
+	}
+}
+
 static void register_segv(void)
 {
+	static bool atfork_done;
+
 	pthread_mutex_lock(&segv_lock);
+	if (!atfork_done && !pthread_atfork(NULL, NULL, pol_atfork_child))
+		atfork_done = true;
 	if (!segv_installed) {
 		struct sigaction sa;
 
@@ -844,12 +909,21 @@ static int rm_enable(struct uhmm_policy_range *r)
 	return 0;
 }
 
-/* Drop every copy and give write access back. */
+/*
+ * Drop every copy, give write access back, and stop being read-mostly
+ * before rm_lock is released: a device read fault that found the range
+ * read-mostly and waits for rm_lock must then see it is no longer
+ * (rm_fault()), or it would write-protect a granule again that no
+ * SIGSEGV would collapse any more (round 5 hunt).
+ */
 static void rm_disable(struct uhmm_policy_range *r)
 {
 	pthread_mutex_lock(&r->rm_lock);
 	for (size_t g = 0; g < r->ngran; g++)
 		collapse(r, g);
+	pthread_mutex_lock(&r->pol->lock);
+	r->attr.read_mostly = false;
+	pthread_mutex_unlock(&r->pol->lock);
 	pthread_mutex_unlock(&r->rm_lock);
 }
 
@@ -1164,6 +1238,11 @@ int uhmm_policy_range_set(struct uhmm_policy_range *r, const struct uhmm_policy_
 	was_rm = r->attr.read_mostly;
 	if (was_rm)
 		rm_disable(r);
+	/*
+	 * The attributes change under rm_lock and pol->lock: a read-mostly
+	 * path (rm_fault(), collapse()) reads them under either.
+	 */
+	pthread_mutex_lock(&r->rm_lock);
 	pthread_mutex_lock(&pol->lock);
 	if (attr->tenant != r->attr.tenant) {
 		/* Move the charge. */
@@ -1187,6 +1266,7 @@ int uhmm_policy_range_set(struct uhmm_policy_range *r, const struct uhmm_policy_
 		memset(r->pm[i].mig, 0, sizeof(r->pm[i].mig));
 	}
 	pthread_mutex_unlock(&pol->lock);
+	pthread_mutex_unlock(&r->rm_lock);
 	if (attr->read_mostly)
 		return rm_enable(r);
 	return 0;

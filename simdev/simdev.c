@@ -1722,6 +1722,19 @@ static char *translate_slow(struct uhmm_simdev_thread *t, uintptr_t addr, bool w
 				}
 			}
 			ret = device_fault(d, page, page + d->ps, write, &t->faults);
+			/*
+			 * A policy layer's write fault on a read-mostly page
+			 * collapses its copies and gives the CPU write access,
+			 * but another device thread's read fault may write-
+			 * protect it again (a new copy) before this range
+			 * fault: fault again (the layer collapses again), as
+			 * for a page table that changed.  A page that stays
+			 * read-only gets -EPERM once the tries run out.
+			 */
+			if (ret == -EPERM && write && __atomic_load_n(&d->hooks, __ATOMIC_ACQUIRE) &&
+			    tries + 1 < 1000) {
+				continue;
+			}
 			if (ret) {
 				t->err = ret;	/* t->gen is 0: every access takes this path */
 				snprintf(t->reason, sizeof(t->reason), "%s", uhmm_last_error());

@@ -460,6 +460,16 @@ static int fault_pages(struct walk *w)
 				w->need[i] == NEED_WRITE);
 		if (ret == -EBUSY)
 			return ret;
+		/*
+		 * MADV_POPULATE_* fails with EFAULT once a wrapped mprotect
+		 * (or munmap) came in after the walk's look; that change has
+		 * run the notifiers, so the sequence moved: -EBUSY, and the
+		 * caller's next walk sees the new mapping (-EPERM for a write
+		 * to what is now read-only), as the kernel's range fault,
+		 * under mmap_lock, sees one or the other (round 5 hunt).
+		 */
+		if (ret && uhmm_interval_check_retry(range->notifier, range->notifier_seq))
+			return -EBUSY;
 		if (ret)
 			return uhmm__err(-ret, "range fault: fault at [%#lx, %#lx) failed",
 					 (unsigned long)(range->start + (i << ps)),

@@ -22,6 +22,9 @@
  * read-only copy, and uhmm_policy_cpu_fault() from its migrate_to_ram.
  * simdev adopts it with uhmm_simdev_attach_policy() (<uhmm/simdev.h>).
  *
+ * fork: the child's copies of read-mostly ranges are plain writable memory,
+ * and the parent's policies cannot be used in the child.
+ *
  * Locking: each policy has one lock, a leaf below every driver and uhmm
  * lock (taken inside invalidate callbacks and migrate_to_ram, never held
  * while the layer calls a driver or uhmm), and one mutex per read-mostly
@@ -404,6 +407,12 @@ struct uhmm_policy_fault {
  * first under capacity or budget pressure), pins or throttles a thrashing
  * page, collapses read-mostly copies on a write, or makes a copy on a read.
  * An address in no policy range is UHMM_POLICY_FAULT_MAP with nothing done.
+ *
+ * A write to a read-mostly page answers UHMM_POLICY_FAULT_MAP with the
+ * copies collapsed and write access given back; another device's read
+ * fault may write-protect the page again before the driver's range fault,
+ * which then fails with -EPERM: the driver calls this again (fault again),
+ * as after -EBUSY.
  *
  * Context: a device thread or any thread, with no driver lock held and the
  * device's own in-flight-access state dropped (it calls the driver's ops,

@@ -9,3 +9,5 @@ cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hun
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
 cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt4.c -o tests/hunt/hunt4 \
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
+cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt5.c -o tests/hunt/hunt5 \
+   -Lbuild -Wl,-rpath,$PWD/build -luhmm_policy -luhmm_simdev -luhmm -lpthread
