@@ -856,12 +856,66 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 	return true;
 }
 
+/*
+ * Memory the calling thread touches while its migration holds pages
+ * frozen: its stack around here (uhmm's frames below, the caller's just
+ * above), its thread pointer's surroundings (the TCB, static TLS: errno,
+ * uhmm's last error), and the migration's own arguments.  Frozen, such a
+ * page would make the thread fault on its own migration, which only it
+ * can finish (tests/hunt/FINDINGS.md item 18: a thread migrating the page
+ * of its own frame hung).  The kernel runs migrate_vma on a stack of its
+ * own; here such system pages are left where they are, as the kernel
+ * leaves a page it cannot isolate (device pages there may still come
+ * home).  NZONES ranges of page indices of @m.
+ */
+enum { NZONES = 5 };
+#define SELF_STACK_BELOW (128u << 10)	/* deeper than uhmm's calls go */
+#define SELF_STACK_ABOVE (64u << 10)	/* the caller's frames and arguments */
+#define SELF_TLS (64u << 10)		/* static TLS below the thread pointer */
+
+static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
+		      size_t *zlo, size_t *zhi)
+{
+	const unsigned int ps = uhmm__page_shift;
+
+	*zlo = *zhi = 0;
+	if (hi <= m->start || lo >= m->end)
+		return;
+	*zlo = lo > m->start ? (lo - m->start) >> ps : 0;
+	*zhi = hi < m->end ? ((hi - m->start) + uhmm__page_size - 1) >> ps : m->npages;
+}
+
+static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
+		       size_t zhi[NZONES])
+{
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+	uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+	size_t arr = m->npages * sizeof(*m->src);
+
+	self_zone(m, sp > SELF_STACK_BELOW ? sp - SELF_STACK_BELOW : 0, sp + SELF_STACK_ABOVE,
+		  &zlo[0], &zhi[0]);
+	self_zone(m, tp > SELF_TLS ? tp - SELF_TLS : 0, tp + uhmm__page_size, &zlo[1], &zhi[1]);
+	self_zone(m, (uintptr_t)m, (uintptr_t)(m + 1), &zlo[2], &zhi[2]);
+	self_zone(m, (uintptr_t)m->src, (uintptr_t)m->src + arr, &zlo[3], &zhi[3]);
+	self_zone(m, (uintptr_t)m->dst, (uintptr_t)m->dst + arr, &zlo[4], &zhi[4]);
+}
+
+static bool in_self_zone(size_t i, const size_t zlo[NZONES], const size_t zhi[NZONES])
+{
+	for (int z = 0; z < NZONES; z++)
+		if (zlo[z] <= i && i < zhi[z])
+			return true;
+	return false;
+}
+
 /* The per-page decision: which pages the migration takes. */
 static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
 		  struct setup_scan *sc)
 {
 	bool sys = vma_anon(v) && (m->flags & UHMM_MIGRATE_VMA_SELECT_SYSTEM);
+	size_t zlo[NZONES], zhi[NZONES];
 
+	self_zones(m, zlo, zhi);
 	for (size_t i = 0; i < m->npages; i++) {
 		switch (sc->ent[i] & UHMM__PTE_TYPE_MASK) {
 		case UHMM__PTE_DEVICE:
@@ -871,7 +925,7 @@ static void claim(struct uhmm_migrate_vma *m, const struct uhmm__vma *v,
 		case UHMM__PTE_BUSY:	/* a zero fill in flight: waited out */
 		case 0:
 			/* Swapped out: the kernel does not migrate it. */
-			if (!sys || sc->data[i] == UHMM__PM_SWAPPED ||
+			if (!sys || sc->data[i] == UHMM__PM_SWAPPED || in_self_zone(i, zlo, zhi) ||
 			    !claim_system(m, i, (v->flags & UHMM__VMA_WRITE) != 0))
 				break;
 			sc->nsys++;

@@ -287,8 +287,17 @@ static bool stale_fault(uintptr_t page, unsigned long msg_seq, pid_t tid)
 		/*
 		 * Read after, but maybe sent before: a recently served page
 		 * is only served again for a thread that is still waiting.
+		 * Once per serve: a thread queues its message before it
+		 * sleeps, so it may be seen awake and still waiting; woken
+		 * here, it faults again at once, and answering that with a
+		 * wake too could go on for ever (a kernel access retrying a
+		 * signal frame: tests/hunt/FINDINGS.md item 17).
 		 */
-		return tid > 0 && !still_waiting(tid);
+		if (tid > 0 && !still_waiting(tid)) {
+			served[i].start = served[i].end = 0;
+			return true;
+		}
+		return false;
 	}
 	return false;
 }

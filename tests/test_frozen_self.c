@@ -435,6 +435,100 @@ static int round_child(void)
 	return 0;
 }
 
+/*
+ * A thread migrating (to the device, exclusive, home) the range from its
+ * own frame's page to the top of its stack, a large array of its caller's
+ * included (tests/hunt/FINDINGS.md item 18: such a thread hung, its own
+ * calls faulting on the frame it froze).  The pages the migrating thread
+ * runs on are left in place; the rest of the range migrates, and the
+ * array's data is intact after every call.
+ */
+#define OWN_STACK (1024u << 10)
+#define OWN_ARRAY (512u << 10)
+static char *own_stack;
+
+static __attribute__((noinline)) bool migrate_own_frame(struct uhmm_simdev *dev, int k,
+							 size_t *moved)
+{
+	volatile char here = 0;
+	uintptr_t lo = (uintptr_t)&here & ~(uintptr_t)(page_size - 1);
+	size_t n = ((uintptr_t)own_stack + OWN_STACK - lo) / page_size;
+	struct uhmm_simdev_stats st = { 0 };
+	int r;
+
+	switch (k % 3) {
+	case 0:
+		r = uhmm_simdev_migrate_to_dev(dev, (void *)lo, n, &st);
+		if (r == 0)
+			*moved += st.cpages;
+		break;
+	case 1:
+		/* -EPERM: not every page taken (the thread's own are not). */
+		r = uhmm_simdev_exclusive(dev, (void *)lo, n, &st);
+		if (r == -EPERM)
+			r = 0;
+		break;
+	default:
+		r = uhmm_simdev_migrate_to_sys(dev, (void *)lo, n, &st);
+		break;
+	}
+	if (r && r != -ENOENT)
+		fprintf(stderr, "%s: call %d returned %d (%s)\n", NAME, k, r, uhmm_last_error());
+	return r == 0 || r == -ENOENT;
+}
+
+static void *own_stack_thread(void *arg)
+{
+	struct uhmm_simdev_config cfg = { .capacity_pages = 1024, .threads = 1, .fault_around = 1 };
+	char array[OWN_ARRAY];
+	struct uhmm_simdev *dev;
+	size_t moved = 0;
+	bool *ok = arg;
+
+	memset(array, 0x6b, sizeof(array));
+	if (uhmm_simdev_create(&cfg, &dev))
+		return NULL;
+	for (int k = 0; k < 150; k++) {
+		if (!migrate_own_frame(dev, k, &moved)) {
+			fprintf(stderr, "%s: call %d failed\n", NAME, k);
+			break;
+		}
+		for (size_t i = 0; i < sizeof(array); i++)
+			if (array[i] != 0x6b) {
+				fprintf(stderr, "%s: byte %zu of the array lost\n", NAME, i);
+				goto out;
+			}
+		if (k == 149)
+			*ok = moved > 0;	/* the rest of the range did migrate */
+	}
+out:
+	if (!*ok)
+		fprintf(stderr, "%s: %zu pages moved in all\n", NAME, moved);
+	uhmm_simdev_destroy(dev);
+	return NULL;
+}
+
+static int stack_child(void)
+{
+	struct uhmm_mm *mm = test_mm();
+	pthread_attr_t at;
+	bool ok = false;
+	pthread_t t;
+
+	own_stack = mmap(NULL, OWN_STACK, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	CHECK(own_stack != MAP_FAILED, "mmap");
+	pthread_attr_init(&at);
+	pthread_attr_setstack(&at, own_stack, OWN_STACK);
+	CHECK_EQ(pthread_create(&t, &at, own_stack_thread, &ok), 0);
+	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK(ok, "the thread migrating its own stack");
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+static int (*child_fn)(void) = round_child;
+
 /* One round in a child; 0 passed, 1 failed, 2 hung (killed). */
 static int run_round(int round)
 {
@@ -449,7 +543,7 @@ static int run_round(int round)
 	CHECK(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
 		sigprocmask(SIG_UNBLOCK, &set, NULL);
-		_exit(round_child());
+		_exit(child_fn());
 	}
 	for (;;) {
 		pid_t r = waitpid(pid, &status, WNOHANG);
@@ -476,7 +570,7 @@ static int run_round(int round)
 static int rounds = ROUNDS;
 static bool keep_going;	/* rounds given on the command line: run them all */
 
-static void test_heap_frozen_by_own_migration(void)
+static void run_all_rounds(void)
 {
 	int failed = 0, hung = 0;
 	sigset_t set;
@@ -496,8 +590,21 @@ static void test_heap_frozen_by_own_migration(void)
 	CHECK(!failed && !hung, "%d rounds failed, %d hung", failed, hung);
 }
 
+static void test_heap_frozen_by_own_migration(void)
+{
+	child_fn = round_child;
+	run_all_rounds();
+}
+
+static void test_stack_frozen_by_own_migration(void)
+{
+	child_fn = stack_child;
+	run_all_rounds();
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(test_heap_frozen_by_own_migration),
+	TEST_CASE(test_stack_frozen_by_own_migration),
 };
 
 int main(int argc, char **argv)

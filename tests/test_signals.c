@@ -426,6 +426,82 @@ static int round_fn(void *arg)
 
 static int bad;	/* rounds failed or hung: the program fails at the end */
 
+/*
+ * Signal frames on a sigaltstack that another thread keeps migrating to the
+ * device (tests/hunt/FINDINGS.md item 17).  A thread spins with a 16-page
+ * alternate stack; the main thread sends it SIGUSR1 every 100 us (a pace
+ * for the signals, not a synchronisation: nothing waits on it) and migrates
+ * the alternate stack to the device before every 10th.  The kernel then
+ * writes a frame to a page that was brought home by an earlier frame and
+ * is on the device again: the worker took such faults for stale messages
+ * of that earlier serve whenever the thread was not seen asleep yet, and
+ * only woke it; the thread faulted again at once, was seen awake again,
+ * and the two looped for ever (6 of 6 rounds in the hunt).  The thread
+ * must finish and its handler must have run.
+ */
+#define ALT_SIGNALS 2000
+#define ALT_BYTES (64 * 1024)
+static char *alt;
+static atomic_bool alt_stop;
+
+static void alt_handler(int sig)
+{
+	volatile char locals[256];
+
+	(void)sig;
+	memset((char *)locals, 1, sizeof(locals));
+	atomic_fetch_add(&handled, 1);
+}
+
+static void *alt_thread(void *arg)
+{
+	stack_t ss = { .ss_sp = alt, .ss_size = ALT_BYTES };
+
+	(void)arg;
+	CHECK_EQ(sigaltstack(&ss, NULL), 0);
+	while (!atomic_load(&alt_stop))
+		for (volatile int i = 0; i < 1000; i++)
+			;
+	return NULL;
+}
+
+static int alt_round(void *arg)
+{
+	struct sigaction sa = { .sa_handler = alt_handler, .sa_flags = SA_ONSTACK | SA_RESTART };
+	struct timespec pace = { 0, 100 * 1000 };
+	uintptr_t s;
+	pthread_t th;
+
+	(void)arg;
+	mm = test_mm();
+	dev = tdev_create(mm, 256, 0);
+	alt = map_anon(ALT_BYTES, PROT_READ | PROT_WRITE);
+	memset(alt, 0x5a, ALT_BYTES);
+	s = (uintptr_t)alt;
+	sigemptyset(&sa.sa_mask);
+	CHECK_EQ(sigaction(SIGUSR1, &sa, NULL), 0);
+	CHECK_EQ(pthread_create(&th, NULL, alt_thread, NULL), 0);
+	for (int k = 0; k < ALT_SIGNALS; k++) {
+		if (k % 10 == 0)
+			tdev_to_dev(dev, s, s + ALT_BYTES, NULL);
+		pthread_kill(th, SIGUSR1);
+		nanosleep(&pace, NULL);
+	}
+	atomic_store(&alt_stop, true);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK(atomic_load(&handled) > 0, "the handler never ran");
+	printf("%d signals sent, the handler ran %ld times\n", ALT_SIGNALS,
+	       atomic_load(&handled));
+	tdev_destroy(dev);
+	uhmm_mm_put(mm);
+	return 0;
+}
+
+static void altstack(void)
+{
+	bad += run_rounds(alt_round, NULL, ROUNDS, "signal frames on a migrating sigaltstack");
+}
+
 static void run_scenario(size_t i)
 {
 	bad += run_rounds(round_fn, (void *)&scenarios[i], ROUNDS, scenarios[i].name);
@@ -468,12 +544,14 @@ static const struct test_case cases[] = {
 	TEST_CASE(devmem_remove),
 	TEST_CASE(in_malloc),
 	TEST_CASE(notifier_insert),
+	TEST_CASE(altstack),
 };
 
 int main(int argc, char **argv)
 {
 	_Static_assert(sizeof(cases) / sizeof(cases[0]) ==
-		       sizeof(scenarios) / sizeof(scenarios[0]), "one case per scenario");
+		       sizeof(scenarios) / sizeof(scenarios[0]) + 1,
+		       "one case per scenario, and altstack");
 	if (argc == 2 && argv[1][0] >= '0' && argv[1][0] <= '9') {
 		size_t i = strtoul(argv[1], NULL, 10);
 
