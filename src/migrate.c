@@ -866,12 +866,35 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
  * of its own frame hung).  The kernel runs migrate_vma on a stack of its
  * own; here such system pages are left where they are, as the kernel
  * leaves a page it cannot isolate (device pages there may still come
- * home).  NZONES ranges of page indices of @m.
+ * home).  The stack and TLS zones are cut to the thread's own stack block
+ * (pthread_getattr_np(), once per thread): the kernel may have merged the
+ * mapping next to it with the stack's, and pages of the application's
+ * there must migrate.  NZONES ranges of page indices of @m.
  */
-enum { NZONES = 5 };
+enum { NZONES = 6 };
 #define SELF_STACK_BELOW (128u << 10)	/* deeper than uhmm's calls go */
 #define SELF_STACK_ABOVE (64u << 10)	/* the caller's frames and arguments */
 #define SELF_TLS (64u << 10)		/* static TLS below the thread pointer */
+
+/* The calling thread's stack block (lo == hi: not known), looked up once. */
+static __thread uintptr_t self_stack_lo, self_stack_hi;
+static __thread bool self_stack_known;
+
+static void self_stack(void)
+{
+	pthread_attr_t a;
+	void *addr;
+	size_t size;
+
+	self_stack_known = true;
+	if (pthread_getattr_np(pthread_self(), &a))
+		return;
+	if (!pthread_attr_getstack(&a, &addr, &size)) {
+		self_stack_lo = (uintptr_t)addr;
+		self_stack_hi = (uintptr_t)addr + size;
+	}
+	pthread_attr_destroy(&a);
+}
 
 static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
 		      size_t *zlo, size_t *zhi)
@@ -879,10 +902,21 @@ static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t 
 	const unsigned int ps = uhmm__page_shift;
 
 	*zlo = *zhi = 0;
-	if (hi <= m->start || lo >= m->end)
+	if (hi <= m->start || lo >= m->end || hi <= lo)
 		return;
 	*zlo = lo > m->start ? (lo - m->start) >> ps : 0;
 	*zhi = hi < m->end ? ((hi - m->start) + uhmm__page_size - 1) >> ps : m->npages;
+}
+
+/* [@lo, @hi) cut to the thread's stack block, when it is known. */
+static void self_zone_in_stack(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
+			       size_t *zlo, size_t *zhi)
+{
+	if (self_stack_lo < self_stack_hi) {
+		lo = UHMM__MAX(lo, self_stack_lo);
+		hi = UHMM__MIN(hi, self_stack_hi);
+	}
+	self_zone(m, lo, hi, zlo, zhi);
 }
 
 static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
@@ -890,14 +924,26 @@ static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
 {
 	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
 	uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+	uintptr_t err = (uintptr_t)&errno;
 	size_t arr = m->npages * sizeof(*m->src);
 
-	self_zone(m, sp > SELF_STACK_BELOW ? sp - SELF_STACK_BELOW : 0, sp + SELF_STACK_ABOVE,
-		  &zlo[0], &zhi[0]);
-	self_zone(m, tp > SELF_TLS ? tp - SELF_TLS : 0, tp + uhmm__page_size, &zlo[1], &zhi[1]);
-	self_zone(m, (uintptr_t)m, (uintptr_t)(m + 1), &zlo[2], &zhi[2]);
-	self_zone(m, (uintptr_t)m->src, (uintptr_t)m->src + arr, &zlo[3], &zhi[3]);
-	self_zone(m, (uintptr_t)m->dst, (uintptr_t)m->dst + arr, &zlo[4], &zhi[4]);
+	if (!self_stack_known)
+		self_stack();
+	self_zone_in_stack(m, sp > SELF_STACK_BELOW ? sp - SELF_STACK_BELOW : 0,
+			   sp + SELF_STACK_ABOVE, &zlo[0], &zhi[0]);
+	if (self_stack_lo <= tp && tp < self_stack_hi) {
+		/* glibc puts a thread's TCB and static TLS in its stack block. */
+		self_zone_in_stack(m, tp > SELF_TLS ? tp - SELF_TLS : 0, tp + uhmm__page_size,
+				   &zlo[1], &zhi[1]);
+		zlo[2] = zhi[2] = 0;
+	} else {
+		/* Elsewhere (the main thread's): the pages of the TCB and errno. */
+		self_zone(m, tp, tp + 1, &zlo[1], &zhi[1]);
+		self_zone(m, err, err + sizeof(errno), &zlo[2], &zhi[2]);
+	}
+	self_zone(m, (uintptr_t)m, (uintptr_t)(m + 1), &zlo[3], &zhi[3]);
+	self_zone(m, (uintptr_t)m->src, (uintptr_t)m->src + arr, &zlo[4], &zhi[4]);
+	self_zone(m, (uintptr_t)m->dst, (uintptr_t)m->dst + arr, &zlo[5], &zhi[5]);
 }
 
 static bool in_self_zone(size_t i, const size_t zlo[NZONES], const size_t zhi[NZONES])
