@@ -858,43 +858,30 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 
 /*
  * Memory the calling thread touches while its migration holds pages
- * frozen: its stack around here (uhmm's frames below, the caller's just
- * above), its thread pointer's surroundings (the TCB, static TLS: errno,
- * uhmm's last error), and the migration's own arguments.  Frozen, such a
- * page would make the thread fault on its own migration, which only it
- * can finish (tests/hunt/FINDINGS.md item 18: a thread migrating the page
- * of its own frame hung).  The kernel runs migrate_vma on a stack of its
- * own; here such system pages are left where they are, as the kernel
- * leaves a page it cannot isolate (device pages there may still come
- * home).  The stack and TLS zones are cut to the thread's own stack block
- * (pthread_getattr_np(), once per thread): the kernel may have merged the
- * mapping next to it with the stack's, and pages of the application's
- * there must migrate.  NZONES ranges of page indices of @m.
+ * frozen: its stack around here (uhmm's frames below, the caller's and
+ * the driver's above), its TCB and static TLS (errno, uhmm's last error),
+ * and the migration's own arguments.  Frozen, such a page would make the
+ * thread fault on its own migration, which only it can finish
+ * (tests/hunt/FINDINGS.md item 18: a thread migrating the page of its own
+ * frame hung).  The kernel runs migrate_vma on a stack of its own; here
+ * such system pages are left where they are, as the kernel leaves a page
+ * it cannot isolate (device pages there may still come home).
+ *
+ * Only addresses, no look-up: a look-up of the thread's stack block
+ * (pthread_getattr_np) allocates, and a service thread may run this while
+ * an application thread holds the allocator's lock.  The zones must not
+ * reach into the application's memory next to the stack (the kernel may
+ * have merged that mapping with the stack's): with glibc a thread's TCB
+ * ends its stack block, so on x86-64, where the static TLS lies below the
+ * thread pointer, a thread pointer just above the stack pointer bounds
+ * the zone above it; elsewhere (the main thread, whose TCB is not on its
+ * stack, and arm64, whose TLS lies above the thread pointer) only the
+ * pages of the TCB and errno are kept.  NZONES ranges of page indices.
  */
 enum { NZONES = 6 };
 #define SELF_STACK_BELOW (128u << 10)	/* deeper than uhmm's calls go */
-#define SELF_STACK_ABOVE (64u << 10)	/* the caller's frames and arguments */
+#define SELF_STACK_ABOVE (64u << 10)	/* the caller's and the driver's frames */
 #define SELF_TLS (64u << 10)		/* static TLS below the thread pointer */
-
-/* The calling thread's stack block (lo == hi: not known), looked up once. */
-static __thread uintptr_t self_stack_lo, self_stack_hi;
-static __thread bool self_stack_known;
-
-static void self_stack(void)
-{
-	pthread_attr_t a;
-	void *addr;
-	size_t size;
-
-	self_stack_known = true;
-	if (pthread_getattr_np(pthread_self(), &a))
-		return;
-	if (!pthread_attr_getstack(&a, &addr, &size)) {
-		self_stack_lo = (uintptr_t)addr;
-		self_stack_hi = (uintptr_t)addr + size;
-	}
-	pthread_attr_destroy(&a);
-}
 
 static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
 		      size_t *zlo, size_t *zhi)
@@ -908,39 +895,33 @@ static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t 
 	*zhi = hi < m->end ? ((hi - m->start) + uhmm__page_size - 1) >> ps : m->npages;
 }
 
-/* [@lo, @hi) cut to the thread's stack block, when it is known. */
-static void self_zone_in_stack(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
-			       size_t *zlo, size_t *zhi)
-{
-	if (self_stack_lo < self_stack_hi) {
-		lo = UHMM__MAX(lo, self_stack_lo);
-		hi = UHMM__MIN(hi, self_stack_hi);
-	}
-	self_zone(m, lo, hi, zlo, zhi);
-}
-
 static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
 		       size_t zhi[NZONES])
 {
 	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
 	uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
 	uintptr_t err = (uintptr_t)&errno;
+	uintptr_t lo = sp > SELF_STACK_BELOW ? sp - SELF_STACK_BELOW : 0;
+	uintptr_t hi = sp + SELF_STACK_ABOVE;
 	size_t arr = m->npages * sizeof(*m->src);
+	bool tcb_on_stack = false;
 
-	if (!self_stack_known)
-		self_stack();
-	self_zone_in_stack(m, sp > SELF_STACK_BELOW ? sp - SELF_STACK_BELOW : 0,
-			   sp + SELF_STACK_ABOVE, &zlo[0], &zhi[0]);
-	if (self_stack_lo <= tp && tp < self_stack_hi) {
-		/* glibc puts a thread's TCB and static TLS in its stack block. */
-		self_zone_in_stack(m, tp > SELF_TLS ? tp - SELF_TLS : 0, tp + uhmm__page_size,
-				   &zlo[1], &zhi[1]);
-		zlo[2] = zhi[2] = 0;
-	} else {
-		/* Elsewhere (the main thread's): the pages of the TCB and errno. */
+#if defined(__x86_64__)
+	/*
+	 * The TCB (glibc's struct pthread, over 1 KiB, its fields uhmm's
+	 * calls touch in the first) ends the block, which ends on a page
+	 * boundary: stop at the page of its first KiB.
+	 */
+	tcb_on_stack = sp < tp && tp < hi;
+	if (tcb_on_stack)
+		hi = tp + 1024;
+#endif
+	self_zone(m, lo, hi, &zlo[0], &zhi[0]);
+	if (tcb_on_stack)
+		self_zone(m, tp > SELF_TLS ? tp - SELF_TLS : 0, hi, &zlo[1], &zhi[1]);
+	else
 		self_zone(m, tp, tp + 1, &zlo[1], &zhi[1]);
-		self_zone(m, err, err + sizeof(errno), &zlo[2], &zhi[2]);
-	}
+	self_zone(m, err, err + sizeof(errno), &zlo[2], &zhi[2]);
 	self_zone(m, (uintptr_t)m, (uintptr_t)(m + 1), &zlo[3], &zhi[3]);
 	self_zone(m, (uintptr_t)m->src, (uintptr_t)m->src + arr, &zlo[4], &zhi[4]);
 	self_zone(m, (uintptr_t)m->dst, (uintptr_t)m->dst + arr, &zlo[5], &zhi[5]);
