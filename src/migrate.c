@@ -21,6 +21,7 @@
  * While a migration runs it holds mm->migrate_lock for reading (fork takes
  * it for writing).
  */
+#include <link.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -881,7 +882,30 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 enum { NZONES = 6 };
 #define SELF_STACK_BELOW (128u << 10)	/* deeper than uhmm's calls go */
 #define SELF_STACK_ABOVE (64u << 10)	/* the caller's and the driver's frames */
-#define SELF_TLS (64u << 10)		/* static TLS below the thread pointer */
+
+/*
+ * Static TLS below the thread pointer: at least 64 KiB, more when the
+ * modules loaded with the program need it (a sanitizer runtime keeps its
+ * per-thread state there: 768 KiB for libtsan).  Summed at load.
+ */
+static size_t self_tls = 64u << 10;
+
+static int add_tls(struct dl_phdr_info *info, size_t size, void *sum)
+{
+	(void)size;
+	for (int i = 0; i < info->dlpi_phnum; i++)
+		if (info->dlpi_phdr[i].p_type == PT_TLS)
+			*(size_t *)sum += info->dlpi_phdr[i].p_memsz + info->dlpi_phdr[i].p_align;
+	return 0;
+}
+
+__attribute__((constructor)) static void self_tls_init(void)
+{
+	size_t sum = 8u << 10;	/* the TCB's alignment, glibc's surplus */
+
+	dl_iterate_phdr(add_tls, &sum);
+	self_tls = UHMM__MAX(self_tls, sum);
+}
 
 static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
 		      size_t *zlo, size_t *zhi)
@@ -918,7 +942,7 @@ static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
 #endif
 	self_zone(m, lo, hi, &zlo[0], &zhi[0]);
 	if (tcb_on_stack)
-		self_zone(m, tp > SELF_TLS ? tp - SELF_TLS : 0, hi, &zlo[1], &zhi[1]);
+		self_zone(m, tp > self_tls ? tp - self_tls : 0, hi, &zlo[1], &zhi[1]);
 	else
 		self_zone(m, tp, tp + 1, &zlo[1], &zhi[1]);
 	self_zone(m, err, err + sizeof(errno), &zlo[2], &zhi[2]);

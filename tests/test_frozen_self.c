@@ -443,7 +443,7 @@ static int round_child(void)
  * runs on are left in place; the rest of the range migrates, and the
  * array's data is intact after every call.
  */
-#define OWN_STACK (1024u << 10)
+#define OWN_STACK (4096u << 10)	/* room for a sanitizer's static TLS too */
 #define OWN_ARRAY (512u << 10)
 static char *own_stack;
 
