@@ -936,7 +936,7 @@ static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
 	 * calls touch in the first) ends the block, which ends on a page
 	 * boundary: stop at the page of its first KiB.
 	 */
-	tcb_on_stack = sp < tp && tp < hi;
+	tcb_on_stack = sp < tp && tp - sp < SELF_STACK_ABOVE + self_tls;
 	if (tcb_on_stack)
 		hi = tp + 1024;
 #endif
