@@ -698,48 +698,13 @@ static void segv(int sig, siginfo_t *si, void *uc)
 	_exit(128 + sig);
 }
 
-static struct { const char *n; void (*f)(int); } scs[] = {
+static const struct hunt_scenario scs[] = {
 	{"torture", sc_torture}, {"discard", sc_discard}, {"ownuffd", sc_ownuffd},
 	{"sparse", sc_sparse}, {"clonevm", sc_clonevm}, {"exec", sc_exec},
 };
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) { fprintf(stderr, "usage: hunt3 SCENARIO ROUNDS [TIMEOUT]\n"); return 2; }
-	int rounds = atoi(argv[2]), fails = 0, hangs = 0;
-	unsigned to = argc > 3 ? (unsigned)atoi(argv[3]) : 60;
-	void (*f)(int) = NULL;
-	for (size_t i = 0; i < sizeof(scs) / sizeof(scs[0]); i++)
-		if (!strcmp(scs[i].n, argv[1])) f = scs[i].f;
-	if (!f) { fprintf(stderr, "unknown scenario\n"); return 2; }
-	if (rounds == 0) {	/* in-process, for a debugger */
-		seed = (unsigned)getpid();
-		g_round = argc > 4 ? atoi(argv[4]) : 0;
-		f(g_round);
-		return 0;
-	}
-	int first = getenv("HUNT3_FIRST") ? atoi(getenv("HUNT3_FIRST")) : 0;
-	int step = getenv("HUNT3_STEP") ? atoi(getenv("HUNT3_STEP")) : 1;
-	for (int r = first; r < first + rounds * step; r += step) {
-		fflush(stdout);
-		pid_t c = fork();
-		if (c == 0) {
-			seed = (unsigned)getpid() ^ (unsigned)r * 7919u;
-			g_round = r;
-			struct sigaction sa = { .sa_sigaction = segv, .sa_flags = SA_SIGINFO };
-			sigaction(SIGSEGV, &sa, NULL);
-			sigaction(SIGBUS, &sa, NULL);
-			alarm(to);
-			f(r);
-			_exit(0);
-		}
-		int st;
-		if (hunt_wait(c, r, to, 1500, NULL, NULL, &st))
-			hangs++;
-		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
-		else if (!WIFEXITED(st) || WEXITSTATUS(st)) { fails++; fprintf(stderr, "round %d: status %x\n", r, st); }
-	}
-	printf("%s: %d rounds, %d failed, %d hung (UHMM_DISABLE=%s)\n", argv[1], rounds, fails, hangs,
-	       getenv("UHMM_DISABLE") ? getenv("UHMM_DISABLE") : "");
-	return fails || hangs;
+	return hunt_main(argc, argv, "HUNT3", scs, sizeof(scs) / sizeof(scs[0]), &seed, &g_round,
+			 segv);
 }

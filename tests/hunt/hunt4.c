@@ -706,7 +706,7 @@ static void segv(int sig, siginfo_t *si, void *uc)
 	_exit(128 + sig);
 }
 
-static struct { const char *n; void (*f)(int); } scs[] = {
+static const struct hunt_scenario scs[] = {
 	{"freewrite", sc_freewrite}, {"heap", sc_heap}, {"spawn", sc_spawn},
 	{"forkmig", sc_forkmig}, {"threxit", sc_threxit}, {"sigalrm", sc_sigalrm},
 	{"freecover", sc_freecover}, {"mlockall", sc_mlockall},
@@ -714,42 +714,6 @@ static struct { const char *n; void (*f)(int); } scs[] = {
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) { fprintf(stderr, "usage: hunt4 SCENARIO ROUNDS [TIMEOUT]\n"); return 2; }
-	int rounds = atoi(argv[2]), fails = 0, hangs = 0;
-	unsigned to = argc > 3 ? (unsigned)atoi(argv[3]) : 60;
-	void (*f)(int) = NULL;
-	for (size_t i = 0; i < sizeof(scs) / sizeof(scs[0]); i++)
-		if (!strcmp(scs[i].n, argv[1])) f = scs[i].f;
-	if (!f) { fprintf(stderr, "unknown scenario\n"); return 2; }
-	if (rounds == 0) {	/* in-process, for a debugger */
-		seed = (unsigned)getpid();
-		g_round = argc > 4 ? atoi(argv[4]) : 0;
-		f(g_round);
-		return 0;
-	}
-	int first = envi("HUNT4_FIRST", 0);
-	int step = envi("HUNT4_STEP", 1);
-	for (int r = first; r < first + rounds * step; r += step) {
-		fflush(stdout);
-		fflush(stderr);
-		pid_t c = fork();
-		if (c == 0) {
-			seed = (unsigned)getpid() ^ (unsigned)r * 7919u;
-			g_round = r;
-			struct sigaction sa = { .sa_sigaction = segv, .sa_flags = SA_SIGINFO };
-			sigaction(SIGSEGV, &sa, NULL);
-			sigaction(SIGBUS, &sa, NULL);
-			alarm(to);
-			f(r);
-			_exit(0);
-		}
-		int st;
-		if (hunt_wait(c, r, to, 1500, NULL, NULL, &st))
-			hangs++;
-		else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) { hangs++; fprintf(stderr, "round %d: alarm (hang)\n", r); }
-		else if (!WIFEXITED(st) || WEXITSTATUS(st)) { fails++; fprintf(stderr, "round %d: status %x\n", r, st); }
-	}
-	printf("%s: %d rounds, %d failed, %d hung (UHMM_DISABLE=%s)\n", argv[1], rounds, fails, hangs,
-	       getenv("UHMM_DISABLE") ? getenv("UHMM_DISABLE") : "");
-	return fails || hangs;
+	return hunt_main(argc, argv, "HUNT4", scs, sizeof(scs) / sizeof(scs[0]), &seed, &g_round,
+			 segv);
 }

@@ -11,8 +11,10 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Called every 20 ms while round @r's child runs, @elapsed seconds in. */
 typedef void (*hunt_tick_fn)(int r, time_t elapsed, void *arg);
@@ -56,6 +58,87 @@ static bool hunt_wait(pid_t c, int r, unsigned to, int gdb_lines, hunt_tick_fn t
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
 	}
+}
+
+/* A scenario of a hunt program: its name and its round function. */
+struct hunt_scenario {
+	const char *n;
+	void (*f)(int round);
+};
+
+/*
+ * main() of hunt3, hunt4 and hunt5: `PROG SCENARIO ROUNDS [TIMEOUT]`, each
+ * round a forked child watched by hunt_wait() with an alarm at TIMEOUT
+ * seconds; ROUNDS 0 runs round N (the fourth argument, default 0) in
+ * process, for a debugger.  @env_prefix names the variables that pick
+ * the rounds (PREFIX_FIRST, PREFIX_STEP); @seed and @round are the
+ * program's, set for each round; @segv is installed for SIGSEGV and
+ * SIGBUS in the child.
+ */
+static inline int hunt_main(int argc, char **argv, const char *env_prefix,
+			    const struct hunt_scenario *scs, size_t nscs, unsigned *seed,
+			    int *round, void (*segv)(int, siginfo_t *, void *))
+{
+	char name[64];
+	int rounds, fails = 0, hangs = 0, first, step;
+	unsigned to;
+	void (*f)(int) = NULL;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s SCENARIO ROUNDS [TIMEOUT]\n", argv[0]);
+		return 2;
+	}
+	rounds = atoi(argv[2]);
+	to = argc > 3 ? (unsigned)atoi(argv[3]) : 60;
+	for (size_t i = 0; i < nscs; i++)
+		if (!strcmp(scs[i].n, argv[1]))
+			f = scs[i].f;
+	if (!f) {
+		fprintf(stderr, "unknown scenario\n");
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (rounds == 0) {	/* in-process, for a debugger */
+		*seed = (unsigned)getpid();
+		*round = argc > 4 ? atoi(argv[4]) : 0;
+		f(*round);
+		return 0;
+	}
+	snprintf(name, sizeof(name), "%s_FIRST", env_prefix);
+	first = getenv(name) ? atoi(getenv(name)) : 0;
+	snprintf(name, sizeof(name), "%s_STEP", env_prefix);
+	step = getenv(name) ? atoi(getenv(name)) : 1;
+	for (int r = first; r < first + rounds * step; r += step) {
+		pid_t c;
+		int st;
+
+		fflush(stdout);
+		fflush(stderr);
+		c = fork();
+		if (c == 0) {
+			struct sigaction sa = { .sa_sigaction = segv, .sa_flags = SA_SIGINFO };
+
+			*seed = (unsigned)getpid() ^ (unsigned)r * 7919u;
+			*round = r;
+			sigaction(SIGSEGV, &sa, NULL);
+			sigaction(SIGBUS, &sa, NULL);
+			alarm(to);
+			f(r);
+			_exit(0);
+		}
+		if (hunt_wait(c, r, to, 1500, NULL, NULL, &st)) {
+			hangs++;
+		} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) {
+			hangs++;
+			fprintf(stderr, "round %d: alarm (hang)\n", r);
+		} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			fails++;
+			fprintf(stderr, "round %d: status %x\n", r, st);
+		}
+	}
+	printf("%s: %d rounds, %d failed, %d hung (UHMM_DISABLE=%s)\n", argv[1], rounds, fails,
+	       hangs, getenv("UHMM_DISABLE") ? getenv("UHMM_DISABLE") : "");
+	return fails || hangs;
 }
 
 #endif /* HUNT_ROUND_H */
