@@ -448,7 +448,6 @@ static void cache_atfork_child(void)
 	c->head = c->tail = NULL;
 	uhmm__itree_init(&c->tree);
 	c->pages = 0;
-	c->entries = 0;
 	c->dead = NULL;
 	c->ndead = 0;
 	c->pid = getpid();
@@ -522,7 +521,6 @@ static void entry_link(struct uhmm__staging_cache *c, struct uhmm__stage_entry *
 	e->it.last = e->end - 1;
 	uhmm__itree_insert(&c->tree, &e->it);
 	c->pages += e->pages;
-	c->entries++;
 }
 
 /*
@@ -542,7 +540,6 @@ static void entry_unlink(struct uhmm__staging_cache *c, struct uhmm__stage_entry
 		c->tail = e->prev;
 	uhmm__itree_remove(&c->tree, &e->it);
 	c->pages -= e->pages;
-	c->entries--;
 	e->pages = 0;
 	if (e->users) {
 		e->dead = true;
@@ -573,7 +570,7 @@ static void cache_check_owner(struct uhmm_mm *mm, struct uhmm__stage_entry **vic
 		/* A child made without pthread_atfork: nothing here is ours. */
 		c->head = c->tail = c->dead = NULL;
 		uhmm__itree_init(&c->tree);
-		c->pages = c->entries = c->ndead = 0;
+		c->pages = c->ndead = 0;
 		c->pid = getpid();
 		c->checked_gen = mm->generation;
 		return;
@@ -727,7 +724,7 @@ void uhmm__staging_cache_put(struct uhmm_migrate_vma *m)
 	}
 	entry_link(c, e);
 	/* Over the bound: the oldest entries not in use go. */
-	while (c->pages > c->cap || c->entries > CACHE_MAX_ENTRIES) {
+	while (c->pages > c->cap || c->tree.count > CACHE_MAX_ENTRIES) {
 		struct uhmm__stage_entry *o = c->tail;
 
 		while (o && (o->users || o == e))

@@ -27,7 +27,7 @@ struct uhmm__staging_cache {
 	pthread_mutex_t lock;
 	struct uhmm__stage_entry *head;	/* newest first (doubly linked) */
 	struct uhmm__stage_entry *tail;	/* the oldest */
-	size_t pages, entries;		/* pages and entries on the list */
+	size_t pages;			/* pages the entries on the list hold (tree.count: how many) */
 	struct uhmm__stage_entry *dead;	/* emptied, to unmap (CACHE_MAX_DEAD) */
 	size_t ndead;
 	size_t cap;			/* the bound in pages; 0: no caching */

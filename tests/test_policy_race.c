@@ -246,13 +246,19 @@ static int round_set_while_reading(void *arg)
 	return 0;
 }
 
-static void case_set_while_reading(void)
+/* DEFAULT_ROUNDS rounds of @round_fn in watched children; all must pass. */
+static void run_case(int (*round_fn)(void *), const char *what, const char *ok)
 {
-	const char *what = "read-mostly cleared and set while a device reads and the CPU writes";
-	int failed = run_rounds(round_set_while_reading, NULL, DEFAULT_ROUNDS, what);
+	int failed = run_rounds(round_fn, NULL, DEFAULT_ROUNDS, what);
 
 	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
-	printf("%s: %s: no write killed or lost: ok\n", NAME, what);
+	printf("%s: %s: %s: ok\n", NAME, what, ok);
+}
+
+static void case_set_while_reading(void)
+{
+	run_case(round_set_while_reading, "read-mostly cleared and set while a device reads and the CPU writes",
+		 "no write killed or lost");
 }
 
 /*
@@ -309,29 +315,20 @@ static int round_fork_child_writes(void *arg)
 
 static void case_fork_child_writes(void)
 {
-	const char *what = "a fork child writes its copy of a read-mostly range";
-	int failed = run_rounds(round_fork_child_writes, NULL, DEFAULT_ROUNDS, what);
-
-	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
-	printf("%s: %s: every child wrote its copy: ok\n", NAME, what);
+	run_case(round_fork_child_writes, "a fork child writes its copy of a read-mostly range",
+		 "every child wrote its copy");
 }
 
 static void case_device_write(void)
 {
-	const char *what = "device writes to a read-mostly range another device reads";
-	int failed = run_rounds(round_device_write, NULL, DEFAULT_ROUNDS, what);
-
-	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
-	printf("%s: %s: every launch succeeded, every word right: ok\n", NAME, what);
+	run_case(round_device_write, "device writes to a read-mostly range another device reads",
+		 "every launch succeeded, every word right");
 }
 
 static void case_cpu_write(void)
 {
-	const char *what = "CPU writes racing each other, re-duplication and read-mostly cleared";
-	int failed = run_rounds(round_cpu_write, NULL, DEFAULT_ROUNDS, what);
-
-	CHECK(failed == 0, "%s: %d rounds failed", what, failed);
-	printf("%s: %s: no write killed or lost: ok\n", NAME, what);
+	run_case(round_cpu_write, "CPU writes racing each other, re-duplication and read-mostly cleared",
+		 "no write killed or lost");
 }
 
 static const struct test_case cases[] = {

@@ -684,16 +684,13 @@ static void sc_exec(int round)
 	if (!WIFEXITED(st) || WEXITSTATUS(st)) FAIL("%s child status %x", round & 1 ? "execve" : "exit", st);
 }
 
-#include <execinfo.h>
 static void segv(int sig, siginfo_t *si, void *uc)
 {
-	(void)uc;
 	char b[200];
-	int n = snprintf(b, sizeof b, "SIGNAL %d at %p (code %d) tid %ld\n", sig, si->si_addr, si->si_code, (long)syscall(SYS_gettid));
-	if (write(2, b, (size_t)n)) {}
-	void *bt[32];
-	int k = backtrace(bt, 32);
-	backtrace_symbols_fd(bt, k, 2);
+	int n;
+
+	(void)uc;
+	hunt_signal_report(sig, si);
 	if (tb) { n = snprintf(b, sizeof b, "tb %p..%p\n", (void *)tb, (void *)(tb + tnp * PG)); if (write(2, b, (size_t)n)) {} }
 	_exit(128 + sig);
 }

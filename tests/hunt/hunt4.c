@@ -693,19 +693,6 @@ static void sc_mlockall(int round)
 		round, worst_l, worst_u, locked >> 10, vm_kb("VmRSS:") >> 10);
 }
 
-#include <execinfo.h>
-static void segv(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	char b[200];
-	int n = snprintf(b, sizeof b, "SIGNAL %d at %p (code %d) tid %ld\n", sig, si->si_addr, si->si_code, (long)syscall(SYS_gettid));
-	if (write(2, b, (size_t)n)) {}
-	void *bt[32];
-	int k = backtrace(bt, 32);
-	backtrace_symbols_fd(bt, k, 2);
-	_exit(128 + sig);
-}
-
 static const struct hunt_scenario scs[] = {
 	{"freewrite", sc_freewrite}, {"heap", sc_heap}, {"spawn", sc_spawn},
 	{"forkmig", sc_forkmig}, {"threxit", sc_threxit}, {"sigalrm", sc_sigalrm},
@@ -715,5 +702,5 @@ static const struct hunt_scenario scs[] = {
 int main(int argc, char **argv)
 {
 	return hunt_main(argc, argv, "HUNT4", scs, sizeof(scs) / sizeof(scs[0]), &seed, &g_round,
-			 segv);
+			 hunt_segv);
 }

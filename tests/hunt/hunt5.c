@@ -10,7 +10,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <execinfo.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -773,18 +772,6 @@ static void sc_altsig(int round)
 	uhmm_simdev_destroy(d);
 }
 
-static void segv(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	char b[200];
-	int n = snprintf(b, sizeof b, "SIGNAL %d at %p (code %d) tid %ld\n", sig, si->si_addr, si->si_code, (long)syscall(SYS_gettid));
-	if (write(2, b, (size_t)n)) {}
-	void *bt[32];
-	int k = backtrace(bt, 32);
-	backtrace_symbols_fd(bt, k, 2);
-	_exit(128 + sig);
-}
-
 static const struct hunt_scenario scs[] = {
 	{"rmwrite", sc_rmwrite}, {"lru", sc_lru}, {"rmfork", sc_rmfork},
 	{"stack", sc_stack}, {"mfork", sc_mfork}, {"altsig", sc_altsig},
@@ -793,5 +780,5 @@ static const struct hunt_scenario scs[] = {
 int main(int argc, char **argv)
 {
 	return hunt_main(argc, argv, "HUNT5", scs, sizeof(scs) / sizeof(scs[0]), &seed, &g_round,
-			 segv);
+			 hunt_segv);
 }

@@ -7,11 +7,13 @@
 #ifndef HUNT_ROUND_H
 #define HUNT_ROUND_H
 
+#include <execinfo.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +60,31 @@ static bool hunt_wait(pid_t c, int r, unsigned to, int gdb_lines, hunt_tick_fn t
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
 	}
+}
+
+/*
+ * A round child's SIGSEGV / SIGBUS report: the signal, the address, the
+ * thread and a backtrace on stderr (async-signal-safe but for the
+ * backtrace, which is what a dying round is for).
+ */
+static inline void hunt_signal_report(int sig, const siginfo_t *si)
+{
+	char b[200];
+	void *bt[32];
+	int n = snprintf(b, sizeof b, "SIGNAL %d at %p (code %d) tid %ld\n", sig, si->si_addr,
+			 si->si_code, (long)syscall(SYS_gettid));
+
+	if (write(2, b, (size_t)n)) {}
+	n = backtrace(bt, 32);
+	backtrace_symbols_fd(bt, n, 2);
+}
+
+/* The handler hunt_main() installs in a round child: report and die. */
+static inline void hunt_segv(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	hunt_signal_report(sig, si);
+	_exit(128 + sig);
 }
 
 /* A scenario of a hunt program: its name and its round function. */
