@@ -509,6 +509,19 @@ static int alt_round(void *arg)
 
 static void altstack(void)
 {
+	struct uhmm_sysinfo si;
+
+	/*
+	 * The kernel writes a signal frame itself: with a userfaultfd that
+	 * serves user-mode faults only (unprivileged, vm.unprivileged_
+	 * userfaultfd=0), a frame on a device-resident page cannot be
+	 * faulted in and the thread gets SIGSEGV, as for any kernel access
+	 * to device memory in that mode (docs/LIMITATIONS.md).
+	 */
+	uhmm_sysinfo(&si);
+	if (si.uffd_mode != UHMM_UFFD_FULL)
+		SKIP("user-mode-only userfaultfd: the kernel's own writes of a signal frame "
+		     "to device memory cannot be served");
 	bad += run_rounds(alt_round, NULL, ROUNDS, "signal frames on a migrating sigaltstack");
 }
 
