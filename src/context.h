@@ -48,6 +48,8 @@ struct uhmm__selfop {
 #define UHMM__MAX_POOLS 256
 #define UHMM__RETRY_MAX 256
 
+#define UHMM__WAKE_LOG 64
+
 struct uhmm_mm {
 	/* Lifetime: see mm.c.  The structure itself is static and never freed. */
 	atomic_int users;
@@ -71,6 +73,21 @@ struct uhmm_mm {
 	 */
 	atomic_ulong ev_read;
 	atomic_ulong ev_done;
+	atomic_ulong ev_read_returned;	/* the last read(2) that returned (its ev_read) */
+	/*
+	 * The last UHMM__WAKE_LOG wakes (uffd.c): the range each woke, the
+	 * reads of the uffd done before it and those begun by its end, to
+	 * tell whether a fault message was read before a wake of its page.
+	 * Each slot is a sequence lock of its own (ver odd while written); a
+	 * writer that finds its slot busy logs nothing.
+	 */
+	struct uhmm__wake_rec {
+		atomic_ulong ver;
+		_Atomic uintptr_t start, end;
+		atomic_ulong done, begun;
+	} wake_log[UHMM__WAKE_LOG];
+	atomic_uint wake_next;
+	atomic_ulong wake_max_begun;	/* the largest begun logged: a quick no */
 	pthread_mutex_t ev_lock;
 	pthread_cond_t ev_cond;
 

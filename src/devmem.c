@@ -955,7 +955,7 @@ int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 	uhmm_page_put(page);
 	uhmm__migrate_unlock(mm);
 	/* Like the kernel's fault path: the thread resumes when all is done. */
-	if (f->wake_end)
+	if (f->wake_end && !f->defer_wake)
 		uhmm__uffd_wake(mm, f->wake_start, f->wake_end);
 	return ret;
 }

@@ -22,6 +22,13 @@
 struct uhmm__fault {
 	struct uhmm_vm_fault vmf;
 	uintptr_t wake_start, wake_end;	/* to wake at the end; wake_end 0: none */
+	/*
+	 * Set by the CPU fault path: uhmm__fault_device() leaves the wake to
+	 * its caller, which must first queue the SIGBUS of a fault that
+	 * failed (a thread woken before that faults again, and its second
+	 * message earns a second SIGBUS for one access).
+	 */
+	bool defer_wake;
 	int install_err;	/* the driver copied a page that could not be put back */
 	/*
 	 * Pages of the faulting page's pool that left the device during the

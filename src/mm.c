@@ -34,6 +34,7 @@
 #include "ptable.h"
 #include "service.h"
 #include "sigblock.h"
+#include "uffd.h"
 #include "staging.h"
 #include "vma.h"
 
@@ -103,6 +104,8 @@ static int mm_create(struct uhmm_mm *mm)
 	pthread_mutex_unlock(&mm->nlock);
 	atomic_store(&mm->ev_read, 0);
 	atomic_store(&mm->ev_done, 0);
+	atomic_store(&mm->ev_read_returned, 0);
+	uhmm__uffd_wake_log_reset(mm);
 	mm->selfops = NULL;
 	/* An optimisation only: without it small fault-backs map their staging. */
 	if (uhmm__bounce_create(mm))

@@ -197,6 +197,23 @@ static void wake_msg(struct uhmm_mm *mm, const struct uffd_msg *msg)
 	wake_page(mm, uhmm__page_align_down((uintptr_t)msg->arg.pagefault.address));
 }
 
+/*
+ * Wake what a CPU fault's migration brought home (@f's wake range, left to
+ * the caller: defer_wake), all but @page, whose fault the caller answers
+ * itself: retried (-EAGAIN: woken once the pending events are read),
+ * parked (short of memory) or failed (SIGBUS, then woken).
+ */
+static void wake_around(struct uhmm_mm *mm, const struct uhmm__fault *f, uintptr_t page)
+{
+	if (!f->wake_end)
+		return;
+	if (f->wake_start < page)
+		uhmm__uffd_wake(mm, f->wake_start, UHMM__MIN(page, f->wake_end));
+	if (page + uhmm__page_size < f->wake_end)
+		uhmm__uffd_wake(mm, UHMM__MAX(page + uhmm__page_size, f->wake_start),
+				f->wake_end);
+}
+
 static int fault_fill_zero(struct uhmm_mm *mm, uintptr_t page)
 {
 	struct uffdio_zeropage z = {
@@ -315,11 +332,22 @@ static void note_served(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
  * not give it back): the kernel's VM_FAULT_SIGBUS.  The thread gets SIGBUS
  * and is woken; if its handler returns, the access faults again.
  */
-static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, uintptr_t page,
-		       int err)
+static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned long msg_seq,
+		       uintptr_t page, int err)
 {
 	pid_t tid = (pid_t)msg->arg.pagefault.feat.ptid;
 
+	/*
+	 * Its page may have been woken since the message was read (a wake
+	 * that ran while the read did: the log cannot tell the order).  Then
+	 * the thread may be awake, faulting again with a message of its own
+	 * that earns the SIGBUS: this one must not earn a second.  Woken
+	 * again instead, a thread still waiting on this message faults again.
+	 */
+	if (uhmm__uffd_woken_since(mm, page, msg_seq) != UHMM__WOKEN_NO) {
+		wake_page(mm, page);
+		return;
+	}
 	uhmm__warn("fault at %#lx cannot be resolved: %d: SIGBUS", (unsigned long)page, err);
 	/* A vfork / posix_spawn child is another thread group: tkill finds it. */
 	if (syscall(SYS_tgkill, getpid(), tid, SIGBUS) < 0 && errno == ESRCH)
@@ -362,6 +390,14 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		return 0;
 	}
 
+	/*
+	 * Its page was woken after the message was read: the thread is awake
+	 * and faults again if it still needs the page, with a message of its
+	 * own.  Answering this one too answers one access twice: a second
+	 * SIGBUS for one access, or a page pulled home nobody waits for.
+	 */
+	if (uhmm__uffd_woken_since(mm, page, msg_seq) == UHMM__WOKEN_YES)
+		return 0;
 	slot = uhmm__ptable_slot(&mm->ptable, page, false);
 	e = slot ? atomic_load_explicit(slot, memory_order_acquire) : 0;
 	switch (e & UHMM__PTE_TYPE_MASK) {
@@ -382,7 +418,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, 0);
 		}
 		if (ret && ret != -EAGAIN && ret != -ENOMEM) {
-			fault_fail(mm, msg, page, ret);
+			fault_fail(mm, msg, msg_seq, page, ret);
 			return 0;
 		}
 		if (brought)
@@ -404,32 +440,45 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 		struct uhmm__fault f = { .vmf = {
 			.mm = mm, .address = page,
 			.write = (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,
-		} };
+		}, .defer_wake = true };
 
 		ret = uhmm__fault_device(&f, e);
 		if (!ret && on_worker)
 			note_served(mm, f.vmf.window_start, f.vmf.window_end);
-		if (ret == -EAGAIN)
+		if (!ret) {
+			/*
+			 * The migration's range (the window, after all was
+			 * done), and the page if that did not cover it.  A
+			 * thread that faulted on it after this wake has its
+			 * own message.
+			 */
+			if (f.wake_end)
+				uhmm__uffd_wake(mm, f.wake_start, f.wake_end);
+			if (!(f.wake_end && f.wake_start <= page && page < f.wake_end))
+				wake_page(mm, page);
+			return 0;
+		}
+		if (ret == -EAGAIN) {
+			wake_around(mm, &f, page);
 			return -EAGAIN;
+		}
 		if (ret == -ENOMEM && f.install_err == -ENOMEM) {
-			/* The copy is done, the page stays on the device, intact. */
+			/*
+			 * The copy is done, the page stays on the device,
+			 * intact; its threads sleep on until it is served or
+			 * failed (the rest of the window came home).
+			 */
+			wake_around(mm, &f, page);
 			if (brought)
 				*brought = f.brought;
 			return -ENOMEM;
 		}
-		if (ret) {
-			/* The device could not give the page back. */
-			fault_fail(mm, msg, page, ret);
-		} else if (!(f.wake_end && f.wake_start <= page && page < f.wake_end)) {
-			/*
-			 * Woken here unless the fault path's own wake (the
-			 * migration's range, after all was done) covered the
-			 * page already: one ioctl per fault less.  A thread
-			 * that faulted on the page after that wake has its own
-			 * message.
-			 */
-			wake_page(mm, page);
-		}
+		/*
+		 * The device could not give the page back: the SIGBUS is
+		 * queued before anything wakes the thread (fault_fail).
+		 */
+		fault_fail(mm, msg, msg_seq, page, ret);
+		wake_around(mm, &f, page);
 		return 0;
 	default:
 		/* Device-exclusive: served by the exclusive-access layer. */
@@ -848,7 +897,7 @@ static int serve_nomem(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned 
 		int r;
 
 		if (!q->scratch) {
-			fault_fail(mm, msg, page, -ENOMEM);
+			fault_fail(mm, msg, seq, page, -ENOMEM);
 			return 0;
 		}
 		if (service_stopping(q))
@@ -862,7 +911,7 @@ static int serve_nomem(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned 
 		if (tries >= NOMEM_TRIES) {
 			uhmm__warn("fault at %#lx: no page could be installed %u times in a row "
 				   "although memory could be had", (unsigned long)page, tries);
-			fault_fail(mm, msg, page, -ENOMEM);
+			fault_fail(mm, msg, seq, page, -ENOMEM);
 			return 0;
 		}
 	}
@@ -1218,6 +1267,7 @@ static void *reader_main(void *arg)
 		pthread_mutex_lock(&q->rd_lock);
 		seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
 		got = read(mm->uffd, buf, sizeof(buf));
+		atomic_store_explicit(&mm->ev_read_returned, seq, memory_order_release);
 		n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
 		pthread_mutex_lock(&q->lock);
 		for (size_t i = 0; i < n; i++) {
@@ -1328,6 +1378,7 @@ static int worker_read(struct uhmm_mm *mm, struct uhmm__msgq *q, struct uffd_msg
 		if (!queued) {
 			seq = atomic_fetch_add_explicit(&mm->ev_read, 1, memory_order_acq_rel) + 1;
 			got = read(mm->uffd, buf, MSG_BATCH * sizeof(buf[0]));
+			atomic_store_explicit(&mm->ev_read_returned, seq, memory_order_release);
 			pthread_mutex_unlock(&q->rd_lock);
 			n = got > 0 ? (size_t)got / sizeof(buf[0]) : 0;
 			/*

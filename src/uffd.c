@@ -139,11 +139,100 @@ int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len
 	return 0;
 }
 
+/*
+ * The wake log.  A fault message is taken from the kernel by a read of the
+ * uffd, and its thread then sleeps until a UFFDIO_WAKE covers its address
+ * (or a signal comes); a wake that finds the message not yet read wakes
+ * the thread and drops the message (both under the kernel's lock of the
+ * pending queue).  The service thread may act on a message long after the
+ * read: when a wake of its page came in between, the thread is awake and
+ * has faulted again if it still needs the page, with a message of its own.
+ * Acting on the old one as well answers one access twice: harmless when
+ * the answer is a page, not when it is a SIGBUS (two for one access: CI,
+ * test_inject.cpu_fault_sigbus).
+ *
+ * The order: reads of the uffd are serialized (the msgq's rd_lock); each
+ * bumps ev_read just before it reads and sets ev_read_returned to that
+ * number when the read returns.  A read numbered up to the ev_read_returned
+ * seen before a wake's ioctl (@done) was over when the ioctl ran: YES.  One
+ * numbered above the ev_read seen after the ioctl (@begun) began after it:
+ * NO.  In between the read and the ioctl overlapped: MAYBE.  A wake is
+ * logged only once its ioctl succeeded; a wake missing from the log
+ * (overwritten, its slot busy) only means the old message is acted on, as
+ * before: never a thread left asleep.
+ */
 void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e)
 {
 	struct uffdio_range r = { .start = s, .len = e - s };
+	unsigned long done = atomic_load_explicit(&mm->ev_read_returned, memory_order_acquire);
+	unsigned long begun;
+	struct uhmm__wake_rec *w;
+	unsigned long v;
 
-	uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r);
+	if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_WAKE, &r) < 0)
+		return;
+	begun = atomic_load_explicit(&mm->ev_read, memory_order_acquire);
+	w = &mm->wake_log[atomic_fetch_add_explicit(&mm->wake_next, 1, memory_order_relaxed) %
+			  UHMM__WAKE_LOG];
+	v = atomic_load_explicit(&w->ver, memory_order_relaxed);
+	if ((v & 1) || !atomic_compare_exchange_strong_explicit(&w->ver, &v, v + 1,
+								 memory_order_acquire,
+								 memory_order_relaxed))
+		return;		/* another writer has the slot: not logged */
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&w->start, s, memory_order_relaxed);
+	atomic_store_explicit(&w->end, e, memory_order_relaxed);
+	atomic_store_explicit(&w->done, done, memory_order_relaxed);
+	atomic_store_explicit(&w->begun, begun, memory_order_relaxed);
+	atomic_store_explicit(&w->ver, v + 2, memory_order_release);
+	v = atomic_load_explicit(&mm->wake_max_begun, memory_order_relaxed);
+	while (v < begun &&
+	       !atomic_compare_exchange_weak_explicit(&mm->wake_max_begun, &v, begun,
+						      memory_order_release, memory_order_relaxed))
+		;
+}
+
+int uhmm__uffd_woken_since(struct uhmm_mm *mm, uintptr_t page, unsigned long seq)
+{
+	int ret = UHMM__WOKEN_NO;
+
+	if (!seq || atomic_load_explicit(&mm->wake_max_begun, memory_order_acquire) < seq)
+		return UHMM__WOKEN_NO;
+	for (unsigned int i = 0; i < UHMM__WAKE_LOG; i++) {
+		struct uhmm__wake_rec *w = &mm->wake_log[i];
+		unsigned long v = atomic_load_explicit(&w->ver, memory_order_acquire);
+		unsigned long done, begun;
+		uintptr_t s, e;
+
+		if (v & 1)
+			continue;
+		s = atomic_load_explicit(&w->start, memory_order_relaxed);
+		e = atomic_load_explicit(&w->end, memory_order_relaxed);
+		done = atomic_load_explicit(&w->done, memory_order_relaxed);
+		begun = atomic_load_explicit(&w->begun, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&w->ver, memory_order_relaxed) != v)
+			continue;	/* rewritten while read */
+		if (page < s || page >= e || seq > begun)
+			continue;
+		if (seq <= done)
+			return UHMM__WOKEN_YES;
+		ret = UHMM__WOKEN_MAYBE;
+	}
+	return ret;
+}
+
+void uhmm__uffd_wake_log_reset(struct uhmm_mm *mm)
+{
+	for (unsigned int i = 0; i < UHMM__WAKE_LOG; i++) {
+		struct uhmm__wake_rec *w = &mm->wake_log[i];
+
+		atomic_store(&w->start, 0);
+		atomic_store(&w->end, 0);
+		atomic_store(&w->done, 0);
+		atomic_store(&w->begun, 0);
+	}
+	atomic_store(&mm->wake_max_begun, 0);
 }
 
 /*

@@ -22,8 +22,20 @@ UHMM__HIDDEN size_t uhmm__uffd_move_fd(struct uhmm_mm *mm, int fd, uintptr_t dst
 /* UFFDIO_COPY [@src, +@len) to @dst (waking nobody); 0 or -errno. */
 UHMM__HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				   size_t len);
-/* Wake the threads faulting in [@s, @e). */
+/* Wake the threads faulting in [@s, @e) (and log the wake: below). */
 UHMM__HIDDEN void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
+/*
+ * Was @page woken (uhmm__uffd_wake) after the read of the uffd that gave a
+ * fault message sequence @seq (0: unknown)?  YES: the message's thread was
+ * woken and faults again if it still needs the page, so the message is
+ * answered.  MAYBE: a wake of the page ran while that read did.  NO: none
+ * known (the log is short: an old wake may be forgotten).
+ */
+enum { UHMM__WOKEN_NO, UHMM__WOKEN_MAYBE, UHMM__WOKEN_YES };
+UHMM__HIDDEN int uhmm__uffd_woken_since(struct uhmm_mm *mm, uintptr_t page,
+					  unsigned long seq);
+/* Forget every logged wake (a new uffd: its read sequence starts at 0). */
+UHMM__HIDDEN void uhmm__uffd_wake_log_reset(struct uhmm_mm *mm);
 /* Make sure [start, end) is registered for MISSING faults. */
 UHMM__HIDDEN int uhmm__register_missing(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
