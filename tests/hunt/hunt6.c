@@ -695,8 +695,235 @@ static void sc_sigbus(int round)
 	if (r) FAIL("close %d", r);
 }
 
+/* ================= 4: rawunmap: raw munmap / mremap of device ranges racing pool removal ====
+ * RU_NR regions of RU_P pages, each mapped, filled and migrated to tdev by
+ * its owner thread, which then: rewrites and migrates again; unmaps it
+ * with a raw munmap system call (uhmm sees only the UNMAP event) and maps
+ * a new tenant at the same address at once (raw mmap in even rounds,
+ * the wrapper in odd ones), writing half of its pages: the written half
+ * must read the new data, the rest zero; unmaps it with the wrapper;
+ * moves it with mremap (wrapper, or the raw system call) to a reserved
+ * address and checks the data there.  Meanwhile a thread removes and
+ * re-adds the pool (remove: 0 only with no device page left allocated;
+ * else an error, counted by errno) and another evicts pfn runs.  At the
+ * end every region is unmapped and the pool must come off within a
+ * bounded number of tries. */
+#define RU_NR 8
+#define RU_P 16
+static char *ru_addr[RU_NR]; static unsigned ru_tag[RU_NR];
+static struct tdev *ru_td; static struct uhmm_mm *ru_mm;
+static pthread_rwlock_t ru_pool;
+static atomic_bool ru_added;
+static atomic_int ru_stop;
+static atomic_ulong ru_rm_ok, ru_rm_err[8], ru_ops[8], ru_readd;
+static bool ru_rawmap;
+
+static int ru_errslot(int r)
+{
+	switch (r) { case -EBUSY: return 0; case -EINVAL: return 1; case -EFAULT: return 2;
+	case -ENOMEM: return 3; case -ENOENT: return 4; default: return 5; }
+}
+
+static char *ru_map_at(char *hint, bool raw)
+{
+	char *p;
+	int fl = MAP_PRIVATE | MAP_ANONYMOUS | (hint ? MAP_FIXED_NOREPLACE : 0);
+	if (raw)
+		p = (char *)syscall(SYS_mmap, hint, RU_P * PG, PROT_READ | PROT_WRITE, fl, -1, 0);
+	else
+		p = mmap(hint, RU_P * PG, PROT_READ | PROT_WRITE, fl, -1, 0);
+	if (p == MAP_FAILED) return NULL;
+	return p;
+}
+
+static void ru_todev(int i)
+{
+	pthread_rwlock_rdlock(&ru_pool);
+	if (atomic_load(&ru_added)) {
+		long m = tdev_to_dev(ru_td, (uintptr_t)ru_addr[i], (uintptr_t)ru_addr[i] + RU_P * PG, NULL);
+		if (m < 0 && m != -ENOMEM) FAIL("region %d to dev: %ld %s", i, m, uhmm_last_error());
+	}
+	pthread_rwlock_unlock(&ru_pool);
+}
+
+static void ru_check(int i, const char *when, size_t written)
+{
+	for (size_t p = 0; p < RU_P; p++) {
+		int k = page_is(ru_addr[i] + p * PG, ru_tag[i], p);
+		int want = p < written ? 1 : 0;
+		if (k != want)
+			FAIL("%s: region %d page %zu reads %s, want %s", when, i, p,
+			     what(ru_addr[i] + p * PG, ru_tag[i], p), want ? "its data" : "zero");
+	}
+}
+
+static void *ru_owner(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x6161u, tag = 100;
+	while (!atomic_load(&ru_stop)) {
+		int i = (int)(rnd_r(&s) % RU_NR);
+		unsigned op = rnd_r(&s) % 5;
+		if (!(envi("HUNT6_RUOPS", 31) >> op & 1)) continue;
+		atomic_fetch_add(&ru_ops[op], 1);
+		switch (op) {
+		case 0: {	/* rewrite, migrate */
+			ru_check(i, "before rewrite", RU_P);
+			ru_tag[i] = ++tag;
+			fill(ru_addr[i], RU_P, ru_tag[i], 0);
+			ru_todev(i);
+			break;
+		}
+		case 1: case 2: {	/* raw (1) or wrapped (2) munmap, a new tenant at once */
+			char *old = ru_addr[i];
+			if (op == 1) syscall(SYS_munmap, old, RU_P * PG);
+			else munmap(old, RU_P * PG);
+			char *n = ru_map_at(old, ru_rawmap);
+			if (!n) n = ru_map_at(NULL, false);
+			if (!n) FAIL("map %d", errno);
+			ru_addr[i] = n;
+			ru_tag[i] = ++tag;
+			fill(n, RU_P / 2, ru_tag[i], 0);
+			ru_check(i, n == old ? "new tenant at the old address" : "new tenant", RU_P / 2);
+			fill(n, RU_P, ru_tag[i], 0);
+			ru_todev(i);
+			break;
+		}
+		case 3: case 4: {	/* mremap (wrapper: 3, raw: 4) to a reserved place */
+			char *dst = mmap(NULL, RU_P * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (dst == MAP_FAILED) FAIL("reserve");
+			char *n;
+			if (op == 3)
+				n = mremap(ru_addr[i], RU_P * PG, RU_P * PG, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+			else
+				n = (char *)syscall(SYS_mremap, ru_addr[i], RU_P * PG, RU_P * PG,
+						    MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+			if (n != dst) FAIL("mremap %d", errno);
+			ru_addr[i] = n;
+			ru_check(i, op == 3 ? "after mremap" : "after raw mremap", RU_P);
+			ru_todev(i);
+			break;
+		}
+		}
+	}
+	return NULL;
+}
+
+static void ru_readd_pool(void)
+{
+	int r = uhmm_devmem_add(ru_mm, &ru_td->pgmap);
+	if (r) FAIL("re-add %d %s", r, uhmm_last_error());
+	atomic_store(&ru_added, true);
+	atomic_fetch_add(&ru_readd, 1);
+}
+
+static int ru_remove(bool final)
+{
+	int r = uhmm_devmem_remove(&ru_td->pgmap);
+	if (r == 0) {
+		atomic_store(&ru_added, false);
+		atomic_fetch_add(&ru_rm_ok, 1);
+		size_t u = tdev_used(ru_td);
+		if (u) FAIL("%sremove returned 0 with %zu tdev pages still allocated", final ? "final " : "", u);
+	} else {
+		atomic_fetch_add(&ru_rm_err[ru_errslot(r)], 1);
+		if (r != -EBUSY && r != -EINVAL && r != -EFAULT)
+			FAIL("remove: %d %s", r, uhmm_last_error());
+	}
+	return r;
+}
+
+static void *ru_remover(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x8181u;
+	while (!atomic_load(&ru_stop)) {
+		pthread_rwlock_wrlock(&ru_pool);
+		if (!atomic_load(&ru_added)) ru_readd_pool();
+		else if (ru_remove(false) == 0 && rnd_r(&s) % 2) ru_readd_pool();
+		pthread_rwlock_unlock(&ru_pool);
+		nap_us(rnd_r(&s) % 2000);
+	}
+	return NULL;
+}
+
+static void *ru_evictor(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x9292u;
+	uint64_t src[32], dst[32];
+	char *buf = mmap(NULL, 32 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	while (!atomic_load(&ru_stop)) {
+		pthread_rwlock_rdlock(&ru_pool);
+		if (atomic_load(&ru_added)) {
+			size_t n = 1 + rnd_r(&s) % 32, idx = rnd_r(&s) % ru_td->nr_pages;
+			if (idx + n > ru_td->nr_pages) n = ru_td->nr_pages - idx;
+			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&ru_td->pgmap, 0));
+			int r = uhmm_migrate_device_range(ru_mm, src, base + idx, n);
+			if (r) FAIL("device range %d", r);
+			for (size_t i = 0; i < n; i++) {
+				dst[i] = 0;
+				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+				struct uhmm_page *pg = uhmm_pfn_to_page(ru_mm, uhmm_migrate_pfn_to_pfn(src[i]));
+				memcpy(buf + i * PG, tdev_page_mem(ru_td, pg), PG);
+				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+			}
+			uhmm_migrate_device_pages(ru_mm, src, dst, n);
+			uhmm_migrate_device_finalize(ru_mm, src, dst, n);
+		}
+		pthread_rwlock_unlock(&ru_pool);
+		nap_us(rnd_r(&s) % 3000);
+	}
+	return NULL;
+}
+
+static void *ru_idle(void *a) { (void)a; return NULL; }
+
+static void sc_rawunmap(int round)
+{
+	ru_rawmap = round % 2 == 0;
+	size_t fa = round % 4 < 2 ? 0 : 1;
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&ru_pool, &ra);
+	ru_mm = getmm();
+	int r = tdev_open(ru_mm, 512, fa, NULL, 0, &ru_td);
+	if (r) FAIL("tdev open %d", r);
+	atomic_store(&ru_added, true);
+	for (int i = 0; i < RU_NR; i++) {
+		ru_addr[i] = ru_map_at(NULL, false);
+		ru_tag[i] = 1 + (unsigned)i;
+		fill(ru_addr[i], RU_P, ru_tag[i], 0);
+		ru_todev(i);
+	}
+	printf("round %d: rawunmap new tenant by %s, fault_around %zu\n", round,
+	       ru_rawmap ? "raw mmap" : "the mmap wrapper", fa);
+	pthread_t t[3];
+	pthread_create(&t[0], NULL, ru_owner, NULL);
+	pthread_create(&t[1], NULL, envi("HUNT6_RUREM", 1) ? ru_remover : ru_idle, NULL);
+	pthread_create(&t[2], NULL, envi("HUNT6_RUEV", 1) ? ru_evictor : ru_idle, NULL);
+	double t0 = now_s();
+	while (now_s() - t0 < secs()) nap_us(50000);
+	atomic_store(&ru_stop, 1);
+	for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+	for (int i = 0; i < RU_NR; i++) ru_check(i, "final", RU_P);
+	for (int i = 0; i < RU_NR; i++) munmap(ru_addr[i], RU_P * PG);
+	if (!atomic_load(&ru_added)) ru_readd_pool();
+	int tries = 0;
+	while ((r = ru_remove(true)) != 0) {
+		if (++tries == 1000) FAIL("the pool never comes off: %d, %zu pages allocated: stranded", r, tdev_used(ru_td));
+		sched_yield();
+	}
+	tdev_free(ru_td);
+	printf("round %d: ok: ops rewrite %lu rawunmap %lu unmap %lu mremap %lu rawmremap %lu; remove ok %lu "
+	       "EBUSY %lu EINVAL %lu EFAULT %lu; readd %lu; final remove after %d failed tries\n", round,
+	       ru_ops[0], ru_ops[1], ru_ops[2], ru_ops[3], ru_ops[4], ru_rm_ok, ru_rm_err[0], ru_rm_err[1],
+	       ru_rm_err[2], ru_readd, tries);
+}
+
 static const struct hunt_scenario scs[] = {
-	{"exhaust", sc_exhaust}, {"inject", sc_inject}, {"sigbus", sc_sigbus},
+	{"exhaust", sc_exhaust}, {"inject", sc_inject}, {"sigbus", sc_sigbus}, {"rawunmap", sc_rawunmap},
 };
 
 int main(int argc, char **argv)
