@@ -368,7 +368,11 @@ static void ex_evict(size_t idx, size_t n, char *buf)
 
 static void ex_readd(void)
 {
-	int r = uhmm_devmem_add(ex_mm, &ex_td->pgmap);
+	int r, tries = 0;
+
+	/* With injection the add's own allocation may fail: -ENOMEM, nothing added; again. */
+	while ((r = uhmm_devmem_add(ex_mm, &ex_td->pgmap)) == -ENOMEM && ex_inject && tries++ < 1000)
+		nap_us(200);
 	if (r) FAIL("re-add: %d %s", r, uhmm_last_error());
 	atomic_store(&ex_base, uhmm_page_to_pfn(uhmm_devmem_page(&ex_td->pgmap, 0)));
 	atomic_store(&ex_added, true);
@@ -922,8 +926,117 @@ static void sc_rawunmap(int round)
 	       ru_rm_err[2], ru_readd, tries);
 }
 
+/* ================= 5: realloc: glibc's realloc of a device-resident block ===================
+ * glibc's realloc() of a block above the mmap threshold moves it with its
+ * own mremap system call (not the wrapper: uhmm sees the REMAP event
+ * only).  A block of 1 MiB is malloc'd, filled, its page-aligned interior
+ * migrated to tdev; another thread keeps evicting the pool's pages with
+ * device-range migrations (HUNT6_HOW=1: nothing races, the control;
+ * 2: pool remove / re-add instead); the block is realloc'd
+ * to 2x and back and every byte checked after each.  The kernel never
+ * loses a byte here. */
+static char *rl_blk; static size_t rl_len;
+static struct tdev *rl_td; static struct uhmm_mm *rl_mm;
+static atomic_int rl_stop;
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;	/* pool add/remove vs to_dev */
+
+static void *rl_evictor(void *a)
+{
+	int how = (int)(intptr_t)a;
+	unsigned s = seed ^ 0x4141u;
+	uint64_t src[64], dst[64];
+	char *buf = mmap(NULL, 64 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (how == 1) return NULL;
+	while (!atomic_load(&rl_stop)) {
+		if (how == 2) {
+			pthread_mutex_lock(&rl_lock);
+			int r = uhmm_devmem_remove(&rl_td->pgmap);
+			if (r == 0) {
+				if (tdev_used(rl_td)) FAIL("remove 0 with pages allocated");
+				r = uhmm_devmem_add(rl_mm, &rl_td->pgmap);
+				if (r) FAIL("re-add %d", r);
+			}
+			pthread_mutex_unlock(&rl_lock);
+		} else {
+			size_t n = 64;
+			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&rl_td->pgmap, 0));
+			int r = uhmm_migrate_device_range(rl_mm, src, base + rnd_r(&s) % (rl_td->nr_pages - 63), n);
+			if (r) FAIL("device range %d", r);
+			for (size_t i = 0; i < n; i++) {
+				dst[i] = 0;
+				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+				struct uhmm_page *pg = uhmm_pfn_to_page(rl_mm, uhmm_migrate_pfn_to_pfn(src[i]));
+				memcpy(buf + i * PG, tdev_page_mem(rl_td, pg), PG);
+				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+			}
+			uhmm_migrate_device_pages(rl_mm, src, dst, n);
+			uhmm_migrate_device_finalize(rl_mm, src, dst, n);
+		}
+		nap_us(rnd_r(&s) % 300);
+	}
+	return NULL;
+}
+
+static void rl_check(const char *when, unsigned tag)
+{
+	for (size_t off = 0; off + 8 <= rl_len; off += 8) {
+		uint64_t w = *(uint64_t *)(void *)(rl_blk + off);
+		if (w != word(tag, 0, off / 8)) {
+			size_t pg = ((uintptr_t)(rl_blk + off) - ((uintptr_t)rl_blk & ~(PG - 1))) / PG;
+			FAIL("%s: byte %zu (page %zu of the block) reads %#llx, want %#llx%s", when, off, pg,
+			     (unsigned long long)w, (unsigned long long)word(tag, 0, off / 8), w ? "" : " (zero)");
+		}
+	}
+}
+
+static void sc_realloc(int round)
+{
+	int how = envi("HUNT6_HOW", round % 3);
+	int iters = envi("HUNT6_ITERS", 300);
+	rl_mm = getmm();
+	int r = tdev_open(rl_mm, 512, round % 2 ? 1 : 0, NULL, 0, &rl_td);
+	if (r) FAIL("tdev open %d", r);
+	printf("round %d: realloc, racer %s\n", round, how == 0 ? "device-range eviction" : how == 1 ? "none" : "pool remove");
+	pthread_t t;
+	pthread_create(&t, NULL, rl_evictor, (void *)(intptr_t)how);
+	unsigned long moved_blocks = 0, migrated = 0;
+	for (int it = 0; it < iters; it++) {
+		unsigned tag = 10 + (unsigned)it;
+		rl_len = (size_t)1 << 20;
+		rl_blk = malloc(rl_len);
+		if (!rl_blk) FAIL("malloc");
+		for (size_t off = 0; off < rl_len; off += 8) *(uint64_t *)(void *)(rl_blk + off) = word(tag, 0, off / 8);
+		for (int k = 0; k < 4; k++) {
+			uintptr_t a = ((uintptr_t)rl_blk + PG - 1) & ~(PG - 1);
+			uintptr_t e = ((uintptr_t)rl_blk + rl_len) & ~(PG - 1);
+			pthread_mutex_lock(&rl_lock);
+			long m = tdev_to_dev(rl_td, a, e, NULL);
+			pthread_mutex_unlock(&rl_lock);
+			if (m > 0) migrated += (unsigned long)m;
+			size_t nl = k % 2 ? rl_len / 2 : rl_len * 2;
+			char *old = rl_blk;
+			char *nb = realloc(rl_blk, nl);
+			if (!nb) FAIL("realloc");
+			if (nb != old) moved_blocks++;
+			rl_blk = nb;
+			size_t keep = nl < rl_len ? nl : rl_len;
+			rl_len = keep;
+			rl_check(k % 2 ? "after realloc (shrink)" : "after realloc (grow)", tag);
+			for (size_t off = 0; off < nl; off += 8) *(uint64_t *)(void *)(rl_blk + off) = word(tag, 0, off / 8);
+			rl_len = nl;
+		}
+		free(rl_blk);
+	}
+	atomic_store(&rl_stop, 1);
+	pthread_join(t, NULL);
+	r = tdev_close(rl_td);
+	if (r) FAIL("close %d", r);
+	printf("round %d: ok: %d blocks, %lu reallocs moved the block, %lu pages migrated\n", round, iters,
+	       moved_blocks, migrated);
+}
+
 static const struct hunt_scenario scs[] = {
-	{"exhaust", sc_exhaust}, {"inject", sc_inject}, {"sigbus", sc_sigbus}, {"rawunmap", sc_rawunmap},
+	{"exhaust", sc_exhaust}, {"inject", sc_inject}, {"sigbus", sc_sigbus}, {"rawunmap", sc_rawunmap}, {"realloc", sc_realloc},
 };
 
 int main(int argc, char **argv)
