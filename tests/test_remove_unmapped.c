@@ -19,6 +19,8 @@
 #include "common.h"
 
 #include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/syscall.h>
 
 #include "watchdog.h"
@@ -97,9 +99,89 @@ static void test_free(void)
 	run(true, "remove after free() of a migrated block");
 }
 
+/*
+ * concurrent: another thread keeps mapping, migrating and raw-munmapping
+ * while this one removes and re-adds the pool (the driver's lock keeps its
+ * migrations to the device off a removed pool, as a driver must).  The
+ * worker applies each UNMAP event with no lock a removal waits for: it
+ * took the page's residency off the pool, then dropped its reference.  A
+ * removal that returns 0 must have every page of the pool free (the
+ * kernel's memunmap_pages waits for the last reference): a page still
+ * allocated then is a page_free still to come on descriptors the removal
+ * freed.  A removal may fail (-EBUSY, or the driver's -EINVAL for a page
+ * whose mapping went away during it) and is made again.
+ */
+static pthread_mutex_t c_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tdev *c_dev;
+static atomic_int c_stop;
+static atomic_long c_unmaps;
+
+static void *c_unmapper(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&c_stop)) {
+		char *p = map_anon(NPAGES * page_size, PROT_READ | PROT_WRITE);
+		long moved;
+
+		fill_pattern(p, NPAGES, 7);
+		pthread_mutex_lock(&c_lock);
+		moved = tdev_to_dev(c_dev, (uintptr_t)p, (uintptr_t)p + NPAGES * page_size, NULL);
+		pthread_mutex_unlock(&c_lock);
+		CHECK(moved >= 0, "migrate: %ld", moved);
+		CHECK_EQ(syscall(SYS_munmap, p, NPAGES * page_size), 0);
+		atomic_fetch_add(&c_unmaps, 1);
+	}
+	return NULL;
+}
+
+static int concurrent_round(void *arg)
+{
+	struct uhmm_mm *m = test_mm();
+	long removed = 0, failed = 0;
+	pthread_t t;
+
+	(void)arg;
+	c_dev = tdev_create(m, 4 * NPAGES, 0);
+	CHECK_EQ(pthread_create(&t, NULL, c_unmapper, NULL), 0);
+	for (int it = 0; it < 4 * ITERS; it++) {
+		int ret;
+		size_t used;
+
+		pthread_mutex_lock(&c_lock);
+		ret = uhmm_devmem_remove(&c_dev->pgmap);
+		used = ret ? 0 : tdev_used(c_dev);
+		if (ret == 0)
+			CHECK_EQ(uhmm_devmem_add(m, &c_dev->pgmap), 0);
+		pthread_mutex_unlock(&c_lock);
+		CHECK(ret == 0 || ret == -EBUSY || ret == -EINVAL, "remove: %d", ret);
+		CHECK(used == 0, "iteration %d: remove returned 0 with %zu device pages still "
+		      "allocated", it, used);
+		removed += ret == 0;
+		failed += ret != 0;
+		if (it % 16 == 0)
+			sched_yield();
+	}
+	atomic_store(&c_stop, 1);
+	pthread_join(t, NULL);
+	printf("%s: %ld removals, %ld refused, %ld raw munmaps\n", test_name, removed, failed,
+	       atomic_load(&c_unmaps));
+	tdev_destroy(c_dev);
+	return 0;
+}
+
+static void test_concurrent(void)
+{
+	int failed = run_rounds(concurrent_round, NULL, ROUNDS, "remove racing raw munmaps");
+
+	CHECK(failed == 0, "remove racing raw munmaps: %d rounds failed", failed);
+	printf("%s: remove racing raw munmaps: every removal that returned 0 left no page "
+	       "allocated: ok\n", test_name);
+}
+
 static const struct test_case cases[] = {
 	TEST_CASE(test_raw_munmap),
 	TEST_CASE(test_free),
+	TEST_CASE(test_concurrent),
 };
 
 TEST_MAIN("test_remove_unmapped", NULL, NULL)
