@@ -494,13 +494,16 @@ static void sc_exhaust_common(int round, bool inject)
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&ex_pool, &ra);
+	/* HUNT6_COMPOUND (default: rounds 6, 13, ...): 2 MiB device pages, few of them */
+	bool comp = envi("HUNT6_COMPOUND", round % 7 == 6);
+	if (comp) { tcap = 1024; fa = 0; }
 	ex_mm = getmm();
-	int r = tdev_open(ex_mm, tcap, fa, NULL, 0, &ex_td);
+	int r = tdev_open(ex_mm, tcap, fa, NULL, comp ? TDEV_COMPOUND : 0, &ex_td);
 	if (r) FAIL("tdev open %d", r);
 	atomic_store(&ex_base, uhmm_page_to_pfn(uhmm_devmem_page(&ex_td->pgmap, 0)));
 	atomic_store(&ex_added, true);
 	struct uhmm_simdev_config c = { .capacity_pages = scap, .threads = 2, .policy = spol,
-					.evict_when_full = evict_full };
+					.evict_when_full = evict_full, .huge_pages = comp ? 2 : 0 };
 	r = uhmm_simdev_create(&c, &ex_sd);
 	if (r) FAIL("simdev create %d", r);
 	ex_b = amap_aligned(ex_np);
@@ -508,8 +511,8 @@ static void sc_exhaust_common(int round, bool inject)
 		fill(ex_b + p * PG, 1, 1, p);
 		atomic_store(&ex_ver[p], 1);
 	}
-	printf("round %d: %s np %zu tdev %zu (fault_around %zu) simdev %zu %s%s evict %s\n", round,
-	       inject ? "inject" : "exhaust", ex_np, tcap, fa, scap,
+	printf("round %d: %s np %zu tdev %zu%s (fault_around %zu) simdev %zu %s%s evict %s\n", round,
+	       inject ? "inject" : "exhaust", ex_np, tcap, comp ? " compound" : "", fa, scap,
 	       spol == UHMM_SIMDEV_POLICY_MIGRATE ? "migrate" : "mirror", evict_full ? "+evict" : "",
 	       ex_evict_locked ? "locked" : "unlocked");
 	pthread_t t[8];
