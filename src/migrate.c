@@ -1283,20 +1283,23 @@ static void release_dst(struct uhmm_migrate_vma *m, size_t i)
  * moved) or the driver's buffer (copied).
  */
 static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
-		       size_t len, bool may_move)
+		       size_t len, bool may_move, size_t *donep)
 {
+	size_t moved = 0, copied = 0;
 	int err = 0;
 
 	if (may_move && uhmm__has(UHMM_FEAT_MOVE) && uhmm__install_by_move) {
-		size_t done = uhmm__uffd_move(m->mm, a, src, len, false, &err);
-
-		if (!err)
+		moved = uhmm__uffd_move(m->mm, a, src, len, false, &err);
+		if (!err) {
+			if (donep)
+				*donep = len;
 			return 0;
-		a += done;
-		src += done;
-		len -= done;
+		}
 	}
-	return uhmm__uffd_copy(m->mm, a, src, len);
+	err = uhmm__uffd_copy_done(m->mm, a + moved, src + moved, len - moved, &copied);
+	if (donep)
+		*donep = moved + copied;
+	return err;
 }
 
 /*
@@ -1353,7 +1356,7 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 	for (unsigned long tries = 0;; tries++) {
 		int err = m->state->by_mremap ?
 			uhmm__uffd_copy(m->mm, a, stage, uhmm__page_size) :
-			install_sys(m, a, stage, uhmm__page_size, true);
+			install_sys(m, a, stage, uhmm__page_size, true, NULL);
 
 		if (!err)
 			return;
@@ -1466,13 +1469,19 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			uhmm__marker_make_pmd_room(m->mm, a0, a0 + ((j - i) << ps), src0);
 			uhmm__marker_clear(m->mm, a0, a0 + ((j - i) << ps));
 		}
-		err = install_sys(m, a0, src0, (j - i) << ps, staged);
+		size_t done = 0;
+
+		err = install_sys(m, a0, src0, (j - i) << ps, staged, &done);
 		if (err) {
-			/* Page by page, to find which ones cannot be installed. */
-			for (size_t k = i; k < j; k++)
+			/*
+			 * Page by page from the first the run did not install
+			 * (those before hold their data), to find which ones
+			 * cannot be installed.
+			 */
+			for (size_t k = i + (done >> ps); k < j; k++)
 				if ((err = install_sys(m, m->start + (k << ps),
 						       src0 + ((k - i) << ps),
-						       uhmm__page_size, staged))) {
+						       uhmm__page_size, staged, NULL))) {
 					/* The page stays on the device, intact. */
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);
