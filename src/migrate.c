@@ -876,8 +876,9 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
  * ends its stack block, so on x86-64, where the static TLS lies below the
  * thread pointer, a thread pointer just above the stack pointer bounds
  * the zone above it; elsewhere (the main thread, whose TCB is not on its
- * stack, and arm64, whose TLS lies above the thread pointer) only the
- * pages of the TCB and errno are kept.  NZONES ranges of page indices.
+ * stack, and arm64, whose TLS lies above the thread pointer) the TCB and
+ * the static TLS the loaded modules use (never more than its block
+ * holds) and errno's page are kept.  NZONES ranges of page indices.
  */
 enum { NZONES = 6 };
 #define SELF_STACK_BELOW (128u << 10)	/* deeper than uhmm's calls go */
@@ -889,6 +890,13 @@ enum { NZONES = 6 };
  * per-thread state there: 768 KiB for libtsan).  Summed at load.
  */
 static size_t self_tls = 64u << 10;
+/*
+ * The static TLS of the modules loaded with the program, each block with
+ * its alignment: no more than the thread's static TLS block holds below
+ * (x86-64) or above (arm64) its thread pointer, so a zone this long never
+ * leaves that block, wherever the block lies.
+ */
+static size_t self_tls_used;
 
 static int add_tls(struct dl_phdr_info *info, size_t size, void *sum)
 {
@@ -901,10 +909,12 @@ static int add_tls(struct dl_phdr_info *info, size_t size, void *sum)
 
 __attribute__((constructor)) static void self_tls_init(void)
 {
-	size_t sum = 8u << 10;	/* the TCB's alignment, glibc's surplus */
+	size_t sum = 0;
 
 	dl_iterate_phdr(add_tls, &sum);
-	self_tls = UHMM__MAX(self_tls, sum);
+	self_tls_used = sum;
+	/* On the stack: the TCB's alignment and glibc's surplus too. */
+	self_tls = UHMM__MAX(self_tls, sum + (8u << 10));
 }
 
 static void self_zone(const struct uhmm_migrate_vma *m, uintptr_t lo, uintptr_t hi,
@@ -943,8 +953,26 @@ static void self_zones(const struct uhmm_migrate_vma *m, size_t zlo[NZONES],
 	self_zone(m, lo, hi, &zlo[0], &zhi[0]);
 	if (tcb_on_stack)
 		self_zone(m, tp > self_tls ? tp - self_tls : 0, hi, &zlo[1], &zhi[1]);
+#if defined(__x86_64__)
+	/*
+	 * Elsewhere (the main thread; a thread whose caller's frames between
+	 * here and its TCB are large): the TCB's first KiB and the static
+	 * TLS in use below it.  A sanitizer runtime keeps its per-thread
+	 * state there (libtsan: 768 KiB), which every instrumented access
+	 * touches: frozen, the thread hung on its own migration (item 18,
+	 * under TSan).
+	 */
+	else
+		self_zone(m, tp > self_tls_used ? tp - self_tls_used : 0, tp + 1024,
+			  &zlo[1], &zhi[1]);
+#elif defined(__aarch64__)
+	/* The TCB (16 bytes) and the static TLS above it. */
+	else
+		self_zone(m, tp, tp + 16 + self_tls_used, &zlo[1], &zhi[1]);
+#else
 	else
 		self_zone(m, tp, tp + 1, &zlo[1], &zhi[1]);
+#endif
 	self_zone(m, err, err + sizeof(errno), &zlo[2], &zhi[2]);
 	self_zone(m, (uintptr_t)m, (uintptr_t)(m + 1), &zlo[3], &zhi[3]);
 	self_zone(m, (uintptr_t)m->src, (uintptr_t)m->src + arr, &zlo[4], &zhi[4]);
@@ -1255,20 +1283,23 @@ static void release_dst(struct uhmm_migrate_vma *m, size_t i)
  * moved) or the driver's buffer (copied).
  */
 static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
-		       size_t len, bool may_move)
+		       size_t len, bool may_move, size_t *donep)
 {
+	size_t moved = 0, copied = 0;
 	int err = 0;
 
 	if (may_move && uhmm__has(UHMM_FEAT_MOVE) && uhmm__install_by_move) {
-		size_t done = uhmm__uffd_move(m->mm, a, src, len, false, &err);
-
-		if (!err)
+		moved = uhmm__uffd_move(m->mm, a, src, len, false, &err);
+		if (!err) {
+			if (donep)
+				*donep = len;
 			return 0;
-		a += done;
-		src += done;
-		len -= done;
+		}
 	}
-	return uhmm__uffd_copy(m->mm, a, src, len);
+	err = uhmm__uffd_copy_done(m->mm, a + moved, src + moved, len - moved, &copied);
+	if (donep)
+		*donep = moved + copied;
+	return err;
 }
 
 /*
@@ -1325,7 +1356,7 @@ static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage
 	for (unsigned long tries = 0;; tries++) {
 		int err = m->state->by_mremap ?
 			uhmm__uffd_copy(m->mm, a, stage, uhmm__page_size) :
-			install_sys(m, a, stage, uhmm__page_size, true);
+			install_sys(m, a, stage, uhmm__page_size, true, NULL);
 
 		if (!err)
 			return;
@@ -1438,13 +1469,19 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			uhmm__marker_make_pmd_room(m->mm, a0, a0 + ((j - i) << ps), src0);
 			uhmm__marker_clear(m->mm, a0, a0 + ((j - i) << ps));
 		}
-		err = install_sys(m, a0, src0, (j - i) << ps, staged);
+		size_t done = 0;
+
+		err = install_sys(m, a0, src0, (j - i) << ps, staged, &done);
 		if (err) {
-			/* Page by page, to find which ones cannot be installed. */
-			for (size_t k = i; k < j; k++)
+			/*
+			 * Page by page from the first the run did not install
+			 * (those before hold their data), to find which ones
+			 * cannot be installed.
+			 */
+			for (size_t k = i + (done >> ps); k < j; k++)
 				if ((err = install_sys(m, m->start + (k << ps),
 						       src0 + ((k - i) << ps),
-						       uhmm__page_size, staged))) {
+						       uhmm__page_size, staged, NULL))) {
 					/* The page stays on the device, intact. */
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);

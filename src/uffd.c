@@ -110,7 +110,14 @@ size_t uhmm__uffd_move_fd(struct uhmm_mm *mm, int fd, uintptr_t dst, uintptr_t s
 /* UFFDIO_COPY one run; retries EAGAIN. */
 int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len)
 {
+	return uhmm__uffd_copy_done(mm, dst, src, len, NULL);
+}
+
+int uhmm__uffd_copy_done(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len,
+			 size_t *donep)
+{
 	size_t done = 0;
+	int ret = 0;
 
 	while (done < len) {
 		struct uffdio_copy c = {
@@ -118,8 +125,10 @@ int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len
 			.mode = UFFDIO_COPY_MODE_DONTWAKE,
 		};
 
-		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_COPY, &c) == 0)
-			return 0;
+		if (uhmm__uffd_ioctl(mm->uffd, UFFDIO_COPY, &c) == 0) {
+			done = len;
+			break;
+		}
 		if (c.copy > 0)
 			done += (size_t)c.copy;
 		if (errno == EAGAIN) {
@@ -134,9 +143,12 @@ int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src, size_t len
 			done += uhmm__page_size;
 			continue;
 		}
-		return -errno;
+		ret = -errno;
+		break;
 	}
-	return 0;
+	if (donep)
+		*donep = done;
+	return ret;
 }
 
 /*

@@ -22,6 +22,12 @@ UHMM__HIDDEN size_t uhmm__uffd_move_fd(struct uhmm_mm *mm, int fd, uintptr_t dst
 /* UFFDIO_COPY [@src, +@len) to @dst (waking nobody); 0 or -errno. */
 UHMM__HIDDEN int uhmm__uffd_copy(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
 				   size_t len);
+/*
+ * The same, and *@donep (if not NULL) the bytes from @dst installed (on
+ * failure too: a partial copy's pages hold their data).
+ */
+UHMM__HIDDEN int uhmm__uffd_copy_done(struct uhmm_mm *mm, uintptr_t dst, uintptr_t src,
+					size_t len, size_t *donep);
 /* Wake the threads faulting in [@s, @e) (and log the wake: below). */
 UHMM__HIDDEN void uhmm__uffd_wake(struct uhmm_mm *mm, uintptr_t s, uintptr_t e);
 /*

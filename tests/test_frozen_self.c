@@ -598,16 +598,6 @@ static void test_heap_frozen_by_own_migration(void)
 
 static void test_stack_frozen_by_own_migration(void)
 {
-#if defined(__SANITIZE_THREAD__)
-	/*
-	 * Left open (tests/hunt/FINDINGS.md item 18): under TSan the
-	 * migrating thread still faults on a page of its own stack block
-	 * that uhmm froze, somewhere the runtime's interceptors reach
-	 * beyond the zones uhmm keeps in place.
-	 */
-	SKIP("ThreadSanitizer build: its runtime touches more of a thread's own "
-	     "stack block during a migration than uhmm keeps in place");
-#endif
 	child_fn = stack_child;
 	run_all_rounds();
 }
