@@ -344,13 +344,23 @@ void uhmm_page_unlock(struct uhmm_page *page)
 void uhmm__drop_device_entry(struct uhmm_mm *mm, uint64_t e)
 {
 	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	struct uhmm_devmem *pgmap;
 
 	if (!page)
 		return;
 	/* Part of a compound page unmapped: the rest is mapped page by page. */
 	uhmm__folio_split(page);
-	atomic_fetch_sub(&page->pgmap->nr_resident, 1);
+	/*
+	 * The put (and the driver's page_free) before the residency count:
+	 * this runs on the worker for an unmap or discard event, with no lock
+	 * uhmm_devmem_remove() waits for, and a removal that saw the count
+	 * reach 0 frees the pool's descriptors (round 6 hunt, FINDINGS item
+	 * 21; TSan in test_remove_unmapped concurrent).  While the count
+	 * still holds the page, a removal says -EBUSY and the pool stays.
+	 */
+	pgmap = page->pgmap;
 	uhmm_page_put(page);
+	atomic_fetch_sub(&pgmap->nr_resident, 1);
 }
 
 /* ---- compound device pages (UHMM_DEVMEM_COMPOUND) ---------------------- */

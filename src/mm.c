@@ -228,6 +228,17 @@ int uhmm_devmem_remove(struct uhmm_devmem *pgmap)
 		return uhmm__err(EDEADLK, "devmem remove from a uhmm callback");
 	mm = pgmap->mm;
 	/*
+	 * An unmap behind the wrappers (a raw munmap, libc's own in free())
+	 * that returned before this call has freed its device pages in the
+	 * kernel; here its UNMAP event may not be applied yet, and the
+	 * eviction would send those pages' migrate_to_ram to addresses that
+	 * are no longer mapped and fail the removal with its -EINVAL (round 6
+	 * hunt, test_remove_unmapped).  So apply every event first, as a
+	 * migration's setup does (CONCURRENCY.md rule 4); not under
+	 * migrate_lock, which the worker may need to apply them.
+	 */
+	uhmm__events_catch_up(mm);
+	/*
 	 * The eviction below runs migrate_to_ram with a device page locked and
 	 * migrate_lock held for writing: no handler may run meanwhile (sigblock.h).
 	 */

@@ -165,6 +165,15 @@ UHMM_API int uhmm_devmem_add(struct uhmm_mm *mm, struct uhmm_devmem *pgmap);
  * back to system memory through @pgmap->ops->migrate_to_ram, so no data is
  * lost.  Must not be called from a uhmm callback.
  *
+ * Context: as uhmm_migrate_vma_setup(), it first waits until every pending
+ * unmap event has been applied (an unmap libc or a raw system call made
+ * behind uhmm's wrappers: the device pages of those addresses are freed,
+ * as the kernel's munmap frees them), which may run invalidate callbacks:
+ * do not call it holding a lock that an invalidate callback takes.  An
+ * unmap behind the wrappers *concurrent* with the call may still make it
+ * fail with the error migrate_to_ram gave for a page whose mapping went
+ * away meanwhile (the pool stays added): call it again.
+ *
  * Return: 0; -EINVAL if @pgmap is NULL or not added (never, or removed
  * already); -EDEADLK from a callback; if a page could not be brought back
  * (the pool stays added, every page as it was): the error
