@@ -340,6 +340,30 @@ static void *ex_migthr(void *a)
 	return NULL;
 }
 
+/*
+ * The rest of a device-range migration whose collection filled @src: copy
+ * each collected page of @td into @buf, then pages and finalize.  Returns
+ * how many pages were copied.
+ */
+static size_t evict_copy(struct uhmm_mm *mm, struct tdev *td, uint64_t *src, uint64_t *dst,
+			 size_t n, char *buf)
+{
+	size_t copied = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		dst[i] = 0;
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+		struct uhmm_page *pg = uhmm_pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!pg) FAIL("collected pfn %#llx names no page", (unsigned long long)uhmm_migrate_pfn_to_pfn(src[i]));
+		memcpy(buf + i * PG, tdev_page_mem(td, pg), PG);
+		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+		copied++;
+	}
+	uhmm_migrate_device_pages(mm, src, dst, n);
+	uhmm_migrate_device_finalize(mm, src, dst, n);
+	return copied;
+}
+
 /* Evict n tdev pages from index idx with a device-range migration. */
 static void ex_evict(size_t idx, size_t n, char *buf)
 {
@@ -353,17 +377,7 @@ static void ex_evict(size_t idx, size_t n, char *buf)
 			FAIL("device range %zu+%zu: %d %s", idx, n, r, uhmm_last_error());
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		dst[i] = 0;
-		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-		struct uhmm_page *pg = uhmm_pfn_to_page(ex_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-		if (!pg) FAIL("collected pfn %#llx names no page", (unsigned long long)uhmm_migrate_pfn_to_pfn(src[i]));
-		memcpy(buf + i * PG, tdev_page_mem(ex_td, pg), PG);
-		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-		atomic_fetch_add(&ex_cnt[C_EVICTPG], 1);
-	}
-	uhmm_migrate_device_pages(ex_mm, src, dst, n);
-	uhmm_migrate_device_finalize(ex_mm, src, dst, n);
+	atomic_fetch_add(&ex_cnt[C_EVICTPG], evict_copy(ex_mm, ex_td, src, dst, n, buf));
 }
 
 static void ex_readd(void)
@@ -868,15 +882,7 @@ static void *ru_evictor(void *a)
 			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&ru_td->pgmap, 0));
 			int r = uhmm_migrate_device_range(ru_mm, src, base + idx, n);
 			if (r) FAIL("device range %d", r);
-			for (size_t i = 0; i < n; i++) {
-				dst[i] = 0;
-				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-				struct uhmm_page *pg = uhmm_pfn_to_page(ru_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-				memcpy(buf + i * PG, tdev_page_mem(ru_td, pg), PG);
-				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-			}
-			uhmm_migrate_device_pages(ru_mm, src, dst, n);
-			uhmm_migrate_device_finalize(ru_mm, src, dst, n);
+			evict_copy(ru_mm, ru_td, src, dst, n, buf);
 		}
 		pthread_rwlock_unlock(&ru_pool);
 		nap_us(rnd_r(&s) % 3000);
@@ -965,15 +971,7 @@ static void *rl_evictor(void *a)
 			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&rl_td->pgmap, 0));
 			int r = uhmm_migrate_device_range(rl_mm, src, base + rnd_r(&s) % (rl_td->nr_pages - 63), n);
 			if (r) FAIL("device range %d", r);
-			for (size_t i = 0; i < n; i++) {
-				dst[i] = 0;
-				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-				struct uhmm_page *pg = uhmm_pfn_to_page(rl_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-				memcpy(buf + i * PG, tdev_page_mem(rl_td, pg), PG);
-				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-			}
-			uhmm_migrate_device_pages(rl_mm, src, dst, n);
-			uhmm_migrate_device_finalize(rl_mm, src, dst, n);
+			evict_copy(rl_mm, rl_td, src, dst, n, buf);
 		}
 		nap_us(rnd_r(&s) % 300);
 	}
