@@ -499,6 +499,32 @@ static void cpu_fault_sigbus(void)
 	sweeps += 4;
 }
 
+/*
+ * In a forked child: run case @name of this program again, in a fresh
+ * process, with @env1 and @env2 (either NULL) added to the environment.
+ * Returns only if the exec failed.
+ */
+static int exec_self(const char *name, const char *env1, const char *env2)
+{
+	extern char **environ;
+	char *argv[] = { (char *)NAME, (char *)name, NULL };
+	char **envp;
+	size_t n = 0;
+
+	while (environ[n])
+		n++;
+	envp = calloc(n + 3, sizeof(*envp));
+	if (!envp)
+		return 1;
+	memcpy(envp, environ, n * sizeof(*envp));
+	if (env1)
+		envp[n++] = (char *)env1;
+	if (env2)
+		envp[n++] = (char *)env2;
+	execve("/proc/self/exe", argv, envp);
+	return 1;
+}
+
 /* ---- one SIGBUS per failed access, the service thread slowed ------------- */
 
 /*
@@ -589,22 +615,8 @@ static void slow_log_child(void)
 
 static int slow_log_exec(void *arg)
 {
-	extern char **environ;
-	char *argv[] = { (char *)NAME, (char *)"sigbus_slow_service", NULL };
-	char **envp;
-	size_t n = 0;
-
 	(void)arg;
-	while (environ[n])
-		n++;
-	envp = calloc(n + 3, sizeof(*envp));
-	if (!envp)
-		return 1;
-	memcpy(envp, environ, n * sizeof(*envp));
-	envp[n] = (char *)"UHMM_LOG=1";
-	envp[n + 1] = (char *)"UHMM_TEST_SLOW_LOG=1";
-	execve("/proc/self/exe", argv, envp);
-	return 1;
+	return exec_self("sigbus_slow_service", "UHMM_LOG=1", "UHMM_TEST_SLOW_LOG=1");
 }
 
 static void sigbus_slow_service(void)
@@ -732,22 +744,10 @@ static void lookup_one(enum lookup_op op)
 /* Run one call of lookup_enomem in a fresh process: this program again. */
 static int lookup_exec(void *arg)
 {
-	extern char **environ;
 	static char opvar[64];
-	char *argv[] = { (char *)NAME, (char *)"lookup_enomem", NULL };
-	char **envp;
-	size_t n = 0;
 
-	while (environ[n])
-		n++;
-	envp = calloc(n + 2, sizeof(*envp));
-	if (!envp)
-		return 1;
-	memcpy(envp, environ, n * sizeof(*envp));
 	snprintf(opvar, sizeof(opvar), "UHMM_TEST_LOOKUP_OP=%d", *(int *)arg);
-	envp[n] = opvar;
-	execve("/proc/self/exe", argv, envp);
-	return 1;
+	return exec_self("lookup_enomem", opvar, NULL);
 }
 
 static void lookup_enomem(void)

@@ -40,8 +40,6 @@ extern char **environ;
 
 #include "pages.h"
 
-static int envi(const char *n, int def) { const char *v = getenv(n); return v ? atoi(v) : def; }
-
 static const char *what(int st) { return st == 1 ? "right" : st == 0 ? "zero" : "other data"; }
 
 static void *amap(size_t np)
@@ -74,8 +72,8 @@ static void *fw_mig(void *a)
 }
 static void sc_freewrite(int round)
 {
-	int kind = envi("HUNT4_MIG", round % 4);
-	int iters = envi("HUNT4_ITERS", 4000);
+	int kind = hunt_envi("HUNT4_MIG", round % 4);
+	int iters = hunt_envi("HUNT4_ITERS", 4000);
 	unsigned ver[64];
 	fw_dev = mkdev(1024, 1, 0);
 	fw_b = amap(fw_np);
@@ -300,7 +298,7 @@ static void heap_brk(int round)
 }
 static void sc_heap(int round)
 {
-	h_kind = envi("HUNT4_HOW", round % 3);
+	h_kind = hunt_envi("HUNT4_HOW", round % 3);
 	h_dev = mkdev(4096, 1, 0);
 	pthread_t th;
 	pthread_create(&th, NULL, h_mig, NULL);
@@ -608,7 +606,7 @@ static void sc_freecover(int round)
 	fc_buf = amap(fc_np);
 	pthread_t th;
 	pthread_create(&th, NULL, fc_free, NULL);
-	int iters = envi("HUNT4_ITERS", 4000), moved = 0;
+	int iters = hunt_envi("HUNT4_ITERS", 4000), moved = 0;
 	for (int it = 0; it < iters; it++) {
 		size_t i = rnd() % fc_np, n = 1 + rnd() % (fc_np - i < 8 ? fc_np - i : 8);
 		char *a = fc_buf + i * PG;
@@ -651,7 +649,6 @@ static void *ml_mig(void *a)
 	}
 	return NULL;
 }
-static double now_s(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + t.tv_nsec / 1e9; }
 static long vm_kb(const char *key)
 {
 	FILE *f = fopen("/proc/self/status", "r");
@@ -671,16 +668,16 @@ static void sc_mlockall(int round)
 	double worst_l = 0, worst_u = 0;
 	long locked = 0;
 	for (int k = 0; k < 6; k++) {
-		double t0 = now_s();
+		double t0 = hunt_now();
 		if (mlockall(MCL_CURRENT | MCL_FUTURE) && errno != EAGAIN && errno != ENOMEM) FAIL("mlockall %d", errno);
-		double t1 = now_s();
+		double t1 = hunt_now();
 		long l = vm_kb("VmLck:");
 		if (l > locked) locked = l;
 		for (size_t i = 0; i < ml_np; i++)
 			if (page_is(ml_buf + i * PG, 8, i) != 1) FAIL("after mlockall: page %zu is %s", i, what(page_is(ml_buf + i * PG, 8, i)));
-		double t2 = now_s();
+		double t2 = hunt_now();
 		if (munlockall()) FAIL("munlockall %d", errno);
-		double t3 = now_s();
+		double t3 = hunt_now();
 		if (t1 - t0 > worst_l) worst_l = t1 - t0;
 		if (t3 - t2 > worst_u) worst_u = t3 - t2;
 		for (size_t i = 0; i < ml_np; i++)

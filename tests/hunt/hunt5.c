@@ -39,16 +39,7 @@ static int g_round;
 
 #include "pages.h"
 
-static int envi(const char *n, int def) { const char *v = getenv(n); return v ? atoi(v) : def; }
-
-static double secs(void) { return envi("HUNT5_SECS", 3); }
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double secs(void) { return hunt_envi("HUNT5_SECS", 3); }
 
 static void *amap_aligned(size_t np)
 {
@@ -173,12 +164,12 @@ static void *rw_cputhr(void *a)
 
 static void sc_rmwrite(int round)
 {
-	rw_np = (size_t)envi("HUNT5_NP", round % 2 ? 1024 : 96);
+	rw_np = (size_t)hunt_envi("HUNT5_NP", round % 2 ? 1024 : 96);
 	rw_ncpu = 2;
 	size_t gran = (size_t)1 << (round % 5);			/* 1 .. 16 */
-	size_t cap = (size_t)envi("HUNT5_CAP", round % 3 == 0 ? 4096 : round % 3 == 1 ? 600 : 40);
+	size_t cap = (size_t)hunt_envi("HUNT5_CAP", round % 3 == 0 ? 4096 : round % 3 == 1 ? 600 : 40);
 	unsigned thr = 2 + (unsigned)(round % 2);
-	bool toggle = envi("HUNT5_TOGGLE", round % 4 == 3);
+	bool toggle = hunt_envi("HUNT5_TOGGLE", round % 4 == 3);
 	struct uhmm_policy_config cfg = { 0 };
 	int r = uhmm_policy_create(getmm(), &cfg, &rw_pol);
 	if (r) FAIL("policy create %d", r);
@@ -199,9 +190,9 @@ static void sc_rmwrite(int round)
 	pthread_t dt[2], ct[4];
 	for (int d = 0; d < 2; d++) pthread_create(&dt[d], NULL, rw_devthr, (void *)(intptr_t)d);
 	for (unsigned c = 0; c < rw_ncpu; c++) pthread_create(&ct[c], NULL, rw_cputhr, (void *)(intptr_t)c);
-	double t0 = now_s();
+	double t0 = hunt_now();
 	unsigned toggles = 0;
-	while (now_s() - t0 < secs()) {
+	while (hunt_now() - t0 < secs()) {
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
 		if (toggle) {
@@ -366,8 +357,8 @@ static void lr_done(void *arg, int status, uint64_t pages)
 
 static void sc_lru(int round)
 {
-	lr_np = (size_t)envi("HUNT5_NP", 2048);
-	size_t cap = (size_t)envi("HUNT5_CAP", round % 3 == 0 ? 700 : round % 3 == 1 ? 300 : 64);
+	lr_np = (size_t)hunt_envi("HUNT5_NP", 2048);
+	size_t cap = (size_t)hunt_envi("HUNT5_CAP", round % 3 == 0 ? 700 : round % 3 == 1 ? 300 : 64);
 	struct uhmm_policy_config cfg = {
 		.thrash_mitigation = (unsigned)(round % 3),
 		.throttle_ns = 100000,
@@ -398,10 +389,10 @@ static void sc_lru(int round)
 	pthread_t dt[2], ct[2];
 	for (int d = 0; d < 2; d++) pthread_create(&dt[d], NULL, lr_devthr, (void *)(intptr_t)d);
 	for (int c = 0; c < 2; c++) pthread_create(&ct[c], NULL, lr_cputhr, (void *)(intptr_t)c);
-	double t0 = now_s();
+	double t0 = hunt_now();
 	unsigned s = seed ^ 0xabc;
 	unsigned long pf = 0;
-	while (now_s() - t0 < secs() && !atomic_load(&lr_bad)) {
+	while (hunt_now() - t0 < secs() && !atomic_load(&lr_bad)) {
 		size_t i = rnd_r(&s) % lr_np, n = 1 + rnd_r(&s) % (lr_np - i);
 		int loc = (int)(rnd_r(&s) % 3) - 1;
 		struct uhmm_policy_req *q = NULL;
@@ -486,8 +477,8 @@ static void sc_rmfork(int round)
 	if (launching) pthread_create(&dt, NULL, rf_devthr, NULL);
 	pthread_create(&ct, NULL, rw_cputhr, (void *)(intptr_t)0);
 	int forks = 0;
-	double t0 = now_s();
-	while (now_s() - t0 < secs() && forks < 40) {
+	double t0 = hunt_now();
+	while (hunt_now() - t0 < secs() && forks < 40) {
 		pid_t c = fork();
 		if (c < 0) FAIL("fork %d", errno);
 		if (c == 0) {
@@ -609,8 +600,8 @@ extern char **environ;
 
 static void sc_stack(int round)
 {
-	unsigned how = (unsigned)envi("HUNT5_HOW", round % 4);
-	st_altmig = envi("HUNT5_ALT", 1);
+	unsigned how = (unsigned)hunt_envi("HUNT5_HOW", round % 4);
+	st_altmig = hunt_envi("HUNT5_ALT", 1);
 	st_dev = mkdev(4096, 1, 0);
 	st_stack = mmap(NULL, ST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	st_alt = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -640,9 +631,9 @@ static void sc_stack(int round)
 	pthread_attr_setstack(&at, st_mig_stack, ST_SIZE);
 	if (pthread_create(&m, &at, st_migrator, (void *)(intptr_t)how)) FAIL("create");
 	printf("round %d: stack how %u env [%p, %p)\n", round, how, (void *)st_env_lo, (void *)st_env_hi);
-	double t0 = now_s();
+	double t0 = hunt_now();
 	unsigned long envs = 0;
-	while (now_s() - t0 < secs()) {
+	while (hunt_now() - t0 < secs()) {
 		pthread_kill(t, SIGUSR1);
 		if (how == 3) {
 			const char *v = getenv("PATH");
@@ -691,8 +682,8 @@ static void sc_mfork(int round)
 	pthread_create(&t, NULL, mf_mig, NULL);
 	unsigned s = seed;
 	int forks = 0;
-	double t0 = now_s();
-	while (now_s() - t0 < secs() && forks < 200) {
+	double t0 = hunt_now();
+	while (hunt_now() - t0 < secs() && forks < 200) {
 		size_t i = rnd_r(&s) % 64, n = 1 + rnd_r(&s) % (64 - i < 8 ? 64 - i : 8);
 		int m = (int)(rnd_r(&s) % 3);
 		int adv = m == 1 ? MADV_DONTFORK : m == 2 ? MADV_WIPEONFORK : (rnd_r(&s) % 2 ? MADV_DOFORK : MADV_KEEPONFORK);
@@ -752,7 +743,7 @@ static void *as_t(void *a)
 }
 static void sc_altsig(int round)
 {
-	int every = envi("HUNT5_EVERY", 10);
+	int every = hunt_envi("HUNT5_EVERY", 10);
 	struct uhmm_simdev *d = mkdev(256, 1, 0);
 	as_alt = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	memset(as_alt, 0x5a, 64 * 1024);

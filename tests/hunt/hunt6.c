@@ -42,16 +42,7 @@ static int g_round;
 
 #include "pages.h"
 
-static int envi(const char *n, int def) { const char *v = getenv(n); return v ? atoi(v) : def; }
-
-static double secs(void) { return envi("HUNT6_SECS", 3); }
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static double secs(void) { return hunt_envi("HUNT6_SECS", 3); }
 
 static void nap_us(long us)
 {
@@ -340,6 +331,30 @@ static void *ex_migthr(void *a)
 	return NULL;
 }
 
+/*
+ * The rest of a device-range migration whose collection filled @src: copy
+ * each collected page of @td into @buf, then pages and finalize.  Returns
+ * how many pages were copied.
+ */
+static size_t evict_copy(struct uhmm_mm *mm, struct tdev *td, uint64_t *src, uint64_t *dst,
+			 size_t n, char *buf)
+{
+	size_t copied = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		dst[i] = 0;
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+		struct uhmm_page *pg = uhmm_pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!pg) FAIL("collected pfn %#llx names no page", (unsigned long long)uhmm_migrate_pfn_to_pfn(src[i]));
+		memcpy(buf + i * PG, tdev_page_mem(td, pg), PG);
+		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+		copied++;
+	}
+	uhmm_migrate_device_pages(mm, src, dst, n);
+	uhmm_migrate_device_finalize(mm, src, dst, n);
+	return copied;
+}
+
 /* Evict n tdev pages from index idx with a device-range migration. */
 static void ex_evict(size_t idx, size_t n, char *buf)
 {
@@ -353,17 +368,7 @@ static void ex_evict(size_t idx, size_t n, char *buf)
 			FAIL("device range %zu+%zu: %d %s", idx, n, r, uhmm_last_error());
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		dst[i] = 0;
-		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-		struct uhmm_page *pg = uhmm_pfn_to_page(ex_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-		if (!pg) FAIL("collected pfn %#llx names no page", (unsigned long long)uhmm_migrate_pfn_to_pfn(src[i]));
-		memcpy(buf + i * PG, tdev_page_mem(ex_td, pg), PG);
-		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-		atomic_fetch_add(&ex_cnt[C_EVICTPG], 1);
-	}
-	uhmm_migrate_device_pages(ex_mm, src, dst, n);
-	uhmm_migrate_device_finalize(ex_mm, src, dst, n);
+	atomic_fetch_add(&ex_cnt[C_EVICTPG], evict_copy(ex_mm, ex_td, src, dst, n, buf));
 }
 
 static void ex_readd(void)
@@ -483,11 +488,11 @@ static void ex_check_all(const char *when)
 static void sc_exhaust_common(int round, bool inject)
 {
 	ex_inject = inject;
-	ex_np = (size_t)envi("HUNT6_NP", (int[]){ 2048, 4096, 8192 }[round % 3]);
-	size_t tcap = (size_t)envi("HUNT6_TCAP", (int[]){ 128, 256, 512 }[(round / 3) % 3]);
-	size_t scap = (size_t)envi("HUNT6_SCAP", round % 2 ? 64 : 256);
+	ex_np = (size_t)hunt_envi("HUNT6_NP", (int[]){ 2048, 4096, 8192 }[round % 3]);
+	size_t tcap = (size_t)hunt_envi("HUNT6_TCAP", (int[]){ 128, 256, 512 }[(round / 3) % 3]);
+	size_t scap = (size_t)hunt_envi("HUNT6_SCAP", round % 2 ? 64 : 256);
 	size_t fa = (size_t[]){ 0, 1, 16, 64 }[(round / 2) % 4];
-	ex_evict_locked = envi("HUNT6_EVLOCK", round % 4 < 2);
+	ex_evict_locked = hunt_envi("HUNT6_EVLOCK", round % 4 < 2);
 	unsigned spol = round % 3 == 2 ? UHMM_SIMDEV_POLICY_MIRROR : UHMM_SIMDEV_POLICY_MIGRATE;
 	bool evict_full = round % 5 < 3;
 	pthread_rwlockattr_t ra;
@@ -495,7 +500,7 @@ static void sc_exhaust_common(int round, bool inject)
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&ex_pool, &ra);
 	/* HUNT6_COMPOUND (default: rounds 6, 13, ...): 2 MiB device pages, few of them */
-	bool comp = envi("HUNT6_COMPOUND", round % 7 == 6);
+	bool comp = hunt_envi("HUNT6_COMPOUND", round % 7 == 6);
 	if (comp) { tcap = 1024; fa = 0; }
 	ex_mm = getmm();
 	int r = tdev_open(ex_mm, tcap, fa, NULL, comp ? TDEV_COMPOUND : 0, &ex_td);
@@ -524,9 +529,9 @@ static void sc_exhaust_common(int round, bool inject)
 	pthread_create(&t[ex_nthr++], NULL, ex_migthr, (void *)1);
 	pthread_create(&t[ex_nthr++], NULL, ex_evthr, NULL);
 	if (inject) pthread_create(&t[ex_nthr++], NULL, ex_injthr, NULL);
-	double t0 = now_s();
+	double t0 = hunt_now();
 	int steps = 0;
-	while (now_s() - t0 < secs()) {
+	while (hunt_now() - t0 < secs()) {
 		nap_us(250000);
 		atomic_store(&ex_pause, 1);
 		while (atomic_load(&ex_paused) < ex_nthr) nap_us(1000);
@@ -606,7 +611,7 @@ static void *sb_thr(void *a)
 {
 	unsigned t = (unsigned)(intptr_t)a;
 	unsigned s = seed ^ (0x4545u * (t + 1));
-	int iters = envi("HUNT6_ITERS", 30);
+	int iters = hunt_envi("HUNT6_ITERS", 30);
 	for (int it = 0; it < iters; it++) {
 		size_t p = sb_mode == 0 ? 5 : sb_mode == 1 ? 1 + 2 * t : rnd_r(&s) % SB_NP;
 		bool write = rnd_r(&s) % 2;
@@ -659,7 +664,7 @@ static void sc_sigbus(int round)
 	       sb_mode == 0 ? "same page" : sb_mode == 1 ? "own page" : "random", mig, fa);
 	pthread_t t[8], mt;
 	for (unsigned i = 0; i < sb_nthr; i++) pthread_create(&t[i], NULL, sb_thr, (void *)(intptr_t)i);
-	int iters = envi("HUNT6_ITERS", 30);
+	int iters = hunt_envi("HUNT6_ITERS", 30);
 	unsigned long total_bus = 0;
 	for (int it = 0; it < iters; it++) {
 		sb_ver = (unsigned)it + 2;
@@ -771,7 +776,7 @@ static void *ru_owner(void *a)
 	while (!atomic_load(&ru_stop)) {
 		int i = (int)(rnd_r(&s) % RU_NR);
 		unsigned op = rnd_r(&s) % 5;
-		if (!(envi("HUNT6_RUOPS", 31) >> op & 1)) continue;
+		if (!(hunt_envi("HUNT6_RUOPS", 31) >> op & 1)) continue;
 		atomic_fetch_add(&ru_ops[op], 1);
 		switch (op) {
 		case 0: {	/* rewrite, migrate */
@@ -868,15 +873,7 @@ static void *ru_evictor(void *a)
 			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&ru_td->pgmap, 0));
 			int r = uhmm_migrate_device_range(ru_mm, src, base + idx, n);
 			if (r) FAIL("device range %d", r);
-			for (size_t i = 0; i < n; i++) {
-				dst[i] = 0;
-				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-				struct uhmm_page *pg = uhmm_pfn_to_page(ru_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-				memcpy(buf + i * PG, tdev_page_mem(ru_td, pg), PG);
-				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-			}
-			uhmm_migrate_device_pages(ru_mm, src, dst, n);
-			uhmm_migrate_device_finalize(ru_mm, src, dst, n);
+			evict_copy(ru_mm, ru_td, src, dst, n, buf);
 		}
 		pthread_rwlock_unlock(&ru_pool);
 		nap_us(rnd_r(&s) % 3000);
@@ -908,10 +905,10 @@ static void sc_rawunmap(int round)
 	       ru_rawmap ? "raw mmap" : "the mmap wrapper", fa);
 	pthread_t t[3];
 	pthread_create(&t[0], NULL, ru_owner, NULL);
-	pthread_create(&t[1], NULL, envi("HUNT6_RUREM", 1) ? ru_remover : ru_idle, NULL);
-	pthread_create(&t[2], NULL, envi("HUNT6_RUEV", 1) ? ru_evictor : ru_idle, NULL);
-	double t0 = now_s();
-	while (now_s() - t0 < secs()) nap_us(50000);
+	pthread_create(&t[1], NULL, hunt_envi("HUNT6_RUREM", 1) ? ru_remover : ru_idle, NULL);
+	pthread_create(&t[2], NULL, hunt_envi("HUNT6_RUEV", 1) ? ru_evictor : ru_idle, NULL);
+	double t0 = hunt_now();
+	while (hunt_now() - t0 < secs()) nap_us(50000);
 	atomic_store(&ru_stop, 1);
 	for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
 	for (int i = 0; i < RU_NR; i++) ru_check(i, "final", RU_P);
@@ -965,15 +962,7 @@ static void *rl_evictor(void *a)
 			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&rl_td->pgmap, 0));
 			int r = uhmm_migrate_device_range(rl_mm, src, base + rnd_r(&s) % (rl_td->nr_pages - 63), n);
 			if (r) FAIL("device range %d", r);
-			for (size_t i = 0; i < n; i++) {
-				dst[i] = 0;
-				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-				struct uhmm_page *pg = uhmm_pfn_to_page(rl_mm, uhmm_migrate_pfn_to_pfn(src[i]));
-				memcpy(buf + i * PG, tdev_page_mem(rl_td, pg), PG);
-				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-			}
-			uhmm_migrate_device_pages(rl_mm, src, dst, n);
-			uhmm_migrate_device_finalize(rl_mm, src, dst, n);
+			evict_copy(rl_mm, rl_td, src, dst, n, buf);
 		}
 		nap_us(rnd_r(&s) % 300);
 	}
@@ -994,8 +983,8 @@ static void rl_check(const char *when, unsigned tag)
 
 static void sc_realloc(int round)
 {
-	int how = envi("HUNT6_HOW", round % 3);
-	int iters = envi("HUNT6_ITERS", 300);
+	int how = hunt_envi("HUNT6_HOW", round % 3);
+	int iters = hunt_envi("HUNT6_ITERS", 300);
 	rl_mm = getmm();
 	int r = tdev_open(rl_mm, 512, round % 2 ? 1 : 0, NULL, 0, &rl_td);
 	if (r) FAIL("tdev open %d", r);

@@ -62,6 +62,23 @@ static bool hunt_wait(pid_t c, int r, unsigned to, int gdb_lines, hunt_tick_fn t
 	}
 }
 
+/* The integer value of environment variable @n, @def if unset. */
+static inline int hunt_envi(const char *n, int def)
+{
+	const char *v = getenv(n);
+
+	return v ? atoi(v) : def;
+}
+
+/* Seconds on the monotonic clock. */
+static inline double hunt_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /*
  * A round child's SIGSEGV / SIGBUS report: the signal, the address, the
  * thread and a backtrace on stderr (async-signal-safe but for the
