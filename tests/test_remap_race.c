@@ -23,25 +23,37 @@
  *
  *	evict	 a thread evicts the pool's pfns (uhmm_migrate_device_range,
  *		 its copy into system buffers, pages, finalize; as
- *		 tests/hunt/hunt6.c's evict_copy()): the whole pool, or a run
+ *		 tests/hunt/hunt6.c's evict_copy()): the whole pool, or a run.
+ *		 Every other pair of steps, uhmm's worker (which applies the
+ *		 REMAP event) is held in a second device's migrate_to_ram from
+ *		 before the mremap until after the finalize: the event is
+ *		 applied after the migration instead of inside it
  *	to_sys	 a thread migrates the moving region back to system memory
- *		 with migrate_vma (device pages K_DEV, installed at finalize)
+ *		 with migrate_vma (device pages, installed at finalize)
  *	to_dev	 a thread migrates the moving region (system memory) to the
- *		 device (its pages frozen in staging until finalize, K_SYS)
+ *		 device (its pages frozen in staging until finalize)
  *	realloc	 glibc's realloc() of a block above the mmap threshold
- *		 (M_MMAP_THRESHOLD 64 KiB), grown (it moves) and shrunk, whose
- *		 page-aligned interior is on the device, racing eviction
+ *		 (M_MMAP_THRESHOLD 64 KiB), grown (it moves) and shrunk (in
+ *		 place), racing eviction.  The whole mapping goes to the device
+ *		 and its first page (glibc's header, which realloc() reads)
+ *		 comes home: a migration of part of it registers that part
+ *		 alone, the mapping is then two, mremap() of the block fails
+ *		 (EFAULT) and glibc copies instead, never moving a page
  *	fault	 a third thread reads a device-resident page of the moving
  *		 region; the device's migrate_to_ram (run by uhmm's worker)
  *		 stops inside its migration home until the owner's mremap has
  *		 returned.  The reading thread may get SIGSEGV (its address
  *		 moved away: the kernel's answer) or the data; never SIGBUS
  *
- * Before the fix (main 082dad2 + lead10 merge), every case lost pages: the
- * worker's REMAP event marks the migration's MIGRATING entries GONE
- * (src/service.c ptable_move()) and finalize drops them; the new address
- * reads zeroes.  A failure names the step, the variant, the region, the
- * page and what it read.
+ * On main 082dad2 + the lead10 merge (da167db), Linux 6.18, one CPU: every
+ * step of evict (but those with the worker held), to_sys, to_dev and every
+ * grown realloc() lost the moving pages (they read zeroes at the new
+ * address: the worker's REMAP event marks the migration's MIGRATING
+ * entries GONE, src/service.c ptable_move(), and finalize drops them);
+ * fault lost nothing but the reader got SIGBUS in most steps (the install
+ * at the old address fails; the REMAP event waits for the worker, which is
+ * in the migration).  Normal and UHMM_DISABLE=all alike.  A failure names
+ * the step, the variant, the region, the page and what it read.
  *
  * Usage: test_remap_race [CASE...]; UHMM_TEST_ROUNDS=N rounds per case (a
  * fresh process each), UHMM_TEST_KEEP_GOING=1 to run every round.
@@ -85,7 +97,16 @@ static const char *const kind_name[] = {
 /* Where the racer stops inside its migration, alternately. */
 enum hook { H_SETUP, H_PAGES };
 
-static const char *const hook_name[] = { "after the collection", "after pages" };
+/*
+ * The variants of a step: where the racer stops, and (evict) whether
+ * uhmm's worker is held from before the mremap until after the finalize.
+ */
+#define NVAR 4
+static const char *const var_name[NVAR] = {
+	"after the collection", "after pages",
+	"after the collection, the worker held past finalize",
+	"after pages, the worker held past finalize",
+};
 
 /*
  * One round: the owner (the round's main thread), the racer thread, and
@@ -105,10 +126,15 @@ struct race {
 	_Atomic(char *) cur;		/* to_sys, to_dev, fault: the moving region */
 	atomic_int armed;		/* fault: hook the next migrate_to_ram */
 	/* what the racer saw, for the summary */
-	atomic_long collected[2];	/* pages collected, per hook */
-	atomic_long hooked[2];		/* steps stopped inside, per hook */
+	atomic_long collected[NVAR];	/* pages collected, per variant */
+	atomic_long hooked[NVAR];	/* steps stopped inside, per variant */
 	atomic_long fault_segv, fault_bus, fault_read, fault_unhooked;
 	atomic_int fault_bad;		/* the reader read something else */
+	/* evict: the worker held in a callback of the second device */
+	struct tdev *hold_dev;
+	char *hold_page;		/* its one page, on hold_dev */
+	int hold_req, held, release;	/* step + 1 of each, under mu */
+	bool hold_stop;
 	unsigned int seed;
 };
 
@@ -139,18 +165,108 @@ static void stage_wait(struct race *r, int s)
 #define ST_MOVED(s)	(4 * (s) + 3)
 #define ST_DONE(s)	(4 * (s) + 4)
 
-/* The racer stops inside its migration until the owner has moved the region. */
-static void hook(struct race *r, int step, enum hook h, long collected)
+/*
+ * evict, every other pair of steps: hold uhmm's worker (the one thread
+ * that applies the REMAP event) in a second device's migrate_to_ram, from
+ * before the owner's mremap until the eviction has finalized: the event is
+ * read (mremap returns) but applied only after the finalize, which finds
+ * the old address unmapped.  The hold is a CPU read of that device's page
+ * by the holder thread.
+ */
+static void hold_worker(struct race *r, int step)
 {
-	atomic_fetch_add(&r->collected[h], collected);
-	atomic_fetch_add(&r->hooked[h], 1);
-	stage_set(r, ST_INSIDE(step));
-	stage_wait(r, ST_MOVED(step));
+	pthread_mutex_lock(&r->mu);
+	r->hold_req = step + 1;
+	pthread_cond_broadcast(&r->cv);
+	while (r->held < step + 1)
+		pthread_cond_wait(&r->cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void release_worker(struct race *r, int step)
+{
+	pthread_mutex_lock(&r->mu);
+	r->release = step + 1;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* The second device's migrate_to_ram, on uhmm's worker. */
+static int hold_migrate_to_ram(struct uhmm_vm_fault *vmf)
+{
+	struct race *r = &R;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->hold_req > r->held) {
+		int s = r->held = r->hold_req;
+
+		pthread_cond_broadcast(&r->cv);
+		while (r->release < s)
+			pthread_cond_wait(&r->cv, &r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return tdev_migrate_to_ram(vmf);
+}
+
+static const struct uhmm_devmem_ops hold_ops = {
+	.page_free = tdev_page_free,
+	.migrate_to_ram = hold_migrate_to_ram,
+};
+
+static void *holder(void *arg)
+{
+	struct race *r = arg;
+	int served = 0;
+
+	for (;;) {
+		int step;
+		long m;
+
+		pthread_mutex_lock(&r->mu);
+		while (r->hold_req <= served && !r->hold_stop)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (r->hold_req <= served) {	/* stopped */
+			pthread_mutex_unlock(&r->mu);
+			break;
+		}
+		served = r->hold_req;
+		step = served - 1;
+		pthread_mutex_unlock(&r->mu);
+		/* The read faults; the worker's migrate_to_ram holds until released. */
+		CHECK(*(volatile uint32_t *)(void *)r->hold_page == 0x686f6c64u,
+		      "the holding page lost its data");
+		m = tdev_to_dev(r->hold_dev, (uintptr_t)r->hold_page,
+				(uintptr_t)r->hold_page + page_size, NULL);
+		CHECK(m == 1, "step %d: the holding page to its device: %ld", step, m);
+	}
+	return NULL;
 }
 
 static enum hook hook_of(int step)
 {
 	return step % 2 ? H_PAGES : H_SETUP;
+}
+
+/* evict: steps 4k + 2 and 4k + 3 hold the worker past the finalize. */
+static bool late_of(const struct race *r, int step)
+{
+	return r->kind == K_EVICT && step % 4 >= 2;
+}
+
+static int var_of(const struct race *r, int step)
+{
+	return (int)hook_of(step) + (late_of(r, step) ? 2 : 0);
+}
+
+/* The racer stops inside its migration until the owner has moved the region. */
+static void hook(struct race *r, int step, long collected)
+{
+	atomic_fetch_add(&r->collected[var_of(r, step)], collected);
+	atomic_fetch_add(&r->hooked[var_of(r, step)], 1);
+	if (late_of(r, step))
+		hold_worker(r, step);
+	stage_set(r, ST_INSIDE(step));
+	stage_wait(r, ST_MOVED(step));
 }
 
 /* ---- the racers' migrations (public API only, as a driver's) ---- */
@@ -171,7 +287,7 @@ static void evict_run(struct race *r, int step, size_t idx, size_t n, char *buf,
 	for (size_t i = 0; i < n; i++)
 		collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
 	if (h == H_SETUP)
-		hook(r, step, h, collected);
+		hook(r, step, collected);
 	for (size_t i = 0; i < n; i++) {
 		struct uhmm_page *pg;
 
@@ -186,8 +302,10 @@ static void evict_run(struct race *r, int step, size_t idx, size_t n, char *buf,
 	}
 	uhmm_migrate_device_pages(r->mm, src, dst, n);
 	if (h == H_PAGES)
-		hook(r, step, h, collected);
+		hook(r, step, collected);
 	uhmm_migrate_device_finalize(r->mm, src, dst, n);
+	if (late_of(r, step))
+		release_worker(r, step);
 }
 
 /*
@@ -216,13 +334,13 @@ static long vma_migrate(struct race *r, int step, uintptr_t start, uintptr_t end
 		return -E2BIG;
 	ret = uhmm_migrate_vma_setup(&m);
 	if (ret) {
-		hook(r, step, h, 0);
+		hook(r, step, 0);
 		return ret;
 	}
 	for (size_t i = 0; i < n; i++)
 		collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
 	if (h == H_SETUP)
-		hook(r, step, h, collected);
+		hook(r, step, collected);
 	for (size_t i = 0; i < n; i++) {
 		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE))
 			continue;
@@ -249,7 +367,7 @@ static long vma_migrate(struct race *r, int step, uintptr_t start, uintptr_t end
 	}
 	uhmm_migrate_vma_pages(&m);
 	if (h == H_PAGES)
-		hook(r, step, h, collected);
+		hook(r, step, collected);
 	uhmm_migrate_vma_finalize(&m);
 	return collected;
 }
@@ -379,7 +497,7 @@ static void *reader(void *arg)
 			if (atomic_fetch_add(&printed, 1) < PRINT_MAX)
 				fprintf(stderr, "%s: step %d (stopped %s): the read of region %u page %zu "
 					"at %p got %s (the kernel gives the data, or SIGSEGV once the "
-					"address moved away)\n", NAME, step, hook_name[hook_of(step)],
+					"address moved away)\n", NAME, step, var_name[var_of(r, step)],
 					reg, pg, (void *)(a + pg * page_size),
 					sig == SIGBUS ? "SIGBUS" : "a signal");
 			atomic_store(&r->fault_bad, 1);
@@ -438,13 +556,23 @@ static long raw_mremap(char *from, size_t len, char *to)
 	return syscall(SYS_mremap, from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to);
 }
 
-static void print_summary(struct race *r, const char *extra)
+/*
+ * What ran: per variant, the steps stopped inside, the pages they
+ * collected and (@bad_steps, may be NULL) the steps that lost data.
+ */
+static void print_summary(struct race *r, const int *bad_steps, const char *extra)
 {
-	printf("%s: variant %s; %d steps: %ld stopped %s (%ld pages collected), %ld %s "
-	       "(%ld pages)%s\n", NAME, kind_name[r->kind], r->steps,
-	       atomic_load(&r->hooked[H_SETUP]), hook_name[H_SETUP],
-	       atomic_load(&r->collected[H_SETUP]), atomic_load(&r->hooked[H_PAGES]),
-	       hook_name[H_PAGES], atomic_load(&r->collected[H_PAGES]), extra);
+	printf("%s: variant %s; %d steps:", NAME, kind_name[r->kind], r->steps);
+	for (int v = 0; v < NVAR; v++) {
+		if (!atomic_load(&r->hooked[v]))
+			continue;
+		printf(" [stopped %s: %ld steps, %ld pages collected", var_name[v],
+		       atomic_load(&r->hooked[v]), atomic_load(&r->collected[v]));
+		if (bad_steps)
+			printf(", %d steps lost data", bad_steps[v]);
+		printf("]");
+	}
+	printf("%s\n", extra);
 }
 
 /* evict, to_sys, to_dev, fault: NREG regions, one moving at each step. */
@@ -455,8 +583,8 @@ static int region_round(void *arg)
 	char *area, *slot[NREG][2];
 	int at[NREG];
 	uint32_t ver[NREG];
-	pthread_t th;
-	int bad = 0, bad_steps[2] = { 0, 0 };
+	pthread_t th, hth;
+	int bad = 0, bad_steps[NVAR] = { 0 };
 	struct sigaction sa;
 
 	memset(r, 0, sizeof(*r));
@@ -495,6 +623,14 @@ static int region_round(void *arg)
 		CHECK_EQ(tdev_to_dev(r->d, (uintptr_t)slot[g][0], (uintptr_t)slot[g][0] + len, NULL),
 			 NPAGES);
 	}
+	if (r->kind == K_EVICT) {
+		r->hold_dev = tdev_create_ops(r->mm, 4, 0, &hold_ops);
+		r->hold_page = map_anon(page_size, PROT_READ | PROT_WRITE);
+		*(uint32_t *)(void *)r->hold_page = 0x686f6c64u;
+		CHECK_EQ(tdev_to_dev(r->hold_dev, (uintptr_t)r->hold_page,
+				     (uintptr_t)r->hold_page + page_size, NULL), 1);
+		CHECK_EQ(pthread_create(&hth, NULL, holder, r), 0);
+	}
 	CHECK_EQ(pthread_create(&th, NULL, r->kind == K_EVICT ? evictor :
 				r->kind == K_FAULT ? reader : vma_migrator, r), 0);
 	for (int step = 0; step < r->steps; step++) {
@@ -531,10 +667,10 @@ static int region_round(void *arg)
 
 			if (o == g)
 				snprintf(when, sizeof(when), "stopped %s; the region moved %p -> %p",
-					 hook_name[hook_of(step)], (void *)from, (void *)to);
+					 var_name[var_of(r, step)], (void *)from, (void *)to);
 			else
 				snprintf(when, sizeof(when), "stopped %s; a region that did not move",
-					 hook_name[hook_of(step)]);
+					 var_name[var_of(r, step)]);
 			b = check_pages(kind_name[r->kind], step, when, o, slot[o][at[o]], NPAGES,
 					(size_t)o * 64, ver[o]);
 			/* What was lost is written again: each step is judged alone. */
@@ -544,23 +680,27 @@ static int region_round(void *arg)
 		}
 		if (step_bad) {
 			bad += step_bad;
-			bad_steps[hook_of(step)]++;
+			bad_steps[var_of(r, step)]++;
 		}
 	}
 	pthread_join(th, NULL);
+	if (r->kind == K_EVICT) {
+		pthread_mutex_lock(&r->mu);
+		r->hold_stop = true;
+		pthread_cond_broadcast(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(hth, NULL);
+	}
 	{
 		char extra[300];
-		int n = 0;
+		int n = snprintf(extra, sizeof(extra), "; %d pages lost or wrong in all", bad);
 
 		if (r->kind == K_FAULT)
-			n = snprintf(extra, sizeof(extra), "; the reader got SIGSEGV %ld, the data %ld, "
-				     "another signal %ld; %ld reads served without the hook",
-				     atomic_load(&r->fault_segv), atomic_load(&r->fault_read),
-				     atomic_load(&r->fault_bus), atomic_load(&r->fault_unhooked));
-		snprintf(extra + n, sizeof(extra) - (size_t)n, "; pages lost or wrong in %d steps "
-			 "stopped %s, %d stopped %s, %d pages in all", bad_steps[H_SETUP],
-			 hook_name[H_SETUP], bad_steps[H_PAGES], hook_name[H_PAGES], bad);
-		print_summary(r, extra);
+			snprintf(extra + n, sizeof(extra) - (size_t)n, "; the reader got SIGSEGV %ld, "
+				 "the data %ld, another signal %ld; %ld reads served without the "
+				 "hook", atomic_load(&r->fault_segv), atomic_load(&r->fault_read),
+				 atomic_load(&r->fault_bus), atomic_load(&r->fault_unhooked));
+		print_summary(r, bad_steps, extra);
 	}
 	if (bad || atomic_load(&r->fault_bad))
 		return 1;
@@ -568,6 +708,10 @@ static int region_round(void *arg)
 		CHECK_EQ(munmap(slot[g][at[g]], len), 0);
 	munmap(area, (4 * NREG + 1) * len);
 	tdev_destroy(r->d);
+	if (r->kind == K_EVICT) {
+		CHECK_EQ(munmap(r->hold_page, page_size), 0);
+		tdev_destroy(r->hold_dev);
+	}
 	uhmm_mm_put(r->mm);
 	return 0;
 }
@@ -728,7 +872,7 @@ static int realloc_round(void *arg)
 
 		snprintf(extra, sizeof(extra), "; %ld of %d realloc() calls raced the eviction, %ld "
 			 "moved the block; %d pages lost or wrong", raced, r->steps, moved, bad);
-		print_summary(r, extra);
+		print_summary(r, NULL, extra);
 	}
 	if (bad)
 		return 1;
