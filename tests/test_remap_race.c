@@ -384,8 +384,9 @@ static int race_migrate_to_ram(struct uhmm_vm_fault *vmf)
 	struct race *r = &R;
 	long ret;
 
-	if (!atomic_exchange(&r->armed, 0) ||
-	    vmf->window_end - vmf->window_start > MAXWIN * page_size)
+	/* Too large a window is not hooked: the reader then sees it still armed. */
+	if (vmf->window_end - vmf->window_start > MAXWIN * page_size ||
+	    !atomic_exchange(&r->armed, 0))
 		return tdev_migrate_to_ram(vmf);
 	ret = vma_migrate(r, atomic_load(&r->step), vmf->window_start, vmf->window_end, false,
 			  vmf->page);
