@@ -473,6 +473,22 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 				*brought = f.brought;
 			return -ENOMEM;
 		}
+		if (ret == -ENOENT) {
+			/*
+			 * The copy found no mapping to go into: a raw munmap
+			 * or mremap took the address away after this fault
+			 * (its event is applied after it, by this thread).
+			 * The page stays on the device and goes with its
+			 * entry.  In the kernel one of the two waits for the
+			 * other; the fault is answered as if it came second:
+			 * woken, the thread faults again and meets the change
+			 * (SIGSEGV where nothing is mapped any more), never a
+			 * SIGBUS (tests/test_remap_race.c, fault).
+			 */
+			wake_around(mm, &f, page);
+			wake_page(mm, page);
+			return 0;
+		}
 		/*
 		 * The device could not give the page back: the SIGBUS is
 		 * queued before anything wakes the thread (fault_fail).
