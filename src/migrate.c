@@ -1522,13 +1522,17 @@ static bool huge_staging(struct uhmm_migrate_vma *m)
  * runs whose sources are consecutive (staging always is; a driver buffer
  * may be), one ioctl per run.  Entries whose install failed lose MIGRATE.
  */
-static int install_moved(struct uhmm_migrate_vma *m, size_t i, uintptr_t src)
+/*
+ * Page i's install at its address failed with @err: if a raw mremap moved
+ * its entry meanwhile, install it where the entry is now.  0 or the error.
+ */
+static int install_moved(struct uhmm_migrate_vma *m, size_t i, uintptr_t src, int err)
 {
 	uintptr_t a = m->start + (i << uhmm__page_shift), cur;
 	uint64_t e;
 
 	if (!page_slot(m, i, &cur, &e) || cur == a || (e & UHMM__PTE_GONE))
-		return -ENOENT;
+		return err;
 	return install_sys(m, cur, src, uhmm__page_size, false, NULL);
 }
 
@@ -1621,7 +1625,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 				if ((err = install_sys(m, m->start + (k << ps),
 						       src0 + ((k - i) << ps),
 						       uhmm__page_size, staged, NULL)) &&
-				    (err = install_moved(m, k, src0 + ((k - i) << ps)))) {
+				    (err = install_moved(m, k, src0 + ((k - i) << ps), err))) {
 					/* The page stays on the device, intact. */
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);

@@ -356,6 +356,23 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned 
 }
 
 /*
+ * Did the mapping of a fault's page go away (or give way to another)
+ * since the fault looked it up?  An install's ENOENT says so, or that
+ * the range is not registered; only a look tells the two apart, and only
+ * the first is answered by waking the thread (it cannot loop: it faults
+ * again and meets the change).
+ */
+static bool mapping_went(const struct uhmm__fault *f, uintptr_t page)
+{
+	struct uhmm__vma v;
+	size_t n = 0;
+
+	if (uhmm__vma_find(page, page + uhmm__page_size, &v, 1, &n, true))
+		return false;	/* cannot tell: a SIGBUS, as before */
+	return n == 0 || (f->vma.end && (v.start != f->vma.start || v.end != f->vma.end));
+}
+
+/*
  * On the worker (the served-window ring above is the worker's alone: the
  * rescue thread and the memory waiter neither read nor write it).
  */
@@ -473,7 +490,7 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 				*brought = f.brought;
 			return -ENOMEM;
 		}
-		if (ret == -ENOENT) {
+		if (ret == -ENOENT && mapping_went(&f, page)) {
 			/*
 			 * The copy found no mapping to go into: a raw munmap
 			 * or mremap took the address away after this fault
