@@ -296,9 +296,13 @@ static void clear_stale_markers(struct uhmm_migrate_vma *m, const uint8_t *st)
 /* Would finalize commit page @i, a system page, as a device page? */
 static bool becomes_device(struct uhmm_migrate_vma *m, size_t i)
 {
+	uintptr_t cur;
+	uint64_t e;
+
+	/* At its own address: a raw mremap may have moved it (its marker stays behind). */
 	return m->state->kind[i] == K_SYS && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
-	       !(uhmm__ptable_get(&m->mm->ptable, m->start + (i << uhmm__page_shift)) &
-		 UHMM__PTE_GONE);
+	       page_slot(m, i, &cur, &e) && cur == m->start + (i << uhmm__page_shift) &&
+	       !(e & UHMM__PTE_GONE);
 }
 
 /*
