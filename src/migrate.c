@@ -259,7 +259,8 @@ static void commit_page(struct uhmm_migrate_vma *m, size_t i, uint64_t final,
 		}
 		if (!slot)
 			return;
-		if ((final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE)
+		/* The caller set the device page's address where it found the entry. */
+		if (!first && (final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE)
 			atomic_store(&uhmm__pfn_to_page(m->mm, uhmm__pte_payload(final))->addr, cur);
 		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &e, final))
 			break;
