@@ -22,6 +22,7 @@ struct uhmm_mm uhmm__the_mm = {
 	.migrate_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.as_lock = PTHREAD_RWLOCK_INITIALIZER,
 	.mig_lock = PTHREAD_MUTEX_INITIALIZER,
+	.remap_lock = PTHREAD_MUTEX_INITIALIZER,
 	.staging_cache.lock = PTHREAD_MUTEX_INITIALIZER,
 	.mig_cond = PTHREAD_COND_INITIALIZER,
 	.uffd = -1,

@@ -143,6 +143,27 @@ struct uhmm_mm {
 	pthread_mutex_t mig_lock;
 	pthread_cond_t mig_cond;
 
+	/*
+	 * Raw mremaps of pages a migration holds (service.c ptable_move(),
+	 * migrate.c and migrate_device.c "where a page is now").  The move
+	 * of a MIGRATING entry and the look-up of where one is now happen
+	 * under remap_lock, which nests inside nothing uhmm holds but
+	 * migrate_lock, and inside which only the allocator's lock is taken.
+	 * remap_log[] holds every move of a MIGRATING entry since the oldest
+	 * migrate_vma in flight began (remap_users of them): from, to, len
+	 * and a sequence number (remap_seq, the last one given).
+	 */
+	pthread_mutex_t remap_lock;
+	struct uhmm__remap_rec {
+		uintptr_t from, to;
+		size_t len;
+		unsigned long seq;
+	} *remap_log;
+	size_t remap_n, remap_cap;
+	unsigned long remap_seq;
+	unsigned long remap_users;
+	uint32_t mig_serial;		/* the last migrate_vma's serial (uhmm__pte_tag()) */
+
 	/* The internal pool for device-exclusive pages (exclusive.c). */
 	pthread_mutex_t excl_lock;
 	struct uhmm_devmem *excl_pool;

@@ -107,6 +107,12 @@ static void state_free(struct uhmm_migrate_vma *m)
 		uhmm__migrate_unlock(m->mm);
 	if (s->cache)
 		uhmm__staging_cache_release(m, moved_from_cache(m));
+	if (s->remap_user) {
+		pthread_mutex_lock(&m->mm->remap_lock);
+		if (--m->mm->remap_users == 0)
+			m->mm->remap_n = 0;	/* nobody needs the moves logged */
+		pthread_mutex_unlock(&m->mm->remap_lock);
+	}
 	uhmm__staging_destroy(m->mm, s);
 	uhmm__free(s->kind);
 	uhmm__free(s->orig);
@@ -147,6 +153,122 @@ void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)
 	uhmm__nocancel_end(nc);
 }
 
+/* ---- where a page is now ------------------------------------------------ */
+
+/*
+ * A raw mremap (the system call, or glibc's realloc() of a large block,
+ * which calls it itself) may move pages a migration holds: the REMAP
+ * event's ptable_move() (service.c) moves their MIGRATING entries to the
+ * new addresses and logs the move (mm->remap_log) under remap_lock.  An
+ * entry's payload names its page (ptable.h, UHMM__PTE_TAG), so the
+ * migration finds it again: at the page's address, or else by following
+ * the moves logged since setup from there, in order.  Data installed at
+ * the old address before the move went with it (the kernel moves the
+ * page table entries; UFFDIO_COPY and UFFDIO_MOVE into the old address
+ * after it fail with ENOENT), so finalize installs where the entry is
+ * when it looks, and commits where the entry is when it commits.
+ * tests/hunt/FINDINGS.md item 19.
+ */
+
+/* The payload of page i's MIGRATING entry: its device pfn, or its tag. */
+static uint64_t page_ident(const struct uhmm_migrate_vma *m, size_t i)
+{
+	const struct uhmm_migrate_state *s = m->state;
+
+	return s->kind[i] == K_DEV ? uhmm__pte_payload(s->orig[i]) :
+	       uhmm__pte_tag(s->serial, i);
+}
+
+static bool is_mine(uint64_t e, uint64_t id)
+{
+	return (e & UHMM__PTE_TYPE_MASK) == UHMM__PTE_MIGRATING && uhmm__pte_payload(e) == id;
+}
+
+/*
+ * The slot of page i's entry now, with its address (*cur) and value
+ * (*ent); NULL when no slot holds it any more: it was unmapped (GONE) and
+ * an entry moved there over it, which is what GONE means.
+ */
+static _Atomic uint64_t *page_slot(const struct uhmm_migrate_vma *m, size_t i, uintptr_t *cur,
+				   uint64_t *ent)
+{
+	struct uhmm_mm *mm = m->mm;
+	const uint64_t id = page_ident(m, i);
+	uintptr_t a = m->start + (i << uhmm__page_shift);
+	_Atomic uint64_t *slot = uhmm__ptable_slot(&mm->ptable, a, false);
+	uint64_t e = slot ? atomic_load(slot) : 0;
+	size_t r = 0;
+
+	if (!is_mine(e, id)) {	/* moved (or moving: the lock waits that out) */
+		pthread_mutex_lock(&mm->remap_lock);
+		while (r < mm->remap_n && mm->remap_log[r].seq <= m->state->remap_seq0)
+			r++;
+		for (;;) {
+			const struct uhmm__remap_rec *rec;
+
+			slot = uhmm__ptable_slot(&mm->ptable, a, false);
+			e = slot ? atomic_load(slot) : 0;
+			if (is_mine(e, id))
+				break;
+			while (r < mm->remap_n && (a < mm->remap_log[r].from ||
+						   a - mm->remap_log[r].from >= mm->remap_log[r].len))
+				r++;
+			if (r == mm->remap_n) {
+				slot = NULL;
+				break;
+			}
+			rec = &mm->remap_log[r++];
+			a = rec->to + (a - rec->from);
+		}
+		pthread_mutex_unlock(&mm->remap_lock);
+		if (!slot)
+			return NULL;
+	}
+	*cur = a;
+	*ent = e;
+	return slot;
+}
+
+/* Where page i's entry was found (page_slot()). */
+struct where {
+	_Atomic uint64_t *slot;
+	uintptr_t cur;
+	uint64_t e;
+};
+
+/*
+ * Store page i's final entry where its entry is now (a device page's
+ * address with it), and wake a thread waiting there if that is not the
+ * page's own address.  A device page for an entry unmapped meanwhile
+ * (GONE) is dropped instead.  @w: where it was a moment ago, tried first.
+ */
+static void commit_page(struct uhmm_migrate_vma *m, size_t i, uint64_t final,
+			const struct where *w)
+{
+	uintptr_t a = m->start + (i << uhmm__page_shift), cur = w->cur;
+	_Atomic uint64_t *slot = w->slot;
+	uint64_t e = w->e;
+
+	for (bool first = true;; first = false) {
+		if (!first)
+			slot = page_slot(m, i, &cur, &e);
+		if ((!slot || (e & UHMM__PTE_GONE)) &&
+		    (final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE) {
+			uhmm__drop_device_entry(m->mm, final);
+			final = 0;
+		}
+		if (!slot)
+			return;
+		/* The caller set the device page's address where it found the entry. */
+		if (!first && (final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE)
+			atomic_store(&uhmm__pfn_to_page(m->mm, uhmm__pte_payload(final))->addr, cur);
+		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &e, final))
+			break;
+	}
+	if (cur != a)
+		uhmm__uffd_wake(m->mm, cur, cur + uhmm__page_size);
+}
+
 /* ---- uffd-wp markers on device-resident pages (wpmarker.c) ---------------- */
 
 /*
@@ -175,9 +297,13 @@ static void clear_stale_markers(struct uhmm_migrate_vma *m, const uint8_t *st)
 /* Would finalize commit page @i, a system page, as a device page? */
 static bool becomes_device(struct uhmm_migrate_vma *m, size_t i)
 {
+	uintptr_t cur;
+	uint64_t e;
+
+	/* At its own address: a raw mremap may have moved it (its marker stays behind). */
 	return m->state->kind[i] == K_SYS && (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) &&
-	       !(uhmm__ptable_get(&m->mm->ptable, m->start + (i << uhmm__page_shift)) &
-		 UHMM__PTE_GONE);
+	       page_slot(m, i, &cur, &e) && cur == m->start + (i << uhmm__page_shift) &&
+	       !(e & UHMM__PTE_GONE);
 }
 
 /*
@@ -407,11 +533,13 @@ static int collect_entry(void *arg, uintptr_t a, _Atomic uint64_t *slot, uint64_
 /* Unclaim page i of a system run (it will not migrate). */
 static void unclaim(struct uhmm_migrate_vma *m, size_t i)
 {
-	uintptr_t a = m->start + (i << uhmm__page_shift);
-	_Atomic uint64_t *slot = slot_of(m->mm, a);
-	uint64_t e = atomic_load(slot);
+	_Atomic uint64_t *slot;
+	uintptr_t cur;
+	uint64_t e;
 
-	while (!uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &e, m->state->orig[i]))
+	/* Where it is now: a raw mremap may have moved the claim. */
+	while ((slot = page_slot(m, i, &cur, &e)) &&
+	       !uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &e, m->state->orig[i]))
 		;
 	m->state->kind[i] = K_NONE;
 	m->src[i] = 0;
@@ -740,6 +868,13 @@ static int setup_state(struct uhmm_migrate_vma *m, struct setup_scan *sc)
 		uhmm__migrate_lock_read(m->mm);
 		s->locked = true;
 	}
+	/* Before the first claim: every move of a claimed page is logged after. */
+	pthread_mutex_lock(&m->mm->remap_lock);
+	m->mm->remap_users++;
+	s->remap_user = true;
+	s->remap_seq0 = m->mm->remap_seq;
+	s->serial = ++m->mm->mig_serial;
+	pthread_mutex_unlock(&m->mm->remap_lock);
 	return 0;
 }
 
@@ -833,6 +968,9 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 {
 	uint64_t w = writable ? UHMM__PTE_WRITE : 0, zero;
 	_Atomic uint64_t *slot = slot_of(m->mm, m->start + (i << uhmm__page_shift));
+	/* Its payload names it (page_slot()). */
+	uint64_t claim = UHMM__PTE_MIGRATING | w |
+			 (uhmm__pte_tag(m->state->serial, i) << UHMM__PTE_PAYLOAD_SHIFT);
 
 	if (!slot)
 		return false;
@@ -842,7 +980,7 @@ static bool claim_system(struct uhmm_migrate_vma *m, size_t i, bool writable)
 	 */
 	for (;;) {
 		zero = 0;
-		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, UHMM__PTE_MIGRATING | w) ||
+		if (uhmm__ptable_cmpxchg(&m->mm->ptable, slot, &zero, claim) ||
 		    zero != UHMM__PTE_BUSY)
 			break;
 		sched_yield();
@@ -1303,23 +1441,6 @@ static int install_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t src,
 }
 
 /*
- * Store the final entry.  Only an unmap or discard can change a MIGRATING
- * entry meanwhile (it sets GONE): then a device page that was about to be
- * mapped there is dropped instead.
- */
-void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot, uint64_t e,
-			 uint64_t final)
-{
-	while (!uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, final)) {
-		if ((e & UHMM__PTE_GONE) &&
-		    (final & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE) {
-			uhmm__drop_device_entry(mm, final);
-			final = 0;
-		}
-	}
-}
-
-/*
  * An error of restoring @a from @stage that retrying cannot cure, where
  * the page's data is not in staging (so giving up loses nothing): -EEXIST
  * (@a already holds a page) or -EFAULT (@stage unreadable) while staging
@@ -1345,23 +1466,36 @@ static bool restore_hopeless(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t 
 }
 
 /*
- * Put a system page that did not migrate back where it was, from staging.
- * Its only copy is in staging, which finalize frees: giving up would lose
- * the page, so a failure (the kernel out of memory for the page table or
- * the charge) is retried until it passes, the way the kernel's own
- * restoring of migration entries cannot fail.
+ * Put system page i, which did not migrate, back where its entry is, from
+ * staging.  Its only copy is in staging, which finalize frees: giving up
+ * would lose the page, so a failure (the kernel out of memory for the
+ * page table or the charge) is retried until it passes, the way the
+ * kernel's own restoring of migration entries cannot fail.  Each try
+ * looks again where the entry is: an address unmapped or moved by a raw
+ * system call fails with ENOENT until the worker has applied the event,
+ * which marks the entry GONE (nothing to restore) or moves it.
  */
-static void restore_sys(struct uhmm_migrate_vma *m, uintptr_t a, uintptr_t stage)
+static void restore_sys(struct uhmm_migrate_vma *m, size_t i, uintptr_t stage)
 {
 	for (unsigned long tries = 0;; tries++) {
-		int err = m->state->by_mremap ?
-			uhmm__uffd_copy(m->mm, a, stage, uhmm__page_size) :
-			install_sys(m, a, stage, uhmm__page_size, true, NULL);
+		uintptr_t a;
+		uint64_t e;
+		int err;
 
+		if (!page_slot(m, i, &a, &e) || (e & UHMM__PTE_GONE))
+			return;
+		err = m->state->by_mremap ? uhmm__uffd_copy(m->mm, a, stage, uhmm__page_size) :
+		      install_sys(m, a, stage, uhmm__page_size, true, NULL);
 		if (!err)
 			return;
 		if (restore_hopeless(m, a, stage, err))
 			return;
+		if (err == -ENOENT && uhmm__on_service_thread()) {
+			/* The event that would settle it waits for this very thread. */
+			uhmm__warn("migrate: %#lx was unmapped or moved under a migration on "
+				   "the service thread: its data is lost", (unsigned long)a);
+			return;
+		}
 		if (tries == 0)
 			uhmm__warn("migrate: cannot restore %#lx yet (%d): retrying",
 				   (unsigned long)a, err);
@@ -1393,6 +1527,20 @@ static bool huge_staging(struct uhmm_migrate_vma *m)
  * runs whose sources are consecutive (staging always is; a driver buffer
  * may be), one ioctl per run.  Entries whose install failed lose MIGRATE.
  */
+/*
+ * Page i's install at its address failed with @err: if a raw mremap moved
+ * its entry meanwhile, install it where the entry is now.  0 or the error.
+ */
+static int install_moved(struct uhmm_migrate_vma *m, size_t i, uintptr_t src, int err)
+{
+	uintptr_t a = m->start + (i << uhmm__page_shift), cur;
+	uint64_t e;
+
+	if (!page_slot(m, i, &cur, &e) || cur == a || (e & UHMM__PTE_GONE))
+		return err;
+	return install_sys(m, cur, src, uhmm__page_size, false, NULL);
+}
+
 static void install_runs(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
@@ -1481,7 +1629,8 @@ static void install_runs(struct uhmm_migrate_vma *m)
 			for (size_t k = i + (done >> ps); k < j; k++)
 				if ((err = install_sys(m, m->start + (k << ps),
 						       src0 + ((k - i) << ps),
-						       uhmm__page_size, staged, NULL))) {
+						       uhmm__page_size, staged, NULL)) &&
+				    (err = install_moved(m, k, src0 + ((k - i) << ps), err))) {
 					/* The page stays on the device, intact. */
 					uhmm__warn("migrate: cannot install %#lx: %d",
 						   (unsigned long)(m->start + (k << ps)), err);
@@ -1548,27 +1697,28 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 	install_runs(m);
 	mark_device_runs(m);
 	for (size_t i = 0; i < m->npages; i++) {
-		uintptr_t a = m->start + (i << ps);
 		uintptr_t stage = (uintptr_t)s->staging + (i << ps);
 		bool migrated = (m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) != 0;
-		_Atomic uint64_t *slot;
-		uint64_t e, final;
+		struct where w;
+		uint64_t final;
+		bool gone;
 
 		if (s->kind[i] == K_NONE) {
 			if (m->dst[i])
 				release_dst(m, i);
 			continue;
 		}
-		slot = slot_of(mm, a);
-		e = atomic_load(slot);
+		/* Where its entry is now: a raw mremap may have moved it. */
+		w.slot = page_slot(m, i, &w.cur, &w.e);
+		gone = !w.slot || (w.e & UHMM__PTE_GONE);
 		if (s->kind[i] == K_SYS) {
-			if (migrated && !(e & UHMM__PTE_GONE)) {
+			if (migrated && !gone) {
 				struct uhmm_page *page = uhmm__pfn_to_page(mm,
 						uhmm_migrate_pfn_to_pfn(m->dst[i]));
 
-				final = UHMM__PTE_DEVICE | (e & UHMM__PTE_WRITE) |
+				final = UHMM__PTE_DEVICE | (w.e & UHMM__PTE_WRITE) |
 					(page->pfn << UHMM__PTE_PAYLOAD_SHIFT);
-				atomic_store(&page->addr, a);
+				atomic_store(&page->addr, w.cur);
 				atomic_fetch_add(&page->pgmap->nr_resident, 1);
 				uhmm_page_unlock(page);
 				/* The driver's reference now belongs to the mapping. */
@@ -1577,24 +1727,23 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 					release_dst(m, i);
 				final = 0;
 				/* An empty or zero page has nothing to restore. */
-				if (!(e & UHMM__PTE_GONE) && (m->src[i] & UHMM_MIGRATE_PFN_VALID))
-					restore_sys(m, a, stage);
+				if (!gone && (m->src[i] & UHMM_MIGRATE_PFN_VALID))
+					restore_sys(m, i, stage);
 			}
+			commit_page(m, i, final, &w);
 		} else {	/* K_DEV */
 			struct uhmm_page *old = uhmm__pfn_to_page(mm,
 					uhmm__pte_payload(s->orig[i]));
 
-			if (e & UHMM__PTE_GONE) {
-				final = 0;
+			if (gone || migrated) {
+				/*
+				 * Unmapped, or installed by install_runs():
+				 * the entry goes before the page does, so a
+				 * look-up of it never meets a freed page.
+				 */
+				commit_page(m, i, 0, &w);
 				if (m->dst[i] && !migrated)
 					release_dst(m, i);
-				atomic_fetch_sub(&old->pgmap->nr_resident, 1);
-				if (old != m->fault_page)
-					uhmm_page_unlock(old);
-				uhmm_page_put(old);
-			} else if (migrated) {
-				/* Installed by install_runs(). */
-				final = 0;
 				atomic_fetch_sub(&old->pgmap->nr_resident, 1);
 				if (old != m->fault_page)
 					uhmm_page_unlock(old);
@@ -1602,12 +1751,11 @@ static void migrate_vma_finalize(struct uhmm_migrate_vma *m)
 			} else {
 				if (m->dst[i])
 					release_dst(m, i);
-				final = s->orig[i];
 				if (old != m->fault_page)
 					uhmm_page_unlock(old);
+				commit_page(m, i, s->orig[i], &w);
 			}
 		}
-		uhmm__migrate_commit_entry(mm, slot, e, final);
 	}
 	wake(m);
 	uhmm__staging_cache_put(m);		/* system->device: keep staging for the way back */

@@ -160,6 +160,80 @@ void uhmm_migrate_device_pages(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 				    unsigned long npages);
 
+/*
+ * Where the entry of @page is, under remap_lock: a raw mremap moves it
+ * (service.c, ptable_move()) and the page's address with it.  0 if the
+ * page's MIGRATING entry is not there (not collected, or not ours).
+ */
+static uintptr_t page_where(struct uhmm_mm *mm, struct uhmm_page *page,
+			    _Atomic uint64_t **slotp, uint64_t *ep)
+{
+	uintptr_t a;
+
+	pthread_mutex_lock(&mm->remap_lock);
+	a = atomic_load(&page->addr);
+	*slotp = a ? uhmm__ptable_slot(&mm->ptable, a, false) : NULL;
+	*ep = *slotp ? atomic_load(*slotp) : 0;
+	pthread_mutex_unlock(&mm->remap_lock);
+	if (!*slotp || (*ep & UHMM__PTE_TYPE_MASK) != UHMM__PTE_MIGRATING ||
+	    uhmm__pte_payload(*ep) != page->pfn)
+		return 0;
+	return a;
+}
+
+/*
+ * Finish one collected page: its copy installed where its entry is now
+ * (data installed before a raw mremap moved the entry went with it), or,
+ * not migrated or not installable, back to a device entry there; an
+ * entry unmapped meanwhile (GONE) is dropped with its page.  The entry
+ * changes before the page is unlocked or freed.
+ */
+static void settle(struct uhmm_mm *mm, struct uhmm_page *page, uint64_t src, uint64_t dst)
+{
+	bool placed = false, keep;
+	_Atomic uint64_t *slot;
+	uintptr_t a;
+	uint64_t e;
+
+	for (;;) {
+		a = page_where(mm, page, &slot, &e);
+		if (!a) {
+			uhmm_page_unlock(page);
+			return;
+		}
+		keep = false;
+		if (!(e & UHMM__PTE_GONE) && (src & UHMM_MIGRATE_PFN_MIGRATE) && !placed) {
+			uintptr_t from = (uintptr_t)(uhmm_migrate_pfn_to_pfn(dst) << uhmm__page_shift);
+
+			if (uhmm__uffd_copy(mm, a, from, uhmm__page_size) == 0) {
+				placed = true;
+			} else {
+				_Atomic uint64_t *s2;
+				uint64_t e2;
+
+				if (page_where(mm, page, &s2, &e2) != a)
+					continue;	/* moved meanwhile: install there */
+				uhmm__warn("migrate device: cannot install %#lx", (unsigned long)a);
+				keep = true;
+			}
+		} else if (!(e & UHMM__PTE_GONE) && !placed) {
+			keep = true;	/* not migrating: a device page again */
+		}
+		if (uhmm__ptable_cmpxchg(&mm->ptable, slot, &e, keep ?
+					 (e & ~UHMM__PTE_TYPE_MASK) | UHMM__PTE_DEVICE : 0))
+			break;
+		/* Marked GONE or moved meanwhile: look again (an install stays done). */
+	}
+	if (!keep) {
+		atomic_fetch_sub(&page->pgmap->nr_resident, 1);
+		uhmm_page_unlock(page);
+		uhmm_page_put(page);
+	} else {
+		uhmm_page_unlock(page);
+	}
+	uhmm__uffd_wake(mm, a, a + uhmm__page_size);
+}
+
 /* The region collection entered ends after the last lock (sigblock.h). */
 void uhmm_migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t *dst,
 				  unsigned long npages)
@@ -180,47 +254,12 @@ static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t 
 	}
 	for (unsigned long i = 0; i < npages; i++) {
 		struct uhmm_page *page;
-		_Atomic uint64_t *slot;
-		uintptr_t a;
-		uint64_t e, final;
 
 		if (!(src[i] & UHMM_MIGRATE_PFN_VALID))
 			continue;
 		page = uhmm__pfn_to_page(mm, uhmm_migrate_pfn_to_pfn(src[i]));
-		if (!page)
-			continue;
-		a = atomic_load(&page->addr);
-		slot = uhmm__ptable_slot(&mm->ptable, a, false);
-		e = slot ? atomic_load(slot) : 0;
-		if (!slot || (e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_MIGRATING) {
-			uhmm_page_unlock(page);
-			continue;
-		}
-		final = (e & ~UHMM__PTE_TYPE_MASK) | UHMM__PTE_DEVICE;
-		if (e & UHMM__PTE_GONE) {
-			final = 0;
-			atomic_fetch_sub(&page->pgmap->nr_resident, 1);
-			uhmm_page_unlock(page);
-			uhmm_page_put(page);
-		} else if (src[i] & UHMM_MIGRATE_PFN_MIGRATE) {
-			uintptr_t from = (uintptr_t)(uhmm_migrate_pfn_to_pfn(dst[i]) <<
-						     uhmm__page_shift);
-
-			if (uhmm__uffd_copy(mm, a, from, uhmm__page_size) == 0) {
-				final = 0;
-				atomic_fetch_sub(&page->pgmap->nr_resident, 1);
-				uhmm_page_unlock(page);
-				uhmm_page_put(page);
-			} else {
-				uhmm__warn("migrate device: cannot install %#lx",
-					   (unsigned long)a);
-				uhmm_page_unlock(page);
-			}
-		} else {
-			uhmm_page_unlock(page);
-		}
-		uhmm__migrate_commit_entry(mm, slot, e, final);
-		uhmm__uffd_wake(mm, a, a + uhmm__page_size);
+		if (page)
+			settle(mm, page, src[i], dst[i]);
 	}
 	devmig_unlock(mm);
 	uhmm__migrate_done_broadcast(mm);

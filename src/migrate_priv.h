@@ -12,12 +12,6 @@
 /* Wait until no migration holds a page in [start, end). */
 UHMM__HIDDEN void uhmm__wait_migrations(struct uhmm_mm *mm, uintptr_t start,
 					  uintptr_t end);
-/*
- * Store a migrated entry's final value; a device page whose address was
- * unmapped meanwhile (GONE) is dropped instead.
- */
-UHMM__HIDDEN void uhmm__migrate_commit_entry(struct uhmm_mm *mm, _Atomic uint64_t *slot,
-					       uint64_t e, uint64_t final);
 /* A migration ended: wake the threads in uhmm__wait_migrations(). */
 UHMM__HIDDEN void uhmm__migrate_done_broadcast(struct uhmm_mm *mm);
 

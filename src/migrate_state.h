@@ -33,6 +33,10 @@ struct uhmm_migrate_state {
 	uint64_t *cwhole;	/* bitmap: head of a block migrating whole */
 	struct uhmm__fault *fault;	/* the CPU fault on fault_page, if any */
 	bool populated;		/* the emptied slots of a trimmed entry were populated */
+	/* Following raw mremaps (migrate.c, "where a page is now"). */
+	bool remap_user;	/* counted in mm->remap_users */
+	unsigned long remap_seq0;	/* the remap log's last sequence at setup */
+	uint32_t serial;	/* this migration's, in its system pages' tags */
 };
 
 #endif /* UHMM__MIGRATE_STATE_H */

@@ -146,6 +146,10 @@ static void mm_teardown(struct uhmm_mm *mm)
 	close(mm->stop_fd);
 	mm->stop_fd = -1;
 	uhmm__ptable_destroy(&mm->ptable);
+	uhmm__free(mm->remap_log);	/* no migration is in flight */
+	mm->remap_log = NULL;
+	mm->remap_n = mm->remap_cap = 0;
+	mm->remap_users = 0;
 }
 
 int uhmm_mm_get(struct uhmm_mm **mmp)
@@ -362,6 +366,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&mm->pool_lock, &a);
 	pthread_mutex_init(&mm->excl_lock, &a);
 	pthread_mutex_init(&mm->mig_lock, &a);
+	pthread_mutex_init(&mm->remap_lock, &a);
 	pthread_rwlock_init(&mm->migrate_lock, NULL);
 	pthread_rwlock_init(&mm->as_lock, NULL);
 	fork_held_migrate = false;

@@ -25,10 +25,25 @@
 #define UHMM__PTE_SOFT_DIRTY	UINT64_C(0x10)
 #define UHMM__PTE_GONE		UINT64_C(0x20)	/* unmapped during a migration */
 #define UHMM__PTE_PAYLOAD_SHIFT	8
+/*
+ * The payload of a MIGRATING entry names its page, so the migration that
+ * holds it can find it again after a raw mremap moved it (service.c,
+ * ptable_move(); migrate.c, "where a page is now"): a device page's pfn,
+ * or for a system page frozen in staging a tag, this bit and the
+ * migration's serial and the page's index (uhmm__pte_tag()).  No device
+ * pfn has the bit (UHMM_DEVICE_PFN_BASE is bit 50 of the pfn).
+ */
+#define UHMM__PTE_TAG		(UINT64_C(1) << 55)
 
 static inline uint64_t uhmm__pte_payload(uint64_t e)
 {
 	return e >> UHMM__PTE_PAYLOAD_SHIFT;
+}
+
+/* The payload of a frozen system page's entry: page @i of migration @serial. */
+static inline uint64_t uhmm__pte_tag(uint32_t serial, uint64_t i)
+{
+	return UHMM__PTE_TAG | ((uint64_t)(serial & 0x7ffff) << 31) | (i & 0x7fffffff);
 }
 
 struct uhmm__ptable {

@@ -356,6 +356,23 @@ static void fault_fail(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned 
 }
 
 /*
+ * Did the mapping of a fault's page go away (or give way to another)
+ * since the fault looked it up?  An install's ENOENT says so, or that
+ * the range is not registered; only a look tells the two apart, and only
+ * the first is answered by waking the thread (it cannot loop: it faults
+ * again and meets the change).
+ */
+static bool mapping_went(const struct uhmm__fault *f, uintptr_t page)
+{
+	struct uhmm__vma v;
+	size_t n = 0;
+
+	if (uhmm__vma_find(page, page + uhmm__page_size, &v, 1, &n, true))
+		return false;	/* cannot tell: a SIGBUS, as before */
+	return n == 0 || (f->vma.end && (v.start != f->vma.start || v.end != f->vma.end));
+}
+
+/*
  * On the worker (the served-window ring above is the worker's alone: the
  * rescue thread and the memory waiter neither read nor write it).
  */
@@ -472,6 +489,22 @@ static int handle_fault(struct uhmm_mm *mm, const struct uffd_msg *msg, unsigned
 			if (brought)
 				*brought = f.brought;
 			return -ENOMEM;
+		}
+		if (ret == -ENOENT && mapping_went(&f, page)) {
+			/*
+			 * The copy found no mapping to go into: a raw munmap
+			 * or mremap took the address away after this fault
+			 * (its event is applied after it, by this thread).
+			 * The page stays on the device and goes with its
+			 * entry.  In the kernel one of the two waits for the
+			 * other; the fault is answered as if it came second:
+			 * woken, the thread faults again and meets the change
+			 * (SIGSEGV where nothing is mapped any more), never a
+			 * SIGBUS (tests/test_remap_race.c, fault).
+			 */
+			wake_around(mm, &f, page);
+			wake_page(mm, page);
+			return 0;
 		}
 		/*
 		 * The device could not give the page back: the SIGBUS is
@@ -631,37 +664,117 @@ static void process_msgs(struct uhmm_mm *mm, const struct uffd_msg *msgs,
 	}
 }
 
+/*
+ * Log a move of MIGRATING entries for the migrate_vma calls in flight
+ * (under remap_lock); none in flight, none needed: a device-range
+ * migration finds its pages through page->addr.  False without memory.
+ */
+static bool remap_log_add(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
+{
+	if (!mm->remap_users)
+		return true;
+	if (mm->remap_n == mm->remap_cap) {
+		size_t cap = mm->remap_cap ? 2 * mm->remap_cap : 16;
+		struct uhmm__remap_rec *n = uhmm__realloc(mm->remap_log, cap * sizeof(*n));
+
+		if (!n)
+			return false;
+		mm->remap_log = n;
+		mm->remap_cap = cap;
+	}
+	mm->remap_log[mm->remap_n++] = (struct uhmm__remap_rec){
+		.from = from, .to = to, .len = len, .seq = ++mm->remap_seq,
+	};
+	return true;
+}
+
+struct move_ctx {
+	uintptr_t from, to;
+	size_t len;
+	bool logged;		/* this move is in the remap log */
+};
+
+/*
+ * Move the entry at @os (page @off of the move) to its new address, under
+ * remap_lock.  A MIGRATING entry moves too, with its payload, which names
+ * its page: the migration holding it finds it at the new address, where a
+ * fault waits for it as at the old one (FINDINGS item 19: dropped as
+ * unmapped, a page in flight lost its data).  Returns a device entry the
+ * caller drops once the lock is released (its page_free is driver code),
+ * or 0.
+ */
+static uint64_t move_entry(struct uhmm_mm *mm, struct move_ctx *c, size_t off,
+			   _Atomic uint64_t *os)
+{
+	uint64_t e = atomic_load(os), t;
+	_Atomic uint64_t *ns;
+	struct uhmm_page *page;
+
+	for (;;) {
+		switch (e & UHMM__PTE_TYPE_MASK) {
+		case UHMM__PTE_MIGRATING:
+			if (e & UHMM__PTE_GONE)
+				return 0;	/* unmapped before: its migration drops it */
+			if (!c->logged && !(c->logged = remap_log_add(mm, c->from, c->to, c->len))) {
+				uhmm__warn("mremap: no memory to follow a page in flight at %#lx: "
+					   "its data is lost", (unsigned long)(c->from + off));
+				drop_entry(&(struct drop_ctx){ .mm = mm }, c->from + off, os, e);
+				return 0;
+			}
+			break;
+		case UHMM__PTE_DEVICE:
+			break;
+		default:
+			if (e)
+				drop_entry(&(struct drop_ctx){ .mm = mm }, c->from + off, os, e);
+			return 0;
+		}
+		ns = uhmm__ptable_slot(&mm->ptable, c->to + off, true);
+		if (!ns) {
+			uhmm__warn("mremap: no memory for the entry of %#lx: its data is lost",
+				   (unsigned long)(c->to + off));
+			drop_entry(&(struct drop_ctx){ .mm = mm }, c->from + off, os, e);
+			return 0;
+		}
+		if (uhmm__ptable_cmpxchg(&mm->ptable, os, &e, 0))
+			break;
+		/* Claimed, committed or failed meanwhile: look again. */
+	}
+	/*
+	 * The new address was unmapped first (its UNMAP event came before
+	 * this one): anything there is an entry of a migration that has
+	 * not finished yet, whose page was unmapped; it finds its entry
+	 * gone, as it would have found it GONE.
+	 */
+	t = atomic_load(ns);
+	while (!uhmm__ptable_cmpxchg(&mm->ptable, ns, &t, e))
+		;
+	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	if (page) {
+		atomic_store(&page->addr, c->to + off);
+		/* A compound device page moves whole only 2 MiB aligned. */
+		if ((c->from | c->to | c->len) & ((2u << 20) - 1))
+			uhmm__folio_split(page);
+	}
+	return (t & UHMM__PTE_TYPE_MASK) == UHMM__PTE_DEVICE ? t : 0;
+}
+
 /* mremap moved a range: its special entries move with it. */
 static void ptable_move(struct uhmm_mm *mm, uintptr_t from, uintptr_t to, size_t len)
 {
+	struct move_ctx c = { .from = from, .to = to, .len = len };
+
 	for (size_t off = 0; off < len; off += uhmm__page_size) {
 		_Atomic uint64_t *os = uhmm__ptable_slot(&mm->ptable, from + off, false);
-		_Atomic uint64_t *ns;
-		uint64_t e = os ? atomic_load(os) : 0, z = 0;
+		uint64_t drop;
 
-		if (!e)
+		if (!os || !atomic_load(os))
 			continue;
-		if ((e & UHMM__PTE_TYPE_MASK) != UHMM__PTE_DEVICE) {
-			/* A migration in flight: it finds its page gone. */
-			drop_entry(&(struct drop_ctx){ .mm = mm }, from + off, os, e);
-			continue;
-		}
-		ns = uhmm__ptable_slot(&mm->ptable, to + off, true);
-		if (!ns || !uhmm__ptable_cmpxchg(&mm->ptable, os, &e, 0))
-			continue;
-		if (!uhmm__ptable_cmpxchg(&mm->ptable, ns, &z, e)) {
-			uhmm__drop_device_entry(mm, e);	/* cannot happen: target was unmapped */
-			continue;
-		}
-		{
-			struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
-
-			if (page)
-				atomic_store(&page->addr, to + off);
-			/* A compound device page moves whole only 2 MiB aligned. */
-			if (((from | to | len) & ((2u << 20) - 1)))
-				uhmm__folio_split(page);
-		}
+		pthread_mutex_lock(&mm->remap_lock);
+		drop = move_entry(mm, &c, off, os);
+		pthread_mutex_unlock(&mm->remap_lock);
+		if (drop)
+			uhmm__drop_device_entry(mm, drop);
 	}
 }
 
