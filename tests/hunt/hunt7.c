@@ -1,0 +1,639 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Adversarial programs against the public API, round 7 (tests/hunt/FINDINGS.md):
+ * the item 19 fix (a raw mremap moves the pages a migration holds, and the
+ * migration follows them: docs/CONCURRENCY.md rule 11).  Not in CTest.
+ * Usage: hunt7 SCENARIO ROUNDS [TIMEOUT_S]; each round a forked child with
+ * alarm() (round.h); HUNT7_FIRST=k HUNT7_STEP=s rerun one round kind;
+ * ROUNDS 0 runs one round in this process.  The device is tdev
+ * (testdev/tdev.c, public API only, linked in).
+ *
+ * Lock-step scenarios (no sleeps): a "flight" is a migrate_vma (to the
+ * device or home, tdev's copy done here) run by its own thread and
+ * stopped inside, after its setup or after uhmm_migrate_vma_pages(); the
+ * round's main thread then moves memory with raw system calls
+ * (syscall(SYS_mremap), so uhmm sees only the events), optionally waits
+ * until uhmm's worker has applied them (a migration setup of an unrelated
+ * page: uhmm__events_catch_up()), releases the flights in a chosen order
+ * and checks every byte where the kernel's semantics put the data, then
+ * brings everything home, unmaps it and requires tdev_used() == 0.
+ *
+ *  chain	one region, one flight; moved A->B->C, A->B->A, or A->B
+ *		and B->C with the event applied between the two moves
+ *  partial	one flight over 16 pages; part of it moved (a middle run,
+ *		the head, the tail), or the mapping shrunk in place (tail
+ *		unmapped), shrunk and moved, grown and moved
+ *  collide	MREMAP_FIXED onto memory another flight holds (X over A,
+ *		Y over B, A moved onto B; finalize order varies), and one
+ *		flight over [A, A+2n) with one half moved onto the other
+ *  reuse	a flight's region moved away, a new tenant mapped at once at
+ *		the old address (raw mmap or the wrapper): it must work at
+ *		once (no wait for the old migration) and keep its own data;
+ *		with HUNT7_REG (default: odd round kinds) the tenant is
+ *		registered with uhmm first (migrated to tdev and home) and
+ *		half of it discarded by a raw MADV_DONTNEED
+ *  compound	a TDEV_COMPOUND pool (2 MiB device pages): a 2 MiB aligned
+ *		region of 1024 pages on the device as compound pages, a flight
+ *		home or a device-range eviction stopped inside, the region (or
+ *		a part of it) moved to an address not 2 MiB aligned
+ *
+ * Free-running: stress (see its comment).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <uhmm/uhmm.h>
+#include <uhmm/simdev.h>
+
+#include "round.h"
+#include "../../testdev/tdev.h"
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+#define PG 4096UL
+
+static unsigned seed;
+static int g_round;
+
+#define FAIL(...) do { fprintf(stderr, "FAIL round %d %s:%d: ", g_round, __func__, __LINE__); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); _exit(1); } while (0)
+
+#include "pages.h"
+
+static void nap_us(long us)
+{
+	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+	nanosleep(&ts, NULL);
+}
+
+static struct uhmm_mm *getmm(void)
+{
+	struct uhmm_mm *mm = NULL;
+	int r = uhmm_mm_get(&mm);
+	if (r) FAIL("mm get %d", r);
+	return mm;
+}
+
+/* Which (tag, page) a page holds, among tags [1, 64) and pages [0, 2048). */
+static void ident(const char *p, char *out, size_t n)
+{
+	const uint64_t w0 = *(const uint64_t *)(const void *)p;
+	for (unsigned t = 1; t < 64; t++)
+		for (size_t pg = 0; pg < 2048; pg++)
+			if (w0 == word(t, pg, 0)) {
+				snprintf(out, n, "tag %u page %zu%s", t, pg, page_is(p, t, pg) == 1 ? "" : " (word 0 only)");
+				return;
+			}
+	snprintf(out, n, w0 ? "unknown data" : "zero");
+}
+
+static long raw_mremap(void *from, size_t olen, size_t nlen, int flags, void *to)
+{
+	return syscall(SYS_mremap, from, olen, nlen, flags, to);
+}
+
+/* ---- the reservation every lock-step round maps into ---- */
+
+static char *area;		/* PROT_NONE, slots of SLOT pages */
+#define SLOT 1024		/* pages a slot (4 MiB): room for any region + guard */
+#define NSLOT 16
+
+static char *slot_at(int k) { return area + (size_t)k * SLOT * PG; }
+
+static void area_init(bool aligned)
+{
+	size_t len = (size_t)NSLOT * SLOT * PG, blk = (size_t)2 << 20;
+	char *p = mmap(NULL, len + blk, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) FAIL("reserve %d", errno);
+	area = aligned ? (char *)(((uintptr_t)p + blk - 1) & ~(uintptr_t)(blk - 1)) : p;
+}
+
+/* A region of @np pages at @at (inside a slot), filled with @tag's data. */
+static char *region_map(char *at, size_t np, unsigned tag)
+{
+	char *p = mmap(at, np * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (p != at) FAIL("mmap %p: %d", (void *)at, errno);
+	fill(p, np, tag, 0);
+	return p;
+}
+
+/* Put the PROT_NONE reservation back over a hole (a region moved away). */
+static void rereserve(char *at, size_t np)
+{
+	void *p = (void *)syscall(SYS_mmap, at, np * PG, PROT_NONE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE, -1, 0);
+	if (p != at && p != MAP_FAILED)
+		munmap(p, np * PG);
+}
+
+/*
+ * Check @np pages at @p: page i must hold (tag, pgoff + i), or zero when
+ * @tag is 0.  Returns the wrong pages (the first few printed).
+ */
+static int check(const char *when, const char *p, size_t np, unsigned tag, size_t pgoff)
+{
+	int bad = 0;
+	for (size_t i = 0; i < np; i++) {
+		int k = page_is(p + i * PG, tag, pgoff + i);
+		if (tag ? k == 1 : k == 0)
+			continue;
+		if (bad++ < 4) {
+			char id[80];
+			ident(p + i * PG, id, sizeof(id));
+			fprintf(stderr, "round %d: %s: page %zu at %p reads %s, want %s (tag %u page %zu)\n",
+				g_round, when, i, (const void *)(p + i * PG), id, tag ? "its data" : "zero",
+				tag, pgoff + i);
+		}
+	}
+	return bad;
+}
+
+/* ---- events: wait until uhmm's worker has applied every event read ---- */
+
+static struct tdev *g_td;
+static struct uhmm_mm *g_mm;
+static char *g_dummy;
+
+static void catch_up(void)
+{
+	/* A migration's setup applies every pending event first (rule 4). */
+	long r = tdev_to_sys(g_td, (uintptr_t)g_dummy, (uintptr_t)g_dummy + PG, NULL);
+	if (r < 0 && r != -ENOENT && r != -EBUSY) FAIL("catch-up migration %ld", r);
+}
+
+/* ---- a flight: a migrate_vma stopped inside, run by its own thread ---- */
+
+enum { H_SETUP, H_PAGES };
+
+struct flight {
+	pthread_t th;
+	struct tdev *td;
+	uintptr_t start;
+	size_t np;
+	bool to_dev;
+	int hook;
+	int state;		/* 1 inside, 2 go, 3 done */
+	long collected, migrated;
+	int setup_ret;
+};
+
+static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fl_cv = PTHREAD_COND_INITIALIZER;
+
+static void fl_set(struct flight *f, int s)
+{
+	pthread_mutex_lock(&fl_mu);
+	f->state = s;
+	pthread_cond_broadcast(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void fl_wait(struct flight *f, int s)
+{
+	pthread_mutex_lock(&fl_mu);
+	while (f->state < s)
+		pthread_cond_wait(&fl_cv, &fl_mu);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void fl_hook(struct flight *f)
+{
+	fl_set(f, 1);
+	fl_wait(f, 2);
+}
+
+static void fl_copy(struct flight *f, struct uhmm_migrate_vma *m)
+{
+	for (size_t i = 0; i < f->np; i++) {
+		if (!(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE))
+			continue;
+		if (m->src[i] & UHMM_MIGRATE_PFN_COMPOUND)
+			FAIL("a compound entry in a flight without SELECT_COMPOUND");
+		if (f->to_dev) {
+			struct uhmm_page *p = tdev_alloc(f->td);
+			const void *from;
+			if (!p) continue;
+			from = (m->src[i] & UHMM_MIGRATE_PFN_VALID) ? uhmm_migrate_pfn_addr(m, i) : NULL;
+			if (from) memcpy(tdev_page_mem(f->td, p), from, PG);
+			else memset(tdev_page_mem(f->td, p), 0, PG);
+			m->dst[i] = uhmm_migrate_pfn(uhmm_page_to_pfn(p)) | (m->src[i] & UHMM_MIGRATE_PFN_WRITE);
+		} else {
+			struct uhmm_page *p = uhmm_pfn_to_page(f->td->mm, uhmm_migrate_pfn_to_pfn(m->src[i]));
+			void *to = p ? uhmm_migrate_alloc_sys(m, i) : NULL;
+			if (to) memcpy(to, tdev_page_mem(f->td, p), PG);
+		}
+	}
+}
+
+static void *fl_thread(void *a)
+{
+	struct flight *f = a;
+	uint64_t *src = calloc(f->np, 8), *dst = calloc(f->np, 8);
+	struct uhmm_migrate_vma m = {
+		.mm = f->td->mm, .start = f->start, .end = f->start + f->np * PG, .src = src, .dst = dst,
+		.pgmap_owner = &f->td->owner_token,
+		.flags = f->to_dev ? UHMM_MIGRATE_VMA_SELECT_SYSTEM : UHMM_MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+	};
+	if (!src || !dst) FAIL("calloc");
+	f->setup_ret = uhmm_migrate_vma_setup(&m);
+	if (f->setup_ret) {
+		fl_hook(f);
+		fl_set(f, 3);
+		return NULL;
+	}
+	for (size_t i = 0; i < f->np; i++)
+		f->collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	if (f->hook == H_SETUP) fl_hook(f);
+	fl_copy(f, &m);
+	uhmm_migrate_vma_pages(&m);
+	if (f->hook == H_PAGES) fl_hook(f);
+	uhmm_migrate_vma_finalize(&m);
+	for (size_t i = 0; i < f->np; i++)
+		f->migrated += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	free(src);
+	free(dst);
+	fl_set(f, 3);
+	return NULL;
+}
+
+static void fl_start(struct flight *f, struct tdev *td, void *start, size_t np, bool to_dev, int hook)
+{
+	memset(f, 0, sizeof(*f));
+	f->td = td;
+	f->start = (uintptr_t)start;
+	f->np = np;
+	f->to_dev = to_dev;
+	f->hook = hook;
+	if (pthread_create(&f->th, NULL, fl_thread, f)) FAIL("pthread_create");
+	fl_wait(f, 1);
+}
+
+static void fl_finish(struct flight *f)
+{
+	fl_set(f, 2);
+	fl_wait(f, 3);
+	pthread_join(f->th, NULL);
+}
+
+static const char *dir_name(bool to_dev) { return to_dev ? "to the device" : "home"; }
+static const char *hook_name(int h) { return h == H_SETUP ? "after setup" : "after pages"; }
+
+/* Region on the device (all of it: tdev_to_dev must move every page). */
+static void to_dev_all(char *p, size_t np)
+{
+	long m = tdev_to_dev(g_td, (uintptr_t)p, (uintptr_t)p + np * PG, NULL);
+	if (m != (long)np) FAIL("region %p to the device: %ld of %zu", (void *)p, m, np);
+}
+
+static void lockstep_init(int round, size_t pool, unsigned flags)
+{
+	(void)round;
+	g_mm = getmm();
+	int r = tdev_open(g_mm, pool, 0, NULL, flags, &g_td);
+	if (r) FAIL("tdev open %d", r);
+	area_init(flags & TDEV_COMPOUND);
+	g_dummy = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (g_dummy == MAP_FAILED) FAIL("dummy");
+	g_dummy[0] = 1;
+}
+
+/* The end of a round: everything home, unmapped, the pool empty. */
+static void lockstep_end(int bad)
+{
+	size_t used;
+	/* Every live page was read by the checks (brought home); the unmap drops the rest. */
+	munmap(area, (size_t)NSLOT * SLOT * PG);
+	catch_up();
+	used = tdev_used(g_td);
+	if (used) {
+		fprintf(stderr, "round %d: %zu tdev pages still allocated after every region came home "
+			"and was unmapped (leak)\n", g_round, used);
+		bad++;
+	}
+	if (bad) FAIL("%d pages wrong or leaked", bad);
+	int r = tdev_close(g_td);
+	if (r) FAIL("tdev close %d", r);
+}
+
+/* ================= chain: A->B->C, A->B->A ================================================== */
+
+static void sc_chain(int round)
+{
+	const size_t n = 16;
+	bool to_dev = round % 2;
+	int hook = round / 2 % 2, how = round / 4 % 3;
+	bool sync = round / 12 % 2;	/* catch up after each move (the event applied in flight) */
+	char *A = slot_at(1), *B = slot_at(3), *C = slot_at(5), *end;
+	struct flight f;
+	int bad = 0;
+
+	lockstep_init(round, 256, 0);
+	region_map(A, n, 7);
+	if (!to_dev) to_dev_all(A, n);
+	else { to_dev_all(A, n); tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL); }
+	fl_start(&f, g_td, A, n, to_dev, hook);
+	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
+	if (sync) catch_up();
+	end = how == 1 ? A : C;
+	if (how != 1) rereserve(A, n);
+	if (raw_mremap(B, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, end) != (long)end) FAIL("mremap B->%s %d", how == 1 ? "A" : "C", errno);
+	if (sync || how == 2) catch_up();
+	fl_finish(&f);
+	printf("round %d: chain %s, flight %s stopped %s, events %s: collected %ld, migrated %ld\n", round,
+	       how == 1 ? "A->B->A" : how == 2 ? "A->B, B->C (caught up at the end)" : "A->B->C",
+	       dir_name(to_dev), hook_name(hook), sync ? "applied after each move" : "left to the worker",
+	       f.collected, f.migrated);
+	bad += check("after the chain", end, n, 7, 0);
+	lockstep_end(bad);
+}
+
+/* ================= partial: part of a migrating range moved, shrink, grow =================== */
+
+static void sc_partial(int round)
+{
+	const size_t n = 16;
+	bool to_dev = round % 2;
+	int hook = round / 2 % 2, how = round / 4 % 6;
+	bool sync = round / 24 % 2 == 0;
+	char *A = slot_at(1), *B = slot_at(3);
+	struct flight f;
+	int bad = 0;
+	static const char *const hows[] = {
+		"pages 4-11 moved (split in three)", "pages 0-7 moved (head)", "pages 8-15 moved (tail)",
+		"shrunk in place to 10 pages (tail unmapped)", "shrunk to 10 pages and moved",
+		"grown to 24 pages and moved",
+	};
+
+	lockstep_init(round, 256, 0);
+	region_map(A, n, 9);
+	to_dev_all(A, n);
+	if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
+	fl_start(&f, g_td, A, n, to_dev, hook);
+	switch (how) {
+	case 0: case 1: case 2: {
+		size_t off = how == 0 ? 4 : how == 1 ? 0 : 8, len = 8;
+		if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
+			FAIL("mremap part %d", errno);
+		if (sync) catch_up();
+		fl_finish(&f);
+		if (off) bad += check("the part that stayed (head)", A, off, 9, 0);
+		bad += check("the part that moved", B, len, 9, off);
+		if (off + len < n) bad += check("the part that stayed (tail)", A + (off + len) * PG, n - off - len, 9, off + len);
+		break;
+	}
+	case 3:
+		if (raw_mremap(A, n * PG, 10 * PG, 0, NULL) != (long)A) FAIL("shrink %d", errno);
+		if (sync) catch_up();
+		fl_finish(&f);
+		bad += check("after the shrink", A, 10, 9, 0);
+		break;
+	case 4:
+		if (raw_mremap(A, n * PG, 10 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("shrink+move %d", errno);
+		if (sync) catch_up();
+		fl_finish(&f);
+		bad += check("after the shrinking move", B, 10, 9, 0);
+		break;
+	case 5:
+		if (raw_mremap(A, n * PG, 24 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("grow+move %d", errno);
+		if (sync) catch_up();
+		fl_finish(&f);
+		bad += check("after the growing move", B, n, 9, 0);
+		bad += check("the grown tail", B + n * PG, 8, 0, 0);
+		break;
+	}
+	printf("round %d: partial: %s, flight %s stopped %s, events %s: collected %ld, migrated %ld\n",
+	       round, hows[how], dir_name(to_dev), hook_name(hook), sync ? "applied before finalize" :
+	       "left to the worker", f.collected, f.migrated);
+	lockstep_end(bad);
+}
+
+/* ================= collide: MREMAP_FIXED onto memory a migration holds ====================== */
+
+static void sc_collide(int round)
+{
+	const size_t n = 16;
+	int kind = round % 2;		/* 0: two flights; 1: one flight, halves */
+	int bad = 0;
+
+	lockstep_init(round, 256, 0);
+	if (kind == 0) {
+		bool xdev = round / 2 % 2, ydev = round / 4 % 2, yfirst = round / 8 % 2;
+		int hook = round / 16 % 2;
+		bool sync = round / 32 % 2 == 0;
+		char *A = slot_at(1), *B = slot_at(3);
+		struct flight x, y;
+
+		region_map(A, n, 11);
+		region_map(B, n, 12);
+		to_dev_all(A, n);
+		to_dev_all(B, n);
+		if (xdev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
+		if (ydev) tdev_to_sys(g_td, (uintptr_t)B, (uintptr_t)B + n * PG, NULL);
+		fl_start(&x, g_td, A, n, xdev, hook);
+		fl_start(&y, g_td, B, n, ydev, hook);
+		if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
+		if (sync) catch_up();
+		if (yfirst) { fl_finish(&y); fl_finish(&x); } else { fl_finish(&x); fl_finish(&y); }
+		printf("round %d: collide: X (A, tag 11) %s onto Y (B, tag 12) %s, stopped %s, events %s, "
+		       "%s finalized first: X collected %ld migrated %ld, Y collected %ld migrated %ld\n",
+		       round, dir_name(xdev), dir_name(ydev), hook_name(hook),
+		       sync ? "applied before finalize" : "left to the worker", yfirst ? "Y" : "X",
+		       x.collected, x.migrated, y.collected, y.migrated);
+		bad += check("B after X moved onto it", B, n, 11, 0);
+	} else {
+		bool to_dev = round / 2 % 2, second_onto_first = round / 4 % 2;
+		int hook = round / 8 % 2;
+		bool sync = round / 16 % 2 == 0;
+		char *A = slot_at(1);
+		char *from = second_onto_first ? A + n * PG : A, *to = second_onto_first ? A : A + n * PG;
+		struct flight f;
+
+		region_map(A, 2 * n, 13);
+		to_dev_all(A, 2 * n);
+		if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + 2 * n * PG, NULL);
+		fl_start(&f, g_td, A, 2 * n, to_dev, hook);
+		if (raw_mremap(from, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to) != (long)to) FAIL("mremap half %d", errno);
+		if (sync) catch_up();
+		fl_finish(&f);
+		printf("round %d: collide: one flight %s over 2x%zu pages stopped %s, the %s half moved "
+		       "onto the %s, events %s: collected %ld migrated %ld\n", round, dir_name(to_dev), n,
+		       hook_name(hook), second_onto_first ? "second" : "first",
+		       second_onto_first ? "first" : "second", sync ? "applied before finalize" :
+		       "left to the worker", f.collected, f.migrated);
+		bad += check("the half that was moved onto", to, n, 13, second_onto_first ? n : 0);
+	}
+	lockstep_end(bad);
+}
+
+/* ================= reuse: a new tenant at the old address of a moved flight ================= */
+
+static atomic_int wd_stop;
+static void *watchdog(void *a)
+{
+	const char *what_ = a;
+	double t0 = hunt_now();
+	while (!atomic_load(&wd_stop)) {
+		if (hunt_now() - t0 > 10) {
+			fprintf(stderr, "round %d: %s: still waiting after 10 s (the new tenant waits "
+				"for the old migration?)\n", g_round, what_);
+			_exit(3);
+		}
+		nap_us(20000);
+	}
+	return NULL;
+}
+
+static void sc_reuse(int round)
+{
+	const size_t n = 16;
+	bool to_dev = round % 2;
+	int hook = round / 2 % 2;
+	bool sync = round / 4 % 2 == 0, rawmap = round / 8 % 2;
+	bool reg = hunt_envi("HUNT7_REG", round / 16 % 2);
+	char *A = slot_at(1), *B = slot_at(3), *T;
+	struct flight f;
+	pthread_t wd;
+	int bad = 0;
+
+	lockstep_init(round, 256, 0);
+	region_map(A, n, 21);
+	to_dev_all(A, n);
+	if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
+	fl_start(&f, g_td, A, n, to_dev, hook);
+	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap %d", errno);
+	if (sync) catch_up();
+	atomic_store(&wd_stop, 0);
+	pthread_create(&wd, NULL, watchdog, "the new tenant");
+	if (rawmap)
+		T = (char *)syscall(SYS_mmap, A, n * PG, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	else
+		T = mmap(A, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (T != A) FAIL("new tenant at %p: got %p, errno %d", (void *)A, (void *)T, errno);
+	fill(T, n, 22, 0);
+	if (reg) {
+		/* Registered with uhmm's userfaultfd: migrated to the device and home. */
+		to_dev_all(T, n);
+		if (tdev_to_sys(g_td, (uintptr_t)T, (uintptr_t)T + n * PG, NULL) != (long)n) FAIL("tenant home");
+		if (syscall(SYS_madvise, T + n / 2 * PG, n / 2 * PG, MADV_DONTNEED)) FAIL("madvise %d", errno);
+	}
+	bad += check("the new tenant, before the old migration ended", T, reg ? n / 2 : n, 22, 0);
+	if (reg) bad += check("the new tenant's discarded half, before the old migration ended",
+			      T + n / 2 * PG, n / 2, 0, 0);
+	atomic_store(&wd_stop, 1);
+	pthread_join(wd, NULL);
+	fl_finish(&f);
+	printf("round %d: reuse: flight %s stopped %s, events %s, new tenant by %s%s: collected %ld, "
+	       "migrated %ld\n", round, dir_name(to_dev), hook_name(hook), sync ? "applied before the tenant" :
+	       "left to the worker", rawmap ? "raw mmap" : "the mmap wrapper",
+	       reg ? ", registered, half discarded" : "", f.collected, f.migrated);
+	bad += check("the moved region", B, n, 21, 0);
+	bad += check("the new tenant, after the old migration ended", T, reg ? n / 2 : n, 22, 0);
+	if (reg) bad += check("the new tenant's discarded half, after the old migration ended",
+			      T + n / 2 * PG, n / 2, 0, 0);
+	lockstep_end(bad);
+}
+
+/* ================= compound: 2 MiB device pages moved unaligned =========================== */
+
+static void *ev_thread(void *a)
+{
+	struct flight *f = a;	/* np pages of pool from index start (a pool index here) */
+	uint64_t *src = calloc(f->np, 8), *dst = calloc(f->np, 8);
+	char *buf = mmap(NULL, f->np * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&f->td->pgmap, 0));
+	int r = uhmm_migrate_device_range(f->td->mm, src, base + f->start, f->np);
+	if (r) FAIL("device range %d", r);
+	for (size_t i = 0; i < f->np; i++) f->collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	if (f->hook == H_SETUP) fl_hook(f);
+	for (size_t i = 0; i < f->np; i++) {
+		dst[i] = 0;
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+		struct uhmm_page *pg = uhmm_pfn_to_page(f->td->mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!pg) FAIL("collected pfn names no page");
+		memcpy(buf + i * PG, tdev_page_mem(f->td, pg), PG);
+		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+	}
+	uhmm_migrate_device_pages(f->td->mm, src, dst, f->np);
+	if (f->hook == H_PAGES) fl_hook(f);
+	uhmm_migrate_device_finalize(f->td->mm, src, dst, f->np);
+	for (size_t i = 0; i < f->np; i++) f->migrated += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	munmap(buf, f->np * PG);
+	free(src);
+	free(dst);
+	fl_set(f, 3);
+	return NULL;
+}
+
+static void sc_compound(int round)
+{
+	const size_t n = 1024;		/* two 2 MiB blocks */
+	bool evict = round % 2;
+	int hook = round / 2 % 2, how = round / 4 % 3;
+	bool sync = round / 12 % 2 == 0;
+	char *A = slot_at(2), *B = slot_at(6) + 5 * PG;	/* B: not 2 MiB aligned */
+	struct flight f;
+	int bad = 0;
+	size_t off = how == 2 ? 300 : 0, len = how == 0 ? n : how == 1 ? n - 100 : 400;
+
+	lockstep_init(round, 2048, TDEV_COMPOUND);
+	region_map(A, n, 31);
+	if (madvise(A, n * PG, MADV_HUGEPAGE)) {}
+	to_dev_all(A, n);
+	size_t used0 = tdev_used(g_td);
+	if (evict) {
+		memset(&f, 0, sizeof(f));
+		f.td = g_td;
+		f.start = 0;
+		f.np = g_td->nr_pages;
+		f.hook = hook;
+		pthread_create(&f.th, NULL, ev_thread, &f);
+		fl_wait(&f, 1);
+	} else {
+		fl_start(&f, g_td, A, n, false, hook);
+	}
+	if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
+		FAIL("mremap %d", errno);
+	if (sync) catch_up();
+	fl_finish(&f);
+	printf("round %d: compound: %s stopped %s, pages %zu-%zu of 1024 (2 MiB aligned, %zu tdev pages "
+	       "used) moved to an address 5 pages past 2 MiB, events %s: collected %ld, migrated %ld\n",
+	       round, evict ? "device-range eviction of the pool" : "flight home", hook_name(hook), off,
+	       off + len - 1, used0, sync ? "applied before finalize" : "left to the worker",
+	       f.collected, f.migrated);
+	bad += check("the moved part", B, len, 31, off);
+	if (off) bad += check("the head that stayed", A, off, 31, 0);
+	if (off + len < n) bad += check("the tail that stayed", A + (off + len) * PG, n - off - len, 31, off + len);
+	lockstep_end(bad);
+}
+
+static void h7_sig(int sig, siginfo_t *si, void *uc)
+{
+	hunt_segv(sig, si, uc);
+}
+
+static const struct hunt_scenario scs[] = {
+	{"chain", sc_chain}, {"partial", sc_partial}, {"collide", sc_collide}, {"reuse", sc_reuse},
+	{"compound", sc_compound},
+};
+
+int main(int argc, char **argv)
+{
+	return hunt_main(argc, argv, "HUNT7", scs, sizeof(scs) / sizeof(scs[0]), &seed, &g_round,
+			 h7_sig);
+}
