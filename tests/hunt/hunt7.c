@@ -121,6 +121,7 @@ static void area_init(bool aligned)
 	char *p = mmap(NULL, len + blk, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) FAIL("reserve %d", errno);
 	area = aligned ? (char *)(((uintptr_t)p + blk - 1) & ~(uintptr_t)(blk - 1)) : p;
+	if (getenv("HUNT7_DEBUG")) fprintf(stderr, "area %p (mmap %p)\n", (void *)area, (void *)p);
 }
 
 /* A region of @np pages at @at (inside a slot), filled with @tag's data. */
@@ -338,11 +339,12 @@ static void sc_chain(int round)
 	bool to_dev = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 3;
 	bool sync = round / 12 % 2;	/* catch up after each move (the event applied in flight) */
-	char *A = slot_at(1), *B = slot_at(3), *C = slot_at(5), *end;
+	char *A, *B, *C, *end;
 	struct flight f;
 	int bad = 0;
 
 	lockstep_init(round, 256, 0);
+	A = slot_at(1), B = slot_at(3), C = slot_at(5);
 	region_map(A, n, 7);
 	if (!to_dev) to_dev_all(A, n);
 	else { to_dev_all(A, n); tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL); }
@@ -370,7 +372,7 @@ static void sc_partial(int round)
 	bool to_dev = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 6;
 	bool sync = round / 24 % 2 == 0;
-	char *A = slot_at(1), *B = slot_at(3);
+	char *A, *B;
 	struct flight f;
 	int bad = 0;
 	static const char *const hows[] = {
@@ -380,6 +382,7 @@ static void sc_partial(int round)
 	};
 
 	lockstep_init(round, 256, 0);
+	A = slot_at(1), B = slot_at(3);
 	region_map(A, n, 9);
 	to_dev_all(A, n);
 	if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
@@ -505,12 +508,13 @@ static void sc_reuse(int round)
 	int hook = round / 2 % 2;
 	bool sync = round / 4 % 2 == 0, rawmap = round / 8 % 2;
 	bool reg = hunt_envi("HUNT7_REG", round / 16 % 2);
-	char *A = slot_at(1), *B = slot_at(3), *T;
+	char *A, *B, *T;
 	struct flight f;
 	pthread_t wd;
 	int bad = 0;
 
 	lockstep_init(round, 256, 0);
+	A = slot_at(1), B = slot_at(3);
 	region_map(A, n, 21);
 	to_dev_all(A, n);
 	if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
@@ -533,8 +537,7 @@ static void sc_reuse(int round)
 		if (syscall(SYS_madvise, T + n / 2 * PG, n / 2 * PG, MADV_DONTNEED)) FAIL("madvise %d", errno);
 	}
 	bad += check("the new tenant, before the old migration ended", T, reg ? n / 2 : n, 22, 0);
-	if (reg) bad += check("the new tenant's discarded half, before the old migration ended",
-			      T + n / 2 * PG, n / 2, 0, 0);
+	/* The discarded half is left empty (not read) until the old migration has ended. */
 	atomic_store(&wd_stop, 1);
 	pthread_join(wd, NULL);
 	fl_finish(&f);
@@ -586,12 +589,13 @@ static void sc_compound(int round)
 	bool evict = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 3;
 	bool sync = round / 12 % 2 == 0;
-	char *A = slot_at(2), *B = slot_at(6) + 5 * PG;	/* B: not 2 MiB aligned */
+	char *A, *B;
 	struct flight f;
 	int bad = 0;
 	size_t off = how == 2 ? 300 : 0, len = how == 0 ? n : how == 1 ? n - 100 : 400;
 
 	lockstep_init(round, 2048, TDEV_COMPOUND);
+	A = slot_at(2), B = slot_at(6) + 5 * PG;	/* B: not 2 MiB aligned */
 	region_map(A, n, 31);
 	if (madvise(A, n * PG, MADV_HUGEPAGE)) {}
 	to_dev_all(A, n);
