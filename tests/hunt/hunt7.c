@@ -284,11 +284,127 @@ static void fl_start(struct flight *f, struct tdev *td, void *start, size_t np, 
 	fl_wait(f, 1);
 }
 
-static void fl_finish(struct flight *f)
+
+/*
+ * Holding uhmm's worker (the one thread that applies events) in a second
+ * device's migrate_to_ram, from before a move until after the finalize:
+ * the REMAP / UNMAP events are read (the mremap returns) but applied only
+ * after the migrations ended (as tests/test_remap_race.c's evict does).
+ */
+static struct tdev *h_td;
+static char *h_page;
+static int h_req, h_held, h_rel;
+static bool h_stop;
+static pthread_t h_th;
+
+static int h_migrate_to_ram(struct uhmm_vm_fault *vmf)
 {
+	pthread_mutex_lock(&fl_mu);
+	if (h_req > h_held) {
+		int s = h_held = h_req;
+		pthread_cond_broadcast(&fl_cv);
+		while (h_rel < s)
+			pthread_cond_wait(&fl_cv, &fl_mu);
+	}
+	pthread_mutex_unlock(&fl_mu);
+	return tdev_migrate_to_ram(vmf);
+}
+
+static const struct uhmm_devmem_ops h_ops = {
+	.page_free = tdev_page_free,
+	.migrate_to_ram = h_migrate_to_ram,
+};
+
+static void *h_thread(void *a)
+{
+	int served = 0;
+	(void)a;
+	for (;;) {
+		pthread_mutex_lock(&fl_mu);
+		while (h_req <= served && !h_stop)
+			pthread_cond_wait(&fl_cv, &fl_mu);
+		if (h_req <= served) {
+			pthread_mutex_unlock(&fl_mu);
+			return NULL;
+		}
+		served = h_req;
+		pthread_mutex_unlock(&fl_mu);
+		if (*(volatile char *)h_page != 0x5a) FAIL("the holding page lost its data");
+		if (tdev_to_dev(h_td, (uintptr_t)h_page, (uintptr_t)h_page + PG, NULL) != 1)
+			FAIL("the holding page back to its device");
+	}
+}
+
+static bool h_is_held;
+
+static void hold_worker(void)
+{
+	if (h_is_held) return;
+	pthread_mutex_lock(&fl_mu);
+	h_req++;
+	pthread_cond_broadcast(&fl_cv);
+	while (h_held < h_req)
+		pthread_cond_wait(&fl_cv, &fl_mu);
+	pthread_mutex_unlock(&fl_mu);
+	h_is_held = true;
+}
+
+static void release_worker(void)
+{
+	if (!h_is_held) return;
+	pthread_mutex_lock(&fl_mu);
+	h_rel = h_req;
+	pthread_cond_broadcast(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+	h_is_held = false;
+}
+
+/* How the events of a move meet the migrations: HUNT7_EV overrides the round's choice. */
+enum { EV_CAUGHT_UP, EV_WORKER, EV_HELD };
+
+static int evmode(int dflt) { return hunt_envi("HUNT7_EV", dflt); }
+
+static const char *ev_name(int ev)
+{
+	return ev == EV_CAUGHT_UP ? "applied before finalize" : ev == EV_WORKER ? "left to the worker" :
+	       "applied after finalize (worker held)";
+}
+
+/* Before a move with migrations in flight. */
+static void ev_before(int ev) { if (ev == EV_HELD) hold_worker(); }
+/* After it. */
+static void ev_after(int ev) { if (ev == EV_CAUGHT_UP) catch_up(); }
+
+static atomic_long late_waits;
+
+/* A flight's end; with the worker held, a finalize that waits for it is let go after 5 s. */
+static void fl_finish_ev(struct flight *f, int ev)
+{
+	double t0 = hunt_now();
 	fl_set(f, 2);
-	fl_wait(f, 3);
+	for (;;) {
+		pthread_mutex_lock(&fl_mu);
+		int st = f->state;
+		pthread_mutex_unlock(&fl_mu);
+		if (st >= 3) break;
+		if (ev == EV_HELD && h_is_held && hunt_now() - t0 > 5) {
+			fprintf(stderr, "round %d: note: a finalize still runs 5 s after its release with "
+				"uhmm's worker held: it waits for the worker (released now)\n", g_round);
+			atomic_fetch_add(&late_waits, 1);
+			release_worker();
+		}
+		nap_us(1000);
+	}
 	pthread_join(f->th, NULL);
+}
+
+/* After every flight ended: let the worker go and apply the events. */
+static void ev_end(int ev)
+{
+	if (ev == EV_HELD) {
+		release_worker();
+		catch_up();
+	}
 }
 
 static const char *dir_name(bool to_dev) { return to_dev ? "to the device" : "home"; }
@@ -311,20 +427,38 @@ static void lockstep_init(int round, size_t pool, unsigned flags)
 	g_dummy = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (g_dummy == MAP_FAILED) FAIL("dummy");
 	g_dummy[0] = 1;
+	r = tdev_open(g_mm, 4, 0, &h_ops, 0, &h_td);
+	if (r) FAIL("tdev open (holder) %d", r);
+	h_page = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (h_page == MAP_FAILED) FAIL("holder page");
+	h_page[0] = 0x5a;
+	if (tdev_to_dev(h_td, (uintptr_t)h_page, (uintptr_t)h_page + PG, NULL) != 1) FAIL("holder page to its device");
+	h_req = h_held = h_rel = 0;
+	h_stop = false;
+	h_is_held = false;
+	pthread_create(&h_th, NULL, h_thread, NULL);
 }
 
 /* The end of a round: everything home, unmapped, the pool empty. */
 static void lockstep_end(int bad)
 {
 	size_t used;
+	release_worker();
+	pthread_mutex_lock(&fl_mu);
+	h_stop = true;
+	pthread_cond_broadcast(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+	pthread_join(h_th, NULL);
 	/* Every live page was read by the checks (brought home); the unmap drops the rest. */
 	munmap(area, (size_t)NSLOT * SLOT * PG);
 	catch_up();
 	used = tdev_used(g_td);
 	if (used) {
+		int r = uhmm_devmem_remove(&g_td->pgmap);
 		fprintf(stderr, "round %d: %zu tdev pages still allocated after every region came home "
-			"and was unmapped (leak)\n", g_round, used);
-		bad++;
+			"and was unmapped (leak); uhmm_devmem_remove() then: %d (%s), %zu pages allocated\n",
+			g_round, used, r, r ? uhmm_last_error() : "removed", tdev_used(g_td));
+		_exit(1);
 	}
 	if (bad) FAIL("%d pages wrong or leaked", bad);
 	int r = tdev_close(g_td);
@@ -338,7 +472,7 @@ static void sc_chain(int round)
 	const size_t n = 16;
 	bool to_dev = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 3;
-	bool sync = round / 12 % 2;	/* catch up after each move (the event applied in flight) */
+	int ev = evmode(round / 12 % 2 ? EV_CAUGHT_UP : EV_WORKER);	/* caught up: after each move */
 	char *A, *B, *C, *end;
 	struct flight f;
 	int bad = 0;
@@ -349,16 +483,19 @@ static void sc_chain(int round)
 	if (!to_dev) to_dev_all(A, n);
 	else { to_dev_all(A, n); tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL); }
 	fl_start(&f, g_td, A, n, to_dev, hook);
+	ev_before(ev);
 	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
-	if (sync) catch_up();
+	ev_after(ev);
 	end = how == 1 ? A : C;
 	if (how != 1) rereserve(A, n);
+	ev_before(ev);
 	if (raw_mremap(B, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, end) != (long)end) FAIL("mremap B->%s %d", how == 1 ? "A" : "C", errno);
-	if (sync || how == 2) catch_up();
-	fl_finish(&f);
+	if (ev == EV_CAUGHT_UP || (how == 2 && ev == EV_WORKER)) catch_up();
+	fl_finish_ev(&f, ev);
+	ev_end(ev);
 	printf("round %d: chain %s, flight %s stopped %s, events %s: collected %ld, migrated %ld\n", round,
 	       how == 1 ? "A->B->A" : how == 2 ? "A->B, B->C (caught up at the end)" : "A->B->C",
-	       dir_name(to_dev), hook_name(hook), sync ? "applied after each move" : "left to the worker",
+	       dir_name(to_dev), hook_name(hook), ev == EV_CAUGHT_UP ? "applied after each move" : ev_name(ev),
 	       f.collected, f.migrated);
 	bad += check("after the chain", end, n, 7, 0);
 	lockstep_end(bad);
@@ -371,7 +508,7 @@ static void sc_partial(int round)
 	const size_t n = 16;
 	bool to_dev = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 6;
-	bool sync = round / 24 % 2 == 0;
+	int ev = evmode(round / 24 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
 	char *A, *B;
 	struct flight f;
 	int bad = 0;
@@ -390,39 +527,76 @@ static void sc_partial(int round)
 	switch (how) {
 	case 0: case 1: case 2: {
 		size_t off = how == 0 ? 4 : how == 1 ? 0 : 8, len = 8;
-		if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
+		ev_before(ev);
+	if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
 			FAIL("mremap part %d", errno);
-		if (sync) catch_up();
-		fl_finish(&f);
+		ev_after(ev);
+		fl_finish_ev(&f, ev);
+		ev_end(ev);
 		if (off) bad += check("the part that stayed (head)", A, off, 9, 0);
 		bad += check("the part that moved", B, len, 9, off);
 		if (off + len < n) bad += check("the part that stayed (tail)", A + (off + len) * PG, n - off - len, 9, off + len);
 		break;
 	}
 	case 3:
-		if (raw_mremap(A, n * PG, 10 * PG, 0, NULL) != (long)A) FAIL("shrink %d", errno);
-		if (sync) catch_up();
-		fl_finish(&f);
+		ev_before(ev);
+	if (raw_mremap(A, n * PG, 10 * PG, 0, NULL) != (long)A) FAIL("shrink %d", errno);
+		ev_after(ev);
+		fl_finish_ev(&f, ev);
+		ev_end(ev);
 		bad += check("after the shrink", A, 10, 9, 0);
 		break;
 	case 4:
-		if (raw_mremap(A, n * PG, 10 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("shrink+move %d", errno);
-		if (sync) catch_up();
-		fl_finish(&f);
+		ev_before(ev);
+	if (raw_mremap(A, n * PG, 10 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("shrink+move %d", errno);
+		ev_after(ev);
+		fl_finish_ev(&f, ev);
+		ev_end(ev);
 		bad += check("after the shrinking move", B, 10, 9, 0);
 		break;
 	case 5:
-		if (raw_mremap(A, n * PG, 24 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("grow+move %d", errno);
-		if (sync) catch_up();
-		fl_finish(&f);
+		ev_before(ev);
+	if (raw_mremap(A, n * PG, 24 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("grow+move %d", errno);
+		ev_after(ev);
+		fl_finish_ev(&f, ev);
+		ev_end(ev);
 		bad += check("after the growing move", B, n, 9, 0);
 		bad += check("the grown tail", B + n * PG, 8, 0, 0);
 		break;
 	}
 	printf("round %d: partial: %s, flight %s stopped %s, events %s: collected %ld, migrated %ld\n",
-	       round, hows[how], dir_name(to_dev), hook_name(hook), sync ? "applied before finalize" :
-	       "left to the worker", f.collected, f.migrated);
+	       round, hows[how], dir_name(to_dev), hook_name(hook), ev_name(ev), f.collected, f.migrated);
 	lockstep_end(bad);
+}
+
+/* A device-range eviction of pool pages [start, start + np) stopped inside (a flight's fields). */
+static void *ev_thread(void *a)
+{
+	struct flight *f = a;	/* np pages of pool from index start (a pool index here) */
+	uint64_t *src = calloc(f->np, 8), *dst = calloc(f->np, 8);
+	char *buf = mmap(NULL, f->np * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&f->td->pgmap, 0));
+	int r = uhmm_migrate_device_range(f->td->mm, src, base + f->start, f->np);
+	if (r) FAIL("device range %d", r);
+	for (size_t i = 0; i < f->np; i++) f->collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	if (f->hook == H_SETUP) fl_hook(f);
+	for (size_t i = 0; i < f->np; i++) {
+		dst[i] = 0;
+		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+		struct uhmm_page *pg = uhmm_pfn_to_page(f->td->mm, uhmm_migrate_pfn_to_pfn(src[i]));
+		if (!pg) FAIL("collected pfn names no page");
+		memcpy(buf + i * PG, tdev_page_mem(f->td, pg), PG);
+		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+	}
+	uhmm_migrate_device_pages(f->td->mm, src, dst, f->np);
+	if (f->hook == H_PAGES) fl_hook(f);
+	uhmm_migrate_device_finalize(f->td->mm, src, dst, f->np);
+	for (size_t i = 0; i < f->np; i++) f->migrated += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
+	fl_set(f, 3);	/* before the unmap of buf, which may wait for migrations (the held worker's) */
+	munmap(buf, f->np * PG);
+	free(src);
+	free(dst);
+	return NULL;
 }
 
 /* ================= collide: MREMAP_FIXED onto memory a migration holds ====================== */
@@ -430,14 +604,14 @@ static void sc_partial(int round)
 static void sc_collide(int round)
 {
 	const size_t n = 16;
-	int kind = round % 2;		/* 0: two flights; 1: one flight, halves */
+	int kind = hunt_envi("HUNT7_KIND", round % 3);	/* 0: two flights; 1: one flight, halves; 2: eviction */
 	int bad = 0;
 
 	lockstep_init(round, 256, 0);
 	if (kind == 0) {
-		bool xdev = round / 2 % 2, ydev = round / 4 % 2, yfirst = round / 8 % 2;
-		int hook = round / 16 % 2;
-		bool sync = round / 32 % 2 == 0;
+		bool xdev = round / 3 % 2, ydev = round / 6 % 2, yfirst = round / 12 % 2;
+		int hook = round / 24 % 2;
+		int ev = evmode(round / 48 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
 		char *A = slot_at(1), *B = slot_at(3);
 		struct flight x, y;
 
@@ -449,19 +623,52 @@ static void sc_collide(int round)
 		if (ydev) tdev_to_sys(g_td, (uintptr_t)B, (uintptr_t)B + n * PG, NULL);
 		fl_start(&x, g_td, A, n, xdev, hook);
 		fl_start(&y, g_td, B, n, ydev, hook);
-		if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
-		if (sync) catch_up();
-		if (yfirst) { fl_finish(&y); fl_finish(&x); } else { fl_finish(&x); fl_finish(&y); }
+		ev_before(ev);
+	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
+		ev_after(ev);
+		if (yfirst) { fl_finish_ev(&y, ev); fl_finish_ev(&x, ev); } else { fl_finish_ev(&x, ev); fl_finish_ev(&y, ev); }
+		ev_end(ev);
 		printf("round %d: collide: X (A, tag 11) %s onto Y (B, tag 12) %s, stopped %s, events %s, "
 		       "%s finalized first: X collected %ld migrated %ld, Y collected %ld migrated %ld\n",
 		       round, dir_name(xdev), dir_name(ydev), hook_name(hook),
-		       sync ? "applied before finalize" : "left to the worker", yfirst ? "Y" : "X",
+		       ev_name(ev), yfirst ? "Y" : "X",
 		       x.collected, x.migrated, y.collected, y.migrated);
 		bad += check("B after X moved onto it", B, n, 11, 0);
+	} else if (kind == 2) {
+		/* Y's pages held by a device-range eviction of the whole pool; X on the device or not. */
+		bool xsys = round / 3 % 2;
+		int ev = evmode(round / 6 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
+		int hook = round / 12 % 2;
+		bool yonly = round / 24 % 2;	/* evict Y's pfns only (tdev hands out 0, 1, ...: X's first) */
+		char *A = slot_at(1), *B = slot_at(3);
+		struct flight y;
+
+		region_map(A, n, 11);
+		region_map(B, n, 12);
+		if (!xsys) to_dev_all(A, n);
+		to_dev_all(B, n);
+		memset(&y, 0, sizeof(y));
+		y.td = g_td;
+		y.start = yonly && !xsys ? n : 0;
+		y.np = yonly ? n : g_td->nr_pages;
+		y.hook = hook;
+		pthread_create(&y.th, NULL, ev_thread, &y);
+		fl_wait(&y, 1);
+		ev_before(ev);
+	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
+		ev_after(ev);
+		fl_finish_ev(&y, ev);
+		ev_end(ev);
+		printf("round %d: collide: X (A, tag 11, %s) moved onto Y (B, tag 12, on the device) whose "
+		       "pages a device-range eviction (%s) holds, stopped %s, events %s: collected %ld, migrated %ld\n",
+		       round, xsys ? "in system memory" : "on the device", yonly ? "of Y's pfns" : "of the pool",
+		       hook_name(hook),
+		       ev_name(ev), y.collected, y.migrated);
+		bad += check("B after X moved onto it", B, n, 11, 0);
 	} else {
-		bool to_dev = round / 2 % 2, second_onto_first = round / 4 % 2;
-		int hook = round / 8 % 2;
-		bool sync = round / 16 % 2 == 0;
+		bool to_dev = round / 3 % 2, second_onto_first = round / 6 % 2;
+		int hook = round / 12 % 2;
+		int ev = evmode(round / 24 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
 		char *A = slot_at(1);
 		char *from = second_onto_first ? A + n * PG : A, *to = second_onto_first ? A : A + n * PG;
 		struct flight f;
@@ -470,14 +677,15 @@ static void sc_collide(int round)
 		to_dev_all(A, 2 * n);
 		if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + 2 * n * PG, NULL);
 		fl_start(&f, g_td, A, 2 * n, to_dev, hook);
-		if (raw_mremap(from, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to) != (long)to) FAIL("mremap half %d", errno);
-		if (sync) catch_up();
-		fl_finish(&f);
+		ev_before(ev);
+	if (raw_mremap(from, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to) != (long)to) FAIL("mremap half %d", errno);
+		ev_after(ev);
+		fl_finish_ev(&f, ev);
+		ev_end(ev);
 		printf("round %d: collide: one flight %s over 2x%zu pages stopped %s, the %s half moved "
 		       "onto the %s, events %s: collected %ld migrated %ld\n", round, dir_name(to_dev), n,
 		       hook_name(hook), second_onto_first ? "second" : "first",
-		       second_onto_first ? "first" : "second", sync ? "applied before finalize" :
-		       "left to the worker", f.collected, f.migrated);
+		       second_onto_first ? "first" : "second", ev_name(ev), f.collected, f.migrated);
 		bad += check("the half that was moved onto", to, n, 13, second_onto_first ? n : 0);
 	}
 	lockstep_end(bad);
@@ -506,8 +714,9 @@ static void sc_reuse(int round)
 	const size_t n = 16;
 	bool to_dev = round % 2;
 	int hook = round / 2 % 2;
-	bool sync = round / 4 % 2 == 0, rawmap = round / 8 % 2;
-	bool reg = hunt_envi("HUNT7_REG", round / 16 % 2);
+	int ev = evmode(round / 4 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
+	bool rawmap = round / 8 % 2;
+	bool reg = hunt_envi("HUNT7_REG", round / 16 % 2) && ev != EV_HELD;	/* its setup waits for the worker */
 	char *A, *B, *T;
 	struct flight f;
 	pthread_t wd;
@@ -519,8 +728,9 @@ static void sc_reuse(int round)
 	to_dev_all(A, n);
 	if (to_dev) tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL);
 	fl_start(&f, g_td, A, n, to_dev, hook);
+	ev_before(ev);
 	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap %d", errno);
-	if (sync) catch_up();
+	ev_after(ev);
 	atomic_store(&wd_stop, 0);
 	pthread_create(&wd, NULL, watchdog, "the new tenant");
 	if (rawmap)
@@ -540,10 +750,10 @@ static void sc_reuse(int round)
 	/* The discarded half is left empty (not read) until the old migration has ended. */
 	atomic_store(&wd_stop, 1);
 	pthread_join(wd, NULL);
-	fl_finish(&f);
+	fl_finish_ev(&f, ev);
+	ev_end(ev);
 	printf("round %d: reuse: flight %s stopped %s, events %s, new tenant by %s%s: collected %ld, "
-	       "migrated %ld\n", round, dir_name(to_dev), hook_name(hook), sync ? "applied before the tenant" :
-	       "left to the worker", rawmap ? "raw mmap" : "the mmap wrapper",
+	       "migrated %ld\n", round, dir_name(to_dev), hook_name(hook), ev == EV_CAUGHT_UP ? "applied before the tenant" : ev_name(ev), rawmap ? "raw mmap" : "the mmap wrapper",
 	       reg ? ", registered, half discarded" : "", f.collected, f.migrated);
 	bad += check("the moved region", B, n, 21, 0);
 	bad += check("the new tenant, after the old migration ended", T, reg ? n / 2 : n, 22, 0);
@@ -554,41 +764,12 @@ static void sc_reuse(int round)
 
 /* ================= compound: 2 MiB device pages moved unaligned =========================== */
 
-static void *ev_thread(void *a)
-{
-	struct flight *f = a;	/* np pages of pool from index start (a pool index here) */
-	uint64_t *src = calloc(f->np, 8), *dst = calloc(f->np, 8);
-	char *buf = mmap(NULL, f->np * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&f->td->pgmap, 0));
-	int r = uhmm_migrate_device_range(f->td->mm, src, base + f->start, f->np);
-	if (r) FAIL("device range %d", r);
-	for (size_t i = 0; i < f->np; i++) f->collected += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
-	if (f->hook == H_SETUP) fl_hook(f);
-	for (size_t i = 0; i < f->np; i++) {
-		dst[i] = 0;
-		if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
-		struct uhmm_page *pg = uhmm_pfn_to_page(f->td->mm, uhmm_migrate_pfn_to_pfn(src[i]));
-		if (!pg) FAIL("collected pfn names no page");
-		memcpy(buf + i * PG, tdev_page_mem(f->td, pg), PG);
-		dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
-	}
-	uhmm_migrate_device_pages(f->td->mm, src, dst, f->np);
-	if (f->hook == H_PAGES) fl_hook(f);
-	uhmm_migrate_device_finalize(f->td->mm, src, dst, f->np);
-	for (size_t i = 0; i < f->np; i++) f->migrated += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
-	munmap(buf, f->np * PG);
-	free(src);
-	free(dst);
-	fl_set(f, 3);
-	return NULL;
-}
-
 static void sc_compound(int round)
 {
 	const size_t n = 1024;		/* two 2 MiB blocks */
 	bool evict = round % 2;
 	int hook = round / 2 % 2, how = round / 4 % 3;
-	bool sync = round / 12 % 2 == 0;
+	int ev = evmode(round / 12 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
 	char *A, *B;
 	struct flight f;
 	int bad = 0;
@@ -611,14 +792,16 @@ static void sc_compound(int round)
 	} else {
 		fl_start(&f, g_td, A, n, false, hook);
 	}
+	ev_before(ev);
 	if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
 		FAIL("mremap %d", errno);
-	if (sync) catch_up();
-	fl_finish(&f);
+	ev_after(ev);
+	fl_finish_ev(&f, ev);
+	ev_end(ev);
 	printf("round %d: compound: %s stopped %s, pages %zu-%zu of 1024 (2 MiB aligned, %zu tdev pages "
 	       "used) moved to an address 5 pages past 2 MiB, events %s: collected %ld, migrated %ld\n",
 	       round, evict ? "device-range eviction of the pool" : "flight home", hook_name(hook), off,
-	       off + len - 1, used0, sync ? "applied before finalize" : "left to the worker",
+	       off + len - 1, used0, ev_name(ev),
 	       f.collected, f.migrated);
 	bad += check("the moved part", B, len, 31, off);
 	if (off) bad += check("the head that stayed", A, off, 31, 0);
