@@ -592,8 +592,8 @@ static void *ev_thread(void *a)
 	if (f->hook == H_PAGES) fl_hook(f);
 	uhmm_migrate_device_finalize(f->td->mm, src, dst, f->np);
 	for (size_t i = 0; i < f->np; i++) f->migrated += !!(src[i] & UHMM_MIGRATE_PFN_MIGRATE);
-	fl_set(f, 3);	/* before the unmap of buf, which may wait for migrations (the held worker's) */
-	munmap(buf, f->np * PG);
+	/* buf stays mapped: its unmap may wait for migrations (the held worker's). */
+	fl_set(f, 3);
 	free(src);
 	free(dst);
 	return NULL;
@@ -809,14 +809,313 @@ static void sc_compound(int round)
 	lockstep_end(bad);
 }
 
+/* ================= stress: free-running raw mremap against faults, eviction, removal ====== *
+ * ST_NR regions of ST_P pages; region g lives in one of 3 slots of its own
+ * (PROT_NONE reservations) and its owner thread moves it between them with
+ * raw mremap (MREMAP_FIXED; so over time A->B->C, A->B->A chains), puts the
+ * reservation back over the hole, checks every byte at the new place and
+ * now and then rewrites it (new tag) and migrates it (or a run of it) to
+ * tdev.  Each region has a sequence count, odd while its owner moves or
+ * rewrites it.  Meanwhile: CPU readers read whole random pages of random
+ * regions (device-resident ones fault: migrate_to_ram on uhmm's worker,
+ * fault-around windows of 0-7 pages); a read that began and ended with the
+ * same even count must succeed and hold the region's data (SIGSEGV or
+ * SIGBUS there, or other data, fails the round); a migrator moves random
+ * runs of regions to tdev and home (the region may move under it: any
+ * setup error but ENOMEM/EBUSY/EINVAL/ENOENT/EFAULT fails); an evictor
+ * evicts runs of the pool's pfns (device-range migration); a remover
+ * removes and re-adds the pool (HUNT7_REM=0: not).  At the end every byte
+ * is checked, everything unmapped, and the pool must come off with no page
+ * allocated.  HUNT7_SECS seconds (3); HUNT7_COMPOUND=1: a TDEV_COMPOUND
+ * pool and regions of 1024 pages (2 MiB aligned slots, moves keep or
+ * break the alignment). */
+#define ST_NR 4
+static size_t st_p = 16;
+static char *st_slot[ST_NR][3];
+static _Atomic(char *) st_at[ST_NR];
+static atomic_uint st_tag[ST_NR];
+static atomic_uint st_seq[ST_NR];
+static atomic_int st_stop;
+static pthread_rwlock_t st_pool;
+static atomic_bool st_added;
+static atomic_ulong st_moves, st_reads, st_readseg, st_migs, st_migerr, st_evpg, st_rm, st_rmerr,
+	st_rewrites, st_migerrk[6];
+static atomic_int st_bad;
+static bool st_compound;
+
+static __thread sigjmp_buf *volatile tl_env;
+static __thread volatile int tl_sig;
+
+static void st_report_bad(const char *when, int g, size_t pg, const char *p, unsigned tag)
+{
+	if (atomic_fetch_add(&st_bad, 1) < 6) {
+		char id[80];
+		ident(p, id, sizeof(id));
+		fprintf(stderr, "round %d: %s: region %d page %zu at %p reads %s, want tag %u page %zu\n",
+			g_round, when, g, pg, (const void *)p, id, tag, pg);
+	}
+}
+
+static int st_check_region(int g, const char *when)
+{
+	char *p = atomic_load(&st_at[g]);
+	unsigned tag = atomic_load(&st_tag[g]);
+	int bad = 0;
+	for (size_t i = 0; i < st_p; i++)
+		if (page_is(p + i * PG, tag, i) != 1) {
+			st_report_bad(when, g, i, p + i * PG, tag);
+			bad++;
+		}
+	return bad;
+}
+
+static long st_migrate(char *a, size_t np, bool to_dev)
+{
+	long m = -ENODEV;
+	pthread_rwlock_rdlock(&st_pool);
+	if (atomic_load(&st_added))
+		m = tdev_migrate(g_td, (uintptr_t)a, (uintptr_t)a + np * PG, to_dev, NULL, NULL);
+	pthread_rwlock_unlock(&st_pool);
+	return m;
+}
+
+static void *st_owner(void *a)
+{
+	unsigned s = seed ^ (unsigned)(uintptr_t)a * 0x3131u;
+	int g0 = (int)(uintptr_t)a;
+	while (!atomic_load(&st_stop)) {
+		int g = g0 + 2 * (int)(rnd_r(&s) % (ST_NR / 2));	/* owner 0: even regions, 1: odd */
+		char *from = atomic_load(&st_at[g]);
+		unsigned op = rnd_r(&s) % 8;
+		if (op < 5) {	/* move */
+			int k;
+			do k = (int)(rnd_r(&s) % 3); while (st_slot[g][k] == from);
+			char *to = st_slot[g][k];
+			atomic_fetch_add(&st_seq[g], 1);
+			long r = raw_mremap(from, st_p * PG, st_p * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+			if (r != (long)to) FAIL("raw mremap region %d %p -> %p: %d", g, (void *)from, (void *)to, errno);
+			atomic_store(&st_at[g], to);
+			rereserve(from, st_p);
+			atomic_fetch_add(&st_seq[g], 1);
+			atomic_fetch_add(&st_moves, 1);
+			if (st_check_region(g, "after a raw mremap")) FAIL("data lost or wrong after a raw mremap");
+		} else if (op < 6) {	/* rewrite, migrate */
+			atomic_fetch_add(&st_seq[g], 1);
+			if (st_check_region(g, "before a rewrite")) FAIL("data lost or wrong before a rewrite");
+			atomic_store(&st_tag[g], atomic_load(&st_tag[g]) + ST_NR);
+			fill(from, st_p, atomic_load(&st_tag[g]), 0);
+			atomic_fetch_add(&st_seq[g], 1);
+			atomic_fetch_add(&st_rewrites, 1);
+			st_migrate(from, st_p, true);
+		} else {	/* migrate a run (to the device mostly) */
+			size_t x = rnd_r(&s) % st_p, n = 1 + rnd_r(&s) % (st_p - x);
+			st_migrate(from + x * PG, n, op == 6);
+		}
+	}
+	return NULL;
+}
+
+static void st_sig(int sig)
+{
+	tl_sig = sig;
+	siglongjmp(*tl_env, 1);
+}
+
+static void *st_reader(void *a)
+{
+	volatile unsigned s = seed ^ (unsigned)(uintptr_t)a * 0x5151u;
+	sigjmp_buf env;
+	while (!atomic_load(&st_stop)) {
+		unsigned s2 = s;
+		int g = (int)(rnd_r(&s2) % ST_NR);
+		size_t pg = rnd_r(&s2) % st_p;
+		s = s2;
+		unsigned q1 = atomic_load(&st_seq[g]);
+		if (q1 & 1) { sched_yield(); continue; }
+		char *p = atomic_load(&st_at[g]) + pg * PG;
+		unsigned tag = atomic_load(&st_tag[g]);
+		volatile int k = -2;
+		tl_sig = 0;
+		if (sigsetjmp(env, 1) == 0) {
+			tl_env = &env;
+			k = page_is(p, tag, pg);
+		}
+		tl_env = NULL;
+		unsigned q2 = atomic_load(&st_seq[g]);
+		if (q1 != q2) {
+			atomic_fetch_add(&st_readseg, tl_sig != 0);
+			continue;	/* moved or rewritten meanwhile: anything goes */
+		}
+		atomic_fetch_add(&st_reads, 1);
+		if (tl_sig) {
+			if (atomic_fetch_add(&st_bad, 1) < 6)
+				fprintf(stderr, "round %d: a read of region %d page %zu at %p got signal %d with "
+					"the region there all along\n", g_round, g, pg, (void *)p, tl_sig);
+		} else if (k != 1) {
+			st_report_bad("a CPU read (the region there all along)", g, pg, p, tag);
+		}
+	}
+	return NULL;
+}
+
+static void *st_migrator(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x7373u;
+	while (!atomic_load(&st_stop)) {
+		int g = (int)(rnd_r(&s) % ST_NR);
+		size_t x = rnd_r(&s) % st_p, n = 1 + rnd_r(&s) % (st_p - x);
+		char *p = atomic_load(&st_at[g]);
+		long m = st_migrate(p + x * PG, n, rnd_r(&s) % 2);
+		if (m != -ENODEV) atomic_fetch_add(&st_migs, 1);
+		if (m == -ENODEV) { nap_us(200); continue; }	/* the pool is off */
+		if (m < 0) {
+			atomic_fetch_add(&st_migerr, 1);
+			atomic_fetch_add(&st_migerrk[m == -ENOMEM ? 0 : m == -EBUSY ? 1 : m == -EINVAL ? 2 : m == -ENOENT ? 3 : 4], 1);
+			if (m != -ENOMEM && m != -EBUSY && m != -EINVAL && m != -ENOENT && m != -EFAULT && m != -ENODEV)
+				FAIL("migration of region %d run %zu+%zu: %ld %s", g, x, n, m, uhmm_last_error());
+		}
+	}
+	return NULL;
+}
+
+static void *st_evictor(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x9393u;
+	enum { NE = 64 };
+	uint64_t src[NE], dst[NE];
+	char *buf = mmap(NULL, NE * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) FAIL("evict buffer");
+	while (!atomic_load(&st_stop)) {
+		pthread_rwlock_rdlock(&st_pool);
+		if (atomic_load(&st_added)) {
+			size_t n = 1 + rnd_r(&s) % NE, idx = rnd_r(&s) % g_td->nr_pages;
+			if (idx + n > g_td->nr_pages) n = g_td->nr_pages - idx;
+			uint64_t base = uhmm_page_to_pfn(uhmm_devmem_page(&g_td->pgmap, 0));
+			int r = uhmm_migrate_device_range(g_mm, src, base + idx, n);
+			if (r) FAIL("device range %d %s", r, uhmm_last_error());
+			for (size_t i = 0; i < n; i++) {
+				dst[i] = 0;
+				if (!(src[i] & UHMM_MIGRATE_PFN_MIGRATE)) continue;
+				struct uhmm_page *pg = uhmm_pfn_to_page(g_mm, uhmm_migrate_pfn_to_pfn(src[i]));
+				if (!pg) FAIL("collected pfn names no page");
+				memcpy(buf + i * PG, tdev_page_mem(g_td, pg), PG);
+				dst[i] = uhmm_migrate_pfn((uintptr_t)(buf + i * PG) / PG);
+				atomic_fetch_add(&st_evpg, 1);
+			}
+			uhmm_migrate_device_pages(g_mm, src, dst, n);
+			uhmm_migrate_device_finalize(g_mm, src, dst, n);
+		}
+		pthread_rwlock_unlock(&st_pool);
+		nap_us(rnd_r(&s) % 1000);
+	}
+	return NULL;
+}
+
+static int st_remove(void)
+{
+	int r = uhmm_devmem_remove(&g_td->pgmap);
+	if (r == 0) {
+		atomic_store(&st_added, false);
+		atomic_fetch_add(&st_rm, 1);
+		if (tdev_used(g_td)) FAIL("remove returned 0 with %zu tdev pages allocated", tdev_used(g_td));
+	} else {
+		atomic_fetch_add(&st_rmerr, 1);
+		if (r != -EBUSY && r != -EINVAL && r != -EFAULT && r != -ENOENT)
+			FAIL("remove: %d %s", r, uhmm_last_error());
+	}
+	return r;
+}
+
+static void st_readd(void)
+{
+	int r = uhmm_devmem_add(g_mm, &g_td->pgmap);
+	if (r) FAIL("re-add %d %s", r, uhmm_last_error());
+	atomic_store(&st_added, true);
+}
+
+static void *st_remover(void *a)
+{
+	(void)a;
+	unsigned s = seed ^ 0x8383u;
+	while (!atomic_load(&st_stop)) {
+		pthread_rwlock_wrlock(&st_pool);
+		if (!atomic_load(&st_added)) st_readd();
+		else if (st_remove() == 0 && rnd_r(&s) % 4) st_readd();
+		pthread_rwlock_unlock(&st_pool);
+		nap_us(2000 + rnd_r(&s) % 20000);
+	}
+	return NULL;
+}
+
+static void sc_stress(int round)
+{
+	double secs_ = hunt_envi("HUNT7_SECS", 3);
+	size_t fa = (size_t)round % 8;
+	pthread_rwlockattr_t ra;
+	pthread_t t[8];
+	int nt = 0, r;
+
+	st_compound = hunt_envi("HUNT7_COMPOUND", 0);
+	st_p = st_compound ? 1024 : 16;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&st_pool, &ra);
+	g_mm = getmm();
+	r = tdev_open(g_mm, st_compound ? 4096 : 256, fa, NULL, st_compound ? TDEV_COMPOUND : 0, &g_td);
+	if (r) FAIL("tdev open %d", r);
+	atomic_store(&st_added, true);
+	area_init(true);
+	for (int g = 0; g < ST_NR; g++) {
+		for (int k = 0; k < 3; k++)	/* compound: slot 2 is 5 pages past 2 MiB */
+			st_slot[g][k] = slot_at(g * 4 + k) + (st_compound && k == 2 ? 5 * PG : 0);
+		atomic_store(&st_tag[g], 1 + (unsigned)g);
+		atomic_store(&st_at[g], region_map(st_slot[g][0], st_p, 1 + (unsigned)g));
+		if (st_compound) madvise(st_slot[g][0], st_p * PG, MADV_HUGEPAGE);
+		st_migrate(st_slot[g][0], st_p, true);
+	}
+	printf("round %d: stress, fault_around %zu, %zu pages a region%s, remover %s\n", round, fa, st_p,
+	       st_compound ? " (2 MiB device pages)" : "", hunt_envi("HUNT7_REM", 1) ? "on" : "off");
+	pthread_create(&t[nt++], NULL, st_owner, (void *)0);
+	pthread_create(&t[nt++], NULL, st_owner, (void *)1);
+	pthread_create(&t[nt++], NULL, st_reader, (void *)2);
+	pthread_create(&t[nt++], NULL, st_reader, (void *)3);
+	pthread_create(&t[nt++], NULL, st_migrator, NULL);
+	pthread_create(&t[nt++], NULL, st_evictor, NULL);
+	if (hunt_envi("HUNT7_REM", 1)) pthread_create(&t[nt++], NULL, st_remover, NULL);
+	double t0 = hunt_now();
+	while (hunt_now() - t0 < secs_ && !atomic_load(&st_bad)) nap_us(20000);
+	atomic_store(&st_stop, 1);
+	for (int i = 0; i < nt; i++) pthread_join(t[i], NULL);
+	int bad = atomic_load(&st_bad);
+	for (int g = 0; g < ST_NR; g++) bad += st_check_region(g, "final");
+	printf("round %d: %lu moves, %lu rewrites, %lu reads checked (%lu signals while moving), %lu "
+	       "migrations (%lu refused: ENOMEM %lu EBUSY %lu EINVAL %lu ENOENT %lu EFAULT %lu), %lu pages evicted, "
+	       "%lu removals (%lu refused)\n", round, st_moves, st_rewrites, st_reads, st_readseg, st_migs,
+	       st_migerr, st_migerrk[0], st_migerrk[1], st_migerrk[2], st_migerrk[3], st_migerrk[4], st_evpg,
+	       st_rm, st_rmerr);
+	if (bad) FAIL("%d pages wrong", bad);
+	munmap(area, (size_t)NSLOT * SLOT * PG);
+	if (!atomic_load(&st_added)) st_readd();
+	int tries = 0;
+	while ((r = st_remove()) != 0) {
+		if (++tries == 1000) FAIL("the pool never comes off: %d, %zu pages allocated: stranded", r, tdev_used(g_td));
+		sched_yield();
+	}
+	tdev_free(g_td);
+}
+
 static void h7_sig(int sig, siginfo_t *si, void *uc)
 {
+	if (tl_env)
+		st_sig(sig);
 	hunt_segv(sig, si, uc);
 }
 
 static const struct hunt_scenario scs[] = {
 	{"chain", sc_chain}, {"partial", sc_partial}, {"collide", sc_collide}, {"reuse", sc_reuse},
-	{"compound", sc_compound},
+	{"compound", sc_compound}, {"stress", sc_stress},
 };
 
 int main(int argc, char **argv)
