@@ -826,7 +826,8 @@ static void sc_compound(int round)
  * evicts runs of the pool's pfns (device-range migration); a remover
  * removes and re-adds the pool (HUNT7_REM=0: not).  At the end every byte
  * is checked, everything unmapped, and the pool must come off with no page
- * allocated.  HUNT7_SECS seconds (3); HUNT7_COMPOUND=1: a TDEV_COMPOUND
+ * allocated.  HUNT7_SECS seconds (3); HUNT7_RACERS picks the racers (bits:
+ * 1 readers, 2 migrator, 4 evictor, 8 remover; default 15); HUNT7_COMPOUND=1: a TDEV_COMPOUND
  * pool and regions of 1024 pages (2 MiB aligned slots, moves keep or
  * break the alignment). */
 #define ST_NR 4
@@ -1052,7 +1053,7 @@ static void *st_remover(void *a)
 static void sc_stress(int round)
 {
 	double secs_ = hunt_envi("HUNT7_SECS", 3);
-	size_t fa = (size_t)round % 8;
+	size_t fa = (size_t)1 << (round % 4) >> 1;	/* 0, 1, 2, 4 */
 	pthread_rwlockattr_t ra;
 	pthread_t t[8];
 	int nt = 0, r;
@@ -1075,15 +1076,18 @@ static void sc_stress(int round)
 		if (st_compound) madvise(st_slot[g][0], st_p * PG, MADV_HUGEPAGE);
 		st_migrate(st_slot[g][0], st_p, true);
 	}
-	printf("round %d: stress, fault_around %zu, %zu pages a region%s, remover %s\n", round, fa, st_p,
-	       st_compound ? " (2 MiB device pages)" : "", hunt_envi("HUNT7_REM", 1) ? "on" : "off");
+	/* HUNT7_RACERS: bit 0 the CPU readers, 1 the migrator, 2 the evictor, 3 the remover */
+	int racers = hunt_envi("HUNT7_RACERS", 15) & (hunt_envi("HUNT7_REM", 1) ? 15 : 7);
+	printf("round %d: stress, fault_around %zu, %zu pages a region%s, racers %#x (1 readers, 2 "
+	       "migrator, 4 evictor, 8 remover)\n", round, fa, st_p, st_compound ? " (2 MiB device pages)" : "",
+	       racers);
 	pthread_create(&t[nt++], NULL, st_owner, (void *)0);
 	pthread_create(&t[nt++], NULL, st_owner, (void *)1);
-	pthread_create(&t[nt++], NULL, st_reader, (void *)2);
-	pthread_create(&t[nt++], NULL, st_reader, (void *)3);
-	pthread_create(&t[nt++], NULL, st_migrator, NULL);
-	pthread_create(&t[nt++], NULL, st_evictor, NULL);
-	if (hunt_envi("HUNT7_REM", 1)) pthread_create(&t[nt++], NULL, st_remover, NULL);
+	if (racers & 1) pthread_create(&t[nt++], NULL, st_reader, (void *)2);
+	if (racers & 1) pthread_create(&t[nt++], NULL, st_reader, (void *)3);
+	if (racers & 2) pthread_create(&t[nt++], NULL, st_migrator, NULL);
+	if (racers & 4) pthread_create(&t[nt++], NULL, st_evictor, NULL);
+	if (racers & 8) pthread_create(&t[nt++], NULL, st_remover, NULL);
 	double t0 = hunt_now();
 	while (hunt_now() - t0 < secs_ && !atomic_load(&st_bad)) nap_us(20000);
 	atomic_store(&st_stop, 1);
@@ -1106,6 +1110,125 @@ static void sc_stress(int round)
 	tdev_free(g_td);
 }
 
+/* ================= lateunmap: an unmap applied after the old address was mapped again ======
+ * The kernel sends UNMAP for a moving mremap's old range after its REMAP
+ * (and raw munmap sends UNMAP); uhmm's worker applies them later.  A
+ * migration whose setup caught up with the events before the change
+ * (rule 4) and claims after it, once the old address holds memory again
+ * (the region moved back, or a new tenant), meets the late UNMAP after
+ * its finalize.  Played in lock step with an interval notifier over the
+ * region: its invalidate callback stops the migration's thread in its
+ * MIGRATE invalidation (setup, after the catch-up and the mapping's look,
+ * before the collection) and stops uhmm's worker in the invalidation of
+ * the late UNMAP (before it drops the range's entries).
+ *   how 0: raw mremap A->B, then B->A (the region comes back)
+ *   how 1: raw mremap A->B, a new tenant mapped at A (raw mmap)
+ *   how 2: raw munmap of A, a new tenant mapped at A (raw mmap)
+ * The migration (to the device) must leave the data at A: the region's
+ * (0) or the tenant's (1, 2). */
+static struct uhmm_interval_notifier lu_mni;
+static pthread_t lu_mth;
+static uintptr_t lu_a;
+static int lu_arm_m, lu_arm_w, lu_wcalls, lu_wblock_at;
+static int lu_m_in, lu_m_go, lu_w_in, lu_w_go;
+
+static void lu_wait(int *flag)
+{
+	pthread_mutex_lock(&fl_mu);
+	while (!*flag)
+		pthread_cond_wait(&fl_cv, &fl_mu);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static void lu_set(int *flag)
+{
+	pthread_mutex_lock(&fl_mu);
+	*flag = 1;
+	pthread_cond_broadcast(&fl_cv);
+	pthread_mutex_unlock(&fl_mu);
+}
+
+static bool lu_invalidate(struct uhmm_interval_notifier *mni, const struct uhmm_notifier_range *r,
+			  unsigned long seq)
+{
+	uhmm_interval_set_seq(mni, seq);
+	if (pthread_equal(pthread_self(), lu_mth) && r->event == UHMM_NOTIFY_MIGRATE && lu_arm_m) {
+		lu_arm_m = 0;
+		lu_set(&lu_m_in);
+		lu_wait(&lu_m_go);
+	} else if (!pthread_equal(pthread_self(), lu_mth) && r->event == UHMM_NOTIFY_UNMAP &&
+		   r->start == lu_a && lu_arm_w && ++lu_wcalls == lu_wblock_at) {
+		lu_arm_w = 0;
+		lu_set(&lu_w_in);
+		lu_wait(&lu_w_go);
+	}
+	return true;
+}
+
+static const struct uhmm_interval_notifier_ops lu_ops = { .invalidate = lu_invalidate };
+static long lu_moved;
+
+static void *lu_migrator(void *a)
+{
+	(void)a;
+	lu_moved = tdev_to_dev(g_td, lu_a, lu_a + 16 * PG, NULL);
+	return NULL;
+}
+
+static void sc_lateunmap(int round)
+{
+	const size_t n = 16;
+	int how = round % 3;
+	char *A, *B;
+	int bad = 0, r;
+	unsigned want;
+
+	lockstep_init(round, 256, 0);
+	A = slot_at(1), B = slot_at(3);
+	lu_a = (uintptr_t)A;
+	region_map(A, n, 41);
+	/* Registered with uhmm's userfaultfd (so its unmap and moves are events). */
+	to_dev_all(A, n);
+	if (tdev_to_sys(g_td, (uintptr_t)A, (uintptr_t)A + n * PG, NULL) != (long)n) FAIL("home");
+	memset(&lu_mni, 0, sizeof(lu_mni));
+	r = uhmm_interval_notifier_insert(&lu_mni, g_mm, (uintptr_t)A, n * PG, &lu_ops);
+	if (r) FAIL("notifier insert %d", r);
+	lu_arm_m = 1;
+	lu_arm_w = 1;
+	lu_wcalls = 0;
+	lu_wblock_at = how == 2 ? 1 : 2;	/* mremap: REMAP's invalidation first, then UNMAP's */
+	lu_m_in = lu_m_go = lu_w_in = lu_w_go = 0;
+	pthread_create(&lu_mth, NULL, lu_migrator, NULL);
+	lu_wait(&lu_m_in);		/* caught up, mapping looked up, not collected yet */
+	if (how == 2) {
+		if (syscall(SYS_munmap, A, n * PG)) FAIL("munmap %d", errno);
+	} else if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) {
+		FAIL("mremap A->B %d", errno);
+	}
+	lu_wait(&lu_w_in);		/* the worker: REMAP applied, the late UNMAP of A not yet */
+	if (how == 0) {
+		if (raw_mremap(B, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, A) != (long)A) FAIL("mremap B->A %d", errno);
+		want = 41;
+	} else {
+		char *t = (char *)syscall(SYS_mmap, A, n * PG, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (t != A) FAIL("new tenant at %p: %p %d", (void *)A, (void *)t, errno);
+		fill(t, n, 42, 0);
+		want = 42;
+	}
+	lu_set(&lu_m_go);
+	pthread_join(lu_mth, NULL);	/* the migration to the device ended */
+	lu_set(&lu_w_go);
+	catch_up();
+	printf("round %d: lateunmap: %s; the migration to the device claimed A after it and moved %ld pages "
+	       "before the worker applied the old UNMAP of A\n", round,
+	       how == 0 ? "raw mremap A->B, B->A" : how == 1 ? "raw mremap A->B, new tenant at A" :
+	       "raw munmap A, new tenant at A", lu_moved);
+	bad += check(how == 0 ? "the region back at A" : "the new tenant at A", A, n, want, 0);
+	uhmm_interval_notifier_remove(&lu_mni);
+	lockstep_end(bad);
+}
+
 static void h7_sig(int sig, siginfo_t *si, void *uc)
 {
 	if (tl_env)
@@ -1116,6 +1239,7 @@ static void h7_sig(int sig, siginfo_t *si, void *uc)
 static const struct hunt_scenario scs[] = {
 	{"chain", sc_chain}, {"partial", sc_partial}, {"collide", sc_collide}, {"reuse", sc_reuse},
 	{"compound", sc_compound}, {"stress", sc_stress},
+	{"lateunmap", sc_lateunmap},
 };
 
 int main(int argc, char **argv)
