@@ -768,12 +768,13 @@ static void sc_compound(int round)
 {
 	const size_t n = 1024;		/* two 2 MiB blocks */
 	bool evict = round % 2;
-	int hook = round / 2 % 2, how = round / 4 % 3;
-	int ev = evmode(round / 12 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
+	int hook = round / 2 % 2, how = hunt_envi("HUNT7_HOW", round / 4 % 4);
+	int ev = evmode(round / 16 % 2 == 0 ? EV_CAUGHT_UP : EV_WORKER);
 	char *A, *B;
 	struct flight f;
 	int bad = 0;
-	size_t off = how == 2 ? 300 : 0, len = how == 0 ? n : how == 1 ? n - 100 : 400;
+	/* how 3: all of it moved, a new tenant (raw mmap, its own data) at once at A */
+	size_t off = how == 2 ? 300 : 0, len = how == 0 || how == 3 ? n : how == 1 ? n - 100 : 400;
 
 	lockstep_init(round, 2048, TDEV_COMPOUND);
 	A = slot_at(2), B = slot_at(6) + 5 * PG;	/* B: not 2 MiB aligned */
@@ -796,13 +797,20 @@ static void sc_compound(int round)
 	if (raw_mremap(A + off * PG, len * PG, len * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B)
 		FAIL("mremap %d", errno);
 	ev_after(ev);
+	if (how == 3) {
+		char *t = (char *)syscall(SYS_mmap, A, n * PG, PROT_READ | PROT_WRITE,
+					  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (t != A) FAIL("new tenant at %p: %p %d", (void *)A, (void *)t, errno);
+		fill(t, n, 32, 0);
+	}
 	fl_finish_ev(&f, ev);
 	ev_end(ev);
 	printf("round %d: compound: %s stopped %s, pages %zu-%zu of 1024 (2 MiB aligned, %zu tdev pages "
-	       "used) moved to an address 5 pages past 2 MiB, events %s: collected %ld, migrated %ld\n",
+	       "used) moved to an address 5 pages past 2 MiB%s, events %s: collected %ld, migrated %ld\n",
 	       round, evict ? "device-range eviction of the pool" : "flight home", hook_name(hook), off,
-	       off + len - 1, used0, ev_name(ev),
+	       off + len - 1, used0, how == 3 ? ", a new tenant at the old address" : "", ev_name(ev),
 	       f.collected, f.migrated);
+	if (how == 3) bad += check("the new tenant at the old address", A, n, 32, 0);
 	bad += check("the moved part", B, len, 31, off);
 	if (off) bad += check("the head that stayed", A, off, 31, 0);
 	if (off + len < n) bad += check("the tail that stayed", A + (off + len) * PG, n - off - len, 31, off + len);
