@@ -133,13 +133,19 @@ static char *region_map(char *at, size_t np, unsigned tag)
 	return p;
 }
 
-/* Put the PROT_NONE reservation back over a hole (a region moved away). */
-static void rereserve(char *at, size_t np)
+/*
+ * Put the PROT_NONE reservation back over a hole (a region moved away).
+ * False if something else was mapped there meanwhile (another thread's
+ * mmap(NULL), uhmm's staging included, may take the hole first): the
+ * slot is no longer the program's to move into.
+ */
+static bool rereserve(char *at, size_t np)
 {
 	void *p = (void *)syscall(SYS_mmap, at, np * PG, PROT_NONE,
 				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_NORESERVE, -1, 0);
 	if (p != at && p != MAP_FAILED)
 		munmap(p, np * PG);
+	return p == at;
 }
 
 /*
@@ -487,7 +493,7 @@ static void sc_chain(int round)
 	if (raw_mremap(A, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, B) != (long)B) FAIL("mremap A->B %d", errno);
 	ev_after(ev);
 	end = how == 1 ? A : C;
-	if (how != 1) rereserve(A, n);
+	if (how != 1 && !rereserve(A, n)) FAIL("the hole at A was taken");
 	ev_before(ev);
 	if (raw_mremap(B, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, end) != (long)end) FAIL("mremap B->%s %d", how == 1 ? "A" : "C", errno);
 	if (ev == EV_CAUGHT_UP || (how == 2 && ev == EV_WORKER)) catch_up();
@@ -842,6 +848,8 @@ static void sc_compound(int round)
 static size_t st_p = 16;
 static char *st_slot[ST_NR][3];
 static _Atomic(char *) st_at[ST_NR];
+static bool st_lost[ST_NR][3];	/* a slot someone else mapped into while it was a hole */
+static atomic_ulong st_slots_lost;
 static atomic_uint st_tag[ST_NR];
 static atomic_uint st_seq[ST_NR];
 static atomic_int st_stop;
@@ -897,14 +905,21 @@ static void *st_owner(void *a)
 		char *from = atomic_load(&st_at[g]);
 		unsigned op = rnd_r(&s) % 8;
 		if (op < 5) {	/* move */
-			int k;
-			do k = (int)(rnd_r(&s) % 3); while (st_slot[g][k] == from);
+			int k, tries = 0;
+			do k = (int)(rnd_r(&s) % 3); while ((st_slot[g][k] == from || st_lost[g][k]) && ++tries < 64);
+			if (st_slot[g][k] == from || st_lost[g][k])
+				continue;	/* both other slots lost: the region stays */
 			char *to = st_slot[g][k];
 			atomic_fetch_add(&st_seq[g], 1);
 			long r = raw_mremap(from, st_p * PG, st_p * PG, MREMAP_MAYMOVE | MREMAP_FIXED, to);
 			if (r != (long)to) FAIL("raw mremap region %d %p -> %p: %d", g, (void *)from, (void *)to, errno);
 			atomic_store(&st_at[g], to);
-			rereserve(from, st_p);
+			if (!rereserve(from, st_p)) {
+				for (int j = 0; j < 3; j++)
+					if (st_slot[g][j] == from)
+						st_lost[g][j] = true;
+				atomic_fetch_add(&st_slots_lost, 1);
+			}
 			atomic_fetch_add(&st_seq[g], 1);
 			atomic_fetch_add(&st_moves, 1);
 			if (st_check_region(g, "after a raw mremap")) FAIL("data lost or wrong after a raw mremap");
@@ -1088,12 +1103,13 @@ static void sc_stress(int round)
 	int nt = 0, r;
 
 	st_compound = hunt_envi("HUNT7_COMPOUND", 0);
-	st_p = st_compound ? 1024 : 16;
+	st_p = (size_t)hunt_envi("HUNT7_NP", st_compound ? 1024 : 16);	/* pages a region, <= 1019 + 5 */
+	if (st_p > SLOT - 5) st_p = SLOT - 5;
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&st_pool, &ra);
 	g_mm = getmm();
-	r = tdev_open(g_mm, st_compound ? 4096 : 256, fa, NULL, st_compound ? TDEV_COMPOUND : 0, &g_td);
+	r = tdev_open(g_mm, st_p > 16 ? 4096 : 256, fa, NULL, st_compound ? TDEV_COMPOUND : 0, &g_td);
 	if (r) FAIL("tdev open %d", r);
 	atomic_store(&st_added, true);
 	area_init(true);
@@ -1102,7 +1118,7 @@ static void sc_stress(int round)
 			st_slot[g][k] = slot_at(g * 4 + k) + (st_compound && k == 2 ? 5 * PG : 0);
 		atomic_store(&st_tag[g], 1 + (unsigned)g);
 		atomic_store(&st_at[g], region_map(st_slot[g][0], st_p, 1 + (unsigned)g));
-		if (st_compound) madvise(st_slot[g][0], st_p * PG, MADV_HUGEPAGE);
+		if (st_compound || hunt_envi("HUNT7_THP", 0)) madvise(st_slot[g][0], st_p * PG, MADV_HUGEPAGE);
 		st_migrate(st_slot[g][0], st_p, true);
 	}
 	/* HUNT7_RACERS: bit 0 the CPU readers, 1 the migrator, 2 the evictor, 3 the remover */
@@ -1125,11 +1141,14 @@ static void sc_stress(int round)
 	for (int g = 0; g < ST_NR; g++) bad += st_check_region(g, "final");
 	printf("round %d: %lu moves, %lu rewrites, %lu reads checked (%lu signals while moving), %lu "
 	       "migrations (%lu refused: ENOMEM %lu EBUSY %lu EINVAL %lu ENOENT %lu EFAULT %lu), %lu pages evicted, "
-	       "%lu removals (%lu refused)\n", round, st_moves, st_rewrites, st_reads, st_readseg, st_migs,
-	       st_migerr, st_migerrk[0], st_migerrk[1], st_migerrk[2], st_migerrk[3], st_migerrk[4], st_evpg,
-	       st_rm, st_rmerr);
+	       "%lu removals (%lu refused); %lu slots lost to other mappings\n", round, st_moves, st_rewrites,
+	       st_reads, st_readseg, st_migs, st_migerr, st_migerrk[0], st_migerrk[1], st_migerrk[2],
+	       st_migerrk[3], st_migerrk[4], st_evpg, st_rm, st_rmerr, st_slots_lost);
 	if (bad) FAIL("%d pages wrong", bad);
-	munmap(area, (size_t)NSLOT * SLOT * PG);
+	for (int g = 0; g < ST_NR; g++)
+		munmap(atomic_load(&st_at[g]), st_p * PG);
+	if (!atomic_load(&st_slots_lost))	/* else leave the reservations: a lost slot is not ours */
+		munmap(area, (size_t)NSLOT * SLOT * PG);
 	if (!atomic_load(&st_added)) st_readd();
 	int tries = 0;
 	while ((r = st_remove()) != 0) {
