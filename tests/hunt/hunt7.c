@@ -16,7 +16,10 @@
  * until uhmm's worker has applied them (a migration setup of an unrelated
  * page: uhmm__events_catch_up()), releases the flights in a chosen order
  * and checks every byte where the kernel's semantics put the data, then
- * brings everything home, unmaps it and requires tdev_used() == 0.
+ * unmaps everything and requires tdev_used() == 0.  HUNT7_EV: 0 the
+ * events are applied before the flights end, 1 left to uhmm's worker, 2
+ * the worker is held (in a second device's migrate_to_ram) from before
+ * the move until every flight has ended (default: by round).
  *
  *  chain	one region, one flight; moved A->B->C, A->B->A, or A->B
  *		and B->C with the event applied between the two moves
@@ -24,8 +27,10 @@
  *		the head, the tail), or the mapping shrunk in place (tail
  *		unmapped), shrunk and moved, grown and moved
  *  collide	MREMAP_FIXED onto memory another flight holds (X over A,
- *		Y over B, A moved onto B; finalize order varies), and one
- *		flight over [A, A+2n) with one half moved onto the other
+ *		Y over B, A moved onto B; finalize order varies), one
+ *		flight over [A, A+2n) with one half moved onto the other,
+ *		and X moved onto Y whose pages a device-range eviction
+ *		holds (HUNT7_KIND=0, 1, 2 picks one; default round % 3)
  *  reuse	a flight's region moved away, a new tenant mapped at once at
  *		the old address (raw mmap or the wrapper): it must work at
  *		once (no wait for the old migration) and keep its own data;
@@ -36,6 +41,9 @@
  *		region of 1024 pages on the device as compound pages, a flight
  *		home or a device-range eviction stopped inside, the region (or
  *		a part of it) moved to an address not 2 MiB aligned
+ *		(HUNT7_HOW=3: all of it, and a new tenant at the old address)
+ *  lateunmap	an UNMAP applied late drops what a migration claimed at the
+ *		address after it was mapped again (see its comment)
  *
  * Free-running: stress (see its comment).
  */
@@ -121,7 +129,6 @@ static void area_init(bool aligned)
 	char *p = mmap(NULL, len + blk, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED) FAIL("reserve %d", errno);
 	area = aligned ? (char *)(((uintptr_t)p + blk - 1) & ~(uintptr_t)(blk - 1)) : p;
-	if (getenv("HUNT7_DEBUG")) fprintf(stderr, "area %p (mmap %p)\n", (void *)area, (void *)p);
 }
 
 /* A region of @np pages at @at (inside a slot), filled with @tag's data. */
