@@ -39,6 +39,9 @@ _Static_assert(sizeof(struct uhmm_page) == 40, "README: 40 bytes per device page
 #define UHMM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define UHMM__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define UHMM__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* The object of @type whose field @member is at @ptr (an embedded node). */
+#define UHMM__CONTAINER_OF(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
 
 /*
  * The negative errno for a failed open / read / ioctl of a /proc/self

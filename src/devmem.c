@@ -917,15 +917,24 @@ int uhmm__fault_device(struct uhmm__fault *f, uint64_t e)
 {
 	struct uhmm_mm *mm = f->vmf.mm;
 	uintptr_t addr = f->vmf.address;
-	struct uhmm_page *page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	struct uhmm_page *page;
 	long resident;
 	int ret;
 
-	if (!page)
-		return -EFAULT;
 	if (!uhmm__migrate_trylock_read(mm))
 		return -EAGAIN;		/* fork is bringing pages home */
-	/* @e was read with nothing held. */
+	/*
+	 * The descriptor only under migrate_lock: a pool removal frees the
+	 * descriptors under it, for writing (round 7 hunt, FINDINGS item 26:
+	 * TSan saw this look-up race uhmm__pool_detach()).  @e was read with
+	 * nothing held: a pool gone since means its entry went first.
+	 */
+	page = uhmm__pfn_to_page(mm, uhmm__pte_payload(e));
+	if (!page) {
+		ret = uhmm__ptable_get(&mm->ptable, addr) == e ? -EFAULT : -EAGAIN;
+		uhmm__migrate_unlock(mm);
+		return ret;
+	}
 	if (!uhmm__page_grab(mm, page, addr)) {
 		uhmm__migrate_unlock(mm);
 		return -EAGAIN;

@@ -10,7 +10,7 @@
  * subtree the walk enters holds at least one match).
  *
  * The tree never allocates: the caller embeds struct uhmm__itree_node in its
- * own object and recovers the object with container_of().  The tree does no
+ * own object and recovers the object with UHMM__CONTAINER_OF() (base.h).  The tree does no
  * locking either: the caller must serialize every call on a given tree
  * (read-only queries may run concurrently with each other, but not with
  * insert or remove).

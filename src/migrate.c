@@ -1541,6 +1541,40 @@ static int install_moved(struct uhmm_migrate_vma *m, size_t i, uintptr_t src, in
 	return install_sys(m, cur, src, uhmm__page_size, false, NULL);
 }
 
+/* Is page i's entry at its own address, and not GONE? */
+static bool at_home(const struct uhmm_migrate_vma *m, size_t i)
+{
+	uintptr_t cur;
+	uint64_t e;
+
+	return page_slot(m, i, &cur, &e) && cur == m->start + (i << uhmm__page_shift) &&
+	       !(e & UHMM__PTE_GONE);
+}
+
+/*
+ * Install page i (device to system) where a raw mremap moved its entry;
+ * nothing for an entry gone (finalize drops it).  Never at its own address
+ * then: another mapping may be there now (round 7 hunt, FINDINGS item 22).
+ * A page that cannot be installed stays on the device.
+ */
+static void install_away(struct uhmm_migrate_vma *m, size_t i)
+{
+	uintptr_t src = (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[i]) << uhmm__page_shift);
+	uintptr_t cur;
+	uint64_t e;
+	int err;
+
+	if (!page_slot(m, i, &cur, &e) || (e & UHMM__PTE_GONE))
+		return;
+	err = install_sys(m, cur, src, uhmm__page_size, false, NULL);
+	if (err) {
+		uhmm__warn("migrate: cannot install %#lx: %d", (unsigned long)cur, err);
+		m->src[i] &= ~UHMM_MIGRATE_PFN_MIGRATE;
+		if (m->state->fault)
+			m->state->fault->install_err = err;
+	}
+}
+
 static void install_runs(struct uhmm_migrate_vma *m)
 {
 	struct uhmm_migrate_state *s = m->state;
@@ -1558,8 +1592,12 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		size_t j;
 		int err;
 
-		if (s->kind[i] != K_DEV || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE) ||
-		    (uhmm__ptable_get(&m->mm->ptable, m->start + (i << ps)) & UHMM__PTE_GONE)) {
+		if (s->kind[i] != K_DEV || !(m->src[i] & UHMM_MIGRATE_PFN_MIGRATE)) {
+			i++;
+			continue;
+		}
+		if (!at_home(m, i)) {
+			install_away(m, i);
 			i++;
 			continue;
 		}
@@ -1569,9 +1607,7 @@ static void install_runs(struct uhmm_migrate_vma *m)
 		for (j = i + 1; j < m->npages; j++) {
 			if (s->kind[j] != K_DEV || !(m->src[j] & UHMM_MIGRATE_PFN_MIGRATE) ||
 			    (uintptr_t)(uhmm_migrate_pfn_to_pfn(m->dst[j]) << ps) !=
-				    src0 + ((j - i) << ps) ||
-			    (uhmm__ptable_get(&m->mm->ptable, m->start + (j << ps)) &
-			     UHMM__PTE_GONE))
+				    src0 + ((j - i) << ps) || !at_home(m, j))
 				break;
 		}
 		/*

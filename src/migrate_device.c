@@ -163,7 +163,8 @@ static void migrate_device_finalize(struct uhmm_mm *mm, uint64_t *src, uint64_t 
 /*
  * Where the entry of @page is, under remap_lock: a raw mremap moves it
  * (service.c, ptable_move()) and the page's address with it.  0 if the
- * page's MIGRATING entry is not there (not collected, or not ours).
+ * page's MIGRATING entry is not there: an entry moved over it (its
+ * address was unmapped first), which means GONE.
  */
 static uintptr_t page_where(struct uhmm_mm *mm, struct uhmm_page *page,
 			    _Atomic uint64_t **slotp, uint64_t *ep)
@@ -198,8 +199,9 @@ static void settle(struct uhmm_mm *mm, struct uhmm_page *page, uint64_t src, uin
 	for (;;) {
 		a = page_where(mm, page, &slot, &e);
 		if (!a) {
-			uhmm_page_unlock(page);
-			return;
+			/* Gone, and its slot another's now: drop the page, leave the slot. */
+			keep = false;
+			break;
 		}
 		keep = false;
 		if (!(e & UHMM__PTE_GONE) && (src & UHMM_MIGRATE_PFN_MIGRATE) && !placed) {
@@ -231,7 +233,8 @@ static void settle(struct uhmm_mm *mm, struct uhmm_page *page, uint64_t src, uin
 	} else {
 		uhmm_page_unlock(page);
 	}
-	uhmm__uffd_wake(mm, a, a + uhmm__page_size);
+	if (a)
+		uhmm__uffd_wake(mm, a, a + uhmm__page_size);
 }
 
 /* The region collection entered ends after the last lock (sigblock.h). */

@@ -29,7 +29,7 @@
 
 static struct uhmm__mni_node *to_node(struct uhmm__itree_node *it)
 {
-	return (struct uhmm__mni_node *)((char *)it - offsetof(struct uhmm__mni_node, it));
+	return UHMM__CONTAINER_OF(it, struct uhmm__mni_node, it);
 }
 
 bool uhmm__notifier_overlaps(struct uhmm_mm *mm, uintptr_t start, uintptr_t end)

@@ -503,7 +503,7 @@ static void entry_destroy(struct uhmm_mm *mm, struct uhmm__stage_entry *e)
 
 static struct uhmm__stage_entry *entry_of(struct uhmm__itree_node *it)
 {
-	return (struct uhmm__stage_entry *)((char *)it - offsetof(struct uhmm__stage_entry, it));
+	return UHMM__CONTAINER_OF(it, struct uhmm__stage_entry, it);
 }
 
 /* Put @e on the list as the newest (c->lock held). */

@@ -15,23 +15,20 @@
  *   range migration collects while the library's (or the driver's) arrays
  *   sit on them.
  *
- * Each round is a child process watched by the parent: a child that does
- * not finish within WATCHDOG_S seconds hung (the failure this test is
- * about) and is killed.  "test_frozen_self N [S]" runs N rounds (with an
- * S-second watchdog) and counts the failing ones instead of stopping at the
- * first.
+ * Each round is a child process watched by the parent (watchdog.h): a
+ * child that does not finish within the watchdog's bound hung (the failure
+ * this test is about) and is killed.  "test_frozen_self N [S]" runs N
+ * rounds (with an S-second watchdog) and counts the failing ones instead of
+ * stopping at the first (UHMM_TEST_ROUNDS, UHMM_TEST_WATCHDOG and
+ * UHMM_TEST_KEEP_GOING, as for every watched test).
  */
-#include <signal.h>
-#include <time.h>
-
 #include <uhmm/simdev.h>
 
 #include "common.h"
+#include "watchdog.h"
 
 #define NAME "test_frozen_self"
 #define ROUNDS 6
-#define WATCHDOG_S 60
-static int watchdog_s = WATCHDOG_S;
 #define DEV_PAGES 2048
 #define WIN 32			/* pages migrated each side of an address */
 #define BATCH 64		/* pages per migration */
@@ -418,8 +415,9 @@ static void simdev_part(void)
 	}
 }
 
-static int round_child(void)
+static int round_child(void *arg)
 {
+	(void)arg;
 	struct targs ta = { 0 };
 	pthread_t t;
 
@@ -508,13 +506,14 @@ out:
 	return NULL;
 }
 
-static int stack_child(void)
+static int stack_child(void *arg)
 {
 	struct uhmm_mm *mm = test_mm();
 	pthread_attr_t at;
 	bool ok = false;
 	pthread_t t;
 
+	(void)arg;
 	own_stack = mmap(NULL, OWN_STACK, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	CHECK(own_stack != MAP_FAILED, "mmap");
@@ -527,79 +526,14 @@ static int stack_child(void)
 	return 0;
 }
 
-static int (*child_fn)(void) = round_child;
-
-/* One round in a child; 0 passed, 1 failed, 2 hung (killed). */
-static int run_round(int round)
-{
-	sigset_t set;
-	struct timespec ts = { watchdog_s, 0 };
-	int status;
-	pid_t pid;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	pid = fork();
-	CHECK(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		sigprocmask(SIG_UNBLOCK, &set, NULL);
-		_exit(child_fn());
-	}
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-
-		CHECK(r >= 0, "waitpid: %s", strerror(errno));
-		if (r == pid)
-			break;
-		if (sigtimedwait(&set, NULL, &ts) < 0 && errno == EAGAIN) {
-			fprintf(stderr, "%s: round %d hung for %d s: killed\n", NAME, round,
-				watchdog_s);
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return 2;
-		}
-	}
-	if (WIFSIGNALED(status)) {
-		fprintf(stderr, "%s: round %d: killed by signal %d\n", NAME, round,
-			WTERMSIG(status));
-		return 1;
-	}
-	return WEXITSTATUS(status) == 0 ? 0 : 1;
-}
-
-static int rounds = ROUNDS;
-static bool keep_going;	/* rounds given on the command line: run them all */
-
-static void run_all_rounds(void)
-{
-	int failed = 0, hung = 0;
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	for (int r = 0; r < rounds; r++) {
-		int res = run_round(r);
-
-		failed += res == 1;
-		hung += res == 2;
-		if (res && !keep_going)
-			break;
-	}
-	printf("%s: %d rounds, %d failed, %d hung\n", NAME, rounds, failed, hung);
-	CHECK(!failed && !hung, "%d rounds failed, %d hung", failed, hung);
-}
-
 static void test_heap_frozen_by_own_migration(void)
 {
-	child_fn = round_child;
-	run_all_rounds();
+	CHECK_EQ(run_rounds(round_child, NULL, ROUNDS, "heap frozen by its own migration"), 0);
 }
 
 static void test_stack_frozen_by_own_migration(void)
 {
-	child_fn = stack_child;
-	run_all_rounds();
+	CHECK_EQ(run_rounds(stack_child, NULL, ROUNDS, "stack frozen by its own migration"), 0);
 }
 
 static const struct test_case cases[] = {
@@ -613,10 +547,10 @@ int main(int argc, char **argv)
 	if (argc > 1 && argv[1][0] >= '0' && argv[1][0] <= '9') {
 		int n = 1;
 
-		rounds = atoi(argv[1]);
-		keep_going = true;
+		setenv("UHMM_TEST_ROUNDS", argv[1], 1);
+		setenv("UHMM_TEST_KEEP_GOING", "1", 1);
 		if (argc > 2 && argv[2][0] >= '0' && argv[2][0] <= '9')
-			watchdog_s = atoi(argv[n++ + 1]);
+			setenv("UHMM_TEST_WATCHDOG", argv[n++ + 1], 1);
 		argv[n] = argv[0];
 		argv += n;
 		argc -= n;

@@ -13,3 +13,5 @@ cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hun
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_policy -luhmm_simdev -luhmm -lpthread
 cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt6.c testdev/tdev.c -o tests/hunt/hunt6 \
    -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
+cc -std=gnu11 -O1 -g -Wall -Wextra -rdynamic -Iinclude -Ibuild/include tests/hunt/hunt7.c testdev/tdev.c -o tests/hunt/hunt7 \
+   -Lbuild -Wl,-rpath,$PWD/build -luhmm_simdev -luhmm -lpthread
