@@ -164,13 +164,32 @@ static bool event_pending(struct uhmm_mm *mm)
 	return probe_page && ioctl(mm->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EAGAIN;
 }
 
+static void catch_up(struct uhmm_mm *mm)
+{
+	while (event_pending(mm))
+		uhmm__eagain_backoff(mm);
+	uhmm__events_sync(mm);
+}
+
 void uhmm__events_catch_up(struct uhmm_mm *mm)
 {
 	if (uhmm__migrate_lock_held() || uhmm__on_service_thread())
 		return;
-	while (event_pending(mm))
-		uhmm__eagain_backoff(mm);
-	uhmm__events_sync(mm);
+	catch_up(mm);
+}
+
+/*
+ * Waiting for the worker with migrate_lock held for reading is safe for a
+ * migration that took it itself: the worker never waits for migrate_lock
+ * (a fault's migration only tries it), nor for a page a migration claimed
+ * (MIGRATING: its fault is left waiting), and fork or a wrapper waiting
+ * to take it for writing holds nothing the worker needs.
+ */
+void uhmm__events_catch_up_claimed(struct uhmm_mm *mm)
+{
+	if (uhmm__on_service_thread())
+		return;
+	catch_up(mm);
 }
 
 static void events_done(struct uhmm_mm *mm, unsigned long seq)

@@ -25,4 +25,10 @@ UHMM__HIDDEN void uhmm__events_sync(struct uhmm_mm *mm);
  * migrate_lock (docs/CONCURRENCY.md, rule 4).
  */
 UHMM__HIDDEN void uhmm__events_catch_up(struct uhmm_mm *mm);
+/*
+ * The same for a migration that holds migrate_lock for reading, taken by
+ * its own setup (not fork's, not a fault's): after its claims (migrate.c,
+ * FINDINGS item 25).  Not on a service thread.
+ */
+UHMM__HIDDEN void uhmm__events_catch_up_claimed(struct uhmm_mm *mm);
 #endif /* UHMM__SERVICE_H */
